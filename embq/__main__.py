@@ -1,0 +1,5 @@
+import sys
+
+from embq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""``embq info STORE`` and ``embq info --config``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info",
+        help="print a store's metadata, or the build configuration",
+        description="Print a store's metadata and compression figures, or with --config the "
+        "kernels, OpenMP and thread count this build uses.",
+    )
+    p.add_argument("store", nargs="?", help="path of an embq store")
+    p.add_argument("--config", action="store_true", help="print the build configuration")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=run)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def run(args: argparse.Namespace) -> int:
+    from embq.cli import CommandError
+
+    if args.config:
+        from embq._config import config, show_config
+
+        if args.json:
+            print(json.dumps(config(), indent=2))
+        else:
+            show_config()
+        if args.store is None:
+            return 0
+    if args.store is None:
+        raise CommandError("give a STORE path, or --config")
+
+    import embq
+
+    with embq.open(args.store) as store:
+        attrs = store.attrs
+        if args.json:
+            print(json.dumps({"path": os.fspath(args.store), **attrs}, indent=2, default=str))
+            return 0
+        print(f"{args.store}: embq store, {len(store):,} rows x {store.dim}")
+        size = os.path.getsize(args.store)
+        print(f"  {'file size':<24s} {_human_bytes(size)}")
+        for name in sorted(attrs):
+            print(f"  {name:<24s} {attrs[name]}")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,10 @@
+# Declarations of the C helpers in _common.h, for cimport by every kernel module.
+cdef extern from "_common.h" nogil:
+    int embq_openmp_enabled()
+    int embq_omp_max_threads()
+    int embq_cpu_has_avx2()
+    int embq_cpu_has_avx512bw()
+    int embq_cpu_has_avx512vnni()
+    int embq_cpu_has_neon()
+    int EMBQ_X86
+    int EMBQ_ARM64

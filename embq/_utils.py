@@ -1,0 +1,42 @@
+"""Small helpers shared by the Python front ends."""
+
+from __future__ import annotations
+
+import operator
+
+
+def effective_n_threads(n_threads: int | None) -> int:
+    """Turn a user's ``n_threads`` into a positive thread count.
+
+    ``None`` means all cores OpenMP would use; a negative value counts back from there
+    (``-1`` = all, ``-2`` = all but one, never below 1); ``0`` is an error. Without OpenMP
+    the answer is always 1.
+
+    Parameters
+    ----------
+    n_threads : int or None
+        The requested number of threads.
+
+    Returns
+    -------
+    int
+        A thread count >= 1.
+    """
+    from embq._kernels_common import max_threads, openmp_enabled
+
+    if n_threads is None:
+        requested = max_threads()
+    else:
+        try:
+            requested = operator.index(n_threads)
+        except TypeError:
+            raise TypeError(
+                f"n_threads must be an int or None, got {type(n_threads).__name__}"
+            ) from None
+        if requested == 0:
+            raise ValueError("n_threads=0 is not a thread count; use None for all cores")
+        if requested < 0:
+            requested = max(1, max_threads() + 1 + requested)
+    if not openmp_enabled():
+        return 1
+    return requested
