@@ -1,0 +1,46 @@
+"""Thread-count handling shared by every kernel front end."""
+
+import numpy as np
+import pytest
+
+from embq import _kernels_common
+from embq._utils import effective_n_threads
+
+
+def test_none_means_all_threads():
+    expected = _kernels_common.max_threads() if _kernels_common.openmp_enabled() else 1
+    assert effective_n_threads(None) == expected
+
+
+def test_negative_counts_back_and_never_below_one():
+    if not _kernels_common.openmp_enabled():
+        pytest.skip("single-threaded build always answers 1")
+    top = _kernels_common.max_threads()
+    assert effective_n_threads(-1) == top
+    assert effective_n_threads(-2) == max(1, top - 1)
+    assert effective_n_threads(-1000) == 1
+
+
+def test_positive_is_kept():
+    expected = 3 if _kernels_common.openmp_enabled() else 1
+    assert effective_n_threads(3) == expected
+    assert effective_n_threads(np.int64(3)) == expected
+
+
+def test_zero_is_an_error():
+    with pytest.raises(ValueError, match="n_threads=0"):
+        effective_n_threads(0)
+
+
+@pytest.mark.parametrize("bad", [1.5, "2", [1]])
+def test_non_integer_is_a_type_error(bad):
+    with pytest.raises(TypeError, match="n_threads must be an int or None"):
+        effective_n_threads(bad)
+
+
+def test_cpu_features_are_booleans():
+    feats = _kernels_common.cpu_features()
+    assert set(feats) == {"avx2", "avx512bw", "avx512vnni", "neon"}
+    assert all(isinstance(v, bool) for v in feats.values())
+    # AVX-512 VNNI implies AVX-512 BW in the dispatch rules.
+    assert not feats["avx512vnni"] or feats["avx512bw"]
