@@ -1,0 +1,1020 @@
+"""Measure what compression costs: word-pair correlations, analogies, and a comparison with the
+original float vectors.
+
+The word-pair and analogy evaluations follow gensim's ``KeyedVectors.evaluate_word_pairs`` and
+``evaluate_word_analogies`` rule for rule (same defaults, same case folding, same treatment of
+unknown words, same return shapes), so a store can be dropped into code written for gensim. They
+differ in three ways:
+
+* malformed input files are errors naming file and line (gensim logs and skips such lines); blank
+  lines and ``#`` comments in pair files are still skipped, and words are stripped of surrounding
+  whitespace;
+* all analogy questions are answered together with batched nearest-neighbour searches instead of
+  one ``most_similar`` call per question;
+* the same code runs on two kinds of vectors: an embq store (int8 search through
+  :mod:`embq.search`) and plain float vectors (numpy), which is how a store is compared with the
+  file it was made from.
+
+The vector side is abstracted as a small "backend": unit-normalized rows by index, the keys of the
+first rows, and a batched top-k cosine search restricted to the first rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from embq.errors import FormatError
+
+__all__ = [
+    "evaluate_word_pairs",
+    "evaluate_word_analogies",
+    "compare_with_original",
+    "read_word_pairs",
+    "read_analogies",
+]
+
+# gensim's most_similar(topn=5) fetches topn + len(query keys) candidates and drops the query
+# keys from them; an analogy has three query keys.
+_ANALOGY_TOPN = 5
+_ANALOGY_K = _ANALOGY_TOPN + 3
+
+_ASCII_WS = " \t\n\r\x0b\x0c"
+
+
+# --------------------------------------------------------------------------------------------
+# File parsers
+# --------------------------------------------------------------------------------------------
+
+
+def _read_text(path: str | os.PathLike, encoding: str) -> str:
+    """Read a whole text file, turning a decoding failure into a FormatError with the line."""
+    fspath = os.fspath(path)
+    with open(fspath, "rb") as fh:
+        raw = fh.read()
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise FormatError(
+            f"cannot decode byte {raw[exc.start:exc.start + 1]!r} as {encoding} ({exc.reason}); "
+            "expected text in that encoding (see the encoding= option)",
+            path=fspath,
+            line=line,
+            offset=exc.start,
+        ) from None
+
+
+def read_word_pairs(
+    path: str | os.PathLike, delimiter: str = "\t", encoding: str = "utf8"
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """Read a word-similarity file (``word1<TAB>word2<TAB>score`` lines, ``#`` comments).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file, e.g. WordSim-353 or SimLex-999 in gensim's test data.
+    delimiter : str, default "\\t"
+        Field separator.
+    encoding : str, default "utf8"
+        Text encoding of the file.
+
+    Returns
+    -------
+    words1, words2 : list of str
+        The two words of each pair, stripped of surrounding whitespace (case unchanged).
+    scores : numpy.ndarray
+        float64 human scores.
+    lines : numpy.ndarray
+        int64 1-based line number of each pair.
+
+    Raises
+    ------
+    FormatError
+        A line that is not three fields, an empty word, a score that is not a finite number, or a
+        file without any pair; the message names the file and line.
+    """
+    fspath = os.fspath(path)
+    if not delimiter:
+        raise ValueError("delimiter must be a non-empty string")
+    text = _read_text(fspath, encoding)
+    words1: list[str] = []
+    words2: list[str] = []
+    scores: list[float] = []
+    lines: list[int] = []
+    for line_no, line in enumerate(text.split("\n"), 1):
+        if line.startswith("#") or not line.strip():
+            continue
+        fields = line.split(delimiter)
+        if len(fields) != 3:
+            raise FormatError(
+                f"expected 3 fields (word1, word2, score) separated by {delimiter!r}, "
+                f"got {len(fields)}: {line.strip()!r}",
+                path=fspath,
+                line=line_no,
+            )
+        a, b, raw_score = (f.strip() for f in fields)
+        if not a or not b:
+            raise FormatError(
+                f"empty word in pair {line.strip()!r}; expected two non-empty words",
+                path=fspath,
+                line=line_no,
+            )
+        try:
+            score = float(raw_score)
+        except ValueError:
+            score = math.nan
+            bad = True
+        else:
+            bad = not math.isfinite(score)
+        if bad:
+            raise FormatError(
+                f"score {raw_score!r} is not a finite number; expected e.g. '6.77'",
+                path=fspath,
+                line=line_no,
+            )
+        words1.append(a)
+        words2.append(b)
+        scores.append(score)
+        lines.append(line_no)
+    if not scores:
+        raise FormatError(
+            "no word pairs found (the file is empty or only comments); expected lines "
+            f"'word1{delimiter}word2{delimiter}score'".replace("\t", "\\t"),
+            path=fspath,
+        )
+    return words1, words2, np.asarray(scores, np.float64), np.asarray(lines, np.int64)
+
+
+def _split_questions(block: str, first_line: int, fspath: str, fast: bool) -> list[str]:
+    """Split the question lines of one section into a flat list of words (4 per question).
+
+    ``fast`` is True when the file is ASCII with single spaces between words and no tabs,
+    carriage returns, or leading/trailing spaces: then counting spaces per line validates every
+    line and one ``str.split`` produces the words, which is several times faster than splitting
+    line by line (the analogy file has ~20,000 lines and parsing dominates on small models).
+    """
+    lines = block.split("\n")
+    if fast:
+        counts = list(map(str.count, lines, itertools.repeat(" ")))
+        n_blank = lines.count("")
+        n_three = counts.count(3)
+        if n_blank + n_three == len(lines):
+            words = block.split()
+            if len(words) == 4 * n_three:
+                return words
+    words = []
+    for offset, line in enumerate(lines):
+        parts = line.split()
+        if len(parts) == 4:
+            words.extend(parts)
+        elif parts:
+            raise FormatError(
+                f"expected 4 words (a b c expected) or a ': section' line, got {len(parts)} "
+                f"word{'s' if len(parts) != 1 else ''}: {line.strip()!r}",
+                path=fspath,
+                line=first_line + offset,
+            )
+    return words
+
+
+def read_analogies(
+    path: str | os.PathLike, encoding: str = "utf8"
+) -> list[tuple[str, list[str], int]]:
+    """Read an analogy file in the ``questions-words.txt`` format.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Lines ``a b c expected`` grouped under ``: section name`` lines.
+    encoding : str, default "utf8"
+        Text encoding of the file.
+
+    Returns
+    -------
+    list of (section name, words, first line)
+        ``words`` is the flat list of the section's question words, four per question, in file
+        order (case unchanged); ``first line`` is the 1-based line of the section's header.
+
+    Raises
+    ------
+    FormatError
+        A question before the first section line, a line that is not 4 words, or a file without
+        any question; the message names the file and line.
+    """
+    fspath = os.fspath(path)
+    text = _read_text(fspath, encoding)
+    # Headers are found with str.find (a handful of them), not by scanning every line.
+    headers: list[int] = [0] if text.startswith(": ") else []
+    pos = text.find("\n: ")
+    while pos != -1:
+        headers.append(pos + 1)
+        pos = text.find("\n: ", pos + 1)
+    preamble = text[: headers[0]] if headers else text
+    if preamble.strip():
+        first_bad = next(
+            i for i, line in enumerate(preamble.split("\n"), 1) if line.strip()
+        )
+        raise FormatError(
+            "question before the first section line; expected a ': section name' line first",
+            path=fspath,
+            line=first_bad,
+        )
+    fast = text.isascii() and not any(
+        s in text for s in ("\t", "\r", "\x0b", "\x0c", "  ", "\n ", " \n")
+    ) and not text.endswith(" ")
+    sections: list[tuple[str, list[str], int]] = []
+    line_no = preamble.count("\n") + 1
+    n_questions = 0
+    for i, start in enumerate(headers):
+        end = headers[i + 1] if i + 1 < len(headers) else len(text)
+        nl = text.find("\n", start, end)
+        header = text[start:end] if nl == -1 else text[start:nl]
+        # gensim's rule: the name is the header without the leading ': ' characters.
+        name = header.lstrip(": ").strip()
+        body = "" if nl == -1 else text[nl + 1 : end]
+        if body.endswith("\n"):
+            body = body[:-1]
+        words = _split_questions(body, line_no + 1, fspath, fast) if body else []
+        sections.append((name, words, line_no))
+        n_questions += len(words) // 4
+        line_no += text.count("\n", start, end)
+    if n_questions == 0:
+        raise FormatError(
+            "no analogy questions found (the file is empty or has only section lines); "
+            "expected ': section' lines followed by 'a b c expected' lines",
+            path=fspath,
+        )
+    return sections
+
+
+# --------------------------------------------------------------------------------------------
+# Vector backends
+# --------------------------------------------------------------------------------------------
+
+
+def _top_k_dense(
+    scores: np.ndarray, k: int
+) -> np.ndarray:
+    """Indices of the k largest entries of each column of ``scores`` (n, m), best first,
+    ties broken by the lower index; returns (m, k) int64."""
+    n = scores.shape[0]
+    k = min(k, n)
+    if k == 0:
+        return np.empty((scores.shape[1], 0), np.int64)
+    s = scores.T
+    if k < n:
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(n), s.shape)
+    vals = np.take_along_axis(s, part, axis=1)
+    # Sort by descending score, then ascending index (lexsort's last key is the primary one).
+    order = np.lexsort((part, -vals), axis=1)
+    return np.take_along_axis(part, order, axis=1).astype(np.int64, copy=False)
+
+
+class _FloatVectors:
+    """Plain float vectors (the original file, or a gensim KeyedVectors), searched with numpy."""
+
+    kind = "float"
+
+    def __init__(self, keys: Sequence[str] | None, vectors: np.ndarray) -> None:
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2:
+            raise ValueError(f"vectors must be 2-D (n, d), got shape {vectors.shape}")
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.n, self.dim = self.vectors.shape
+        if keys is not None and len(keys) != self.n:
+            raise ValueError(f"got {len(keys)} keys for {self.n} vectors; expected one per row")
+        self._keys = keys
+        # float32 norms, as gensim's fill_norms() computes them.
+        self.norms = np.linalg.norm(self.vectors, axis=1)
+
+    def keys(self, limit: int) -> list[str]:
+        if self._keys is None:
+            raise ValueError("these vectors have no keys; word evaluations need keyed vectors")
+        return list(self._keys[:limit])
+
+    def unit_rows(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.vectors[rows] / self.norms[rows, None]
+
+    def top_k(self, queries: np.ndarray, k: int, restrict: int | None) -> np.ndarray:
+        """Exact cosine top-k of unit ``queries`` among the first ``restrict`` rows."""
+        n = self.n if not restrict else min(restrict, self.n)
+        base = self.vectors[:n]
+        norms = self.norms[:n]
+        queries = np.ascontiguousarray(queries, np.float32)
+        out = np.empty((queries.shape[0], min(k, n)), np.int64)
+        # Bound the (n, chunk) score block to about 64 MB.
+        chunk = max(1, min(queries.shape[0], (16 << 20) // max(n, 1)))
+        for s in range(0, queries.shape[0], chunk):
+            block = base @ queries[s : s + chunk].T
+            with np.errstate(divide="ignore", invalid="ignore"):
+                block /= norms[:, None]
+            out[s : s + chunk] = _top_k_dense(block, k)
+        return out
+
+
+class _StoreVectors:
+    """An embq store: dequantized rows for the query words, int8 search for the neighbours."""
+
+    kind = "store"
+
+    def __init__(self, store: Any, rescore: int | None = None, n_threads: int | None = None):
+        self.store = store
+        self.n, self.dim = int(store.shape[0]), int(store.shape[1])
+        self.rescore = rescore
+        self.n_threads = n_threads
+        self._norms = np.asarray(store.norms, np.float32)
+
+    def keys(self, limit: int) -> list[str]:
+        if not self.store.has_keys:
+            raise ValueError(
+                f"store {self.store.path} has no keys; word evaluations need a keyed store"
+            )
+        itk = self.store.index_to_key
+        limit = min(limit, self.n)
+        try:
+            return list(itk[:limit])
+        except TypeError:
+            return [itk[i] for i in range(limit)]
+
+    def unit_rows(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        if rows.size == 0:
+            return np.empty((0, self.dim), np.float32)
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        vec = np.asarray(self.store[uniq.tolist()], np.float32)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vec = vec / self._norms[uniq, None]
+        return vec[inverse]
+
+    def top_k(self, queries: np.ndarray, k: int, restrict: int | None) -> np.ndarray:
+        from embq.search import search_store
+
+        if queries.shape[0] == 0:
+            return np.empty((0, min(k, self.n)), np.int64)
+        _, idx = search_store(
+            self.store,
+            np.ascontiguousarray(queries, np.float32),
+            k,
+            metric="cosine",
+            rescore=self.rescore,
+            restrict=restrict or None,
+            n_threads=self.n_threads,
+        )
+        return np.asarray(idx, np.int64).reshape(queries.shape[0], -1)
+
+
+def _as_backend(obj: Any, rescore: int | None = None, n_threads: int | None = None):
+    """Wrap a store, a gensim KeyedVectors, a (keys, vectors) pair or a backend."""
+    if isinstance(obj, (_FloatVectors, _StoreVectors)):
+        return obj
+    if hasattr(obj, "codes") and hasattr(obj, "scales") and hasattr(obj, "norms"):
+        return _StoreVectors(obj, rescore=rescore, n_threads=n_threads)
+    if hasattr(obj, "index_to_key") and hasattr(obj, "vectors"):  # gensim KeyedVectors
+        return _FloatVectors(list(obj.index_to_key), obj.vectors)
+    if isinstance(obj, tuple) and len(obj) == 2:
+        keys, vectors = obj
+        return _FloatVectors(None if keys is None else list(keys), vectors)
+    raise TypeError(
+        "expected an embq Store, a gensim KeyedVectors or a (keys, vectors) tuple, "
+        f"got {type(obj).__name__}"
+    )
+
+
+def _vocabulary(backend, restrict_vocab: int | None, case_insensitive: bool):
+    """gensim's ``ok_vocab``: word -> row over the first ``restrict_vocab`` rows.
+
+    With case folding, each upper-cased form maps to its first (most frequent) row. Also
+    returns ``canon``: for each of those rows, the row its folded form maps to, so "is this
+    candidate one of the question words" becomes an integer comparison.
+    """
+    limit = backend.n if restrict_vocab is None else max(0, min(int(restrict_vocab), backend.n))
+    keys = backend.keys(limit)
+    if case_insensitive:
+        folded = list(map(str.upper, keys))
+        # Later assignments win, so iterate from the end: the first occurrence is kept.
+        vocab = dict(zip(reversed(folded), range(limit - 1, -1, -1)))
+        canon = np.fromiter(map(vocab.__getitem__, folded), np.int64, count=limit)
+    else:
+        vocab = dict(zip(keys, range(limit)))
+        canon = np.arange(limit, dtype=np.int64)
+    return vocab, canon, limit
+
+
+# --------------------------------------------------------------------------------------------
+# Word pairs
+# --------------------------------------------------------------------------------------------
+
+
+def _pair_similarities(backend, rows1: np.ndarray, rows2: np.ndarray) -> np.ndarray:
+    u1 = backend.unit_rows(rows1)
+    u2 = backend.unit_rows(rows2)
+    return np.einsum("ij,ij->i", u1, u2)
+
+
+def _evaluate_pairs(
+    backend,
+    parsed,
+    path: str,
+    restrict_vocab: int | None,
+    case_insensitive: bool,
+    dummy4unknown: bool,
+    vocab=None,
+) -> dict:
+    from scipy import stats
+
+    words1, words2, gold, _ = parsed
+    if vocab is None:
+        vocab = _vocabulary(backend, restrict_vocab, case_insensitive)[0]
+    if case_insensitive:
+        words1 = [w.upper() for w in words1]
+        words2 = [w.upper() for w in words2]
+    r1 = np.fromiter((vocab.get(w, -1) for w in words1), np.int64, count=len(words1))
+    r2 = np.fromiter((vocab.get(w, -1) for w in words2), np.int64, count=len(words2))
+    known = (r1 >= 0) & (r2 >= 0)
+    n_oov = int((~known).sum())
+    model = np.zeros(len(gold), np.float64)
+    model[known] = _pair_similarities(backend, r1[known], r2[known])
+    if dummy4unknown:
+        used_gold, used_model = gold, model
+    else:
+        used_gold, used_model = gold[known], model[known]
+    if used_gold.size == 0:
+        raise ValueError(
+            f"No valid similarity judgements found in {path}: all {len(gold)} pairs have a word "
+            f"outside the first {restrict_vocab} keys"
+        )
+    if used_gold.size < 2:
+        raise ValueError(
+            f"only {used_gold.size} pair in {path} has both words known; correlations need at "
+            "least 2"
+        )
+    spearman = stats.spearmanr(used_gold, used_model)
+    pearson = stats.pearsonr(used_gold, used_model)
+    if dummy4unknown:
+        oov_ratio = n_oov / used_gold.size * 100
+    else:
+        oov_ratio = n_oov / (used_gold.size + n_oov) * 100
+    return {
+        "pearson": pearson,
+        "spearman": spearman,
+        "oov_ratio": float(oov_ratio),
+        "n_pairs": int(len(gold)),
+        "n_used": int(used_gold.size),
+        "n_oov": n_oov,
+    }
+
+
+def evaluate_word_pairs(
+    store: Any,
+    pairs: str | os.PathLike,
+    delimiter: str = "\t",
+    encoding: str = "utf8",
+    restrict_vocab: int = 300000,
+    case_insensitive: bool = True,
+    dummy4unknown: bool = False,
+):
+    """Correlation of the cosine similarities with human similarity judgements.
+
+    Same meaning, defaults and return shape as gensim's ``KeyedVectors.evaluate_word_pairs``.
+
+    Parameters
+    ----------
+    store : embq.Store, gensim KeyedVectors or (keys, vectors)
+        The vectors to evaluate.
+    pairs : str or os.PathLike
+        File of ``word1<delimiter>word2<delimiter>score`` lines, ``#`` comments.
+    delimiter : str, default "\\t"
+        Field separator.
+    encoding : str, default "utf8"
+        Text encoding of ``pairs``.
+    restrict_vocab : int, default 300000
+        Only the first ``restrict_vocab`` keys count as known words.
+    case_insensitive : bool, default True
+        Match words upper-cased; of several keys folding to the same word, the first is used.
+    dummy4unknown : bool, default False
+        Count pairs with an unknown word with similarity 0 instead of skipping them.
+
+    Returns
+    -------
+    pearson : scipy PearsonRResult
+        ``(statistic, pvalue)``.
+    spearman : scipy SignificanceResult
+        ``(statistic, pvalue)``.
+    oov_ratio : float
+        Percentage of pairs with an unknown word.
+
+    Raises
+    ------
+    FormatError
+        Malformed pair file (names file and line).
+    ValueError
+        No pair has both words known.
+    """
+    backend = _as_backend(store)
+    parsed = read_word_pairs(pairs, delimiter=delimiter, encoding=encoding)
+    res = _evaluate_pairs(
+        backend, parsed, os.fspath(pairs), restrict_vocab, case_insensitive, dummy4unknown
+    )
+    return res["pearson"], res["spearman"], res["oov_ratio"]
+
+
+# --------------------------------------------------------------------------------------------
+# Analogies
+# --------------------------------------------------------------------------------------------
+
+
+def _analogy_queries(backend, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """gensim's 3CosAdd query: unit(unit(b) + unit(c) - unit(a)), summed in float32 in that
+    order, normalized in float64, returned as float32."""
+    ua = backend.unit_rows(a)
+    ub = backend.unit_rows(b)
+    uc = backend.unit_rows(c)
+    s = (ub + uc) - ua
+    s64 = s.astype(np.float64)
+    norm = np.sqrt(np.einsum("ij,ij->i", s64, s64))
+    norm[norm == 0] = 1.0
+    return (s64 / norm[:, None]).astype(np.float32)
+
+
+def _predict(cand: np.ndarray, canon: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Folded row of gensim's prediction for each question, -1 when there is none.
+
+    ``cand`` (m, 8): nearest rows, best first; ``q`` (m, 4): folded rows of a, b, c, expected.
+    gensim drops the question rows from the 8 candidates, keeps 5, and predicts the first whose
+    folded form is not a question word; when all 5 are, the last one stands.
+    """
+    m = cand.shape[0]
+    if cand.shape[1] == 0:
+        return np.full(m, -1, np.int64)
+    valid = cand >= 0
+    c_safe = np.where(valid, cand, 0)
+    is_query = (c_safe == q[:, 0:1]) | (c_safe == q[:, 1:2]) | (c_safe == q[:, 2:3])
+    keep = valid & ~is_query
+    keep &= np.cumsum(keep, axis=1) <= _ANALOGY_TOPN
+    folded = canon[c_safe]
+    folded_query = (folded == q[:, 0:1]) | (folded == q[:, 1:2]) | (folded == q[:, 2:3])
+    good = keep & ~folded_query
+    has_good = good.any(axis=1)
+    has_any = keep.any(axis=1)
+    first_good = good.argmax(axis=1)
+    # Position of the last kept candidate: argmax over the reversed row.
+    last_kept = keep.shape[1] - 1 - keep[:, ::-1].argmax(axis=1)
+    pos = np.where(has_good, first_good, last_kept)
+    pred = folded[np.arange(m), pos]
+    pred[~has_any] = -1
+    return pred
+
+
+def _evaluate_analogies(
+    backend,
+    sections_in,
+    restrict_vocab: int | None,
+    case_insensitive: bool,
+    dummy4unknown: bool,
+    vocab_canon=None,
+) -> dict:
+    if vocab_canon is None:
+        vocab, canon, limit = _vocabulary(backend, restrict_vocab, case_insensitive)
+    else:
+        vocab, canon, limit = vocab_canon
+    names = [s[0] for s in sections_in]
+    counts = np.array([len(s[1]) // 4 for s in sections_in], np.int64)
+    words = list(itertools.chain.from_iterable(s[1] for s in sections_in))
+    if case_insensitive:
+        # Upper-casing the joined text is one C call instead of one per word.
+        words = "\n".join(words).upper().split("\n") if words else []
+    rows = np.fromiter(map(vocab.get, words, itertools.repeat(-1)), np.int64, count=len(words))
+    rows = rows.reshape(-1, 4)
+    known = (rows >= 0).all(axis=1)
+    q = rows[known]
+    t0 = time.perf_counter()
+    pred = np.empty(0, np.int64)
+    if q.shape[0]:
+        queries = _analogy_queries(backend, q[:, 0], q[:, 1], q[:, 2])
+        cand = backend.top_k(queries, _ANALOGY_K, limit if restrict_vocab else None)
+        pred = _predict(cand, canon, q)
+    search_seconds = time.perf_counter() - t0
+    correct = np.zeros(rows.shape[0], bool)
+    correct[np.flatnonzero(known)] = pred == q[:, 3]
+    counted = known | dummy4unknown
+    out_sections = []
+    start = 0
+    for name, count in zip(names, counts):
+        stop = start + int(count)
+        sec = {"section": name, "correct": [], "incorrect": []}
+        for i in np.flatnonzero(counted[start:stop]) + start:
+            quad = tuple(words[4 * i : 4 * i + 4])
+            (sec["correct"] if correct[i] else sec["incorrect"]).append(quad)
+        out_sections.append(sec)
+        start = stop
+    total = {
+        "section": "Total accuracy",
+        "correct": list(itertools.chain.from_iterable(s["correct"] for s in out_sections)),
+        "incorrect": list(itertools.chain.from_iterable(s["incorrect"] for s in out_sections)),
+    }
+    n_total = len(total["correct"]) + len(total["incorrect"])
+    score = len(total["correct"]) / n_total if n_total else 0.0
+    out_sections.append(total)
+    return {
+        "score": score,
+        "sections": out_sections,
+        "n_questions": int(rows.shape[0]),
+        "n_oov": int((~known).sum()),
+        "search_seconds": search_seconds,
+    }
+
+
+def evaluate_word_analogies(
+    store: Any,
+    analogies: str | os.PathLike,
+    restrict_vocab: int = 300000,
+    case_insensitive: bool = True,
+    dummy4unknown: bool = False,
+    *,
+    rescore: int | None = None,
+    n_threads: int | None = None,
+):
+    """Accuracy on an analogy test set (3CosAdd), answered with batched searches.
+
+    Same meaning, defaults and return shape as gensim's ``KeyedVectors.evaluate_word_analogies``:
+    for ``a b c expected`` the prediction is the nearest key (among the first
+    ``restrict_vocab``) to ``unit(unit(b) + unit(c) - unit(a))`` that is not one of ``a``, ``b``,
+    ``c``.
+
+    Parameters
+    ----------
+    store : embq.Store, gensim KeyedVectors or (keys, vectors)
+        The vectors to evaluate.
+    analogies : str or os.PathLike
+        File in the ``questions-words.txt`` format.
+    restrict_vocab : int, default 300000
+        Questions with a word outside the first ``restrict_vocab`` keys are unknown, and
+        predictions are searched among those keys only.
+    case_insensitive : bool, default True
+        Match words upper-cased (the returned tuples are upper-cased too, as in gensim).
+    dummy4unknown : bool, default False
+        Count questions with an unknown word as incorrect instead of skipping them.
+    rescore : int, optional
+        For a store: re-rank ``8 * rescore`` int8 candidates with float scores (see
+        :func:`embq.search.search`).
+    n_threads : int, optional
+        Threads for the store search (None = all cores).
+
+    Returns
+    -------
+    score : float
+        Overall accuracy (0 when no question was answered).
+    sections : list of dict
+        One ``{'section': name, 'correct': [...], 'incorrect': [...]}`` per section, lists of
+        ``(a, b, c, expected)`` tuples, followed by a ``'Total accuracy'`` section.
+
+    Raises
+    ------
+    FormatError
+        Malformed analogy file (names file and line).
+    """
+    backend = _as_backend(store, rescore=rescore, n_threads=n_threads)
+    parsed = read_analogies(analogies)
+    res = _evaluate_analogies(backend, parsed, restrict_vocab, case_insensitive, dummy4unknown)
+    return res["score"], res["sections"]
+
+
+# --------------------------------------------------------------------------------------------
+# Comparison with the original vectors
+# --------------------------------------------------------------------------------------------
+
+
+def _load_original(original: Any):
+    """(keys, float32 vectors, label) from a path, a KeyedVectors or a (keys, vectors) tuple."""
+    if isinstance(original, (str, os.PathLike)):
+        from embq.readers import load_embeddings
+
+        keys, vectors = load_embeddings(original)
+        return keys, np.asarray(vectors, np.float32), os.fspath(original)
+    if hasattr(original, "index_to_key") and hasattr(original, "vectors"):
+        return list(original.index_to_key), np.asarray(original.vectors, np.float32), "KeyedVectors"
+    if isinstance(original, tuple) and len(original) == 2:
+        keys, vectors = original
+        return (None if keys is None else list(keys)), np.asarray(vectors, np.float32), "array"
+    raise TypeError(
+        "original must be a path, a gensim KeyedVectors or a (keys, vectors) tuple, "
+        f"got {type(original).__name__}"
+    )
+
+
+def _reconstruction(store: Any, vectors: np.ndarray, block: int = 65536) -> dict:
+    """Reconstruction error of the store against the original rows, streamed in row blocks."""
+    try:
+        from embq._recon import ReconstructionStats
+    except ImportError:  # pragma: no cover - the accumulator ships with embq
+        ReconstructionStats = None
+    codes, scales, zps = store.codes, store.scales, store.zero_points
+    if ReconstructionStats is not None:
+        acc = ReconstructionStats()
+        for s in range(0, vectors.shape[0], block):
+            e = s + block
+            acc.update(vectors[s:e], np.asarray(codes[s:e]), np.asarray(scales[s:e]),
+                       np.asarray(zps[s:e]))
+        res = acc.result()
+        return {k: float(res[k]) for k in (
+            "error_mean_abs_over_scale", "error_max_abs_over_scale",
+            "error_mean_rel_l2", "error_mean_cosine")}
+    from embq.quantize import dequantize
+
+    n, d = vectors.shape
+    sum_abs = 0.0
+    max_abs = 0.0
+    sum_rel = 0.0
+    sum_cos = 0.0
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        x = vectors[s:e].astype(np.float64)
+        sc = np.asarray(scales[s:e], np.float64)
+        xh = dequantize(np.asarray(codes[s:e]), np.asarray(scales[s:e]),
+                        np.asarray(zps[s:e])).astype(np.float64)
+        diff = np.abs(x - xh)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            over = np.where(sc[:, None] > 0, diff / sc[:, None], 0.0)
+            nx = np.linalg.norm(x, axis=1)
+            nh = np.linalg.norm(xh, axis=1)
+            rel = np.where(nx > 0, np.linalg.norm(x - xh, axis=1) / nx, 0.0)
+            cos = np.where((nx > 0) & (nh > 0), np.einsum("ij,ij->i", x, xh) / (nx * nh), 1.0)
+        sum_abs += over.sum()
+        max_abs = max(max_abs, float(over.max(initial=0.0)))
+        sum_rel += rel.sum()
+        sum_cos += cos.sum()
+    return {
+        "error_mean_abs_over_scale": sum_abs / max(1, n * d),
+        "error_max_abs_over_scale": max_abs,
+        "error_mean_rel_l2": sum_rel / max(1, n),
+        "error_mean_cosine": sum_cos / max(1, n),
+    }
+
+
+def _recall(
+    store: Any, original: _FloatVectors, sample: int, k: int, rescore: int | None,
+    seed: int, n_threads: int | None,
+) -> dict:
+    n = original.n
+    m = min(int(sample), n)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+    # Zero rows have no direction; they cannot be cosine queries.
+    rows = rows[original.norms[rows] > 0]
+    out: dict[str, Any] = {"k": k, "queries": int(rows.size), "rescore": rescore}
+    if rows.size == 0:
+        out.update(recall=None, recall_rescore=None)
+        return out
+    queries = original.vectors[rows]
+    truth = original.top_k(original.unit_rows(rows), k, None)
+
+    def recall_of(found: np.ndarray) -> float:
+        kk = truth.shape[1]
+        hits = sum(
+            len(np.intersect1d(t, f[:kk], assume_unique=True)) for t, f in zip(truth, found)
+        )
+        return hits / (kk * truth.shape[0])
+
+    t0 = time.perf_counter()
+    _, found = store.search(queries, k=k, n_threads=n_threads)
+    t1 = time.perf_counter()
+    out["recall"] = recall_of(np.asarray(found).reshape(rows.size, -1))
+    out["search_seconds"] = t1 - t0
+    if rescore:
+        t0 = time.perf_counter()
+        _, found_r = store.search(queries, k=k, rescore=rescore, n_threads=n_threads)
+        out["search_rescore_seconds"] = time.perf_counter() - t0
+        out["recall_rescore"] = recall_of(np.asarray(found_r).reshape(rows.size, -1))
+    else:
+        out["recall_rescore"] = None
+    return out
+
+
+def _pair_summary(res: dict) -> dict:
+    return {
+        "spearman": float(res["spearman"][0]),
+        "spearman_pvalue": float(res["spearman"][1]),
+        "pearson": float(res["pearson"][0]),
+        "pearson_pvalue": float(res["pearson"][1]),
+        "pairs": res["n_pairs"],
+        "used": res["n_used"],
+        "oov": res["n_oov"],
+        "oov_ratio": res["oov_ratio"],
+    }
+
+
+def _analogy_summary(res: dict) -> dict:
+    sections = []
+    for sec in res["sections"]:
+        c, i = len(sec["correct"]), len(sec["incorrect"])
+        sections.append({
+            "section": sec["section"],
+            "correct": c,
+            "total": c + i,
+            "accuracy": c / (c + i) if c + i else None,
+        })
+    total = sections[-1]
+    return {
+        "accuracy": res["score"],
+        "correct": total["correct"],
+        "answered": total["total"],
+        "questions": res["n_questions"],
+        "oov": res["n_oov"],
+        "sections": sections,
+    }
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or (isinstance(a, float) and math.isnan(a)) or (
+        isinstance(b, float) and math.isnan(b)
+    ):
+        return None
+    return a - b
+
+
+def evaluate_store(
+    store: Any,
+    *,
+    original: Any = None,
+    pairs: Sequence[str | os.PathLike] = (),
+    analogies: str | os.PathLike | None = None,
+    sample: int = 1000,
+    rescore: int | None = 4,
+    k: int = 10,
+    restrict_vocab: int = 300000,
+    case_insensitive: bool = True,
+    seed: int = 0,
+    analogy_rescore: int | None = None,
+    n_threads: int | None = None,
+) -> dict:
+    """Everything ``embq evaluate`` reports, as a JSON-ready dict.
+
+    Without ``original`` only the store's pair and analogy figures are computed; with it, see
+    :func:`compare_with_original`.
+    """
+    if isinstance(pairs, (str, os.PathLike)):
+        pairs = [pairs]
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if sample < 0:
+        raise ValueError(f"sample must be >= 0, got {sample}")
+    # Parse every input before the (possibly slow) loading of the original file, so a typo
+    # in a pair file fails at once.
+    parsed_pairs = [(os.fspath(p), read_word_pairs(p)) for p in pairs]
+    parsed_analogies = read_analogies(analogies) if analogies is not None else None
+
+    sb = _as_backend(store, rescore=analogy_rescore, n_threads=n_threads)
+    result: dict[str, Any] = {
+        "store": os.fspath(getattr(store, "path", "")) or None,
+        "rows": sb.n,
+        "dim": sb.dim,
+    }
+    ob = None
+    if original is not None:
+        t0 = time.perf_counter()
+        okeys, ovectors, label = _load_original(original)
+        result["original"] = label
+        result["load_seconds"] = time.perf_counter() - t0
+        if ovectors.shape != (sb.n, sb.dim):
+            raise ValueError(
+                f"the original has shape {ovectors.shape} but the store has {(sb.n, sb.dim)}; "
+                "expected the file the store was compressed from"
+            )
+        if okeys is not None and sb.kind == "store" and getattr(store, "has_keys", False):
+            skeys = sb.keys(sb.n)
+            if skeys != list(okeys):
+                first = next(i for i, (x, y) in enumerate(zip(skeys, okeys)) if x != y)
+                raise ValueError(
+                    f"key {first} differs: store has {skeys[first]!r}, original has "
+                    f"{okeys[first]!r}; expected the file the store was compressed from"
+                )
+        ob = _FloatVectors(okeys, ovectors)
+        t0 = time.perf_counter()
+        result["reconstruction"] = _reconstruction(store, ovectors)
+        result["reconstruction_seconds"] = time.perf_counter() - t0
+        if sample:
+            result["recall"] = _recall(store, ob, sample, k, rescore, seed, n_threads)
+
+    need_words = bool(parsed_pairs) or parsed_analogies is not None
+    svocab = _vocabulary(sb, restrict_vocab, case_insensitive) if need_words else None
+    ovocab = (
+        _vocabulary(ob, restrict_vocab, case_insensitive) if need_words and ob is not None
+        else None
+    )
+    result["pairs"] = []
+    for path, parsed in parsed_pairs:
+        entry: dict[str, Any] = {"file": path}
+        sides = [("store", sb, svocab)] + ([("original", ob, ovocab)] if ob is not None else [])
+        for side, backend, voc in sides:
+            t0 = time.perf_counter()
+            try:
+                res = _evaluate_pairs(
+                    backend, parsed, path, restrict_vocab, case_insensitive, False, vocab=voc[0]
+                )
+            except ValueError as exc:
+                if isinstance(exc, FormatError):
+                    raise
+                entry[side] = {"error": str(exc)}
+                continue
+            entry[side] = _pair_summary(res)
+            entry[side]["seconds"] = time.perf_counter() - t0
+        if ob is not None and "spearman" in entry["store"] and "spearman" in entry["original"]:
+            entry["diff"] = {
+                m: _diff(entry["store"][m], entry["original"][m]) for m in ("spearman", "pearson")
+            }
+        result["pairs"].append(entry)
+    if parsed_analogies is not None:
+        entry = {"file": os.fspath(analogies)}
+        sides = [("store", sb, svocab)] + ([("original", ob, ovocab)] if ob is not None else [])
+        for side, backend, voc in sides:
+            t0 = time.perf_counter()
+            res = _evaluate_analogies(
+                backend, parsed_analogies, restrict_vocab, case_insensitive, False,
+                vocab_canon=voc,
+            )
+            entry[side] = _analogy_summary(res)
+            entry[side]["seconds"] = time.perf_counter() - t0
+        if ob is not None:
+            entry["diff"] = {"accuracy": entry["store"]["accuracy"] - entry["original"]["accuracy"]}
+            # Same questions are answered on both sides (same keys), so the sections line up.
+            for s_sec, o_sec in zip(entry["store"]["sections"], entry["original"]["sections"]):
+                s_sec["original_accuracy"] = o_sec["accuracy"]
+        result["analogies"] = entry
+    else:
+        result["analogies"] = None
+    return result
+
+
+def compare_with_original(
+    store: Any,
+    original: Any,
+    *,
+    pairs: Sequence[str | os.PathLike] = (),
+    analogies: str | os.PathLike | None = None,
+    sample: int = 1000,
+    rescore: int | None = 4,
+    k: int = 10,
+    restrict_vocab: int = 300000,
+    case_insensitive: bool = True,
+    seed: int = 0,
+    n_threads: int | None = None,
+) -> dict:
+    """What compression lost: the store side by side with the float vectors it came from.
+
+    Parameters
+    ----------
+    store : embq.Store
+        The compressed store.
+    original : str, os.PathLike, gensim KeyedVectors or (keys, vectors)
+        The original vectors: any file ``embq compress`` reads, or the vectors themselves. Must
+        have the store's shape (and keys, in the same order).
+    pairs : sequence of paths, optional
+        Word-similarity files; Spearman/Pearson on both sides and their differences.
+    analogies : path, optional
+        Analogy file; accuracy per section and overall on both sides.
+    sample : int, default 1000
+        Number of rows (chosen at random with ``seed``) used as queries for recall@k; 0 skips it.
+    rescore : int or None, default 4
+        Also measure recall with ``store.search(..., rescore=rescore)``; None skips that.
+    k : int, default 10
+        The k of recall@k.
+    restrict_vocab, case_insensitive
+        As in :func:`evaluate_word_pairs`.
+    seed : int, default 0
+        Seed of the query sample.
+    n_threads : int, optional
+        Threads for the store search.
+
+    Returns
+    -------
+    dict
+        ``reconstruction`` (``error_mean_abs_over_scale``, ``error_max_abs_over_scale``,
+        ``error_mean_rel_l2``, ``error_mean_cosine``), ``recall`` (``recall``,
+        ``recall_rescore`` of the store's top-k among the exact float cosine top-k),
+        ``pairs`` (one entry per file with ``store``, ``original`` and ``diff``), and
+        ``analogies`` (``store``, ``original``, ``diff``), plus sizes and timings.
+    """
+    return evaluate_store(
+        store,
+        original=original,
+        pairs=pairs,
+        analogies=analogies,
+        sample=sample,
+        rescore=rescore,
+        k=k,
+        restrict_vocab=restrict_vocab,
+        case_insensitive=case_insensitive,
+        seed=seed,
+        n_threads=n_threads,
+    )
