@@ -1,0 +1,213 @@
+"""Drivers of the per-row uint8 quantization kernels (OpenMP over rows, GIL released).
+
+The Python front end (embq/quantize.py) validates every shape, dtype and index before calling
+in here; these functions trust their arguments.  The row kernels live in _quant.h (portable C
+and AVX2), chosen once at import by a CPU check.  ``EMBQ_QUANT_KERNEL=portable`` in the
+environment (read at import) or ``_set_kernel("portable")`` forces the portable kernels, which
+is how the tests check that both give identical results.
+"""
+
+import os
+
+import numpy as np
+
+from cython.parallel cimport parallel, prange
+from libc.math cimport sqrt
+from libc.stdint cimport int64_t, uint8_t
+from libc.stdlib cimport free, malloc
+
+# Row kernels chosen at import (see _set_kernel).
+cdef quant_row_fn _quant_row = embq_quant_row_portable
+cdef dequant_row_fn _dequant_row = embq_dequant_row_portable
+cdef sumsq_row_fn _sumsq_row = embq_sumsq_row_portable
+_kernel_name = "portable"
+
+# Below this many elements the threads cost more than they save.
+cdef Py_ssize_t _MIN_PARALLEL_ELEMENTS = 1 << 16
+
+# Status codes of a block of rows, besides a bad row's index (>= 0).
+cdef int64_t _BLOCK_OK = -1
+cdef int64_t _BLOCK_NO_MEMORY = -2
+
+
+def _set_kernel(name):
+    """Select the row kernels: ``"auto"`` (best the CPU has), ``"avx2"`` or ``"portable"``.
+
+    Private: for tests and benchmarks.  Returns the name of the kernels now in use.
+    """
+    global _quant_row, _dequant_row, _sumsq_row, _kernel_name
+    if name not in ("auto", "avx2", "portable"):
+        raise ValueError(f"kernel must be 'auto', 'avx2' or 'portable', got {name!r}")
+    if name == "avx2" and not embq_quant_have_avx2():
+        raise ValueError("kernel 'avx2' requested but this CPU (or build) has no AVX2 support")
+    if name != "portable" and embq_quant_have_avx2():
+        _quant_row = embq_quant_row_avx2
+        _dequant_row = embq_dequant_row_avx2
+        _sumsq_row = embq_sumsq_row_avx2
+        _kernel_name = "avx2"
+    else:
+        _quant_row = embq_quant_row_portable
+        _dequant_row = embq_dequant_row_portable
+        _sumsq_row = embq_sumsq_row_portable
+        _kernel_name = "portable"
+    return _kernel_name
+
+
+def selected_kernels():
+    """Return the kernel variant each quantization routine dispatches to on this CPU."""
+    return {"quantize": _kernel_name, "dequantize": _kernel_name, "row_norms": _kernel_name}
+
+
+_env_kernel = os.environ.get("EMBQ_QUANT_KERNEL", "auto").strip().lower() or "auto"
+try:
+    _set_kernel(_env_kernel)
+except ValueError:
+    _set_kernel("auto")
+
+
+cdef inline int _threads_for(Py_ssize_t n, Py_ssize_t d, int n_threads) noexcept nogil:
+    if n * d < _MIN_PARALLEL_ELEMENTS or n < 2:
+        return 1
+    return n_threads if n_threads < n else <int>n
+
+
+cdef int64_t _quant_block(const char *base, Py_ssize_t s0, Py_ssize_t s1, int mode,
+                          Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t d, float *buf,
+                          uint8_t *codes, float *scales, quant_row_fn kernel) noexcept nogil:
+    """Quantize rows [r0, r0 + nr); return the first bad row, or _BLOCK_OK."""
+    cdef Py_ssize_t r
+    cdef const float *row
+    if mode != 0 and buf == NULL:
+        return _BLOCK_NO_MEMORY
+    if mode == 2 or mode == 3:
+        embq_gather_rows(base, s0, s1, mode == 3, r0, nr, d, buf)
+    for r in range(r0, r0 + nr):
+        if mode == 0:
+            row = <const float *>(base + r * s0)
+        elif mode == 1:
+            embq_f64_row_to_f32(<const double *>(base + r * s0), d, buf)
+            row = buf
+        else:
+            row = buf + (r - r0) * d
+        if kernel(row, d, codes + r * d, scales + r) != 0:
+            return r
+    return _BLOCK_OK
+
+
+def quantize_into(x, uint8_t[:, ::1] codes, float[::1] scales, int n_threads):
+    """Quantize the float32 or float64 matrix ``x`` (any strides) into ``codes`` and ``scales``.
+
+    Returns the index of the first row holding a NaN or an infinity (after conversion to
+    float32), or -1 when every row is finite; -2 when a scratch buffer could not be allocated.
+    """
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    if n == 0 or d == 0:
+        return -1
+    cdef const float[:, :] x32
+    cdef const double[:, :] x64
+    cdef const char *base
+    cdef Py_ssize_t s0, s1
+    cdef int is_f64 = x.dtype == np.float64
+    if is_f64:
+        x64 = x
+        base = <const char *>&x64[0, 0]
+        s0 = x64.strides[0]
+        s1 = x64.strides[1]
+    else:
+        x32 = x
+        base = <const char *>&x32[0, 0]
+        s0 = x32.strides[0]
+        s1 = x32.strides[1]
+    # mode 0: float32 rows read in place; 1: float64 rows converted one at a time;
+    # 2/3: float32/float64 blocks of rows gathered (any strides, e.g. column-major).
+    cdef int mode
+    cdef Py_ssize_t block_rows = 64
+    cdef size_t buf_floats = 0
+    if not is_f64 and s1 == 4:
+        mode = 0
+    elif is_f64 and s1 == 8:
+        mode = 1
+        buf_floats = d
+    else:
+        mode = 3 if is_f64 else 2
+        block_rows = max(8, min(256, 65536 // d))
+        buf_floats = block_rows * d
+    cdef Py_ssize_t nblocks = (n + block_rows - 1) // block_rows
+    status_arr = np.empty(nblocks, dtype=np.int64)
+    cdef int64_t[::1] status = status_arr
+    cdef int nt = _threads_for(n, d, n_threads)
+    cdef quant_row_fn kernel = _quant_row
+    cdef uint8_t *cp = &codes[0, 0]
+    cdef float *sp = &scales[0]
+    cdef float *buf = NULL
+    cdef Py_ssize_t b, r0, nr
+    with nogil, parallel(num_threads=nt):
+        buf = NULL
+        if buf_floats:
+            buf = <float *>malloc(buf_floats * sizeof(float))
+        for b in prange(nblocks, schedule="dynamic"):
+            r0 = b * block_rows
+            nr = min(block_rows, n - r0)
+            status[b] = _quant_block(base, s0, s1, mode, r0, nr, d, buf, cp, sp, kernel)
+        free(buf)
+    for b in range(nblocks):
+        if status[b] == _BLOCK_NO_MEMORY:
+            return -2
+    for b in range(nblocks):
+        if status[b] >= 0:
+            return status[b]
+    return -1
+
+
+def dequantize_into(const uint8_t[:, :] codes, rows, const float[::1] scales,
+                    const uint8_t[::1] zero_points, float[:, ::1] out, int n_threads):
+    """Fill ``out[i] = (codes[rows[i]] - zero_points[i]) * scales[i]`` (float32).
+
+    ``codes`` must have unit element stride; ``rows`` is None (row i of codes) or a validated
+    intp array; ``scales`` and ``zero_points`` are already gathered, one per output row.
+    """
+    cdef Py_ssize_t m = out.shape[0], d = out.shape[1]
+    if m == 0 or d == 0:
+        return
+    cdef const Py_ssize_t[::1] rv
+    cdef const Py_ssize_t *rp = NULL
+    if rows is not None:
+        rv = rows
+        rp = &rv[0]
+    cdef const char *base = <const char *>&codes[0, 0]
+    cdef Py_ssize_t s0 = codes.strides[0]
+    cdef dequant_row_fn kernel = _dequant_row
+    cdef int nt = _threads_for(m, d, n_threads)
+    cdef Py_ssize_t i, r
+    cdef const float *sp = &scales[0]
+    cdef const uint8_t *zp = &zero_points[0]
+    cdef float *op = &out[0, 0]
+    # The first row pointer came from codes[0, 0]; rows index from it with the row stride.
+    with nogil:
+        for i in prange(m, num_threads=nt, schedule="static", chunksize=64):
+            r = rp[i] if rp != NULL else i
+            kernel(<const uint8_t *>(base + r * s0), d, zp[i], sp[i], op + i * d)
+
+
+def row_norms_into(const uint8_t[:, :] codes, const float[::1] scales,
+                   const uint8_t[::1] zero_points, float[::1] out, int n_threads):
+    """Fill ``out[i] = float32(float64(scales[i]) * sqrt(float64(sum_j (codes[i, j] - zp[i])**2)))``.
+
+    ``codes`` must have unit element stride; the integer sum is exact (int64).
+    """
+    cdef Py_ssize_t n = codes.shape[0], d = codes.shape[1]
+    if n == 0:
+        return
+    if d == 0:
+        out[:] = 0
+        return
+    cdef const char *base = <const char *>&codes[0, 0]
+    cdef Py_ssize_t s0 = codes.strides[0]
+    cdef sumsq_row_fn kernel = _sumsq_row
+    cdef int nt = _threads_for(n, d, n_threads)
+    cdef Py_ssize_t i
+    cdef int64_t ss
+    with nogil:
+        for i in prange(n, num_threads=nt, schedule="static", chunksize=256):
+            ss = kernel(<const uint8_t *>(base + i * s0), d, zero_points[i])
+            out[i] = <float>(<double>scales[i] * sqrt(<double>ss))

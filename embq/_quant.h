@@ -1,0 +1,303 @@
+/* Per-row symmetric uint8 quantization: row kernels (portable C and AVX2).
+ *
+ * The definition these kernels implement bit for bit (docs/quantization.md, and
+ * embq.quantize.quantize_reference in plain numpy), for one float32 row x of length d:
+ *
+ *   m     = max_j |x_j|
+ *   scale = float32(m / 127)                          (float32 division, round to nearest)
+ *   normal rows (scale >= FLT_MIN):
+ *       inv  = float32(1) / scale
+ *       q_j  = rint(float32(x_j * inv))               (round half to even)
+ *   tiny rows (0 < scale < FLT_MIN: 1/scale would lose precision or overflow):
+ *       scale = the smallest float32 >= m / 127     (rounded up, so no code is clipped)
+ *       q_j   = rint(float32(x_j / scale))
+ *   all-zero rows: scale = 0, q_j = 0
+ *   code_j = 128 + clip(q_j, -127, 127)
+ *
+ * Every operation is a single IEEE float32 operation, so the result does not depend on the
+ * instruction set, provided the compiler neither contracts a multiply and an add into an FMA
+ * nor reassociates.  That is why the AVX2 variant is compiled with target("avx2") only (no
+ * "fma": no FMA instruction can be emitted), rounds with _mm256_round_ps instead of an
+ * add/subtract trick, and the portable variant uses rintf (nothing to fuse).  Do not build
+ * this file with -ffast-math. */
+#ifndef EMBQ_QUANT_H
+#define EMBQ_QUANT_H
+
+#include <float.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "_common.h"
+
+#if EMBQ_HAVE_X86_DISPATCH
+#include <immintrin.h>
+#endif
+
+typedef ptrdiff_t embq_ssize_t;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Shared scalar pieces                                                                       */
+
+/* Scale of a row from its max |x|; sets *tiny when the row needs the division path. */
+static inline float embq_quant_scale(float m, int *tiny) {
+    float scale = m / 127.0f;
+    *tiny = 0;
+    if (scale < FLT_MIN && m > 0.0f) {
+        /* float32 * 127 is exact in double, so this comparison is exact. */
+        if ((double)scale * 127.0 < (double)m) {
+            scale = nextafterf(scale, INFINITY);
+        }
+        *tiny = 1;
+    }
+    return scale;
+}
+
+static inline uint8_t embq_quant_code_from_q(float q) {
+    if (q > 127.0f) q = 127.0f;
+    if (q < -127.0f) q = -127.0f;
+    return (uint8_t)(128 + (int)q);
+}
+
+/* Rows whose scale is subnormal: divide instead of multiplying by a reciprocal. Rare, scalar. */
+static void embq_quant_row_tiny(const float *x, embq_ssize_t d, float scale, uint8_t *codes) {
+    for (embq_ssize_t j = 0; j < d; j++) {
+        codes[j] = embq_quant_code_from_q(rintf(x[j] / scale));
+    }
+}
+
+/* Absolute value bits: for non-negative floats the integer order is the float order, and
+ * every NaN or infinity compares >= 0x7f800000. */
+static inline uint32_t embq_abs_bits(float v) {
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    return b & 0x7fffffffu;
+}
+
+static inline float embq_bits_to_float(uint32_t b) {
+    float v;
+    memcpy(&v, &b, sizeof v);
+    return v;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Portable row kernels                                                                       */
+
+/* Quantize one contiguous float32 row.  Returns 1 (writing nothing) when the row holds a NaN
+ * or an infinity, 0 otherwise. */
+static int embq_quant_row_portable(const float *x, embq_ssize_t d, uint8_t *codes, float *scale_out) {
+    uint32_t mb = 0;
+    for (embq_ssize_t j = 0; j < d; j++) {
+        uint32_t b = embq_abs_bits(x[j]);
+        mb = b > mb ? b : mb;
+    }
+    if (mb >= 0x7f800000u) return 1;
+    int tiny;
+    float scale = embq_quant_scale(embq_bits_to_float(mb), &tiny);
+    *scale_out = scale;
+    if (scale == 0.0f) {
+        memset(codes, 128, (size_t)d);
+    } else if (tiny) {
+        embq_quant_row_tiny(x, d, scale, codes);
+    } else {
+        float inv = 1.0f / scale;
+        for (embq_ssize_t j = 0; j < d; j++) {
+            float v = x[j] * inv;
+            codes[j] = embq_quant_code_from_q(rintf(v));
+        }
+    }
+    return 0;
+}
+
+static void embq_dequant_row_portable(const uint8_t *codes, embq_ssize_t d, int zp, float scale,
+                                      float *out) {
+    for (embq_ssize_t j = 0; j < d; j++) {
+        out[j] = (float)((int)codes[j] - zp) * scale;
+    }
+}
+
+/* Exact sum of (code - zp)^2 over the row. */
+static int64_t embq_sumsq_row_portable(const uint8_t *codes, embq_ssize_t d, int zp) {
+    int64_t acc = 0;
+    for (embq_ssize_t j = 0; j < d; j++) {
+        int64_t c = (int64_t)codes[j] - zp;
+        acc += c * c;
+    }
+    return acc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* AVX2 row kernels                                                                           */
+
+#if EMBQ_HAVE_X86_DISPATCH
+
+#define EMBQ_AVX2 __attribute__((target("avx2")))
+
+/* 32 floats -> 32 codes (normal rows).  The packs saturate to int16 then int8, which cannot
+ * change anything: the rounded values lie in [-127.x, 127.x] and are clamped to >= -127 after. */
+static inline EMBQ_AVX2 __m256i embq_quant32_avx2(const float *x, __m256 inv) {
+    const int rnd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    __m256i a = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), inv), rnd));
+    __m256i b = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8), inv), rnd));
+    __m256i c = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 16), inv), rnd));
+    __m256i e = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 24), inv), rnd));
+    __m256i ab = _mm256_packs_epi32(a, b);   /* per lane: a0-3 b0-3 | a4-7 b4-7 */
+    __m256i ce = _mm256_packs_epi32(c, e);
+    __m256i v = _mm256_packs_epi16(ab, ce);  /* a0-3 b0-3 c0-3 e0-3 | a4-7 b4-7 c4-7 e4-7 */
+    v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    v = _mm256_max_epi8(v, _mm256_set1_epi8(-127));
+    v = _mm256_min_epi8(v, _mm256_set1_epi8(127));
+    /* int8 q + 128 as uint8 is q with its top bit flipped. */
+    return _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80));
+}
+
+static EMBQ_AVX2 int embq_quant_row_avx2(const float *x, embq_ssize_t d, uint8_t *codes, float *scale_out) {
+    const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+    __m256i m0 = _mm256_setzero_si256(), m1 = m0, m2 = m0, m3 = m0;
+    embq_ssize_t j = 0;
+    for (; j + 32 <= d; j += 32) {
+        m0 = _mm256_max_epi32(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + j)), absmask));
+        m1 = _mm256_max_epi32(m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + j + 8)), absmask));
+        m2 = _mm256_max_epi32(m2, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + j + 16)), absmask));
+        m3 = _mm256_max_epi32(m3, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + j + 24)), absmask));
+    }
+    for (; j + 8 <= d; j += 8) {
+        m0 = _mm256_max_epi32(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + j)), absmask));
+    }
+    m0 = _mm256_max_epi32(_mm256_max_epi32(m0, m1), _mm256_max_epi32(m2, m3));
+    __m128i h = _mm_max_epi32(_mm256_castsi256_si128(m0), _mm256_extracti128_si256(m0, 1));
+    h = _mm_max_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
+    h = _mm_max_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(2, 3, 0, 1)));
+    uint32_t mb = (uint32_t)_mm_cvtsi128_si32(h);
+    for (; j < d; j++) {
+        uint32_t b = embq_abs_bits(x[j]);
+        mb = b > mb ? b : mb;
+    }
+    if (mb >= 0x7f800000u) return 1;
+    int tiny;
+    float scale = embq_quant_scale(embq_bits_to_float(mb), &tiny);
+    *scale_out = scale;
+    if (scale == 0.0f) {
+        memset(codes, 128, (size_t)d);
+        return 0;
+    }
+    if (tiny) {
+        embq_quant_row_tiny(x, d, scale, codes);
+        return 0;
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / scale);
+    for (j = 0; j + 32 <= d; j += 32) {
+        _mm256_storeu_si256((__m256i *)(codes + j), embq_quant32_avx2(x + j, inv));
+    }
+    if (j < d) {
+        /* The tail goes through the same vector code on a zero-padded copy, so every element
+         * sees the same instructions. */
+        float pad[32];
+        uint8_t out[32];
+        embq_ssize_t rest = d - j;
+        memset(pad, 0, sizeof pad);
+        memcpy(pad, x + j, (size_t)rest * sizeof(float));
+        _mm256_storeu_si256((__m256i *)out, embq_quant32_avx2(pad, inv));
+        memcpy(codes + j, out, (size_t)rest);
+    }
+    return 0;
+}
+
+static EMBQ_AVX2 void embq_dequant_row_avx2(const uint8_t *codes, embq_ssize_t d, int zp, float scale,
+                                            float *out) {
+    const __m256 s = _mm256_set1_ps(scale);
+    const __m256i z = _mm256_set1_epi32(zp);
+    embq_ssize_t j = 0;
+    for (; j + 16 <= d; j += 16) {
+        __m128i c = _mm_loadu_si128((const __m128i *)(codes + j));
+        __m256i lo = _mm256_sub_epi32(_mm256_cvtepu8_epi32(c), z);
+        __m256i hi = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(c, 8)), z);
+        _mm256_storeu_ps(out + j, _mm256_mul_ps(_mm256_cvtepi32_ps(lo), s));
+        _mm256_storeu_ps(out + j + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(hi), s));
+    }
+    for (; j < d; j++) {
+        out[j] = (float)((int)codes[j] - zp) * scale;
+    }
+}
+
+static EMBQ_AVX2 int64_t embq_sumsq_row_avx2(const uint8_t *codes, embq_ssize_t d, int zp) {
+    const __m256i z = _mm256_set1_epi16((short)zp);
+    int64_t total = 0;
+    embq_ssize_t j = 0;
+    while (j + 16 <= d) {
+        /* Each int32 lane gains at most 2 * 255^2 per step; 8192 steps stay below 2^31. */
+        embq_ssize_t stop = d - j > 16 * 8192 ? j + 16 * 8192 : d;
+        __m256i acc = _mm256_setzero_si256();
+        for (; j + 16 <= stop; j += 16) {
+            __m256i c = _mm256_sub_epi16(
+                _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(codes + j))), z);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(c, c));
+        }
+        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+        /* Four lanes below 2^31 each: widen before the final additions. */
+        total += (int64_t)(uint32_t)_mm_extract_epi32(h, 0) + (int64_t)(uint32_t)_mm_extract_epi32(h, 1)
+               + (int64_t)(uint32_t)_mm_extract_epi32(h, 2) + (int64_t)(uint32_t)_mm_extract_epi32(h, 3);
+    }
+    for (; j < d; j++) {
+        int64_t c = (int64_t)codes[j] - zp;
+        total += c * c;
+    }
+    return total;
+}
+
+static inline int embq_quant_have_avx2(void) { return embq_cpu_has_avx2(); }
+
+#else /* no x86 dispatch: the "avx2" names are the portable kernels, never selected */
+
+static int embq_quant_row_avx2(const float *x, embq_ssize_t d, uint8_t *codes, float *scale_out) {
+    return embq_quant_row_portable(x, d, codes, scale_out);
+}
+static void embq_dequant_row_avx2(const uint8_t *codes, embq_ssize_t d, int zp, float scale, float *out) {
+    embq_dequant_row_portable(codes, d, zp, scale, out);
+}
+static int64_t embq_sumsq_row_avx2(const uint8_t *codes, embq_ssize_t d, int zp) {
+    return embq_sumsq_row_portable(codes, d, zp);
+}
+static inline int embq_quant_have_avx2(void) { return 0; }
+
+#endif /* EMBQ_HAVE_X86_DISPATCH */
+
+/* ---------------------------------------------------------------------------------------- */
+/* Input staging: any float32/float64 layout -> contiguous float32 rows                       */
+
+/* Convert one float64 row with unit element stride to float32 (round to nearest; values
+ * beyond the float32 range become infinities, which the row kernel then reports). */
+static void embq_f64_row_to_f32(const double *src, embq_ssize_t d, float *dst) {
+    for (embq_ssize_t j = 0; j < d; j++) dst[j] = (float)src[j];
+}
+
+/* Copy rows [r0, r0 + nr) of a strided float32 (is_f64 = 0) or float64 (is_f64 = 1) matrix
+ * into dst (nr x d, C order).  Strides are in bytes and may be negative.  The loop order
+ * follows the smaller stride so that column-major input is read sequentially. */
+static void embq_gather_rows(const char *base, embq_ssize_t s0, embq_ssize_t s1, int is_f64,
+                             embq_ssize_t r0, embq_ssize_t nr, embq_ssize_t d, float *dst) {
+    embq_ssize_t a0 = s0 < 0 ? -s0 : s0, a1 = s1 < 0 ? -s1 : s1;
+    if (a0 < a1) {
+        for (embq_ssize_t j = 0; j < d; j++) {
+            const char *p = base + r0 * s0 + j * s1;
+            if (is_f64) {
+                for (embq_ssize_t r = 0; r < nr; r++) dst[r * d + j] = (float)*(const double *)(p + r * s0);
+            } else {
+                for (embq_ssize_t r = 0; r < nr; r++) dst[r * d + j] = *(const float *)(p + r * s0);
+            }
+        }
+    } else {
+        for (embq_ssize_t r = 0; r < nr; r++) {
+            const char *p = base + (r0 + r) * s0;
+            float *o = dst + r * d;
+            if (is_f64) {
+                for (embq_ssize_t j = 0; j < d; j++) o[j] = (float)*(const double *)(p + j * s1);
+            } else {
+                for (embq_ssize_t j = 0; j < d; j++) o[j] = *(const float *)(p + j * s1);
+            }
+        }
+    }
+}
+
+#endif /* EMBQ_QUANT_H */
