@@ -1,0 +1,494 @@
+"""Kernels behind the embq store: key hashing, the on-disk key hash table, row gathers.
+
+The hash table format is specified in docs/format.md.  In short: the key is hashed as its UTF-8
+bytes with 64-bit FNV-1a followed by the MurmurHash3 64-bit finalizer; the table is an int64
+array of power-of-two length holding row numbers (-1 = empty); a key starts at slot
+``h & (size - 1)`` and probes linearly (``slot + 1`` modulo size) until it finds a row whose
+key bytes are equal (hit) or an empty slot (miss).
+
+Everything here trusts nothing on disk: row numbers and key offsets read from the file are
+checked against the array bounds before they are used, and a corrupt table is reported as such
+instead of being followed out of bounds.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_Check
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.string cimport memcmp, memcpy
+
+import numpy as np
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
+
+# Row-number sentinels returned by the probing loop.
+cdef enum:
+    _MISSING = -1
+    _CORRUPT = -2
+
+HASH_FUNCTION = "fnv1a64+fmix64"
+PROBING = "linear"
+
+
+def selected_kernels():
+    """Return the code paths this module uses (it has no SIMD variants)."""
+    return {"store_lookup": "scalar"}
+
+
+cdef inline uint64_t _hash_bytes(const uint8_t* s, Py_ssize_t n) noexcept nogil:
+    # FNV-1a is simple to re-implement anywhere; its low bits are weak for short keys, so the
+    # MurmurHash3 finalizer mixes the high bits down before the table takes ``h & mask``.
+    cdef uint64_t h = 0xcbf29ce484222325ULL
+    cdef Py_ssize_t i
+    for i in range(n):
+        h ^= s[i]
+        h *= 0x100000001b3ULL
+    h ^= h >> 33
+    h *= 0xff51afd7ed558ccdULL
+    h ^= h >> 33
+    h *= 0xc4ceb9fe1a85ec53ULL
+    h ^= h >> 33
+    return h
+
+
+def hash_key(key):
+    """Hash one key (str, or its UTF-8 bytes) the way the store's hash table does.
+
+    Parameters
+    ----------
+    key : str or bytes
+        The key; a str is encoded as UTF-8.
+
+    Returns
+    -------
+    int
+        The unsigned 64-bit hash.
+    """
+    cdef Py_ssize_t n
+    cdef const char* s
+    if isinstance(key, str):
+        s = PyUnicode_AsUTF8AndSize(key, &n)
+    elif isinstance(key, bytes):
+        s = PyBytes_AS_STRING(key)
+        n = PyBytes_GET_SIZE(key)
+    else:
+        raise TypeError(f"key must be str or bytes, got {type(key).__name__}")
+    return _hash_bytes(<const uint8_t*>s, n)
+
+
+cdef inline int64_t _probe(const int64_t* table, uint64_t mask, int64_t n_rows,
+                           const int64_t* offsets, const uint8_t* blob, int64_t blob_len,
+                           const uint8_t* s, Py_ssize_t n, uint64_t h) noexcept nogil:
+    """Row holding key ``s[:n]``, _MISSING, or _CORRUPT when the table points out of bounds."""
+    cdef uint64_t slot = h & mask
+    cdef uint64_t probes
+    cdef int64_t r, a, b
+    for probes in range(mask + 1):
+        r = table[slot]
+        if r < 0:
+            return _MISSING if r == -1 else _CORRUPT
+        if r >= n_rows:
+            return _CORRUPT
+        a = offsets[r]
+        b = offsets[r + 1]
+        if a < 0 or b < a or b > blob_len:
+            return _CORRUPT
+        if b - a == n and memcmp(blob + a, s, n) == 0:
+            return r
+        slot = (slot + 1) & mask
+    # A valid table always has an empty slot, so a full cycle means a damaged file.
+    return _CORRUPT
+
+
+cdef class StoreIndex:
+    """Read side: key lookups and dequantizing gathers over a store's memory-mapped arrays.
+
+    Holds raw pointers into the arrays it is given and a reference to each array, so the
+    mappings outlive every pointer.  Built once per open store by ``embq.store``, which has
+    already checked shapes and dtypes.
+    """
+
+    cdef object _refs
+    cdef const uint8_t* codes
+    cdef const float* scales
+    cdef const uint8_t* zps
+    cdef const int64_t* offsets
+    cdef const uint8_t* blob
+    cdef const int64_t* table
+    cdef int64_t n_rows
+    cdef int64_t dim
+    cdef int64_t blob_len
+    cdef uint64_t mask
+    cdef readonly bint has_keys
+    cdef readonly object path
+
+    def __init__(self, codes, scales, zero_points, utf8=None, offsets=None, table=None,
+                 path=None):
+        cdef cnp.ndarray c = codes
+        cdef cnp.ndarray sc = scales
+        cdef cnp.ndarray zp = zero_points
+        cdef cnp.ndarray o, u, t
+        self.path = path
+        if c.ndim != 2 or c.dtype != np.uint8 or not c.flags.c_contiguous:
+            raise ValueError("codes must be a C-contiguous uint8 (n, d) array")
+        self.n_rows = c.shape[0]
+        self.dim = c.shape[1]
+        if (sc.ndim != 1 or sc.dtype != np.float32 or not sc.flags.c_contiguous
+                or sc.shape[0] != self.n_rows):
+            raise ValueError(f"scales must be a C-contiguous float32 ({self.n_rows},) array")
+        if (zp.ndim != 1 or zp.dtype != np.uint8 or not zp.flags.c_contiguous
+                or zp.shape[0] != self.n_rows):
+            raise ValueError(f"zero_points must be a C-contiguous uint8 ({self.n_rows},) array")
+        self.codes = <const uint8_t*>cnp.PyArray_DATA(c)
+        self.scales = <const float*>cnp.PyArray_DATA(sc)
+        self.zps = <const uint8_t*>cnp.PyArray_DATA(zp)
+        self.has_keys = table is not None
+        self._refs = (codes, scales, zero_points, utf8, offsets, table)
+        if self.has_keys:
+            u = utf8
+            o = offsets
+            t = table
+            if u.ndim != 1 or u.dtype != np.uint8 or not u.flags.c_contiguous:
+                raise ValueError("key bytes must be a C-contiguous uint8 1-D array")
+            if (o.ndim != 1 or o.dtype != np.int64 or not o.flags.c_contiguous
+                    or o.shape[0] != self.n_rows + 1):
+                raise ValueError(f"key offsets must be a C-contiguous int64 ({self.n_rows + 1},) array")
+            if t.ndim != 1 or t.dtype != np.int64 or not t.flags.c_contiguous:
+                raise ValueError("hash table must be a C-contiguous int64 1-D array")
+            if t.shape[0] < 1 or (t.shape[0] & (t.shape[0] - 1)) != 0 or t.shape[0] <= self.n_rows:
+                raise ValueError(
+                    f"hash table length must be a power of two larger than the row count "
+                    f"{self.n_rows}, got {t.shape[0]}")
+            self.blob = <const uint8_t*>cnp.PyArray_DATA(u)
+            self.blob_len = u.shape[0]
+            self.offsets = <const int64_t*>cnp.PyArray_DATA(o)
+            self.table = <const int64_t*>cnp.PyArray_DATA(t)
+            self.mask = <uint64_t>(t.shape[0] - 1)
+
+    cdef inline int64_t _find(self, const uint8_t* s, Py_ssize_t n) noexcept nogil:
+        return _probe(self.table, self.mask, self.n_rows, self.offsets, self.blob,
+                      self.blob_len, s, n, _hash_bytes(s, n))
+
+    cdef _corrupt(self):
+        from embq.errors import StoreError
+        return StoreError("the key hash table points outside the key arrays; the file is "
+                          "damaged", path=self.path)
+
+    cdef _missing(self, key):
+        if not self.has_keys:
+            return KeyError(f"Key '{key}' not present: this store has no keys (a matrix "
+                            "without vocabulary); index it by row number")
+        return KeyError(f"Key '{key}' not present")
+
+    cpdef int64_t find(self, str key) except? -3:
+        """Row of ``key``, or -1 when absent (also for a store without keys)."""
+        cdef Py_ssize_t n
+        cdef const char* s
+        cdef int64_t r
+        if not self.has_keys:
+            return -1
+        s = PyUnicode_AsUTF8AndSize(key, &n)
+        r = self._find(<const uint8_t*>s, n)
+        if r == _CORRUPT:
+            raise self._corrupt()
+        return r
+
+    def key_vector(self, str key):
+        """Dequantized float32 row of ``key``; ``KeyError`` when absent."""
+        cdef Py_ssize_t n
+        cdef const char* s
+        cdef int64_t r = -1
+        if self.has_keys:
+            s = PyUnicode_AsUTF8AndSize(key, &n)
+            r = self._find(<const uint8_t*>s, n)
+        if r < 0:
+            if r == _CORRUPT:
+                raise self._corrupt()
+            raise self._missing(key)
+        return self._row(r)
+
+    cdef object _row(self, int64_t r):
+        cdef cnp.npy_intp d = self.dim
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &d, cnp.NPY_FLOAT32, 0)
+        cdef float* o = <float*>cnp.PyArray_DATA(out)
+        cdef const uint8_t* c = self.codes + r * self.dim
+        cdef float s = self.scales[r]
+        cdef int z = self.zps[r]
+        cdef int64_t j
+        for j in range(self.dim):
+            o[j] = <float>(<int>c[j] - z) * s
+        return out
+
+    def row_vector(self, int64_t r):
+        """Dequantized float32 row ``r`` (0 <= r < n, checked)."""
+        if r < 0 or r >= self.n_rows:
+            raise IndexError(f"row {r} out of range for a store of {self.n_rows} rows")
+        return self._row(r)
+
+    def find_many(self, keys):
+        """Rows of a list of str keys as int64 (-1 where absent).
+
+        Raises ``TypeError`` naming the position of the first item that is not a str.
+        """
+        cdef list ks = keys if type(keys) is list else list(keys)
+        cdef Py_ssize_t m = len(ks)
+        cdef cnp.npy_intp mm = m
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &mm, cnp.NPY_INT64, 0)
+        cdef int64_t* o = <int64_t*>cnp.PyArray_DATA(out)
+        cdef Py_ssize_t i, n
+        cdef const char* s
+        cdef object k
+        cdef int64_t r
+        for i in range(m):
+            k = ks[i]
+            if not PyUnicode_Check(k):
+                raise TypeError(f"keys must be str; item {i} is {type(k).__name__} {k!r}")
+            if not self.has_keys:
+                o[i] = -1
+                continue
+            s = PyUnicode_AsUTF8AndSize(k, &n)
+            r = self._find(<const uint8_t*>s, n)
+            if r == _CORRUPT:
+                raise self._corrupt()
+            o[i] = r
+        return out
+
+    def gather(self, rows):
+        """Dequantize rows (int64, each already checked in [0, n)) into a new (m, d) float32.
+
+        Rows are visited in increasing order so a cold memory map is read forward, and the
+        results are written back in the caller's order.
+        """
+        cdef cnp.ndarray rr = np.ascontiguousarray(rows, dtype=np.int64)
+        cdef Py_ssize_t m = rr.shape[0]
+        cdef cnp.ndarray order
+        cdef cnp.npy_intp shape[2]
+        shape[0] = m
+        shape[1] = self.dim
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, shape, cnp.NPY_FLOAT32, 0)
+        if m == 0 or self.dim == 0:
+            return out
+        cdef const int64_t* rp = <const int64_t*>cnp.PyArray_DATA(rr)
+        cdef Py_ssize_t i
+        for i in range(m):
+            # The caller checks; this guard keeps a bad caller from reading out of bounds.
+            if rp[i] < 0 or rp[i] >= self.n_rows:
+                raise IndexError(f"row {rp[i]} out of range for a store of {self.n_rows} rows")
+        if m > 1:
+            order = np.argsort(rr, kind="stable")
+        else:
+            order = np.zeros(1, np.intp)
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        self._gather(rp, <const int64_t*>cnp.PyArray_DATA(order), m,
+                     <float*>cnp.PyArray_DATA(out))
+        return out
+
+    cdef void _gather(self, const int64_t* rows, const int64_t* order, Py_ssize_t m,
+                      float* out) noexcept:
+        cdef Py_ssize_t i, j, dst
+        cdef int64_t r
+        cdef const uint8_t* c
+        cdef float s
+        cdef int z
+        cdef float* o
+        cdef int64_t d = self.dim
+        with nogil:
+            for i in range(m):
+                dst = order[i]
+                r = rows[dst]
+                c = self.codes + r * d
+                s = self.scales[r]
+                z = self.zps[r]
+                o = out + dst * d
+                for j in range(d):
+                    o[j] = <float>(<int>c[j] - z) * s
+
+
+cdef class KeyTableBuilder:
+    """Write side: collects unique keys (UTF-8 blob, offsets, per-row hashes, hash table).
+
+    The table it grows is exactly the on-disk table (row numbers, -1 = empty, power-of-two
+    length, linear probing), so closing a store writes it as is.  Memory is the key bytes plus
+    8 bytes of offset, 8 of hash and 16 to 32 of table per key.
+    """
+
+    cdef object _blob       # uint8, capacity >= nbytes
+    cdef object _offsets    # int64, capacity >= n + 1
+    cdef object _hashes     # uint64, capacity >= n
+    cdef object _table      # int64, power-of-two length
+    cdef readonly int64_t n
+    cdef readonly int64_t nbytes
+    cdef double max_load
+
+    def __init__(self, double max_load=0.5):
+        if not (0.0 < max_load < 1.0):
+            raise ValueError(f"max_load must be in (0, 1), got {max_load}")
+        self.max_load = max_load
+        self.n = 0
+        self.nbytes = 0
+        self._blob = np.empty(1024, np.uint8)
+        self._offsets = np.zeros(1024, np.int64)
+        self._hashes = np.empty(1024, np.uint64)
+        self._table = np.full(8, -1, np.int64)
+
+    def _table_size_for(self, int64_t n):
+        cdef int64_t size = 8
+        while size * self.max_load < n or size <= n:
+            size *= 2
+        return size
+
+    cdef _reserve(self, int64_t n_more, int64_t bytes_more):
+        cdef int64_t need = self.n + n_more
+        cdef int64_t cap
+        cdef int64_t size
+        if need + 1 > self._offsets.shape[0]:
+            cap = max(need + 1, 2 * self._offsets.shape[0])
+            new = np.empty(cap, np.int64)
+            new[: self.n + 1] = self._offsets[: self.n + 1]
+            self._offsets = new
+            newh = np.empty(cap, np.uint64)
+            newh[: self.n] = self._hashes[: self.n]
+            self._hashes = newh
+        if self.nbytes + bytes_more > self._blob.shape[0]:
+            cap = max(self.nbytes + bytes_more, 2 * self._blob.shape[0])
+            newb = np.empty(cap, np.uint8)
+            newb[: self.nbytes] = self._blob[: self.nbytes]
+            self._blob = newb
+        size = self._table_size_for(need)
+        if size > self._table.shape[0]:
+            self._rehash(size)
+
+    cdef _rehash(self, int64_t size):
+        cdef cnp.ndarray t = np.full(size, -1, np.int64)
+        cdef int64_t* tp = <int64_t*>cnp.PyArray_DATA(t)
+        cdef const uint64_t* hp = <const uint64_t*>cnp.PyArray_DATA(self._hashes)
+        cdef uint64_t mask = <uint64_t>(size - 1)
+        cdef uint64_t slot
+        cdef int64_t i
+        with nogil:
+            for i in range(self.n):
+                slot = hp[i] & mask
+                while tp[slot] != -1:
+                    slot = (slot + 1) & mask
+                tp[slot] = i
+        self._table = t
+
+    def add(self, keys, bint skip_duplicates):
+        """Add a batch of keys; return (kept mask, duplicate position, first row) .
+
+        Every item must be a non-empty str encodable as UTF-8.  A key already present (earlier
+        or in this batch) is a duplicate: with ``skip_duplicates`` its mask entry is False and
+        it is not added; otherwise nothing of the batch is added and the result names the
+        first duplicate as (None, position in batch, row already holding it).  On any error
+        (bad item) the builder is left as before the batch.
+        """
+        cdef list ks = keys if type(keys) is list else list(keys)
+        cdef Py_ssize_t m = len(ks)
+        cdef Py_ssize_t i, n, total = 0
+        cdef object k
+        cdef const char* s
+        # First pass: validate and size, so the second pass cannot fail half-way.
+        for i in range(m):
+            k = ks[i]
+            if not PyUnicode_Check(k):
+                raise TypeError(f"keys must be str; item {i} of the batch is "
+                                f"{type(k).__name__} {k!r}")
+            try:
+                s = PyUnicode_AsUTF8AndSize(k, &n)
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"key {k!r} (item {i} of the batch) cannot be encoded as "
+                                 f"UTF-8: {exc.reason}") from None
+            if n == 0:
+                raise ValueError(f"key at item {i} of the batch is empty; keys must be "
+                                 "non-empty strings")
+            total += n
+        self._reserve(m, total)
+
+        cdef cnp.ndarray mask_arr = np.ones(m, np.bool_)
+        cdef uint8_t* keep = <uint8_t*>cnp.PyArray_DATA(mask_arr)
+        cdef cnp.ndarray placed = np.empty(m, np.int64)
+        cdef int64_t* pl = <int64_t*>cnp.PyArray_DATA(placed)
+        cdef int64_t* tp = <int64_t*>cnp.PyArray_DATA(self._table)
+        cdef uint64_t tmask = <uint64_t>(self._table.shape[0] - 1)
+        cdef int64_t* op = <int64_t*>cnp.PyArray_DATA(self._offsets)
+        cdef uint64_t* hp = <uint64_t*>cnp.PyArray_DATA(self._hashes)
+        cdef uint8_t* bp = <uint8_t*>cnp.PyArray_DATA(self._blob)
+        cdef int64_t n0 = self.n, b0 = self.nbytes
+        cdef int64_t row, a, b
+        cdef uint64_t h, slot
+        cdef Py_ssize_t n_placed = 0
+        for i in range(m):
+            s = PyUnicode_AsUTF8AndSize(ks[i], &n)
+            h = _hash_bytes(<const uint8_t*>s, n)
+            slot = h & tmask
+            while True:
+                row = tp[slot]
+                if row == -1:
+                    break
+                if hp[row] == h:
+                    a = op[row]
+                    b = op[row + 1]
+                    if b - a == n and memcmp(bp + a, s, n) == 0:
+                        break
+                slot = (slot + 1) & tmask
+            if row != -1:
+                if skip_duplicates:
+                    keep[i] = 0
+                    continue
+                # Undo this batch: removing the newest entries in reverse order restores the
+                # linear-probing table exactly (no rehash happened, space was reserved).
+                while n_placed > 0:
+                    n_placed -= 1
+                    tp[pl[n_placed]] = -1
+                self.n = n0
+                self.nbytes = b0
+                return None, i, row
+            row = self.n
+            memcpy(bp + self.nbytes, s, n)
+            self.nbytes += n
+            op[row + 1] = self.nbytes
+            hp[row] = h
+            tp[slot] = row
+            pl[n_placed] = <int64_t>slot
+            n_placed += 1
+            self.n += 1
+        return mask_arr, -1, -1
+
+    def arrays(self):
+        """(utf8 bytes, offsets (n+1,), hash table) views of the collected keys."""
+        return (self._blob[: self.nbytes], self._offsets[: self.n + 1], self._table)
+
+
+def build_table(offsets, utf8, double max_load=0.5):
+    """Build a hash table for keys given as a UTF-8 blob and offsets (used by tests/tools).
+
+    Duplicates are not detected here; use ``KeyTableBuilder`` for that.
+    """
+    cdef cnp.ndarray o = np.ascontiguousarray(offsets, dtype=np.int64)
+    cdef cnp.ndarray u = np.ascontiguousarray(utf8, dtype=np.uint8)
+    cdef int64_t n = o.shape[0] - 1
+    cdef KeyTableBuilder tmp = KeyTableBuilder(max_load)
+    cdef int64_t size = tmp._table_size_for(n)
+    cdef cnp.ndarray t = np.full(size, -1, np.int64)
+    cdef int64_t* tp = <int64_t*>cnp.PyArray_DATA(t)
+    cdef const int64_t* op = <const int64_t*>cnp.PyArray_DATA(o)
+    cdef const uint8_t* up = <const uint8_t*>cnp.PyArray_DATA(u)
+    cdef uint64_t mask = <uint64_t>(size - 1)
+    cdef uint64_t slot
+    cdef int64_t i
+    if n < 0:
+        raise ValueError("offsets must have at least one element")
+    for i in range(n):
+        if op[i] < 0 or op[i + 1] < op[i] or op[i + 1] > u.shape[0]:
+            raise ValueError(f"offsets[{i}:{i + 2}] = {o[i:i + 2]!r} is outside the key bytes")
+    with nogil:
+        for i in range(n):
+            slot = _hash_bytes(up + op[i], op[i + 1] - op[i]) & mask
+            while tp[slot] != -1:
+                slot = (slot + 1) & mask
+            tp[slot] = i
+    return t
