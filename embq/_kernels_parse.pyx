@@ -14,6 +14,7 @@ go through a locale-independent ``strtod``.
 
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
+from cpython.unicode cimport PyUnicode_Decode, PyUnicode_DecodeUTF8
 
 import numpy as np
 
@@ -384,3 +385,36 @@ def parse_binary_block(const unsigned char[::1] buf not None, Py_ssize_t start, 
             p = q + 1 + nbytes
             row += 1
     return row, p, status
+
+
+def decode_keys(const unsigned char[::1] buf not None, Py_ssize_t[::1] key_start not None,
+                Py_ssize_t[::1] key_end not None, Py_ssize_t r0, Py_ssize_t r1,
+                str encoding, str errors):
+    """Decode the key spans of rows ``r0 <= i < r1`` into a list of ``str``.
+
+    Raises ``UnicodeDecodeError`` like ``bytes.decode`` (the caller locates the row).
+    """
+    cdef Py_ssize_t n = buf.shape[0]
+    cdef Py_ssize_t i, a, b
+    cdef const char *base
+    cdef bint utf8
+    if not (0 <= r0 <= r1 <= key_start.shape[0] and r1 <= key_end.shape[0]):
+        raise ValueError(f"rows [{r0}, {r1}) are outside the key span arrays")
+    for i in range(r0, r1):
+        if not (0 <= key_start[i] <= key_end[i] <= n):
+            raise ValueError(f"key span {i} [{key_start[i]}, {key_end[i]}) is outside the buffer")
+    keys = []
+    if r1 == r0:
+        return keys
+    base = <const char *>&buf[0]
+    utf8 = encoding.lower().replace("-", "").replace("_", "") in ("utf8", "u8")
+    enc = encoding.encode("ascii")
+    err = errors.encode("ascii")
+    for i in range(r0, r1):
+        a = key_start[i]
+        b = key_end[i]
+        if utf8:
+            keys.append(PyUnicode_DecodeUTF8(base + a, b - a, err))
+        else:
+            keys.append(PyUnicode_Decode(base + a, b - a, enc, err))
+    return keys
