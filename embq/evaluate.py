@@ -152,14 +152,19 @@ def read_word_pairs(
     return words1, words2, np.asarray(scores, np.float64), np.asarray(lines, np.int64)
 
 
-def _split_questions(block: str, first_line: int, fspath: str, fast: bool) -> list[str]:
+def _split_questions(
+    block: str, first_line: int, fspath: str, fast: bool, fold: bool
+) -> list[str]:
     """Split the question lines of one section into a flat list of words (4 per question).
 
     ``fast`` is True when the file is ASCII with single spaces between words and no tabs,
     carriage returns, or leading/trailing spaces: then counting spaces per line validates every
     line and one ``str.split`` produces the words, which is several times faster than splitting
     line by line (the analogy file has ~20,000 lines and parsing dominates on small models).
+    ``fold`` upper-cases the words (one call per block, not one per word).
     """
+    if fold:
+        block = block.upper()
     lines = block.split("\n")
     if fast:
         counts = list(map(str.count, lines, itertools.repeat(" ")))
@@ -208,6 +213,12 @@ def read_analogies(
         A question before the first section line, a line that is not 4 words, or a file without
         any question; the message names the file and line.
     """
+    return _parse_analogies(path, encoding, fold=False)
+
+
+def _parse_analogies(
+    path: str | os.PathLike, encoding: str, fold: bool
+) -> list[tuple[str, list[str], int]]:
     fspath = os.fspath(path)
     text = _read_text(fspath, encoding)
     # Headers are found with str.find (a handful of them), not by scanning every line.
@@ -226,9 +237,13 @@ def read_analogies(
             path=fspath,
             line=first_bad,
         )
+    # With only ' ' and '\n' as whitespace, a line holding exactly 3 spaces splits into at most
+    # 4 words, and into 4 only when it has no leading, trailing or doubled space; so "every
+    # non-blank line has 3 spaces and the block has 4 words per line" validates each line.
+    # (Single-character searches are memchr-fast; a CR/LF file simply takes the slow path.)
     fast = text.isascii() and not any(
-        s in text for s in ("\t", "\r", "\x0b", "\x0c", "  ", "\n ", " \n")
-    ) and not text.endswith(" ")
+        ch in text for ch in ("\t", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
+    )
     sections: list[tuple[str, list[str], int]] = []
     line_no = preamble.count("\n") + 1
     n_questions = 0
@@ -241,7 +256,7 @@ def read_analogies(
         body = "" if nl == -1 else text[nl + 1 : end]
         if body.endswith("\n"):
             body = body[:-1]
-        words = _split_questions(body, line_no + 1, fspath, fast) if body else []
+        words = _split_questions(body, line_no + 1, fspath, fast, fold) if body else []
         sections.append((name, words, line_no))
         n_questions += len(words) // 4
         line_no += text.count("\n", start, end)
@@ -259,22 +274,19 @@ def read_analogies(
 # --------------------------------------------------------------------------------------------
 
 
-def _top_k_dense(
-    scores: np.ndarray, k: int
-) -> np.ndarray:
-    """Indices of the k largest entries of each column of ``scores`` (n, m), best first,
-    ties broken by the lower index; returns (m, k) int64."""
-    n = scores.shape[0]
+def _top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k largest entries of each row of ``scores`` (m, n), best first,
+    ties broken by the lower index; returns (m, min(k, n)) int64."""
+    m, n = scores.shape
     k = min(k, n)
     if k == 0:
-        return np.empty((scores.shape[1], 0), np.int64)
-    s = scores.T
+        return np.empty((m, 0), np.int64)
     if k < n:
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        part = np.argpartition(scores, n - k, axis=1)[:, n - k :]
     else:
-        part = np.broadcast_to(np.arange(n), s.shape)
-    vals = np.take_along_axis(s, part, axis=1)
-    # Sort by descending score, then ascending index (lexsort's last key is the primary one).
+        part = np.broadcast_to(np.arange(n), scores.shape)
+    vals = np.take_along_axis(scores, part, axis=1)
+    # Descending score, then ascending index (lexsort's last key is the primary one).
     order = np.lexsort((part, -vals), axis=1)
     return np.take_along_axis(part, order, axis=1).astype(np.int64, copy=False)
 
@@ -313,13 +325,15 @@ class _FloatVectors:
         norms = self.norms[:n]
         queries = np.ascontiguousarray(queries, np.float32)
         out = np.empty((queries.shape[0], min(k, n)), np.int64)
-        # Bound the (n, chunk) score block to about 64 MB.
+        # Bound the (chunk, n) score block to about 64 MB.
         chunk = max(1, min(queries.shape[0], (16 << 20) // max(n, 1)))
         for s in range(0, queries.shape[0], chunk):
-            block = base @ queries[s : s + chunk].T
+            block = queries[s : s + chunk] @ base.T
             with np.errstate(divide="ignore", invalid="ignore"):
-                block /= norms[:, None]
-            out[s : s + chunk] = _top_k_dense(block, k)
+                block /= norms
+            # A zero row scores NaN here; rank it last instead of first.
+            np.nan_to_num(block, copy=False, nan=-np.inf)
+            out[s : s + chunk] = _top_k_rows(block, k)
         return out
 
 
@@ -340,12 +354,8 @@ class _StoreVectors:
             raise ValueError(
                 f"store {self.store.path} has no keys; word evaluations need a keyed store"
             )
-        itk = self.store.index_to_key
-        limit = min(limit, self.n)
-        try:
-            return list(itk[:limit])
-        except TypeError:
-            return [itk[i] for i in range(limit)]
+        # Iterating decodes the key blob in large chunks, much faster than slicing key by key.
+        return list(itertools.islice(iter(self.store.index_to_key), min(limit, self.n)))
 
     def unit_rows(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, np.int64)
@@ -590,12 +600,9 @@ def _evaluate_analogies(
         vocab, canon, limit = vocab_canon
     names = [s[0] for s in sections_in]
     counts = np.array([len(s[1]) // 4 for s in sections_in], np.int64)
+    # The words come already upper-cased when case_insensitive (see _parse_analogies).
     words = list(itertools.chain.from_iterable(s[1] for s in sections_in))
-    if case_insensitive:
-        # Upper-casing the joined text is one C call instead of one per word.
-        words = "\n".join(words).upper().split("\n") if words else []
-    rows = np.fromiter(map(vocab.get, words, itertools.repeat(-1)), np.int64, count=len(words))
-    rows = rows.reshape(-1, 4)
+    rows = np.array(list(map(vocab.get, words, itertools.repeat(-1))), np.int64).reshape(-1, 4)
     known = (rows >= 0).all(axis=1)
     q = rows[known]
     t0 = time.perf_counter()
@@ -685,7 +692,7 @@ def evaluate_word_analogies(
         Malformed analogy file (names file and line).
     """
     backend = _as_backend(store, rescore=rescore, n_threads=n_threads)
-    parsed = read_analogies(analogies)
+    parsed = _parse_analogies(analogies, "utf8", fold=case_insensitive)
     res = _evaluate_analogies(backend, parsed, restrict_vocab, case_insensitive, dummy4unknown)
     return res["score"], res["sections"]
 
@@ -872,7 +879,11 @@ def evaluate_store(
     # Parse every input before the (possibly slow) loading of the original file, so a typo
     # in a pair file fails at once.
     parsed_pairs = [(os.fspath(p), read_word_pairs(p)) for p in pairs]
-    parsed_analogies = read_analogies(analogies) if analogies is not None else None
+    parsed_analogies = (
+        _parse_analogies(analogies, "utf8", fold=case_insensitive)
+        if analogies is not None
+        else None
+    )
 
     sb = _as_backend(store, rescore=analogy_rescore, n_threads=n_threads)
     result: dict[str, Any] = {
