@@ -1,0 +1,30 @@
+# C declarations of the search micro-kernels (see _search_simd.h).
+from libc.stdint cimport uint8_t, int8_t, int32_t, int64_t
+
+cdef extern from "_search_simd.h" nogil:
+    ctypedef void (*embq_dot_fn)(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d,
+                                 const uint8_t *zp, const int8_t *q, int64_t ldq,
+                                 const int32_t *sumq, int64_t nq, int32_t *out,
+                                 int64_t ldo) noexcept nogil
+    ctypedef void (*embq_select_fn)(const int32_t *acc, int64_t nr, const float *wr, float wq,
+                                    int64_t row0, float *hv, int64_t *hi,
+                                    int64_t k) noexcept nogil
+    int EMBQ_DOT_SCALAR
+    int EMBQ_DOT_AVX2
+    int EMBQ_DOT_AVXVNNI
+    int EMBQ_DOT_AVX512VNNI
+    int EMBQ_DOT_COUNT
+    int EMBQ_SEL_SCALAR
+    int EMBQ_SEL_AVX2
+    int EMBQ_SEL_AVX512
+    int EMBQ_SEL_COUNT
+    int64_t EMBQ_QPAD(int64_t d)
+    int64_t EMBQ_QSTRIDE(int64_t d)
+    void embq_fill_query_tail(int8_t *qrow, int64_t d)
+    int embq_dot_supported(int id)
+    embq_dot_fn embq_dot_get(int id)
+    int embq_select_supported(int id)
+    embq_select_fn embq_select_get(int id)
+    void embq_heap_init(float *hv, int64_t *hi, int64_t k)
+    void embq_heap_offer(float *hv, int64_t *hi, int64_t k, float v, int64_t i)
+    void embq_heap_sort(float *hv, int64_t *hi, int64_t k)

@@ -1,0 +1,305 @@
+# cython: language_level=3
+"""Search kernels: exact int32 scores of uint8 rows against int8 queries, streamed into top-k heaps.
+
+Everything here trusts its caller (``embq.search``) to have checked shapes, dtypes, ``k`` and the
+int32 bound on ``d``; the loops run without the GIL and never raise.
+
+Work is split in one of two ways:
+
+* rows mode (few queries): the rows are cut into a few contiguous chunks handed to threads; each
+  chunk keeps its own heap per query, and the heaps are merged at the end;
+* queries mode (many queries): query blocks are handed to threads; each block scans every row
+  and fills the output heaps directly.
+
+Either way a thread works on a block of ``_ROW_BLOCK`` rows against ``_QUERY_BLOCK`` queries at a
+time: the int32 accumulators of that block go into a small buffer, are turned into scores and
+offered to the heaps. No m x n score matrix is ever built.
+"""
+
+import os
+
+import numpy as np
+
+cimport cython
+from cython.parallel cimport parallel, prange, threadid
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
+
+from embq._kernels_common cimport embq_openmp_enabled
+from embq._kernels_search cimport (
+    EMBQ_DOT_COUNT, EMBQ_QSTRIDE, EMBQ_SEL_COUNT, embq_dot_fn, embq_dot_get, embq_dot_supported,
+    embq_fill_query_tail, embq_heap_init, embq_heap_offer, embq_heap_sort, embq_select_fn,
+    embq_select_get, embq_select_supported,
+)
+
+DOT_KERNELS = ("scalar", "avx2", "avxvnni", "avx512vnni")
+SELECT_KERNELS = ("scalar", "avx2", "avx512")
+
+DEF _ROW_BLOCK = 256
+DEF _QUERY_BLOCK = 64
+
+cdef int _dot_id = 0
+cdef int _sel_id = 0
+
+
+cdef int _best_dot():
+    cdef int i
+    for i in range(EMBQ_DOT_COUNT - 1, -1, -1):
+        if embq_dot_supported(i):
+            return i
+    return 0
+
+
+cdef int _best_select():
+    cdef int i
+    for i in range(EMBQ_SEL_COUNT - 1, -1, -1):
+        if embq_select_supported(i):
+            return i
+    return 0
+
+
+def available_kernels():
+    """Return ``{"dot": [...], "select": [...]}``: the variants this CPU can run."""
+    return {
+        "dot": [n for i, n in enumerate(DOT_KERNELS) if embq_dot_supported(i)],
+        "select": [n for i, n in enumerate(SELECT_KERNELS) if embq_select_supported(i)],
+    }
+
+
+def set_kernels(dot=None, select=None):
+    """Force a dot-product and/or selection variant by name; ``None`` restores the best one.
+
+    For tests and benchmarks. Raises ValueError for an unknown name or one this CPU cannot run.
+    """
+    global _dot_id, _sel_id
+    new_dot = _best_dot()
+    new_sel = _best_select()
+    if dot is not None:
+        if dot not in DOT_KERNELS:
+            raise ValueError(f"unknown dot kernel {dot!r}; expected one of {DOT_KERNELS}")
+        new_dot = DOT_KERNELS.index(dot)
+        if not embq_dot_supported(new_dot):
+            raise ValueError(f"dot kernel {dot!r} is not supported by this CPU")
+    if select is not None:
+        if select not in SELECT_KERNELS:
+            raise ValueError(f"unknown select kernel {select!r}; expected one of {SELECT_KERNELS}")
+        new_sel = SELECT_KERNELS.index(select)
+        if not embq_select_supported(new_sel):
+            raise ValueError(f"select kernel {select!r} is not supported by this CPU")
+    _dot_id = new_dot
+    _sel_id = new_sel
+
+
+def selected_kernels():
+    """Return the variants in use, e.g. ``{"search_dot": "avx512vnni", "search_select": "avx512"}``."""
+    return {"search_dot": DOT_KERNELS[_dot_id], "search_select": SELECT_KERNELS[_sel_id]}
+
+
+def _init_from_env():
+    # EMBQ_SEARCH_KERNEL=name forces a dot variant (debugging aid); an unusable name is ignored
+    # with the best variant kept, so a stale environment never breaks an import.
+    set_kernels()
+    forced = os.environ.get("EMBQ_SEARCH_KERNEL")
+    if forced:
+        try:
+            set_kernels(dot=forced)
+        except ValueError:
+            set_kernels()
+
+
+_init_from_env()
+
+
+def query_stride(int64_t d):
+    """Bytes per packed query row for dimension ``d``."""
+    return EMBQ_QSTRIDE(d)
+
+
+def pack_queries(const int8_t[:, ::1] qint):
+    """Copy int8 queries (m, d) into the padded layout the kernels read (zero pad + tail vector)."""
+    cdef int64_t m = qint.shape[0], d = qint.shape[1], ld = EMBQ_QSTRIDE(d), i
+    out = np.zeros((m, ld), dtype=np.int8)
+    cdef int8_t[:, ::1] o = out
+    with nogil:
+        for i in range(m):
+            if d > 0:
+                o[i, :d] = qint[i, :]
+            embq_fill_query_tail(&o[i, 0], d)
+    return out
+
+
+def raw_acc(const uint8_t[:, ::1] codes, zero_points, const int8_t[:, ::1] qint):
+    """Return the exact int32 accumulators ``(m, n)`` with the selected dot kernel (small inputs)."""
+    cdef int64_t n = codes.shape[0], d = codes.shape[1], m = qint.shape[0]
+    out = np.zeros((m, n), dtype=np.int32)
+    if n == 0 or m == 0:
+        return out
+    qpack = pack_queries(qint)
+    sumq = np.asarray(qint, dtype=np.int32).sum(axis=1, dtype=np.int32)
+    cdef const int8_t[:, ::1] qp = qpack
+    cdef const int32_t[::1] sq = sumq
+    cdef const uint8_t[::1] zpv
+    cdef const uint8_t *zptr = NULL
+    if zero_points is not None:
+        zpv = zero_points
+        zptr = &zpv[0]
+    cdef int32_t[:, ::1] o = out
+    cdef embq_dot_fn dot = embq_dot_get(_dot_id)
+    with nogil:
+        dot(&codes[0, 0], d, n, d, zptr, &qp[0, 0], qp.shape[1], &sq[0], m, &o[0, 0], n)
+    return out
+
+
+@cython.final
+cdef class _Job:
+    """Pointers and sizes of one search, shared read-only by all threads."""
+    cdef const uint8_t *codes
+    cdef const float *scales
+    cdef const uint8_t *zp
+    cdef const float *norms
+    cdef int64_t d
+    cdef const int8_t *qp
+    cdef int64_t ldq
+    cdef const int32_t *sumq
+    cdef const float *wq
+    cdef int64_t k
+    cdef bint cosine
+    cdef embq_dot_fn dot
+    cdef embq_select_fn sel
+
+
+cdef void _scan(_Job job, int64_t r0, int64_t r1, int64_t q0, int64_t q1, float *hv,
+                int64_t *hi, int32_t *acc, float *wr) noexcept nogil:
+    """Offer rows [r0, r1) to the heaps of queries [q0, q1) (heap of query q at (q - q0) * k)."""
+    cdef int64_t rb = r0, nr, qb, nq, t, qi, k = job.k
+    cdef float nrm
+    cdef const uint8_t *zp
+    while rb < r1:
+        nr = r1 - rb
+        if nr > _ROW_BLOCK:
+            nr = _ROW_BLOCK
+        # per-row weight: scale (dot) or scale / norm (cosine; a zero row weighs 0, never NaN)
+        if job.cosine:
+            for t in range(nr):
+                nrm = job.norms[rb + t]
+                wr[t] = job.scales[rb + t] / nrm if nrm > 0 else 0
+        else:
+            for t in range(nr):
+                wr[t] = job.scales[rb + t]
+        zp = job.zp + rb if job.zp != NULL else NULL
+        qb = q0
+        while qb < q1:
+            nq = q1 - qb
+            if nq > _QUERY_BLOCK:
+                nq = _QUERY_BLOCK
+            job.dot(job.codes + rb * job.d, job.d, nr, job.d, zp, job.qp + qb * job.ldq, job.ldq,
+                    job.sumq + qb, nq, acc, _ROW_BLOCK)
+            for qi in range(nq):
+                job.sel(acc + qi * _ROW_BLOCK, nr, wr, job.wq[qb + qi], rb,
+                        hv + (qb - q0 + qi) * k, hi + (qb - q0 + qi) * k, k)
+            qb += nq
+        rb += nr
+
+
+def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
+         int64_t n_rows, const int8_t[:, ::1] qint, const float[::1] wq, int64_t k,
+         bint cosine, int n_threads, str mode="auto"):
+    """Top-k rows of ``codes[:n_rows]`` for each query; returns (scores (m, k), rows (m, k)).
+
+    The caller guarantees: 1 <= k <= n_rows <= len(codes), len(scales) (and norms, zero points)
+    >= n_rows, norms given when ``cosine``, ``qint`` values within [-127, 127], d small enough for
+    int32 accumulators, n_threads >= 1.
+    """
+    cdef int64_t m = qint.shape[0], d = codes.shape[1]
+    cdef int64_t nchunks, c, q, t, b, nqb, qbs, r0, r1, q0, q1, tid
+    cdef _Job job = _Job()
+    cdef const uint8_t[::1] zpv
+    cdef const float[::1] nv
+    out_v = np.empty((m, k), dtype=np.float32)
+    out_i = np.empty((m, k), dtype=np.int64)
+    cdef float[:, ::1] ov = out_v
+    cdef int64_t[:, ::1] oi = out_i
+    if m == 0:
+        return out_v, out_i
+
+    qpack = pack_queries(qint)
+    sumq = np.asarray(qint, dtype=np.int32).sum(axis=1, dtype=np.int32)
+    cdef const int8_t[:, ::1] qp = qpack
+    cdef const int32_t[::1] sq = sumq
+    job.codes = &codes[0, 0]
+    job.scales = &scales[0]
+    job.zp = NULL
+    if zero_points is not None:
+        zpv = zero_points
+        job.zp = &zpv[0]
+    job.norms = NULL
+    if cosine:
+        nv = norms
+        job.norms = &nv[0]
+    job.d = d
+    job.qp = &qp[0, 0]
+    job.ldq = qp.shape[1]
+    job.sumq = &sq[0]
+    job.wq = &wq[0]
+    job.k = k
+    job.cosine = cosine
+    job.dot = embq_dot_get(_dot_id)
+    job.sel = embq_select_get(_sel_id)
+
+    if not embq_openmp_enabled():
+        n_threads = 1
+    cdef int nt = n_threads
+    acc_buf = np.empty((nt, _QUERY_BLOCK * _ROW_BLOCK), dtype=np.int32)
+    wr_buf = np.empty((nt, _ROW_BLOCK), dtype=np.float32)
+    cdef int32_t[:, ::1] accb = acc_buf
+    cdef float[:, ::1] wrb = wr_buf
+
+    # Rows mode while the per-chunk heaps stay small and there are too few queries to keep every
+    # thread busy with whole query blocks; queries mode otherwise.
+    nchunks = min(4 * nt if nt > 1 else 1, (n_rows + _ROW_BLOCK - 1) // _ROW_BLOCK)
+    if mode == "auto":
+        mode = "rows" if (m < 16 * nt or nchunks * m * k > (1 << 22)) else "queries"
+        if nchunks * m * k > (1 << 22):
+            mode = "queries"
+    cdef float[:, :, ::1] hv
+    cdef int64_t[:, :, ::1] hi
+    if mode == "rows":
+        heap_v = np.empty((nchunks, m, k), dtype=np.float32)
+        heap_i = np.empty((nchunks, m, k), dtype=np.int64)
+        hv = heap_v
+        hi = heap_i
+        with nogil, parallel(num_threads=nt):
+            for c in prange(nchunks, schedule="dynamic"):
+                tid = threadid()
+                r0 = c * n_rows // nchunks
+                r1 = (c + 1) * n_rows // nchunks
+                embq_heap_init(&hv[c, 0, 0], &hi[c, 0, 0], m * k)
+                _scan(job, r0, r1, 0, m, &hv[c, 0, 0], &hi[c, 0, 0], &accb[tid, 0], &wrb[tid, 0])
+        with nogil:
+            for q in prange(m, num_threads=nt, schedule="static"):
+                embq_heap_init(&ov[q, 0], &oi[q, 0], k)
+                for c in range(nchunks):
+                    for t in range(k):
+                        embq_heap_offer(&ov[q, 0], &oi[q, 0], k, hv[c, q, t], hi[c, q, t])
+                embq_heap_sort(&ov[q, 0], &oi[q, 0], k)
+    elif mode == "queries":
+        # blocks of a multiple of 4 queries (the micro-kernel's width), at least one per thread
+        qbs = (m + nt - 1) // nt
+        qbs = ((qbs + 3) // 4) * 4
+        if qbs > _QUERY_BLOCK:
+            qbs = _QUERY_BLOCK
+        nqb = (m + qbs - 1) // qbs
+        with nogil, parallel(num_threads=nt):
+            for b in prange(nqb, schedule="dynamic"):
+                tid = threadid()
+                q0 = b * qbs
+                q1 = q0 + qbs
+                if q1 > m:
+                    q1 = m
+                for q in range(q0, q1):
+                    embq_heap_init(&ov[q, 0], &oi[q, 0], k)
+                _scan(job, 0, n_rows, q0, q1, &ov[q0, 0], &oi[q0, 0], &accb[tid, 0], &wrb[tid, 0])
+                for q in range(q0, q1):
+                    embq_heap_sort(&ov[q, 0], &oi[q, 0], k)
+    else:
+        raise ValueError(f"mode must be 'auto', 'rows' or 'queries', got {mode!r}")
+    return out_v, out_i

@@ -1,0 +1,545 @@
+/* Search kernels: exact int32 dot products of uint8 codes with int8 queries, and top-k selection.
+ *
+ * Layout shared by every variant
+ * ------------------------------
+ * codes : row r starts at codes + r * ldc, d bytes, zero point zp[r] (128 when zp is NULL).
+ * q     : query i starts at q + i * ldq (int8 in [-127, 127]); bytes d .. EMBQ_QPAD(d)-1 are zero,
+ *         and at offset EMBQ_QPAD(d) sits a 32-byte "tail" vector (see embq_fill_query_tail) used by
+ *         the 256-bit variants to finish a row with one in-bounds load.
+ * sumq  : sum of query i's values (for the zero-point correction).
+ * out   : out[i * ldo + r] = sum_j (codes[r][j] - zp[r]) * q[i][j], exact in int32.
+ *
+ * Variants compute a zero-point-free sum and correct it once per (row, query):
+ *   VNNI (vpdpbusd, u8 x s8 -> s32, no intermediate saturation): D = sum code*q, acc = D - zp*sumq;
+ *   AVX2 sign trick: x = code ^ 0x80 = code - 128 in [-128, 127]; |x| * sign(q, x) through
+ *   maddubs (|pair sum| <= 2*128*127 = 32512, exact) and madd with ones: D = sum x*q,
+ *   acc = D + (128 - zp)*sumq.
+ * Intermediate sums wrap modulo 2^32 (SIMD integer adds are modular), so the result is exact
+ * whenever the final accumulator fits in int32; the Python front end guarantees that by bounding d.
+ *
+ * No -march flags: each SIMD function carries its own target attribute and is picked at run time.
+ */
+#ifndef EMBQ_SEARCH_SIMD_H
+#define EMBQ_SEARCH_SIMD_H
+
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+#include "_common.h"
+
+#if EMBQ_HAVE_X86_DISPATCH
+#include <immintrin.h>
+#endif
+
+#define EMBQ_QPAD(d) ((((d) + 63) / 64) * 64)
+#define EMBQ_QSTRIDE(d) (EMBQ_QPAD(d) + 64)
+
+/* Dot-product variant ids (also the order of preference, best last). */
+#define EMBQ_DOT_SCALAR 0
+#define EMBQ_DOT_AVX2 1
+#define EMBQ_DOT_AVXVNNI 2
+#define EMBQ_DOT_AVX512VNNI 3
+#define EMBQ_DOT_COUNT 4
+
+#define EMBQ_SEL_SCALAR 0
+#define EMBQ_SEL_AVX2 1
+#define EMBQ_SEL_AVX512 2
+#define EMBQ_SEL_COUNT 3
+
+typedef void (*embq_dot_fn)(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d,
+                            const uint8_t *zp, const int8_t *q, int64_t ldq, const int32_t *sumq,
+                            int64_t nq, int32_t *out, int64_t ldo);
+typedef void (*embq_select_fn)(const int32_t *acc, int64_t nr, const float *wr, float wq,
+                               int64_t row0, float *hv, int64_t *hi, int64_t k);
+
+static inline int embq_cpu_has_avxvnni(void) {
+#if EMBQ_HAVE_X86_DISPATCH
+    __builtin_cpu_init();
+    return embq_cpu_has_avx2() && __builtin_cpu_supports("avxvnni");
+#else
+    return 0;
+#endif
+}
+
+/* The 32-byte tail vector: lane t pairs with code byte d-32+t; lanes already covered by the full
+ * 32-byte chunks get 0 so the overlapping load counts each byte once. */
+static inline void embq_fill_query_tail(int8_t *qrow, int64_t d) {
+    int8_t *tail = qrow + EMBQ_QPAD(d);
+    int64_t covered = (d / 32) * 32, t;
+    memset(tail, 0, 32);
+    if (d < 32 || d % 32 == 0) return;
+    for (t = 0; t < 32; t++) {
+        int64_t p = d - 32 + t;
+        tail[t] = p >= covered ? qrow[p] : 0;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Portable reference kernel. */
+
+static void embq_dot_scalar(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d,
+                            const uint8_t *zp, const int8_t *q, int64_t ldq, const int32_t *sumq,
+                            int64_t nq, int32_t *out, int64_t ldo) {
+    int64_t r, i, j;
+    (void)sumq;
+    for (r = 0; r < nr; r++) {
+        const uint8_t *c = codes + r * ldc;
+        int32_t z = zp ? (int32_t)zp[r] : 128;
+        for (i = 0; i < nq; i++) {
+            const int8_t *qq = q + i * ldq;
+            int32_t s = 0;
+            for (j = 0; j < d; j++) s += ((int32_t)c[j] - z) * (int32_t)qq[j];
+            out[i * ldo + r] = s;
+        }
+    }
+}
+
+/* Correction helpers in unsigned arithmetic: wrap-around is the point, and it is defined there. */
+static inline int32_t embq_fix_vnni(uint32_t D, int32_t z, int32_t sq) {
+    return (int32_t)(D - (uint32_t)z * (uint32_t)sq);
+}
+static inline int32_t embq_fix_sign(uint32_t D, int32_t z, int32_t sq) {
+    return (int32_t)(D + (uint32_t)(128 - z) * (uint32_t)sq);
+}
+
+#if EMBQ_HAVE_X86_DISPATCH
+
+/* Horizontal sums of four 256-bit int32 vectors -> [sum a, sum b, sum c, sum d]. */
+__attribute__((target("avx2")))
+static inline __m128i embq_hsum4_256(__m256i a, __m256i b, __m256i c, __m256i d) {
+    __m256i ab = _mm256_hadd_epi32(a, b);
+    __m256i cd = _mm256_hadd_epi32(c, d);
+    __m256i abcd = _mm256_hadd_epi32(ab, cd);
+    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+__attribute__((target("avx2")))
+static inline int32_t embq_hsum_256(__m256i a) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
+static inline __m256i embq_fold_512(__m512i a) {
+    return _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
+}
+
+/* zero points of rows r..r+3 as int32 lanes */
+__attribute__((target("avx2")))
+static inline __m128i embq_zp4(const uint8_t *zp, int64_t r) {
+    if (!zp) return _mm_set1_epi32(128);
+    return _mm_set_epi32(zp[r + 3], zp[r + 2], zp[r + 1], zp[r]);
+}
+
+/* ---------------------------------- AVX-512 VNNI (zmm) ------------------------------------ */
+#define EMBQ_T512 "avx512vnni,avx512f,avx512bw,avx512vl,avx2"
+
+__attribute__((target(EMBQ_T512)))
+static void embq_dot_avx512vnni(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d,
+                                const uint8_t *zp, const int8_t *q, int64_t ldq,
+                                const int32_t *sumq, int64_t nq, int32_t *out, int64_t ldo) {
+    const int64_t dfull = (d / 64) * 64, rem = d - dfull;
+    const __mmask64 tm = rem ? (((__mmask64)1) << rem) - 1 : 0;
+    int64_t r = 0, i, j;
+    for (; r + 4 <= nr; r += 4) {
+        const uint8_t *c0 = codes + r * ldc, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;
+        const __m128i z4 = embq_zp4(zp, r);
+        i = 0;
+        for (; i + 4 <= nq; i += 4) {
+            const int8_t *q0 = q + i * ldq, *q1 = q0 + ldq, *q2 = q1 + ldq, *q3 = q2 + ldq;
+            __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00;
+            __m512i a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            __m512i a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+            __m512i a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+            __m512i x0, x1, x2, x3, y;
+#define EMBQ_512_STEP(LOADX)                                                          \
+            LOADX;                                                                    \
+            y = _mm512_loadu_si512((const void *)(q0 + j));                           \
+            a00 = _mm512_dpbusd_epi32(a00, x0, y); a10 = _mm512_dpbusd_epi32(a10, x1, y); \
+            a20 = _mm512_dpbusd_epi32(a20, x2, y); a30 = _mm512_dpbusd_epi32(a30, x3, y); \
+            y = _mm512_loadu_si512((const void *)(q1 + j));                           \
+            a01 = _mm512_dpbusd_epi32(a01, x0, y); a11 = _mm512_dpbusd_epi32(a11, x1, y); \
+            a21 = _mm512_dpbusd_epi32(a21, x2, y); a31 = _mm512_dpbusd_epi32(a31, x3, y); \
+            y = _mm512_loadu_si512((const void *)(q2 + j));                           \
+            a02 = _mm512_dpbusd_epi32(a02, x0, y); a12 = _mm512_dpbusd_epi32(a12, x1, y); \
+            a22 = _mm512_dpbusd_epi32(a22, x2, y); a32 = _mm512_dpbusd_epi32(a32, x3, y); \
+            y = _mm512_loadu_si512((const void *)(q3 + j));                           \
+            a03 = _mm512_dpbusd_epi32(a03, x0, y); a13 = _mm512_dpbusd_epi32(a13, x1, y); \
+            a23 = _mm512_dpbusd_epi32(a23, x2, y); a33 = _mm512_dpbusd_epi32(a33, x3, y);
+            for (j = 0; j < dfull; j += 64) {
+                EMBQ_512_STEP(x0 = _mm512_loadu_si512((const void *)(c0 + j));
+                              x1 = _mm512_loadu_si512((const void *)(c1 + j));
+                              x2 = _mm512_loadu_si512((const void *)(c2 + j));
+                              x3 = _mm512_loadu_si512((const void *)(c3 + j)))
+            }
+            if (rem) {
+                j = dfull;
+                EMBQ_512_STEP(x0 = _mm512_maskz_loadu_epi8(tm, c0 + j);
+                              x1 = _mm512_maskz_loadu_epi8(tm, c1 + j);
+                              x2 = _mm512_maskz_loadu_epi8(tm, c2 + j);
+                              x3 = _mm512_maskz_loadu_epi8(tm, c3 + j))
+            }
+#undef EMBQ_512_STEP
+            {
+                __m128i s0 = embq_hsum4_256(embq_fold_512(a00), embq_fold_512(a10),
+                                            embq_fold_512(a20), embq_fold_512(a30));
+                __m128i s1 = embq_hsum4_256(embq_fold_512(a01), embq_fold_512(a11),
+                                            embq_fold_512(a21), embq_fold_512(a31));
+                __m128i s2 = embq_hsum4_256(embq_fold_512(a02), embq_fold_512(a12),
+                                            embq_fold_512(a22), embq_fold_512(a32));
+                __m128i s3 = embq_hsum4_256(embq_fold_512(a03), embq_fold_512(a13),
+                                            embq_fold_512(a23), embq_fold_512(a33));
+                s0 = _mm_sub_epi32(s0, _mm_mullo_epi32(z4, _mm_set1_epi32(sumq[i])));
+                s1 = _mm_sub_epi32(s1, _mm_mullo_epi32(z4, _mm_set1_epi32(sumq[i + 1])));
+                s2 = _mm_sub_epi32(s2, _mm_mullo_epi32(z4, _mm_set1_epi32(sumq[i + 2])));
+                s3 = _mm_sub_epi32(s3, _mm_mullo_epi32(z4, _mm_set1_epi32(sumq[i + 3])));
+                _mm_storeu_si128((__m128i *)(out + i * ldo + r), s0);
+                _mm_storeu_si128((__m128i *)(out + (i + 1) * ldo + r), s1);
+                _mm_storeu_si128((__m128i *)(out + (i + 2) * ldo + r), s2);
+                _mm_storeu_si128((__m128i *)(out + (i + 3) * ldo + r), s3);
+            }
+        }
+        for (; i < nq; i++) {
+            const int8_t *q0 = q + i * ldq;
+            __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, y;
+            for (j = 0; j < dfull; j += 64) {
+                y = _mm512_loadu_si512((const void *)(q0 + j));
+                a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512((const void *)(c0 + j)), y);
+                a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512((const void *)(c1 + j)), y);
+                a2 = _mm512_dpbusd_epi32(a2, _mm512_loadu_si512((const void *)(c2 + j)), y);
+                a3 = _mm512_dpbusd_epi32(a3, _mm512_loadu_si512((const void *)(c3 + j)), y);
+            }
+            if (rem) {
+                y = _mm512_loadu_si512((const void *)(q0 + dfull));
+                a0 = _mm512_dpbusd_epi32(a0, _mm512_maskz_loadu_epi8(tm, c0 + dfull), y);
+                a1 = _mm512_dpbusd_epi32(a1, _mm512_maskz_loadu_epi8(tm, c1 + dfull), y);
+                a2 = _mm512_dpbusd_epi32(a2, _mm512_maskz_loadu_epi8(tm, c2 + dfull), y);
+                a3 = _mm512_dpbusd_epi32(a3, _mm512_maskz_loadu_epi8(tm, c3 + dfull), y);
+            }
+            {
+                __m128i s = embq_hsum4_256(embq_fold_512(a0), embq_fold_512(a1),
+                                           embq_fold_512(a2), embq_fold_512(a3));
+                s = _mm_sub_epi32(s, _mm_mullo_epi32(z4, _mm_set1_epi32(sumq[i])));
+                _mm_storeu_si128((__m128i *)(out + i * ldo + r), s);
+            }
+        }
+    }
+    for (; r < nr; r++) {
+        const uint8_t *c0 = codes + r * ldc;
+        int32_t z = zp ? (int32_t)zp[r] : 128;
+        for (i = 0; i < nq; i++) {
+            const int8_t *q0 = q + i * ldq;
+            __m512i a0 = _mm512_setzero_si512();
+            for (j = 0; j < dfull; j += 64)
+                a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512((const void *)(c0 + j)),
+                                         _mm512_loadu_si512((const void *)(q0 + j)));
+            if (rem)
+                a0 = _mm512_dpbusd_epi32(a0, _mm512_maskz_loadu_epi8(tm, c0 + dfull),
+                                         _mm512_loadu_si512((const void *)(q0 + dfull)));
+            out[i * ldo + r] = embq_fix_vnni((uint32_t)embq_hsum_256(embq_fold_512(a0)), z, sumq[i]);
+        }
+    }
+}
+
+/* ------------------------------ 256-bit variants (AVX-VNNI, AVX2) -------------------------- */
+/* One template, two instantiations: MAC(acc, xprep, xabs, y) and PREP(raw) differ. Rows whose
+ * length is not a multiple of 32 end with one load of their last 32 bytes against the query's
+ * tail vector, so nothing is read past a row. */
+
+#define EMBQ_DEFINE_DOT256(NAME, TARGET, PREP, MAC, FIX)                                       \
+__attribute__((target(TARGET)))                                                               \
+static void NAME(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d, const uint8_t *zp,  \
+                 const int8_t *q, int64_t ldq, const int32_t *sumq, int64_t nq, int32_t *out,  \
+                 int64_t ldo) {                                                                \
+    const int64_t dfull = (d / 32) * 32, has_tail = (d % 32) != 0, tq = EMBQ_QPAD(d);          \
+    const int64_t tc = d - 32;                                                                 \
+    int64_t r = 0, i, j;                                                                       \
+    if (d < 32) {                                                                              \
+        embq_dot_scalar(codes, ldc, nr, d, zp, q, ldq, sumq, nq, out, ldo);                    \
+        return;                                                                                \
+    }                                                                                          \
+    for (; r + 4 <= nr; r += 4) {                                                              \
+        const uint8_t *c0 = codes + r * ldc, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;   \
+        const __m128i z4 = embq_zp4(zp, r);                                                    \
+        const __m128i k128 = _mm_set1_epi32(128);                                              \
+        (void)k128;                                                                            \
+        for (i = 0; i + 2 <= nq; i += 2) {                                                     \
+            const int8_t *q0 = q + i * ldq, *q1 = q0 + ldq;                                    \
+            __m256i a00 = _mm256_setzero_si256(), a10 = a00, a20 = a00, a30 = a00;             \
+            __m256i a01 = a00, a11 = a00, a21 = a00, a31 = a00;                                \
+            __m256i x0, x1, x2, x3, b0, b1, b2, b3, y, y1;                                     \
+            for (j = 0; j <= dfull; j += 32) {                                                 \
+                int64_t jc = j, jq = j;                                                        \
+                if (j == dfull) { if (!has_tail) break; jc = tc; jq = tq; }                    \
+                x0 = _mm256_loadu_si256((const __m256i *)(c0 + jc));                           \
+                x1 = _mm256_loadu_si256((const __m256i *)(c1 + jc));                           \
+                x2 = _mm256_loadu_si256((const __m256i *)(c2 + jc));                           \
+                x3 = _mm256_loadu_si256((const __m256i *)(c3 + jc));                           \
+                PREP(x0, b0); PREP(x1, b1); PREP(x2, b2); PREP(x3, b3);                        \
+                y = _mm256_loadu_si256((const __m256i *)(q0 + jq));                            \
+                y1 = _mm256_loadu_si256((const __m256i *)(q1 + jq));                           \
+                MAC(a00, x0, b0, y); MAC(a10, x1, b1, y); MAC(a20, x2, b2, y); MAC(a30, x3, b3, y); \
+                MAC(a01, x0, b0, y1); MAC(a11, x1, b1, y1); MAC(a21, x2, b2, y1);              \
+                MAC(a31, x3, b3, y1);                                                          \
+            }                                                                                  \
+            {                                                                                  \
+                __m128i s0 = embq_hsum4_256(a00, a10, a20, a30);                               \
+                __m128i s1 = embq_hsum4_256(a01, a11, a21, a31);                               \
+                s0 = FIX##_4(s0, z4, k128, sumq[i]);                                           \
+                s1 = FIX##_4(s1, z4, k128, sumq[i + 1]);                                       \
+                _mm_storeu_si128((__m128i *)(out + i * ldo + r), s0);                          \
+                _mm_storeu_si128((__m128i *)(out + (i + 1) * ldo + r), s1);                    \
+            }                                                                                  \
+        }                                                                                      \
+        for (; i < nq; i++) {                                                                  \
+            const int8_t *q0 = q + i * ldq;                                                    \
+            __m256i a00 = _mm256_setzero_si256(), a10 = a00, a20 = a00, a30 = a00;             \
+            __m256i x0, x1, x2, x3, b0, b1, b2, b3, y;                                         \
+            for (j = 0; j <= dfull; j += 32) {                                                 \
+                int64_t jc = j, jq = j;                                                        \
+                if (j == dfull) { if (!has_tail) break; jc = tc; jq = tq; }                    \
+                x0 = _mm256_loadu_si256((const __m256i *)(c0 + jc));                           \
+                x1 = _mm256_loadu_si256((const __m256i *)(c1 + jc));                           \
+                x2 = _mm256_loadu_si256((const __m256i *)(c2 + jc));                           \
+                x3 = _mm256_loadu_si256((const __m256i *)(c3 + jc));                           \
+                PREP(x0, b0); PREP(x1, b1); PREP(x2, b2); PREP(x3, b3);                        \
+                y = _mm256_loadu_si256((const __m256i *)(q0 + jq));                            \
+                MAC(a00, x0, b0, y); MAC(a10, x1, b1, y); MAC(a20, x2, b2, y); MAC(a30, x3, b3, y); \
+            }                                                                                  \
+            {                                                                                  \
+                __m128i s0 = embq_hsum4_256(a00, a10, a20, a30);                               \
+                s0 = FIX##_4(s0, z4, k128, sumq[i]);                                           \
+                _mm_storeu_si128((__m128i *)(out + i * ldo + r), s0);                          \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
+    for (; r < nr; r++) {                                                                      \
+        const uint8_t *c0 = codes + r * ldc;                                                   \
+        int32_t z = zp ? (int32_t)zp[r] : 128;                                                 \
+        for (i = 0; i < nq; i++) {                                                             \
+            const int8_t *q0 = q + i * ldq;                                                    \
+            __m256i a00 = _mm256_setzero_si256(), x0, b0, y;                                   \
+            for (j = 0; j <= dfull; j += 32) {                                                 \
+                int64_t jc = j, jq = j;                                                        \
+                if (j == dfull) { if (!has_tail) break; jc = tc; jq = tq; }                    \
+                x0 = _mm256_loadu_si256((const __m256i *)(c0 + jc));                           \
+                PREP(x0, b0);                                                                  \
+                y = _mm256_loadu_si256((const __m256i *)(q0 + jq));                            \
+                MAC(a00, x0, b0, y);                                                           \
+            }                                                                                  \
+            out[i * ldo + r] = FIX((uint32_t)embq_hsum_256(a00), z, sumq[i]);                  \
+        }                                                                                      \
+    }                                                                                          \
+}
+
+/* AVX-VNNI: codes used as they are (u8), D = sum code*q. */
+#define EMBQ_PREP_VNNI(x, b) (b = x) /* unused by MAC; optimized away */
+#define EMBQ_MAC_VNNI(a, x, b, y) ((void)(b), a = _mm256_dpbusd_avx_epi32(a, x, y))
+#define embq_fix_vnni_4(s, z4, k128, sq) _mm_sub_epi32(s, _mm_mullo_epi32(z4, _mm_set1_epi32(sq)))
+
+/* AVX2 sign trick: x = code ^ 0x80 (the signed value code - 128), b = |x| as u8. */
+#define EMBQ_PREP_SIGN(x, b)                                                                   \
+    do {                                                                                       \
+        x = _mm256_xor_si256(x, _mm256_set1_epi8((char)0x80));                                 \
+        b = _mm256_abs_epi8(x);                                                                \
+    } while (0)
+#define EMBQ_MAC_SIGN(a, x, b, y)                                                              \
+    a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(b, _mm256_sign_epi8(y, x)),  \
+                                              _mm256_set1_epi16(1)))
+#define embq_fix_sign_4(s, z4, k128, sq)                                                       \
+    _mm_add_epi32(s, _mm_mullo_epi32(_mm_sub_epi32(k128, z4), _mm_set1_epi32(sq)))
+
+EMBQ_DEFINE_DOT256(embq_dot_avxvnni, "avxvnni,avx2", EMBQ_PREP_VNNI, EMBQ_MAC_VNNI, embq_fix_vnni)
+EMBQ_DEFINE_DOT256(embq_dot_avx2, "avx2", EMBQ_PREP_SIGN, EMBQ_MAC_SIGN, embq_fix_sign)
+
+#endif /* EMBQ_HAVE_X86_DISPATCH */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Top-k: a fixed-size heap in two arrays whose root is the WORST kept entry: lower score, or the
+ * same score and a higher row index (ties go to the lower row). Empty slots hold
+ * (-inf, INT64_MAX), worse than any real candidate. */
+
+static inline int embq_worse(float av, int64_t ai, float bv, int64_t bi) {
+    return av < bv || (av == bv && ai > bi);
+}
+
+static inline void embq_heap_init(float *hv, int64_t *hi, int64_t k) {
+    int64_t t;
+    for (t = 0; t < k; t++) { hv[t] = -INFINITY; hi[t] = INT64_MAX; }
+}
+
+/* Put (v, i) at the root and sift it down within the first n slots. */
+static inline void embq_heap_sift_root(float *hv, int64_t *hi, int64_t n, float v, int64_t i) {
+    int64_t pos = 0;
+    for (;;) {
+        int64_t l = 2 * pos + 1, w;
+        if (l >= n) break;
+        w = l;
+        if (l + 1 < n && embq_worse(hv[l + 1], hi[l + 1], hv[l], hi[l])) w = l + 1;
+        if (!embq_worse(hv[w], hi[w], v, i)) break;
+        hv[pos] = hv[w]; hi[pos] = hi[w];
+        pos = w;
+    }
+    hv[pos] = v; hi[pos] = i;
+}
+
+/* Offer a candidate with the full comparison (used for merging). NaN counts as -inf. */
+static inline void embq_heap_offer(float *hv, int64_t *hi, int64_t k, float v, int64_t i) {
+    if (v != v) v = -INFINITY;
+    if (embq_worse(hv[0], hi[0], v, i)) embq_heap_sift_root(hv, hi, k, v, i);
+}
+
+/* Sort in place, best first. */
+static inline void embq_heap_sort(float *hv, int64_t *hi, int64_t k) {
+    int64_t end;
+    for (end = k - 1; end > 0; end--) {
+        float v = hv[end]; int64_t i = hi[end];
+        hv[end] = hv[0]; hi[end] = hi[0];
+        embq_heap_sift_root(hv, hi, end, v, i);
+    }
+}
+
+/* Score of (row r, query): (float)acc * (wr[r] * wq), wr = scale (dot) or scale/norm (cosine).
+ * Candidates arrive in increasing row order within one heap, so once the root is a real entry
+ * (> -inf) a candidate with an equal score has a higher row and loses: `s > root` is exact. */
+static inline void embq_select_one(float s, int64_t row, float *hv, int64_t *hi, int64_t k,
+                                   float *th) {
+    if (s > *th) {
+        embq_heap_sift_root(hv, hi, k, s, row);
+        *th = hv[0];
+    } else if (*th == -INFINITY) {
+        embq_heap_offer(hv, hi, k, s, row);
+        *th = hv[0];
+    }
+}
+
+static void embq_select_scalar(const int32_t *acc, int64_t nr, const float *wr, float wq,
+                               int64_t row0, float *hv, int64_t *hi, int64_t k) {
+    float th = hv[0];
+    int64_t r;
+    for (r = 0; r < nr; r++) {
+        float s = (float)acc[r] * (wr[r] * wq);
+        embq_select_one(s, row0 + r, hv, hi, k, &th);
+    }
+}
+
+#if EMBQ_HAVE_X86_DISPATCH
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
+static void embq_select_avx512(const int32_t *acc, int64_t nr, const float *wr, float wq,
+                               int64_t row0, float *hv, int64_t *hi, int64_t k) {
+    float th = hv[0];
+    float buf[16];
+    const __m512 vq = _mm512_set1_ps(wq);
+    int64_t r = 0;
+    for (; r + 16 <= nr; r += 16) {
+        __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512((const void *)(acc + r))),
+                                 _mm512_mul_ps(_mm512_loadu_ps(wr + r), vq));
+        if (th == -INFINITY) {
+            int t;
+            _mm512_storeu_ps(buf, s);
+            for (t = 0; t < 16; t++) embq_select_one(buf[t], row0 + r + t, hv, hi, k, &th);
+        } else {
+            __mmask16 m = _mm512_cmp_ps_mask(s, _mm512_set1_ps(th), _CMP_GT_OQ);
+            if (m) {
+                _mm512_storeu_ps(buf, s);
+                while (m) {
+                    int t = __builtin_ctz((unsigned)m);
+                    m &= (__mmask16)(m - 1);
+                    embq_select_one(buf[t], row0 + r + t, hv, hi, k, &th);
+                }
+            }
+        }
+    }
+    for (; r < nr; r++) {
+        float s = (float)acc[r] * (wr[r] * wq);
+        embq_select_one(s, row0 + r, hv, hi, k, &th);
+    }
+}
+
+__attribute__((target("avx2")))
+static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *wr, float wq,
+                             int64_t row0, float *hv, int64_t *hi, int64_t k) {
+    float th = hv[0];
+    float buf[8];
+    const __m256 vq = _mm256_set1_ps(wq);
+    int64_t r = 0;
+    for (; r + 8 <= nr; r += 8) {
+        __m256 s = _mm256_mul_ps(
+            _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(acc + r))),
+            _mm256_mul_ps(_mm256_loadu_ps(wr + r), vq));
+        unsigned m;
+        if (th == -INFINITY) {
+            int t;
+            _mm256_storeu_ps(buf, s);
+            for (t = 0; t < 8; t++) embq_select_one(buf[t], row0 + r + t, hv, hi, k, &th);
+            continue;
+        }
+        m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(s, _mm256_set1_ps(th), _CMP_GT_OQ));
+        if (m) {
+            _mm256_storeu_ps(buf, s);
+            while (m) {
+                int t = __builtin_ctz(m);
+                m &= m - 1;
+                embq_select_one(buf[t], row0 + r + t, hv, hi, k, &th);
+            }
+        }
+    }
+    for (; r < nr; r++) {
+        float s = (float)acc[r] * (wr[r] * wq);
+        embq_select_one(s, row0 + r, hv, hi, k, &th);
+    }
+}
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Dispatch tables. */
+
+static inline int embq_dot_supported(int id) {
+    switch (id) {
+    case EMBQ_DOT_SCALAR: return 1;
+#if EMBQ_HAVE_X86_DISPATCH
+    case EMBQ_DOT_AVX2: return embq_cpu_has_avx2();
+    case EMBQ_DOT_AVXVNNI: return embq_cpu_has_avxvnni();
+    case EMBQ_DOT_AVX512VNNI: return embq_cpu_has_avx512vnni();
+#endif
+    default: return 0;
+    }
+}
+
+static inline embq_dot_fn embq_dot_get(int id) {
+    switch (id) {
+    case EMBQ_DOT_SCALAR: return embq_dot_scalar;
+#if EMBQ_HAVE_X86_DISPATCH
+    case EMBQ_DOT_AVX2: return embq_dot_avx2;
+    case EMBQ_DOT_AVXVNNI: return embq_dot_avxvnni;
+    case EMBQ_DOT_AVX512VNNI: return embq_dot_avx512vnni;
+#endif
+    default: return embq_dot_scalar;
+    }
+}
+
+static inline int embq_select_supported(int id) {
+    switch (id) {
+    case EMBQ_SEL_SCALAR: return 1;
+#if EMBQ_HAVE_X86_DISPATCH
+    case EMBQ_SEL_AVX2: return embq_cpu_has_avx2();
+    case EMBQ_SEL_AVX512: return embq_cpu_has_avx512bw();
+#endif
+    default: return 0;
+    }
+}
+
+static inline embq_select_fn embq_select_get(int id) {
+    switch (id) {
+    case EMBQ_SEL_SCALAR: return embq_select_scalar;
+#if EMBQ_HAVE_X86_DISPATCH
+    case EMBQ_SEL_AVX2: return embq_select_avx2;
+    case EMBQ_SEL_AVX512: return embq_select_avx512;
+#endif
+    default: return embq_select_scalar;
+    }
+}
+
+#endif /* EMBQ_SEARCH_SIMD_H */
