@@ -11,6 +11,7 @@
  *   tiny rows (0 < scale < FLT_MIN: 1/scale would lose precision or overflow):
  *       scale = the smallest float32 >= m / 127     (rounded up, so no code is clipped)
  *       q_j   = rint(float32(x_j / scale))
+ *   huge rows (float32(127 * scale) overflows): scale = the next float32 below, then as normal
  *   all-zero rows: scale = 0, q_j = 0
  *   code_j = 128 + clip(q_j, -127, 127)
  *
@@ -50,6 +51,11 @@ static inline float embq_quant_scale(float m, int *tiny) {
             scale = nextafterf(scale, INFINITY);
         }
         *tiny = 1;
+    } else if (isinf(scale * 127.0f)) {
+        /* Rows near FLT_MAX: a scale rounded up would make 127 * scale overflow when
+         * dequantized; one step down keeps it finite (m / scale then exceeds 127 by about
+         * 2**-17 relative and the code is clipped to 127, far inside the error bound). */
+        scale = nextafterf(scale, 0.0f);
     }
     return scale;
 }

@@ -10,6 +10,8 @@ small that ``1 / scale`` would overflow, is in docs/quantization.md and in
 from __future__ import annotations
 
 import operator
+import sys
+import types
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -99,6 +101,7 @@ def quantize_reference(matrix: Any) -> QuantizedRows:
         if scale >= 2**-126 (normal):          q = rint(x * (1 / scale))
         if 0 < scale < 2**-126 (subnormal):    scale = smallest float32 >= m / 127
                                                q = rint(x / scale)
+        if float32(127 * scale) overflows:     scale = next float32 below, then as normal
         if m == 0:                             scale = 0, q = 0
         codes = 128 + clip(q, -127, 127)
 
@@ -136,6 +139,11 @@ def quantize_reference(matrix: Any) -> QuantizedRows:
     # Round the subnormal scales up, so that |x| / scale <= 127 and no code is clipped.
     up = tiny & (scales.astype(np.float64) * 127.0 < m.astype(np.float64))
     scales[up] = np.nextafter(scales[up], np.float32(np.inf))
+    # Round the scales of rows near FLT_MAX down when 127 * scale would overflow, so that
+    # dequantized values stay finite.
+    with np.errstate(over="ignore"):
+        huge = np.isinf(scales * np.float32(127))
+    scales[huge] = np.nextafter(scales[huge], np.float32(0))
     normal = scales >= _F32_TINY
     inv = np.zeros(n, np.float32)
     inv[normal] = np.float32(1) / scales[normal]
@@ -367,3 +375,18 @@ def row_norms(codes: Any, scales: Any, zero_points: Any = None, *, n_threads: in
     out = np.empty(n, np.float32)
     _kernels_quant.row_norms_into(c, s, z, out, nt)
     return out
+
+
+class _CallableModule(types.ModuleType):
+    """Let ``embq.quantize(x)`` work even when ``embq.quantize`` is this module.
+
+    Importing the submodule (``from embq.quantize import ...``) makes Python bind the package
+    attribute ``embq.quantize`` to the module, hiding the function of the same name that the
+    package exports lazily; calling the module forwards to the function.
+    """
+
+    def __call__(self, matrix: Any, *, n_threads: int | None = None) -> QuantizedRows:
+        return quantize(matrix, n_threads=n_threads)
+
+
+sys.modules[__name__].__class__ = _CallableModule
