@@ -1,0 +1,226 @@
+"""Compress an embedding file into a store, streaming: read a block, quantize it, append it.
+
+Memory stays bounded by the block size (never the whole float matrix), and a failure at any
+point leaves no file at the output path (an existing one is untouched): the store is written
+to a temporary file renamed into place at the end (see :class:`embq.store.StoreWriter`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+
+from embq.errors import DuplicateKeyError, FormatError
+
+__all__ = ["compress"]
+
+ON_DUPLICATE = ("warn", "error")
+
+
+def _normalize_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    nz = norms > 0
+    out = x.astype(np.float32, copy=True)
+    out[nz] = (x[nz] / norms[nz, None]).astype(np.float32)
+    return out
+
+
+def _progress_bar(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total or None, unit="B", unit_scale=True, unit_divisor=1000,
+                file=sys.stderr, desc=desc, dynamic_ncols=True, leave=False)
+
+
+def compress(
+    input: str | os.PathLike,  # noqa: A002 - mirrors the CLI argument
+    output: str | os.PathLike,
+    *,
+    format: str | None = None,  # noqa: A002
+    keys: str | os.PathLike | None = None,
+    limit: int | None = None,
+    encoding: str = "utf8",
+    unicode_errors: str = "strict",
+    on_duplicate: str = "warn",
+    normalize: bool = False,
+    overwrite: bool = False,
+    block_rows: int | None = None,
+    progress: bool = False,
+    n_threads: int | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Read an embedding file and write a quantized store.
+
+    Parameters
+    ----------
+    input : str or os.PathLike
+        Embedding file: word2vec text or binary, GloVe, fastText ``.vec``, ``.npy``, possibly
+        gzip/bz2/xz compressed (see :mod:`embq.readers`).
+    output : str or os.PathLike
+        Store to write. Its directory must exist.
+    format : str, optional
+        Force the input format instead of detecting it.
+    keys : str or os.PathLike, optional
+        For ``.npy`` input: a file with one key per line.
+    limit : int, optional
+        Compress only the first ``limit`` rows.
+    encoding, unicode_errors : str
+        How keys are decoded (see :func:`embq.readers.open_embeddings`).
+    on_duplicate : {"warn", "error"}
+        A repeated key: keep the first occurrence and warn once with the count (``"warn"``),
+        or fail naming the key and both lines (``"error"``).
+    normalize : bool
+        L2-normalize every nonzero row before quantizing.
+    overwrite : bool
+        Replace an existing ``output``.
+    block_rows : int, optional
+        Rows per block (default: up to 8192, about 16 MB of floats).
+    progress : bool
+        Show a tqdm progress bar on stderr.
+    n_threads : int, optional
+        Threads for quantization.
+    warn : callable, optional
+        Receives warning messages; by default they are issued with :func:`warnings.warn`.
+
+    Returns
+    -------
+    dict
+        Summary: ``rows``, ``dim``, ``input_size``, ``output_size``, ``ratio``,
+        ``ratio_vs_float32``, ``seconds``, ``duplicates``, ``first_duplicate``, the
+        reconstruction figures of :class:`embq._recon.ReconstructionStats`, and more.
+
+    Raises
+    ------
+    FormatError
+        Bad input, naming the file, line (or byte offset) and what was expected.
+    FileExistsError, FileNotFoundError, OSError
+        Output exists (without ``overwrite``), its directory is missing, input unreadable.
+    """
+    from embq._recon import ReconstructionStats
+    from embq.quantize import quantize
+    from embq.readers import open_embeddings
+    from embq.store import StoreWriter
+
+    if on_duplicate not in ON_DUPLICATE:
+        raise ValueError(f"on_duplicate must be 'warn' or 'error', got {on_duplicate!r}")
+    in_path = os.fspath(input)
+    out_path = os.fspath(output)
+    if warn is None:
+        def warn(msg: str) -> None:
+            warnings.warn(msg, UserWarning, stacklevel=3)
+
+    t0 = time.perf_counter()
+    out_dir = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(out_dir):
+        raise FileNotFoundError(2, f"the output directory {out_dir!r} does not exist", out_path)
+    if os.path.exists(out_path) and not overwrite:
+        raise FileExistsError(17, f"{out_path!r} already exists; pass --overwrite to replace it",
+                              out_path)
+    stats = ReconstructionStats()
+    duplicates = 0
+    first_dup: tuple[str, str] | None = None
+    with open_embeddings(in_path, format=format, limit=limit, encoding=encoding,
+                         unicode_errors=unicode_errors, keys_path=keys,
+                         block_rows=block_rows) as reader:
+        has_keys = not (reader.format == "npy" and reader.keys_path is None)
+        bar = _progress_bar(progress, reader.size, os.path.basename(in_path))
+        done_bytes = 0
+        try:
+            with StoreWriter(out_path, reader.dim, has_keys=has_keys, overwrite=overwrite,
+                             n_threads=n_threads) as writer:
+                for block in reader:
+                    x = block.vectors
+                    if normalize:
+                        x = _normalize_rows(x)
+                    q = quantize(x, n_threads=n_threads)
+                    try:
+                        mask = writer.append_quantized(
+                            q.codes, q.scales, q.zero_points, block.keys,
+                            on_duplicate="error" if on_duplicate == "error" else "skip",
+                        )
+                    except DuplicateKeyError as exc:
+                        # No row was ever skipped in this mode, so store rows are file rows.
+                        file_row = reader.rows_read - len(x) + exc.index
+                        raise FormatError(
+                            f"duplicate key {exc.key!r} on {reader.describe_row(file_row)}, "
+                            f"first seen on {reader.describe_row(exc.first_index)}; keys must "
+                            "be unique (use --on-duplicate warn to keep the first occurrence)",
+                            path=in_path, line=(reader.line_of_row(file_row)
+                                                if reader.format in ("word2vec", "glove")
+                                                else None),
+                        ) from None
+                    if mask.all():
+                        stats.update(x, q.codes, q.scales, q.zero_points)
+                    else:
+                        dropped = np.flatnonzero(~mask)
+                        if first_dup is None:
+                            i = int(dropped[0])
+                            first_dup = (block.keys[i],
+                                         reader.describe_row(reader.rows_read - len(x) + i))
+                        duplicates += len(dropped)
+                        stats.update(x[mask], q.codes[mask], q.scales[mask], q.zero_points[mask])
+                    if bar is not None:
+                        now = reader.bytes_read
+                        bar.update(now - done_bytes)
+                        done_bytes = now
+                        el = max(time.perf_counter() - t0, 1e-9)
+                        bar.set_postfix_str(f"{writer.n_rows:,} rows, {writer.n_rows / el:,.0f} "
+                                            "rows/s", refresh=False)
+                if writer.n_rows == 0:
+                    raise FormatError(
+                        "the file holds no rows (the header announces 0); nothing to compress",
+                        path=in_path)
+                rows, dim = writer.n_rows, writer.dim
+                figures = stats.result()
+                writer.attrs.update({
+                    "source_path": os.path.abspath(in_path),
+                    "source_format": reader.format,
+                    "source_compression": reader.compression or "none",
+                    "source_size": np.int64(reader.size),
+                    "source_rows": np.int64(reader.rows_read),
+                    "source_duplicates": np.int64(duplicates),
+                    "source_limit": np.int64(limit if limit is not None else -1),
+                    "normalized": np.bool_(normalize),
+                    **{k: np.float64(v) for k, v in figures.items()},
+                })
+                if keys is not None:
+                    writer.attrs["source_keys_path"] = os.path.abspath(os.fspath(keys))
+        finally:
+            if bar is not None:
+                bar.close()
+        input_size = reader.size
+        rows_read = reader.rows_read
+        fmt = reader.format
+    seconds = time.perf_counter() - t0
+    output_size = os.path.getsize(out_path)
+    if duplicates:
+        key, where = first_dup
+        warn(f"{duplicates:,} duplicate key{'s' if duplicates != 1 else ''} in {in_path}; kept "
+             f"the first occurrence of each (the first duplicate is {key!r} on {where}; use "
+             "--on-duplicate error to fail instead)")
+    float_bytes = rows * dim * 4
+    return {
+        "input": in_path,
+        "output": out_path,
+        "format": fmt,
+        "rows": rows,
+        "rows_read": rows_read,
+        "dim": dim,
+        "input_size": input_size,
+        "output_size": output_size,
+        "ratio": input_size / output_size if output_size else math.nan,
+        "ratio_vs_float32": float_bytes / output_size if output_size else math.nan,
+        "seconds": seconds,
+        "duplicates": duplicates,
+        "first_duplicate": first_dup,
+        "normalized": bool(normalize),
+        **figures,
+    }
