@@ -276,13 +276,26 @@ def _parse_analogies(
 
 def _top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
     """Column indices of the k largest entries of each row of ``scores`` (m, n), best first,
-    ties broken by the lower index; returns (m, min(k, n)) int64."""
+    ties broken by the lower index; returns (m, min(k, n)) int64. ``scores`` has no NaN."""
     m, n = scores.shape
     k = min(k, n)
-    if k == 0:
-        return np.empty((m, 0), np.int64)
+    if k == 0 or m == 0:
+        return np.empty((m, k), np.int64)
     if k < n:
+        # argpartition picks arbitrarily among values tied with the k-th largest; keep every
+        # larger value and, of the tied ones, those with the lowest indices.
         part = np.argpartition(scores, n - k, axis=1)[:, n - k :]
+        pvals = np.take_along_axis(scores, part, axis=1)
+        thr = pvals.min(axis=1, keepdims=True)
+        n_tied = np.count_nonzero(scores == thr, axis=1)
+        bad = np.flatnonzero(n_tied > np.count_nonzero(pvals == thr, axis=1))
+        if bad.size:  # rare with real data: only those rows are redone
+            sub = scores[bad]
+            t = thr[bad]
+            tied = sub == t
+            need = k - np.count_nonzero(sub > t, axis=1)[:, None]
+            mask = (sub > t) | (tied & (np.cumsum(tied, axis=1) <= need))
+            part[bad] = np.nonzero(mask)[1].reshape(bad.size, k)
     else:
         part = np.broadcast_to(np.arange(n), scores.shape)
     vals = np.take_along_axis(scores, part, axis=1)
@@ -312,6 +325,9 @@ class _FloatVectors:
         if self._keys is None:
             raise ValueError("these vectors have no keys; word evaluations need keyed vectors")
         return list(self._keys[:limit])
+
+    def raw_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self.vectors[np.asarray(rows, np.int64)]
 
     def unit_rows(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, np.int64)
@@ -356,6 +372,12 @@ class _StoreVectors:
             )
         # Iterating decodes the key blob in large chunks, much faster than slicing key by key.
         return list(itertools.islice(iter(self.store.index_to_key), min(limit, self.n)))
+
+    def raw_rows(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        if rows.size == 0:
+            return np.empty((0, self.dim), np.float32)
+        return np.asarray(self.store[rows.tolist()], np.float32)
 
     def unit_rows(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, np.int64)
@@ -427,9 +449,21 @@ def _vocabulary(backend, restrict_vocab: int | None, case_insensitive: bool):
 
 
 def _pair_similarities(backend, rows1: np.ndarray, rows2: np.ndarray) -> np.ndarray:
-    u1 = backend.unit_rows(rows1)
-    u2 = backend.unit_rows(rows2)
-    return np.einsum("ij,ij->i", u1, u2)
+    """Cosine similarity of each pair of rows, computed as gensim's ``similarity`` does
+    (float64 BLAS nrm2 per row, scaled in float64, rounded to float32, float32 dot), so
+    float results match gensim's to the bit."""
+    from scipy.linalg import blas
+
+    uniq, inverse = np.unique(np.concatenate([rows1, rows2]), return_inverse=True)
+    raw = np.asarray(backend.raw_rows(uniq), np.float64)
+    nrm2 = blas.get_blas_funcs("nrm2", (raw,))
+    lengths = np.array([nrm2(vec) for vec in raw], np.float64) if raw.size else np.zeros(len(raw))
+    with np.errstate(divide="ignore"):
+        inv = np.where(lengths > 0, 1.0 / lengths, 1.0)
+    units = (raw * inv[:, None]).astype(np.float32)
+    u1 = units[inverse[: len(rows1)]]
+    u2 = units[inverse[len(rows1) :]]
+    return np.fromiter(map(np.dot, u1, u2), np.float64, count=len(rows1))
 
 
 def _evaluate_pairs(

@@ -1,0 +1,275 @@
+"""Tests for embq.evaluate: file parsers, gensim-compatible evaluations, comparison with floats.
+
+The float path is checked against gensim's own ``evaluate_word_pairs`` /
+``evaluate_word_analogies`` on gensim's real vector and test files: same sections, same correct
+and incorrect questions, same correlations. The store path is checked against the float path on
+the dequantized vectors (what the int8 search approximates) and against the original floats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from embq import evaluate as ev
+from embq.errors import FormatError
+
+gensim = pytest.importorskip("gensim")
+from gensim.models import KeyedVectors  # noqa: E402
+from gensim.test.utils import datapath  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(ROOT, "data", "sample.w2v.txt")
+SAMPLE_PAIRS = os.path.join(ROOT, "data", "sample.pairs.tsv")
+SAMPLE_ANALOGIES = os.path.join(ROOT, "data", "sample.analogies.txt")
+QUESTIONS = datapath("questions-words.txt")
+WORDSIM = datapath("wordsim353.tsv")
+SIMLEX = datapath("simlex999.txt")
+
+# (file, loader keywords) for gensim's real vector files with some overlap with the test sets.
+REAL_VECTORS = [
+    ("euclidean_vectors.bin", {"binary": True}),
+    ("lee_fasttext.vec", {}),
+    ("word2vec_pre_kv_c", {}),
+    ("test_glove.txt", {"no_header": True}),
+]
+
+
+def _load(name, kw):
+    path = name if os.path.isabs(name) else datapath(name)
+    return KeyedVectors.load_word2vec_format(path, **kw)
+
+
+@pytest.fixture(scope="module")
+def sample_kv():
+    return _load(SAMPLE, {})
+
+
+def _write(tmp_path, name, text, mode="w"):
+    p = tmp_path / name
+    if mode == "wb":
+        p.write_bytes(text)
+    else:
+        p.write_text(text, encoding="utf8")
+    return str(p)
+
+
+# ------------------------------------------------------------------------------------------
+# Parsers
+# ------------------------------------------------------------------------------------------
+
+
+def test_read_word_pairs_real_file():
+    w1, w2, scores, lines = ev.read_word_pairs(WORDSIM)
+    assert len(w1) == len(w2) == len(scores) == len(lines) == 353
+    assert (w1[0], w2[0], scores[0]) == ("love", "sex", 6.77)
+    assert lines[0] == 3  # two comment lines first
+
+
+def test_read_word_pairs_skips_comments_blank_lines_and_crlf(tmp_path):
+    p = _write(tmp_path, "p.tsv", "# header\r\n\r\ncat\tdog\t7.5\r\n  \nCat\tfox\t-1e0\r\n")
+    w1, w2, scores, lines = ev.read_word_pairs(p)
+    assert w1 == ["cat", "Cat"] and w2 == ["dog", "fox"]
+    assert scores.tolist() == [7.5, -1.0]
+    assert lines.tolist() == [3, 5]
+
+
+@pytest.mark.parametrize(
+    "text, line, fragment",
+    [
+        ("cat\tdog\t1\ncat\tdog\n", 2, "expected 3 fields"),
+        ("cat\tdog\t1\tx\n", 1, "got 4"),
+        ("cat dog 1\n", 1, "got 1"),
+        ("# c\ncat\tdog\tsimilar\n", 2, "'similar' is not a finite number"),
+        ("cat\tdog\tnan\n", 1, "not a finite number"),
+        ("cat\t\t3\n", 1, "empty word"),
+    ],
+)
+def test_read_word_pairs_errors_name_file_and_line(tmp_path, text, line, fragment):
+    p = _write(tmp_path, "bad.tsv", text)
+    with pytest.raises(FormatError) as info:
+        ev.read_word_pairs(p)
+    assert info.value.path == p and info.value.line == line
+    assert fragment in str(info.value) and p in str(info.value)
+    assert f"line {line}" in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n"])
+def test_read_word_pairs_empty_file(tmp_path, text):
+    p = _write(tmp_path, "empty.tsv", text)
+    with pytest.raises(FormatError, match="no word pairs found") as info:
+        ev.read_word_pairs(p)
+    assert info.value.path == p
+
+
+def test_read_word_pairs_undecodable(tmp_path):
+    p = _write(tmp_path, "latin.tsv", b"cat\tdog\t1\ncaf\xe9\tdog\t2\n", mode="wb")
+    with pytest.raises(FormatError, match="cannot decode") as info:
+        ev.read_word_pairs(p)
+    assert info.value.line == 2
+    w1, _, _, _ = ev.read_word_pairs(p, encoding="latin-1")
+    assert w1[1] == "café"
+
+
+def test_read_word_pairs_other_delimiter(tmp_path):
+    p = _write(tmp_path, "p.csv", "cat,dog,3\n")
+    assert ev.read_word_pairs(p, delimiter=",")[0] == ["cat"]
+
+
+def test_read_analogies_real_file():
+    sections = ev.read_analogies(QUESTIONS)
+    assert len(sections) == 14
+    assert sections[0][0] == "capital-common-countries"
+    assert sections[0][1][:4] == ["Athens", "Greece", "Baghdad", "Iraq"]
+    assert sum(len(s[1]) for s in sections) == 4 * 19544
+    assert sections[0][2] == 1
+
+
+def _flat(sections):
+    return [(name, words) for name, words, _ in sections]
+
+
+def test_read_analogies_fast_and_slow_paths_agree(tmp_path):
+    text = ": one\na b c d\n\ne f g h\n: two\ni j k l\n"
+    clean = ev.read_analogies(_write(tmp_path, "clean.txt", text))
+    # Tabs, CR/LF, doubled and trailing spaces force the line-by-line path.
+    messy = ev.read_analogies(
+        _write(tmp_path, "messy.txt", text.replace("\n", "\r\n").replace("a b", "a\t b  ") + " ")
+    )
+    assert _flat(clean) == _flat(messy) == [
+        ("one", list("abcdefgh")), ("two", list("ijkl"))
+    ]
+    assert [s[2] for s in clean] == [1, 5]
+
+
+@pytest.mark.parametrize(
+    "text, line, fragment",
+    [
+        (": s\na b c d\na b c\n", 3, "got 3 words"),
+        (": s\na b c d e\n", 2, "got 5 words"),
+        (": s\na b c d\n: t\nx\n", 4, "got 1 word"),
+        # one line short and one line long must not cancel out
+        (": s\n a b c\na b c d\te\n", 2, "got 3 words"),
+        (": s\na  b c\na b c d e\n", 2, "got 3 words"),
+        ("a b c d\n: s\na b c d\n", 1, "before the first section"),
+    ],
+)
+def test_read_analogies_errors_name_file_and_line(tmp_path, text, line, fragment):
+    p = _write(tmp_path, "bad.txt", text)
+    with pytest.raises(FormatError) as info:
+        ev.read_analogies(p)
+    assert info.value.path == p and info.value.line == line, str(info.value)
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", ": only a section\n"])
+def test_read_analogies_empty(tmp_path, text):
+    with pytest.raises(FormatError, match="no analogy questions"):
+        ev.read_analogies(_write(tmp_path, "e.txt", text))
+
+
+def test_read_analogies_non_ascii(tmp_path):
+    p = _write(tmp_path, "u.txt", ": jp\n日本 東京 france paris\n")
+    assert _flat(ev.read_analogies(p)) == [("jp", ["日本", "東京", "france", "paris"])]
+
+
+# ------------------------------------------------------------------------------------------
+# Float path == gensim
+# ------------------------------------------------------------------------------------------
+
+OPTIONS = [
+    {},
+    {"case_insensitive": False},
+    {"restrict_vocab": 500},
+    {"dummy4unknown": True},
+]
+
+
+@pytest.mark.parametrize("name, kw", REAL_VECTORS + [(SAMPLE, {})])
+@pytest.mark.parametrize("options", OPTIONS)
+def test_analogies_equal_gensim(name, kw, options):
+    kv = _load(name, kw)
+    for questions in (QUESTIONS, SAMPLE_ANALOGIES):
+        expected = kv.evaluate_word_analogies(questions, **options)
+        got = ev.evaluate_word_analogies(kv, questions, **options)
+        assert got[0] == expected[0]
+        assert got[1] == expected[1]
+
+
+@pytest.mark.parametrize("name, kw", REAL_VECTORS[:3] + [(SAMPLE, {})])
+@pytest.mark.parametrize("options", OPTIONS)
+def test_pairs_equal_gensim(name, kw, options):
+    kv = _load(name, kw)
+    for pairs in (WORDSIM, SIMLEX, SAMPLE_PAIRS):
+        try:
+            expected = kv.evaluate_word_pairs(pairs, **options)
+        except ValueError:
+            with pytest.raises(ValueError):
+                ev.evaluate_word_pairs(kv, pairs, **options)
+            continue
+        got = ev.evaluate_word_pairs(kv, pairs, **options)
+        # Same float32 arithmetic as gensim, so the same numbers (NaN when a side is constant).
+        np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(expected[0]))
+        np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(expected[1]))
+        assert got[2] == expected[2]
+
+
+def test_case_folding_keeps_first_variant(tmp_path):
+    # "Paris" (row 0) and "paris" (row 3) fold to the same word; gensim uses the first.
+    keys = ["Paris", "france", "rome", "paris", "italy", "berlin"]
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(6, 8)).astype(np.float32)
+    kv = KeyedVectors(vector_size=8)
+    kv.add_vectors(keys, vectors)
+    q = _write(tmp_path, "q.txt", ": caps\nfrance paris italy rome\nitaly rome france PARIS\n")
+    pairs = _write(tmp_path, "p.tsv", "paris\tfrance\t9\nrome\titaly\t8\nberlin\tparis\t1\n")
+    for options in OPTIONS:
+        assert ev.evaluate_word_analogies(kv, q, **options) == kv.evaluate_word_analogies(
+            q, **options
+        )
+        g = kv.evaluate_word_pairs(pairs, **options)
+        e = ev.evaluate_word_pairs(kv, pairs, **options)
+        assert e[1][0] == pytest.approx(g[1][0]) and e[2] == g[2]
+
+
+def test_pairs_all_unknown_is_value_error(sample_kv, tmp_path):
+    p = _write(tmp_path, "p.tsv", "zzzz\tyyyy\t1\nqqqq\tcat\t2\n")
+    with pytest.raises(ValueError, match="No valid similarity judgements"):
+        ev.evaluate_word_pairs(sample_kv, p)
+
+
+def test_keys_tuple_backend_matches_keyed_vectors(sample_kv):
+    as_tuple = (list(sample_kv.index_to_key), sample_kv.vectors)
+    assert ev.evaluate_word_analogies(as_tuple, SAMPLE_ANALOGIES) == ev.evaluate_word_analogies(
+        sample_kv, SAMPLE_ANALOGIES
+    )
+
+
+def test_top_k_rows_matches_sort_oracle():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, size=(7, 40)).astype(np.float32)  # many ties
+    for k in (1, 3, 40, 50):
+        got = ev._top_k_rows(scores, k)
+        for row, idx in zip(scores, got):
+            oracle = sorted(range(len(row)), key=lambda j: (-row[j], j))[: min(k, len(row))]
+            assert idx.tolist() == oracle
+
+
+def test_predict_follows_gensim_exclusion_rule():
+    # canon folds row 9 onto row 2 (same word, other case).
+    canon = np.arange(12)
+    canon[9] = 2
+    q = np.array([[0, 1, 2, 5]])
+    # nearest: the question rows 1 and 0, then row 9 (folds to question word 2), then row 5.
+    cand = np.array([[1, 0, 9, 5, 6, 7, 8, 10]])
+    assert ev._predict(cand, canon, q).tolist() == [5]
+    # All five kept candidates fold to question words: the last one stands (gensim's loop).
+    cand = np.array([[0, 9, 9, 9, 9, 9, 5, 6]])
+    assert ev._predict(cand, canon, q).tolist() == [2]
+    # No candidate at all.
+    assert ev._predict(np.empty((1, 0), np.int64), canon, q).tolist() == [-1]
