@@ -15,6 +15,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_Check
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp, memcpy
+from cython.parallel cimport prange
 
 import numpy as np
 
@@ -78,6 +79,16 @@ def hash_key(key):
     else:
         raise TypeError(f"key must be str or bytes, got {type(key).__name__}")
     return _hash_bytes(<const uint8_t*>s, n)
+
+
+cdef inline void _dequantize_row(const uint8_t* c, float s, uint8_t zp, float* o,
+                                 int64_t d) noexcept nogil:
+    # Same arithmetic as embq.quantize.dequantize: (code - zero_point) exactly as an integer,
+    # converted to float32, times the float32 scale (one rounding), so results match bit for bit.
+    cdef int z = zp
+    cdef int64_t j
+    for j in range(d):
+        o[j] = <float>(<int>c[j] - z) * s
 
 
 cdef inline int64_t _probe(const int64_t* table, uint64_t mask, int64_t n_rows,
@@ -214,13 +225,8 @@ cdef class StoreIndex:
     cdef object _row(self, int64_t r):
         cdef cnp.npy_intp d = self.dim
         cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &d, cnp.NPY_FLOAT32, 0)
-        cdef float* o = <float*>cnp.PyArray_DATA(out)
-        cdef const uint8_t* c = self.codes + r * self.dim
-        cdef float s = self.scales[r]
-        cdef int z = self.zps[r]
-        cdef int64_t j
-        for j in range(self.dim):
-            o[j] = <float>(<int>c[j] - z) * s
+        _dequantize_row(self.codes + r * self.dim, self.scales[r], self.zps[r],
+                        <float*>cnp.PyArray_DATA(out), self.dim)
         return out
 
     def row_vector(self, int64_t r):
@@ -257,7 +263,7 @@ cdef class StoreIndex:
             o[i] = r
         return out
 
-    def gather(self, rows):
+    def gather(self, int n_threads, rows):
         """Dequantize rows (int64, each already checked in [0, n)) into a new (m, d) float32.
 
         Rows are visited in increasing order so a cold memory map is read forward, and the
@@ -279,33 +285,31 @@ cdef class StoreIndex:
             if rp[i] < 0 or rp[i] >= self.n_rows:
                 raise IndexError(f"row {rp[i]} out of range for a store of {self.n_rows} rows")
         if m > 1:
-            order = np.argsort(rr, kind="stable")
+            # Any order of equal rows will do: each result slot is written exactly once.
+            order = np.argsort(rr, kind="quicksort")
         else:
             order = np.zeros(1, np.intp)
         order = np.ascontiguousarray(order, dtype=np.int64)
+        # Threads only pay off once there is real work (about a million values).
+        if n_threads < 1 or m * self.dim < (1 << 20):
+            n_threads = 1
         self._gather(rp, <const int64_t*>cnp.PyArray_DATA(order), m,
-                     <float*>cnp.PyArray_DATA(out))
+                     <float*>cnp.PyArray_DATA(out), n_threads)
         return out
 
     cdef void _gather(self, const int64_t* rows, const int64_t* order, Py_ssize_t m,
-                      float* out) noexcept:
-        cdef Py_ssize_t i, j, dst
-        cdef int64_t r
-        cdef const uint8_t* c
-        cdef float s
-        cdef int z
-        cdef float* o
+                      float* out, int n_threads) noexcept:
+        cdef Py_ssize_t i
+        cdef int64_t dst, r
         cdef int64_t d = self.dim
+        cdef const uint8_t* codes = self.codes
+        cdef const float* scales = self.scales
+        cdef const uint8_t* zps = self.zps
         with nogil:
-            for i in range(m):
+            for i in prange(m, num_threads=n_threads, schedule="static"):
                 dst = order[i]
                 r = rows[dst]
-                c = self.codes + r * d
-                s = self.scales[r]
-                z = self.zps[r]
-                o = out + dst * d
-                for j in range(d):
-                    o[j] = <float>(<int>c[j] - z) * s
+                _dequantize_row(codes + r * d, scales[r], zps[r], out + dst * d, d)
 
 
 cdef class KeyTableBuilder:

@@ -312,7 +312,8 @@ class StoreWriter:
                 ("zero_points", zero_points),
                 ("norms", norms),
             ):
-                self._spool[name].write(memoryview(arr).cast("B"))
+                if arr.size:
+                    self._spool[name].write(arr.reshape(-1).view(np.uint8).data)
         except BaseException:
             # Spool files and key table disagree now: the writer cannot continue.
             self.abort()
@@ -843,6 +844,9 @@ class Store:
             self._check_offsets()
         else:
             self._utf8 = self._offsets = self._table = None
+        # Gathers run on one thread: a lookup batch is a few MB, and waking OpenMP workers on a
+        # busy machine costs more than it saves.
+        self._threads = 1
         self._index = _kernels().StoreIndex(
             self._codes,
             self._scales,
@@ -1023,7 +1027,7 @@ class Store:
         if isinstance(key, (int, np.integer)):
             return index.row_vector(self._check_row(int(key)))
         if isinstance(key, slice):
-            return index.gather(np.arange(self._n, dtype=np.int64)[key])
+            return index.gather(self._threads, np.arange(self._n, dtype=np.int64)[key])
         if isinstance(key, np.ndarray):
             return self._getitem_array(key)
         if isinstance(key, (list, tuple)):
@@ -1062,13 +1066,13 @@ class Store:
             raise IndexError(f"index arrays must be 1-D, got shape {arr.shape}")
         kind = arr.dtype.kind
         if kind in "iu":
-            return self._index.gather(self._rows_from_ints(arr))
+            return self._index.gather(self._threads, self._rows_from_ints(arr))
         if kind == "b":
             if arr.shape[0] != self._n:
                 raise IndexError(
                     f"boolean index has length {arr.shape[0]}, expected {self._n} (one per row)"
                 )
-            return self._index.gather(np.flatnonzero(arr).astype(np.int64))
+            return self._index.gather(self._threads, np.flatnonzero(arr).astype(np.int64))
         if kind in "UO":
             return self._getitem_list(arr.tolist())
         raise TypeError(f"index arrays must hold integers or str, got dtype {arr.dtype}")
@@ -1079,20 +1083,26 @@ class Store:
             return np.empty((0, self.dim), np.float32)
         first = items[0]
         if isinstance(first, str):
-            rows = index.find_many(items)  # TypeError names the first non-str item
+            try:
+                rows = index.find_many(items)
+            except TypeError:
+                # Keys mixed with row numbers (gensim allows it): resolve one by one; a bad item
+                # raises TypeError naming its position.
+                rows = np.array([self._resolve(v, j) for j, v in enumerate(items)], np.int64)
+                return index.gather(self._threads, rows)
             missing = rows < 0
             if missing.any():
                 key = items[int(np.argmax(missing))]
                 raise _missing_key_error(self, key)
-            return index.gather(rows)
+            return index.gather(self._threads, rows)
         try:
             rows = np.array([operator.index(v) for v in items], dtype=np.int64)
         except TypeError:
             rows = np.array([self._resolve(v, j) for j, v in enumerate(items)], np.int64)
-            return index.gather(rows)
+            return index.gather(self._threads, rows)
         if any(isinstance(v, (bool, np.bool_)) for v in items):
             raise TypeError("store indices must be int or str, not bool")
-        return index.gather(self._rows_from_ints(rows))
+        return index.gather(self._threads, self._rows_from_ints(rows))
 
     def _resolve(self, v: Any, j: int) -> int:
         if isinstance(v, str):
