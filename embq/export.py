@@ -1,0 +1,195 @@
+"""Write a store's dequantized vectors back out as word2vec text/binary, GloVe or .npy.
+
+Rows are streamed block by block, into a temporary file next to the output that is renamed into
+place at the end: a failure leaves no partial file, and an existing output is only replaced
+with ``overwrite=True``. Text values are written with 9 significant digits (``%.9g``), enough
+for every float32 to read back bit for bit, so compress -> export -> compress gives the same
+codes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from typing import IO, Any
+
+import numpy as np
+
+__all__ = ["EXPORT_FORMATS", "export"]
+
+EXPORT_FORMATS = ("word2vec", "word2vec-binary", "glove", "npy")
+_BLOCK_BYTES = 16 << 20
+
+
+def default_keys_path(output: str) -> str:
+    """Where ``export(..., format="npy")`` writes the keys: ``vectors.npy`` -> ``vectors.keys.txt``."""
+    root, ext = os.path.splitext(output)
+    return (root if ext.lower() == ".npy" else output) + ".keys.txt"
+
+
+class _AtomicFile:
+    """A temporary file next to ``path``, renamed onto it by ``commit()``."""
+
+    def __init__(self, path: str, overwrite: bool) -> None:
+        self.path = path
+        self.overwrite = overwrite
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(errno.ENOENT,
+                                    f"the output directory {directory!r} does not exist", path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, f"{path!r} is a directory", path)
+        if os.path.lexists(path) and not overwrite:
+            raise FileExistsError(errno.EEXIST,
+                                  f"{path!r} already exists; pass --overwrite to replace it", path)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".embq-tmp",
+                                        dir=directory)
+        # mkstemp creates 0600; give the result the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)
+        self.fh: IO[bytes] = os.fdopen(fd, "wb", buffering=1 << 20)
+
+    def commit(self) -> None:
+        self.fh.close()
+        if self.overwrite:
+            os.replace(self.tmp, self.path)
+            return
+        try:
+            os.link(self.tmp, self.path)
+        except FileExistsError:
+            os.unlink(self.tmp)
+            raise FileExistsError(errno.EEXIST, f"{self.path!r} appeared meanwhile; pass "
+                                  "--overwrite to replace it", self.path) from None
+        except OSError:
+            os.rename(self.tmp, self.path)
+        else:
+            os.unlink(self.tmp)
+
+    def abort(self) -> None:
+        try:
+            self.fh.close()
+        finally:
+            if os.path.exists(self.tmp):
+                os.unlink(self.tmp)
+
+
+def _check_key(key: str, row: int, fmt: str) -> None:
+    if not key or any(c in key for c in " \t\n\r"):
+        raise ValueError(
+            f"key {key!r} of row {row} contains whitespace, which the {fmt} format cannot "
+            "represent (keys end at the first space); export to npy instead, which writes "
+            "keys one per line"
+            if key else f"row {row} has an empty key; the {fmt} format cannot represent it"
+        )
+
+
+def export(
+    store: Any,
+    output: str | os.PathLike,
+    *,
+    format: str,  # noqa: A002 - mirrors the CLI option
+    overwrite: bool = False,
+    keys_path: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Write the dequantized rows of a store to an embedding file.
+
+    Parameters
+    ----------
+    store : str, os.PathLike or embq.store.Store
+        The store (a path is opened and closed here).
+    output : str or os.PathLike
+        File to write.
+    format : {"word2vec", "word2vec-binary", "glove", "npy"}
+        Output format. word2vec text has a ``count dim`` header and one ``KEY v1 ... vd`` line
+        per row; glove the same lines without header; word2vec-binary the header then
+        ``KEY`` + space + ``d`` little-endian float32 + newline per row; npy a float32 array.
+    overwrite : bool
+        Replace existing output files.
+    keys_path : str or os.PathLike, optional
+        For npy: where to write the keys, one per line (default: ``default_keys_path(output)``).
+        Ignored for stores without keys.
+
+    Returns
+    -------
+    dict
+        ``rows``, ``dim``, ``format``, ``output``, ``keys_path`` (npy with keys), ``size``.
+
+    Raises
+    ------
+    ValueError
+        Unknown format, or a key the text formats cannot hold (whitespace).
+    FileExistsError, FileNotFoundError
+        Output exists without ``overwrite``, or its directory is missing.
+    """
+    from embq.store import Store, open as open_store
+
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {format!r}; expected one of "
+                         f"{', '.join(EXPORT_FORMATS)}")
+    out_path = os.fspath(output)
+    owned = not isinstance(store, Store)
+    st = open_store(store) if owned else store
+    files: list[_AtomicFile] = []
+    try:
+        n, d = st.shape
+        has_keys = bool(st.has_keys)
+        if format != "npy" and not has_keys:
+            raise ValueError(
+                f"the store {st.path} has no keys; the {format} format needs one per row "
+                "(export to npy instead)")
+        main = _AtomicFile(out_path, overwrite)
+        files.append(main)
+        kfile = None
+        if format == "npy" and has_keys:
+            kp = os.fspath(keys_path) if keys_path is not None else default_keys_path(out_path)
+            kfile = _AtomicFile(kp, overwrite)
+            files.append(kfile)
+        step = max(1, min(8192, _BLOCK_BYTES // (4 * d)))
+        fh = main.fh
+        if format == "npy":
+            np.lib.format.write_array_header_1_0(
+                fh, {"descr": "<f4", "fortran_order": False, "shape": (n, d)})
+        elif format in ("word2vec", "word2vec-binary"):
+            fh.write(f"{n} {d}\n".encode("ascii"))
+        fmt_value = "%.9g".__mod__
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            x = np.ascontiguousarray(st[start:stop], dtype=np.float32)
+            keys = st.index_to_key[start:stop] if has_keys else None
+            if format == "npy":
+                fh.write(x.astype("<f4", copy=False).tobytes())
+                if kfile is not None:
+                    for i, k in enumerate(keys):
+                        if "\n" in k or "\r" in k or not k:
+                            raise ValueError(f"key {k!r} of row {start + i} cannot be written "
+                                             "one per line")
+                    kfile.fh.write(("\n".join(keys) + "\n").encode("utf8"))
+            elif format == "word2vec-binary":
+                xb = x.astype("<f4", copy=False)
+                parts = []
+                for i, k in enumerate(keys):
+                    _check_key(k, start + i, format)
+                    parts.append(k.encode("utf8") + b" " + xb[i].tobytes() + b"\n")
+                fh.write(b"".join(parts))
+            else:
+                lines = []
+                rows = x.tolist()
+                for i, k in enumerate(keys):
+                    _check_key(k, start + i, format)
+                    lines.append(k + " " + " ".join(map(fmt_value, rows[i])))
+                fh.write(("\n".join(lines) + "\n").encode("utf8"))
+        for f in files:
+            f.commit()
+        files = []
+    finally:
+        for f in files:
+            f.abort()
+        if owned:
+            st.close()
+    return {
+        "rows": n, "dim": d, "format": format, "output": out_path,
+        "keys_path": kfile.path if kfile is not None else None,
+        "size": os.path.getsize(out_path),
+    }
