@@ -1,0 +1,128 @@
+"""``embq query STORE WORD... [-k 10] [--metric cosine|dot] [--json] [--vectors FILE.npy]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "query",
+        help="print the nearest neighbours of words or vectors in a store",
+        description="Print the k nearest rows of a store for each WORD (the word itself left "
+        "out) and/or each vector of a .npy file, searched on the quantized codes.",
+    )
+    p.add_argument("store", help="path of an embq store")
+    p.add_argument("words", nargs="*", metavar="WORD", help="keys to look up and search for")
+    p.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
+    p.add_argument("--metric", choices=("cosine", "dot"), default="cosine",
+                   help="similarity (default cosine)")
+    p.add_argument("--vectors", metavar="FILE.npy",
+                   help="also search for the vectors in this .npy file, shape (d,) or (m, d)")
+    p.add_argument("--rescore", type=int, default=4, metavar="R",
+                   help="re-rank the best k*R by float scores (default 4; 0 = int8 scores only)")
+    p.add_argument("--restrict", type=int, default=None, metavar="N",
+                   help="search only the first N rows")
+    p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def _load_vectors(path: str, dim: int):
+    import numpy as np
+
+    from embq.errors import FormatError
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise FormatError(f"not a numeric .npy array ({exc})", path=path) from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        raise FormatError(f"expected a float array, got dtype {getattr(arr, 'dtype', '?')}",
+                          path=path)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise FormatError(f"expected shape ({dim},) or (m, {dim}) to match the store, got "
+                          f"{arr.shape}", path=path)
+    return arr.astype(np.float32)
+
+
+def _display_width(text: str) -> int:
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - _display_width(text))
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import embq
+    from embq.cli import CommandError
+    from embq.search import search_store
+
+    if not args.words and not args.vectors:
+        raise CommandError("give at least one WORD or --vectors FILE.npy")
+    if args.k < 1:
+        raise CommandError(f"-k must be >= 1, got {args.k}")
+    if args.rescore < 0:
+        raise CommandError(f"--rescore must be >= 0, got {args.rescore}")
+
+    with embq.open(args.store) as store:
+        labels: list[str] = []
+        own: list[int] = []
+        parts = []
+        if args.words:
+            if store.has_keys:
+                missing = [w for w in args.words if store.get_index(w, -1) < 0]
+            else:
+                missing = list(args.words)
+            if missing:
+                names = ", ".join(repr(w) for w in missing)
+                plural = "s" if len(missing) > 1 else ""
+                why = "" if store.has_keys else " (this store has no keys)"
+                raise KeyError(f"word{plural} not in {args.store}{why}: {names}")
+            rows = np.array([store.get_index(w) for w in args.words], dtype=np.int64)
+            parts.append(np.asarray(store[rows], dtype=np.float32))
+            labels += list(args.words)
+            own += [int(r) for r in rows]
+        if args.vectors:
+            vecs = _load_vectors(args.vectors, store.dim)
+            parts.append(vecs)
+            labels += [f"{args.vectors}[{i}]" for i in range(len(vecs))]
+            own += [-1] * len(vecs)
+        queries = np.concatenate(parts, axis=0)
+        scores, found = search_store(store, queries, args.k + 1, metric=args.metric,
+                                     rescore=args.rescore or None, restrict=args.restrict,
+                                     n_threads=args.threads)
+        keys = store.index_to_key
+        results = []
+        for qi, label in enumerate(labels):
+            hits = [(int(r), float(s)) for s, r in zip(scores[qi], found[qi]) if int(r) != own[qi]]
+            hits = hits[: args.k]
+            results.append({
+                "query": label,
+                "results": [{"key": keys[r] if keys is not None else r, "index": r, "score": s}
+                            for r, s in hits],
+            })
+
+    if args.json:
+        json.dump({"store": args.store, "metric": args.metric, "k": args.k, "queries": results},
+                  sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    for i, res in enumerate(results):
+        if i:
+            print()
+        print(f"{res['query']}  ({args.metric}, top {args.k})")
+        width = max([_display_width(str(h["key"])) for h in res["results"]] + [3])
+        print(f"  {'rank':>4}  {_pad('key', width)}  {'score':>8}  {'row':>8}")
+        for rank, h in enumerate(res["results"], 1):
+            print(f"  {rank:>4}  {_pad(str(h['key']), width)}  {h['score']:>8.4f}  {h['index']:>8}")
+    return 0
