@@ -21,6 +21,7 @@ first rows, and a batched top-k cosine search restricted to the first rows.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 import os
@@ -390,8 +391,7 @@ class _StoreVectors:
         return vec[inverse]
 
     def top_k(self, queries: np.ndarray, k: int, restrict: int | None) -> np.ndarray:
-        from embq.search import search_store
-
+        search_store = importlib.import_module("embq.search").search_store
         if queries.shape[0] == 0:
             return np.empty((0, min(k, self.n)), np.int64)
         _, idx = search_store(
@@ -756,50 +756,23 @@ def _load_original(original: Any):
 
 def _reconstruction(store: Any, vectors: np.ndarray, block: int = 65536) -> dict:
     """Reconstruction error of the store against the original rows, streamed in row blocks."""
-    try:
-        from embq._recon import ReconstructionStats
-    except ImportError:  # pragma: no cover - the accumulator ships with embq
-        ReconstructionStats = None
-    codes, scales, zps = store.codes, store.scales, store.zero_points
-    if ReconstructionStats is not None:
-        acc = ReconstructionStats()
-        for s in range(0, vectors.shape[0], block):
-            e = s + block
-            acc.update(vectors[s:e], np.asarray(codes[s:e]), np.asarray(scales[s:e]),
-                       np.asarray(zps[s:e]))
-        res = acc.result()
-        return {k: float(res[k]) for k in (
-            "error_mean_abs_over_scale", "error_max_abs_over_scale",
-            "error_mean_rel_l2", "error_mean_cosine")}
-    from embq.quantize import dequantize
+    from embq._recon import ReconstructionStats
 
-    n, d = vectors.shape
-    sum_abs = 0.0
-    max_abs = 0.0
-    sum_rel = 0.0
-    sum_cos = 0.0
-    for s in range(0, n, block):
-        e = min(n, s + block)
-        x = vectors[s:e].astype(np.float64)
-        sc = np.asarray(scales[s:e], np.float64)
-        xh = dequantize(np.asarray(codes[s:e]), np.asarray(scales[s:e]),
-                        np.asarray(zps[s:e])).astype(np.float64)
-        diff = np.abs(x - xh)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            over = np.where(sc[:, None] > 0, diff / sc[:, None], 0.0)
-            nx = np.linalg.norm(x, axis=1)
-            nh = np.linalg.norm(xh, axis=1)
-            rel = np.where(nx > 0, np.linalg.norm(x - xh, axis=1) / nx, 0.0)
-            cos = np.where((nx > 0) & (nh > 0), np.einsum("ij,ij->i", x, xh) / (nx * nh), 1.0)
-        sum_abs += over.sum()
-        max_abs = max(max_abs, float(over.max(initial=0.0)))
-        sum_rel += rel.sum()
-        sum_cos += cos.sum()
+    acc = ReconstructionStats()
+    codes, scales, zps = store.codes, store.scales, store.zero_points
+    for s in range(0, vectors.shape[0], block):
+        e = s + block
+        acc.update(vectors[s:e], np.asarray(codes[s:e]), np.asarray(scales[s:e]),
+                   np.asarray(zps[s:e]))
+    res = acc.result()
     return {
-        "error_mean_abs_over_scale": sum_abs / max(1, n * d),
-        "error_max_abs_over_scale": max_abs,
-        "error_mean_rel_l2": sum_rel / max(1, n),
-        "error_mean_cosine": sum_cos / max(1, n),
+        name: float(res[name])
+        for name in (
+            "error_mean_abs_over_scale",
+            "error_max_abs_over_scale",
+            "error_mean_rel_l2",
+            "error_mean_cosine",
+        )
     }
 
 
@@ -827,14 +800,16 @@ def _recall(
         )
         return hits / (kk * truth.shape[0])
 
+    # embq.search.search_store directly (what store.search delegates to), by module path.
+    search_store = importlib.import_module("embq.search").search_store
     t0 = time.perf_counter()
-    _, found = store.search(queries, k=k, n_threads=n_threads)
+    _, found = search_store(store, queries, k, n_threads=n_threads)
     t1 = time.perf_counter()
     out["recall"] = recall_of(np.asarray(found).reshape(rows.size, -1))
     out["search_seconds"] = t1 - t0
     if rescore:
         t0 = time.perf_counter()
-        _, found_r = store.search(queries, k=k, rescore=rescore, n_threads=n_threads)
+        _, found_r = search_store(store, queries, k, rescore=rescore, n_threads=n_threads)
         out["search_rescore_seconds"] = time.perf_counter() - t0
         out["recall_rescore"] = recall_of(np.asarray(found_r).reshape(rows.size, -1))
     else:
