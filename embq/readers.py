@@ -138,10 +138,16 @@ def _looks_binary(rest: bytes, dim: int) -> bool:
     sp = rest.find(b" ")
     if sp < 0:
         return False
-    values = rest[sp + 1 : sp + 1 + 4 * dim]
-    if not values:
+    nl = rest.find(b"\n")
+    toks = (rest if nl < 0 else rest[:nl]).split()
+    if len(toks) == dim + 1 and all(_is_float(t) for t in toks[1:]):
         return False
-    return not all(b in _TEXT_VALUE_BYTES for b in values)
+    values = rest[sp + 1 : sp + 1 + 4 * dim]
+    # A text line holds only number characters up to its newline; dim float32 values almost
+    # never do (a vector starting with byte 0x0a is judged on the whole window).
+    cut = values.find(b"\n")
+    seg = values if cut <= 0 else values[:cut]
+    return not all(b in _TEXT_VALUE_BYTES for b in seg)
 
 
 def _detect_head(head: bytes, path: str, compression: str | None) -> str:
@@ -184,9 +190,9 @@ def _detect_head(head: bytes, path: str, compression: str | None) -> str:
             path=path,
         )
     raise FormatError(
-        f"line 1{where} is neither a 'count dim' header (word2vec) nor a key followed by "
-        f"numbers (GloVe): {first[:80]!r}; pass --format if the detection is wrong",
-        path=path,
+        f"the first line{where} is neither a 'count dim' header (word2vec) nor a key followed "
+        f"by numbers (GloVe): {first[:80]!r}; pass --format if the detection is wrong",
+        path=path, line=1,
     )
 
 
