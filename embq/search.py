@@ -297,7 +297,8 @@ def most_similar(store: Any, positive: Any = None, negative: Any = None, topn: i
                  n_threads: int | None = None) -> list[tuple[Any, float]]:
     """Keys most similar to a combination of keys and/or vectors (gensim's ``most_similar``).
 
-    Positive items count +1, negative -1 (or the weight of a ``(item, weight)`` pair); keys are
+    Positive items count +1, negative -1 (an ``(item, weight)`` pair uses its weight as given,
+    as gensim 4 does); keys are
     unit-normalized, vectors used as given; the weighted mean is unit-normalized and searched by
     cosine. The input keys are left out of the results.
 
@@ -321,8 +322,10 @@ def most_similar(store: Any, positive: Any = None, negative: Any = None, topn: i
     if isinstance(topn, (int, np.integer)) and not isinstance(topn, bool) and topn < 1:
         return []
     topn = _positive_int(topn, "topn")
+    # gensim 4's rule: plain items weigh +1 (positive) or -1 (negative); an (item, weight) pair
+    # uses its weight as given, on either side
     items = [(it, 1.0) for it in _as_list(positive)] + [(it, -1.0) for it in _as_list(negative)]
-    items = [(it[0], float(it[1]) * sign) if isinstance(it, tuple) else (it, sign)
+    items = [(it[0], float(it[1])) if isinstance(it, tuple) else (it, sign)
              for it, sign in items]
     if not items:
         raise ValueError("cannot compute similarity with no input: give positive and/or negative")

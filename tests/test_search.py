@@ -1,0 +1,446 @@
+"""Search: exact int32 accumulators, top-k against a brute-force numpy oracle, most_similar."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import embq
+from embq import _kernels_search as ks
+from embq.quantize import dequantize, quantize, row_norms
+from embq.search import (
+    _search_checked,
+    max_exact_dim,
+    most_similar,
+    most_similar_batch,
+    search,
+    similar_by_vector,
+)
+
+DOT_KERNELS = ks.available_kernels()["dot"]
+SELECT_KERNELS = ks.available_kernels()["select"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_kernels():
+    yield
+    ks.set_kernels()
+
+
+# -- oracles ---------------------------------------------------------------------------------
+
+def numpy_acc(codes, zp, qint):
+    """(m, n) int32 accumulators by numpy's int32 matrix product."""
+    z = np.full(len(codes), 128, np.int32) if zp is None else zp.astype(np.int32)
+    return qint.astype(np.int32) @ (codes.astype(np.int32) - z[:, None]).T
+
+
+def oracle(codes, scales, zp, norms, queries, k, metric="cosine", restrict=None):
+    """Brute force: every score by the documented float32 formula, sorted by (-score, row)."""
+    q = np.atleast_2d(np.asarray(queries, np.float32))
+    n = len(codes) if restrict is None else min(restrict, len(codes))
+    qc, qs, qz = quantize(q)
+    qint = (qc.astype(np.int16) - 128).astype(np.int8)
+    acc = numpy_acc(codes[:n], None if zp is None else zp[:n], qint)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric == "cosine":
+            qn = row_norms(qc, qs, qz)
+            wq = np.where(qn > 0, qs / qn, np.float32(0)).astype(np.float32)
+            wr = np.where(norms[:n] > 0, scales[:n] / norms[:n], np.float32(0)).astype(np.float32)
+        else:
+            wq, wr = qs.astype(np.float32), scales[:n].astype(np.float32)
+        s = acc.astype(np.float32) * (wr[None, :] * wq[:, None])
+    s[np.isnan(s)] = -np.inf
+    rows = np.broadcast_to(np.arange(n), s.shape)
+    order = np.lexsort((rows, -s), axis=-1)[:, : min(k, n)]
+    return np.take_along_axis(s, order, 1), order.astype(np.int64)
+
+
+def make(n, d, seed=0, dup=False, zero_rows=False, zp_random=False):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    if dup and n >= 6:
+        x[5] = x[2]
+        x[4] = x[2]
+    if zero_rows and n >= 2:
+        x[1] = 0
+    codes, scales, zp = quantize(x)
+    if zp_random:
+        # any zero point is allowed by the kernels; shift codes to keep values in range
+        zp = rng.integers(100, 156, n).astype(np.uint8)
+        codes = np.clip(codes.astype(np.int16) - 128 + zp[:, None], 0, 255).astype(np.uint8)
+    norms = row_norms(codes, scales, zp)
+    return codes, scales, zp, norms
+
+
+def check(codes, scales, zp, norms, queries, k, metric="cosine", restrict=None, **kw):
+    got_s, got_i = search(codes, scales, queries, k, zero_points=zp, norms=norms, metric=metric,
+                          restrict=restrict, **kw)
+    exp_s, exp_i = oracle(codes, scales, zp, norms, queries, k, metric, restrict)
+    if np.asarray(queries).ndim == 1:
+        exp_s, exp_i = exp_s[0], exp_i[0]
+    assert got_s.dtype == np.float32 and got_i.dtype == np.int64
+    assert got_i.shape == exp_i.shape
+    np.testing.assert_array_equal(got_i, exp_i)
+    np.testing.assert_array_equal(got_s, exp_s)
+
+
+# -- accumulators ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kernel", DOT_KERNELS)
+@pytest.mark.parametrize("d", [1, 3, 4, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 300, 301])
+def test_raw_acc_equals_numpy_int32_matmul(kernel, d):
+    ks.set_kernels(dot=kernel)
+    rng = np.random.default_rng(d)
+    for n, m in [(1, 1), (3, 2), (4, 4), (9, 5), (13, 11)]:
+        codes = rng.integers(0, 256, (n, d), dtype=np.uint8)
+        q = rng.integers(-127, 128, (m, d)).astype(np.int8)
+        zp = rng.integers(0, 256, n).astype(np.uint8)
+        np.testing.assert_array_equal(ks.raw_acc(codes, None, q), numpy_acc(codes, None, q))
+        np.testing.assert_array_equal(ks.raw_acc(codes, zp, q), numpy_acc(codes, zp, q))
+
+
+@pytest.mark.parametrize("kernel", DOT_KERNELS)
+def test_raw_acc_extremes_at_the_int32_limit(kernel):
+    ks.set_kernels(dot=kernel)
+    d = max_exact_dim()
+    assert d == (2**31 - 1) // (128 * 127)
+    codes = np.zeros((5, d), np.uint8)       # code - 128 = -128 everywhere
+    codes[1] = 255                           # +127
+    codes[2, ::2] = 255
+    q = np.full((2, d), 127, np.int8)
+    q[1] = -127
+    exp = (q.astype(np.int64) @ (codes.astype(np.int64) - 128).T)
+    assert np.abs(exp).max() <= 2**31 - 1
+    np.testing.assert_array_equal(ks.raw_acc(codes, None, q), exp)
+
+
+def test_dimension_above_int32_bound_is_refused():
+    d = max_exact_dim() + 1
+    codes = np.full((2, d), 128, np.uint8)
+    with pytest.raises(ValueError, match="too large for exact int32"):
+        search(codes, np.ones(2, np.float32), np.ones(d, np.float32), 1)
+    # unusual zero points tighten the bound
+    zp = np.array([0, 128], np.uint8)
+    assert max_exact_dim(zp) == (2**31 - 1) // (255 * 127)
+
+
+# -- top-k against the oracle -----------------------------------------------------------------
+
+@pytest.mark.parametrize("dot", DOT_KERNELS)
+@pytest.mark.parametrize("select", SELECT_KERNELS)
+def test_every_kernel_variant_matches_oracle(dot, select):
+    ks.set_kernels(dot=dot, select=select)
+    for n, d, m, k in [(700, 300, 3, 10), (257, 33, 20, 7), (40, 1, 5, 50), (100, 64, 70, 3)]:
+        codes, scales, zp, norms = make(n, d, seed=n + d, dup=True, zero_rows=True)
+        q = np.random.default_rng(d).standard_normal((m, d)).astype(np.float32)
+        for metric in ("cosine", "dot"):
+            check(codes, scales, zp, norms, q, k, metric)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 600),
+    d=st.integers(1, 150),
+    m=st.integers(1, 40),
+    k=st.integers(1, 40),
+    metric=st.sampled_from(["cosine", "dot"]),
+    restrict=st.one_of(st.none(), st.integers(0, 700)),
+    threads=st.sampled_from([1, 2]),
+    mode=st.sampled_from(["auto", "rows", "queries"]),
+    dup=st.booleans(),
+    zp_random=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_topk_matches_oracle_property(n, d, m, k, metric, restrict, threads, mode, dup,
+                                      zp_random, seed):
+    codes, scales, zp, norms = make(n, d, seed, dup=dup, zero_rows=True, zp_random=zp_random)
+    q = np.random.default_rng(seed + 1).standard_normal((m, d)).astype(np.float32)
+    n_eff = n if restrict is None else min(restrict, n)
+    got_s, got_i = _search_checked(codes, scales, zp, norms if metric == "cosine" else None,
+                                   n_eff, q, k, metric, None, threads, mode)
+    exp_s, exp_i = oracle(codes, scales, zp, norms, q, k, metric, restrict)
+    np.testing.assert_array_equal(got_i, exp_i)
+    np.testing.assert_array_equal(got_s, exp_s)
+
+
+def test_ties_go_to_the_lower_row():
+    x = np.tile(np.arange(1, 9, dtype=np.float32), (50, 1))   # 50 identical rows
+    codes, scales, zp = quantize(x)
+    s, i = search(codes, scales, x[0], 7)
+    np.testing.assert_array_equal(i, np.arange(7))
+    assert (s == s[0]).all()
+    s, i = search(codes, scales, np.stack([x[0]] * 5), 60, n_threads=2)
+    assert i.shape == (5, 50)
+    np.testing.assert_array_equal(i, np.tile(np.arange(50), (5, 1)))
+
+
+def test_k_larger_than_n_and_empty_store():
+    codes, scales, zp, norms = make(5, 12)
+    q = np.ones((3, 12), np.float32)
+    s, i = search(codes, scales, q, 10)
+    assert s.shape == i.shape == (3, 5)
+    assert sorted(i[0]) == list(range(5))
+    s, i = search(codes[:0], scales[:0], q, 10)
+    assert s.shape == i.shape == (3, 0)
+    s, i = search(codes[:0], scales[:0], q[0], 10)
+    assert s.shape == (0,) and i.dtype == np.int64
+    s, i = search(codes, scales, q, 4, restrict=0)
+    assert s.shape == (3, 0)
+
+
+def test_single_query_shape_and_batch_agree():
+    codes, scales, zp, norms = make(300, 50, seed=3)
+    q = np.random.default_rng(4).standard_normal((6, 50)).astype(np.float32)
+    bs, bi = search(codes, scales, q, 8)
+    for j in range(6):
+        s, i = search(codes, scales, q[j], 8)
+        assert s.shape == (8,)
+        np.testing.assert_array_equal(i, bi[j])
+        np.testing.assert_array_equal(s, bs[j])
+
+
+def test_zero_rows_and_zero_query_score_zero_not_nan():
+    codes, scales, zp, norms = make(30, 20, zero_rows=True)
+    s, i = search(codes, scales, np.zeros(20, np.float32), 30)
+    assert not np.isnan(s).any() and (s == 0).all()
+    np.testing.assert_array_equal(i, np.arange(30))
+    s, i = search(codes, scales, np.ones(20, np.float32), 30, norms=norms)
+    assert not np.isnan(s).any()
+    assert s[list(i).index(1)] == 0
+
+
+def test_norms_computed_when_omitted_and_restrict():
+    codes, scales, zp, norms = make(200, 40, seed=9)
+    q = np.random.default_rng(1).standard_normal((4, 40)).astype(np.float32)
+    a = search(codes, scales, q, 5, zero_points=zp)
+    b = search(codes, scales, q, 5, zero_points=zp, norms=norms)
+    np.testing.assert_array_equal(a[1], b[1])
+    check(codes, scales, zp, norms, q, 5, restrict=37)
+    s, i = search(codes, scales, q, 5, restrict=37)
+    assert i.max() < 37
+    s, i = search(codes, scales, q, 5, restrict=10_000)   # larger than n: whole store
+    np.testing.assert_array_equal(i, b[1])
+
+
+def test_read_only_memmapped_codes(tmp_path):
+    codes, scales, zp, norms = make(500, 70, seed=5)
+    np.save(tmp_path / "c.npy", codes)
+    mm = np.load(tmp_path / "c.npy", mmap_mode="r")
+    assert not mm.flags.writeable
+    q = np.random.default_rng(2).standard_normal((3, 70)).astype(np.float32)
+    for metric in ("cosine", "dot"):
+        check(mm, scales, zp, norms, q, 9, metric)
+
+
+def test_threads_one_and_two_agree():
+    codes, scales, zp, norms = make(3000, 96, seed=8)
+    q = np.random.default_rng(0).standard_normal((100, 96)).astype(np.float32)
+    one = search(codes, scales, q, 10, n_threads=1)
+    two = search(codes, scales, q, 10, n_threads=2)
+    for mode in ("rows", "queries"):
+        for th in (1, 2):
+            got = _search_checked(codes, scales, zp, norms, len(codes), q, 10, "cosine", None,
+                                  th, mode)
+            np.testing.assert_array_equal(got[1], one[1])
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])
+
+
+def test_two_python_threads_at_once_give_the_sequential_results():
+    codes, scales, zp, norms = make(20000, 64, seed=11)
+    rng = np.random.default_rng(12)
+    qs = [rng.standard_normal((n, 64)).astype(np.float32) for n in (1, 40)]
+    expected = [search(codes, scales, q, 10, norms=norms) for q in qs]
+    results: dict[int, list] = {0: [], 1: []}
+    errors = []
+
+    def work(j):
+        try:
+            for _ in range(5):
+                results[j].append(search(codes, scales, qs[j], 10, norms=norms))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(j,)) for j in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for j in (0, 1):
+        for s, i in results[j]:
+            np.testing.assert_array_equal(i, expected[j][1])
+            np.testing.assert_array_equal(s, expected[j][0])
+
+
+# -- rescore ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("metric", ["cosine", "dot"])
+def test_rescore_matches_float_rerank_of_int8_candidates(metric):
+    codes, scales, zp, norms = make(2000, 48, seed=21)
+    q = np.random.default_rng(22).standard_normal((7, 48)).astype(np.float32)
+    k, r = 5, 4
+    s, i = search(codes, scales, q, k, norms=norms, metric=metric, rescore=r)
+    _, cand = oracle(codes, scales, zp, norms, q, k * r, metric)
+    x = dequantize(codes, scales, zp).astype(np.float64)
+    for j in range(len(q)):
+        rows = cand[j]
+        f = x[rows] @ q[j].astype(np.float64)
+        if metric == "cosine":
+            f = f / (np.linalg.norm(x[rows], axis=1) * np.linalg.norm(q[j]))
+        best = rows[np.lexsort((rows, -f))][:k]
+        np.testing.assert_array_equal(i[j], best)
+        np.testing.assert_allclose(s[j], np.sort(f)[::-1][:k], rtol=1e-6, atol=1e-6)
+
+
+def test_rescore_improves_recall_on_clustered_data():
+    rng = np.random.default_rng(5)
+    centers = rng.standard_normal((50, 64)).astype(np.float32)
+    x = (centers[rng.integers(0, 50, 5000)] + 0.3 * rng.standard_normal((5000, 64))).astype(
+        np.float32)
+    q = x[rng.integers(0, 5000, 50)] + 0.05 * rng.standard_normal((50, 64)).astype(np.float32)
+    codes, scales, zp = quantize(x)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    exact = np.argsort(-(q @ xn.T), axis=1)[:, :10]
+
+    def recall(i):
+        return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i, exact)])
+
+    r0 = recall(search(codes, scales, q, 10)[1])
+    r4 = recall(search(codes, scales, q, 10, rescore=4)[1])
+    assert r0 >= 0.9
+    assert r4 >= r0 and r4 >= 0.97
+
+
+# -- argument checks -------------------------------------------------------------------------
+
+def test_bad_arguments_raise_clear_errors():
+    codes, scales, zp, norms = make(10, 8)
+    q = np.ones(8, np.float32)
+    with pytest.raises(TypeError, match="uint8"):
+        search(codes.astype(np.int16), scales, q)
+    with pytest.raises(ValueError, match="2-D"):
+        search(codes[0], scales, q)
+    with pytest.raises(ValueError, match=r"scales must have shape \(10,\)"):
+        search(codes, scales[:3], q)
+    with pytest.raises(TypeError, match="zero_points must be a uint8"):
+        search(codes, scales, q, zero_points=zp.astype(np.int32))
+    with pytest.raises(ValueError, match="dimension 7"):
+        search(codes, scales, np.ones(7, np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        search(codes, scales, np.ones((2, 2, 8), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        search(codes, scales, np.full(8, np.nan, np.float32))
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
+        search(codes, scales, q, 0)
+    with pytest.raises(TypeError, match="k must be an int"):
+        search(codes, scales, q, 2.5)
+    with pytest.raises(ValueError, match="metric"):
+        search(codes, scales, q, metric="l2")
+    with pytest.raises(ValueError, match="rescore"):
+        search(codes, scales, q, rescore=0)
+    with pytest.raises(ValueError, match="restrict"):
+        search(codes, scales, q, restrict=-1)
+    with pytest.raises(ValueError, match="n_threads=0"):
+        search(codes, scales, q, n_threads=0)
+    with pytest.raises(ValueError, match="unknown dot kernel"):
+        ks.set_kernels(dot="nope")
+
+
+def test_selected_kernels_reports_names():
+    sel = ks.selected_kernels()
+    assert set(sel) == {"search_dot", "search_select"}
+    assert sel["search_dot"] in ks.DOT_KERNELS and sel["search_select"] in ks.SELECT_KERNELS
+    assert "scalar" in DOT_KERNELS
+
+
+# -- store level: most_similar against gensim on the same dequantized vectors ----------------
+
+@pytest.fixture(scope="module")
+def sample_store(tmp_path_factory):
+    from embq.readers import load_embeddings
+
+    keys, x = load_embeddings("data/sample.w2v.txt")
+    path = tmp_path_factory.mktemp("search") / "sample.embq"
+    embq.save(path, x, keys)
+    store = embq.open(path)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def sample_kv(sample_store):
+    gensim = pytest.importorskip("gensim")
+    kv = gensim.models.KeyedVectors(sample_store.dim)
+    kv.add_vectors(list(sample_store.index_to_key), sample_store[:])
+    return kv
+
+
+def _agree(ours, theirs, tol=1e-5):
+    """Same neighbours in the same order, except where gensim's own scores are within tol."""
+    assert len(ours) == len(theirs)
+    for (ka, sa), (kb, sb) in zip(ours, theirs):
+        assert abs(sa - sb) <= tol
+        if ka != kb:
+            assert abs(dict(theirs).get(ka, -9) - sb) <= tol  # a near tie swapped
+
+
+@pytest.mark.parametrize("query", [
+    dict(positive=["cat"]),
+    dict(positive=["king", "woman"], negative=["man"]),
+    dict(positive=["日本"], topn=3),
+    dict(positive=["dog", "horse"], topn=20),
+    dict(positive=["cat"], restrict_vocab=500),
+    dict(positive=[("cat", 2.0), "dog"], negative=[("horse", 0.5)]),
+])
+def test_most_similar_agrees_with_gensim(sample_store, sample_kv, query):
+    ours = most_similar(sample_store, **query)
+    theirs = sample_kv.most_similar(**query)
+    _agree(ours, theirs)
+    assert sample_store.most_similar(**query) == ours
+
+
+def test_most_similar_with_vectors_and_errors(sample_store, sample_kv):
+    v = sample_store["cat"] + sample_store["dog"]
+    _agree(similar_by_vector(sample_store, v, topn=5), sample_kv.similar_by_vector(v, topn=5))
+    _agree(most_similar(sample_store, positive=[v], negative=["mouse"]),
+           sample_kv.most_similar(positive=[v], negative=["mouse"]))
+    assert most_similar(sample_store, "cat", topn=0) == []
+    with pytest.raises(KeyError, match="nope"):
+        most_similar(sample_store, ["nope"])
+    with pytest.raises(ValueError, match="no input"):
+        most_similar(sample_store)
+    # int8 scores without rescoring stay close to the float ones
+    raw = most_similar(sample_store, "cat", topn=5, rescore=None)
+    ref = dict(sample_kv.most_similar("cat", topn=50))
+    assert all(abs(s - ref[k]) < 0.02 for k, s in raw)
+
+
+def test_most_similar_batch_equals_one_by_one(sample_store):
+    words = ["cat", "king", "café", "東京", "cat"]
+    batch = most_similar_batch(sample_store, words, topn=7)
+    assert len(batch) == len(words)
+    for w, res in zip(words, batch):
+        assert all(k != w for k, _ in res)
+        one = most_similar(sample_store, w, topn=7)
+        assert [k for k, _ in res] == [k for k, _ in one]
+        np.testing.assert_allclose([s for _, s in res], [s for _, s in one], rtol=1e-6)
+    assert sample_store.most_similar_batch(words, topn=7) == batch
+    with pytest.raises(KeyError, match="zzz"):
+        most_similar_batch(sample_store, ["cat", "zzz"])
+
+
+def test_store_search_matches_array_search(sample_store):
+    q = sample_store[["cat", "king"]]
+    a = sample_store.search(q, 6)
+    b = search(np.asarray(sample_store.codes), np.asarray(sample_store.scales), q, 6,
+               zero_points=np.asarray(sample_store.zero_points),
+               norms=np.asarray(sample_store.norms))
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1][0, 0] == sample_store.get_index("cat")
