@@ -30,6 +30,18 @@ cdef extern from "Python.h":
 cdef enum:
     _MISSING = -1
     _CORRUPT = -2
+    _BLOCK = 64   # keys per stage of a batched lookup
+    _AHEAD = 4    # rows prefetched ahead by a gather
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define EMBQ_STORE_PREFETCH(p) __builtin_prefetch((const void *)(p))
+    #else
+    #define EMBQ_STORE_PREFETCH(p) ((void)0)
+    #endif
+    """
+    void _prefetch "EMBQ_STORE_PREFETCH"(const void* p) noexcept nogil
 
 HASH_FUNCTION = "fnv1a64+fmix64"
 PROBING = "linear"
@@ -89,6 +101,12 @@ cdef inline void _dequantize_row(const uint8_t* c, float s, uint8_t zp, float* o
     cdef int64_t j
     for j in range(d):
         o[j] = <float>(<int>c[j] - z) * s
+
+
+cdef inline void _prefetch_row(const uint8_t* c, int64_t d) noexcept nogil:
+    cdef int64_t j
+    for j in range(0, d, 64):
+        _prefetch(c + j)
 
 
 cdef inline int64_t _probe(const int64_t* table, uint64_t mask, int64_t n_rows,
@@ -245,23 +263,52 @@ cdef class StoreIndex:
         cdef cnp.npy_intp mm = m
         cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &mm, cnp.NPY_INT64, 0)
         cdef int64_t* o = <int64_t*>cnp.PyArray_DATA(out)
-        cdef Py_ssize_t i, n
-        cdef const char* s
+        cdef Py_ssize_t i, j, n, nb
         cdef object k
-        cdef int64_t r
+        cdef const char* ptrs[_BLOCK]
+        cdef Py_ssize_t lens[_BLOCK]
+        cdef uint64_t hashes[_BLOCK]
         for i in range(m):
-            k = ks[i]
-            if not PyUnicode_Check(k):
+            if not PyUnicode_Check(ks[i]):
+                k = ks[i]
                 raise TypeError(f"keys must be str; item {i} is {type(k).__name__} {k!r}")
-            if not self.has_keys:
-                o[i] = -1
-                continue
-            s = PyUnicode_AsUTF8AndSize(k, &n)
-            r = self._find(<const uint8_t*>s, n)
-            if r == _CORRUPT:
-                raise self._corrupt()
-            o[i] = r
+        if not self.has_keys:
+            out.fill(-1)
+            return out
+        # Blocks of keys go through the table in stages (hash + first slot, first row's
+        # offsets, its key bytes, full probe), prefetching each stage's memory for the whole
+        # block first: the random reads of a block overlap instead of queueing one by one.
+        for i in range(0, m, _BLOCK):
+            nb = min(_BLOCK, m - i)
+            for j in range(nb):
+                ptrs[j] = PyUnicode_AsUTF8AndSize(ks[i + j], &lens[j])
+            self._find_block(ptrs, lens, hashes, nb, o + i)
+            for j in range(nb):
+                if o[i + j] == _CORRUPT:
+                    raise self._corrupt()
         return out
+
+    cdef void _find_block(self, const char** ptrs, const Py_ssize_t* lens, uint64_t* hashes,
+                          Py_ssize_t nb, int64_t* out) noexcept nogil:
+        cdef Py_ssize_t j
+        cdef int64_t r
+        cdef uint64_t h
+        for j in range(nb):
+            h = _hash_bytes(<const uint8_t*>ptrs[j], lens[j])
+            hashes[j] = h
+            _prefetch(self.table + (h & self.mask))
+        for j in range(nb):
+            r = self.table[hashes[j] & self.mask]
+            out[j] = r
+            if 0 <= r < self.n_rows:
+                _prefetch(self.offsets + r)
+        for j in range(nb):
+            r = out[j]
+            if 0 <= r < self.n_rows and 0 <= self.offsets[r] < self.blob_len:
+                _prefetch(self.blob + self.offsets[r])
+        for j in range(nb):
+            out[j] = _probe(self.table, self.mask, self.n_rows, self.offsets, self.blob,
+                            self.blob_len, <const uint8_t*>ptrs[j], lens[j], hashes[j])
 
     def gather(self, int n_threads, rows):
         """Dequantize rows (int64, each already checked in [0, n)) into a new (m, d) float32.
@@ -307,6 +354,8 @@ cdef class StoreIndex:
         cdef const uint8_t* zps = self.zps
         with nogil:
             for i in prange(m, num_threads=n_threads, schedule="static"):
+                if i + _AHEAD < m:
+                    _prefetch_row(codes + rows[order[i + _AHEAD]] * d, d)
                 dst = order[i]
                 r = rows[dst]
                 _dequantize_row(codes + r * d, scales[r], zps[r], out + dst * d, d)
