@@ -1,0 +1,94 @@
+"""``embq query``: tables, JSON, vectors from .npy, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import embq
+from embq.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    from embq.readers import load_embeddings
+
+    keys, x = load_embeddings(os.path.join(ROOT, "data", "sample.w2v.txt"))
+    path = tmp_path_factory.mktemp("query") / "sample.embq"
+    embq.save(path, x, keys)
+    return str(path)
+
+
+def test_table_output(store_path, capsys):
+    assert main(["query", store_path, "cat", "日本", "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    blocks = out.strip().split("\n\n")
+    assert len(blocks) == 2
+    assert blocks[0].startswith("cat  (cosine, top 3)")
+    lines = blocks[0].splitlines()
+    assert len(lines) == 2 + 3
+    assert "東京" in blocks[1].splitlines()[2]   # the capital is the nearest neighbour
+    assert " cat " not in blocks[0].split("\n", 1)[1]
+
+
+def test_json_matches_most_similar(store_path, capsys):
+    assert main(["query", store_path, "king", "--json", "-k", "5"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["metric"] == "cosine" and doc["k"] == 5
+    (q,) = doc["queries"]
+    assert q["query"] == "king"
+    with embq.open(store_path) as store:
+        expected = store.most_similar("king", topn=5)
+        assert [r["key"] for r in q["results"]] == [k for k, _ in expected]
+        np.testing.assert_allclose([r["score"] for r in q["results"]],
+                                   [s for _, s in expected], rtol=1e-6)
+        assert all(store.index_to_key[r["index"]] == r["key"] for r in q["results"])
+
+
+def test_dot_metric_and_vectors_file(store_path, tmp_path, capsys):
+    with embq.open(store_path) as store:
+        v = np.stack([store["cat"], store["dog"]])
+    np.save(tmp_path / "q.npy", v)
+    assert main(["query", store_path, "--vectors", str(tmp_path / "q.npy"), "--metric", "dot",
+                 "--json", "-k", "2", "--rescore", "0"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [q["query"] for q in doc["queries"]] == [f"{tmp_path / 'q.npy'}[0]",
+                                                    f"{tmp_path / 'q.npy'}[1]"]
+    # a vector query keeps its own row: nothing to leave out
+    assert len(doc["queries"][0]["results"]) == 2
+
+
+def test_unknown_word_is_named_with_exit_2(store_path, capsys):
+    assert main(["query", store_path, "cat", "nonexistentword"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("embq query: error:")
+    assert "'nonexistentword'" in err and "Traceback" not in err
+
+
+def test_bad_arguments(store_path, tmp_path, capsys):
+    assert main(["query", store_path]) == 2
+    assert "WORD" in capsys.readouterr().err
+    assert main(["query", store_path, "cat", "-k", "0"]) == 2
+    assert "-k must be >= 1" in capsys.readouterr().err
+    np.save(tmp_path / "bad.npy", np.ones((2, 5), np.float32))
+    assert main(["query", store_path, "--vectors", str(tmp_path / "bad.npy")]) == 2
+    assert "shape" in capsys.readouterr().err
+    assert main(["query", str(tmp_path / "missing.embq"), "cat"]) == 2
+
+
+def test_subprocess(store_path):
+    proc = subprocess.run([sys.executable, "-m", "embq", "query", store_path, "cat", "-k", "2"],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("cat  (cosine, top 2)")
+    proc = subprocess.run([sys.executable, "-m", "embq", "query", store_path, "qqqq"],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    assert proc.returncode == 2
+    assert "qqqq" in proc.stderr and "Traceback" not in proc.stderr
