@@ -75,6 +75,11 @@ def from_keyed_vectors(
                 f"key {i} is {type(key).__name__} {key!r}; stores hold string keys "
                 "(convert e.g. Doc2Vec integer tags with str())"
             )
+        if not key:
+            raise ValueError(
+                f"key {i} is the empty string; stores hold non-empty keys (drop or rename "
+                "that vector first)"
+            )
     meta = {"source_format": "gensim-keyedvectors"}
     meta.update(attrs or {})
     save(path, vectors, keys, overwrite=overwrite, attrs=meta, n_threads=n_threads)
