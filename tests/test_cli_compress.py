@@ -1,0 +1,158 @@
+"""Tests for `embq compress` and `embq export` on the command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import embq
+from embq.cli import main
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(HERE, "data", "sample.w2v.txt")
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_compress_sample_summary(tmp_path, capsys):
+    out = tmp_path / "s.embq"
+    code, stdout, stderr = run(capsys, "compress", SAMPLE, out)
+    assert code == 0 and stderr == ""
+    line = stdout.strip()
+    assert "\n" not in line
+    for part in ("3,162 rows x 64", "word2vec", "smaller", " s;", "mean", "max", "relative L2"):
+        assert part in line
+    with embq.open(str(out)) as st:
+        assert "cat" in st and st["cat"].shape == (64,)
+    code, stdout, _ = run(capsys, "compress", SAMPLE, out, "--quiet", "--overwrite")
+    assert code == 0 and stdout == ""
+
+
+def test_export_cli(tmp_path, capsys):
+    s = tmp_path / "s.embq"
+    assert run(capsys, "compress", SAMPLE, s, "-q")[0] == 0
+    code, stdout, _ = run(capsys, "export", s, tmp_path / "o.npy", "--format", "npy")
+    assert code == 0 and "keys in" in stdout
+    code, _, err = run(capsys, "export", s, tmp_path / "o.npy", "--format", "npy")
+    assert code == 2 and "already exists" in err and "Traceback" not in err
+    code, _, err = run(capsys, "export", tmp_path / "nope.embq", tmp_path / "p.txt",
+                       "--format", "glove")
+    assert code == 2 and "nope.embq" in err and not (tmp_path / "p.txt").exists()
+
+
+BAD = {
+    "too_few": ("2 3\na 1 2 3\nb 1 2\n", "line 3", "expected 3 values after the key, found 2"),
+    "too_many": ("2 3\na 1 2 3 4\nb 1 2 3\n", "line 2", "found 4"),
+    "non_numeric": ("2 3\na 1 2 3\nb 1 two 3\n", "line 3", "'two' is not a number"),
+    "nan": ("2 3\na 1 2 3\nb 1 NaN 3\n", "line 3", "not finite"),
+    "inf": ("2 3\na inf 2 3\nb 1 2 3\n", "line 2", "not finite"),
+    "count_too_big": ("3 3\na 1 2 3\nb 1 2 3\n", "line 4", "--limit 2"),
+    "count_too_small": ("1 3\na 1 2 3\nb 1 2 3\n", "line 3", "more rows"),
+    "dim_mismatch": ("2 5\na 1 2 3\nb 1 2 3\n", "line 2", "gives dim 5"),
+    "empty": ("", "", "empty"),
+    "bad_key_bytes": (b"1 2\n\xc3\x28x 1 2\n", "line 2", "not valid utf8"),
+    "empty_key": ("a 1 2\n 3 4\n", "line 2", "starts with a space"),
+    "binary_cut": (b"2 2\na " + np.ones(2, "<f4").tobytes() + b"\nb " + b"\0\0\0", "byte",
+                   "middle of record 2"),
+    "duplicate_error": ("2 2\na 1 2\na 3 4\n", "line 3", "first seen on line 2"),
+    "fasttext": (b"\xba\x16\x4f\x2f" + b"\0" * 64, "", "export"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_exit_2_no_output(tmp_path, capsys, case):
+    content, where, what = BAD[case]
+    src = tmp_path / "in.vec"
+    src.write_bytes(content.encode() if isinstance(content, str) else content)
+    out = tmp_path / "out.embq"
+    extra = ["--on-duplicate", "error"] if case == "duplicate_error" else []
+    code, stdout, stderr = run(capsys, "compress", src, out, *extra)
+    assert code == 2
+    assert stderr.startswith("embq compress: error: ") and "Traceback" not in stderr
+    assert str(src) in stderr and where in stderr and what in stderr
+    assert not out.exists()
+    # An existing OUTPUT is left untouched.
+    out.write_bytes(b"old")
+    code, _, _ = run(capsys, "compress", src, out, "--overwrite", *extra)
+    assert code == 2 and out.read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["in.vec", "out.embq"]
+
+
+def test_missing_input_and_output_dir(tmp_path, capsys):
+    code, _, err = run(capsys, "compress", tmp_path / "none.txt", tmp_path / "o.embq")
+    assert code == 2 and "none.txt" in err and "No such file" in err
+    code, _, err = run(capsys, "compress", SAMPLE, tmp_path / "nodir" / "o.embq")
+    assert code == 2 and "does not exist" in err
+    (tmp_path / "o.embq").write_bytes(b"x")
+    code, _, err = run(capsys, "compress", SAMPLE, tmp_path / "o.embq")
+    assert code == 2 and "--overwrite" in err and (tmp_path / "o.embq").read_bytes() == b"x"
+
+
+def test_unreadable_input(tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root can read files without read permission")
+    p = tmp_path / "locked.txt"
+    p.write_text("1 1\na 1\n")
+    p.chmod(0)
+    code, _, err = run(capsys, "compress", p, tmp_path / "o.embq")
+    assert code == 2 and "locked.txt" in err
+
+
+def test_unreadable_input_is_a_directory(tmp_path, capsys):
+    code, _, err = run(capsys, "compress", tmp_path, tmp_path / "o.embq")
+    assert code == 2 and str(tmp_path) in err
+
+
+def test_duplicates_warn_and_quiet(tmp_path, capsys):
+    src = tmp_path / "d.txt"
+    src.write_text("3 2\na 1 2\na 3 4\nb 5 6\n")
+    code, out, err = run(capsys, "compress", src, tmp_path / "o.embq")
+    assert code == 0 and "embq compress: warning: 1 duplicate key" in err and "'a'" in err
+    assert "2 rows x 2" in out
+    code, out, err = run(capsys, "compress", src, tmp_path / "o.embq", "--overwrite", "-q")
+    assert code == 0 and out == "" and err == ""
+
+
+def test_unicode_options_limit_format(tmp_path, capsys):
+    src = tmp_path / "u.txt"
+    src.write_bytes(b"2 2\nab\xff 1 2\ncd 3 4\n")
+    code, _, err = run(capsys, "compress", src, tmp_path / "o.embq")
+    assert code == 2 and "line 2" in err and "byte 6" in err
+    assert run(capsys, "compress", src, tmp_path / "o.embq", "--unicode-errors", "replace")[0] == 0
+    with embq.open(str(tmp_path / "o.embq")) as st:
+        assert st.index_to_key[0] == "ab\ufffd"
+    assert run(capsys, "compress", src, tmp_path / "l.embq", "--unicode-errors", "ignore",
+               "--limit", "1", "--format", "word2vec", "--normalize", "--block-rows", "1")[0] == 0
+    with embq.open(str(tmp_path / "l.embq")) as st:
+        assert len(st) == 1 and abs(np.linalg.norm(st[0]) - 1) < 0.01
+
+
+def test_progress_flag_writes_to_stderr(tmp_path, capsys):
+    code, out, err = run(capsys, "compress", SAMPLE, tmp_path / "p.embq", "--progress")
+    assert code == 0 and "rows" in out
+    assert "B/s" in err or "%" in err
+
+
+def test_subprocess_end_to_end(tmp_path):
+    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "embq", "compress", SAMPLE, str(tmp_path / "s.embq")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "3,162 rows" in r.stdout and r.stderr == ""
+    bad = tmp_path / "bad.txt"
+    bad.write_text("2 2\na 1 2\nb 1\n")
+    r = subprocess.run([sys.executable, "-m", "embq", "compress", str(bad), str(tmp_path / "b.embq")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "line 3: expected 2 values after the key, found 1" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "b.embq").exists()
+    r = subprocess.run([sys.executable, "-m", "embq", "export", str(tmp_path / "s.embq"),
+                        str(tmp_path / "s.vec"), "--format", "word2vec"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and (tmp_path / "s.vec").read_text().startswith("3162 64\n")

@@ -1,0 +1,94 @@
+"""Tests for embq.export: every format round-trips through compress with identical codes."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import embq
+from embq.compress import compress
+from embq.export import default_keys_path, export
+from embq.readers import detect_format, load_embeddings
+
+
+@pytest.fixture
+def store(tmp_path):
+    rng = np.random.default_rng(11)
+    keys = [f"w{i}" for i in range(500)] + ["café", "日本", "42"]
+    X = (rng.standard_normal((len(keys), 24)) * 10.0 ** rng.integers(-5, 5, (len(keys), 1)))
+    X[7] = 0
+    p = tmp_path / "in.txt"
+    p.write_text(f"{len(keys)} 24\n" + "".join(
+        k + " " + " ".join("%.9g" % v for v in row) + "\n" for k, row in zip(keys, X)),
+        encoding="utf8")
+    out = str(tmp_path / "a.embq")
+    compress(str(p), out)
+    return out, keys
+
+
+@pytest.mark.parametrize("fmt", ["word2vec", "word2vec-binary", "glove", "npy"])
+def test_roundtrip_identical_codes(tmp_path, store, fmt):
+    src, keys = store
+    out = str(tmp_path / f"out.{fmt}")
+    s = export(src, out, format=fmt)
+    assert s["rows"] == len(keys)
+    assert detect_format(out) == fmt
+    again = str(tmp_path / "b.embq")
+    compress(out, again, keys=s["keys_path"])
+    with embq.open(src) as a, embq.open(again) as b:
+        assert np.array_equal(np.asarray(a.codes), np.asarray(b.codes))
+        assert list(b.index_to_key) == keys
+        # The exported floats are exactly the dequantized rows.
+        k, x = load_embeddings(out, keys_path=s["keys_path"])
+        assert np.array_equal(x, a[0:len(a)])
+
+
+def test_gensim_reads_exports(tmp_path, store):
+    pytest.importorskip("gensim")
+    from gensim.models import KeyedVectors
+
+    src, keys = store
+    with embq.open(src) as a:
+        ref = a[0:len(a)]
+    for fmt, kw in (("word2vec", {}), ("word2vec-binary", {"binary": True}),
+                    ("glove", {"no_header": True})):
+        out = str(tmp_path / f"g.{fmt}")
+        export(src, out, format=fmt)
+        kv = KeyedVectors.load_word2vec_format(out, **kw)
+        assert list(kv.index_to_key) == keys and np.array_equal(kv.vectors, ref)
+
+
+def test_export_refuses_and_is_atomic(tmp_path, store):
+    src, _ = store
+    out = tmp_path / "x.txt"
+    out.write_bytes(b"keep")
+    with pytest.raises(FileExistsError):
+        export(src, str(out), format="word2vec")
+    assert out.read_bytes() == b"keep"
+    export(src, str(out), format="word2vec", overwrite=True)
+    assert out.read_bytes().startswith(b"503 24\n")
+    with pytest.raises(FileNotFoundError, match="directory"):
+        export(src, str(tmp_path / "no" / "x.txt"), format="glove")
+    with pytest.raises(ValueError, match="unknown export format"):
+        export(src, str(tmp_path / "y"), format="csv")
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".embq-tmp")]
+
+
+def test_key_with_space_refused_for_text(tmp_path):
+    embq.save(str(tmp_path / "s.embq"), np.ones((2, 3), np.float32), keys=["a b", "c"])
+    with pytest.raises(ValueError, match="whitespace"):
+        export(str(tmp_path / "s.embq"), str(tmp_path / "o.txt"), format="word2vec")
+    assert not (tmp_path / "o.txt").exists()
+    s = export(str(tmp_path / "s.embq"), str(tmp_path / "o.npy"), format="npy")
+    assert s["keys_path"] == default_keys_path(str(tmp_path / "o.npy"))
+    assert open(s["keys_path"], encoding="utf8").read() == "a b\nc\n"
+
+
+def test_store_without_keys(tmp_path):
+    embq.save(str(tmp_path / "s.embq"), np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="no keys"):
+        export(str(tmp_path / "s.embq"), str(tmp_path / "o.txt"), format="glove")
+    s = export(str(tmp_path / "s.embq"), str(tmp_path / "o.npy"), format="npy")
+    assert s["keys_path"] is None and np.load(tmp_path / "o.npy").shape == (2, 3)
