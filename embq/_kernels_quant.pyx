@@ -1,7 +1,8 @@
 """Drivers of the per-row uint8 quantization kernels (OpenMP over rows, GIL released).
 
-The Python front end (embq/quantize.py) validates every shape, dtype and index before calling
-in here; these functions trust their arguments.  The row kernels live in _quant.h (portable C
+The Python front end (embq/quantize.py) validates every argument and builds the clear error
+messages; the drivers here repeat the cheap shape and index checks so that no call, however
+made, can read or write out of bounds.  The row kernels live in _quant.h (portable C
 and AVX2), chosen once at import by a CPU check.  ``EMBQ_QUANT_KERNEL=portable`` in the
 environment (read at import) or ``_set_kernel("portable")`` forces the portable kernels, which
 is how the tests check that both give identical results.
@@ -101,6 +102,11 @@ def quantize_into(x, uint8_t[:, ::1] codes, float[::1] scales, int n_threads):
     float32), or -1 when every row is finite; -2 when a scratch buffer could not be allocated.
     """
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    if codes.shape[0] != n or codes.shape[1] != d or scales.shape[0] != n:
+        raise ValueError(
+            f"codes {tuple(codes.shape)[:2]} and scales ({scales.shape[0]},) do not fit a "
+            f"matrix of shape ({n}, {d})"
+        )
     if n == 0 or d == 0:
         return -1
     cdef const float[:, :] x32
@@ -166,13 +172,25 @@ def dequantize_into(const uint8_t[:, :] codes, rows, const float[::1] scales,
     ``codes`` must have unit element stride; ``rows`` is None (row i of codes) or a validated
     intp array; ``scales`` and ``zero_points`` are already gathered, one per output row.
     """
-    cdef Py_ssize_t m = out.shape[0], d = out.shape[1]
+    cdef Py_ssize_t m = out.shape[0], d = out.shape[1], n = codes.shape[0]
+    if codes.shape[1] != d or scales.shape[0] != m or zero_points.shape[0] != m:
+        raise ValueError("dequantize_into: codes, scales, zero_points and out do not agree in shape")
+    if rows is None and n < m:
+        raise ValueError(f"dequantize_into: {m} output rows but codes has {n}")
     if m == 0 or d == 0:
         return
+    if codes.strides[1] != 1:
+        raise ValueError("dequantize_into: codes rows must be contiguous")
     cdef const Py_ssize_t[::1] rv
     cdef const Py_ssize_t *rp = NULL
+    cdef Py_ssize_t k
     if rows is not None:
         rv = rows
+        if rv.shape[0] != m:
+            raise ValueError(f"dequantize_into: {rv.shape[0]} rows for {m} output rows")
+        for k in range(m):
+            if rv[k] < 0 or rv[k] >= n:
+                raise IndexError(f"row index {rv[k]} is out of range for {n} rows")
         rp = &rv[0]
     cdef const char *base = <const char *>&codes[0, 0]
     cdef Py_ssize_t s0 = codes.strides[0]
@@ -196,11 +214,15 @@ def row_norms_into(const uint8_t[:, :] codes, const float[::1] scales,
     ``codes`` must have unit element stride; the integer sum is exact (int64).
     """
     cdef Py_ssize_t n = codes.shape[0], d = codes.shape[1]
+    if scales.shape[0] != n or zero_points.shape[0] != n or out.shape[0] != n:
+        raise ValueError("row_norms_into: codes, scales, zero_points and out do not agree in length")
     if n == 0:
         return
     if d == 0:
         out[:] = 0
         return
+    if codes.strides[1] != 1:
+        raise ValueError("row_norms_into: codes rows must be contiguous")
     cdef const char *base = <const char *>&codes[0, 0]
     cdef Py_ssize_t s0 = codes.strides[0]
     cdef sumsq_row_fn kernel = _sumsq_row

@@ -545,3 +545,32 @@ def test_row_norms_of_dequantized_rows():
     norms = row_norms(*q)
     np.testing.assert_allclose(norms, np.linalg.norm(dequantize(*q).astype(np.float64), axis=1), rtol=1e-6)
     np.testing.assert_allclose(norms, np.linalg.norm(x, axis=1), rtol=2e-2)
+
+
+def test_unaligned_input():
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((9, 45)).astype(np.float32)
+    raw = np.empty(x.nbytes + 1, np.uint8)
+    u = raw[1:].view(np.float32).reshape(x.shape)
+    u[...] = x
+    assert not u.flags.aligned
+    for name in KERNELS:
+        with kernel(name):
+            assert_same(quantize(u), quantize_reference(x))
+
+
+def test_drivers_check_shapes_themselves():
+    # The compiled drivers refuse arguments that would make them read or write out of bounds,
+    # even when called directly.
+    codes = np.full((4, 3), 128, np.uint8)
+    s = np.ones(4, np.float32)
+    z = np.full(4, 128, np.uint8)
+    with pytest.raises(IndexError, match="row index 4 is out of range for 4 rows"):
+        _kernels_quant.dequantize_into(codes, np.array([0, 4], np.intp), s[:2], z[:2],
+                                       np.empty((2, 3), np.float32), 1)
+    with pytest.raises(ValueError, match="do not agree"):
+        _kernels_quant.dequantize_into(codes, None, s, z, np.empty((4, 2), np.float32), 1)
+    with pytest.raises(ValueError, match="do not fit"):
+        _kernels_quant.quantize_into(np.ones((5, 3), np.float32), codes, s, 1)
+    with pytest.raises(ValueError, match="do not agree"):
+        _kernels_quant.row_norms_into(codes, s[:3], z, np.empty(4, np.float32), 1)
