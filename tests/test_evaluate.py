@@ -273,3 +273,231 @@ def test_predict_follows_gensim_exclusion_rule():
     assert ev._predict(cand, canon, q).tolist() == [2]
     # No candidate at all.
     assert ev._predict(np.empty((1, 0), np.int64), canon, q).tolist() == [-1]
+
+
+# ------------------------------------------------------------------------------------------
+# Store path
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_store(tmp_path_factory, sample_kv):
+    import embq
+
+    path = str(tmp_path_factory.mktemp("ev") / "sample.embq")
+    embq.save(path, sample_kv.vectors, list(sample_kv.index_to_key))
+    store = embq.open(path)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def euclid(tmp_path_factory):
+    import embq
+
+    kv = _load("euclidean_vectors.bin", {"binary": True})
+    path = str(tmp_path_factory.mktemp("ev") / "euclid.embq")
+    embq.save(path, kv.vectors, list(kv.index_to_key))
+    store = embq.open(path)
+    yield kv, store
+    store.close()
+
+
+def _dequantized_kv(store):
+    from embq.quantize import dequantize
+
+    kv = KeyedVectors(vector_size=store.dim)
+    kv.add_vectors(
+        list(store.index_to_key),
+        dequantize(np.asarray(store.codes), np.asarray(store.scales),
+                   np.asarray(store.zero_points)),
+    )
+    return kv
+
+
+def test_store_pairs_equal_gensim_on_dequantized_vectors(euclid):
+    # Pair similarities use the dequantized rows with gensim's arithmetic: identical results.
+    _, store = euclid
+    deq = _dequantized_kv(store)
+    for pairs in (WORDSIM, SIMLEX):
+        got = store.evaluate_word_pairs(pairs)
+        expected = deq.evaluate_word_pairs(pairs)
+        np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(expected[1]))
+        np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(expected[0]))
+        assert got[2] == expected[2]
+
+
+def test_store_pairs_close_to_float(euclid, sample_store, sample_kv):
+    kv, store = euclid
+    for backend, floats, pairs in [
+        (store, kv, WORDSIM), (store, kv, SIMLEX), (sample_store, sample_kv, SAMPLE_PAIRS)
+    ]:
+        got = ev.evaluate_word_pairs(backend, pairs)
+        expected = floats.evaluate_word_pairs(pairs)
+        assert abs(got[1][0] - expected[1][0]) < 0.01, (pairs, got[1], expected[1])
+        assert got[2] == expected[2]
+
+
+def test_store_analogies_match_float(sample_store, sample_kv, euclid):
+    # Same sections and questions; predictions may differ only where the int8 scores reorder
+    # near-ties, which on these files they do not.
+    for store, kv, questions in [
+        (sample_store, sample_kv, SAMPLE_ANALOGIES),
+        (euclid[1], euclid[0], QUESTIONS),
+    ]:
+        got = ev.evaluate_word_analogies(store, questions)
+        expected = kv.evaluate_word_analogies(questions)
+        assert [s["section"] for s in got[1]] == [s["section"] for s in expected[1]]
+        assert [len(s["correct"]) + len(s["incorrect"]) for s in got[1]] == [
+            len(s["correct"]) + len(s["incorrect"]) for s in expected[1]
+        ]
+        assert abs(got[0] - expected[0]) <= 0.005
+    score, sections = sample_store.evaluate_word_analogies(SAMPLE_ANALOGIES)
+    assert score == 1.0 and sections[-1]["section"] == "Total accuracy"
+
+
+def test_store_analogies_answer_like_the_dequantized_float_search(euclid):
+    """With a generous rescore, the int8 candidates are re-ranked with float scores on the
+    dequantized rows: exactly gensim's answers on those rows."""
+    _, store = euclid
+    deq = _dequantized_kv(store)
+    got = ev.evaluate_word_analogies(store, QUESTIONS, rescore=8)
+    expected = deq.evaluate_word_analogies(QUESTIONS)
+    assert got == expected
+
+
+def test_store_analogies_batched_not_one_query_at_a_time(sample_store, monkeypatch):
+    calls = []
+    import embq.search as search_mod
+
+    real = search_mod.search_store
+
+    def counting(store, queries, *args, **kwargs):
+        calls.append(np.asarray(queries).shape)
+        return real(store, queries, *args, **kwargs)
+
+    monkeypatch.setattr(search_mod, "search_store", counting)
+    ev.evaluate_word_analogies(sample_store, SAMPLE_ANALOGIES)
+    assert calls == [(378, sample_store.dim)]
+
+
+def test_compare_with_original(sample_store, sample_kv):
+    import embq
+
+    res = embq.compare_with_original(
+        sample_store, SAMPLE, pairs=[SAMPLE_PAIRS, WORDSIM], analogies=SAMPLE_ANALOGIES,
+        sample=200,
+    )
+    rec = res["reconstruction"]
+    assert 0 < rec["error_mean_abs_over_scale"] <= 0.5
+    assert 0.49 <= rec["error_max_abs_over_scale"] <= 0.5 + 1e-3
+    assert 0 < rec["error_mean_rel_l2"] < 0.02
+    assert 0.999 < rec["error_mean_cosine"] <= 1.0
+    r = res["recall"]
+    assert r["queries"] == 200 and r["k"] == 10 and r["rescore"] == 4
+    assert 0.9 <= r["recall"] <= 1.0 and 0.9 <= r["recall_rescore"] <= 1.0
+    p0 = res["pairs"][0]
+    assert p0["original"]["spearman"] == pytest.approx(
+        sample_kv.evaluate_word_pairs(SAMPLE_PAIRS)[1][0], abs=1e-12)
+    assert p0["diff"]["spearman"] == pytest.approx(
+        p0["store"]["spearman"] - p0["original"]["spearman"])
+    assert abs(p0["diff"]["spearman"]) < 0.01
+    a = res["analogies"]
+    assert a["original"]["accuracy"] == 1.0 and a["store"]["accuracy"] == 1.0
+    assert a["diff"]["accuracy"] == 0.0
+    assert [s["section"] for s in a["store"]["sections"]] == [
+        "capital-world", "gram-plural", "family", "Total accuracy"]
+    json.dumps(res)  # JSON-ready
+
+
+def test_compare_recall_oracle_on_tiny_store(tmp_path):
+    # Well separated rows: the int8 search finds exactly the float neighbours.
+    import embq
+
+    x = np.eye(6, dtype=np.float32) * 3 + 0.01
+    path = str(tmp_path / "t.embq")
+    embq.save(path, x, [f"w{i}" for i in range(6)])
+    with embq.open(path) as store:
+        res = ev.compare_with_original(store, ([f"w{i}" for i in range(6)], x), sample=10, k=1)
+    assert res["recall"]["queries"] == 6
+    assert res["recall"]["recall"] == 1.0 and res["recall"]["recall_rescore"] == 1.0
+
+
+def test_compare_rejects_other_original(sample_store, sample_kv):
+    keys = list(sample_kv.index_to_key)
+    with pytest.raises(ValueError, match="has shape"):
+        ev.compare_with_original(sample_store, (keys[:10], sample_kv.vectors[:10]))
+    swapped = [keys[1], keys[0]] + keys[2:]
+    with pytest.raises(ValueError, match="key 0 differs"):
+        ev.compare_with_original(sample_store, (swapped, sample_kv.vectors))
+
+
+# ------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------
+
+
+def test_cli_table_and_json(sample_store, capsys):
+    from embq.cli import main
+
+    argv = ["evaluate", sample_store.path, "--against", SAMPLE, "--pairs", SAMPLE_PAIRS,
+            "--analogies", SAMPLE_ANALOGIES, "--sample", "100"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for fragment in ("reconstruction error", "recall@10", "rescore=4", "sample.pairs.tsv spearman",
+                     "capital-world", "Total accuracy", "378/378"):
+        assert fragment in out, fragment
+    assert main(argv + ["--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["analogies"]["store"]["accuracy"] == 1.0
+    assert data["recall"]["queries"] == 100
+    assert data["pairs"][0]["store"]["used"] == data["pairs"][0]["store"]["pairs"] - \
+        data["pairs"][0]["store"]["oov"]
+
+
+def test_cli_store_only(sample_store, capsys):
+    from embq.cli import main
+
+    assert main(["evaluate", sample_store.path, "--pairs", SAMPLE_PAIRS]) == 0
+    out = capsys.readouterr().out
+    assert "sample.pairs.tsv spearman" in out and "original" not in out
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("cat\tdog\n", "line 1: expected 3 fields"),
+        ("cat\tdog\tvery\n", "line 1: score 'very' is not a finite number"),
+        ("", "no word pairs found"),
+    ],
+)
+def test_cli_bad_pair_file(sample_store, tmp_path, capsys, content, fragment):
+    from embq.cli import main
+
+    bad = _write(tmp_path, "bad.tsv", content)
+    assert main(["evaluate", sample_store.path, "--pairs", bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("embq evaluate: error: ") and bad in err and fragment in err
+    assert "Traceback" not in err
+
+
+def test_cli_bad_analogy_file_and_missing_files(sample_store, tmp_path, capsys):
+    from embq.cli import main
+
+    bad = _write(tmp_path, "bad.txt", ": s\na b c\n")
+    assert main(["evaluate", sample_store.path, "--analogies", bad]) == 2
+    assert "line 2: expected 4 words" in capsys.readouterr().err
+    assert main(["evaluate", sample_store.path, "--pairs", str(tmp_path / "nope.tsv")]) == 2
+    assert "nope.tsv: no such file" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nope.embq")]) == 2
+    assert "nope.embq" in capsys.readouterr().err
+
+
+def test_cli_subprocess(sample_store):
+    proc = subprocess.run(
+        [sys.executable, "-m", "embq", "evaluate", sample_store.path, "--analogies",
+         SAMPLE_ANALOGIES, "--json"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["analogies"]["store"]["answered"] == 378
