@@ -327,7 +327,8 @@ def test_selected_kernels_and_env_override():
     assert set(sel.values()) <= {"avx2", "portable"}
     code = "from embq import _kernels_quant as k; print(k.selected_kernels()['quantize'])"
     env = dict(os.environ, EMBQ_QUANT_KERNEL="portable")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # Import the same embq as this process (the source tree or the installed package).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(_kernels_quant.__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "portable"
