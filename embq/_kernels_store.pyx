@@ -231,9 +231,20 @@ cdef class StoreIndex:
         cdef Py_ssize_t n
         cdef const char* s
         cdef int64_t r = -1
+        cdef uint64_t h
         if self.has_keys:
             s = PyUnicode_AsUTF8AndSize(key, &n)
-            r = self._find(<const uint8_t*>s, n)
+            h = _hash_bytes(<const uint8_t*>s, n)
+            r = self.table[h & self.mask]
+            if 0 <= r < self.n_rows:
+                # The first candidate is almost always the answer: fetch its row while the
+                # key bytes are being checked, so the cache misses overlap.
+                _prefetch(self.offsets + r)
+                _prefetch(self.scales + r)
+                _prefetch(self.zps + r)
+                _prefetch_row(self.codes + r * self.dim, self.dim)
+            r = _probe(self.table, self.mask, self.n_rows, self.offsets, self.blob,
+                       self.blob_len, <const uint8_t*>s, n, h)
         if r < 0:
             if r == _CORRUPT:
                 raise self._corrupt()

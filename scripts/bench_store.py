@@ -75,7 +75,7 @@ def _generate(args) -> tuple[str, str, list[str]]:
             w.append(x[start : start + 100_000], keys[start : start + 100_000])
     print(f"wrote {store_path} in {time.perf_counter() - t:.2f} s "
           f"({os.path.getsize(store_path) / 1e6:.0f} MB)")
-    kv = KeyedVectors(args.dim, count=args.rows)
+    kv = KeyedVectors(args.dim)
     kv.add_vectors(keys, x)
     kv.save(kv_path)
     print(f"wrote {kv_path} (+ .vectors.npy)")

@@ -849,3 +849,33 @@ def test_public_exports():
     assert embq.Store is embq.store.Store
     assert embq.StoreWriter is StoreWriter
     assert "store_lookup" in _kernels_store.selected_kernels()
+
+
+def test_gensim_compat(store):
+    gensim_models = pytest.importorskip("gensim.models")
+    s, x, keys = store
+    ref, _ = _oracle(x)
+    kv = gensim_models.KeyedVectors(x.shape[1])
+    kv.add_vectors(keys, ref)
+    for k in ["w1", "café", "123", 3, np.int64(4)]:
+        np.testing.assert_array_equal(s[k], kv[k])
+        assert s.get_index(k) == kv.get_index(k)
+        np.testing.assert_allclose(s.get_vector(k, norm=True), kv.get_vector(k, norm=True),
+                                   rtol=1e-6, atol=1e-7)
+        assert (k in s) == (k in kv)
+    batch = ["w5", "日本", "w5", "-1"]
+    np.testing.assert_array_equal(s[batch], kv[batch])
+    assert s[batch].shape == kv[batch].shape
+    for probe in ["nope", len(keys), -1, 2.5]:
+        assert (probe in s) == (probe in kv), probe
+    assert s.get_index("nope", -1) == kv.get_index("nope", -1)
+    with pytest.raises(KeyError) as e1:
+        s.get_index("nope")
+    with pytest.raises(KeyError) as e2:
+        kv.get_index("nope")
+    assert str(e1.value) == str(e2.value)
+    with pytest.raises(KeyError) as e3:
+        s["nope"]
+    assert str(e3.value) == str(e2.value)
+    assert list(s.index_to_key) == kv.index_to_key
+    assert dict(s.key_to_index) == kv.key_to_index
