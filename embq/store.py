@@ -709,6 +709,9 @@ def open(path: str | os.PathLike) -> Store:  # noqa: A001 - mirrors h5py.File / 
 class _IndexToKey(Sequence):
     """``store.index_to_key``: the keys in row order, decoded on demand (nothing loaded)."""
 
+    # Keys decoded per block while iterating (bounded memory, few Python calls per key).
+    _ITER_BLOCK = 65536
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -744,7 +747,7 @@ class _IndexToKey(Sequence):
     def __iter__(self) -> Iterator[str]:
         utf8, offsets = self._arrays()
         n = len(self)
-        step = 65536
+        step = self._ITER_BLOCK
         for start in range(0, n, step):
             stop = min(n, start + step)
             o = np.asarray(offsets[start : stop + 1]) - int(offsets[start])

@@ -282,6 +282,13 @@ def test_index_to_key_and_key_to_index(store):
     assert "w0" in repr(itk)
 
 
+def test_index_to_key_iterates_across_blocks(store, monkeypatch):
+    s, _, keys = store
+    monkeypatch.setattr(type(s.index_to_key), "_ITER_BLOCK", 7)
+    assert list(s.index_to_key) == keys
+    assert list(s.key_to_index) == keys
+
+
 def test_closed_store(tmp_path):
     x, keys = _data(5, 3)
     p = tmp_path / "s.h5"
