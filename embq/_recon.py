@@ -10,7 +10,7 @@ Figures (all over the rows seen by :meth:`ReconstructionStats.update`):
   between ``x`` and ``x_hat``.
 
 ``x_hat = (code - zero_point) * scale`` in float32, exactly what ``embq.dequantize`` returns.
-Sums are kept in float64.
+Sums are kept in float64 (by ``embq._kernels_parse.recon_block``, no temporaries).
 """
 
 from __future__ import annotations
@@ -67,43 +67,29 @@ class ReconstructionStats:
         if scales.shape != (b,):
             raise ValueError(f"scales must have shape ({b},), got {scales.shape}")
         if zero_points is None:
-            zp = np.full(b, 128, np.int16)
+            zp = np.full(b, 128, np.uint8)
         else:
-            zp = np.asarray(zero_points).astype(np.int16).reshape(-1)
+            zp = np.asarray(zero_points).reshape(-1)
             if zp.shape != (b,):
                 raise ValueError(f"zero_points must have shape ({b},), got {zp.shape}")
-        # float64 temporaries in slices, so a wide block does not multiply memory use.
-        step = max(1, (4 << 20) // max(1, x.shape[1]))
-        for i in range(0, b, step):
-            self._update(x[i : i + step], codes[i : i + step], scales[i : i + step],
-                         zp[i : i + step])
+        if b == 0:
+            return
+        from embq._kernels_parse import recon_block
 
-    def _update(self, x: np.ndarray, codes: np.ndarray, scales: np.ndarray,
-                zp: np.ndarray) -> None:
-        self.rows += x.shape[0]
-        x64 = x.astype(np.float64)
-        # x_hat exactly as dequantize computes it (float32), then widened.
-        xh = ((codes.astype(np.int16) - zp[:, None]).astype(np.float32)
-              * scales[:, None]).astype(np.float64)
-        diff = x64 - xh
-        pos = scales > 0
-        if pos.any():
-            rel = np.abs(diff[pos]) / scales[pos, None].astype(np.float64)
-            self._elems += rel.size
-            self._sum_abs += float(rel.sum())
-            self._max_abs = max(self._max_abs, float(rel.max()) if rel.size else 0.0)
-        xn = np.sqrt(np.einsum("ij,ij->i", x64, x64))
-        nz = xn > 0
-        if nz.any():
-            dn = np.sqrt(np.einsum("ij,ij->i", diff[nz], diff[nz]))
-            self._sum_rel += float((dn / xn[nz]).sum())
-            self._rel_rows += int(nz.sum())
-            hn = np.sqrt(np.einsum("ij,ij->i", xh, xh))
-            both = nz & (hn > 0)
-            if both.any():
-                dots = np.einsum("ij,ij->i", x64[both], xh[both])
-                self._sum_cos += float((dots / (xn[both] * hn[both])).sum())
-                self._cos_rows += int(both.sum())
+        with np.errstate(over="ignore", invalid="ignore"):
+            x32 = np.ascontiguousarray(x, dtype=np.float32)
+        elems, sab, mx, rel_rows, srel, cos_rows, scos = recon_block(
+            x32, np.ascontiguousarray(codes, dtype=np.uint8),
+            np.ascontiguousarray(scales, dtype=np.float32),
+            np.ascontiguousarray(zp, dtype=np.uint8))
+        self.rows += b
+        self._elems += elems
+        self._sum_abs += sab
+        self._max_abs = max(self._max_abs, mx)
+        self._rel_rows += rel_rows
+        self._sum_rel += srel
+        self._cos_rows += cos_rows
+        self._sum_cos += scos
 
     def result(self) -> dict[str, float]:
         """The figures so far (NaN where no row qualified)."""
