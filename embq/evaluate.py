@@ -46,7 +46,8 @@ __all__ = [
 _ANALOGY_TOPN = 5
 _ANALOGY_K = _ANALOGY_TOPN + 3
 
-_ASCII_WS = " \t\n\r\x0b\x0c"
+# Below this many multiply-adds a batched search runs on one thread (see _StoreVectors.top_k).
+_SMALL_SEARCH_MACS = 32_000_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,6 +395,12 @@ class _StoreVectors:
         search_store = importlib.import_module("embq.search").search_store
         if queries.shape[0] == 0:
             return np.empty((0, min(k, self.n)), np.int64)
+        n_threads = self.n_threads
+        rows = self.n if not restrict else min(restrict, self.n)
+        if n_threads is None and queries.shape[0] * rows * self.dim < _SMALL_SEARCH_MACS:
+            # A few million multiply-adds take about a millisecond on one core; waking an
+            # OpenMP team costs more than that when the cores are busy with other work.
+            n_threads = 1
         _, idx = search_store(
             self.store,
             np.ascontiguousarray(queries, np.float32),
@@ -401,7 +408,7 @@ class _StoreVectors:
             metric="cosine",
             rescore=self.rescore,
             restrict=restrict or None,
-            n_threads=self.n_threads,
+            n_threads=n_threads,
         )
         return np.asarray(idx, np.int64).reshape(queries.shape[0], -1)
 

@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""Benchmark ``embq`` evaluation against gensim, and print what compression loses.
+
+For each embedding file (gensim's real test vectors, the sample in ``data/``, and the sample
+padded with random filler rows to show how the costs grow with the vocabulary):
+
+* analogies: gensim's ``KeyedVectors.evaluate_word_analogies`` on the float vectors versus
+  ``store.evaluate_word_analogies`` on the compressed store (batched int8 search), median of
+  several repeats, the speed ratio, and both accuracies;
+* word pairs: gensim's Spearman on the floats versus the store's;
+* "what you lose": reconstruction error, recall@10 of the int8 search (and with rescore=4)
+  against exact float cosine search, and the pair/analogy differences, from
+  ``embq.compare_with_original``.
+
+Run from the repository root: ``python scripts/bench_evaluate.py [--repeats 5] [--filler N]``.
+Timings include everything each call does (reading the test file, the vocabulary, the searches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import embq  # noqa: E402
+from embq import evaluate as ev  # noqa: E402
+from embq.interop import from_keyed_vectors  # noqa: E402
+
+
+def median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def load_cases(filler: int):
+    from gensim.models import KeyedVectors
+    from gensim.test.utils import datapath
+
+    q = datapath("questions-words.txt")
+    real_pairs = [datapath("wordsim353.tsv"), datapath("simlex999.txt")]
+    sample = os.path.join(ROOT, "data", "sample.w2v.txt")
+    s_pairs = [os.path.join(ROOT, "data", "sample.pairs.tsv")]
+    s_q = os.path.join(ROOT, "data", "sample.analogies.txt")
+    cases = []
+    for name, kw in [
+        ("euclidean_vectors.bin", {"binary": True}),
+        ("lee_fasttext.vec", {}),
+        ("word2vec_pre_kv_c", {}),
+        ("pang_lee_polarity_fasttext.vec", {"unicode_errors": "replace"}),
+    ]:
+        kv = KeyedVectors.load_word2vec_format(datapath(name), **kw)
+        cases.append((name, kv, q, real_pairs))
+    kv = KeyedVectors.load_word2vec_format(sample)
+    cases.append(("data/sample.w2v.txt", kv, s_q, s_pairs))
+    if filler:
+        # The sample's own filler rows are random; more of them make a vocabulary of realistic
+        # size with the same structure, so the per-question search cost shows.
+        rng = np.random.default_rng(7)
+        scale = float(np.std(kv.vectors))
+        extra = (rng.standard_normal((filler, kv.vector_size)) * scale).astype(np.float32)
+        big = KeyedVectors(vector_size=kv.vector_size)
+        big.add_vectors(
+            list(kv.index_to_key) + [f"fill{i:07d}" for i in range(filler)],
+            np.vstack([kv.vectors, extra]),
+        )
+        cases.append((f"sample + {filler:,} random rows", big, s_q, s_pairs))
+    return cases
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=5, help="timing repeats (median reported)")
+    ap.add_argument("--filler", type=int, default=200_000,
+                    help="random rows added to the sample for the large case (0: skip it)")
+    ap.add_argument("--sample", type=int, default=1000, help="rows used as recall queries")
+    args = ap.parse_args(argv)
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+
+    speed_rows = []
+    loss_rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, kv, questions, pairs in load_cases(args.filler):
+            path = os.path.join(tmp, "store.embq")
+            from_keyed_vectors(kv, path, overwrite=True)
+            store = embq.open(path)
+            n, d = kv.vectors.shape
+            reps = args.repeats if n < 50_000 else max(1, min(args.repeats, 3))
+
+            g_score, g_sections = kv.evaluate_word_analogies(questions)
+            s_score, s_sections = store.evaluate_word_analogies(questions)
+            answered = len(g_sections[-1]["correct"]) + len(g_sections[-1]["incorrect"])
+            t_gensim = median_seconds(lambda: kv.evaluate_word_analogies(questions), reps)
+            t_store = median_seconds(lambda: store.evaluate_word_analogies(questions), reps)
+            t_numpy = median_seconds(lambda: ev.evaluate_word_analogies(kv, questions), reps)
+            speed_rows.append((name, f"{n:,}x{d}", answered, t_gensim * 1e3, t_numpy * 1e3,
+                               t_store * 1e3, t_gensim / t_store, g_score, s_score))
+
+            cmp = ev.compare_with_original(store, kv, pairs=pairs, analogies=questions,
+                                           sample=args.sample)
+            rec = cmp["reconstruction"]
+            rc = cmp["recall"]
+            spear = []
+            for entry in cmp["pairs"]:
+                if "spearman" in entry["store"] and "spearman" in entry.get("original", {}):
+                    spear.append((os.path.basename(entry["file"]).split(".")[0],
+                                  entry["original"]["spearman"], entry["store"]["spearman"],
+                                  entry["original"]["used"]))
+            size = os.path.getsize(path)
+            loss_rows.append((name, n * d * 4 / size, rec, rc, spear,
+                              cmp["analogies"]["original"]["accuracy"],
+                              cmp["analogies"]["store"]["accuracy"]))
+            store.close()
+
+    print("Analogy evaluation: gensim evaluate_word_analogies (float) vs embq store "
+          f"(median of {args.repeats}; ms)")
+    print(f"{'file':<34s} {'shape':>12s} {'answered':>8s} {'gensim':>9s} {'numpy':>8s} "
+          f"{'store':>8s} {'speedup':>8s} {'acc float':>9s} {'acc store':>9s}")
+    for r in speed_rows:
+        print(f"{r[0]:<34s} {r[1]:>12s} {r[2]:>8d} {r[3]:>9.1f} {r[4]:>8.1f} {r[5]:>8.1f} "
+              f"{r[6]:>7.1f}x {100 * r[7]:>8.2f}% {100 * r[8]:>8.2f}%")
+    print("  numpy = the same batched code on the float vectors (what --against uses)")
+    print()
+    print("What you lose (store vs the float vectors it was made from)")
+    print(f"{'file':<34s} {'ratio':>6s} {'|x-x^|/s':>9s} {'relL2':>8s} {'cos':>9s} "
+          f"{'R@10':>6s} {'R@10 r4':>7s} {'d acc':>7s}  Spearman float -> store (pairs used)")
+    for name, ratio, rec, rc, spear, acc_f, acc_s in loss_rows:
+        sp = "; ".join(f"{t} {f:.4f}->{s:.4f} ({u})" for t, f, s, u in spear) or "-"
+        print(f"{name:<34s} {ratio:>5.2f}x {rec['error_mean_abs_over_scale']:>9.4f} "
+              f"{rec['error_mean_rel_l2']:>8.5f} {rec['error_mean_cosine']:>9.6f} "
+              f"{rc['recall']:>6.3f} {rc['recall_rescore']:>7.3f} "
+              f"{100 * (acc_s - acc_f):>+6.2f}p  {sp}")
+    print("  ratio = float32 bytes / store file bytes; R@10 = recall@10 against exact float "
+          f"cosine search ({args.sample} rows as queries), r4 = rescore=4; d acc = analogy "
+          "accuracy change in points")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
