@@ -501,3 +501,17 @@ def test_cli_subprocess(sample_store):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["analogies"]["store"]["answered"] == 378
+
+
+def test_keyless_store(tmp_path):
+    import embq
+
+    x = np.random.default_rng(3).normal(size=(50, 8)).astype(np.float32)
+    path = str(tmp_path / "nokeys.embq")
+    embq.save(path, x)
+    with embq.open(path) as store:
+        res = ev.compare_with_original(store, (None, x), sample=20)
+        assert res["recall"]["queries"] == 20 and res["pairs"] == []
+        assert res["reconstruction"]["error_max_abs_over_scale"] <= 0.5 + 1e-3
+        with pytest.raises(ValueError, match="has no keys"):
+            ev.evaluate_word_pairs(store, SAMPLE_PAIRS)
