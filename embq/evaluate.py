@@ -434,8 +434,9 @@ def _vocabulary(backend, restrict_vocab: int | None, case_insensitive: bool):
     """gensim's ``ok_vocab``: word -> row over the first ``restrict_vocab`` rows.
 
     With case folding, each upper-cased form maps to its first (most frequent) row. Also
-    returns ``canon``: for each of those rows, the row its folded form maps to, so "is this
-    candidate one of the question words" becomes an integer comparison.
+    returns the folded keys (None without folding), from which :func:`_canonical_rows` maps a
+    row to the row of its folded form, so "is this candidate one of the question words"
+    becomes an integer comparison.
     """
     limit = backend.n if restrict_vocab is None else max(0, min(int(restrict_vocab), backend.n))
     keys = backend.keys(limit)
@@ -443,11 +444,17 @@ def _vocabulary(backend, restrict_vocab: int | None, case_insensitive: bool):
         folded = list(map(str.upper, keys))
         # Later assignments win, so iterate from the end: the first occurrence is kept.
         vocab = dict(zip(reversed(folded), range(limit - 1, -1, -1)))
-        canon = np.fromiter(map(vocab.__getitem__, folded), np.int64, count=limit)
-    else:
-        vocab = dict(zip(keys, range(limit)))
-        canon = np.arange(limit, dtype=np.int64)
-    return vocab, canon, limit
+        return vocab, folded, limit
+    return dict(zip(keys, range(limit))), None, limit
+
+
+def _canonical_rows(rows: np.ndarray, vocab: dict, folded: list[str] | None) -> np.ndarray:
+    """For each row (negative = none), the first row with the same folded key."""
+    if folded is None:
+        return rows.copy()
+    uniq, inverse = np.unique(rows, return_inverse=True)
+    canon = np.array([vocab[folded[i]] if i >= 0 else -1 for i in uniq.tolist()], np.int64)
+    return canon[inverse].reshape(rows.shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -598,10 +605,11 @@ def _analogy_queries(backend, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np
     return (s64 / norm[:, None]).astype(np.float32)
 
 
-def _predict(cand: np.ndarray, canon: np.ndarray, q: np.ndarray) -> np.ndarray:
+def _predict(cand: np.ndarray, cand_canon: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Folded row of gensim's prediction for each question, -1 when there is none.
 
-    ``cand`` (m, 8): nearest rows, best first; ``q`` (m, 4): folded rows of a, b, c, expected.
+    ``cand`` (m, 8): nearest rows, best first (-1 = none); ``cand_canon``: their folded rows
+    (see :func:`_canonical_rows`); ``q`` (m, 4): folded rows of a, b, c, expected.
     gensim drops the question rows from the 8 candidates, keeps 5, and predicts the first whose
     folded form is not a question word; when all 5 are, the last one stands.
     """
@@ -613,7 +621,7 @@ def _predict(cand: np.ndarray, canon: np.ndarray, q: np.ndarray) -> np.ndarray:
     is_query = (c_safe == q[:, 0:1]) | (c_safe == q[:, 1:2]) | (c_safe == q[:, 2:3])
     keep = valid & ~is_query
     keep &= np.cumsum(keep, axis=1) <= _ANALOGY_TOPN
-    folded = canon[c_safe]
+    folded = cand_canon
     folded_query = (folded == q[:, 0:1]) | (folded == q[:, 1:2]) | (folded == q[:, 2:3])
     good = keep & ~folded_query
     has_good = good.any(axis=1)
@@ -636,9 +644,9 @@ def _evaluate_analogies(
     vocab_canon=None,
 ) -> dict:
     if vocab_canon is None:
-        vocab, canon, limit = _vocabulary(backend, restrict_vocab, case_insensitive)
+        vocab, folded_keys, limit = _vocabulary(backend, restrict_vocab, case_insensitive)
     else:
-        vocab, canon, limit = vocab_canon
+        vocab, folded_keys, limit = vocab_canon
     names = [s[0] for s in sections_in]
     counts = np.array([len(s[1]) // 4 for s in sections_in], np.int64)
     # The words come already upper-cased when case_insensitive (see _parse_analogies).
@@ -651,7 +659,7 @@ def _evaluate_analogies(
     if q.shape[0]:
         queries = _analogy_queries(backend, q[:, 0], q[:, 1], q[:, 2])
         cand = backend.top_k(queries, _ANALOGY_K, limit if restrict_vocab else None)
-        pred = _predict(cand, canon, q)
+        pred = _predict(cand, _canonical_rows(cand, vocab, folded_keys), q)
     search_seconds = time.perf_counter() - t0
     correct = np.zeros(rows.shape[0], bool)
     correct[np.flatnonzero(known)] = pred == q[:, 3]

@@ -267,12 +267,23 @@ def test_predict_follows_gensim_exclusion_rule():
     q = np.array([[0, 1, 2, 5]])
     # nearest: the question rows 1 and 0, then row 9 (folds to question word 2), then row 5.
     cand = np.array([[1, 0, 9, 5, 6, 7, 8, 10]])
-    assert ev._predict(cand, canon, q).tolist() == [5]
+    assert ev._predict(cand, canon[cand], q).tolist() == [5]
     # All five kept candidates fold to question words: the last one stands (gensim's loop).
     cand = np.array([[0, 9, 9, 9, 9, 9, 5, 6]])
-    assert ev._predict(cand, canon, q).tolist() == [2]
+    assert ev._predict(cand, canon[cand], q).tolist() == [2]
     # No candidate at all.
-    assert ev._predict(np.empty((1, 0), np.int64), canon, q).tolist() == [-1]
+    none = np.empty((1, 0), np.int64)
+    assert ev._predict(none, none, q).tolist() == [-1]
+
+
+def test_canonical_rows():
+    keys = ["Paris", "france", "paris", "PARIS", "rome"]
+    vocab, folded, limit = ev._vocabulary(ev._FloatVectors(keys, np.eye(5, 3)), None, True)
+    assert limit == 5 and vocab == {"PARIS": 0, "FRANCE": 1, "ROME": 4}
+    rows = np.array([[3, 2, -1], [4, 0, 1]])
+    assert ev._canonical_rows(rows, vocab, folded).tolist() == [[0, 0, -1], [4, 0, 1]]
+    vocab, folded, _ = ev._vocabulary(ev._FloatVectors(keys, np.eye(5, 3)), None, False)
+    assert folded is None and ev._canonical_rows(rows, vocab, folded).tolist() == rows.tolist()
 
 
 # ------------------------------------------------------------------------------------------
