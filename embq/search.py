@@ -169,7 +169,8 @@ def search(
     n_eff = n if restrict is None else min(_positive_int(restrict, "restrict", allow_zero=True), n)
     qf, single = _check_queries(queries, d)
     threads = effective_n_threads(n_threads)
-    limit = max_exact_dim(zp)
+    # scanning the zero points costs O(n); only needed when the worst case could overflow
+    limit = max_exact_dim(zp) if d > _INT32_MAX // (255 * 127) else d
     if d > limit:
         raise ValueError(
             f"dimension {d} is too large for exact int32 accumulators (at most {limit} with "
@@ -382,3 +383,12 @@ def similar_by_vector(store: Any, vector: Any, topn: int = 10,
         raise ValueError(f"vector must be 1-D (d,), got shape {vec.shape}")
     return most_similar(store, positive=[vec], topn=topn, restrict_vocab=restrict_vocab,
                         rescore=rescore, n_threads=n_threads)
+
+
+# `embq.search` names both this module and, through embq's lazy exports, the function above;
+# `from embq import search` can therefore hand out either. The function carries the module's
+# public helpers as attributes so callers written against the module work in both cases.
+for _name in ("search_store", "most_similar", "most_similar_batch", "similar_by_vector",
+              "selected_kernels", "max_exact_dim"):
+    setattr(search, _name, globals()[_name])
+del _name

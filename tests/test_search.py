@@ -444,3 +444,24 @@ def test_store_search_matches_array_search(sample_store):
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_array_equal(a[0], b[0])
     assert a[1][0, 0] == sample_store.get_index("cat")
+
+
+def test_store_methods_in_a_fresh_process(sample_store):
+    # `embq.search` is both a module and a lazily exported function; the Store's delegating
+    # methods must work whichever one an import hands out first.
+    import subprocess
+    import sys
+
+    code = (
+        "import embq, sys\n"
+        f"s = embq.open({str(sample_store.path)!r})\n"
+        "print(s.search(s['cat'], 2)[1][1], s.most_similar('cat', topn=1)[0][0],\n"
+        "      s.most_similar_batch(['cat'], topn=1)[0][0][0],\n"
+        "      s.similar_by_vector(s['cat'], topn=2)[1][0])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    expected = most_similar(sample_store, "cat", topn=1)[0][0]
+    row = sample_store.get_index(expected)
+    assert proc.stdout.split() == [str(row), expected, expected, expected]
