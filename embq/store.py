@@ -37,7 +37,7 @@ _RESERVED_ATTRS = frozenset(
 )
 
 # Rows per block when copying spooled arrays into the HDF5 file (bounded memory).
-_COPY_BLOCK_BYTES = 64 << 20
+_COPY_BLOCK_BYTES = 8 << 20
 
 _ON_DUPLICATE = ("error", "skip")
 
@@ -1124,36 +1124,35 @@ class Store:
     def search(self, queries, k: int = 10, *, metric: str = "cosine", rescore=None,
                restrict=None, n_threads=None):
         """Top-k rows for each query; see :func:`embq.search.search_store`."""
-        from embq import search as _search
+        from embq.search import search_store
 
-        return _search.search_store(self, queries, k, metric=metric, rescore=rescore,
-                                    restrict=restrict, n_threads=n_threads)
+        return search_store(self, queries, k, metric=metric, rescore=rescore,
+                            restrict=restrict, n_threads=n_threads)
 
     def most_similar(self, positive=None, negative=None, topn: int = 10, restrict_vocab=None):
         """gensim's ``most_similar``; see :func:`embq.search.most_similar`."""
-        from embq import search as _search
+        from embq.search import most_similar
 
-        return _search.most_similar(self, positive=positive, negative=negative, topn=topn,
-                                    restrict_vocab=restrict_vocab)
+        return most_similar(self, positive=positive, negative=negative, topn=topn,
+                            restrict_vocab=restrict_vocab)
 
     def most_similar_batch(self, keys, topn: int = 10, restrict_vocab=None):
         """``most_similar`` for many keys at once; see :func:`embq.search.most_similar_batch`."""
-        from embq import search as _search
+        from embq.search import most_similar_batch
 
-        return _search.most_similar_batch(self, keys, topn=topn, restrict_vocab=restrict_vocab)
+        return most_similar_batch(self, keys, topn=topn, restrict_vocab=restrict_vocab)
 
     def similar_by_vector(self, vector, topn: int = 10, restrict_vocab=None):
         """Nearest keys to a vector; see :func:`embq.search.similar_by_vector`."""
-        from embq import search as _search
+        from embq.search import similar_by_vector
 
-        return _search.similar_by_vector(self, vector, topn=topn, restrict_vocab=restrict_vocab)
+        return similar_by_vector(self, vector, topn=topn, restrict_vocab=restrict_vocab)
 
     def similar_by_key(self, key, topn: int = 10, restrict_vocab=None):
         """Nearest keys to a key (the key itself left out)."""
-        from embq import search as _search
+        from embq.search import most_similar
 
-        return _search.most_similar(self, positive=[key], topn=topn,
-                                    restrict_vocab=restrict_vocab)
+        return most_similar(self, positive=[key], topn=topn, restrict_vocab=restrict_vocab)
 
     similar_by_word = similar_by_key
 
@@ -1161,26 +1160,26 @@ class Store:
                             restrict_vocab: int = 300000, case_insensitive: bool = True,
                             dummy4unknown: bool = False):
         """gensim's ``evaluate_word_pairs``; see :func:`embq.evaluate.evaluate_word_pairs`."""
-        from embq import evaluate as _evaluate
+        from embq.evaluate import evaluate_word_pairs
 
-        return _evaluate.evaluate_word_pairs(
+        return evaluate_word_pairs(
             self, pairs, delimiter=delimiter, encoding=encoding, restrict_vocab=restrict_vocab,
             case_insensitive=case_insensitive, dummy4unknown=dummy4unknown)
 
     def evaluate_word_analogies(self, analogies, restrict_vocab: int = 300000,
                                 case_insensitive: bool = True, dummy4unknown: bool = False):
         """gensim's ``evaluate_word_analogies``; see :func:`embq.evaluate.evaluate_word_analogies`."""
-        from embq import evaluate as _evaluate
+        from embq.evaluate import evaluate_word_analogies
 
-        return _evaluate.evaluate_word_analogies(
+        return evaluate_word_analogies(
             self, analogies, restrict_vocab=restrict_vocab, case_insensitive=case_insensitive,
             dummy4unknown=dummy4unknown)
 
     def to_keyed_vectors(self):
         """A gensim ``KeyedVectors`` holding the dequantized rows; see :mod:`embq.interop`."""
-        from embq import interop as _interop
+        from embq.interop import to_keyed_vectors
 
-        return _interop.to_keyed_vectors(self)
+        return to_keyed_vectors(self)
 
 
 def _missing_key_error(store: Store, key: str) -> KeyError:
