@@ -136,6 +136,25 @@ static inline __m128i embq_zp4(const uint8_t *zp, int64_t r) {
 /* ---------------------------------- AVX-512 VNNI (zmm) ------------------------------------ */
 #define EMBQ_T512 "avx512vnni,avx512f,avx512bw,avx512vl,avx2"
 
+/* Accumulators of rows 0..3 (one query) -> each 128-bit lane holds partial sums [r0 r1 r2 r3]. */
+__attribute__((target(EMBQ_T512)))
+static inline __m512i embq_tr4_512(__m512i a0, __m512i a1, __m512i a2, __m512i a3) {
+    __m512i s01 = _mm512_add_epi32(_mm512_unpacklo_epi32(a0, a1), _mm512_unpackhi_epi32(a0, a1));
+    __m512i s23 = _mm512_add_epi32(_mm512_unpacklo_epi32(a2, a3), _mm512_unpackhi_epi32(a2, a3));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(s01, s23), _mm512_unpackhi_epi64(s01, s23));
+}
+
+/* Four of those (queries 0..3) -> lane i = the 4 row sums of query i. */
+__attribute__((target(EMBQ_T512)))
+static inline __m512i embq_lanesum4_512(__m512i t0, __m512i t1, __m512i t2, __m512i t3) {
+    __m512i u01 = _mm512_add_epi32(_mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512i u23 = _mm512_add_epi32(_mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(u01, u23, _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i32x4(u01, u23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 __attribute__((target(EMBQ_T512)))
 static void embq_dot_avx512vnni(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d,
                                 const uint8_t *zp, const int8_t *q, int64_t ldq,
@@ -183,22 +202,22 @@ static void embq_dot_avx512vnni(const uint8_t *codes, int64_t ldc, int64_t nr, i
             }
 #undef EMBQ_512_STEP
             {
-                __m128i s0 = embq_hsum4_256(embq_fold_512(a00), embq_fold_512(a10),
-                                            embq_fold_512(a20), embq_fold_512(a30));
-                __m128i s1 = embq_hsum4_256(embq_fold_512(a01), embq_fold_512(a11),
-                                            embq_fold_512(a21), embq_fold_512(a31));
-                __m128i s2 = embq_hsum4_256(embq_fold_512(a02), embq_fold_512(a12),
-                                            embq_fold_512(a22), embq_fold_512(a32));
-                __m128i s3 = embq_hsum4_256(embq_fold_512(a03), embq_fold_512(a13),
-                                            embq_fold_512(a23), embq_fold_512(a33));
-                s0 = _mm_sub_epi32(s0, _mm_mullo_epi32(z4, _mm_set1_epi32(sumq[i])));
-                s1 = _mm_sub_epi32(s1, _mm_mullo_epi32(z4, _mm_set1_epi32(sumq[i + 1])));
-                s2 = _mm_sub_epi32(s2, _mm_mullo_epi32(z4, _mm_set1_epi32(sumq[i + 2])));
-                s3 = _mm_sub_epi32(s3, _mm_mullo_epi32(z4, _mm_set1_epi32(sumq[i + 3])));
-                _mm_storeu_si128((__m128i *)(out + i * ldo + r), s0);
-                _mm_storeu_si128((__m128i *)(out + (i + 1) * ldo + r), s1);
-                _mm_storeu_si128((__m128i *)(out + (i + 2) * ldo + r), s2);
-                _mm_storeu_si128((__m128i *)(out + (i + 3) * ldo + r), s3);
+                const __m512i lane_of = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1,
+                                                         0, 0, 0, 0);
+                __m512i v = embq_lanesum4_512(embq_tr4_512(a00, a10, a20, a30),
+                                              embq_tr4_512(a01, a11, a21, a31),
+                                              embq_tr4_512(a02, a12, a22, a32),
+                                              embq_tr4_512(a03, a13, a23, a33));
+                __m512i sq = _mm512_permutexvar_epi32(
+                    lane_of, _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(sumq + i))));
+                v = _mm512_sub_epi32(v, _mm512_mullo_epi32(_mm512_broadcast_i32x4(z4), sq));
+                _mm_storeu_si128((__m128i *)(out + i * ldo + r), _mm512_castsi512_si128(v));
+                _mm_storeu_si128((__m128i *)(out + (i + 1) * ldo + r),
+                                 _mm512_extracti32x4_epi32(v, 1));
+                _mm_storeu_si128((__m128i *)(out + (i + 2) * ldo + r),
+                                 _mm512_extracti32x4_epi32(v, 2));
+                _mm_storeu_si128((__m128i *)(out + (i + 3) * ldo + r),
+                                 _mm512_extracti32x4_epi32(v, 3));
             }
         }
         for (; i < nq; i++) {
