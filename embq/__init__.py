@@ -1,7 +1,10 @@
 """embq: per-row uint8 quantization of embedding matrices, stored in HDF5, searched fast.
 
-The public names are imported lazily, so ``import embq`` stays cheap and a command such as
-``embq info`` does not pay for the search kernels.
+Most public names are imported lazily, so ``import embq`` stays cheap.  ``quantize``,
+``dequantize`` and ``search`` are imported at once because they share their names with the
+submodules ``embq.quantize`` and ``embq.search``: importing a submodule later binds the package
+attribute to the module, so the functions must be bound after the submodules are loaded.  Reach
+the modules themselves with ``from embq.search import ...`` or ``importlib.import_module``.
 """
 
 from __future__ import annotations
@@ -11,22 +14,23 @@ from typing import Any
 
 from embq._version import __version__
 from embq.errors import DuplicateKeyError, FormatError, StoreError
+from embq.quantize import QuantizedRows, dequantize, quantize
+from embq.search import search
 
 _LAZY = {
-    "quantize": "embq.quantize",
-    "dequantize": "embq.quantize",
-    "QuantizedRows": "embq.quantize",
     "save": "embq.store",
     "open": "embq.store",
     "Store": "embq.store",
     "StoreWriter": "embq.store",
-    "search": "embq.search",
     "show_config": "embq._config",
     "from_keyed_vectors": "embq.interop",
     "compare_with_original": "embq.evaluate",
 }
 
-__all__ = sorted([*_LAZY, "__version__", "FormatError", "StoreError", "DuplicateKeyError"])
+__all__ = sorted([
+    *_LAZY, "__version__", "FormatError", "StoreError", "DuplicateKeyError", "QuantizedRows",
+    "dequantize", "quantize", "search",
+])
 
 
 def __getattr__(name: str) -> Any:

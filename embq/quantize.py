@@ -10,8 +10,6 @@ small that ``1 / scale`` would overflow, is in docs/quantization.md and in
 from __future__ import annotations
 
 import operator
-import sys
-import types
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -375,18 +373,3 @@ def row_norms(codes: Any, scales: Any, zero_points: Any = None, *, n_threads: in
     out = np.empty(n, np.float32)
     _kernels_quant.row_norms_into(c, s, z, out, nt)
     return out
-
-
-class _CallableModule(types.ModuleType):
-    """Let ``embq.quantize(x)`` work even when ``embq.quantize`` is this module.
-
-    Importing the submodule (``from embq.quantize import ...``) makes Python bind the package
-    attribute ``embq.quantize`` to the module, hiding the function of the same name that the
-    package exports lazily; calling the module forwards to the function.
-    """
-
-    def __call__(self, matrix: Any, *, n_threads: int | None = None) -> QuantizedRows:
-        return quantize(matrix, n_threads=n_threads)
-
-
-sys.modules[__name__].__class__ = _CallableModule

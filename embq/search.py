@@ -383,12 +383,3 @@ def similar_by_vector(store: Any, vector: Any, topn: int = 10,
         raise ValueError(f"vector must be 1-D (d,), got shape {vec.shape}")
     return most_similar(store, positive=[vec], topn=topn, restrict_vocab=restrict_vocab,
                         rescore=rescore, n_threads=n_threads)
-
-
-# `embq.search` names both this module and, through embq's lazy exports, the function above;
-# `from embq import search` can therefore hand out either. The function carries the module's
-# public helpers as attributes so callers written against the module work in both cases.
-for _name in ("search_store", "most_similar", "most_similar_batch", "similar_by_vector",
-              "selected_kernels", "max_exact_dim"):
-    setattr(search, _name, globals()[_name])
-del _name

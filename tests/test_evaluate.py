@@ -8,6 +8,8 @@ the dequantized vectors (what the int8 search approximates) and against the orig
 
 from __future__ import annotations
 
+import importlib
+
 import json
 import os
 import subprocess
@@ -379,7 +381,7 @@ def test_store_analogies_answer_like_the_dequantized_float_search(euclid):
 
 def test_store_analogies_batched_not_one_query_at_a_time(sample_store, monkeypatch):
     calls = []
-    import embq.search as search_mod
+    search_mod = importlib.import_module("embq.search")
 
     real = search_mod.search_store
 
