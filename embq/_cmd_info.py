@@ -51,10 +51,30 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"path": os.fspath(args.store), **attrs}, indent=2, default=str))
             return 0
-        print(f"{args.store}: embq store, {len(store):,} rows x {store.dim}")
+        n, d = store.shape
         size = os.path.getsize(args.store)
-        print(f"  {'file size':<24s} {_human_bytes(size)}")
+        float_bytes = 4 * n * d
+        keys = "with keys" if store.has_keys else "no keys"
+        print(f"{args.store}: embq store, {n:,} rows x {d} ({keys}), "
+              f"format {attrs.get('format_version')}, {attrs.get('scheme')}")
+        ratio = f" ({float_bytes / size:.2f}x smaller than float32)" if size and float_bytes else ""
+        print(f"  {'file size':<12s} {_human_bytes(size)}{ratio}")
+        if "source_path" in attrs:
+            src_size = attrs.get("source_size")
+            src = f"{attrs['source_path']} ({attrs.get('source_format', '?')}"
+            if src_size:
+                src += f", {_human_bytes(float(src_size))}"
+            print(f"  {'source':<12s} {src})")
+        if "error_mean_abs_over_scale" in attrs:
+            err = (f"|x - x_hat| / scale mean {float(attrs['error_mean_abs_over_scale']):.4f}, "
+                   f"max {float(attrs['error_max_abs_over_scale']):.4f}")
+            if "error_mean_rel_l2" in attrs:
+                err += f"; relative L2 {float(attrs['error_mean_rel_l2']):.5f}"
+            if "error_mean_cosine" in attrs:
+                err += f"; cosine {float(attrs['error_mean_cosine']):.6f}"
+            print(f"  {'error':<12s} {err}")
+        print("  attributes:")
         for name in sorted(attrs):
-            print(f"  {name:<24s} {attrs[name]}")
+            print(f"    {name:<26s} {attrs[name]}")
     sys.stdout.flush()
     return 0

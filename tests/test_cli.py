@@ -1,0 +1,114 @@
+"""The ``embq`` command frame and ``embq info``: exit codes, messages, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import embq
+from embq.cli import main
+
+
+@pytest.fixture()
+def store_path(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "s.h5"
+    embq.save(path, rng.standard_normal((5, 4)).astype(np.float32), ["a", "b", "c", "d", "é"],
+              attrs={"source_path": "x.txt", "source_format": "word2vec", "source_size": 1234,
+                     "error_mean_abs_over_scale": 0.25, "error_max_abs_over_scale": 0.5})
+    return path
+
+
+def test_info_prints_shape_and_attributes(store_path, capsys):
+    assert main(["info", str(store_path)]) == 0
+    out = capsys.readouterr().out
+    assert "5 rows x 4 (with keys)" in out
+    assert "format 1, uint8-per-row-symmetric" in out
+    assert "source       x.txt (word2vec, 1.2 KB)" in out
+    assert "mean 0.2500, max 0.5000" in out
+    assert "embq_version" in out
+
+
+def test_info_json(store_path, capsys):
+    assert main(["info", str(store_path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["n_rows"] == 5 and data["dim"] == 4 and data["format"] == "embq"
+
+
+def test_info_config_names_kernels_openmp_and_threads(capsys):
+    assert main(["info", "--config"]) == 0
+    out = capsys.readouterr().out
+    assert "openmp:" in out and "threads:" in out
+    for kernel in ("quantize", "search_dot", "parse_text", "store_lookup"):
+        assert kernel in out
+
+
+def test_info_config_json_matches_show_config():
+    from embq._config import config
+
+    cfg = config()
+    assert set(cfg["kernels"]) >= {"quantize", "dequantize", "search_dot", "store_lookup"}
+    assert not any(str(v).startswith("unavailable") for v in cfg["kernels"].values())
+    assert cfg["threads"] >= 1
+
+
+def test_info_without_store_or_config_is_an_error(capsys):
+    assert main(["info"]) == 2
+    assert "give a STORE path" in capsys.readouterr().err
+
+
+def test_info_on_a_file_that_is_not_a_store(tmp_path, capsys):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5 at all")
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("embq info: error: ") and str(bad) in err
+    assert "Traceback" not in err
+
+
+def test_info_on_a_missing_file(tmp_path, capsys):
+    missing = tmp_path / "nope.h5"
+    assert main(["info", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "Traceback" not in err
+
+
+def test_unknown_command_exits_2_from_argparse(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["frobnicate"])
+    assert exc.value.code == 2
+
+
+def test_ctrl_c_is_exit_130_without_traceback(monkeypatch, capsys):
+    import embq._cmd_info as info
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(info, "run", interrupted)
+    assert main(["info", "--config"]) == 130
+    assert capsys.readouterr().err.strip() == "embq: interrupted"
+
+
+def test_every_subcommand_is_registered():
+    from embq.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == {"compress", "export", "info", "query", "evaluate"}
+
+
+def test_module_entry_point_runs_in_a_subprocess(store_path):
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(embq.__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    ok = subprocess.run([sys.executable, "-m", "embq", "info", str(store_path)],
+                        capture_output=True, text=True, env=env)
+    assert ok.returncode == 0 and "5 rows x 4" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "embq", "info", str(store_path) + ".missing"],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.startswith("embq info: error:")
