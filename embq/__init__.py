@@ -1,8 +1,8 @@
 """embq: per-row uint8 quantization of embedding matrices, stored in HDF5, searched fast.
 
 Most public names are imported lazily, so ``import embq`` stays cheap.  ``quantize``,
-``dequantize`` and ``search`` are imported at once because they share their names with the
-submodules ``embq.quantize`` and ``embq.search``: importing a submodule later binds the package
+``search``, ``compress`` and ``export`` are imported at once because they share their names with
+submodules: importing a submodule later binds the package
 attribute to the module, so the functions must be bound after the submodules are loaded.  Reach
 the modules themselves with ``from embq.search import ...`` or ``importlib.import_module``.
 """
@@ -14,6 +14,8 @@ from typing import Any
 
 from embq._version import __version__
 from embq.errors import DuplicateKeyError, FormatError, StoreError
+from embq.compress import compress
+from embq.export import export
 from embq.quantize import QuantizedRows, dequantize, quantize
 from embq.search import search
 
@@ -23,13 +25,17 @@ _LAZY = {
     "Store": "embq.store",
     "StoreWriter": "embq.store",
     "show_config": "embq._config",
+    "open_embeddings": "embq.readers",
+    "load_embeddings": "embq.readers",
+    "detect_format": "embq.readers",
+    "to_keyed_vectors": "embq.interop",
     "from_keyed_vectors": "embq.interop",
     "compare_with_original": "embq.evaluate",
 }
 
 __all__ = sorted([
     *_LAZY, "__version__", "FormatError", "StoreError", "DuplicateKeyError", "QuantizedRows",
-    "dequantize", "quantize", "search",
+    "dequantize", "quantize", "search", "compress", "export",
 ])
 
 
