@@ -6,9 +6,9 @@ cdef extern from "_search_simd.h" nogil:
                                  const uint8_t *zp, const int8_t *q, int64_t ldq,
                                  const int32_t *sumq, int64_t nq, int32_t *out,
                                  int64_t ldo) noexcept nogil
-    ctypedef void (*embq_select_fn)(const int32_t *acc, int64_t nr, const float *wr, float wq,
-                                    int64_t row0, float *hv, int64_t *hi,
-                                    int64_t k) noexcept nogil
+    ctypedef void (*embq_select_fn)(const int32_t *acc, int64_t nr, const float *scales,
+                                    const float *norms, float wq, int64_t row0, float *hv,
+                                    int64_t *hi, int64_t k) noexcept nogil
     int EMBQ_DOT_SCALAR
     int EMBQ_DOT_AVX2
     int EMBQ_DOT_AVXVNNI

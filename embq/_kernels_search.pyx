@@ -168,24 +168,18 @@ cdef class _Job:
 
 
 cdef void _scan(_Job job, int64_t r0, int64_t r1, int64_t q0, int64_t q1, float *hv,
-                int64_t *hi, int32_t *acc, float *wr) noexcept nogil:
+                int64_t *hi, int32_t *acc) noexcept nogil:
     """Offer rows [r0, r1) to the heaps of queries [q0, q1) (heap of query q at (q - q0) * k)."""
-    cdef int64_t rb = r0, nr, qb, nq, t, qi, k = job.k
-    cdef float nrm
+    cdef int64_t rb = r0, nr, qb, nq, qi, k = job.k
     cdef const uint8_t *zp
+    cdef const float *nrm
     while rb < r1:
         nr = r1 - rb
         if nr > _ROW_BLOCK:
             nr = _ROW_BLOCK
-        # per-row weight: scale (dot) or scale / norm (cosine; a zero row weighs 0, never NaN)
-        if job.cosine:
-            for t in range(nr):
-                nrm = job.norms[rb + t]
-                wr[t] = job.scales[rb + t] / nrm if nrm > 0 else 0
-        else:
-            for t in range(nr):
-                wr[t] = job.scales[rb + t]
         zp = job.zp + rb if job.zp != NULL else NULL
+        # the selection turns scale (dot) or scale / norm (cosine) into row weights itself
+        nrm = job.norms + rb if job.cosine else NULL
         qb = q0
         while qb < q1:
             nq = q1 - qb
@@ -194,7 +188,7 @@ cdef void _scan(_Job job, int64_t r0, int64_t r1, int64_t q0, int64_t q1, float 
             job.dot(job.codes + rb * job.d, job.d, nr, job.d, zp, job.qp + qb * job.ldq, job.ldq,
                     job.sumq + qb, nq, acc, _ROW_BLOCK)
             for qi in range(nq):
-                job.sel(acc + qi * _ROW_BLOCK, nr, wr, job.wq[qb + qi], rb,
+                job.sel(acc + qi * _ROW_BLOCK, nr, job.scales + rb, nrm, job.wq[qb + qi], rb,
                         hv + (qb - q0 + qi) * k, hi + (qb - q0 + qi) * k, k)
             qb += nq
         rb += nr
@@ -249,9 +243,7 @@ def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norm
         n_threads = 1
     cdef int nt = n_threads
     acc_buf = np.empty((nt, _QUERY_BLOCK * _ROW_BLOCK), dtype=np.int32)
-    wr_buf = np.empty((nt, _ROW_BLOCK), dtype=np.float32)
     cdef int32_t[:, ::1] accb = acc_buf
-    cdef float[:, ::1] wrb = wr_buf
 
     # Rows mode while the per-chunk heaps stay small and there are too few queries to keep every
     # thread busy with whole query blocks; queries mode otherwise.
@@ -273,7 +265,7 @@ def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norm
                 r0 = c * n_rows // nchunks
                 r1 = (c + 1) * n_rows // nchunks
                 embq_heap_init(&hv[c, 0, 0], &hi[c, 0, 0], m * k)
-                _scan(job, r0, r1, 0, m, &hv[c, 0, 0], &hi[c, 0, 0], &accb[tid, 0], &wrb[tid, 0])
+                _scan(job, r0, r1, 0, m, &hv[c, 0, 0], &hi[c, 0, 0], &accb[tid, 0])
         with nogil:
             for q in prange(m, num_threads=nt, schedule="static"):
                 embq_heap_init(&ov[q, 0], &oi[q, 0], k)
@@ -297,7 +289,7 @@ def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norm
                     q1 = m
                 for q in range(q0, q1):
                     embq_heap_init(&ov[q, 0], &oi[q, 0], k)
-                _scan(job, 0, n_rows, q0, q1, &ov[q0, 0], &oi[q0, 0], &accb[tid, 0], &wrb[tid, 0])
+                _scan(job, 0, n_rows, q0, q1, &ov[q0, 0], &oi[q0, 0], &accb[tid, 0])
                 for q in range(q0, q1):
                     embq_heap_sort(&ov[q, 0], &oi[q, 0], k)
     else:

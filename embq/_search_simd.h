@@ -49,8 +49,9 @@
 typedef void (*embq_dot_fn)(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d,
                             const uint8_t *zp, const int8_t *q, int64_t ldq, const int32_t *sumq,
                             int64_t nq, int32_t *out, int64_t ldo);
-typedef void (*embq_select_fn)(const int32_t *acc, int64_t nr, const float *wr, float wq,
-                               int64_t row0, float *hv, int64_t *hi, int64_t k);
+typedef void (*embq_select_fn)(const int32_t *acc, int64_t nr, const float *scales,
+                               const float *norms, float wq, int64_t row0, float *hv, int64_t *hi,
+                               int64_t k);
 
 static inline int embq_cpu_has_avxvnni(void) {
 #if EMBQ_HAVE_X86_DISPATCH
@@ -126,6 +127,14 @@ static inline __m256i embq_fold_512(__m512i a) {
     return _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
 }
 
+/* Ask for the four rows that the next step reads (from `c`, stride ldc, d bytes each). The
+ * hardware prefetcher follows one stream well but restarts at every 4 KiB page; running a group
+ * ahead keeps a single-query scan (memory bound) at the speed of a plain read. */
+static inline void embq_prefetch_rows(const uint8_t *c, int64_t ldc, int64_t d) {
+    int64_t o, last = 3 * ldc + d;
+    for (o = 0; o < last; o += 64) _mm_prefetch((const char *)(c + o), _MM_HINT_T0);
+}
+
 /* zero points of rows r..r+3 as int32 lanes */
 __attribute__((target("avx2")))
 static inline __m128i embq_zp4(const uint8_t *zp, int64_t r) {
@@ -165,6 +174,7 @@ static void embq_dot_avx512vnni(const uint8_t *codes, int64_t ldc, int64_t nr, i
     for (; r + 4 <= nr; r += 4) {
         const uint8_t *c0 = codes + r * ldc, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;
         const __m128i z4 = embq_zp4(zp, r);
+        if (r + 8 <= nr) embq_prefetch_rows(c0 + 4 * ldc, ldc, d);
         i = 0;
         for (; i + 4 <= nq; i += 4) {
             const int8_t *q0 = q + i * ldq, *q1 = q0 + ldq, *q2 = q1 + ldq, *q3 = q2 + ldq;
@@ -283,6 +293,7 @@ static void NAME(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d, const
         const uint8_t *c0 = codes + r * ldc, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;   \
         const __m128i z4 = embq_zp4(zp, r);                                                    \
         const __m128i k128 = _mm_set1_epi32(128);                                              \
+        if (r + 8 <= nr) embq_prefetch_rows(c0 + 4 * ldc, ldc, d);                             \
         (void)k128;                                                                            \
         for (i = 0; i + 2 <= nq; i += 2) {                                                     \
             const int8_t *q0 = q + i * ldq, *q1 = q0 + ldq;                                    \
@@ -420,7 +431,18 @@ static inline void embq_heap_sort(float *hv, int64_t *hi, int64_t k) {
     }
 }
 
-/* Score of (row r, query): (float)acc * (wr[r] * wq), wr = scale (dot) or scale/norm (cosine).
+/* Row weight: the scale (dot, norms NULL) or scale / norm (cosine; a row whose norm is not > 0
+ * weighs 0, so it scores 0, never NaN). Computed where the scores are, so no per-row buffer is
+ * written and read again; IEEE division is correctly rounded, so the SIMD variants below give
+ * the same bits. */
+static inline float embq_row_weight(const float *scales, const float *norms, int64_t r) {
+    float n;
+    if (!norms) return scales[r];
+    n = norms[r];
+    return n > 0 ? scales[r] / n : 0.0f;
+}
+
+/* Score of (row r, query): (float)acc * (w[r] * wq), w from embq_row_weight.
  * Candidates arrive in increasing row order within one heap, so once the root is a real entry
  * (> -inf) a candidate with an equal score has a higher row and loses: `s > root` is exact. */
 static inline void embq_select_one(float s, int64_t row, float *hv, int64_t *hi, int64_t k,
@@ -434,27 +456,34 @@ static inline void embq_select_one(float s, int64_t row, float *hv, int64_t *hi,
     }
 }
 
-static void embq_select_scalar(const int32_t *acc, int64_t nr, const float *wr, float wq,
-                               int64_t row0, float *hv, int64_t *hi, int64_t k) {
+static void embq_select_scalar(const int32_t *acc, int64_t nr, const float *scales,
+                               const float *norms, float wq, int64_t row0, float *hv, int64_t *hi,
+                               int64_t k) {
     float th = hv[0];
     int64_t r;
     for (r = 0; r < nr; r++) {
-        float s = (float)acc[r] * (wr[r] * wq);
+        float s = (float)acc[r] * (embq_row_weight(scales, norms, r) * wq);
         embq_select_one(s, row0 + r, hv, hi, k, &th);
     }
 }
 
 #if EMBQ_HAVE_X86_DISPATCH
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
-static void embq_select_avx512(const int32_t *acc, int64_t nr, const float *wr, float wq,
-                               int64_t row0, float *hv, int64_t *hi, int64_t k) {
+static void embq_select_avx512(const int32_t *acc, int64_t nr, const float *scales,
+                               const float *norms, float wq, int64_t row0, float *hv, int64_t *hi,
+                               int64_t k) {
     float th = hv[0];
     float buf[16];
     const __m512 vq = _mm512_set1_ps(wq);
     int64_t r = 0;
     for (; r + 16 <= nr; r += 16) {
-        __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512((const void *)(acc + r))),
-                                 _mm512_mul_ps(_mm512_loadu_ps(wr + r), vq));
+        __m512 w = _mm512_loadu_ps(scales + r), s;
+        if (norms) {
+            __m512 nv = _mm512_loadu_ps(norms + r);
+            w = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(nv, _mm512_setzero_ps(), _CMP_GT_OQ), w, nv);
+        }
+        s = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512((const void *)(acc + r))),
+                          _mm512_mul_ps(w, vq));
         if (th == -INFINITY) {
             int t;
             _mm512_storeu_ps(buf, s);
@@ -472,23 +501,30 @@ static void embq_select_avx512(const int32_t *acc, int64_t nr, const float *wr, 
         }
     }
     for (; r < nr; r++) {
-        float s = (float)acc[r] * (wr[r] * wq);
+        float s = (float)acc[r] * (embq_row_weight(scales, norms, r) * wq);
         embq_select_one(s, row0 + r, hv, hi, k, &th);
     }
 }
 
 __attribute__((target("avx2")))
-static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *wr, float wq,
-                             int64_t row0, float *hv, int64_t *hi, int64_t k) {
+static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *scales,
+                             const float *norms, float wq, int64_t row0, float *hv, int64_t *hi,
+                             int64_t k) {
     float th = hv[0];
     float buf[8];
     const __m256 vq = _mm256_set1_ps(wq);
     int64_t r = 0;
     for (; r + 8 <= nr; r += 8) {
-        __m256 s = _mm256_mul_ps(
-            _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(acc + r))),
-            _mm256_mul_ps(_mm256_loadu_ps(wr + r), vq));
+        __m256 w = _mm256_loadu_ps(scales + r), s;
         unsigned m;
+        if (norms) {
+            /* lanes with norm <= 0 (or NaN) are masked to +0, as embq_row_weight does */
+            __m256 nv = _mm256_loadu_ps(norms + r);
+            w = _mm256_and_ps(_mm256_cmp_ps(nv, _mm256_setzero_ps(), _CMP_GT_OQ),
+                              _mm256_div_ps(w, nv));
+        }
+        s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(acc + r))),
+                          _mm256_mul_ps(w, vq));
         if (th == -INFINITY) {
             int t;
             _mm256_storeu_ps(buf, s);
@@ -506,7 +542,7 @@ static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *wr, fl
         }
     }
     for (; r < nr; r++) {
-        float s = (float)acc[r] * (wr[r] * wq);
+        float s = (float)acc[r] * (embq_row_weight(scales, norms, r) * wq);
         embq_select_one(s, row0 + r, hv, hi, k, &th);
     }
 }
