@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from embq._utils import human_bytes
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -37,15 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--block-rows", type=int, metavar="N",
                    help="rows per block (default: up to 8192, about 16 MB of floats)")
     p.set_defaults(func=run)
-
-
-def human_bytes(n: float) -> str:
-    """``1234567`` -> ``"1.2 MB"`` (powers of 1000)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} TB"  # pragma: no cover
 
 
 def summary_line(s: dict) -> str:

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embq._cmd_compress import human_bytes
+    from embq._utils import human_bytes
     from embq.export import export
 
     if args.keys is not None and args.format != "npy":

@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+from embq._utils import human_bytes
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,14 +21,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", action="store_true", help="print the build configuration")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} TB"  # pragma: no cover
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,12 +52,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.store}: embq store, {n:,} rows x {d} ({keys}), "
               f"format {attrs.get('format_version')}, {attrs.get('scheme')}")
         ratio = f" ({float_bytes / size:.2f}x smaller than float32)" if size and float_bytes else ""
-        print(f"  {'file size':<12s} {_human_bytes(size)}{ratio}")
+        print(f"  {'file size':<12s} {human_bytes(size)}{ratio}")
         if "source_path" in attrs:
             src_size = attrs.get("source_size")
             src = f"{attrs['source_path']} ({attrs.get('source_format', '?')}"
             if src_size:
-                src += f", {_human_bytes(float(src_size))}"
+                src += f", {human_bytes(float(src_size))}"
             print(f"  {'source':<12s} {src})")
         if "error_mean_abs_over_scale" in attrs:
             err = (f"|x - x_hat| / scale mean {float(attrs['error_mean_abs_over_scale']):.4f}, "

@@ -44,3 +44,11 @@ def test_cpu_features_are_booleans():
     assert all(isinstance(v, bool) for v in feats.values())
     # AVX-512 VNNI implies AVX-512 BW in the dispatch rules.
     assert not feats["avx512vnni"] or feats["avx512bw"]
+
+
+@pytest.mark.parametrize("n, text", [(0, "0 B"), (999, "999 B"), (1000, "1.0 KB"),
+                                     (1_950_113, "2.0 MB"), (2.1e9, "2.1 GB"), (5e15, "5000.0 TB")])
+def test_human_bytes(n, text):
+    from embq._utils import human_bytes
+
+    assert human_bytes(n) == text
