@@ -21,13 +21,15 @@ first rows, and a batched top-k cosine search restricted to the first rows.
 
 from __future__ import annotations
 
+import codecs
 import importlib
 import itertools
 import math
 import os
 import time
+import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -55,11 +57,8 @@ _SMALL_SEARCH_MACS = 32_000_000
 # --------------------------------------------------------------------------------------------
 
 
-def _read_text(path: str | os.PathLike, encoding: str) -> str:
-    """Read a whole text file, turning a decoding failure into a FormatError with the line."""
-    fspath = os.fspath(path)
-    with open(fspath, "rb") as fh:
-        raw = fh.read()
+def _decode(raw: bytes, encoding: str, fspath: str) -> str:
+    """Decode a whole file, turning a decoding failure into a FormatError with the line."""
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -71,6 +70,21 @@ def _read_text(path: str | os.PathLike, encoding: str) -> str:
             line=line,
             offset=exc.start,
         ) from None
+
+
+def _read_text(path: str | os.PathLike, encoding: str) -> str:
+    """Read a whole text file (see :func:`_decode` for decoding errors)."""
+    fspath = os.fspath(path)
+    with open(fspath, "rb") as fh:
+        raw = fh.read()
+    return _decode(raw, encoding, fspath)
+
+
+def _object_array(items: list) -> np.ndarray:
+    """A 1-D object array of ``items`` (fancy indexing then gathers them without a Python loop)."""
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
 
 
 def read_word_pairs(
@@ -154,41 +168,126 @@ def read_word_pairs(
     return words1, words2, np.asarray(scores, np.float64), np.asarray(lines, np.int64)
 
 
-def _split_questions(
-    block: str, first_line: int, fspath: str, fast: bool, fold: bool
-) -> list[str]:
-    """Split the question lines of one section into a flat list of words (4 per question).
+# Python's str.split() separators outside ASCII. The tokenizer kernel splits at the ASCII ones
+# only, so a UTF-8 file holding any of these is parsed by the line-by-line Python code instead.
+_NON_ASCII_SPACE = (
+    "\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
 
-    ``fast`` is True when the file is ASCII with single spaces between words and no tabs,
-    carriage returns, or leading/trailing spaces: then counting spaces per line validates every
-    line and one ``str.split`` produces the words, which is several times faster than splitting
-    line by line (the analogy file has ~20,000 lines and parsing dominates on small models).
-    ``fold`` upper-cases the words (one call per block, not one per word).
+
+class _Questions(NamedTuple):
+    """A parsed analogy file: questions as ids into the file's distinct words.
+
+    The ~20,000 questions of ``questions-words.txt`` use fewer than a thousand distinct words,
+    so words are looked up (and case-folded) once each and questions are handled as an integer
+    array.
     """
-    if fold:
-        block = block.upper()
-    lines = block.split("\n")
-    if fast:
-        counts = list(map(str.count, lines, itertools.repeat(" ")))
-        n_blank = lines.count("")
-        n_three = counts.count(3)
-        if n_blank + n_three == len(lines):
-            words = block.split()
-            if len(words) == 4 * n_three:
-                return words
-    words = []
-    for offset, line in enumerate(lines):
+
+    names: list[str]  # section names
+    lines: list[int]  # 1-based line of each section header
+    counts: np.ndarray  # int64 (sections,): questions per section, in file order
+    words: list[str]  # distinct words, case as in the file, in order of first appearance
+    ids: np.ndarray  # int32 (questions, 4): a, b, c, expected as indices into ``words``
+
+
+def _bad_count_error(line: str, n_words: int, fspath: str, line_no: int) -> FormatError:
+    return FormatError(
+        f"expected 4 words (a b c expected) or a ': section' line, got {n_words} "
+        f"word{'s' if n_words != 1 else ''}: {line.strip()!r}",
+        path=fspath,
+        line=line_no,
+    )
+
+
+def _before_section_error(fspath: str, line_no: int) -> FormatError:
+    return FormatError(
+        "question before the first section line; expected a ': section name' line first",
+        path=fspath,
+        line=line_no,
+    )
+
+
+def _no_questions_error(fspath: str) -> FormatError:
+    return FormatError(
+        "no analogy questions found (the file is empty or has only section lines); "
+        "expected ': section' lines followed by 'a b c expected' lines",
+        path=fspath,
+    )
+
+
+def _section_name(header: str) -> str:
+    # gensim's rule: the name is the header without the leading ': ' characters.
+    return header.lstrip(": ").strip()
+
+
+def _parse_questions_text(text: str, fspath: str) -> _Questions:
+    """Line-by-line parser: any encoding, any whitespace ``str.split()`` knows."""
+    names: list[str] = []
+    lines: list[int] = []
+    counts: list[int] = []
+    intern: dict[str, int] = {}
+    ids: list[int] = []
+    for line_no, line in enumerate(text.split("\n"), 1):
+        if line.startswith(": "):
+            names.append(_section_name(line))
+            lines.append(line_no)
+            counts.append(0)
+            continue
         parts = line.split()
-        if len(parts) == 4:
-            words.extend(parts)
-        elif parts:
-            raise FormatError(
-                f"expected 4 words (a b c expected) or a ': section' line, got {len(parts)} "
-                f"word{'s' if len(parts) != 1 else ''}: {line.strip()!r}",
-                path=fspath,
-                line=first_line + offset,
-            )
-    return words
+        if not parts:
+            continue
+        if not names:
+            raise _before_section_error(fspath, line_no)
+        if len(parts) != 4:
+            raise _bad_count_error(line, len(parts), fspath, line_no)
+        ids.extend(intern.setdefault(w, len(intern)) for w in parts)
+        counts[-1] += 1
+    if not ids:
+        raise _no_questions_error(fspath)
+    return _Questions(
+        names, lines, np.asarray(counts, np.int64), list(intern),
+        np.asarray(ids, np.int32).reshape(-1, 4),
+    )
+
+
+def _parse_questions_bytes(raw: bytes, fspath: str) -> _Questions:
+    """One pass of the tokenizer kernel over UTF-8 bytes (see :mod:`embq._kernels_eval`)."""
+    from embq import _kernels_eval as kern
+
+    res = kern.tokenize_questions(raw)
+    if res["status"] != kern.OK:
+        line_no = int(res["line"])
+        if res["status"] == kern.QUESTION_BEFORE_SECTION:
+            raise _before_section_error(fspath, line_no)
+        line = raw[res["line_start"] : res["line_end"]].decode("utf-8")
+        raise _bad_count_error(line, int(res["n_tokens"]), fspath, line_no)
+    ids = res["ids"]
+    if ids.shape[0] == 0:
+        raise _no_questions_error(fspath)
+    n_words = res["n_words"]
+    # The distinct words arrive as one newline-terminated blob: two calls decode them all.
+    words = res["words"].decode("utf-8").split("\n")[:n_words]
+    hs, he = res["header_start"].tolist(), res["header_end"].tolist()
+    names = [_section_name(raw[s:e].decode("utf-8")) for s, e in zip(hs, he)]
+    first = res["first_question"]
+    counts = np.diff(np.append(first, ids.shape[0])).astype(np.int64)
+    return _Questions(names, res["header_line"].tolist(), counts, words, ids)
+
+
+def _parse_analogies(path: str | os.PathLike, encoding: str = "utf8") -> _Questions:
+    fspath = os.fspath(path)
+    with open(fspath, "rb") as fh:
+        raw = fh.read()
+    if codecs.lookup(encoding).name == "utf-8":
+        if raw.isascii():
+            return _parse_questions_bytes(raw, fspath)
+        text = _decode(raw, encoding, fspath)
+        if not any(ch in text for ch in _NON_ASCII_SPACE):
+            return _parse_questions_bytes(raw, fspath)
+    else:
+        text = _decode(raw, encoding, fspath)
+    return _parse_questions_text(text, fspath)
 
 
 def read_analogies(
@@ -215,60 +314,14 @@ def read_analogies(
         A question before the first section line, a line that is not 4 words, or a file without
         any question; the message names the file and line.
     """
-    return _parse_analogies(path, encoding, fold=False)
-
-
-def _parse_analogies(
-    path: str | os.PathLike, encoding: str, fold: bool
-) -> list[tuple[str, list[str], int]]:
-    fspath = os.fspath(path)
-    text = _read_text(fspath, encoding)
-    # Headers are found with str.find (a handful of them), not by scanning every line.
-    headers: list[int] = [0] if text.startswith(": ") else []
-    pos = text.find("\n: ")
-    while pos != -1:
-        headers.append(pos + 1)
-        pos = text.find("\n: ", pos + 1)
-    preamble = text[: headers[0]] if headers else text
-    if preamble.strip():
-        first_bad = next(
-            i for i, line in enumerate(preamble.split("\n"), 1) if line.strip()
-        )
-        raise FormatError(
-            "question before the first section line; expected a ': section name' line first",
-            path=fspath,
-            line=first_bad,
-        )
-    # With only ' ' and '\n' as whitespace, a line holding exactly 3 spaces splits into at most
-    # 4 words, and into 4 only when it has no leading, trailing or doubled space; so "every
-    # non-blank line has 3 spaces and the block has 4 words per line" validates each line.
-    # (Single-character searches are memchr-fast; a CR/LF file simply takes the slow path.)
-    fast = text.isascii() and not any(
-        ch in text for ch in ("\t", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
-    )
-    sections: list[tuple[str, list[str], int]] = []
-    line_no = preamble.count("\n") + 1
-    n_questions = 0
-    for i, start in enumerate(headers):
-        end = headers[i + 1] if i + 1 < len(headers) else len(text)
-        nl = text.find("\n", start, end)
-        header = text[start:end] if nl == -1 else text[start:nl]
-        # gensim's rule: the name is the header without the leading ': ' characters.
-        name = header.lstrip(": ").strip()
-        body = "" if nl == -1 else text[nl + 1 : end]
-        if body.endswith("\n"):
-            body = body[:-1]
-        words = _split_questions(body, line_no + 1, fspath, fast, fold) if body else []
-        sections.append((name, words, line_no))
-        n_questions += len(words) // 4
-        line_no += text.count("\n", start, end)
-    if n_questions == 0:
-        raise FormatError(
-            "no analogy questions found (the file is empty or has only section lines); "
-            "expected ': section' lines followed by 'a b c expected' lines",
-            path=fspath,
-        )
-    return sections
+    parsed = _parse_analogies(path, encoding)
+    words = _object_array(parsed.words)
+    out = []
+    start = 0
+    for name, line, count in zip(parsed.names, parsed.lines, parsed.counts.tolist()):
+        out.append((name, words[parsed.ids[start : start + count].ravel()].tolist(), line))
+        start += count
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,22 +483,42 @@ def _as_backend(obj: Any, rescore: int | None = None, n_threads: int | None = No
     )
 
 
+# Folded vocabularies of open stores, built once per store (a store is read-only, so its keys
+# never change); weak keys, so closing and dropping a store frees its entry. One entry per store:
+# the restrict_vocab / case_insensitive of the latest call.
+_STORE_VOCABULARIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _vocabulary(backend, restrict_vocab: int | None, case_insensitive: bool):
     """gensim's ``ok_vocab``: word -> row over the first ``restrict_vocab`` rows.
 
     With case folding, each upper-cased form maps to its first (most frequent) row. Also
     returns the folded keys (None without folding), from which :func:`_canonical_rows` maps a
     row to the row of its folded form, so "is this candidate one of the question words"
-    becomes an integer comparison.
+    becomes an integer comparison. For a store the result is cached (callers must not modify
+    it); float vectors can change between calls and are read each time.
     """
     limit = backend.n if restrict_vocab is None else max(0, min(int(restrict_vocab), backend.n))
+    store = backend.store if backend.kind == "store" else None
+    settings = (limit, bool(case_insensitive))
+    if store is not None:
+        hit = _STORE_VOCABULARIES.get(store)
+        if hit is not None and hit[0] == settings:
+            return hit[1]
     keys = backend.keys(limit)
     if case_insensitive:
         folded = list(map(str.upper, keys))
         # Later assignments win, so iterate from the end: the first occurrence is kept.
         vocab = dict(zip(reversed(folded), range(limit - 1, -1, -1)))
-        return vocab, folded, limit
-    return dict(zip(keys, range(limit))), None, limit
+        result = (vocab, folded, limit)
+    else:
+        result = (dict(zip(keys, range(limit))), None, limit)
+    if store is not None:
+        try:
+            _STORE_VOCABULARIES[store] = (settings, result)
+        except TypeError:  # a store-like object that cannot be weakly referenced: no cache
+            pass
+    return result
 
 
 def _canonical_rows(rows: np.ndarray, vocab: dict, folded: list[str] | None) -> np.ndarray:
@@ -637,7 +710,7 @@ def _predict(cand: np.ndarray, cand_canon: np.ndarray, q: np.ndarray) -> np.ndar
 
 def _evaluate_analogies(
     backend,
-    sections_in,
+    questions: _Questions,
     restrict_vocab: int | None,
     case_insensitive: bool,
     dummy4unknown: bool,
@@ -647,11 +720,13 @@ def _evaluate_analogies(
         vocab, folded_keys, limit = _vocabulary(backend, restrict_vocab, case_insensitive)
     else:
         vocab, folded_keys, limit = vocab_canon
-    names = [s[0] for s in sections_in]
-    counts = np.array([len(s[1]) // 4 for s in sections_in], np.int64)
-    # The words come already upper-cased when case_insensitive (see _parse_analogies).
-    words = list(itertools.chain.from_iterable(s[1] for s in sections_in))
-    rows = np.array(list(map(vocab.get, words, itertools.repeat(-1))), np.int64).reshape(-1, 4)
+    # Each distinct word is folded and looked up once; questions are rows of word ids.
+    words = list(map(str.upper, questions.words)) if case_insensitive else questions.words
+    word_rows = np.fromiter(
+        map(vocab.get, words, itertools.repeat(-1)), np.int64, count=len(words)
+    )
+    ids = questions.ids
+    rows = word_rows[ids]
     known = (rows >= 0).all(axis=1)
     q = rows[known]
     t0 = time.perf_counter()
@@ -662,18 +737,26 @@ def _evaluate_analogies(
         pred = _predict(cand, _canonical_rows(cand, vocab, folded_keys), q)
     search_seconds = time.perf_counter() - t0
     correct = np.zeros(rows.shape[0], bool)
-    correct[np.flatnonzero(known)] = pred == q[:, 3]
-    counted = known | dummy4unknown
+    correct[known] = pred == q[:, 3]
+
+    # gensim's lists hold (a, b, c, expected) tuples of the folded words, per section, correct
+    # and incorrect apart, in file order. Order the counted questions by (section, incorrect)
+    # with a stable sort and build all tuples in one go; each list is then a slice.
+    counts = questions.counts
+    n_sec = len(counts)
+    section_of = np.repeat(np.arange(n_sec, dtype=np.int64), counts)
+    counted = np.flatnonzero(known) if not dummy4unknown else np.arange(rows.shape[0])
+    group = 2 * section_of[counted] + ~correct[counted]
+    order = counted[np.argsort(group, kind="stable")]
+    quads = list(map(tuple, _object_array(words)[ids[order]].tolist()))
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(group, minlength=2 * n_sec)))).tolist()
     out_sections = []
-    start = 0
-    for name, count in zip(names, counts):
-        stop = start + int(count)
-        sec = {"section": name, "correct": [], "incorrect": []}
-        for i in np.flatnonzero(counted[start:stop]) + start:
-            quad = tuple(words[4 * i : 4 * i + 4])
-            (sec["correct"] if correct[i] else sec["incorrect"]).append(quad)
-        out_sections.append(sec)
-        start = stop
+    for s, name in enumerate(questions.names):
+        out_sections.append({
+            "section": name,
+            "correct": quads[bounds[2 * s] : bounds[2 * s + 1]],
+            "incorrect": quads[bounds[2 * s + 1] : bounds[2 * s + 2]],
+        })
     total = {
         "section": "Total accuracy",
         "correct": list(itertools.chain.from_iterable(s["correct"] for s in out_sections)),
@@ -741,7 +824,7 @@ def evaluate_word_analogies(
         Malformed analogy file (names file and line).
     """
     backend = _as_backend(store, rescore=rescore, n_threads=n_threads)
-    parsed = _parse_analogies(analogies, "utf8", fold=case_insensitive)
+    parsed = _parse_analogies(analogies, "utf8")
     res = _evaluate_analogies(backend, parsed, restrict_vocab, case_insensitive, dummy4unknown)
     return res["score"], res["sections"]
 
@@ -904,7 +987,7 @@ def evaluate_store(
     # in a pair file fails at once.
     parsed_pairs = [(os.fspath(p), read_word_pairs(p)) for p in pairs]
     parsed_analogies = (
-        _parse_analogies(analogies, "utf8", fold=case_insensitive)
+        _parse_analogies(analogies, "utf8")
         if analogies is not None
         else None
     )
