@@ -12,9 +12,9 @@ recognises (``\\t \\n \\v \\f \\r``, ``\\x1c``-``\\x1f`` and space). Bytes >= 0x
 separators, which makes this exact for ASCII text and for UTF-8 text without non-ASCII
 whitespace characters (the caller checks that).
 
-Speed: a line of up to 63 bytes (all of them in practice) is scanned once into a bit mask of
-its whitespace bytes; its words are then found with bit operations, not byte-by-byte loops
-whose exits the branch predictor keeps missing. Words of up to 16 bytes are hashed and compared
+Speed: a line of up to 63 bytes separated by single spaces (all of them in practice) is scanned
+8 bytes at a time into a bit mask of its spaces; its words are then found with bit operations,
+not byte-by-byte loops whose exits the branch predictor keeps missing. Words of up to 16 bytes are hashed and compared
 as two masked 64-bit words.
 """
 
@@ -38,7 +38,7 @@ cdef enum:
     _BEFORE_SECTION = 1
     _BAD_COUNT = 2
     _NO_MEMORY = 3
-    _FIRST_TABLE = 1024  # initial slots of the intern table (power of two)
+    _FIRST_TABLE = 4096  # initial slots of the intern table (power of two)
     _SHORT_LINE = 63     # longest line scanned into a 64-bit mask (bit 63 stays clear)
 
 cdef extern from *:
@@ -107,6 +107,23 @@ cdef inline uint64_t _mix(uint64_t h) noexcept nogil:
     h *= 0xc4ceb9fe1a85ec53ULL
     h ^= h >> 33
     return h
+
+
+# Byte-parallel tests on a 64-bit word (exact per byte: no carry crosses a byte), and the
+# gather of their per-byte flags (bit 7 of each byte) into an 8-bit mask, bit j = byte j.
+cdef inline uint64_t _eq_bytes(uint64_t x, uint64_t pattern) noexcept nogil:
+    cdef uint64_t y = x ^ pattern
+    cdef uint64_t t = (y & 0x7F7F7F7F7F7F7F7FULL) + 0x7F7F7F7F7F7F7F7FULL
+    return ~(t | y) & 0x8080808080808080ULL
+
+
+cdef inline uint64_t _le_0x20(uint64_t x) noexcept nogil:
+    cdef uint64_t t = (x & 0x7F7F7F7F7F7F7F7FULL) + 0x5F5F5F5F5F5F5F5FULL
+    return ~(t | x) & 0x8080808080808080ULL
+
+
+cdef inline uint64_t _movemask(uint64_t flags) noexcept nogil:
+    return (flags * 0x02040810204081ULL) >> 56
 
 
 cdef struct _Interner:
@@ -179,8 +196,8 @@ cdef inline int32_t _intern(_Interner* t, const uint8_t* base, const uint8_t* en
     t.head[2 * w + 1] = w1
     t.slots[slot] = w
     t.n += 1
-    # Keep the load factor at or below 1/2 so probe runs stay short.
-    if <uint64_t>t.n * 2 > t.mask + 1:
+    # Keep the load factor at or below 1/4 so probe runs stay short.
+    if <uint64_t>t.n * 4 > t.mask + 1:
         if _grow(t) != 0:
             return -1
     return w
@@ -245,11 +262,13 @@ def tokenize_questions(bytes data not None):
     t.n = 0
 
     cdef int status = _OK
-    cdef int64_t pos = 0, eol, i, lim, line_no = 0, nq = 0, nsec = 0
+    cdef int64_t pos = 0, eol, i, line_no = 0, nq = 0, nsec = 0
     cdef int64_t err_line = 0, err_start = 0, err_end = 0
     cdef int64_t tok_s[4]
     cdef int32_t tok_l[4]
-    cdef uint64_t sp, word_bits, first_bits
+    cdef uint64_t sp, word_bits, first_bits, x, nl8, sp8, ct8, keep
+    cdef int64_t off
+    cdef bint fast
     cdef const uint8_t* nl
     cdef int32_t w
     cdef int ntok = 0, k, b
@@ -267,28 +286,41 @@ def tokenize_questions(bytes data not None):
                 hq[nsec] = nq
                 nsec += 1
             else:
-                # Scan up to _SHORT_LINE bytes: bit j of sp = byte pos+j is whitespace.
+                # Scan the line 8 bytes at a time (SWAR) into sp: bit j = byte pos+j is a
+                # space. Lines with other whitespace or control bytes, lines of 64 bytes or
+                # more, and the last few bytes of the file take the byte loop below.
                 sp = 0
-                i = pos
-                lim = pos + _SHORT_LINE
-                if lim > n:
-                    lim = n
-                while i < lim and buf[i] != 10:
-                    sp |= <uint64_t>_SPACE[buf[i]] << (i - pos)
-                    i += 1
-                if i < lim or lim == n:
-                    eol = i
+                off = 0
+                fast = False
+                while n - (pos + off) >= 8 and off <= _SHORT_LINE - 7:
+                    memcpy(&x, buf + pos + off, 8)
+                    nl8 = _movemask(_eq_bytes(x, 0x0A0A0A0A0A0A0A0AULL))
+                    sp8 = _movemask(_eq_bytes(x, 0x2020202020202020ULL))
+                    ct8 = _movemask(_le_0x20(x)) & ~sp8 & ~nl8
+                    if nl8 != 0:
+                        keep = (nl8 & (~nl8 + 1)) - 1  # the bytes before the newline
+                        if ct8 & keep == 0:
+                            sp |= (sp8 & keep) << off
+                            eol = pos + off + _ctz(nl8)
+                            fast = True
+                        break
+                    if ct8 != 0:
+                        break
+                    sp |= sp8 << off
+                    off += 8
+                if fast:
                     word_bits = ~sp & ((<uint64_t>1 << (eol - pos)) - 1)
                     first_bits = word_bits & ~(word_bits << 1)  # first byte of each word
                     ntok = _popcount(first_bits)
                     for k in range(4 if ntok > 4 else ntok):
                         b = _ctz(first_bits)
                         tok_s[k] = pos + b
-                        # bit 63 of word_bits is clear, so the complement has a set bit.
+                        # eol - pos <= 63: bit 63 of word_bits is clear, so ~(word_bits >> b)
+                        # has a set bit.
                         tok_l[k] = _ctz(~(word_bits >> b))
                         first_bits &= first_bits - 1
                 else:
-                    # A long line: plain byte loop (counts every word for the error message).
+                    # Byte by byte (also counts every word, for the error message).
                     nl = <const uint8_t*>memchr(buf + pos, 10, n - pos)
                     eol = n if nl == NULL else nl - buf
                     ntok = 0

@@ -726,9 +726,11 @@ def _evaluate_analogies(
         map(vocab.get, words, itertools.repeat(-1)), np.int64, count=len(words)
     )
     ids = questions.ids
-    rows = word_rows[ids]
-    known = (rows >= 0).all(axis=1)
-    q = rows[known]
+    # A question is known when its 4 words are: gather one byte per word and compare the 4
+    # bytes as one uint32 (several times cheaper than gathering rows and reducing them).
+    word_ok = (word_rows >= 0).astype(np.uint8)
+    known = word_ok[ids].view(np.uint32).ravel() == 0x01010101
+    q = word_rows[ids[known]]
     t0 = time.perf_counter()
     pred = np.empty(0, np.int64)
     if q.shape[0]:
@@ -736,7 +738,8 @@ def _evaluate_analogies(
         cand = backend.top_k(queries, _ANALOGY_K, limit if restrict_vocab else None)
         pred = _predict(cand, _canonical_rows(cand, vocab, folded_keys), q)
     search_seconds = time.perf_counter() - t0
-    correct = np.zeros(rows.shape[0], bool)
+    n_questions = ids.shape[0]
+    correct = np.zeros(n_questions, bool)
     correct[known] = pred == q[:, 3]
 
     # gensim's lists hold (a, b, c, expected) tuples of the folded words, per section, correct
@@ -745,7 +748,7 @@ def _evaluate_analogies(
     counts = questions.counts
     n_sec = len(counts)
     section_of = np.repeat(np.arange(n_sec, dtype=np.int64), counts)
-    counted = np.flatnonzero(known) if not dummy4unknown else np.arange(rows.shape[0])
+    counted = np.flatnonzero(known) if not dummy4unknown else np.arange(n_questions)
     group = 2 * section_of[counted] + ~correct[counted]
     order = counted[np.argsort(group, kind="stable")]
     quads = list(map(tuple, _object_array(words)[ids[order]].tolist()))
@@ -768,7 +771,7 @@ def _evaluate_analogies(
     return {
         "score": score,
         "sections": out_sections,
-        "n_questions": int(rows.shape[0]),
+        "n_questions": int(n_questions),
         "n_oov": int((~known).sum()),
         "search_seconds": search_seconds,
     }
