@@ -408,6 +408,43 @@ class _FloatVectors:
         return out
 
 
+# From this many keys on, a store's keys are read in bulk (see _read_keys_bulk); below it the
+# cost of opening the file with h5py is more than iterating index_to_key saves.
+_BULK_KEYS = 10_000
+
+
+def _read_keys_bulk(path: str, limit: int) -> list[str] | None:
+    """The first ``limit`` keys of a store, decoded in one go from its ``keys/utf8`` blob and
+    ``keys/offsets`` (docs/format.md): the blob is copied once with a newline after each key,
+    then decoded and split by two C-level calls, about 3x faster than decoding key by key.
+
+    Returns None when that trick does not apply (a key containing a newline), so the caller
+    falls back to iterating ``index_to_key``. Offsets that are not a non-decreasing run inside
+    the blob are a corrupt store (StoreError).
+    """
+    import h5py
+
+    from embq.errors import StoreError
+
+    with h5py.File(path, "r") as f:
+        offsets = np.asarray(f["keys/offsets"][: limit + 1], np.int64)
+        utf8 = f["keys/utf8"]
+        size = utf8.shape[0]
+        if offsets.shape != (limit + 1,) or offsets[0] != 0 or offsets[-1] > size or (
+            np.any(offsets[1:] < offsets[:-1])
+        ):
+            raise StoreError(
+                f"key offsets of the first {limit} keys are not a non-decreasing run from 0 "
+                f"within the {size} bytes of 'keys/utf8'",
+                path=path,
+            )
+        blob = utf8[: int(offsets[-1])]
+    if np.any(blob == 10):
+        return None
+    text = np.insert(blob, offsets[1:-1], 10).tobytes().decode("utf-8")
+    return text.split("\n") if limit else []
+
+
 class _StoreVectors:
     """An embq store: dequantized rows for the query words, int8 search for the neighbours."""
 
@@ -425,8 +462,13 @@ class _StoreVectors:
             raise ValueError(
                 f"store {self.store.path} has no keys; word evaluations need a keyed store"
             )
+        limit = min(limit, self.n)
+        if limit >= _BULK_KEYS:
+            keys = _read_keys_bulk(self.store.path, limit)
+            if keys is not None:
+                return keys
         # Iterating decodes the key blob in large chunks, much faster than slicing key by key.
-        return list(itertools.islice(iter(self.store.index_to_key), min(limit, self.n)))
+        return list(itertools.islice(iter(self.store.index_to_key), limit))
 
     def raw_rows(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, np.int64)

@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from embq import evaluate as ev
 from embq.errors import FormatError
@@ -178,6 +180,117 @@ def test_read_analogies_empty(tmp_path, text):
 def test_read_analogies_non_ascii(tmp_path):
     p = _write(tmp_path, "u.txt", ": jp\n日本 東京 france paris\n")
     assert _flat(ev.read_analogies(p)) == [("jp", ["日本", "東京", "france", "paris"])]
+
+
+# The analogy tokenizer kernel against an independent line-by-line reference (gensim's rules:
+# lines end at "\n", ": " starts a section, str.split() finds the words).
+
+
+def _reference_sections(text):
+    sections = []
+    for line_no, line in enumerate(text.split("\n"), 1):
+        if line.startswith(": "):
+            sections.append((line.lstrip(": ").strip(), [], line_no))
+            continue
+        parts = line.split()
+        if not parts:
+            continue
+        if not sections or len(parts) != 4:
+            return ("error", line_no)
+        sections[-1][1].extend(parts)
+    if not any(words for _, words, _ in sections):
+        return ("error", None)
+    return sections
+
+
+def _sections_of(parsed):
+    assert len(set(parsed.words)) == len(parsed.words)  # interned: each word once
+    assert parsed.ids.dtype == np.int32 and parsed.ids.shape[1:] == (4,)
+    out, start = [], 0
+    for name, line, count in zip(parsed.names, parsed.lines, parsed.counts.tolist()):
+        out.append((name, [parsed.words[i] for i in parsed.ids[start:start + count].ravel()],
+                    line))
+        start += count
+    assert start == parsed.ids.shape[0]
+    return out
+
+
+def _parse_or_error(parse, data):
+    try:
+        return _sections_of(parse(data, "q.txt"))
+    except FormatError as exc:
+        return ("error", exc.line)
+
+
+_TOKENS = st.sampled_from([
+    "a", "Athens", "Greece", "baghdad", "12345678", "exactly16bytes!!", "seventeen_bytes_x",
+    "a" * 40, "café", "日本", "東京", "x\x01y", ":", ":x", "ß", "İstanbul", "q" * 9,
+])
+_SEPARATORS = st.sampled_from([" ", " ", " ", "  ", "\t", "\r", "\x0b", "\x0c", "\x1c", "\x1f",
+                               " \t "])
+
+
+@st.composite
+def _analogy_texts(draw):
+    lines = []
+    for _ in range(draw(st.integers(0, 12))):
+        kind = draw(st.sampled_from(["header", "question", "question", "question", "other"]))
+        if kind == "header":
+            lines.append(": " + draw(st.sampled_from(["capital", " spaced  name ", "", "x\r"])))
+            continue
+        n = 4 if kind == "question" else draw(st.integers(0, 6))
+        words = draw(st.lists(_TOKENS, min_size=n, max_size=n))
+        seps = draw(st.lists(_SEPARATORS, min_size=n + 1, max_size=n + 1))
+        lead = seps[0] if draw(st.booleans()) else ""
+        trail = seps[-1] if draw(st.booleans()) else ""
+        body = words[0] + "".join(s + w for s, w in zip(seps[1:], words[1:])) if words else ""
+        lines.append(lead + body + trail)
+    if draw(st.booleans()):
+        lines.insert(0, ": first")
+    return "\n".join(lines) + ("\n" if draw(st.booleans()) else "")
+
+
+@settings(max_examples=400, deadline=None)
+@given(_analogy_texts())
+def test_analogy_tokenizer_matches_reference(text):
+    expected = _reference_sections(text)
+    # The kernel handles every text without non-ASCII whitespace (all of these).
+    assert _parse_or_error(ev._parse_questions_bytes, text.encode("utf8")) == expected
+    assert _parse_or_error(ev._parse_questions_text, text) == expected
+
+
+def test_analogy_tokenizer_long_lines_many_words_and_file_end(tmp_path):
+    # Lines of 63/64+ bytes, words longer than 16 bytes, more distinct words than the kernel's
+    # first intern table holds, and a last line without newline shorter than 8 bytes.
+    rng = np.random.default_rng(5)
+    vocab = [f"w{i}" + "x" * int(rng.integers(0, 30)) for i in range(6000)]
+    lines = [": big"]
+    for i in range(3000):
+        lines.append(" ".join(vocab[j] for j in rng.integers(0, len(vocab), 4)))
+    lines.append(" ".join(["p" * 15] * 4))  # 63 bytes
+    lines.append(" ".join(["p" * 15] * 3 + ["p" * 16]))  # 64 bytes
+    lines.append("a b c d")
+    text = "\n".join(lines)
+    got = ev.read_analogies(_write(tmp_path, "big.txt", text))
+    assert got == _reference_sections(text)
+    assert len(ev._parse_analogies(_write(tmp_path, "big.txt", text)).words) == len(
+        {w for _, words, _ in got for w in words})
+
+
+def test_analogies_non_ascii_whitespace_split_like_python(tmp_path):
+    # U+3000 and U+00A0 separate words for str.split(): the kernel (ASCII separators only) is
+    # not used for such files, and the result is Python's.
+    text = ": s\n日本\u3000東京 a\xa0b\n"
+    p = _write(tmp_path, "ws.txt", text)
+    assert ev.read_analogies(p) == [("s", ["日本", "東京", "a", "b"], 1)]
+
+
+def test_read_analogies_other_encoding(tmp_path):
+    p = _write(tmp_path, "latin.txt", ": s\ncaf\xe9 b c d\n".encode("latin-1"), mode="wb")
+    with pytest.raises(FormatError, match="cannot decode") as info:
+        ev.read_analogies(p)
+    assert info.value.line == 2
+    assert ev.read_analogies(p, encoding="latin-1") == [("s", ["café", "b", "c", "d"], 1)]
 
 
 # ------------------------------------------------------------------------------------------
@@ -377,6 +490,84 @@ def test_store_analogies_answer_like_the_dequantized_float_search(euclid):
     got = ev.evaluate_word_analogies(store, QUESTIONS, rescore=8)
     expected = deq.evaluate_word_analogies(QUESTIONS)
     assert got == expected
+
+
+def test_store_analogies_options_and_vocabulary_cache(euclid):
+    """Every option, in an order that makes the per-store vocabulary cache switch settings
+    and come back: always gensim's answers on the dequantized rows."""
+    _, store = euclid
+    deq = _dequantized_kv(store)
+    for options in OPTIONS + OPTIONS[::-1]:
+        got = ev.evaluate_word_analogies(store, QUESTIONS, rescore=8, **options)
+        assert got == deq.evaluate_word_analogies(QUESTIONS, **options), options
+
+
+def test_vocabulary_cache_per_store(tmp_path, monkeypatch):
+    import gc
+
+    import embq
+
+    keys = ["Paris", "france", "paris", "rome"]
+    path = str(tmp_path / "c.embq")
+    embq.save(path, np.eye(4, 3, dtype=np.float32) + 0.1, keys)
+    store = embq.open(path)
+    reads = []
+    real_keys = ev._StoreVectors.keys
+    monkeypatch.setattr(ev._StoreVectors, "keys",
+                        lambda self, limit: reads.append(limit) or real_keys(self, limit))
+    first = ev._vocabulary(ev._as_backend(store), 300000, True)
+    assert first[0] == {"PARIS": 0, "FRANCE": 1, "ROME": 3} and first[2] == 4
+    assert ev._vocabulary(ev._as_backend(store), 300000, True) is first
+    assert reads == [4]
+    # Other settings are read again (and replace the entry).
+    assert ev._vocabulary(ev._as_backend(store), 2, True)[0] == {"PARIS": 0, "FRANCE": 1}
+    assert ev._vocabulary(ev._as_backend(store), 300000, False)[0] == {
+        "Paris": 0, "france": 1, "paris": 2, "rome": 3}
+    assert reads == [4, 2, 4]
+    # Another store object of the same file has its own entry; a dropped store frees its own.
+    other = embq.open(path)
+    ev._vocabulary(ev._as_backend(other), 300000, True)
+    assert reads == [4, 2, 4, 4]
+    assert store in ev._STORE_VOCABULARIES and other in ev._STORE_VOCABULARIES
+    n = len(ev._STORE_VOCABULARIES)
+    other.close()
+    del other
+    gc.collect()
+    assert len(ev._STORE_VOCABULARIES) == n - 1
+    # A closed store is refused, cache or not.
+    store.close()
+    with pytest.raises(ValueError):
+        ev.evaluate_word_analogies(store, SAMPLE_ANALOGIES)
+
+
+def test_store_keys_bulk_read_equals_iteration(tmp_path, monkeypatch):
+    import h5py
+
+    import embq
+    from embq.errors import StoreError
+
+    keys = ["Paris", "café", "日本", "a b", "x", "東京", "paris"]
+    path = str(tmp_path / "k.embq")
+    embq.save(path, np.ones((len(keys), 3), np.float32), keys)
+    monkeypatch.setattr(ev, "_BULK_KEYS", 0)
+    with embq.open(path) as store:
+        backend = ev._as_backend(store)
+        for limit in range(len(keys) + 2):
+            assert backend.keys(limit) == keys[:limit]
+            assert ev._read_keys_bulk(path, min(limit, len(keys))) == keys[:limit]
+    # A key holding a newline cannot be split out of the blob: iteration takes over.
+    nl_keys = ["a", "b\nc", "d"]
+    nl_path = str(tmp_path / "nl.embq")
+    embq.save(nl_path, np.ones((3, 3), np.float32), nl_keys)
+    assert ev._read_keys_bulk(nl_path, 3) is None
+    with embq.open(nl_path) as store:
+        assert ev._as_backend(store).keys(3) == nl_keys
+    # Offsets running backwards inside the file are reported, not followed.
+    with h5py.File(path, "r+") as f:
+        f["keys/offsets"][2] = 1
+    with pytest.raises(StoreError, match="not a non-decreasing run") as info:
+        ev._read_keys_bulk(path, len(keys))
+    assert info.value.path == path
 
 
 def test_store_analogies_batched_not_one_query_at_a_time(sample_store, monkeypatch):
