@@ -710,9 +710,13 @@ def evaluate_word_pairs(
 def _analogy_queries(backend, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """gensim's 3CosAdd query: unit(unit(b) + unit(c) - unit(a)), summed in float32 in that
     order, normalized in float64, returned as float32."""
-    ua = backend.unit_rows(a)
-    ub = backend.unit_rows(b)
-    uc = backend.unit_rows(c)
+    # The question words repeat a lot: fetch and normalize each distinct row once.
+    uniq, inverse = np.unique(np.concatenate([a, b, c]), return_inverse=True)
+    units = backend.unit_rows(uniq)
+    m = len(a)
+    ua = units[inverse[:m]]
+    ub = units[inverse[m : 2 * m]]
+    uc = units[inverse[2 * m :]]
     s = (ub + uc) - ua
     s64 = s.astype(np.float64)
     norm = np.sqrt(np.einsum("ij,ij->i", s64, s64))
@@ -849,6 +853,8 @@ def evaluate_word_analogies(
         Match words upper-cased (the returned tuples are upper-cased too, as in gensim).
     dummy4unknown : bool, default False
         Count questions with an unknown word as incorrect instead of skipping them.
+        (Building gensim's ``(a, b, c, expected)`` tuples for every question is then most
+        of the cost on small models.)
     rescore : int, optional
         For a store: re-rank ``8 * rescore`` int8 candidates with float scores (see
         :func:`embq.search.search`).
@@ -867,6 +873,12 @@ def evaluate_word_analogies(
     ------
     FormatError
         Malformed analogy file (names file and line).
+
+    Notes
+    -----
+    For a store, the case-folded vocabulary of its first ``restrict_vocab`` keys is built on
+    the first call and kept (for the latest settings) while the store object is alive; the
+    analogy file is read and parsed on every call.
     """
     backend = _as_backend(store, rescore=rescore, n_threads=n_threads)
     parsed = _parse_analogies(analogies, "utf8")
