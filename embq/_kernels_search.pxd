@@ -25,6 +25,10 @@ cdef extern from "_search_simd.h" nogil:
     embq_dot_fn embq_dot_get(int id)
     int embq_select_supported(int id)
     embq_select_fn embq_select_get(int id)
+    void embq_scan1(int dot_id, int sel_id, const uint8_t *codes, int64_t ldc, int64_t nr,
+                    int64_t d, const uint8_t *zp, const int8_t *q, int64_t ldq, int32_t sumq,
+                    const float *scales, const float *norms, float wq, int64_t row0,
+                    float *hv, int64_t *hi, int64_t k)
     void embq_heap_init(float *hv, int64_t *hi, int64_t k)
     void embq_heap_offer(float *hv, int64_t *hi, int64_t k, float v, int64_t i)
     void embq_heap_sort(float *hv, int64_t *hi, int64_t k)

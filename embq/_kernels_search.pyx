@@ -27,7 +27,7 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 from embq._kernels_common cimport embq_openmp_enabled
 from embq._kernels_search cimport (
     EMBQ_DOT_COUNT, EMBQ_QSTRIDE, EMBQ_SEL_COUNT, embq_dot_fn, embq_dot_get, embq_dot_supported,
-    embq_fill_query_tail, embq_heap_init, embq_heap_offer, embq_heap_sort, embq_select_fn,
+    embq_fill_query_tail, embq_heap_init, embq_scan1, embq_heap_offer, embq_heap_sort, embq_select_fn,
     embq_select_get, embq_select_supported,
 )
 
@@ -36,6 +36,8 @@ SELECT_KERNELS = ("scalar", "avx2", "avx512")
 
 DEF _ROW_BLOCK = 256
 DEF _QUERY_BLOCK = 64
+# rows mode merges the per-chunk heaps on one thread below this many entries
+DEF _SERIAL_MERGE = 1 << 16
 
 cdef int _dot_id = 0
 cdef int _sel_id = 0
@@ -165,6 +167,8 @@ cdef class _Job:
     cdef bint cosine
     cdef embq_dot_fn dot
     cdef embq_select_fn sel
+    cdef int dot_id
+    cdef int sel_id
 
 
 cdef void _scan(_Job job, int64_t r0, int64_t r1, int64_t q0, int64_t q1, float *hv,
@@ -192,6 +196,30 @@ cdef void _scan(_Job job, int64_t r0, int64_t r1, int64_t q0, int64_t q1, float 
                         hv + (qb - q0 + qi) * k, hi + (qb - q0 + qi) * k, k)
             qb += nq
         rb += nr
+
+
+cdef void _merge(const float *hv, const int64_t *hi, int64_t nchunks, int64_t m, int64_t k,
+                 int64_t q, float *ov, int64_t *oi) noexcept nogil:
+    """Merge query q's heaps of every chunk (laid out (nchunks, m, k)) into a sorted top-k."""
+    cdef int64_t c, t, base
+    embq_heap_init(ov, oi, k)
+    for c in range(nchunks):
+        base = (c * m + q) * k
+        for t in range(k):
+            embq_heap_offer(ov, oi, k, hv[base + t], hi[base + t])
+    embq_heap_sort(ov, oi, k)
+
+
+cdef void _scan_chunk(_Job job, int64_t r0, int64_t r1, int64_t m, float *hv, int64_t *hi,
+                     int32_t *acc) noexcept nogil:
+    """Rows mode: offer rows [r0, r1) to all m queries' heaps (one query: the fused scan)."""
+    if m == 1:
+        embq_scan1(job.dot_id, job.sel_id, job.codes + r0 * job.d, job.d, r1 - r0, job.d,
+                   job.zp + r0 if job.zp != NULL else NULL, job.qp, job.ldq, job.sumq[0],
+                   job.scales + r0, job.norms + r0 if job.cosine else NULL, job.wq[0], r0,
+                   hv, hi, job.k)
+    else:
+        _scan(job, r0, r1, 0, m, hv, hi, acc)
 
 
 def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
@@ -238,11 +266,15 @@ def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norm
     job.cosine = cosine
     job.dot = embq_dot_get(_dot_id)
     job.sel = embq_select_get(_sel_id)
+    job.dot_id = _dot_id
+    job.sel_id = _sel_id
 
     if not embq_openmp_enabled():
         n_threads = 1
     cdef int nt = n_threads
-    acc_buf = np.empty((nt, _QUERY_BLOCK * _ROW_BLOCK), dtype=np.int32)
+    # one (queries x rows) accumulator block per thread; a block never holds more than
+    # min(m, _QUERY_BLOCK) queries
+    acc_buf = np.empty((nt, min(m, _QUERY_BLOCK) * _ROW_BLOCK), dtype=np.int32)
     cdef int32_t[:, ::1] accb = acc_buf
 
     # Rows mode while the per-chunk heaps stay small and there are too few queries to keep every
@@ -259,20 +291,24 @@ def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norm
         heap_i = np.empty((nchunks, m, k), dtype=np.int64)
         hv = heap_v
         hi = heap_i
+        # a few chunks per thread, handed out dynamically: a thread slowed down by another
+        # process does not hold the others up, and each chunk is still one long stream
         with nogil, parallel(num_threads=nt):
             for c in prange(nchunks, schedule="dynamic"):
                 tid = threadid()
                 r0 = c * n_rows // nchunks
                 r1 = (c + 1) * n_rows // nchunks
                 embq_heap_init(&hv[c, 0, 0], &hi[c, 0, 0], m * k)
-                _scan(job, r0, r1, 0, m, &hv[c, 0, 0], &hi[c, 0, 0], &accb[tid, 0])
-        with nogil:
-            for q in prange(m, num_threads=nt, schedule="static"):
-                embq_heap_init(&ov[q, 0], &oi[q, 0], k)
-                for c in range(nchunks):
-                    for t in range(k):
-                        embq_heap_offer(&ov[q, 0], &oi[q, 0], k, hv[c, q, t], hi[c, q, t])
-                embq_heap_sort(&ov[q, 0], &oi[q, 0], k)
+                _scan_chunk(job, r0, r1, m, &hv[c, 0, 0], &hi[c, 0, 0], &accb[tid, 0])
+        # merging a few small heaps is quicker than waking the threads again
+        if nt > 1 and nchunks * m * k > _SERIAL_MERGE:
+            with nogil:
+                for q in prange(m, num_threads=nt, schedule="static"):
+                    _merge(&hv[0, 0, 0], &hi[0, 0, 0], nchunks, m, k, q, &ov[q, 0], &oi[q, 0])
+        else:
+            with nogil:
+                for q in range(m):
+                    _merge(&hv[0, 0, 0], &hi[0, 0, 0], nchunks, m, k, q, &ov[q, 0], &oi[q, 0])
     elif mode == "queries":
         # blocks of a multiple of 4 queries (the micro-kernel's width), at least one per thread
         qbs = (m + nt - 1) // nt

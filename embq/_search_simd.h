@@ -34,6 +34,9 @@
 #define EMBQ_QPAD(d) ((((d) + 63) / 64) * 64)
 #define EMBQ_QSTRIDE(d) (EMBQ_QPAD(d) + 64)
 
+/* Rows scored per step of the single-query scan (embq_scan1). */
+#define EMBQ_SCAN1_BLOCK 256
+
 /* Dot-product variant ids (also the order of preference, best last). */
 #define EMBQ_DOT_SCALAR 0
 #define EMBQ_DOT_AVX2 1
@@ -546,6 +549,57 @@ static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *scales
         embq_select_one(s, row0 + r, hv, hi, k, &th);
     }
 }
+/* One query against rows [0, nr), fused: AVX-512 VNNI dot products of four rows per step, the
+ * next four rows prefetched (across block boundaries too, so the stream never stalls), and every
+ * EMBQ_SCAN1_BLOCK rows scored and offered to the heap (hv, hi, k) by embq_select_avx512. Same
+ * arithmetic as embq_dot_avx512vnni followed by embq_select_avx512, so the same bits. This is the
+ * single-query path, bound by memory bandwidth; keeping it one tight loop per thread brings it to
+ * the speed of a plain read of the codes. */
+__attribute__((target(EMBQ_T512)))
+static void embq_scan1_avx512vnni(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d,
+                                  const uint8_t *zp, const int8_t *q, int64_t ldq, int32_t sumq,
+                                  const float *scales, const float *norms, float wq, int64_t row0,
+                                  float *hv, int64_t *hi, int64_t k) {
+    const int64_t dfull = (d / 64) * 64, rem = d - dfull;
+    const __mmask64 tm = rem ? (((__mmask64)1) << rem) - 1 : 0;
+    const __m128i sq4 = _mm_set1_epi32(sumq);
+    int32_t acc[EMBQ_SCAN1_BLOCK];
+    int64_t rb, r, j;
+    for (rb = 0; rb < nr; rb += EMBQ_SCAN1_BLOCK) {
+        const int64_t nb = nr - rb < EMBQ_SCAN1_BLOCK ? nr - rb : EMBQ_SCAN1_BLOCK;
+        for (r = 0; r + 4 <= nb; r += 4) {
+            const int64_t g = rb + r;
+            const uint8_t *c0 = codes + g * ldc, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;
+            __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, y;
+            __m128i s;
+            if (g + 8 <= nr) embq_prefetch_rows(c0 + 4 * ldc, ldc, d);
+            for (j = 0; j < dfull; j += 64) {
+                y = _mm512_loadu_si512((const void *)(q + j));
+                a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512((const void *)(c0 + j)), y);
+                a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512((const void *)(c1 + j)), y);
+                a2 = _mm512_dpbusd_epi32(a2, _mm512_loadu_si512((const void *)(c2 + j)), y);
+                a3 = _mm512_dpbusd_epi32(a3, _mm512_loadu_si512((const void *)(c3 + j)), y);
+            }
+            if (rem) {
+                y = _mm512_loadu_si512((const void *)(q + dfull));
+                a0 = _mm512_dpbusd_epi32(a0, _mm512_maskz_loadu_epi8(tm, c0 + dfull), y);
+                a1 = _mm512_dpbusd_epi32(a1, _mm512_maskz_loadu_epi8(tm, c1 + dfull), y);
+                a2 = _mm512_dpbusd_epi32(a2, _mm512_maskz_loadu_epi8(tm, c2 + dfull), y);
+                a3 = _mm512_dpbusd_epi32(a3, _mm512_maskz_loadu_epi8(tm, c3 + dfull), y);
+            }
+            s = embq_hsum4_256(embq_fold_512(a0), embq_fold_512(a1), embq_fold_512(a2),
+                               embq_fold_512(a3));
+            s = _mm_sub_epi32(s, _mm_mullo_epi32(embq_zp4(zp, g), sq4));
+            _mm_storeu_si128((__m128i *)(acc + r), s);
+        }
+        if (r < nb)
+            embq_dot_avx512vnni(codes + (rb + r) * ldc, ldc, nb - r, d, zp ? zp + rb + r : NULL,
+                                q, ldq, &sumq, 1, acc + r, EMBQ_SCAN1_BLOCK);
+        embq_select_avx512(acc, nb, scales + rb, norms ? norms + rb : NULL, wq, row0 + rb, hv, hi,
+                           k);
+    }
+}
+
 #endif
 
 /* ------------------------------------------------------------------------------------------ */
@@ -594,6 +648,34 @@ static inline embq_select_fn embq_select_get(int id) {
     case EMBQ_SEL_AVX512: return embq_select_avx512;
 #endif
     default: return embq_select_scalar;
+    }
+}
+
+/* One query (packed at q, sum sumq) against rows [0, nr) of codes, offered to one heap: the
+ * fused AVX-512 loop when both selected variants are the AVX-512 ones, otherwise the selected
+ * dot and select variants block by block. row0 is the index of the first row (heap labels). */
+static void embq_scan1(int dot_id, int sel_id, const uint8_t *codes, int64_t ldc, int64_t nr,
+                       int64_t d, const uint8_t *zp, const int8_t *q, int64_t ldq, int32_t sumq,
+                       const float *scales, const float *norms, float wq, int64_t row0,
+                       float *hv, int64_t *hi, int64_t k) {
+    embq_dot_fn dot;
+    embq_select_fn sel;
+    int32_t acc[EMBQ_SCAN1_BLOCK];
+    int64_t rb;
+#if EMBQ_HAVE_X86_DISPATCH
+    if (dot_id == EMBQ_DOT_AVX512VNNI && sel_id == EMBQ_SEL_AVX512) {
+        embq_scan1_avx512vnni(codes, ldc, nr, d, zp, q, ldq, sumq, scales, norms, wq, row0, hv,
+                              hi, k);
+        return;
+    }
+#endif
+    dot = embq_dot_get(dot_id);
+    sel = embq_select_get(sel_id);
+    for (rb = 0; rb < nr; rb += EMBQ_SCAN1_BLOCK) {
+        const int64_t nb = nr - rb < EMBQ_SCAN1_BLOCK ? nr - rb : EMBQ_SCAN1_BLOCK;
+        dot(codes + rb * ldc, ldc, nb, d, zp ? zp + rb : NULL, q, ldq, &sumq, 1, acc,
+            EMBQ_SCAN1_BLOCK);
+        sel(acc, nb, scales + rb, norms ? norms + rb : NULL, wq, row0 + rb, hv, hi, k);
     }
 }
 

@@ -26,6 +26,19 @@ __all__ = ["search", "search_store", "most_similar", "most_similar_batch", "simi
 
 _METRICS = ("cosine", "dot")
 _INT32_MAX = 2**31 - 1
+# Below this many multiply-adds (rows x dim x queries) a search runs on one thread: waking a
+# second thread and joining it costs more than it saves, and on a machine whose other cores are
+# busy a parallel region can wait milliseconds for a core. The results do not depend on it.
+_SERIAL_MACS = 1 << 22
+# Quantizing the queries themselves is threaded only past this many values.
+_SERIAL_QUERY_VALUES = 1 << 20
+
+
+def _plan_threads(threads: int, n_rows: int, d: int, m: int) -> int:
+    """Threads to use for a search of ``m`` queries over ``n_rows`` rows of dimension ``d``."""
+    if threads > 1 and n_rows * max(d, 1) * m < _SERIAL_MACS:
+        return 1
+    return threads
 
 
 def _kernels():
@@ -168,7 +181,7 @@ def search(
         rescore = _positive_int(rescore, "rescore")
     n_eff = n if restrict is None else min(_positive_int(restrict, "restrict", allow_zero=True), n)
     qf, single = _check_queries(queries, d)
-    threads = effective_n_threads(n_threads)
+    threads = _plan_threads(effective_n_threads(n_threads), n_eff, d, qf.shape[0])
     # scanning the zero points costs O(n); only needed when the worst case could overflow
     limit = max_exact_dim(zp) if d > _INT32_MAX // (255 * 127) else d
     if d > limit:
@@ -198,6 +211,8 @@ def search(
 def _quantize_queries(qf: np.ndarray, metric: str, threads: int) -> tuple[np.ndarray, np.ndarray]:
     from embq.quantize import quantize, row_norms
 
+    if qf.size < _SERIAL_QUERY_VALUES:
+        threads = 1
     qc, qs, qz = quantize(qf, n_threads=threads)
     qint = (qc.astype(np.int16) - 128).astype(np.int8)
     qs = np.asarray(qs, dtype=np.float32)
@@ -220,11 +235,11 @@ def _search_checked(codes, scales, zp, norms, n_eff, qf, k, metric, rescore, thr
     scores, rows = _kernels().topk(codes, scales, zp, norms, n_eff, qint, wq, kc,
                                    metric == "cosine", threads, mode)
     if rescore:
-        scores, rows = _rescore(codes, scales, zp, qf, rows, kk, metric)
+        scores, rows = _rescore(codes, scales, zp, qf, rows, kk, metric, threads)
     return scores, rows
 
 
-def _rescore(codes, scales, zp, qf, cand, kk, metric):
+def _rescore(codes, scales, zp, qf, cand, kk, metric, threads=1):
     """Re-rank candidate rows (m, c) by the float query against the dequantized rows."""
     from embq.quantize import dequantize
 
@@ -239,7 +254,8 @@ def _rescore(codes, scales, zp, qf, cand, kk, metric):
         # gather in increasing row order (kind to memory maps), then restore
         order = np.argsort(rows, kind="stable")
         x = np.empty((rows.size, d), np.float32)
-        x[order] = dequantize(codes, scales, zp, rows=rows[order])
+        x[order] = dequantize(codes, scales, zp, rows=rows[order],
+                              n_threads=threads if rows.size * d >= _SERIAL_MACS else 1)
         x = x.reshape(b - a, c, d).astype(np.float64)
         q = qf[a:b].astype(np.float64)
         s = np.einsum("icd,id->ic", x, q)

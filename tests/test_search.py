@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -140,6 +141,62 @@ def test_every_kernel_variant_matches_oracle(dot, select):
         q = np.random.default_rng(d).standard_normal((m, d)).astype(np.float32)
         for metric in ("cosine", "dot"):
             check(codes, scales, zp, norms, q, k, metric)
+
+
+@pytest.mark.parametrize("dot", DOT_KERNELS)
+@pytest.mark.parametrize("select", SELECT_KERNELS)
+def test_single_query_scan_every_variant_matches_oracle(dot, select):
+    # one query goes through the fused row scan: chunks per thread, blocks of 256 rows, groups of
+    # four rows with a tail, rows prefetched up to the last one
+    ks.set_kernels(dot=dot, select=select)
+    for n, d in [(1543, 300), (1031, 64), (517, 33), (9, 130), (3, 5)]:
+        codes, scales, zp, norms = make(n, d, seed=n, dup=True, zero_rows=True,
+                                        zp_random=n % 2 == 1)
+        q = np.random.default_rng(d).standard_normal((1, d)).astype(np.float32)
+        for metric in ("cosine", "dot"):
+            for threads in (1, 2):
+                for restrict in (None, n - 2):
+                    n_eff = n if restrict is None else restrict
+                    got_s, got_i = _search_checked(
+                        codes, scales, zp, norms if metric == "cosine" else None, n_eff, q, 10,
+                        metric, None, threads, "rows")
+                    exp_s, exp_i = oracle(codes, scales, zp, norms, q, 10, metric, restrict)
+                    np.testing.assert_array_equal(got_i, exp_i)
+                    np.testing.assert_array_equal(got_s, exp_s)
+
+
+def test_small_searches_run_on_one_thread_with_the_same_results(monkeypatch):
+    search_mod = sys.modules["embq.search"]
+    assert search_mod._plan_threads(2, 1000, 300, 1) == 1
+    assert search_mod._plan_threads(2, 1_000_000, 300, 1) == 2
+    assert search_mod._plan_threads(2, 2000, 300, 1000) == 2
+    assert search_mod._plan_threads(1, 1_000_000, 300, 1000) == 1
+
+    used = []
+    real_topk = ks.topk
+
+    def recording_topk(*args, **kwargs):
+        used.append(args[9])    # n_threads
+        return real_topk(*args, **kwargs)
+
+    monkeypatch.setattr(ks, "topk", recording_topk)
+    codes, scales, zp, norms = make(3000, 100, seed=5, dup=True, zero_rows=True)
+    q = np.random.default_rng(6).standard_normal((5, 100)).astype(np.float32)
+    for metric in ("cosine", "dot"):
+        used.clear()
+        auto = search(codes, scales, q, 10, zero_points=zp, norms=norms, metric=metric,
+                      n_threads=2)
+        assert used == [1]
+        with monkeypatch.context() as mp:
+            mp.setattr(search_mod, "_SERIAL_MACS", 0)
+            used.clear()
+            threaded = search(codes, scales, q, 10, zero_points=zp, norms=norms, metric=metric,
+                              n_threads=2)
+            assert used == [2]
+        exp_s, exp_i = oracle(codes, scales, zp, norms, q, 10, metric)
+        for got_s, got_i in (auto, threaded):
+            np.testing.assert_array_equal(got_i, exp_i)
+            np.testing.assert_array_equal(got_s, exp_s)
 
 
 @settings(max_examples=60, deadline=None)
