@@ -9,7 +9,6 @@ the dequantized vectors (what the int8 search approximates) and against the orig
 from __future__ import annotations
 
 import importlib
-
 import json
 import os
 import subprocess
