@@ -22,6 +22,7 @@ import numpy as np
 
 cimport cython
 from cython.parallel cimport parallel, prange, threadid
+from libc.math cimport sqrt
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 
 from embq._kernels_common cimport embq_openmp_enabled
@@ -129,6 +130,48 @@ def pack_queries(const int8_t[:, ::1] qint):
     return out
 
 
+@cython.cdivision(True)
+def prepare_queries(const uint8_t[:, ::1] qc, const float[::1] qs, bint cosine):
+    """Turn quantized queries (codes around 128, scales) into what :func:`topk` reads.
+
+    Returns ``(packed, sumq, wq)``: the int8 values ``code - 128`` in the padded layout of
+    :func:`pack_queries`, their int32 sums, and each query's weight: its scale (dot) or
+    ``scale / norm`` (cosine), with the norm defined as :func:`embq.quantize.row_norms` defines
+    it, ``float32(float64(scale) * sqrt(float64(sum (code - 128)**2)))``, and weight 0 for a zero
+    norm. One pass in C instead of a chain of small numpy calls, which matters when one query
+    is searched at a time.
+    """
+    cdef int64_t m = qc.shape[0], d = qc.shape[1], ld = EMBQ_QSTRIDE(d), i, j
+    cdef int64_t ss
+    cdef int32_t s, v
+    cdef float nrm
+    if qs.shape[0] != m:
+        raise ValueError(f"qs must have shape ({m},), got ({qs.shape[0]},)")
+    packed = np.zeros((m, ld), dtype=np.int8)
+    sumq = np.empty(m, dtype=np.int32)
+    wq = np.empty(m, dtype=np.float32)
+    cdef int8_t[:, ::1] o = packed
+    cdef int32_t[::1] sq = sumq
+    cdef float[::1] w = wq
+    with nogil:
+        for i in range(m):
+            s = 0
+            ss = 0
+            for j in range(d):
+                v = <int32_t>qc[i, j] - 128
+                o[i, j] = <int8_t>v
+                s = s + v
+                ss = ss + v * v
+            embq_fill_query_tail(&o[i, 0], d)
+            sq[i] = s
+            if cosine:
+                nrm = <float>(<double>qs[i] * sqrt(<double>ss))
+                w[i] = qs[i] / nrm if nrm > 0 else 0
+            else:
+                w[i] = qs[i]
+    return packed, sumq, wq
+
+
 def raw_acc(const uint8_t[:, ::1] codes, zero_points, const int8_t[:, ::1] qint):
     """Return the exact int32 accumulators ``(m, n)`` with the selected dot kernel (small inputs)."""
     cdef int64_t n = codes.shape[0], d = codes.shape[1], m = qint.shape[0]
@@ -223,15 +266,16 @@ cdef void _scan_chunk(_Job job, int64_t r0, int64_t r1, int64_t m, float *hv, in
 
 
 def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
-         int64_t n_rows, const int8_t[:, ::1] qint, const float[::1] wq, int64_t k,
-         bint cosine, int n_threads, str mode="auto"):
+         int64_t n_rows, const int8_t[:, ::1] qp, const int32_t[::1] sq,
+         const float[::1] wq, int64_t k, bint cosine, int n_threads, str mode="auto"):
     """Top-k rows of ``codes[:n_rows]`` for each query; returns (scores (m, k), rows (m, k)).
 
-    The caller guarantees: 1 <= k <= n_rows <= len(codes), len(scales) (and norms, zero points)
-    >= n_rows, norms given when ``cosine``, ``qint`` values within [-127, 127], d small enough for
-    int32 accumulators, n_threads >= 1.
+    ``qp``, ``sq``, ``wq`` are the packed queries, their sums and weights from
+    :func:`prepare_queries`. The caller guarantees: 1 <= k <= n_rows <= len(codes), len(scales)
+    (and norms, zero points) >= n_rows, norms given when ``cosine``, query values within
+    [-127, 127], d small enough for int32 accumulators, n_threads >= 1.
     """
-    cdef int64_t m = qint.shape[0], d = codes.shape[1]
+    cdef int64_t m = qp.shape[0], d = codes.shape[1]
     cdef int64_t nchunks, c, q, t, b, nqb, qbs, r0, r1, q0, q1, tid
     cdef _Job job = _Job()
     cdef const uint8_t[::1] zpv
@@ -240,13 +284,13 @@ def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norm
     out_i = np.empty((m, k), dtype=np.int64)
     cdef float[:, ::1] ov = out_v
     cdef int64_t[:, ::1] oi = out_i
+    if qp.shape[1] != EMBQ_QSTRIDE(d) or sq.shape[0] != m or wq.shape[0] != m:
+        raise ValueError(
+            f"packed queries must have shape ({m}, {EMBQ_QSTRIDE(d)}) with {m} sums and weights, "
+            f"got ({qp.shape[0]}, {qp.shape[1]}), {sq.shape[0]}, {wq.shape[0]}")
     if m == 0:
         return out_v, out_i
 
-    qpack = pack_queries(qint)
-    sumq = np.asarray(qint, dtype=np.int32).sum(axis=1, dtype=np.int32)
-    cdef const int8_t[:, ::1] qp = qpack
-    cdef const int32_t[::1] sq = sumq
     job.codes = &codes[0, 0]
     job.scales = &scales[0]
     job.zp = NULL

@@ -36,6 +36,10 @@
 
 /* Rows scored per step of the single-query scan (embq_scan1). */
 #define EMBQ_SCAN1_BLOCK 256
+/* How many rows ahead the single-query scan prefetches (a multiple of 4). */
+#ifndef EMBQ_SCAN1_AHEAD
+#define EMBQ_SCAN1_AHEAD 4
+#endif
 
 /* Dot-product variant ids (also the order of preference, best last). */
 #define EMBQ_DOT_SCALAR 0
@@ -572,7 +576,8 @@ static void embq_scan1_avx512vnni(const uint8_t *codes, int64_t ldc, int64_t nr,
             const uint8_t *c0 = codes + g * ldc, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;
             __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, y;
             __m128i s;
-            if (g + 8 <= nr) embq_prefetch_rows(c0 + 4 * ldc, ldc, d);
+            if (g + EMBQ_SCAN1_AHEAD + 4 <= nr)
+                embq_prefetch_rows(c0 + EMBQ_SCAN1_AHEAD * ldc, ldc, d);
             for (j = 0; j < dfull; j += 64) {
                 y = _mm512_loadu_si512((const void *)(q + j));
                 a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512((const void *)(c0 + j)), y);

@@ -208,20 +208,15 @@ def search(
     return scores, rows
 
 
-def _quantize_queries(qf: np.ndarray, metric: str, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    from embq.quantize import quantize, row_norms
+def _quantize_queries(qf: np.ndarray, metric: str,
+                      threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Quantize float queries like rows; return (packed int8, int32 sums, float32 weights)."""
+    from embq.quantize import quantize
 
     if qf.size < _SERIAL_QUERY_VALUES:
         threads = 1
-    qc, qs, qz = quantize(qf, n_threads=threads)
-    qint = (qc.astype(np.int16) - 128).astype(np.int8)
-    qs = np.asarray(qs, dtype=np.float32)
-    if metric == "dot":
-        return qint, np.ascontiguousarray(qs)
-    qn = np.asarray(row_norms(qc, qs, qz, n_threads=threads), dtype=np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        wq = np.where(qn > 0, qs / qn, np.float32(0)).astype(np.float32)
-    return qint, wq
+    qc, qs, _ = quantize(qf, n_threads=threads)   # symmetric: every zero point is 128
+    return _kernels().prepare_queries(qc, np.asarray(qs, dtype=np.float32), metric == "cosine")
 
 
 def _search_checked(codes, scales, zp, norms, n_eff, qf, k, metric, rescore, threads,
@@ -231,8 +226,8 @@ def _search_checked(codes, scales, zp, norms, n_eff, qf, k, metric, rescore, thr
     if kk == 0 or m == 0:
         return np.empty((m, kk), np.float32), np.empty((m, kk), np.int64)
     kc = min(k * rescore, n_eff) if rescore else kk
-    qint, wq = _quantize_queries(qf, metric, threads)
-    scores, rows = _kernels().topk(codes, scales, zp, norms, n_eff, qint, wq, kc,
+    qp, sumq, wq = _quantize_queries(qf, metric, threads)
+    scores, rows = _kernels().topk(codes, scales, zp, norms, n_eff, qp, sumq, wq, kc,
                                    metric == "cosine", threads, mode)
     if rescore:
         scores, rows = _rescore(codes, scales, zp, qf, rows, kk, metric, threads)

@@ -165,6 +165,28 @@ def test_single_query_scan_every_variant_matches_oracle(dot, select):
                     np.testing.assert_array_equal(got_s, exp_s)
 
 
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(0, 6), d=st.integers(1, 200), seed=st.integers(0, 2**16),
+       zero_query=st.booleans())
+def test_prepare_queries_matches_quantize_and_row_norms(m, d, seed, zero_query):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((m, d)) * rng.uniform(1e-3, 1e3)).astype(np.float32)
+    if zero_query and m:
+        x[0] = 0
+    qc, qs, qz = quantize(x)
+    qint = (qc.astype(np.int16) - 128).astype(np.int8)
+    packed, sumq, wq = ks.prepare_queries(qc, qs, True)
+    np.testing.assert_array_equal(packed, ks.pack_queries(qint))
+    np.testing.assert_array_equal(sumq, qint.astype(np.int64).sum(axis=1))
+    qn = row_norms(qc, qs, qz)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.where(qn > 0, qs / qn, np.float32(0)).astype(np.float32)
+    assert wq.dtype == np.float32
+    np.testing.assert_array_equal(wq, expected)
+    _, _, wq_dot = ks.prepare_queries(qc, qs, False)
+    np.testing.assert_array_equal(wq_dot, qs)
+
+
 def test_small_searches_run_on_one_thread_with_the_same_results(monkeypatch):
     search_mod = sys.modules["embq.search"]
     assert search_mod._plan_threads(2, 1000, 300, 1) == 1
@@ -176,7 +198,7 @@ def test_small_searches_run_on_one_thread_with_the_same_results(monkeypatch):
     real_topk = ks.topk
 
     def recording_topk(*args, **kwargs):
-        used.append(args[9])    # n_threads
+        used.append(args[10])    # n_threads
         return real_topk(*args, **kwargs)
 
     monkeypatch.setattr(ks, "topk", recording_topk)
