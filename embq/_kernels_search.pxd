@@ -29,6 +29,8 @@ cdef extern from "_search_simd.h" nogil:
                     int64_t d, const uint8_t *zp, const int8_t *q, int64_t ldq, int32_t sumq,
                     const float *scales, const float *norms, float wq, int64_t row0,
                     float *hv, int64_t *hi, int64_t k)
+    void embq_row_weights(int sel_id, const float *scales, const float *norms, int64_t nr,
+                          float *out)
     void embq_heap_init(float *hv, int64_t *hi, int64_t k)
     void embq_heap_offer(float *hv, int64_t *hi, int64_t k, float v, int64_t i)
     void embq_heap_sort(float *hv, int64_t *hi, int64_t k)

@@ -28,7 +28,7 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 from embq._kernels_common cimport embq_openmp_enabled
 from embq._kernels_search cimport (
     EMBQ_DOT_COUNT, EMBQ_QSTRIDE, EMBQ_SEL_COUNT, embq_dot_fn, embq_dot_get, embq_dot_supported,
-    embq_fill_query_tail, embq_heap_init, embq_scan1, embq_heap_offer, embq_heap_sort, embq_select_fn,
+    embq_fill_query_tail, embq_heap_init, embq_row_weights, embq_scan1, embq_heap_offer, embq_heap_sort, embq_select_fn,
     embq_select_get, embq_select_supported,
 )
 
@@ -215,18 +215,23 @@ cdef class _Job:
 
 
 cdef void _scan(_Job job, int64_t r0, int64_t r1, int64_t q0, int64_t q1, float *hv,
-                int64_t *hi, int32_t *acc) noexcept nogil:
+                int64_t *hi, int32_t *acc, float *wbuf) noexcept nogil:
     """Offer rows [r0, r1) to the heaps of queries [q0, q1) (heap of query q at (q - q0) * k)."""
     cdef int64_t rb = r0, nr, qb, nq, qi, k = job.k
     cdef const uint8_t *zp
-    cdef const float *nrm
+    cdef const float *w
     while rb < r1:
         nr = r1 - rb
         if nr > _ROW_BLOCK:
             nr = _ROW_BLOCK
         zp = job.zp + rb if job.zp != NULL else NULL
-        # the selection turns scale (dot) or scale / norm (cosine) into row weights itself
-        nrm = job.norms + rb if job.cosine else NULL
+        # row weights, shared by every query of the block: the scales (dot) or scale / norm
+        # (cosine; 0 for a zero row), handed to the selection as plain scales
+        if job.cosine:
+            embq_row_weights(job.sel_id, job.scales + rb, job.norms + rb, nr, wbuf)
+            w = wbuf
+        else:
+            w = job.scales + rb
         qb = q0
         while qb < q1:
             nq = q1 - qb
@@ -235,7 +240,7 @@ cdef void _scan(_Job job, int64_t r0, int64_t r1, int64_t q0, int64_t q1, float 
             job.dot(job.codes + rb * job.d, job.d, nr, job.d, zp, job.qp + qb * job.ldq, job.ldq,
                     job.sumq + qb, nq, acc, _ROW_BLOCK)
             for qi in range(nq):
-                job.sel(acc + qi * _ROW_BLOCK, nr, job.scales + rb, nrm, job.wq[qb + qi], rb,
+                job.sel(acc + qi * _ROW_BLOCK, nr, w, NULL, job.wq[qb + qi], rb,
                         hv + (qb - q0 + qi) * k, hi + (qb - q0 + qi) * k, k)
             qb += nq
         rb += nr
@@ -254,7 +259,7 @@ cdef void _merge(const float *hv, const int64_t *hi, int64_t nchunks, int64_t m,
 
 
 cdef void _scan_chunk(_Job job, int64_t r0, int64_t r1, int64_t m, float *hv, int64_t *hi,
-                     int32_t *acc) noexcept nogil:
+                     int32_t *acc, float *wbuf) noexcept nogil:
     """Rows mode: offer rows [r0, r1) to all m queries' heaps (one query: the fused scan)."""
     if m == 1:
         embq_scan1(job.dot_id, job.sel_id, job.codes + r0 * job.d, job.d, r1 - r0, job.d,
@@ -262,7 +267,7 @@ cdef void _scan_chunk(_Job job, int64_t r0, int64_t r1, int64_t m, float *hv, in
                    job.scales + r0, job.norms + r0 if job.cosine else NULL, job.wq[0], r0,
                    hv, hi, job.k)
     else:
-        _scan(job, r0, r1, 0, m, hv, hi, acc)
+        _scan(job, r0, r1, 0, m, hv, hi, acc, wbuf)
 
 
 def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
@@ -320,6 +325,8 @@ def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norm
     # min(m, _QUERY_BLOCK) queries
     acc_buf = np.empty((nt, min(m, _QUERY_BLOCK) * _ROW_BLOCK), dtype=np.int32)
     cdef int32_t[:, ::1] accb = acc_buf
+    w_buf = np.empty((nt, _ROW_BLOCK), dtype=np.float32)
+    cdef float[:, ::1] wb = w_buf
 
     # Rows mode while the per-chunk heaps stay small and there are too few queries to keep every
     # thread busy with whole query blocks; queries mode otherwise.
@@ -343,7 +350,8 @@ def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norm
                 r0 = c * n_rows // nchunks
                 r1 = (c + 1) * n_rows // nchunks
                 embq_heap_init(&hv[c, 0, 0], &hi[c, 0, 0], m * k)
-                _scan_chunk(job, r0, r1, m, &hv[c, 0, 0], &hi[c, 0, 0], &accb[tid, 0])
+                _scan_chunk(job, r0, r1, m, &hv[c, 0, 0], &hi[c, 0, 0], &accb[tid, 0],
+                            &wb[tid, 0])
         # merging a few small heaps is quicker than waking the threads again
         if nt > 1 and nchunks * m * k > _SERIAL_MERGE:
             with nogil:
@@ -369,7 +377,8 @@ def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norm
                     q1 = m
                 for q in range(q0, q1):
                     embq_heap_init(&ov[q, 0], &oi[q, 0], k)
-                _scan(job, 0, n_rows, q0, q1, &ov[q0, 0], &oi[q0, 0], &accb[tid, 0])
+                _scan(job, 0, n_rows, q0, q1, &ov[q0, 0], &oi[q0, 0], &accb[tid, 0],
+                      &wb[tid, 0])
                 for q in range(q0, q1):
                     embq_heap_sort(&ov[q, 0], &oi[q, 0], k)
     else:

@@ -656,6 +656,47 @@ static inline embq_select_fn embq_select_get(int id) {
     }
 }
 
+/* out[r] = embq_row_weight(scales, norms, r) for r < nr, with the SIMD width of the selected
+ * select variant. Several queries share a block of rows, so their weights are computed once. */
+#if EMBQ_HAVE_X86_DISPATCH
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
+static void embq_row_weights_avx512(const float *scales, const float *norms, int64_t nr,
+                                    float *out) {
+    int64_t r = 0;
+    for (; r + 16 <= nr; r += 16) {
+        __m512 nv = _mm512_loadu_ps(norms + r);
+        _mm512_storeu_ps(out + r, _mm512_maskz_div_ps(
+            _mm512_cmp_ps_mask(nv, _mm512_setzero_ps(), _CMP_GT_OQ),
+            _mm512_loadu_ps(scales + r), nv));
+    }
+    for (; r < nr; r++) out[r] = embq_row_weight(scales, norms, r);
+}
+
+__attribute__((target("avx2")))
+static void embq_row_weights_avx2(const float *scales, const float *norms, int64_t nr,
+                                  float *out) {
+    int64_t r = 0;
+    for (; r + 8 <= nr; r += 8) {
+        __m256 nv = _mm256_loadu_ps(norms + r);
+        _mm256_storeu_ps(out + r, _mm256_and_ps(
+            _mm256_cmp_ps(nv, _mm256_setzero_ps(), _CMP_GT_OQ),
+            _mm256_div_ps(_mm256_loadu_ps(scales + r), nv)));
+    }
+    for (; r < nr; r++) out[r] = embq_row_weight(scales, norms, r);
+}
+#endif
+
+static void embq_row_weights(int sel_id, const float *scales, const float *norms, int64_t nr,
+                             float *out) {
+    int64_t r;
+#if EMBQ_HAVE_X86_DISPATCH
+    if (sel_id == EMBQ_SEL_AVX512) { embq_row_weights_avx512(scales, norms, nr, out); return; }
+    if (sel_id == EMBQ_SEL_AVX2) { embq_row_weights_avx2(scales, norms, nr, out); return; }
+#endif
+    (void)sel_id;
+    for (r = 0; r < nr; r++) out[r] = embq_row_weight(scales, norms, r);
+}
+
 /* One query (packed at q, sum sumq) against rows [0, nr) of codes, offered to one heap: the
  * fused AVX-512 loop when both selected variants are the AVX-512 ones, otherwise the selected
  * dot and select variants block by block. row0 is the index of the first row (heap labels). */
