@@ -14,6 +14,10 @@ Work is split in one of two ways:
 Either way a thread works on a block of ``_ROW_BLOCK`` rows against ``_QUERY_BLOCK`` queries at a
 time: the int32 accumulators of that block go into a small buffer, are turned into scores and
 offered to the heaps. No m x n score matrix is ever built.
+
+A single query is bound by memory bandwidth, not arithmetic: its chunks go through
+``embq_scan1`` (``_search_simd.h``), one C loop per chunk that computes, scores and selects with
+the next rows prefetched, which keeps it close to the time of reading the codes once.
 """
 
 import os
@@ -28,8 +32,8 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 from embq._kernels_common cimport embq_openmp_enabled
 from embq._kernels_search cimport (
     EMBQ_DOT_COUNT, EMBQ_QSTRIDE, EMBQ_SEL_COUNT, embq_dot_fn, embq_dot_get, embq_dot_supported,
-    embq_fill_query_tail, embq_heap_init, embq_row_weights, embq_scan1, embq_heap_offer, embq_heap_sort, embq_select_fn,
-    embq_select_get, embq_select_supported,
+    embq_fill_query_tail, embq_heap_init, embq_heap_offer, embq_heap_sort, embq_row_weights,
+    embq_scan1, embq_select_fn, embq_select_get, embq_select_supported,
 )
 
 DOT_KERNELS = ("scalar", "avx2", "avxvnni", "avx512vnni")

@@ -187,6 +187,19 @@ def test_prepare_queries_matches_quantize_and_row_norms(m, d, seed, zero_query):
     np.testing.assert_array_equal(wq_dot, qs)
 
 
+def test_topk_refuses_queries_not_packed_for_this_dimension():
+    codes, scales, zp, norms = make(10, 40)
+    qc, qs, _ = quantize(np.ones((2, 40), np.float32))
+    packed, sumq, wq = ks.prepare_queries(qc, qs, True)
+    with pytest.raises(ValueError, match="packed queries must have shape"):
+        ks.topk(codes, scales, zp, norms, 10, np.ascontiguousarray(packed[:, :-1]), sumq, wq, 3,
+                True, 1)
+    with pytest.raises(ValueError, match="packed queries must have shape"):
+        ks.topk(codes, scales, zp, norms, 10, packed, sumq[:1], wq, 3, True, 1)
+    with pytest.raises(ValueError, match="qs must have shape"):
+        ks.prepare_queries(qc, qs[:1], True)
+
+
 def test_small_searches_run_on_one_thread_with_the_same_results(monkeypatch):
     search_mod = sys.modules["embq.search"]
     assert search_mod._plan_threads(2, 1000, 300, 1) == 1
