@@ -12,12 +12,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from embq._version import __version__
-from embq.errors import DuplicateKeyError, FormatError, StoreError
-from embq.compress import compress
-from embq.export import export
-from embq.quantize import QuantizedRows, dequantize, quantize
-from embq.search import search
+from embq._version import __version__ as __version__
+from embq.errors import DuplicateKeyError as DuplicateKeyError
+from embq.errors import FormatError as FormatError
+from embq.errors import StoreError as StoreError
+from embq.compress import compress as compress
+from embq.export import export as export
+from embq.quantize import QuantizedRows as QuantizedRows
+from embq.quantize import dequantize as dequantize
+from embq.quantize import quantize as quantize
+from embq.search import search as search
 
 _LAZY = {
     "save": "embq.store",

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 # Kernel modules that report the SIMD variant they dispatch to, as ``selected_kernels()``.
 _KERNEL_MODULES = (
     "embq._kernels_quant", "embq._kernels_search", "embq._kernels_parse", "embq._kernels_store",
+    "embq._kernels_eval",
 )
 
 

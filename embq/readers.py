@@ -536,13 +536,12 @@ class EmbeddingReader:
 
         try:
             keys = decode_keys(self._buf, ks, ke, r0, r1, self.encoding, self.unicode_errors)
-        except UnicodeDecodeError as exc:
+        except UnicodeDecodeError:
             for i in range(r0, r1):
                 raw = bytes(self._buf[ks[i] : ke[i]])
                 try:
                     raw.decode(self.encoding, self.unicode_errors)
-                except UnicodeDecodeError as exc2:
-                    exc = exc2
+                except UnicodeDecodeError as exc:
                     row = first_row + i - r0
                     raise FormatError(
                         f"key bytes {_printable(raw)!r} of {self.describe_row(row)} are not valid "

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     # Throughput of float64 input counted per float32-equivalent byte for comparability.
     record(f"embq quantize, float64 input, {all_threads} thread(s)",
            timeit(lambda: quantize(x64, n_threads=all_threads), args.repeats), x64.nbytes / 2)
-    del xf, x64
+    xf = x64 = None  # free before the torch runs
 
     torch_rates: dict[str, float] = {}
     if not args.no_torch:

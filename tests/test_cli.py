@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -102,13 +99,8 @@ def test_every_subcommand_is_registered():
     assert set(sub.choices) == {"compress", "export", "info", "query", "evaluate"}
 
 
-def test_module_entry_point_runs_in_a_subprocess(store_path):
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(embq.__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    ok = subprocess.run([sys.executable, "-m", "embq", "info", str(store_path)],
-                        capture_output=True, text=True, env=env)
+def test_module_entry_point_runs_in_a_subprocess(store_path, run_python):
+    ok = run_python("-m", "embq", "info", str(store_path))
     assert ok.returncode == 0 and "5 rows x 4" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "embq", "info", str(store_path) + ".missing"],
-                         capture_output=True, text=True, env=env)
+    bad = run_python("-m", "embq", "info", str(store_path) + ".missing")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.startswith("embq info: error:")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -141,18 +139,14 @@ def test_progress_flag_writes_to_stderr(tmp_path, capsys):
     assert "B/s" in err or "%" in err
 
 
-def test_subprocess_end_to_end(tmp_path):
-    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "embq", "compress", SAMPLE, str(tmp_path / "s.embq")],
-                       capture_output=True, text=True, env=env, timeout=120)
+def test_subprocess_end_to_end(tmp_path, run_python):
+    r = run_python("-m", "embq", "compress", SAMPLE, str(tmp_path / "s.embq"))
     assert r.returncode == 0 and "3,162 rows" in r.stdout and r.stderr == ""
     bad = tmp_path / "bad.txt"
     bad.write_text("2 2\na 1 2\nb 1\n")
-    r = subprocess.run([sys.executable, "-m", "embq", "compress", str(bad), str(tmp_path / "b.embq")],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = run_python("-m", "embq", "compress", str(bad), str(tmp_path / "b.embq"))
     assert r.returncode == 2 and "line 3: expected 2 values after the key, found 1" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "b.embq").exists()
-    r = subprocess.run([sys.executable, "-m", "embq", "export", str(tmp_path / "s.embq"),
-                        str(tmp_path / "s.vec"), "--format", "word2vec"],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = run_python("-m", "embq", "export", str(tmp_path / "s.embq"), str(tmp_path / "s.vec"),
+                   "--format", "word2vec")
     assert r.returncode == 0 and (tmp_path / "s.vec").read_text().startswith("3162 64\n")

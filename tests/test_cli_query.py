@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -83,12 +81,10 @@ def test_bad_arguments(store_path, tmp_path, capsys):
     assert main(["query", str(tmp_path / "missing.embq"), "cat"]) == 2
 
 
-def test_subprocess(store_path):
-    proc = subprocess.run([sys.executable, "-m", "embq", "query", store_path, "cat", "-k", "2"],
-                          capture_output=True, text=True, cwd=ROOT, check=False)
+def test_subprocess(store_path, run_python):
+    proc = run_python("-m", "embq", "query", store_path, "cat", "-k", "2")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("cat  (cosine, top 2)")
-    proc = subprocess.run([sys.executable, "-m", "embq", "query", store_path, "qqqq"],
-                          capture_output=True, text=True, cwd=ROOT, check=False)
+    proc = run_python("-m", "embq", "query", store_path, "qqqq")
     assert proc.returncode == 2
     assert "qqqq" in proc.stderr and "Traceback" not in proc.stderr

@@ -11,8 +11,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -696,12 +694,9 @@ def test_cli_bad_analogy_file_and_missing_files(sample_store, tmp_path, capsys):
     assert "nope.embq" in capsys.readouterr().err
 
 
-def test_cli_subprocess(sample_store):
-    proc = subprocess.run(
-        [sys.executable, "-m", "embq", "evaluate", sample_store.path, "--analogies",
-         SAMPLE_ANALOGIES, "--json"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )
+def test_cli_subprocess(sample_store, run_python):
+    proc = run_python("-m", "embq", "evaluate", sample_store.path, "--analogies",
+                      SAMPLE_ANALOGIES, "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["analogies"]["store"]["answered"] == 378
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -321,16 +320,13 @@ def test_threads_and_kernels_identical():
                 np.testing.assert_array_equal(row_norms(*ref, n_threads=nt), row_norms_reference(*ref))
 
 
-def test_selected_kernels_and_env_override():
+def test_selected_kernels_and_env_override(run_python):
     sel = _kernels_quant.selected_kernels()
     assert set(sel) >= {"quantize", "dequantize"}
     assert set(sel.values()) <= {"avx2", "portable"}
     code = "from embq import _kernels_quant as k; print(k.selected_kernels()['quantize'])"
-    env = dict(os.environ, EMBQ_QUANT_KERNEL="portable")
-    # Import the same embq as this process (the source tree or the installed package).
-    root = os.path.dirname(os.path.dirname(os.path.abspath(_kernels_quant.__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = run_python("-c", code, env=dict(os.environ, EMBQ_QUANT_KERNEL="portable"))
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "portable"
     with pytest.raises(ValueError, match="kernel must be"):
         _kernels_quant._set_kernel("sse9")

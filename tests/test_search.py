@@ -538,12 +538,9 @@ def test_store_search_matches_array_search(sample_store):
     assert a[1][0, 0] == sample_store.get_index("cat")
 
 
-def test_store_methods_in_a_fresh_process(sample_store):
+def test_store_methods_in_a_fresh_process(sample_store, run_python):
     # `embq.search` is both a module and a lazily exported function; the Store's delegating
     # methods must work whichever one an import hands out first.
-    import subprocess
-    import sys
-
     code = (
         "import embq, sys\n"
         f"s = embq.open({str(sample_store.path)!r})\n"
@@ -551,8 +548,7 @@ def test_store_methods_in_a_fresh_process(sample_store):
         "      s.most_similar_batch(['cat'], topn=1)[0][0][0],\n"
         "      s.similar_by_vector(s['cat'], topn=2)[1][0])\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=False)
+    proc = run_python("-c", code)
     assert proc.returncode == 0, proc.stderr
     expected = most_similar(sample_store, "cat", topn=1)[0][0]
     row = sample_store.get_index(expected)
