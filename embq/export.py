@@ -146,7 +146,9 @@ def export(
             kp = os.fspath(keys_path) if keys_path is not None else default_keys_path(out_path)
             kfile = _AtomicFile(kp, overwrite)
             files.append(kfile)
-        step = max(1, min(8192, _BLOCK_BYTES // (4 * d)))
+        # Text rows become Python floats and strings: smaller blocks keep those few MB.
+        step = max(1, min(8192 if format in ("npy", "word2vec-binary") else 1024,
+                          _BLOCK_BYTES // (4 * d)))
         fh = main.fh
         if format == "npy":
             np.lib.format.write_array_header_1_0(
@@ -180,6 +182,7 @@ def export(
                     _check_key(k, start + i, format)
                     lines.append(k + " " + " ".join(map(fmt_value, rows[i])))
                 fh.write(("\n".join(lines) + "\n").encode("utf8"))
+            st._drop_resident_pages()  # noqa: SLF001 - keeps the peak memory flat over the scan
         for f in files:
             f.commit()
         files = []

@@ -24,6 +24,7 @@ import codecs
 import gzip
 import io
 import lzma
+import mmap
 import os
 import sys
 from typing import IO, Iterator, NamedTuple
@@ -302,6 +303,7 @@ class EmbeddingReader:
         self._keys_stream = None
         self._keys_raw = None
         self._npy = None
+        self._mmap: mmap.mmap | None = None
         self.size = os.path.getsize(self.path) if os.path.isfile(self.path) else 0
         self._stream, self._raw, self.compression = _open_input(self.path)
         try:
@@ -456,6 +458,7 @@ class EmbeddingReader:
                 arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
             except ValueError as exc:
                 raise FormatError(f"cannot read the .npy array: {exc}", path=self.path) from None
+            arr = self._own_mapping(arr)
             self._data_offset = None
         else:
             hs = io.BytesIO(head)
@@ -759,6 +762,26 @@ class EmbeddingReader:
                 break
         self._check_end(target)
 
+    def _own_mapping(self, arr: np.ndarray) -> np.ndarray:
+        # A map of our own, so the pages of rows already handed out can be dropped from this
+        # process (madvise DONTNEED): otherwise every page read stays in the RSS and the peak
+        # grows to the size of the file.  Dropped pages stay in the page cache and the data
+        # stays valid; a later read of them simply maps them again.
+        offset = int(getattr(arr, "offset", 0))
+        if arr.size == 0 or not hasattr(mmap, "MADV_DONTNEED"):
+            return arr
+        with open(self.path, "rb") as f:
+            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        order = "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
+        return np.ndarray(arr.shape, arr.dtype, buffer=self._mmap, offset=offset, order=order)
+
+    def _drop_mapped_pages(self) -> None:
+        if self._mmap is not None:
+            try:
+                self._mmap.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):  # advice only: never fail a read over it
+                pass
+
     def _iter_npy(self) -> Iterator[Block]:
         target = self._target_rows()
         dim = self.dim
@@ -789,6 +812,9 @@ class EmbeddingReader:
                 raise FormatError(
                     f"row {r0 + i} holds {bad!r}, which is NaN, Inf or outside the float32 "
                     "range; expected finite values", path=self.path)
+            if self._mmap is not None and vectors.base is not None:
+                vectors = vectors.copy()  # no views of the map escape, so close() can unmap it
+            self._drop_mapped_pages()
             keys = self._read_npy_keys(r0, n) if self._keys_stream is not None else None
             self.rows_read += n
             yield Block(keys, vectors, r0 + 1)
@@ -841,6 +867,12 @@ class EmbeddingReader:
                 except OSError:
                     pass
         self._npy = None
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:  # a caller still holds a view of it; the GC closes it later
+                pass
+            self._mmap = None
 
     def __enter__(self) -> "EmbeddingReader":
         return self

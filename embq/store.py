@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import mmap
 import operator
 import os
 import shutil
@@ -899,6 +900,21 @@ class Store:
         self._index = None
         self._codes = self._scales = self._zero_points = self._norms = None
         self._utf8 = self._offsets = self._table = None
+
+    def _drop_resident_pages(self) -> None:
+        """Drop this process's resident pages of the row arrays (they stay in the page cache).
+
+        A scan over every row (export, evaluation) would otherwise leave the whole codes
+        array counted in the process's resident memory.  Data stays valid: a later read maps
+        the pages back in.  Advice only, so failures are ignored.
+        """
+        for arr in (self._codes, self._scales, self._zero_points, self._norms):
+            m = getattr(arr, "_mmap", None)
+            if m is not None and hasattr(m, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+                try:
+                    m.madvise(mmap.MADV_DONTNEED)
+                except (OSError, ValueError):
+                    pass
 
     def __enter__(self) -> Store:
         return self

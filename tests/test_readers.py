@@ -242,6 +242,22 @@ def test_npy_plain_and_compressed(tmp_path, data):
     assert np.array_equal(load_embeddings(str(tmp_path / "f.npy"))[1], X)
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_npy_blocks_are_copies_and_close_unmaps(tmp_path, data, order, dtype):
+    # The reader drops the pages of rows it has handed out (bounded RSS on big arrays), so
+    # the blocks must own their data and stay valid after the reader is closed.
+    _, X = data
+    np.save(tmp_path / "a.npy", np.asarray(X, dtype=dtype, order=order))
+    blocks = []
+    with open_embeddings(str(tmp_path / "a.npy"), block_rows=3) as r:
+        for block in r:
+            assert block.vectors.flags.owndata and block.vectors.flags.c_contiguous
+            blocks.append(block.vectors)
+    assert r._mmap is None
+    np.testing.assert_array_equal(np.concatenate(blocks), X.astype(dtype).astype(np.float32))
+
+
 def test_npy_problems(tmp_path, data):
     keys, X = data
     np.save(tmp_path / "a.npy", X)

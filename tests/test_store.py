@@ -886,3 +886,16 @@ def test_gensim_compat(store):
     assert str(e3.value) == str(e2.value)
     assert list(s.index_to_key) == kv.index_to_key
     assert dict(s.key_to_index) == kv.key_to_index
+
+
+def test_dropping_resident_pages_keeps_rows_valid(tmp_path):
+    # export and evaluation drop the pages of a full scan; later reads must map them back.
+    x = np.random.default_rng(7).normal(size=(3000, 40)).astype(np.float32)
+    embq.save(tmp_path / "s.h5", x, [f"k{i}" for i in range(3000)])
+    with embq.open(tmp_path / "s.h5") as s:
+        before = s[:]
+        held = s.codes[100:200]
+        s._drop_resident_pages()
+        np.testing.assert_array_equal(s[:], before)
+        np.testing.assert_array_equal(held, s.codes[100:200])
+        np.testing.assert_array_equal(s["k2999"], before[2999])
