@@ -2,8 +2,8 @@
 
 The Python front end (embq/quantize.py) validates every argument and builds the clear error
 messages; the drivers here repeat the cheap shape and index checks so that no call, however
-made, can read or write out of bounds.  The row kernels live in _quant.h (portable C
-and AVX2), chosen once at import by a CPU check.  ``EMBQ_QUANT_KERNEL=portable`` in the
+made, can read or write out of bounds.  The row kernels live in _quant.h (portable C,
+AVX2 on x86-64, NEON on AArch64), chosen once at import by a CPU check.  ``EMBQ_QUANT_KERNEL=portable`` in the
 environment (read at import) or ``_set_kernel("portable")`` forces the portable kernels, which
 is how the tests check that both give identical results.
 """
@@ -31,26 +31,44 @@ cdef int64_t _BLOCK_OK = -1
 cdef int64_t _BLOCK_NO_MEMORY = -2
 
 
+KERNELS = ("portable", "avx2", "neon")
+
+
+def available_kernels():
+    """Return the names of the row kernels this CPU and build can run (portable first)."""
+    have = {"portable": True, "avx2": bool(embq_quant_have_avx2()),
+            "neon": bool(embq_quant_have_neon())}
+    return [name for name in KERNELS if have[name]]
+
+
 def _set_kernel(name):
-    """Select the row kernels: ``"auto"`` (best the CPU has), ``"avx2"`` or ``"portable"``.
+    """Select the row kernels: ``"auto"`` (best the CPU has), ``"avx2"``, ``"neon"`` or
+    ``"portable"``.
 
     Private: for tests and benchmarks.  Returns the name of the kernels now in use.
     """
     global _quant_row, _dequant_row, _sumsq_row, _kernel_name
-    if name not in ("auto", "avx2", "portable"):
-        raise ValueError(f"kernel must be 'auto', 'avx2' or 'portable', got {name!r}")
-    if name == "avx2" and not embq_quant_have_avx2():
-        raise ValueError("kernel 'avx2' requested but this CPU (or build) has no AVX2 support")
-    if name != "portable" and embq_quant_have_avx2():
+    if name not in ("auto",) + KERNELS:
+        raise ValueError(f"kernel must be 'auto', 'portable', 'avx2' or 'neon', got {name!r}")
+    available = available_kernels()
+    if name == "auto":
+        name = available[len(available) - 1]  # wraparound is off in this module
+    elif name not in available:
+        raise ValueError(f"kernel {name!r} requested but this CPU (or build) cannot run it; "
+                         f"available: {', '.join(available)}")
+    if name == "avx2":
         _quant_row = embq_quant_row_avx2
         _dequant_row = embq_dequant_row_avx2
         _sumsq_row = embq_sumsq_row_avx2
-        _kernel_name = "avx2"
+    elif name == "neon":
+        _quant_row = embq_quant_row_neon
+        _dequant_row = embq_dequant_row_neon
+        _sumsq_row = embq_sumsq_row_neon
     else:
         _quant_row = embq_quant_row_portable
         _dequant_row = embq_dequant_row_portable
         _sumsq_row = embq_sumsq_row_portable
-        _kernel_name = "portable"
+    _kernel_name = name
     return _kernel_name
 
 

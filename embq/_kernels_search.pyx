@@ -36,7 +36,7 @@ from embq._kernels_search cimport (
     embq_scan1, embq_select_fn, embq_select_get, embq_select_supported,
 )
 
-DOT_KERNELS = ("scalar", "avx2", "avxvnni", "avx512vnni")
+DOT_KERNELS = ("scalar", "avx2", "avxvnni", "avx512vnni", "neon", "neondot")
 SELECT_KERNELS = ("scalar", "avx2", "avx512")
 
 DEF _ROW_BLOCK = 256

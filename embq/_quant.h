@@ -1,4 +1,4 @@
-/* Per-row symmetric uint8 quantization: row kernels (portable C and AVX2).
+/* Per-row symmetric uint8 quantization: row kernels (portable C, AVX2 and NEON).
  *
  * The definition these kernels implement bit for bit (docs/quantization.md, and
  * embq.quantize.quantize_reference in plain numpy), for one float32 row x of length d:
@@ -34,6 +34,14 @@
 
 #if EMBQ_HAVE_X86_DISPATCH
 #include <immintrin.h>
+#endif
+
+/* NEON is part of the AArch64 baseline: no target attribute and no run-time check needed. */
+#if EMBQ_ARM64 && defined(__ARM_NEON)
+#define EMBQ_HAVE_NEON 1
+#include <arm_neon.h>
+#else
+#define EMBQ_HAVE_NEON 0
 #endif
 
 typedef ptrdiff_t embq_ssize_t;
@@ -268,6 +276,137 @@ static int64_t embq_sumsq_row_avx2(const uint8_t *codes, embq_ssize_t d, int zp)
 static inline int embq_quant_have_avx2(void) { return 0; }
 
 #endif /* EMBQ_HAVE_X86_DISPATCH */
+
+/* ---------------------------------------------------------------------------------------- */
+/* NEON row kernels (AArch64)                                                                 */
+
+#if EMBQ_HAVE_NEON
+
+/* 16 floats -> 16 codes (normal rows).  vcvtnq rounds to nearest, ties to even, exactly as
+ * rintf does in the default rounding mode; the saturating narrows cannot change anything
+ * because the products lie within [-127.x, 127.x]. */
+static inline uint8x16_t embq_quant16_neon(const float *x, float32x4_t inv) {
+    int32x4_t a = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x), inv));
+    int32x4_t b = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + 4), inv));
+    int32x4_t c = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + 8), inv));
+    int32x4_t e = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + 12), inv));
+    int16x8_t ab = vcombine_s16(vqmovn_s32(a), vqmovn_s32(b));
+    int16x8_t ce = vcombine_s16(vqmovn_s32(c), vqmovn_s32(e));
+    int8x16_t v = vcombine_s8(vqmovn_s16(ab), vqmovn_s16(ce));
+    v = vmaxq_s8(v, vdupq_n_s8(-127));
+    v = vminq_s8(v, vdupq_n_s8(127));
+    return veorq_u8(vreinterpretq_u8_s8(v), vdupq_n_u8(0x80));
+}
+
+static int embq_quant_row_neon(const float *x, embq_ssize_t d, uint8_t *codes, float *scale_out) {
+    const uint32x4_t absmask = vdupq_n_u32(0x7fffffffu);
+    uint32x4_t m0 = vdupq_n_u32(0), m1 = m0, m2 = m0, m3 = m0;
+    embq_ssize_t j = 0;
+    for (; j + 16 <= d; j += 16) {
+        m0 = vmaxq_u32(m0, vandq_u32(vreinterpretq_u32_f32(vld1q_f32(x + j)), absmask));
+        m1 = vmaxq_u32(m1, vandq_u32(vreinterpretq_u32_f32(vld1q_f32(x + j + 4)), absmask));
+        m2 = vmaxq_u32(m2, vandq_u32(vreinterpretq_u32_f32(vld1q_f32(x + j + 8)), absmask));
+        m3 = vmaxq_u32(m3, vandq_u32(vreinterpretq_u32_f32(vld1q_f32(x + j + 12)), absmask));
+    }
+    for (; j + 4 <= d; j += 4) {
+        m0 = vmaxq_u32(m0, vandq_u32(vreinterpretq_u32_f32(vld1q_f32(x + j)), absmask));
+    }
+    uint32_t mb = vmaxvq_u32(vmaxq_u32(vmaxq_u32(m0, m1), vmaxq_u32(m2, m3)));
+    for (; j < d; j++) {
+        uint32_t b = embq_abs_bits(x[j]);
+        mb = b > mb ? b : mb;
+    }
+    if (mb >= 0x7f800000u) return 1;
+    int tiny;
+    float scale = embq_quant_scale(embq_bits_to_float(mb), &tiny);
+    *scale_out = scale;
+    if (scale == 0.0f) {
+        memset(codes, 128, (size_t)d);
+        return 0;
+    }
+    if (tiny) {
+        embq_quant_row_tiny(x, d, scale, codes);
+        return 0;
+    }
+    const float32x4_t inv = vdupq_n_f32(1.0f / scale);
+    for (j = 0; j + 16 <= d; j += 16) {
+        vst1q_u8(codes + j, embq_quant16_neon(x + j, inv));
+    }
+    if (j < d) {
+        /* The tail goes through the same vector code on a zero-padded copy. */
+        float pad[16];
+        uint8_t out[16];
+        embq_ssize_t rest = d - j;
+        memset(pad, 0, sizeof pad);
+        memcpy(pad, x + j, (size_t)rest * sizeof(float));
+        vst1q_u8(out, embq_quant16_neon(pad, inv));
+        memcpy(codes + j, out, (size_t)rest);
+    }
+    return 0;
+}
+
+static void embq_dequant_row_neon(const uint8_t *codes, embq_ssize_t d, int zp, float scale,
+                                  float *out) {
+    const float32x4_t s = vdupq_n_f32(scale);
+    const int16x8_t z = vdupq_n_s16((int16_t)zp);
+    embq_ssize_t j = 0;
+    for (; j + 16 <= d; j += 16) {
+        uint8x16_t c = vld1q_u8(codes + j);
+        /* code - zp lies in [-255, 255]: exact in int16, then in int32 and float32. */
+        int16x8_t lo = vsubq_s16(vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(c))), z);
+        int16x8_t hi = vsubq_s16(vreinterpretq_s16_u16(vmovl_high_u8(c)), z);
+        vst1q_f32(out + j, vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), s));
+        vst1q_f32(out + j + 4, vmulq_f32(vcvtq_f32_s32(vmovl_high_s16(lo)), s));
+        vst1q_f32(out + j + 8, vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), s));
+        vst1q_f32(out + j + 12, vmulq_f32(vcvtq_f32_s32(vmovl_high_s16(hi)), s));
+    }
+    for (; j < d; j++) {
+        out[j] = (float)((int)codes[j] - zp) * scale;
+    }
+}
+
+static int64_t embq_sumsq_row_neon(const uint8_t *codes, embq_ssize_t d, int zp) {
+    const int16x8_t z = vdupq_n_s16((int16_t)zp);
+    int64_t total = 0;
+    embq_ssize_t j = 0;
+    while (j + 16 <= d) {
+        /* Each int32 lane gains at most 2 * 255^2 per step; 8192 steps stay below 2^31. */
+        embq_ssize_t stop = d - j > 16 * 8192 ? j + 16 * 8192 : d;
+        int32x4_t a = vdupq_n_s32(0), b = a;
+        for (; j + 16 <= stop; j += 16) {
+            uint8x16_t c = vld1q_u8(codes + j);
+            int16x8_t lo = vsubq_s16(vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(c))), z);
+            int16x8_t hi = vsubq_s16(vreinterpretq_s16_u16(vmovl_high_u8(c)), z);
+            a = vmlal_s16(a, vget_low_s16(lo), vget_low_s16(lo));
+            a = vmlal_high_s16(a, lo, lo);
+            b = vmlal_s16(b, vget_low_s16(hi), vget_low_s16(hi));
+            b = vmlal_high_s16(b, hi, hi);
+        }
+        total += vaddlvq_s32(a) + vaddlvq_s32(b);
+    }
+    for (; j < d; j++) {
+        int64_t c = (int64_t)codes[j] - zp;
+        total += c * c;
+    }
+    return total;
+}
+
+static inline int embq_quant_have_neon(void) { return 1; }
+
+#else /* not AArch64: the "neon" names are the portable kernels, never selected */
+
+static int embq_quant_row_neon(const float *x, embq_ssize_t d, uint8_t *codes, float *scale_out) {
+    return embq_quant_row_portable(x, d, codes, scale_out);
+}
+static void embq_dequant_row_neon(const uint8_t *codes, embq_ssize_t d, int zp, float scale, float *out) {
+    embq_dequant_row_portable(codes, d, zp, scale, out);
+}
+static int64_t embq_sumsq_row_neon(const uint8_t *codes, embq_ssize_t d, int zp) {
+    return embq_sumsq_row_portable(codes, d, zp);
+}
+static inline int embq_quant_have_neon(void) { return 0; }
+
+#endif /* EMBQ_HAVE_NEON */
 
 /* ---------------------------------------------------------------------------------------- */
 /* Input staging: any float32/float64 layout -> contiguous float32 rows                       */

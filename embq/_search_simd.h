@@ -14,6 +14,9 @@
  *   AVX2 sign trick: x = code ^ 0x80 = code - 128 in [-128, 127]; |x| * sign(q, x) through
  *   maddubs (|pair sum| <= 2*128*127 = 32512, exact) and madd with ones: D = sum x*q,
  *   acc = D + (128 - zp)*sumq.
+ *   NEON: the same x = code - 128; widening int8 multiplies (vmull/vmlal, |pair sum| <= 32512,
+ *   exact in int16) accumulated pairwise into int32, or SDOT (4 products straight into int32)
+ *   where the CPU has it; acc = D + (128 - zp)*sumq as for the sign trick.
  * Intermediate sums wrap modulo 2^32 (SIMD integer adds are modular), so the result is exact
  * whenever the final accumulator fits in int32; the Python front end guarantees that by bounding d.
  *
@@ -31,6 +34,25 @@
 #include <immintrin.h>
 #endif
 
+/* NEON is part of the AArch64 baseline; the dot-product instructions (SDOT, Armv8.2) are
+ * optional and checked at run time through the kernel's hardware capability bits. */
+#if EMBQ_ARM64 && defined(__ARM_NEON) && defined(__GNUC__)
+#define EMBQ_SEARCH_NEON 1
+#include <arm_neon.h>
+#if defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#define EMBQ_SEARCH_NEONDOT 1
+#else
+#define EMBQ_SEARCH_NEONDOT 0
+#endif
+#else
+#define EMBQ_SEARCH_NEON 0
+#define EMBQ_SEARCH_NEONDOT 0
+#endif
+
 #define EMBQ_QPAD(d) ((((d) + 63) / 64) * 64)
 #define EMBQ_QSTRIDE(d) (EMBQ_QPAD(d) + 64)
 
@@ -46,7 +68,9 @@
 #define EMBQ_DOT_AVX2 1
 #define EMBQ_DOT_AVXVNNI 2
 #define EMBQ_DOT_AVX512VNNI 3
-#define EMBQ_DOT_COUNT 4
+#define EMBQ_DOT_NEON 4
+#define EMBQ_DOT_NEONDOT 5
+#define EMBQ_DOT_COUNT 6
 
 #define EMBQ_SEL_SCALAR 0
 #define EMBQ_SEL_AVX2 1
@@ -394,6 +418,101 @@ EMBQ_DEFINE_DOT256(embq_dot_avx2, "avx2", EMBQ_PREP_SIGN, EMBQ_MAC_SIGN, embq_fi
 #endif /* EMBQ_HAVE_X86_DISPATCH */
 
 /* ------------------------------------------------------------------------------------------ */
+/* NEON (AArch64): rows four at a time, 16 bytes per step; x = code ^ 0x80 = code - 128. */
+#if EMBQ_SEARCH_NEON
+
+static inline int embq_cpu_has_neondot(void) {
+#if EMBQ_SEARCH_NEONDOT
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+    return 0;
+#endif
+}
+
+static inline int32x4_t embq_mac16_neon(int32x4_t acc, uint8x16_t c, int8x16_t y) {
+    int8x16_t x = vreinterpretq_s8_u8(veorq_u8(c, vdupq_n_u8(0x80)));
+    int16x8_t p = vmull_s8(vget_low_s8(x), vget_low_s8(y));
+    p = vmlal_high_s8(p, x, y);
+    return vpadalq_s16(acc, p);
+}
+
+/* The last d % 16 code bytes of a row, zero-padded: the padding meets zero query bytes (queries
+ * are zero up to EMBQ_QPAD(d)), so it adds nothing, and no byte past the row is read. */
+static inline uint8x16_t embq_tail16_neon(const uint8_t *c, int64_t rem) {
+    uint8_t buf[16];
+    memset(buf, 0, sizeof buf);
+    memcpy(buf, c, (size_t)rem);
+    return vld1q_u8(buf);
+}
+
+/* One template, two instantiations: MAC(acc, code_u8x16, query_s8x16). */
+#define EMBQ_DEFINE_DOT_NEON(NAME, ATTR, MAC)                                                  \
+ATTR static void NAME(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d,                \
+                      const uint8_t *zp, const int8_t *q, int64_t ldq, const int32_t *sumq,    \
+                      int64_t nq, int32_t *out, int64_t ldo) {                                 \
+    const int64_t dfull = (d / 16) * 16, rem = d - dfull;                                      \
+    uint8x16_t t0 = vdupq_n_u8(0), t1 = t0, t2 = t0, t3 = t0;                                  \
+    int64_t r = 0, i, j;                                                                       \
+    for (; r + 4 <= nr; r += 4) {                                                              \
+        const uint8_t *c0 = codes + r * ldc, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;    \
+        const int32_t z0 = zp ? zp[r] : 128, z1 = zp ? zp[r + 1] : 128;                        \
+        const int32_t z2 = zp ? zp[r + 2] : 128, z3 = zp ? zp[r + 3] : 128;                    \
+        if (rem) {                                                                             \
+            t0 = embq_tail16_neon(c0 + dfull, rem); t1 = embq_tail16_neon(c1 + dfull, rem);    \
+            t2 = embq_tail16_neon(c2 + dfull, rem); t3 = embq_tail16_neon(c3 + dfull, rem);    \
+        }                                                                                      \
+        for (i = 0; i < nq; i++) {                                                             \
+            const int8_t *qq = q + i * ldq;                                                    \
+            int32x4_t a0 = vdupq_n_s32(0), a1 = a0, a2 = a0, a3 = a0;                          \
+            int8x16_t y;                                                                       \
+            int32_t *o = out + i * ldo + r;                                                    \
+            for (j = 0; j < dfull; j += 16) {                                                  \
+                y = vld1q_s8(qq + j);                                                          \
+                a0 = MAC(a0, vld1q_u8(c0 + j), y);                                             \
+                a1 = MAC(a1, vld1q_u8(c1 + j), y);                                             \
+                a2 = MAC(a2, vld1q_u8(c2 + j), y);                                             \
+                a3 = MAC(a3, vld1q_u8(c3 + j), y);                                             \
+            }                                                                                  \
+            if (rem) {                                                                         \
+                y = vld1q_s8(qq + dfull);                                                      \
+                a0 = MAC(a0, t0, y); a1 = MAC(a1, t1, y);                                      \
+                a2 = MAC(a2, t2, y); a3 = MAC(a3, t3, y);                                      \
+            }                                                                                  \
+            o[0] = embq_fix_sign((uint32_t)vaddvq_u32(vreinterpretq_u32_s32(a0)), z0, sumq[i]); \
+            o[1] = embq_fix_sign((uint32_t)vaddvq_u32(vreinterpretq_u32_s32(a1)), z1, sumq[i]); \
+            o[2] = embq_fix_sign((uint32_t)vaddvq_u32(vreinterpretq_u32_s32(a2)), z2, sumq[i]); \
+            o[3] = embq_fix_sign((uint32_t)vaddvq_u32(vreinterpretq_u32_s32(a3)), z3, sumq[i]); \
+        }                                                                                      \
+    }                                                                                          \
+    for (; r < nr; r++) {                                                                      \
+        const uint8_t *c0 = codes + r * ldc;                                                   \
+        const int32_t z0 = zp ? zp[r] : 128;                                                   \
+        if (rem) t0 = embq_tail16_neon(c0 + dfull, rem);                                       \
+        for (i = 0; i < nq; i++) {                                                             \
+            const int8_t *qq = q + i * ldq;                                                    \
+            int32x4_t a0 = vdupq_n_s32(0);                                                     \
+            for (j = 0; j < dfull; j += 16) a0 = MAC(a0, vld1q_u8(c0 + j), vld1q_s8(qq + j));  \
+            if (rem) a0 = MAC(a0, t0, vld1q_s8(qq + dfull));                                   \
+            out[i * ldo + r] =                                                                 \
+                embq_fix_sign((uint32_t)vaddvq_u32(vreinterpretq_u32_s32(a0)), z0, sumq[i]);   \
+        }                                                                                      \
+    }                                                                                          \
+}
+
+EMBQ_DEFINE_DOT_NEON(embq_dot_neon, , embq_mac16_neon)
+
+#if EMBQ_SEARCH_NEONDOT
+#define EMBQ_NEONDOT_ATTR __attribute__((target("arch=armv8.2-a+dotprod")))
+EMBQ_NEONDOT_ATTR
+static inline int32x4_t embq_mac16_neondot(int32x4_t acc, uint8x16_t c, int8x16_t y) {
+    return vdotq_s32(acc, vreinterpretq_s8_u8(veorq_u8(c, vdupq_n_u8(0x80))), y);
+}
+EMBQ_DEFINE_DOT_NEON(embq_dot_neondot, EMBQ_NEONDOT_ATTR, embq_mac16_neondot)
+#endif
+
+#endif /* EMBQ_SEARCH_NEON */
+
+/* ------------------------------------------------------------------------------------------ */
 /* Top-k: a fixed-size heap in two arrays whose root is the WORST kept entry: lower score, or the
  * same score and a higher row index (ties go to the lower row). Empty slots hold
  * (-inf, INT64_MAX), worse than any real candidate. */
@@ -618,6 +737,10 @@ static inline int embq_dot_supported(int id) {
     case EMBQ_DOT_AVXVNNI: return embq_cpu_has_avxvnni();
     case EMBQ_DOT_AVX512VNNI: return embq_cpu_has_avx512vnni();
 #endif
+#if EMBQ_SEARCH_NEON
+    case EMBQ_DOT_NEON: return 1;
+    case EMBQ_DOT_NEONDOT: return embq_cpu_has_neondot();
+#endif
     default: return 0;
     }
 }
@@ -629,6 +752,12 @@ static inline embq_dot_fn embq_dot_get(int id) {
     case EMBQ_DOT_AVX2: return embq_dot_avx2;
     case EMBQ_DOT_AVXVNNI: return embq_dot_avxvnni;
     case EMBQ_DOT_AVX512VNNI: return embq_dot_avx512vnni;
+#endif
+#if EMBQ_SEARCH_NEON
+    case EMBQ_DOT_NEON: return embq_dot_neon;
+#if EMBQ_SEARCH_NEONDOT
+    case EMBQ_DOT_NEONDOT: return embq_dot_neondot;
+#endif
 #endif
     default: return embq_dot_scalar;
     }

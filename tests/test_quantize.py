@@ -13,15 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from embq import _kernels_common, _kernels_quant
+from embq import _kernels_quant
 
 Q = importlib.import_module("embq.quantize")
 quantize, quantize_reference = Q.quantize, Q.quantize_reference
 dequantize, row_norms = Q.dequantize, Q.row_norms
 
 F32_MAX = float(np.finfo(np.float32).max)
-HAVE_AVX2 = _kernels_common.cpu_features()["avx2"]
-KERNELS = ["portable"] + (["avx2"] if HAVE_AVX2 else [])
+KERNELS = _kernels_quant.available_kernels()
 
 
 @contextlib.contextmanager
@@ -324,13 +323,19 @@ def test_threads_and_kernels_identical():
 def test_selected_kernels_and_env_override(run_python):
     sel = _kernels_quant.selected_kernels()
     assert set(sel) >= {"quantize", "dequantize"}
-    assert set(sel.values()) <= {"avx2", "portable"}
+    assert set(sel.values()) <= {"avx2", "neon", "portable"}
+    assert set(sel.values()) == {KERNELS[-1]}
     code = "from embq import _kernels_quant as k; print(k.selected_kernels()['quantize'])"
     out = run_python("-c", code, env=dict(os.environ, EMBQ_QUANT_KERNEL="portable"))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "portable"
     with pytest.raises(ValueError, match="kernel must be"):
         _kernels_quant._set_kernel("sse9")
+    missing = next((k for k in ("avx2", "neon") if k not in KERNELS), None)
+    if missing is not None:  # one of the two is always absent: they belong to different CPUs
+        with pytest.raises(ValueError, match=f"kernel '{missing}' requested"):
+            _kernels_quant._set_kernel(missing)
+        assert _kernels_quant.selected_kernels()["quantize"] == KERNELS[-1]
 
 
 def test_package_level_function_survives_submodule_import():
