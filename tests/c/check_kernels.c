@@ -1,0 +1,168 @@
+/* Cross-check of every SIMD kernel variant this CPU can run against the portable C kernels,
+ * bit for bit, without Python: built natively by tests/test_c_kernels.py, and cross-compiled for
+ * AArch64 and run under qemu-user by scripts/check_arm64.sh, which is how the NEON and SDOT
+ * variants are checked on an x86-64 machine.
+ *
+ * Rows end right before an inaccessible page, so a kernel that reads past the end of a row
+ * crashes instead of passing.  Exit status 0 and a summary line on success; the first mismatch
+ * is printed and the status is 1. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "../../embq/_quant.h"
+#include "../../embq/_search_simd.h"
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t next_u64(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+static int64_t rand_int(int64_t lo, int64_t hi) { /* inclusive */
+    return lo + (int64_t)(next_u64() % (uint64_t)(hi - lo + 1));
+}
+static float rand_float(float mag) {
+    return ((float)(next_u64() >> 40) / (float)(1 << 24) * 2.0f - 1.0f) * mag;
+}
+
+/* n bytes that end exactly where an inaccessible page begins. */
+static void *guarded(size_t n, void **base, size_t *len) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t body = (n + page - 1) / page * page;
+    char *p = mmap(NULL, body + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) { perror("mmap"); exit(2); }
+    if (mprotect(p + body, page, PROT_NONE) != 0) { perror("mprotect"); exit(2); }
+    *base = p;
+    *len = body + page;
+    return p + body - n;
+}
+
+static long checks = 0;
+
+#define FAIL(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
+
+typedef int (*quant_fn)(const float *, embq_ssize_t, uint8_t *, float *);
+typedef void (*dequant_fn)(const uint8_t *, embq_ssize_t, int, float, float *);
+typedef int64_t (*sumsq_fn)(const uint8_t *, embq_ssize_t, int);
+
+static void check_quant_variant(const char *name, quant_fn q, dequant_fn dq, sumsq_fn ss) {
+    static const int64_t dims[] = {1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65,
+                                   100, 127, 128, 129, 300, 301, 1000};
+    for (size_t t = 0; t < sizeof dims / sizeof dims[0]; t++) {
+        for (int rep = 0; rep < 40; rep++) {
+            int64_t d = dims[t];
+            void *b1, *b2, *b3, *b4;
+            size_t l1, l2, l3, l4;
+            float *x = guarded((size_t)d * sizeof(float), &b1, &l1);
+            uint8_t *c_ref = guarded((size_t)d, &b2, &l2);
+            uint8_t *c = guarded((size_t)d, &b3, &l3);
+            float *out = guarded((size_t)d * sizeof(float), &b4, &l4);
+            float out_ref[1000];
+            float mags[] = {1.0f, 1e-30f, 1e30f, 3.0e38f, 1e-38f, 0.0f, 127.0f};
+            float mag = mags[rep % 7];
+            for (int64_t j = 0; j < d; j++) {
+                x[j] = rand_float(mag);
+                if (rep % 5 == 1) x[j] = (float)rand_int(-127, 127) * 0.5f;  /* ties */
+            }
+            if (rep % 11 == 3 && d > 1) x[rand_int(0, d - 1)] = NAN;
+            if (rep % 13 == 4 && d > 1) x[rand_int(0, d - 1)] = -INFINITY;
+            float s_ref = -1.0f, s = -2.0f;
+            for (int64_t j = 0; j < d; j++) c_ref[j] = c[j] = 0;
+            int st_ref = embq_quant_row_portable(x, d, c_ref, &s_ref);
+            int st = q(x, d, c, &s);
+            if (st != st_ref) FAIL("%s quantize d=%lld rep=%d: status %d, expected %d", name, (long long)d, rep, st, st_ref);
+            if (st == 0) {
+                if (memcmp(&s, &s_ref, sizeof s) != 0)
+                    FAIL("%s quantize d=%lld rep=%d: scale %.9g, expected %.9g", name, (long long)d, rep, s, s_ref);
+                for (int64_t j = 0; j < d; j++)
+                    if (c[j] != c_ref[j])
+                        FAIL("%s quantize d=%lld rep=%d col %lld: code %d, expected %d (x=%.9g)", name,
+                             (long long)d, rep, (long long)j, c[j], c_ref[j], x[j]);
+                int zp = rep % 3 == 0 ? (int)rand_int(0, 255) : 128;
+                embq_dequant_row_portable(c, d, zp, s, out_ref);
+                dq(c, d, zp, s, out);
+                if (memcmp(out, out_ref, (size_t)d * sizeof(float)) != 0)
+                    FAIL("%s dequantize d=%lld zp=%d differs", name, (long long)d, zp);
+                if (ss(c, d, zp) != embq_sumsq_row_portable(c, d, zp))
+                    FAIL("%s sumsq d=%lld zp=%d differs", name, (long long)d, zp);
+                checks += 3;
+            }
+            checks++;
+            munmap(b1, l1); munmap(b2, l2); munmap(b3, l3); munmap(b4, l4);
+        }
+    }
+    printf("  %s: quantize, dequantize, sumsq match the portable kernels\n", name);
+}
+
+static void check_dot_variant(int id) {
+    static const int64_t dims[] = {1, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 300, 301, 777};
+    embq_dot_fn dot = embq_dot_get(id);
+    for (size_t t = 0; t < sizeof dims / sizeof dims[0]; t++) {
+        for (int rep = 0; rep < 12; rep++) {
+            int64_t d = dims[t], nr = rand_int(0, 11), nq = rand_int(1, 6);
+            int64_t ldc = d + (rep % 3 == 0 ? rand_int(1, 9) : 0);
+            int64_t ldq = EMBQ_QSTRIDE(d), ldo = nr + rand_int(0, 3);
+            void *b1, *b2;
+            size_t l1, l2;
+            size_t ncode = nr ? (size_t)((nr - 1) * ldc + d) : 1;
+            uint8_t *codes = guarded(ncode, &b1, &l1);
+            uint8_t *zp = guarded(nr ? (size_t)nr : 1, &b2, &l2);
+            int8_t *q = calloc((size_t)(nq * ldq), 1);
+            int32_t *sumq = calloc((size_t)nq, sizeof(int32_t));
+            int32_t *out = calloc((size_t)(nq * ldo + 1), sizeof(int32_t));
+            int32_t *ref = calloc((size_t)(nq * ldo + 1), sizeof(int32_t));
+            int use_zp = rep % 2;
+            for (size_t j = 0; j < ncode; j++) codes[j] = (uint8_t)rand_int(0, 255);
+            if (rep % 4 == 2) for (size_t j = 0; j < ncode; j++) codes[j] = rep % 8 == 2 ? 0 : 255;
+            for (int64_t r = 0; r < nr; r++) zp[r] = (uint8_t)rand_int(0, 255);
+            for (int64_t i = 0; i < nq; i++) {
+                int8_t *qi = q + i * ldq;
+                int32_t s = 0;
+                for (int64_t j = 0; j < d; j++) {
+                    qi[j] = (int8_t)(rep % 4 == 2 ? -127 : rand_int(-127, 127));
+                    s += qi[j];
+                }
+                embq_fill_query_tail(qi, d);
+                sumq[i] = s;
+            }
+            embq_dot_scalar(codes, ldc, nr, d, use_zp ? zp : NULL, q, ldq, sumq, nq, ref, ldo);
+            dot(codes, ldc, nr, d, use_zp ? zp : NULL, q, ldq, sumq, nq, out, ldo);
+            for (int64_t i = 0; i < nq; i++)
+                for (int64_t r = 0; r < nr; r++)
+                    if (out[i * ldo + r] != ref[i * ldo + r])
+                        FAIL("dot variant %d d=%lld nr=%lld nq=%lld row %lld query %lld: %d, expected %d",
+                             id, (long long)d, (long long)nr, (long long)nq, (long long)r, (long long)i,
+                             out[i * ldo + r], ref[i * ldo + r]);
+            checks++;
+            munmap(b1, l1); munmap(b2, l2);
+            free(q); free(sumq); free(out); free(ref);
+        }
+    }
+    printf("  dot variant %d: matches the scalar kernel\n", id);
+}
+
+int main(void) {
+    int variants = 0;
+    printf("quantization row kernels:\n");
+    if (embq_quant_have_avx2()) {
+        check_quant_variant("avx2", embq_quant_row_avx2, embq_dequant_row_avx2, embq_sumsq_row_avx2);
+        variants++;
+    }
+    if (embq_quant_have_neon()) {
+        check_quant_variant("neon", embq_quant_row_neon, embq_dequant_row_neon, embq_sumsq_row_neon);
+        variants++;
+    }
+    printf("search dot products (1 = avx2, 2 = avxvnni, 3 = avx512vnni, 4 = neon, 5 = neon sdot):\n");
+    for (int id = 1; id < EMBQ_DOT_COUNT; id++) {
+        if (embq_dot_supported(id)) {
+            check_dot_variant(id);
+            variants++;
+        }
+    }
+    printf("ok: %d SIMD variants, %ld checks\n", variants, checks);
+    return 0;
+}
