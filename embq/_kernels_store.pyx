@@ -13,7 +13,7 @@ instead of being followed out of bounds.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_Check
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp, memcpy
 from cython.parallel cimport prange
 
@@ -372,18 +372,23 @@ cdef class StoreIndex:
                 _dequantize_row(codes + r * d, scales[r], zps[r], out + dst * d, d)
 
 
-cdef class KeyTableBuilder:
-    """Write side: collects unique keys (UTF-8 blob, offsets, per-row hashes, hash table).
+# Row numbers in the in-memory table are int32 (-1 = empty).
+cdef int64_t _MAX_KEYS = 2147483647
 
-    The table it grows is exactly the on-disk table (row numbers, -1 = empty, power-of-two
-    length, linear probing), so closing a store writes it as is.  Memory is the key bytes plus
-    8 bytes of offset, 8 of hash and 16 to 32 of table per key.
+
+cdef class KeyTableBuilder:
+    """Write side: collects unique keys (UTF-8 blob, offsets, hash table).
+
+    The table it grows is the on-disk table (row numbers, -1 = empty, power-of-two length,
+    linear probing) held as int32 to halve its memory; the writer widens it to the on-disk
+    int64 block by block.  Memory is the key bytes plus 8 bytes of offset and 8 to 16 of table
+    per key (before capacity growth); hashes are recomputed from the key bytes when the table
+    grows rather than kept per key.
     """
 
     cdef object _blob       # uint8, capacity >= nbytes
     cdef object _offsets    # int64, capacity >= n + 1
-    cdef object _hashes     # uint64, capacity >= n
-    cdef object _table      # int64, power-of-two length
+    cdef object _table      # int32, power-of-two length
     cdef readonly int64_t n
     cdef readonly int64_t nbytes
     cdef double max_load
@@ -396,8 +401,7 @@ cdef class KeyTableBuilder:
         self.nbytes = 0
         self._blob = np.empty(1024, np.uint8)
         self._offsets = np.zeros(1024, np.int64)
-        self._hashes = np.empty(1024, np.uint64)
-        self._table = np.full(8, -1, np.int64)
+        self._table = np.full(8, -1, np.int32)
 
     def _table_size_for(self, int64_t n):
         cdef int64_t size = 8
@@ -409,16 +413,17 @@ cdef class KeyTableBuilder:
         cdef int64_t need = self.n + n_more
         cdef int64_t cap
         cdef int64_t size
+        if need >= _MAX_KEYS:
+            raise ValueError(f"a store holds at most {_MAX_KEYS - 1:,} keys; this batch would "
+                             f"bring it to {need:,}")
         if need + 1 > self._offsets.shape[0]:
-            cap = max(need + 1, 2 * self._offsets.shape[0])
+            # Grow by half, not double: the copy is transient peak memory.
+            cap = max(need + 1, self._offsets.shape[0] + self._offsets.shape[0] // 2)
             new = np.empty(cap, np.int64)
             new[: self.n + 1] = self._offsets[: self.n + 1]
             self._offsets = new
-            newh = np.empty(cap, np.uint64)
-            newh[: self.n] = self._hashes[: self.n]
-            self._hashes = newh
         if self.nbytes + bytes_more > self._blob.shape[0]:
-            cap = max(self.nbytes + bytes_more, 2 * self._blob.shape[0])
+            cap = max(self.nbytes + bytes_more, self._blob.shape[0] + self._blob.shape[0] // 2)
             newb = np.empty(cap, np.uint8)
             newb[: self.nbytes] = self._blob[: self.nbytes]
             self._blob = newb
@@ -427,18 +432,19 @@ cdef class KeyTableBuilder:
             self._rehash(size)
 
     cdef _rehash(self, int64_t size):
-        cdef cnp.ndarray t = np.full(size, -1, np.int64)
-        cdef int64_t* tp = <int64_t*>cnp.PyArray_DATA(t)
-        cdef const uint64_t* hp = <const uint64_t*>cnp.PyArray_DATA(self._hashes)
+        cdef cnp.ndarray t = np.full(size, -1, np.int32)
+        cdef int32_t* tp = <int32_t*>cnp.PyArray_DATA(t)
+        cdef const int64_t* op = <const int64_t*>cnp.PyArray_DATA(self._offsets)
+        cdef const uint8_t* bp = <const uint8_t*>cnp.PyArray_DATA(self._blob)
         cdef uint64_t mask = <uint64_t>(size - 1)
         cdef uint64_t slot
         cdef int64_t i
         with nogil:
             for i in range(self.n):
-                slot = hp[i] & mask
+                slot = _hash_bytes(bp + op[i], op[i + 1] - op[i]) & mask
                 while tp[slot] != -1:
                     slot = (slot + 1) & mask
-                tp[slot] = i
+                tp[slot] = <int32_t>i
         self._table = t
 
     def add(self, keys, bint skip_duplicates):
@@ -476,10 +482,9 @@ cdef class KeyTableBuilder:
         cdef uint8_t* keep = <uint8_t*>cnp.PyArray_DATA(mask_arr)
         cdef cnp.ndarray placed = np.empty(m, np.int64)
         cdef int64_t* pl = <int64_t*>cnp.PyArray_DATA(placed)
-        cdef int64_t* tp = <int64_t*>cnp.PyArray_DATA(self._table)
+        cdef int32_t* tp = <int32_t*>cnp.PyArray_DATA(self._table)
         cdef uint64_t tmask = <uint64_t>(self._table.shape[0] - 1)
         cdef int64_t* op = <int64_t*>cnp.PyArray_DATA(self._offsets)
-        cdef uint64_t* hp = <uint64_t*>cnp.PyArray_DATA(self._hashes)
         cdef uint8_t* bp = <uint8_t*>cnp.PyArray_DATA(self._blob)
         cdef int64_t n0 = self.n, b0 = self.nbytes
         cdef int64_t row, a, b
@@ -493,11 +498,10 @@ cdef class KeyTableBuilder:
                 row = tp[slot]
                 if row == -1:
                     break
-                if hp[row] == h:
-                    a = op[row]
-                    b = op[row + 1]
-                    if b - a == n and memcmp(bp + a, s, n) == 0:
-                        break
+                a = op[row]
+                b = op[row + 1]
+                if b - a == n and memcmp(bp + a, s, n) == 0:
+                    break
                 slot = (slot + 1) & tmask
             if row != -1:
                 if skip_duplicates:
@@ -515,15 +519,14 @@ cdef class KeyTableBuilder:
             memcpy(bp + self.nbytes, s, n)
             self.nbytes += n
             op[row + 1] = self.nbytes
-            hp[row] = h
-            tp[slot] = row
+            tp[slot] = <int32_t>row
             pl[n_placed] = <int64_t>slot
             n_placed += 1
             self.n += 1
         return mask_arr, -1, -1
 
     def arrays(self):
-        """(utf8 bytes, offsets (n+1,), hash table) views of the collected keys."""
+        """(utf8 bytes, offsets (n+1,), int32 hash table) views of the collected keys."""
         return (self._blob[: self.nbytes], self._offsets[: self.n + 1], self._table)
 
 

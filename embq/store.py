@@ -96,8 +96,9 @@ class StoreWriter:
     Rows are quantized per batch and spooled to raw files in a temporary directory next to
     ``path``; :meth:`close` copies them, block by block, into contiguous (memory-mappable)
     datasets of a temporary HDF5 file, writes the key hash table and renames the file into
-    place.  Memory stays bounded by the batch size plus about 40 bytes per key (the key bytes,
-    offsets, hashes and hash table needed to detect duplicates).
+    place.  Memory stays bounded by the batch size plus the key index needed to detect
+    duplicates: the key bytes, an 8-byte offset and 8 to 16 bytes of int32 hash table per key
+    (about 40 bytes per English word, with room to grow).
 
     Parameters
     ----------
@@ -404,7 +405,11 @@ class StoreWriter:
                 g = f.create_group("keys")
                 g.create_dataset("utf8", data=utf8)
                 g.create_dataset("offsets", data=offsets)
-                t = g.create_dataset("hash", data=table)
+                # The builder's table is int32; widen it to the on-disk int64 a block at a time.
+                t = g.create_dataset("hash", shape=table.shape, dtype=np.int64)
+                step = _COPY_BLOCK_BYTES // 8
+                for start in range(0, table.shape[0], step):
+                    t[start : start + step] = table[start : start + step]
                 t.attrs["hash_function"] = HASH_FUNCTION
                 t.attrs["probing"] = PROBING
         with builtins.open(tmp, "rb+") as fh:
