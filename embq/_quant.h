@@ -95,31 +95,47 @@ static inline float embq_bits_to_float(uint32_t b) {
     return v;
 }
 
+/* Shared middle of every row kernel: finish max |x| over x[j..d) (the caller's vector loop has
+ * folded x[0..j) into mb), then settle the row's scale.  Returns EMBQ_ROW_BAD for a NaN or an
+ * infinity (nothing written), EMBQ_ROW_DONE for an all-zero or tiny row (codes written), or
+ * EMBQ_ROW_VECTOR for a normal row, whose codes the caller writes with *inv = 1 / scale. */
+#define EMBQ_ROW_DONE 0
+#define EMBQ_ROW_BAD 1
+#define EMBQ_ROW_VECTOR 2
+static inline int embq_quant_row_scale(const float *x, embq_ssize_t j, embq_ssize_t d, uint32_t mb,
+                                       uint8_t *codes, float *scale_out, float *inv) {
+    for (; j < d; j++) {
+        uint32_t b = embq_abs_bits(x[j]);
+        mb = b > mb ? b : mb;
+    }
+    if (mb >= 0x7f800000u) return EMBQ_ROW_BAD;
+    int tiny;
+    float scale = embq_quant_scale(embq_bits_to_float(mb), &tiny);
+    *scale_out = scale;
+    if (scale == 0.0f) {
+        memset(codes, 128, (size_t)d);
+        return EMBQ_ROW_DONE;
+    }
+    if (tiny) {
+        embq_quant_row_tiny(x, d, scale, codes);
+        return EMBQ_ROW_DONE;
+    }
+    *inv = 1.0f / scale;
+    return EMBQ_ROW_VECTOR;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Portable row kernels                                                                       */
 
 /* Quantize one contiguous float32 row.  Returns 1 (writing nothing) when the row holds a NaN
  * or an infinity, 0 otherwise. */
 static int embq_quant_row_portable(const float *x, embq_ssize_t d, uint8_t *codes, float *scale_out) {
-    uint32_t mb = 0;
+    float inv;
+    int st = embq_quant_row_scale(x, 0, d, 0, codes, scale_out, &inv);
+    if (st != EMBQ_ROW_VECTOR) return st;
     for (embq_ssize_t j = 0; j < d; j++) {
-        uint32_t b = embq_abs_bits(x[j]);
-        mb = b > mb ? b : mb;
-    }
-    if (mb >= 0x7f800000u) return 1;
-    int tiny;
-    float scale = embq_quant_scale(embq_bits_to_float(mb), &tiny);
-    *scale_out = scale;
-    if (scale == 0.0f) {
-        memset(codes, 128, (size_t)d);
-    } else if (tiny) {
-        embq_quant_row_tiny(x, d, scale, codes);
-    } else {
-        float inv = 1.0f / scale;
-        for (embq_ssize_t j = 0; j < d; j++) {
-            float v = x[j] * inv;
-            codes[j] = embq_quant_code_from_q(rintf(v));
-        }
+        float v = x[j] * inv;
+        codes[j] = embq_quant_code_from_q(rintf(v));
     }
     return 0;
 }
@@ -183,24 +199,10 @@ static EMBQ_AVX2 int embq_quant_row_avx2(const float *x, embq_ssize_t d, uint8_t
     __m128i h = _mm_max_epi32(_mm256_castsi256_si128(m0), _mm256_extracti128_si256(m0, 1));
     h = _mm_max_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
     h = _mm_max_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(2, 3, 0, 1)));
-    uint32_t mb = (uint32_t)_mm_cvtsi128_si32(h);
-    for (; j < d; j++) {
-        uint32_t b = embq_abs_bits(x[j]);
-        mb = b > mb ? b : mb;
-    }
-    if (mb >= 0x7f800000u) return 1;
-    int tiny;
-    float scale = embq_quant_scale(embq_bits_to_float(mb), &tiny);
-    *scale_out = scale;
-    if (scale == 0.0f) {
-        memset(codes, 128, (size_t)d);
-        return 0;
-    }
-    if (tiny) {
-        embq_quant_row_tiny(x, d, scale, codes);
-        return 0;
-    }
-    const __m256 inv = _mm256_set1_ps(1.0f / scale);
+    float inv1;
+    int st = embq_quant_row_scale(x, j, d, (uint32_t)_mm_cvtsi128_si32(h), codes, scale_out, &inv1);
+    if (st != EMBQ_ROW_VECTOR) return st;
+    const __m256 inv = _mm256_set1_ps(inv1);
     for (j = 0; j + 32 <= d; j += 32) {
         _mm256_storeu_si256((__m256i *)(codes + j), embq_quant32_avx2(x + j, inv));
     }
@@ -311,24 +313,11 @@ static int embq_quant_row_neon(const float *x, embq_ssize_t d, uint8_t *codes, f
     for (; j + 4 <= d; j += 4) {
         m0 = vmaxq_u32(m0, vandq_u32(vreinterpretq_u32_f32(vld1q_f32(x + j)), absmask));
     }
-    uint32_t mb = vmaxvq_u32(vmaxq_u32(vmaxq_u32(m0, m1), vmaxq_u32(m2, m3)));
-    for (; j < d; j++) {
-        uint32_t b = embq_abs_bits(x[j]);
-        mb = b > mb ? b : mb;
-    }
-    if (mb >= 0x7f800000u) return 1;
-    int tiny;
-    float scale = embq_quant_scale(embq_bits_to_float(mb), &tiny);
-    *scale_out = scale;
-    if (scale == 0.0f) {
-        memset(codes, 128, (size_t)d);
-        return 0;
-    }
-    if (tiny) {
-        embq_quant_row_tiny(x, d, scale, codes);
-        return 0;
-    }
-    const float32x4_t inv = vdupq_n_f32(1.0f / scale);
+    float inv1;
+    int st = embq_quant_row_scale(x, j, d, vmaxvq_u32(vmaxq_u32(vmaxq_u32(m0, m1), vmaxq_u32(m2, m3))),
+                                  codes, scale_out, &inv1);
+    if (st != EMBQ_ROW_VECTOR) return st;
+    const float32x4_t inv = vdupq_n_f32(inv1);
     for (j = 0; j + 16 <= d; j += 16) {
         vst1q_u8(codes + j, embq_quant16_neon(x + j, inv));
     }
