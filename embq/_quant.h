@@ -157,6 +157,22 @@ static int64_t embq_sumsq_row_portable(const uint8_t *codes, embq_ssize_t d, int
     return acc;
 }
 
+/* Where a SIMD variant cannot be compiled, its names stand for the portable kernels (never
+ * selected: its have_ function returns 0), so the Cython drivers are the same everywhere. */
+#define EMBQ_QUANT_FALLBACK(SUFFIX)                                                              \
+static int embq_quant_row_##SUFFIX(const float *x, embq_ssize_t d, uint8_t *codes,               \
+                                   float *scale_out) {                                           \
+    return embq_quant_row_portable(x, d, codes, scale_out);                                      \
+}                                                                                                \
+static void embq_dequant_row_##SUFFIX(const uint8_t *codes, embq_ssize_t d, int zp, float scale, \
+                                      float *out) {                                              \
+    embq_dequant_row_portable(codes, d, zp, scale, out);                                         \
+}                                                                                                \
+static int64_t embq_sumsq_row_##SUFFIX(const uint8_t *codes, embq_ssize_t d, int zp) {           \
+    return embq_sumsq_row_portable(codes, d, zp);                                                \
+}                                                                                                \
+static inline int embq_quant_have_##SUFFIX(void) { return 0; }
+
 /* ---------------------------------------------------------------------------------------- */
 /* AVX2 row kernels                                                                           */
 
@@ -266,16 +282,7 @@ static inline int embq_quant_have_avx2(void) { return embq_cpu_has_avx2(); }
 
 #else /* no x86 dispatch: the "avx2" names are the portable kernels, never selected */
 
-static int embq_quant_row_avx2(const float *x, embq_ssize_t d, uint8_t *codes, float *scale_out) {
-    return embq_quant_row_portable(x, d, codes, scale_out);
-}
-static void embq_dequant_row_avx2(const uint8_t *codes, embq_ssize_t d, int zp, float scale, float *out) {
-    embq_dequant_row_portable(codes, d, zp, scale, out);
-}
-static int64_t embq_sumsq_row_avx2(const uint8_t *codes, embq_ssize_t d, int zp) {
-    return embq_sumsq_row_portable(codes, d, zp);
-}
-static inline int embq_quant_have_avx2(void) { return 0; }
+EMBQ_QUANT_FALLBACK(avx2)
 
 #endif /* EMBQ_HAVE_X86_DISPATCH */
 
@@ -384,16 +391,7 @@ static inline int embq_quant_have_neon(void) { return 1; }
 
 #else /* not AArch64: the "neon" names are the portable kernels, never selected */
 
-static int embq_quant_row_neon(const float *x, embq_ssize_t d, uint8_t *codes, float *scale_out) {
-    return embq_quant_row_portable(x, d, codes, scale_out);
-}
-static void embq_dequant_row_neon(const uint8_t *codes, embq_ssize_t d, int zp, float scale, float *out) {
-    embq_dequant_row_portable(codes, d, zp, scale, out);
-}
-static int64_t embq_sumsq_row_neon(const uint8_t *codes, embq_ssize_t d, int zp) {
-    return embq_sumsq_row_portable(codes, d, zp);
-}
-static inline int embq_quant_have_neon(void) { return 0; }
+EMBQ_QUANT_FALLBACK(neon)
 
 #endif /* EMBQ_HAVE_NEON */
 
