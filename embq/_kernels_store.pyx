@@ -26,6 +26,18 @@ cnp.import_array()
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
 
+cdef inline const char* _key_utf8(object key, Py_ssize_t* n) except? NULL:
+    """UTF-8 bytes of a str key (subclasses such as numpy.str_ included), or NULL, with no
+    error set, for a str that has no UTF-8 form (lone surrogates): no store holds such a
+    key, so lookups treat it as absent.  A non-str raises TypeError."""
+    if not PyUnicode_Check(key):
+        raise TypeError(f"keys must be str, got {type(key).__name__} {key!r}")
+    try:
+        return PyUnicode_AsUTF8AndSize(key, n)
+    except UnicodeEncodeError:
+        return NULL
+
+
 # Row-number sentinels returned by the probing loop.
 cdef enum:
     _MISSING = -1
@@ -204,8 +216,8 @@ cdef class StoreIndex:
 
     cdef _corrupt(self):
         from embq.errors import StoreError
-        return StoreError("the key hash table points outside the key arrays; the file is "
-                          "damaged", path=self.path)
+        return StoreError("the key hash table is damaged: it points outside the key arrays "
+                          "or has no empty slot", path=self.path)
 
     cdef _missing(self, key):
         if not self.has_keys:
@@ -213,27 +225,27 @@ cdef class StoreIndex:
                             "without vocabulary); index it by row number")
         return KeyError(f"Key '{key}' not present")
 
-    cpdef int64_t find(self, str key) except? -3:
-        """Row of ``key``, or -1 when absent (also for a store without keys)."""
+    cpdef int64_t find(self, object key) except? -3:
+        """Row of ``key`` (a str, subclasses included), or -1 when absent (also for a store
+        without keys, and for a str that has no UTF-8 form, which no store can hold)."""
         cdef Py_ssize_t n
         cdef const char* s
         cdef int64_t r
-        if not self.has_keys:
+        s = _key_utf8(key, &n)
+        if s == NULL or not self.has_keys:
             return -1
-        s = PyUnicode_AsUTF8AndSize(key, &n)
         r = self._find(<const uint8_t*>s, n)
         if r == _CORRUPT:
             raise self._corrupt()
         return r
 
-    def key_vector(self, str key):
-        """Dequantized float32 row of ``key``; ``KeyError`` when absent."""
+    def key_vector(self, object key):
+        """Dequantized float32 row of ``key`` (a str); ``KeyError`` when absent."""
         cdef Py_ssize_t n
-        cdef const char* s
+        cdef const char* s = _key_utf8(key, &n)
         cdef int64_t r = -1
         cdef uint64_t h
-        if self.has_keys:
-            s = PyUnicode_AsUTF8AndSize(key, &n)
+        if s != NULL and self.has_keys:
             h = _hash_bytes(<const uint8_t*>s, n)
             r = self.table[h & self.mask]
             if 0 <= r < self.n_rows:
@@ -279,6 +291,7 @@ cdef class StoreIndex:
         cdef const char* ptrs[_BLOCK]
         cdef Py_ssize_t lens[_BLOCK]
         cdef uint64_t hashes[_BLOCK]
+        cdef bint unencodable[_BLOCK]
         for i in range(m):
             if not PyUnicode_Check(ks[i]):
                 k = ks[i]
@@ -292,10 +305,16 @@ cdef class StoreIndex:
         for i in range(0, m, _BLOCK):
             nb = min(_BLOCK, m - i)
             for j in range(nb):
-                ptrs[j] = PyUnicode_AsUTF8AndSize(ks[i + j], &lens[j])
+                ptrs[j] = _key_utf8(ks[i + j], &lens[j])
+                unencodable[j] = ptrs[j] == NULL
+                if unencodable[j]:
+                    ptrs[j] = b""
+                    lens[j] = 0
             self._find_block(ptrs, lens, hashes, nb, o + i)
             for j in range(nb):
-                if o[i + j] == _CORRUPT:
+                if unencodable[j]:
+                    o[i + j] = _MISSING
+                elif o[i + j] == _CORRUPT:
                     raise self._corrupt()
         return out
 

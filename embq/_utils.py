@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import operator
+import os
 
 
 def effective_n_threads(n_threads: int | None) -> int:
     """Turn a user's ``n_threads`` into a positive thread count.
 
     ``None`` means all cores OpenMP would use; a negative value counts back from there
-    (``-1`` = all, ``-2`` = all but one, never below 1); ``0`` is an error. Without OpenMP
-    the answer is always 1.
+    (``-1`` = all, ``-2`` = all but one, never below 1); ``0`` is an error. A count above
+    the number of CPUs this process may run on is lowered to it: the kernels are CPU-bound,
+    so more threads only add overhead, and a count like 10**6 would make the OpenMP runtime
+    abort the process when it cannot create them. Without OpenMP the answer is always 1.
 
     Parameters
     ----------
@@ -27,6 +30,8 @@ def effective_n_threads(n_threads: int | None) -> int:
     if n_threads is None:
         requested = max_threads()
     else:
+        if isinstance(n_threads, bool):
+            raise TypeError(f"n_threads must be an int or None, got bool ({n_threads})")
         try:
             requested = operator.index(n_threads)
         except TypeError:
@@ -39,7 +44,14 @@ def effective_n_threads(n_threads: int | None) -> int:
             requested = max(1, max_threads() + 1 + requested)
     if not openmp_enabled():
         return 1
-    return requested
+    return min(requested, max(max_threads(), _usable_cpus()))
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on every platform
+        return os.cpu_count() or 1
 
 
 def human_bytes(n: float) -> str:

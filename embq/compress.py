@@ -148,7 +148,7 @@ def compress(
                         )
                     except DuplicateKeyError as exc:
                         # No row was ever skipped in this mode, so store rows are file rows.
-                        file_row = reader.rows_read - len(x) + exc.index
+                        file_row = exc.index
                         raise FormatError(
                             f"duplicate key {exc.key!r} on {reader.describe_row(file_row)}, "
                             f"first seen on {reader.describe_row(exc.first_index)}; keys must "

@@ -41,8 +41,9 @@ class StoreError(FormatError):
 class DuplicateKeyError(ValueError):
     """A key was added to a store twice.
 
-    ``key`` is the duplicate, ``first_index`` the row that already holds it, ``index`` the row
-    position the duplicate would have taken.
+    ``key`` is the duplicate, ``first_index`` the row that holds it (or, for a key repeated
+    within one batch, the row its first occurrence would have taken), ``index`` the row the
+    duplicate would have taken: both count rows of the whole store, not of the batch.
     """
 
     def __init__(self, key: str, first_index: int, index: int) -> None:
@@ -50,6 +51,6 @@ class DuplicateKeyError(ValueError):
         self.first_index = first_index
         self.index = index
         super().__init__(
-            f"duplicate key {key!r} at row {index}: already stored at row {first_index}; "
+            f"duplicate key {key!r} at row {index}: first seen at row {first_index}; "
             "keys must be unique"
         )

@@ -294,7 +294,8 @@ class StoreWriter:
             keys = _as_key_list(keys, b)
             mask, pos, first = self._keys.add(keys, on_duplicate == "skip")
             if mask is None:
-                raise DuplicateKeyError(keys[pos], first_index=int(first), index=int(pos))
+                raise DuplicateKeyError(keys[pos], first_index=int(first),
+                                        index=self.n_rows + int(pos))
         else:
             if keys is not None:
                 raise ValueError("this store has no keys (has_keys=False) but keys were given")
@@ -746,9 +747,21 @@ class _IndexToKey(Sequence):
             raise IndexError(f"index {i} out of range for {n} keys")
         return self._decode(utf8, offsets, j)
 
-    @staticmethod
-    def _decode(utf8, offsets, j: int) -> str:
-        return bytes(utf8[int(offsets[j]) : int(offsets[j + 1])]).decode("utf-8")
+    def _decode(self, utf8, offsets, j: int) -> str:
+        a, b = int(offsets[j]), int(offsets[j + 1])
+        if not 0 <= a <= b <= utf8.shape[0]:
+            raise self._damaged(j, f"its offsets run from {a} to {b}")
+        try:
+            return bytes(utf8[a:b]).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise self._damaged(j, f"its bytes are not UTF-8 ({exc.reason})") from None
+
+    def _damaged(self, j: int, what: str) -> StoreError:
+        return StoreError(
+            f"key of row {j} is damaged: {what}; expected non-decreasing offsets within the "
+            f"{self._store._utf8.shape[0]} bytes of 'keys/utf8' and UTF-8 bytes",
+            path=self._store.path,
+        )
 
     def __iter__(self) -> Iterator[str]:
         utf8, offsets = self._arrays()
@@ -756,11 +769,18 @@ class _IndexToKey(Sequence):
         step = self._ITER_BLOCK
         for start in range(0, n, step):
             stop = min(n, start + step)
-            o = np.asarray(offsets[start : stop + 1]) - int(offsets[start])
-            blob = bytes(utf8[int(offsets[start]) : int(offsets[stop])])
-            ol = o.tolist()
+            raw = np.asarray(offsets[start : stop + 1])
+            bad = (raw[:-1] < 0) | (raw[1:] < raw[:-1]) | (raw[1:] > utf8.shape[0])
+            if bad.any():
+                j = start + int(np.argmax(bad))
+                raise self._damaged(j, f"its offsets run from {offsets[j]} to {offsets[j + 1]}")
+            blob = bytes(utf8[int(raw[0]) : int(raw[-1])])
+            ol = (raw - raw[0]).tolist()
             for j in range(stop - start):
-                yield blob[ol[j] : ol[j + 1]].decode("utf-8")
+                try:
+                    yield blob[ol[j] : ol[j + 1]].decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise self._damaged(start + j, f"its bytes are not UTF-8 ({exc.reason})") from None
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self._store._index.find(key) >= 0

@@ -282,6 +282,32 @@ def test_index_to_key_and_key_to_index(store):
     assert "w0" in repr(itk)
 
 
+def test_str_subclass_keys_are_keys(store):
+    # numpy.str_ (what iterating an array of words yields) is a str: gensim accepts it.
+    s, x, keys = store
+    k = np.str_("café")
+    want = s["café"]
+    np.testing.assert_array_equal(s[k], want)
+    np.testing.assert_array_equal(s.get_vector(k), want)
+    assert s.get_index(k) == 10 and k in s and k in s.index_to_key
+    assert s.key_to_index[k] == 10 and s.key_to_index.get(k) == 10
+    np.testing.assert_array_equal(s[[k, np.str_("w1")]], s[["café", "w1"]])
+
+
+def test_keys_without_utf8_form_are_absent(store):
+    # A lone surrogate cannot be encoded, so no store holds it: absent, not an encoding error.
+    s, _, _ = store
+    bad = "w1\udcff"
+    assert bad not in s and bad not in s.index_to_key and bad not in s.key_to_index
+    assert s.get_index(bad, -1) == -1 and s.key_to_index.get(bad) is None
+    with pytest.raises(KeyError, match="not present"):
+        s[bad]
+    with pytest.raises(KeyError, match="not present"):
+        s.get_index(bad)
+    with pytest.raises(KeyError, match="not present"):
+        s[["w1", bad]]
+
+
 def test_index_to_key_iterates_across_blocks(store, monkeypatch):
     s, _, keys = store
     monkeypatch.setattr(type(s.index_to_key), "_ITER_BLOCK", 7)
@@ -432,12 +458,13 @@ def test_duplicates_error_mode(tmp_path):
         with pytest.raises(DuplicateKeyError) as ei:
             w.append(x[3:6], ["new", "w1", "other"])
         e = ei.value
-        assert (e.key, e.first_index, e.index) == ("w1", 1, 1)
-        assert "w1" in str(e)
+        # Both rows count in the whole store: "w1" would have been row 3 + 1.
+        assert (e.key, e.first_index, e.index) == ("w1", 1, 4)
+        assert str(e) == "duplicate key 'w1' at row 4: first seen at row 1; keys must be unique"
         # In-batch duplicate: first_index is the row its first occurrence would have taken.
         with pytest.raises(DuplicateKeyError) as ei:
             w.append(x[3:6], ["a", "b", "a"])
-        assert (ei.value.key, ei.value.first_index, ei.value.index) == ("a", 3, 2)
+        assert (ei.value.key, ei.value.first_index, ei.value.index) == ("a", 3, 5)
         # The failed batches left nothing behind.
         assert w.n_rows == 3
         assert w.append(x[3:6], ["new", "a", "b"]).all()
@@ -756,6 +783,29 @@ def test_invalid_offsets_and_truncation(tmp_path):
         fh.truncate(end - 100)
     with pytest.raises(StoreError):
         embq.open(q)
+
+
+@pytest.mark.parametrize("edit, bad_row", [("past_end", 9), ("decreasing", 10), ("bad_utf8", 9)])
+def test_damaged_key_offsets_are_reported_by_index_to_key(tmp_path, edit, bad_row):
+    # open() checks only the first and last offset (O(1)); every decode checks its own pair.
+    p = _good(tmp_path, n=50)
+    with h5py.File(p, "r+") as f:
+        if edit == "past_end":
+            f["keys/offsets"][10] = 10**9
+        elif edit == "decreasing":
+            o = f["keys/offsets"][...]
+            o[10], o[11] = o[11], o[10]
+            f["keys/offsets"][...] = o
+        else:
+            u = f["keys/utf8"][...]
+            u[int(f["keys/offsets"][9])] = 0xFF
+            f["keys/utf8"][...] = u
+    with embq.open(p) as s:
+        with pytest.raises(StoreError, match=f"key of row {bad_row} is damaged"):
+            s.index_to_key[bad_row]
+        with pytest.raises(StoreError, match=f"key of row {bad_row} is damaged"):
+            list(s.index_to_key)
+        assert s.index_to_key[0] == "w0"
 
 
 def test_corrupt_hash_table_does_not_read_out_of_bounds(tmp_path):

@@ -1,5 +1,7 @@
 """Thread-count handling shared by every kernel front end."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -22,9 +24,24 @@ def test_negative_counts_back_and_never_below_one():
 
 
 def test_positive_is_kept():
-    expected = 3 if _kernels_common.openmp_enabled() else 1
+    cap = max(_kernels_common.max_threads(), len(os.sched_getaffinity(0)))
+    expected = min(3, cap) if _kernels_common.openmp_enabled() else 1
     assert effective_n_threads(3) == expected
     assert effective_n_threads(np.int64(3)) == expected
+
+
+def test_count_is_capped_at_the_cpus():
+    # 10**6 threads would make the OpenMP runtime abort the process, not raise.
+    if not _kernels_common.openmp_enabled():
+        pytest.skip("single-threaded build always answers 1")
+    cap = max(_kernels_common.max_threads(), len(os.sched_getaffinity(0)))
+    assert effective_n_threads(10**6) == cap
+    assert effective_n_threads(10**30) == cap
+
+
+def test_bool_is_not_a_thread_count():
+    with pytest.raises(TypeError, match="got bool"):
+        effective_n_threads(True)
 
 
 def test_zero_is_an_error():
