@@ -31,23 +31,57 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_vectors(path: str, dim: int):
+    """Read the ``--vectors`` file: a numeric .npy array of shape (d,) or (m, d), as float32.
+
+    Every way the file can be unusable is a :class:`~embq.errors.FormatError` naming the file
+    (and the row, for a bad value), so the command prints one line and exits 2.
+    """
     import numpy as np
 
     from embq.errors import FormatError
 
+    expected = "expected a .npy array written by numpy.save"
     try:
-        arr = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise FormatError(f"not a numeric .npy array ({exc})", path=path) from None
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
-        raise FormatError(f"expected a float array, got dtype {getattr(arr, 'dtype', '?')}",
-                          path=path)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] != dim:
+        obj = np.load(path, allow_pickle=False)
+    except OSError:
+        raise  # missing file, a directory, no permission: the CLI names the file and the reason
+    except Exception as exc:
+        # np.load fails on damaged input with whatever its parser hits first (EOFError for an
+        # empty file, ValueError for a bad header or short data, zipfile errors, MemoryError
+        # for an absurd shape...); none of them is a bug of ours, all mean "not a .npy".
+        reason = str(exc) or type(exc).__name__
+        raise FormatError(f"cannot read it as a .npy array ({reason}); {expected}",
+                          path=path) from None
+    if isinstance(obj, np.lib.npyio.NpzFile):
+        names = ", ".join(obj.files) or "none"
+        obj.close()
+        raise FormatError(f"is an .npz archive (arrays: {names}), {expected}; save one array "
+                          "of the archive with numpy.save", path=path)
+    arr = obj
+    if arr.dtype.kind not in "fiu":
+        raise FormatError(f"expected a float array, got dtype {arr.dtype}", path=path)
+    single = arr.ndim == 1
+    rows = arr[None, :] if single else arr
+    if rows.ndim != 2 or rows.shape[1] != dim:
         raise FormatError(f"expected shape ({dim},) or (m, {dim}) to match the store, got "
                           f"{arr.shape}", path=path)
-    return arr.astype(np.float32)
+    # Check here, not in the search, so the message names this file and the row within it
+    # (the search numbers queries after the WORDs). Casting first finds float64 values that
+    # do not fit float32 as well as NaN and Inf, without numpy's overflow warning.
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = rows.astype(np.float32)
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        where = "the vector" if single else f"row {i}"
+        if np.isfinite(rows[i]).all():
+            big = float(np.abs(rows[i]).max())
+            why = (f"overflows float32: a value of magnitude {big:.6g}, expected at most "
+                   f"{float(np.finfo(np.float32).max):.6g}")
+        else:
+            why = "contains NaN or Inf, expected finite values"
+        raise FormatError(f"{where} {why}", path=path)
+    return out
 
 
 def _display_width(text: str) -> int:

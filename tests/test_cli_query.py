@@ -88,3 +88,65 @@ def test_subprocess(store_path, run_python):
     proc = run_python("-m", "embq", "query", store_path, "qqqq")
     assert proc.returncode == 2
     assert "qqqq" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("content", [b"", b"\x93NUMPY\x01\x00", b"not a numpy file at all\n",
+                                     b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order"])
+def test_unreadable_npy_is_one_line_naming_the_file(store_path, tmp_path, capsys, content):
+    bad = tmp_path / "e.npy"
+    bad.write_bytes(content)
+    assert main(["query", store_path, "--vectors", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"embq query: error: {bad}: ")
+    assert "expected a .npy array" in err
+
+
+def test_truncated_npy_data_is_one_line(store_path, tmp_path, capsys):
+    good = tmp_path / "good.npy"
+    np.save(good, np.ones((4, 64), np.float32))
+    bad = tmp_path / "cut.npy"
+    bad.write_bytes(good.read_bytes()[:-100])
+    assert main(["query", store_path, "--vectors", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"embq query: error: {bad}: ")
+
+
+def test_npz_archive_is_named_as_such(store_path, tmp_path, capsys):
+    np.savez(tmp_path / "q.npz", a=np.ones((2, 64), np.float32))
+    assert main(["query", store_path, "--vectors", str(tmp_path / "q.npz")]) == 2
+    err = capsys.readouterr().err
+    assert ".npz archive" in err and "expected a .npy array" in err
+    assert "dtype ?" not in err
+
+
+@pytest.mark.parametrize("bad_value, reason", [(np.nan, "NaN or Inf"), (np.inf, "NaN or Inf"),
+                                               (1e300, "overflows float32")])
+def test_bad_vector_row_is_named_by_file_and_row(store_path, tmp_path, capsys, bad_value,
+                                                 reason):
+    v = np.ones((3, 64), np.float64)
+    v[1, 5] = bad_value
+    np.save(tmp_path / "v.npy", v)
+    # words come first in the query list, so a global query number would say "query 3"
+    assert main(["query", store_path, "cat", "dog", "--vectors", str(tmp_path / "v.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{tmp_path / 'v.npy'}: row 1 " in err and reason in err
+    assert "query 3" not in err
+    np.save(tmp_path / "one.npy", v[1])
+    assert main(["query", store_path, "--vectors", str(tmp_path / "one.npy")]) == 2
+    assert reason in capsys.readouterr().err
+
+
+def test_threads_argument_goes_through_the_shared_check(store_path, capsys):
+    assert main(["query", store_path, "cat", "--threads", "0"]) == 2
+    assert "n_threads=0" in capsys.readouterr().err
+    assert main(["query", store_path, "cat", "-k", "2", "--threads", "-1", "--json"]) == 0
+
+
+def test_empty_npy_in_a_subprocess_exits_2_without_traceback(store_path, tmp_path, run_python):
+    (tmp_path / "e.npy").write_bytes(b"")
+    proc = run_python("-m", "embq", "query", store_path, "--vectors", str(tmp_path / "e.npy"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    assert str(tmp_path / "e.npy") in proc.stderr
