@@ -1,8 +1,10 @@
 # cython: language_level=3
 """Search kernels: exact int32 scores of uint8 rows against int8 queries, streamed into top-k heaps.
 
-Everything here trusts its caller (``embq.search``) to have checked shapes, dtypes, ``k`` and the
-int32 bound on ``d``; the loops run without the GIL and never raise.
+The entry points check sizes (O(1)) so that no call can make a loop read out of bounds;
+:func:`raw_acc`, the test hook, checks everything. Values (query range, the int32 bound on
+``d``, finite scales) are checked by the caller, ``embq.search``. The loops run without the GIL
+and never raise.
 
 Work is split in one of two ways:
 
@@ -176,8 +178,71 @@ def prepare_queries(const uint8_t[:, ::1] qc, const float[::1] qs, bint cosine):
     return packed, sumq, wq
 
 
-def raw_acc(const uint8_t[:, ::1] codes, zero_points, const int8_t[:, ::1] qint):
-    """Return the exact int32 accumulators ``(m, n)`` with the selected dot kernel (small inputs)."""
+_INT32_MAX = 2**31 - 1
+
+
+def raw_acc(codes, zero_points, qint):
+    """Exact int32 accumulators ``out[i, r] = sum_j (codes[r, j] - zp[r]) * qint[i, j]``.
+
+    The test hook that exposes what the selected dot kernel computes before any scaling, so
+    the tests can compare every variant with numpy's int32 matrix product (small inputs: the
+    whole (m, n) result is built). Unlike the internal entry points it checks everything
+    itself, because it is callable from Python with any arrays and must never read out of
+    bounds or return a wrong number silently.
+
+    Parameters
+    ----------
+    codes : ndarray of uint8, shape (n, d)
+    zero_points : ndarray of uint8, shape (n,), or None
+        Per-row zero points; None means 128 for every row.
+    qint : ndarray of int8, shape (m, d)
+        Query values within [-127, 127]: the AVX2 sign trick negates query bytes, and -128
+        has no int8 negation.
+
+    Returns
+    -------
+    ndarray of int32, shape (m, n)
+
+    Raises
+    ------
+    TypeError
+        For a wrong dtype.
+    ValueError
+        For a wrong shape or length, a query value of -128, or a dimension too large for
+        exact int32 accumulators.
+    """
+    codes = np.asarray(codes)
+    qint = np.asarray(qint)
+    if codes.dtype != np.uint8:
+        raise TypeError(f"codes must be a uint8 array, got dtype {codes.dtype}")
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be 2-D (n, d), got shape {codes.shape}")
+    if qint.dtype != np.int8:
+        raise TypeError(f"qint must be an int8 array, got dtype {qint.dtype}")
+    if qint.ndim != 2 or qint.shape[1] != codes.shape[1]:
+        raise ValueError(f"qint must have shape (m, {codes.shape[1]}) to match the codes, "
+                         f"got {qint.shape}")
+    if qint.size and int(qint.min()) < -127:
+        raise ValueError(f"qint values must be within [-127, 127], got {int(qint.min())}")
+    worst = 128
+    if zero_points is not None:
+        zero_points = np.asarray(zero_points)
+        if zero_points.dtype != np.uint8:
+            raise TypeError(f"zero_points must be a uint8 array, got dtype {zero_points.dtype}")
+        if zero_points.shape != (codes.shape[0],):
+            raise ValueError(f"zero_points must have shape ({codes.shape[0]},) (one per row), "
+                             f"got {zero_points.shape}")
+        zero_points = np.ascontiguousarray(zero_points)
+        if zero_points.size:
+            worst = max(int(zero_points.max()), 255 - int(zero_points.min()), 1)
+    if codes.shape[1] > _INT32_MAX // (worst * 127):
+        raise ValueError(f"dimension {codes.shape[1]} is too large for exact int32 accumulators "
+                         f"(at most {_INT32_MAX // (worst * 127)} with these zero points)")
+    return _raw_acc(np.ascontiguousarray(codes), zero_points, np.ascontiguousarray(qint))
+
+
+cdef _raw_acc(const uint8_t[:, ::1] codes, zero_points, const int8_t[:, ::1] qint):
+    """:func:`raw_acc` after its checks."""
     cdef int64_t n = codes.shape[0], d = codes.shape[1], m = qint.shape[0]
     out = np.zeros((m, n), dtype=np.int32)
     if n == 0 or m == 0:
@@ -274,32 +339,82 @@ cdef void _scan_chunk(_Job job, int64_t r0, int64_t r1, int64_t m, float *hv, in
         _scan(job, r0, r1, 0, m, hv, hi, acc, wbuf)
 
 
-def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
-         int64_t n_rows, const int8_t[:, ::1] qp, const int32_t[::1] sq,
-         const float[::1] wq, int64_t k, bint cosine, int n_threads, str mode="auto"):
-    """Top-k rows of ``codes[:n_rows]`` for each query; returns (scores (m, k), rows (m, k)).
+cdef _check_job(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
+                int64_t n_rows, const int8_t[:, ::1] qp, const int32_t[::1] sq,
+                const float[::1] wq, bint cosine, int n_threads):
+    """The O(1) checks that keep :func:`topk` and :func:`all_scores` inside their arrays.
 
-    ``qp``, ``sq``, ``wq`` are the packed queries, their sums and weights from
-    :func:`prepare_queries`. The caller guarantees: 1 <= k <= n_rows <= len(codes), len(scales)
-    (and norms, zero points) >= n_rows, norms given when ``cosine``, query values within
-    [-127, 127], d small enough for int32 accumulators, n_threads >= 1.
+    The values (query range, finite scales, the int32 bound on d) are the caller's to check;
+    these are only the sizes, so a wrong call raises instead of reading out of bounds.
     """
     cdef int64_t m = qp.shape[0], d = codes.shape[1]
-    cdef int64_t nchunks, c, q, t, b, nqb, qbs, r0, r1, q0, q1, tid
-    cdef _Job job = _Job()
-    cdef const uint8_t[::1] zpv
-    cdef const float[::1] nv
-    out_v = np.empty((m, k), dtype=np.float32)
-    out_i = np.empty((m, k), dtype=np.int64)
-    cdef float[:, ::1] ov = out_v
-    cdef int64_t[:, ::1] oi = out_i
+    if d < 1:
+        raise ValueError(f"codes must have dimension >= 1, got shape ({codes.shape[0]}, {d})")
     if qp.shape[1] != EMBQ_QSTRIDE(d) or sq.shape[0] != m or wq.shape[0] != m:
         raise ValueError(
             f"packed queries must have shape ({m}, {EMBQ_QSTRIDE(d)}) with {m} sums and weights, "
             f"got ({qp.shape[0]}, {qp.shape[1]}), {sq.shape[0]}, {wq.shape[0]}")
-    if m == 0:
-        return out_v, out_i
+    if not 0 <= n_rows <= codes.shape[0]:
+        raise ValueError(f"n_rows must be within [0, {codes.shape[0]}], got {n_rows}")
+    if scales.shape[0] < n_rows:
+        raise ValueError(f"scales must hold at least n_rows={n_rows} values, got "
+                         f"{scales.shape[0]}")
+    if zero_points is not None and len(zero_points) < n_rows:
+        raise ValueError(f"zero_points must hold at least n_rows={n_rows} values, got "
+                         f"{len(zero_points)}")
+    if cosine and (norms is None or len(norms) < n_rows):
+        raise ValueError(f"cosine needs norms of at least n_rows={n_rows} values, got "
+                         f"{None if norms is None else len(norms)}")
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
 
+
+cdef void _score_rows(_Job job, int64_t r0, int64_t r1, int64_t m, float *out, int64_t ldo,
+                      int32_t *acc, float *wbuf) noexcept nogil:
+    """Scores of rows [r0, r1) for all m queries into out[q * ldo + r] (no selection).
+
+    The same arithmetic as the selection kernels, ``float(acc) * (w_row * w_query)``, so a
+    score here has the bits :func:`topk` reports for that row.
+    """
+    cdef int64_t rb = r0, nr, qb, nq, qi, r
+    cdef const uint8_t *zp
+    cdef const float *w
+    cdef float wqi
+    cdef float *o
+    cdef int32_t *a
+    while rb < r1:
+        nr = r1 - rb
+        if nr > _ROW_BLOCK:
+            nr = _ROW_BLOCK
+        zp = job.zp + rb if job.zp != NULL else NULL
+        if job.cosine:
+            embq_row_weights(job.sel_id, job.scales + rb, job.norms + rb, nr, wbuf)
+            w = wbuf
+        else:
+            w = job.scales + rb
+        qb = 0
+        while qb < m:
+            nq = m - qb
+            if nq > _QUERY_BLOCK:
+                nq = _QUERY_BLOCK
+            job.dot(job.codes + rb * job.d, job.d, nr, job.d, zp, job.qp + qb * job.ldq, job.ldq,
+                    job.sumq + qb, nq, acc, _ROW_BLOCK)
+            for qi in range(nq):
+                wqi = job.wq[qb + qi]
+                o = out + (qb + qi) * ldo + rb
+                a = acc + qi * _ROW_BLOCK
+                for r in range(nr):
+                    o[r] = <float>a[r] * (w[r] * wqi)
+            qb += nq
+        rb += nr
+
+
+cdef _Job _make_job(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
+                    const int8_t[:, ::1] qp, const int32_t[::1] sq, const float[::1] wq,
+                    int64_t k, bint cosine):
+    cdef _Job job = _Job()
+    cdef const uint8_t[::1] zpv
+    cdef const float[::1] nv
     job.codes = &codes[0, 0]
     job.scales = &scales[0]
     job.zp = NULL
@@ -310,7 +425,7 @@ def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norm
     if cosine:
         nv = norms
         job.norms = &nv[0]
-    job.d = d
+    job.d = codes.shape[1]
     job.qp = &qp[0, 0]
     job.ldq = qp.shape[1]
     job.sumq = &sq[0]
@@ -321,6 +436,70 @@ def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norm
     job.sel = embq_select_get(_sel_id)
     job.dot_id = _dot_id
     job.sel_id = _sel_id
+    return job
+
+
+def all_scores(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
+               int64_t n_rows, const int8_t[:, ::1] qp, const int32_t[::1] sq,
+               const float[::1] wq, bint cosine, int n_threads):
+    """Scores of every row of ``codes[:n_rows]`` for each query, float32 (m, n_rows), in row order.
+
+    What gensim's ``most_similar(topn=None)`` returns, on the int8 scores. Arguments as for
+    :func:`topk` (same guarantees from the caller); the rows are split over threads in
+    blocks, each block scored for every query.
+    """
+    cdef int64_t m = qp.shape[0], nblocks, b, r0, r1, tid
+    _check_job(codes, scales, zero_points, norms, n_rows, qp, sq, wq, cosine, n_threads)
+    out = np.empty((m, n_rows), dtype=np.float32)
+    if m == 0 or n_rows == 0:
+        return out
+    cdef float[:, ::1] o = out
+    cdef _Job job = _make_job(codes, scales, zero_points, norms, qp, sq, wq, 1, cosine)
+    if not embq_openmp_enabled():
+        n_threads = 1
+    cdef int nt = n_threads
+    acc_buf = np.empty((nt, min(m, _QUERY_BLOCK) * _ROW_BLOCK), dtype=np.int32)
+    cdef int32_t[:, ::1] accb = acc_buf
+    w_buf = np.empty((nt, _ROW_BLOCK), dtype=np.float32)
+    cdef float[:, ::1] wb = w_buf
+    # a few blocks of rows per thread, each a multiple of _ROW_BLOCK rows
+    nblocks = (n_rows + _ROW_BLOCK - 1) // _ROW_BLOCK
+    if nblocks > 4 * nt:
+        nblocks = 4 * nt
+    with nogil, parallel(num_threads=nt):
+        for b in prange(nblocks, schedule="dynamic"):
+            tid = threadid()
+            r0 = b * n_rows // nblocks
+            r1 = (b + 1) * n_rows // nblocks
+            _score_rows(job, r0, r1, m, &o[0, 0], n_rows, &accb[tid, 0], &wb[tid, 0])
+    return out
+
+
+def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
+         int64_t n_rows, const int8_t[:, ::1] qp, const int32_t[::1] sq,
+         const float[::1] wq, int64_t k, bint cosine, int n_threads, str mode="auto"):
+    """Top-k rows of ``codes[:n_rows]`` for each query; returns (scores (m, k), rows (m, k)).
+
+    ``qp``, ``sq``, ``wq`` are the packed queries, their sums and weights from
+    :func:`prepare_queries`. Sizes are checked here (1 <= k <= n_rows <= len(codes), len(scales)
+    and of norms and zero points >= n_rows, norms given when ``cosine``, n_threads >= 1; a
+    ValueError otherwise); the caller guarantees the values: query values within [-127, 127]
+    and d small enough for int32 accumulators.
+    """
+    cdef int64_t m = qp.shape[0], d = codes.shape[1]
+    cdef int64_t nchunks, c, q, t, b, nqb, qbs, r0, r1, q0, q1, tid
+    cdef _Job job
+    _check_job(codes, scales, zero_points, norms, n_rows, qp, sq, wq, cosine, n_threads)
+    if not 1 <= k <= n_rows:
+        raise ValueError(f"k must be within [1, n_rows={n_rows}], got {k}")
+    out_v = np.empty((m, k), dtype=np.float32)
+    out_i = np.empty((m, k), dtype=np.int64)
+    cdef float[:, ::1] ov = out_v
+    cdef int64_t[:, ::1] oi = out_i
+    if m == 0:
+        return out_v, out_i
+
+    job = _make_job(codes, scales, zero_points, norms, qp, sq, wq, k, cosine)
 
     if not embq_openmp_enabled():
         n_threads = 1

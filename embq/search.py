@@ -22,7 +22,10 @@ import numpy as np
 
 from embq._utils import effective_n_threads
 
-__all__ = ["search", "search_store", "most_similar", "most_similar_batch", "similar_by_vector"]
+__all__ = [
+    "search", "search_store", "most_similar", "most_similar_batch", "similar_by_vector",
+    "similar_by_key",
+]
 
 _METRICS = ("cosine", "dot")
 _INT32_MAX = 2**31 - 1
@@ -91,6 +94,23 @@ def _check_vector(values: Any, n: int, name: str, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
+def _check_row_values(values: np.ndarray, name: str) -> None:
+    """Refuse NaN, Inf and negative per-row scales or norms (arrays handed in by the caller).
+
+    A negative or NaN weight would not crash the kernels (it scores 0 or sorts last), but the
+    results would be silently wrong. Two reductions (NaN propagates through both) cost about
+    0.1 ms per million rows; only a bad array pays for locating the first bad row.
+    """
+    if values.size == 0:
+        return
+    if values.min() >= 0 and values.max() < np.inf:
+        return
+    bad = int(np.flatnonzero(~((values >= 0) & (values < np.inf)))[0])
+    raise ValueError(
+        f"{name} must be finite and >= 0, got {values[bad]} at row {bad}"
+    )
+
+
 def _check_queries(queries: Any, d: int) -> tuple[np.ndarray, bool]:
     q = np.asarray(queries)
     if q.dtype.kind not in "fiu" or q.dtype == np.bool_:
@@ -104,11 +124,20 @@ def _check_queries(queries: Any, d: int) -> tuple[np.ndarray, bool]:
             f"queries have dimension {q2.shape[1]}, the rows have dimension {d} "
             f"(queries shape {q.shape})"
         )
-    q2 = np.ascontiguousarray(q2, dtype=np.float32)
-    if q2.size and not np.isfinite(q2).all():
-        bad = int(np.argmin(np.isfinite(q2).all(axis=1)))
-        raise ValueError(f"query {bad} contains NaN or Inf")
-    return q2, single
+    # A finite float64 value beyond float32's range becomes Inf in the cast; the check below
+    # tells that apart from a real NaN or Inf, so the warning numpy would print is not needed.
+    with np.errstate(over="ignore", invalid="ignore"):
+        q32 = np.ascontiguousarray(q2, dtype=np.float32)
+    if q32.size and not np.isfinite(q32).all():
+        bad = int(np.argmin(np.isfinite(q32).all(axis=1)))
+        if np.isfinite(q2[bad]).all():
+            big = float(np.abs(q2[bad]).max())
+            raise ValueError(
+                f"query {bad} overflows float32: a value of magnitude {big:.6g}, expected at "
+                f"most {float(np.finfo(np.float32).max):.6g}"
+            )
+        raise ValueError(f"query {bad} contains NaN or Inf, expected finite values")
+    return q32, single
 
 
 def max_exact_dim(zero_points: np.ndarray | None = None) -> int:
@@ -143,24 +172,25 @@ def search(
     Parameters
     ----------
     codes : ndarray of uint8, shape (n, d)
-        Row codes (memory-mapped read-only arrays are fine; they are never copied when
-        C-contiguous).
+        Row codes, d >= 1 (memory-mapped read-only arrays are fine; they are never copied
+        when C-contiguous).
     scales : ndarray of float32, shape (n,)
-        Per-row scales.
+        Per-row scales, finite and >= 0.
     queries : array_like of float, shape (d,) or (m, d)
-        Float queries; each is quantized like a row.
+        Float queries (any float or integer dtype, any memory order); each is quantized like
+        a row. Values must be finite and fit float32.
     k : int, default 10
         Number of neighbours; fewer columns come back when fewer than ``k`` rows are searched.
     zero_points : ndarray of uint8, shape (n,), optional
         Per-row zero points (128 when omitted).
     norms : ndarray of float32, shape (n,), optional
-        L2 norms of the dequantized rows (:func:`embq.quantize.row_norms`); computed when
-        needed and not given.
+        L2 norms of the dequantized rows (:func:`embq.quantize.row_norms`), finite and >= 0;
+        computed when needed and not given.
     metric : {"cosine", "dot"}
     rescore : int, optional
         Re-rank the best ``k * rescore`` rows with the float query against dequantized rows.
     restrict : int, optional
-        Search only the first ``restrict`` rows.
+        Search only the first ``restrict`` rows (0 searches none).
     n_threads : int, optional
         Threads (None = all cores, negative counts back from all).
 
@@ -169,9 +199,34 @@ def search(
     scores : ndarray of float32, shape (k,) or (m, k)
     indices : ndarray of int64, same shape
         Best first; equal scores by increasing row.
+
+    Raises
+    ------
+    TypeError
+        For arrays of the wrong dtype, or a non-int ``k``, ``rescore``, ``restrict`` or
+        ``n_threads``.
+    ValueError
+        For wrong shapes, NaN, Inf or negative scales or norms, queries that are not finite
+        or overflow float32, and out-of-range arguments.
+    """
+    return _search(codes, scales, queries, k, zero_points, norms, metric, rescore, restrict,
+                   n_threads, trusted=False)
+
+
+def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, restrict,
+            n_threads, *, trusted: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`search`; ``trusted`` skips the O(n) value checks of scales and norms.
+
+    A store's arrays were checked when it was written, and a single-query search is fast
+    enough that a pass over them would show, so :func:`search_store` trusts them.
     """
     codes = _check_codes(codes)
     n, d = codes.shape
+    if d == 0:
+        raise ValueError(
+            f"codes have dimension 0 (shape {codes.shape}): there is nothing to score; "
+            "expected rows of dimension >= 1"
+        )
     scales = _check_vector(scales, n, "scales", np.float32)
     zp = None if zero_points is None else _check_vector(zero_points, n, "zero_points", np.uint8)
     if metric not in _METRICS:
@@ -189,6 +244,8 @@ def search(
             f"dimension {d} is too large for exact int32 accumulators (at most {limit} with "
             "these zero points); split the vectors or reduce the dimension"
         )
+    if not trusted:
+        _check_row_values(scales[:n_eff], "scales")
     if metric == "cosine":
         if norms is None:
             from embq.quantize import row_norms
@@ -198,6 +255,8 @@ def search(
             norms = np.ascontiguousarray(norms, dtype=np.float32)
         else:
             norms = _check_vector(norms, n, "norms", np.float32)
+            if not trusted:
+                _check_row_values(norms[:n_eff], "norms")
     else:
         norms = None
 
@@ -272,11 +331,12 @@ def search_store(store: Any, queries: Any, k: int = 10, *, metric: str = "cosine
                  n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`search` over an open :class:`embq.Store` (its memory-mapped codes, scales, norms).
 
-    The store's norms are used as stored; nothing of size n is copied.
+    The store's norms are used as stored and its scales and norms are not checked again (the
+    writer checked them); nothing of size n is copied or scanned in Python.
     """
-    return search(store.codes, store.scales, queries, k, zero_points=store.zero_points,
-                  norms=store.norms if metric == "cosine" else None, metric=metric,
-                  rescore=rescore, restrict=restrict, n_threads=n_threads)
+    return _search(store.codes, store.scales, queries, k, store.zero_points,
+                   store.norms if metric == "cosine" else None, metric, rescore, restrict,
+                   n_threads, trusted=True)
 
 
 # -- gensim-style helpers --------------------------------------------------------------------
@@ -304,79 +364,212 @@ def _unit_row(store: Any, key: Any) -> tuple[np.ndarray, int]:
     return (vec / nrm if nrm > 0 else vec), row
 
 
-def most_similar(store: Any, positive: Any = None, negative: Any = None, topn: int = 10,
-                 restrict_vocab: int | None = None, *, rescore: int | None = 4,
-                 n_threads: int | None = None) -> list[tuple[Any, float]]:
-    """Keys most similar to a combination of keys and/or vectors (gensim's ``most_similar``).
+def _common_args(store: Any, restrict_vocab: Any, rescore: Any,
+                 n_threads: Any) -> tuple[int | None, int | None, int]:
+    """Check the arguments shared by the gensim-style helpers, before anything is looked up.
 
-    Positive items count +1, negative -1 (an ``(item, weight)`` pair uses its weight as given,
-    as gensim 4 does); keys are
-    unit-normalized, vectors used as given; the weighted mean is unit-normalized and searched by
-    cosine. The input keys are left out of the results.
-
-    Parameters
-    ----------
-    store : embq.Store
-    positive, negative : key, vector, or a list of them (or of ``(item, weight)`` pairs)
-    topn : int, default 10
-    restrict_vocab : int, optional
-        Search only the first ``restrict_vocab`` rows.
-    rescore : int or None, default 4
-        Re-rank the best ``topn * rescore`` by the float query against the dequantized rows
-        (so scores match float cosine on the dequantized vectors); None keeps int8 scores.
-    n_threads : int, optional
-
-    Returns
-    -------
-    list of (key, float)
-        Best first. Rows of a store without keys are reported by row number.
+    Returns ``(restrict, rescore, threads)``. As in gensim, ``restrict_vocab=0`` (like None)
+    means no restriction: gensim tests ``if restrict_vocab:``. The checks run even when the
+    answer is empty (``topn=0``), so a bad argument is never silently accepted.
     """
-    if isinstance(topn, (int, np.integer)) and not isinstance(topn, bool) and topn < 1:
-        return []
-    topn = _positive_int(topn, "topn")
+    threads = effective_n_threads(n_threads)
+    if rescore is not None:
+        rescore = _positive_int(rescore, "rescore")
+    restrict = None
+    if restrict_vocab is not None:
+        restrict = _positive_int(restrict_vocab, "restrict_vocab", allow_zero=True) or None
+    return restrict, rescore, threads
+
+
+def _topn_arg(topn: Any) -> int | None:
+    """gensim's ``topn``: None = every row's score, an int < 1 = no results (returns 0)."""
+    if topn is None:
+        return None
+    if isinstance(topn, (int, np.integer)) and not isinstance(topn, (bool, np.bool_)) \
+            and topn < 1:
+        return 0
+    return _positive_int(topn, "topn")
+
+
+def _all_scores(store: Any, qf: np.ndarray, restrict: int | None, rescore: int | None,
+                threads: int) -> np.ndarray:
+    """Cosine scores of every row (the first ``restrict``) for each query: float32 (m, n).
+
+    With ``rescore`` the scores are those rescoring gives (the float query against the
+    dequantized rows, float64 arithmetic), so a row's entry equals the score a top-n call
+    reports for it; without, the int8 scores of :func:`search`, bit for bit. Rows are
+    dequantized a block at a time: no float copy of the matrix is made.
+    """
+    n = len(store)
+    n_eff = n if restrict is None else min(restrict, n)
+    m = qf.shape[0]
+    out = np.empty((m, n_eff), np.float32)
+    if m == 0 or n_eff == 0:
+        return out
+    codes, scales = store.codes, store.scales
+    zp = store.zero_points
+    if rescore:
+        from embq.quantize import dequantize
+
+        d = codes.shape[1]
+        q = qf.astype(np.float64)
+        qn = np.linalg.norm(q, axis=1)
+        step = max(256, (1 << 22) // max(d, 1))   # about 32 MB of float64 rows per block
+        for a in range(0, n_eff, step):
+            b = min(n_eff, a + step)
+            x = dequantize(codes[a:b], scales[a:b], None if zp is None else zp[a:b],
+                           n_threads=threads).astype(np.float64)
+            dots = q @ x.T
+            denom = qn[:, None] * np.sqrt(np.einsum("rd,rd->r", x, x))[None, :]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[:, a:b] = np.where(denom > 0, dots / denom, 0.0)
+        return out
+    threads = _plan_threads(threads, n_eff, codes.shape[1], m)
+    qp, sumq, wq = _quantize_queries(qf, "cosine", threads)
+    return _kernels().all_scores(codes, scales, zp, store.norms, n_eff, qp, sumq, wq, True,
+                                 threads)
+
+
+def _query_vector(store: Any, positive: Any, negative: Any) -> tuple[np.ndarray, set[int]]:
+    """gensim's query: the unit-normalized weighted mean of unit keys and raw vectors.
+
+    Returns the query (float32, shape (d,)) and the rows of the keys it was made from.
+    """
     # gensim 4's rule: plain items weigh +1 (positive) or -1 (negative); an (item, weight) pair
     # uses its weight as given, on either side
-    items = [(it, 1.0) for it in _as_list(positive)] + [(it, -1.0) for it in _as_list(negative)]
-    items = [(it[0], float(it[1])) if isinstance(it, tuple) else (it, sign)
-             for it, sign in items]
+    items = [(it, 1.0, f"positive[{j}]") for j, it in enumerate(_as_list(positive))]
+    items += [(it, -1.0, f"negative[{j}]") for j, it in enumerate(_as_list(negative))]
     if not items:
         raise ValueError("cannot compute similarity with no input: give positive and/or negative")
     parts, exclude = [], set()
-    for item, weight in items:
+    for item, weight, label in items:
+        if isinstance(item, tuple):
+            item, weight = item[0], float(item[1])
         if isinstance(item, np.ndarray):
-            parts.append(weight * np.asarray(item, dtype=np.float64))
+            # checked one by one: numpy cannot average vectors of different lengths, and
+            # its error would not say which item is wrong
+            if item.dtype.kind not in "fiu" or item.dtype == np.bool_:
+                raise TypeError(f"query vectors must be float arrays, got dtype {item.dtype} "
+                                f"({label})")
+            if item.shape != (store.dim,):
+                raise ValueError(f"query vectors must have shape ({store.dim},), got shape "
+                                 f"{item.shape} ({label})")
+            vec = np.asarray(item, dtype=np.float64)
+            if not np.isfinite(vec).all():
+                raise ValueError(f"query vector {label} contains NaN or Inf, expected "
+                                 "finite values")
+            parts.append(weight * vec)
         else:
             vec, row = _unit_row(store, item)
             parts.append(weight * vec)
             exclude.add(row)
     mean = np.mean(parts, axis=0)
-    if mean.shape != (store.dim,):
-        raise ValueError(f"query vectors must have shape ({store.dim},), got {mean.shape}")
     nrm = np.linalg.norm(mean)
     if nrm > 0:
         mean = mean / nrm
-    scores, rows = search_store(store, mean.astype(np.float32), topn + len(exclude),
-                                rescore=rescore, restrict=restrict_vocab, n_threads=n_threads)
+    return mean.astype(np.float32), exclude
+
+
+def most_similar(store: Any, positive: Any = None, negative: Any = None, topn: int | None = 10,
+                 restrict_vocab: int | None = None, *, rescore: int | None = 4,
+                 n_threads: int | None = None) -> list[tuple[Any, float]] | np.ndarray:
+    """Keys most similar to a combination of keys and/or vectors (gensim's ``most_similar``).
+
+    Positive items count +1, negative -1 (an ``(item, weight)`` pair uses its weight as given,
+    as gensim 4 does); keys are unit-normalized, vectors used as given; the weighted mean is
+    unit-normalized and searched by cosine. The input keys are left out of the results.
+
+    Parameters
+    ----------
+    store : embq.Store
+    positive, negative : key, vector, or a list of them (or of ``(item, weight)`` pairs)
+        A key is a str or a row number; a vector a 1-D array of the store's dimension.
+    topn : int or None, default 10
+        Number of results; an int < 1 gives ``[]`` (as in gensim). None returns the scores
+        of every row instead, in row order, input keys included (gensim's ``topn=None``).
+    restrict_vocab : int, optional
+        Search only the first ``restrict_vocab`` rows; None or 0 searches all of them.
+    rescore : int or None, default 4
+        Re-rank the best ``topn * rescore`` by the float query against the dequantized rows
+        (so scores match float cosine on the dequantized vectors); None keeps int8 scores.
+        With ``topn=None`` it chooses between those two kinds of scores for every row.
+    n_threads : int, optional
+
+    Returns
+    -------
+    list of (key, float), or ndarray of float32 with shape (n,) when ``topn`` is None
+        Best first. Rows of a store without keys are reported by row number. The array has
+        one score per searched row (``min(restrict_vocab, len(store))`` of them); a zero row
+        scores 0 where gensim would give NaN.
+
+    Raises
+    ------
+    KeyError
+        For a key not in the store.
+    TypeError, ValueError
+        For bad arguments or a vector of the wrong shape, dtype or with non-finite values.
+    """
+    restrict, rescore, threads = _common_args(store, restrict_vocab, rescore, n_threads)
+    topn = _topn_arg(topn)
+    if topn == 0:
+        return []
+    q, exclude = _query_vector(store, positive, negative)
+    if topn is None:
+        return _all_scores(store, q[None, :], restrict, rescore, threads)[0]
+    scores, rows = search_store(store, q, topn + len(exclude), rescore=rescore,
+                                restrict=restrict, n_threads=threads)
     out = [(_key_of(store, int(r)), float(s)) for s, r in zip(scores, rows)
            if int(r) not in exclude]
     return out[:topn]
 
 
-def most_similar_batch(store: Any, keys: Iterable[Any], topn: int = 10,
+def most_similar_batch(store: Any, keys: Iterable[Any], topn: int | None = 10,
                        restrict_vocab: int | None = None, *, rescore: int | None = 4,
-                       n_threads: int | None = None) -> list[list[tuple[Any, float]]]:
+                       n_threads: int | None = None) -> list[list[tuple[Any, float]]] | np.ndarray:
     """``most_similar(key)`` for many keys in one batched search; each leaves itself out.
 
-    Unknown keys raise ``KeyError`` naming the first one before any search runs.
+    Parameters
+    ----------
+    store : embq.Store
+    keys : list of keys
+        A list (or other iterable) of keys; a single str is refused rather than read as a
+        sequence of one-character keys.
+    topn : int or None, default 10
+        As in :func:`most_similar`: an int < 1 gives an empty list per key (keys are not
+        looked up); None gives every row's score for every key.
+    restrict_vocab, rescore, n_threads
+        As in :func:`most_similar`.
+
+    Returns
+    -------
+    list of lists of (key, float), or ndarray of float32 with shape (len(keys), n)
+        One list per key, in order; the array when ``topn`` is None (each key's own row
+        included, as in :func:`most_similar`).
+
+    Raises
+    ------
+    TypeError
+        When ``keys`` is a str or bytes.
+    KeyError
+        Naming the first unknown key, before any search runs.
     """
+    if isinstance(keys, (str, bytes)):
+        raise TypeError(f"most_similar_batch needs a list of keys, got {type(keys).__name__} "
+                        f"{keys!r}; pass [{keys!r}] (or call most_similar for one key)")
     keys = list(keys)
-    topn = _positive_int(topn, "topn")
+    restrict, rescore, threads = _common_args(store, restrict_vocab, rescore, n_threads)
+    topn = _topn_arg(topn)
+    if topn == 0:
+        return [[] for _ in keys]
+    rows = np.array([store.get_index(key) for key in keys], dtype=np.int64)
+    q = (np.asarray(store[rows], dtype=np.float32) if keys
+         else np.empty((0, store.dim), np.float32))
+    if topn is None:
+        return _all_scores(store, q, restrict, rescore, threads)
     if not keys:
         return []
-    rows = np.array([store.get_index(key) for key in keys], dtype=np.int64)
-    q = np.asarray(store[rows], dtype=np.float32)
-    scores, found = search_store(store, q, topn + 1, rescore=rescore, restrict=restrict_vocab,
-                                 n_threads=n_threads)
+    scores, found = search_store(store, q, topn + 1, rescore=rescore, restrict=restrict,
+                                 n_threads=threads)
     result = []
     for qi, own in enumerate(rows):
         hits = [(_key_of(store, int(r)), float(s)) for s, r in zip(scores[qi], found[qi])
@@ -385,12 +578,26 @@ def most_similar_batch(store: Any, keys: Iterable[Any], topn: int = 10,
     return result
 
 
-def similar_by_vector(store: Any, vector: Any, topn: int = 10,
+def similar_by_vector(store: Any, vector: Any, topn: int | None = 10,
                       restrict_vocab: int | None = None, *, rescore: int | None = 4,
-                      n_threads: int | None = None) -> list[tuple[Any, float]]:
-    """Keys most similar to a vector by cosine (gensim's ``similar_by_vector``)."""
+                      n_threads: int | None = None) -> list[tuple[Any, float]] | np.ndarray:
+    """Keys most similar to a vector by cosine (gensim's ``similar_by_vector``).
+
+    Arguments and results as for :func:`most_similar` with ``positive=[vector]``.
+    """
     vec = np.asarray(vector)
     if vec.ndim != 1:
         raise ValueError(f"vector must be 1-D (d,), got shape {vec.shape}")
     return most_similar(store, positive=[vec], topn=topn, restrict_vocab=restrict_vocab,
+                        rescore=rescore, n_threads=n_threads)
+
+
+def similar_by_key(store: Any, key: Any, topn: int | None = 10,
+                   restrict_vocab: int | None = None, *, rescore: int | None = 4,
+                   n_threads: int | None = None) -> list[tuple[Any, float]] | np.ndarray:
+    """Keys most similar to a key, the key itself left out (gensim's ``similar_by_key``).
+
+    Arguments and results as for :func:`most_similar` with ``positive=[key]``.
+    """
+    return most_similar(store, positive=[key], topn=topn, restrict_vocab=restrict_vocab,
                         rescore=rescore, n_threads=n_threads)

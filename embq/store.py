@@ -1170,30 +1170,42 @@ class Store:
         return search_store(self, queries, k, metric=metric, rescore=rescore,
                             restrict=restrict, n_threads=n_threads)
 
-    def most_similar(self, positive=None, negative=None, topn: int = 10, restrict_vocab=None):
-        """gensim's ``most_similar``; see :func:`embq.search.most_similar`."""
+    # rescore=4 is the default of embq.search's helpers too: scores of the top results are
+    # float cosines on the dequantized rows, as gensim users expect
+    def most_similar(self, positive=None, negative=None, topn: int | None = 10,
+                     restrict_vocab=None, *, rescore: int | None = 4, n_threads=None):
+        """gensim's ``most_similar`` (``topn=None``: every row's score); see
+        :func:`embq.search.most_similar`."""
         from embq.search import most_similar
 
         return most_similar(self, positive=positive, negative=negative, topn=topn,
-                            restrict_vocab=restrict_vocab)
+                            restrict_vocab=restrict_vocab, rescore=rescore, n_threads=n_threads)
 
-    def most_similar_batch(self, keys, topn: int = 10, restrict_vocab=None):
-        """``most_similar`` for many keys at once; see :func:`embq.search.most_similar_batch`."""
+    def most_similar_batch(self, keys, topn: int | None = 10, restrict_vocab=None, *,
+                           rescore: int | None = 4, n_threads=None):
+        """``most_similar`` for a list of keys at once; see
+        :func:`embq.search.most_similar_batch`."""
         from embq.search import most_similar_batch
 
-        return most_similar_batch(self, keys, topn=topn, restrict_vocab=restrict_vocab)
+        return most_similar_batch(self, keys, topn=topn, restrict_vocab=restrict_vocab,
+                                  rescore=rescore, n_threads=n_threads)
 
-    def similar_by_vector(self, vector, topn: int = 10, restrict_vocab=None):
+    def similar_by_vector(self, vector, topn: int | None = 10, restrict_vocab=None, *,
+                          rescore: int | None = 4, n_threads=None):
         """Nearest keys to a vector; see :func:`embq.search.similar_by_vector`."""
         from embq.search import similar_by_vector
 
-        return similar_by_vector(self, vector, topn=topn, restrict_vocab=restrict_vocab)
+        return similar_by_vector(self, vector, topn=topn, restrict_vocab=restrict_vocab,
+                                 rescore=rescore, n_threads=n_threads)
 
-    def similar_by_key(self, key, topn: int = 10, restrict_vocab=None):
-        """Nearest keys to a key (the key itself left out)."""
-        from embq.search import most_similar
+    def similar_by_key(self, key, topn: int | None = 10, restrict_vocab=None, *,
+                       rescore: int | None = 4, n_threads=None):
+        """Nearest keys to a key, the key itself left out; see
+        :func:`embq.search.similar_by_key`."""
+        from embq.search import similar_by_key
 
-        return most_similar(self, positive=[key], topn=topn, restrict_vocab=restrict_vocab)
+        return similar_by_key(self, key, topn=topn, restrict_vocab=restrict_vocab,
+                              rescore=rescore, n_threads=n_threads)
 
     similar_by_word = similar_by_key
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from hypothesis import strategies as st
 
 import embq
 from embq import _kernels_search as ks
+from embq._utils import effective_n_threads
 from embq.quantize import dequantize, quantize, row_norms
 from embq.search import (
     _search_checked,
@@ -22,6 +26,7 @@ from embq.search import (
     similar_by_vector,
 )
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOT_KERNELS = ks.available_kernels()["dot"]
 SELECT_KERNELS = ks.available_kernels()["select"]
 
@@ -457,7 +462,8 @@ def test_selected_kernels_reports_names():
 def sample_store(tmp_path_factory):
     from embq.readers import load_embeddings
 
-    keys, x = load_embeddings("data/sample.w2v.txt")
+    # from this file's location, so the tests pass from any working directory
+    keys, x = load_embeddings(os.path.join(ROOT, "data", "sample.w2v.txt"))
     path = tmp_path_factory.mktemp("search") / "sample.embq"
     embq.save(path, x, keys)
     store = embq.open(path)
@@ -553,3 +559,264 @@ def test_store_methods_in_a_fresh_process(sample_store, run_python):
     expected = most_similar(sample_store, "cat", topn=1)[0][0]
     row = sample_store.get_index(expected)
     assert proc.stdout.split() == [str(row), expected, expected, expected]
+
+
+# -- messages and value checks of the public in-memory path ----------------------------------
+
+def test_codes_of_dimension_zero_are_named_as_the_problem():
+    with pytest.raises(ValueError, match=r"codes have dimension 0 \(shape \(3, 0\)\)"):
+        search(np.zeros((3, 0), np.uint8), np.ones(3, np.float32), np.ones(0), 1)
+
+
+@pytest.mark.parametrize("value", [1e300, -1e39, np.finfo(np.float64).max])
+def test_float64_query_beyond_float32_says_overflow_without_a_warning(value):
+    codes, scales, zp, norms = make(20, 8)
+    q = np.ones((3, 8), np.float64)
+    q[2, 4] = value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="query 2 overflows float32") as info:
+            search(codes, scales, q, 3)
+    assert "NaN" not in str(info.value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="query 0 contains NaN or Inf"):
+            search(codes, scales, np.full(8, np.inf, np.float64), 3)
+        # the largest float64 that still rounds to a finite float32 is accepted
+        q[2, 4] = float(np.finfo(np.float32).max)
+        check(codes, scales, zp, norms, q, 3)
+
+
+@pytest.mark.parametrize("name", ["scales", "norms"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, -1.0, -0.5e-30])
+def test_nan_inf_or_negative_scales_and_norms_are_refused(name, bad):
+    codes, scales, zp, norms = make(40, 8)
+    arrays = {"scales": scales.copy(), "norms": norms.copy()}
+    arrays[name][17] = bad
+    with pytest.raises(ValueError, match=rf"{name} must be finite and >= 0, got .* at row 17"):
+        search(codes, arrays["scales"], np.ones(8, np.float32), 3, norms=arrays["norms"])
+    # rows beyond `restrict` are not searched, so they are not checked either
+    s, i = search(codes, arrays["scales"], np.ones(8, np.float32), 3, norms=arrays["norms"],
+                  restrict=17)
+    assert i.max() < 17
+
+
+def test_zero_scales_and_norms_are_valid():
+    codes, scales, zp, norms = make(30, 8, zero_rows=True)
+    assert scales[1] == 0 and norms[1] == 0
+    check(codes, scales, zp, norms, np.ones((2, 8), np.float32), 30)
+
+
+def test_n_threads_bool_is_refused_on_every_search_path(sample_store):
+    codes, scales, zp, norms = make(20, 64)
+    q = np.ones(64, np.float32)
+    calls = [
+        lambda t: search(codes, scales, q, 3, n_threads=t),
+        lambda t: search(codes[:0], scales[:0], q, 3, n_threads=t),
+        lambda t: sample_store.search(q, 3, n_threads=t),
+        lambda t: most_similar(sample_store, "cat", n_threads=t),
+        lambda t: most_similar(sample_store, "cat", topn=0, n_threads=t),
+        lambda t: most_similar_batch(sample_store, ["cat"], n_threads=t),
+        lambda t: most_similar_batch(sample_store, [], n_threads=t),
+        lambda t: similar_by_vector(sample_store, q, n_threads=t),
+    ]
+    for call in calls:
+        for flag in (True, False):
+            with pytest.raises(TypeError, match="n_threads must be an int or None, got bool"):
+                call(flag)
+        call(-1)   # counts back from all cores
+
+
+# -- the raw_acc test hook and the kernels' size checks --------------------------------------
+
+def test_raw_acc_checks_its_inputs_before_any_kernel_runs():
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, (6, 40), dtype=np.uint8)
+    q = rng.integers(-127, 128, (2, 40)).astype(np.int8)
+    q[1, 7] = -128   # the AVX2 sign trick cannot negate it
+    with pytest.raises(ValueError, match=r"within \[-127, 127\], got -128"):
+        ks.raw_acc(codes, None, q)
+    q[1, 7] = -127
+    with pytest.raises(ValueError, match=r"zero_points must have shape \(6,\).*got \(2,\)"):
+        ks.raw_acc(codes, np.zeros(2, np.uint8), q)
+    with pytest.raises(TypeError, match="zero_points must be a uint8 array, got dtype int64"):
+        ks.raw_acc(codes, np.zeros(6, np.int64), q)
+    with pytest.raises(TypeError, match="codes must be a uint8 array, got dtype int16"):
+        ks.raw_acc(codes.astype(np.int16), None, q)
+    with pytest.raises(ValueError, match=r"codes must be 2-D"):
+        ks.raw_acc(codes[0], None, q)
+    with pytest.raises(TypeError, match="qint must be an int8 array, got dtype int16"):
+        ks.raw_acc(codes, None, q.astype(np.int16))
+    with pytest.raises(ValueError, match=r"qint must have shape \(m, 40\).*got \(2, 39\)"):
+        ks.raw_acc(codes, None, q[:, :39])
+    d = max_exact_dim(np.array([0], np.uint8)) + 1
+    with pytest.raises(ValueError, match="too large for exact int32"):
+        ks.raw_acc(np.zeros((1, d), np.uint8), np.zeros(1, np.uint8), np.zeros((1, d), np.int8))
+    # strided views are copied, not misread
+    wide = rng.integers(0, 256, (6, 80), dtype=np.uint8)
+    np.testing.assert_array_equal(ks.raw_acc(wide[:, ::2], None, q),
+                                  numpy_acc(wide[:, ::2], None, q))
+    np.testing.assert_array_equal(ks.raw_acc(codes, None, np.asfortranarray(q)),
+                                  numpy_acc(codes, None, q))
+
+
+def test_topk_and_all_scores_refuse_sizes_that_would_read_out_of_bounds():
+    codes, scales, zp, norms = make(10, 40)
+    qc, qs, _ = quantize(np.ones((2, 40), np.float32))
+    packed, sumq, wq = ks.prepare_queries(qc, qs, True)
+    good = dict(codes=codes, scales=scales, zero_points=zp, norms=norms, n_rows=10)
+    bad_cases = [
+        (dict(n_rows=11), "n_rows must be within"),
+        (dict(scales=scales[:9]), "scales must hold at least"),
+        (dict(zero_points=zp[:9]), "zero_points must hold at least"),
+        (dict(norms=norms[:9]), "cosine needs norms"),
+        (dict(norms=None), "cosine needs norms"),
+    ]
+    for change, message in bad_cases:
+        a = {**good, **change}
+        args = (a["codes"], a["scales"], a["zero_points"], a["norms"], a["n_rows"], packed, sumq,
+                wq)
+        with pytest.raises(ValueError, match=message):
+            ks.topk(*args, 3, True, 1)
+        with pytest.raises(ValueError, match=message):
+            ks.all_scores(*args, True, 1)
+    args = (codes, scales, zp, norms, 10, packed, sumq, wq)
+    with pytest.raises(ValueError, match=r"k must be within \[1, n_rows=10\], got 11"):
+        ks.topk(*args, 11, True, 1)
+    with pytest.raises(ValueError, match="n_threads must be >= 1, got 0"):
+        ks.topk(*args, 3, True, 0)
+
+
+# -- gensim compatibility: topn=None, restrict_vocab=0, batches, pass-through ----------------
+
+@pytest.mark.parametrize("restrict_vocab", [None, 0, 500, 10**9])
+def test_topn_none_returns_every_score_like_gensim(sample_store, sample_kv, restrict_vocab):
+    ours = most_similar(sample_store, positive=["king", "woman"], negative=["man"], topn=None,
+                        restrict_vocab=restrict_vocab)
+    theirs = sample_kv.most_similar(positive=["king", "woman"], negative=["man"], topn=None,
+                                    restrict_vocab=restrict_vocab)
+    n = len(sample_store) if not restrict_vocab else min(restrict_vocab, len(sample_store))
+    assert isinstance(ours, np.ndarray) and ours.dtype == np.float32 and ours.shape == (n,)
+    assert theirs.shape == ours.shape
+    np.testing.assert_allclose(ours, theirs, atol=2e-6)
+    # the input keys are not removed, and the top-n scores are the same numbers
+    top = most_similar(sample_store, positive=["king", "woman"], negative=["man"], topn=10,
+                       restrict_vocab=restrict_vocab)
+    for key, score in top:
+        np.testing.assert_allclose(ours[sample_store.get_index(key)], score, rtol=1e-6)
+    assert ours[sample_store.get_index("king")] > 0
+
+
+def test_topn_none_without_rescore_is_the_int8_search_bit_for_bit(sample_store):
+    v = sample_store["cat"] + 0.5 * sample_store["dog"]
+    got = similar_by_vector(sample_store, v, topn=None, rescore=None, restrict_vocab=1000)
+    v64 = v.astype(np.float64)
+    q = (v64 / np.linalg.norm(v64)).astype(np.float32)
+    codes, scales = np.asarray(sample_store.codes), np.asarray(sample_store.scales)
+    zp, norms = np.asarray(sample_store.zero_points), np.asarray(sample_store.norms)
+    exp_s, exp_i = oracle(codes, scales, zp, norms, q, 1000, restrict=1000)
+    assert got.shape == (1000,)
+    np.testing.assert_array_equal(got[exp_i[0]], exp_s[0])
+    # every kernel variant gives those bits, threaded or not
+    for dot in DOT_KERNELS:
+        ks.set_kernels(dot=dot)
+        for threads in (1, 2):
+            np.testing.assert_array_equal(
+                sample_store.similar_by_vector(v, topn=None, rescore=None, restrict_vocab=1000,
+                                               n_threads=threads), got)
+
+
+def test_topn_none_for_keys_batches_and_empty_inputs(sample_store):
+    words = ["cat", "paris", "日本"]
+    batch = most_similar_batch(sample_store, words, topn=None, rescore=None)
+    assert batch.shape == (3, len(sample_store)) and batch.dtype == np.float32
+    for w, row in zip(words, batch):
+        # the batch searches the rows as stored, one by one they are unit-normalized first:
+        # the query scales may differ in the last bit
+        np.testing.assert_allclose(
+            row, sample_store.similar_by_key(w, topn=None, rescore=None), rtol=1e-6)
+        assert int(np.argmax(row)) == sample_store.get_index(w)   # its own row, not removed
+    batch4 = sample_store.most_similar_batch(words, topn=None, restrict_vocab=100)
+    assert batch4.shape == (3, 100)
+    np.testing.assert_allclose(batch4[1], most_similar(sample_store, "paris", topn=None)[:100],
+                               rtol=1e-6, atol=1e-7)
+    assert most_similar_batch(sample_store, [], topn=None).shape == (0, len(sample_store))
+    assert most_similar_batch(sample_store, []) == []
+
+
+def test_restrict_vocab_zero_means_no_restriction_as_in_gensim(sample_store, sample_kv):
+    ours = most_similar(sample_store, "cat", restrict_vocab=0)
+    assert ours == most_similar(sample_store, "cat")
+    _agree(ours, sample_kv.most_similar("cat", restrict_vocab=0))
+    assert most_similar_batch(sample_store, ["cat"], restrict_vocab=0)[0] == ours
+    with pytest.raises(ValueError, match="restrict_vocab must be >= 0, got -3"):
+        most_similar(sample_store, "cat", restrict_vocab=-3)
+    with pytest.raises(TypeError, match="restrict_vocab must be an int"):
+        most_similar(sample_store, "cat", restrict_vocab=2.5)
+
+
+def test_most_similar_batch_refuses_a_str_and_answers_topn_zero_with_empty_lists(sample_store):
+    for one in ("cat", b"cat"):
+        with pytest.raises(TypeError, match="needs a list of keys"):
+            most_similar_batch(sample_store, one)
+        with pytest.raises(TypeError, match="needs a list of keys"):
+            sample_store.most_similar_batch(one)
+    assert most_similar_batch(sample_store, ["cat", "dog"], topn=0) == [[], []]
+    assert most_similar_batch(sample_store, ["cat", "dog"], topn=-2) == [[], []]
+    assert most_similar(sample_store, "cat", topn=-2) == []
+    with pytest.raises(TypeError, match="topn must be an int"):
+        most_similar_batch(sample_store, ["cat"], topn=1.5)
+    # a tuple or a numpy array of keys is a batch
+    assert (most_similar_batch(sample_store, ("cat", "dog"), topn=3)
+            == most_similar_batch(sample_store, np.array(["cat", "dog"]), topn=3))
+
+
+def test_wrong_length_vector_mixed_with_keys_gets_the_shape_message(sample_store):
+    d = sample_store.dim
+    with pytest.raises(ValueError, match=rf"shape \({d},\), got shape \(5,\) \(positive\[0\]\)"):
+        most_similar(sample_store, positive=[np.ones(5), "cat"])
+    with pytest.raises(ValueError, match=r"got shape \(5,\) \(negative\[1\]\)"):
+        most_similar(sample_store, positive=["cat"], negative=["dog", np.ones(5)])
+    with pytest.raises(ValueError, match=r"got shape \(2, 64\) \(positive\[1\]\)"):
+        most_similar(sample_store, positive=["cat", (np.ones((2, 64)), 1.0)])
+    with pytest.raises(TypeError, match=r"float arrays, got dtype <U1 \(positive\[0\]\)"):
+        most_similar(sample_store, positive=[np.array(["a"] * 64), "cat"])
+    v = np.ones(d)
+    v[3] = np.nan
+    with pytest.raises(ValueError, match=r"positive\[1\] contains NaN or Inf"):
+        most_similar(sample_store, positive=["cat", v])
+
+
+def test_store_wrappers_pass_rescore_and_n_threads_through(sample_store, monkeypatch):
+    search_mod = sys.modules["embq.search"]
+    seen = []
+    real = search_mod._search
+
+    def spy(*args, **kwargs):
+        seen.append((args[7], args[9]))   # rescore, n_threads
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_mod, "_search", spy)
+    v = sample_store["cat"]
+    calls = [
+        lambda **kw: sample_store.most_similar("cat", topn=3, **kw),
+        lambda **kw: sample_store.most_similar_batch(["cat"], topn=3, **kw),
+        lambda **kw: sample_store.similar_by_vector(v, topn=3, **kw),
+        lambda **kw: sample_store.similar_by_key("cat", topn=3, **kw),
+        lambda **kw: sample_store.similar_by_word("cat", topn=3, **kw),
+        lambda **kw: sample_store.search(v, 3, **kw),
+    ]
+    for call in calls:
+        seen.clear()
+        call(rescore=2, n_threads=1)
+        assert seen == [(2, 1)]
+        seen.clear()
+        call(rescore=None, n_threads=2)
+        assert seen[0][0] is None and seen[0][1] == 2
+    # the default of the gensim-style wrappers is rescore=4, as in embq.search
+    seen.clear()
+    sample_store.most_similar("cat", topn=3)
+    assert seen == [(4, effective_n_threads(None))]
+    int8 = sample_store.most_similar("cat", topn=5, rescore=None)
+    assert int8 == most_similar(sample_store, "cat", topn=5, rescore=None)
+    assert int8 != sample_store.most_similar("cat", topn=5)
