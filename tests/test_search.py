@@ -820,3 +820,104 @@ def test_store_wrappers_pass_rescore_and_n_threads_through(sample_store, monkeyp
     int8 = sample_store.most_similar("cat", topn=5, rescore=None)
     assert int8 == most_similar(sample_store, "cat", topn=5, rescore=None)
     assert int8 != sample_store.most_similar("cat", topn=5)
+
+
+# -- query layouts, dtypes and thread counts -------------------------------------------------
+
+@pytest.mark.parametrize("metric", ["cosine", "dot"])
+def test_float64_integer_strided_and_fortran_queries_match_their_float32_copy(metric):
+    codes, scales, zp, norms = make(500, 40, seed=31, zp_random=True)
+    rng = np.random.default_rng(32)
+    wide = rng.standard_normal((9, 80))
+    base = np.ascontiguousarray(wide[:, ::2], dtype=np.float32)
+    expected = search(codes, scales, base, 7, zero_points=zp, norms=norms, metric=metric)
+    layouts = {
+        "float64": base.astype(np.float64),
+        "strided": wide.astype(np.float32)[:, ::2],
+        "fortran": np.asfortranarray(base),
+        "transposed view": np.ascontiguousarray(base.T).T,
+        "float64 strided rows": base.astype(np.float64)[::-1][::-1],
+        "float16": base.astype(np.float16),
+    }
+    for name, q in layouts.items():
+        if name == "float16":
+            # a float16 query is a different vector; it must match its own float32 copy
+            check(codes, scales, zp, norms, q, 7, metric)
+            continue
+        assert name == "float64" or not q.flags.c_contiguous or q.dtype != np.float32
+        got = search(codes, scales, q, 7, zero_points=zp, norms=norms, metric=metric)
+        np.testing.assert_array_equal(got[1], expected[1], err_msg=name)
+        np.testing.assert_array_equal(got[0], expected[0], err_msg=name)
+    check(codes, scales, zp, norms, base.astype(np.float64), 7, metric)
+    ints = rng.integers(-1000, 1000, (4, 40))
+    check(codes, scales, zp, norms, ints, 7, metric)
+    # one strided vector (d,) too
+    s, i = search(codes, scales, wide[0].astype(np.float32)[::2], 7, zero_points=zp,
+                  norms=norms, metric=metric)
+    np.testing.assert_array_equal(i, expected[1][0])
+
+
+def test_negative_n_threads_count_back_from_all_cores_and_never_below_one():
+    codes, scales, zp, norms = make(3000, 64, seed=41)
+    q = np.random.default_rng(42).standard_normal((30, 64)).astype(np.float32)
+    expected = search(codes, scales, q, 10, norms=norms, n_threads=1)
+    assert effective_n_threads(-1) == effective_n_threads(None)
+    assert effective_n_threads(-10**6) == 1
+    for t in (-1, -2, -10**6):
+        got = search(codes, scales, q, 10, norms=norms, n_threads=t)
+        np.testing.assert_array_equal(got[1], expected[1])
+        np.testing.assert_array_equal(got[0], expected[0])
+    with pytest.raises(TypeError, match="n_threads must be an int or None"):
+        search(codes, scales, q, 10, n_threads=1.5)
+
+
+# -- the GIL is released while a kernel runs ----------------------------------------------------
+
+@pytest.mark.parametrize("entry", ["topk rows", "topk queries", "all_scores"])
+def test_kernels_release_the_gil(entry):
+    # With a switch interval of 1000 s the interpreter never takes the GIL away from the main
+    # thread, so the counter thread can run only while the main thread has released it:
+    # inside a kernel that holds the GIL the count cannot move.
+    rng = np.random.default_rng(7)
+    n, d = 50_000, 256
+    # about 0.1 s of int8 work on one core (all_scores less: its (m, n) output limits m)
+    m = 64 if entry == "all_scores" else 1024
+    codes = rng.integers(1, 256, (n, d), dtype=np.uint8)
+    scales = np.ones(n, np.float32)
+    norms = row_norms(codes, scales)
+    qc, qs, _ = quantize(rng.standard_normal((m, d)).astype(np.float32))
+    qp, sumq, wq = ks.prepare_queries(qc, qs, True)
+    if entry == "all_scores":
+        def run():
+            ks.all_scores(codes, scales, None, norms, n, qp, sumq, wq, True, 1)
+    else:
+        mode = entry.split()[1]
+
+        def run():
+            ks.topk(codes, scales, None, norms, n, qp, sumq, wq, 10, True, 1, mode)
+
+    count = 0
+    stop = False
+    started = threading.Event()
+
+    def counter():
+        nonlocal count
+        started.set()
+        while not stop:
+            count += 1
+            time.sleep(0)   # lets the main thread take the GIL back when the kernel returns
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e3)
+    thread = threading.Thread(target=counter)
+    try:
+        thread.start()
+        started.wait()
+        before = count
+        run()
+        during = count - before
+    finally:
+        stop = True
+        thread.join()
+        sys.setswitchinterval(old)
+    assert during > 0
