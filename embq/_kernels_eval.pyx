@@ -7,8 +7,9 @@ case and look them up in the vocabulary once each).
 
 The splitting rules are Python's, so the result is the one ``line.split()`` over the lines of
 the file would give: lines end at ``\\n`` only; a line starting with ``": "`` is a section
-header; any other line is split at runs of the ASCII whitespace characters that ``str.split()``
-recognises (``\\t \\n \\v \\f \\r``, ``\\x1c``-``\\x1f`` and space). Bytes >= 0x80 are never
+header; a line starting with ``#`` is a comment, skipped like a blank line; any other line is
+split at runs of the ASCII whitespace characters that ``str.split()`` recognises
+(``\\t \\n \\v \\f \\r``, ``\\x1c``-``\\x1f`` and space). Bytes >= 0x80 are never
 separators, which makes this exact for ASCII text and for UTF-8 text without non-ASCII
 whitespace characters (the caller checks that).
 
@@ -285,6 +286,9 @@ def tokenize_questions(bytes data not None):
                 hl[nsec] = line_no
                 hq[nsec] = nq
                 nsec += 1
+            elif pos < n and buf[pos] == 35:  # "#" comment: skipped like a blank line
+                nl = <const uint8_t*>memchr(buf + pos, 10, n - pos)
+                eol = n if nl == NULL else nl - buf
             else:
                 # Scan the line 8 bytes at a time (SWAR) into sp: bit j = byte pos+j is a
                 # space. Lines with other whitespace or control bytes, lines of 64 bytes or

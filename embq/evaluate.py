@@ -7,8 +7,13 @@ unknown words, same return shapes), so a store can be dropped into code written 
 differ in three ways:
 
 * malformed input files are errors naming file and line (gensim logs and skips such lines); blank
-  lines and ``#`` comments in pair files are still skipped, and words are stripped of surrounding
-  whitespace;
+  lines and ``#`` comments are still skipped, and words are stripped of surrounding whitespace.
+  gensim skips ``#`` lines in pair files only; in an analogy file it raises "Missing section
+  header" for one before the first section and otherwise counts it as a question when it has
+  four words (``# a b c``), where embq skips every line starting with ``#`` in both kinds of
+  file;
+* test files compressed with gzip, bz2 or xz are read, as gensim reads them through
+  smart_open (embq recognises them by content, gensim by the file extension);
 * all analogy questions are answered together with batched nearest-neighbour searches instead of
   one ``most_similar`` call per question;
 * the same code runs on two kinds of vectors: an embq store (int8 search through
@@ -72,12 +77,55 @@ def _decode(raw: bytes, encoding: str, fspath: str) -> str:
         ) from None
 
 
-def _read_text(path: str | os.PathLike, encoding: str) -> str:
-    """Read a whole text file (see :func:`_decode` for decoding errors)."""
+def _compression_of(head: bytes) -> str | None:
+    """The compression of a file from its first bytes (gzip, bz2 or xz), or None.
+
+    gensim opens test files through smart_open, which decompresses by file extension; the
+    content tells the same for every such file and also catches a compressed file without
+    the extension. The magics cannot start a text file: gzip's and xz's are not valid UTF-8,
+    and bz2's "BZh" is followed by a level digit and a 6-byte block or end-of-stream magic.
+    """
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if (len(head) >= 10 and head.startswith(b"BZh") and head[3:4] in b"123456789"
+            and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90")):
+        return "bz2"
+    return None
+
+
+def _read_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a whole test file, decompressed when it is gzip, bz2 or xz."""
+    import bz2
+    import gzip
+    import lzma
+    import zlib
+
     fspath = os.fspath(path)
     with open(fspath, "rb") as fh:
         raw = fh.read()
-    return _decode(raw, encoding, fspath)
+    kind = _compression_of(raw[:10])
+    if kind is None:
+        return raw
+    try:
+        if kind == "gzip":
+            return gzip.decompress(raw)
+        if kind == "bz2":
+            return bz2.decompress(raw)
+        return lzma.decompress(raw)
+    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
+        raise FormatError(
+            f"cannot decompress the {kind} data ({exc}); expected a complete {kind} file",
+            path=fspath,
+        ) from None
+
+
+def _read_text(path: str | os.PathLike, encoding: str) -> str:
+    """Read a whole text file, decompressing it if needed (see :func:`_decode` for decoding
+    errors)."""
+    fspath = os.fspath(path)
+    return _decode(_read_bytes(fspath), encoding, fspath)
 
 
 def _object_array(items: list) -> np.ndarray:
@@ -95,7 +143,8 @@ def read_word_pairs(
     Parameters
     ----------
     path : str or os.PathLike
-        The file, e.g. WordSim-353 or SimLex-999 in gensim's test data.
+        The file, e.g. WordSim-353 or SimLex-999 in gensim's test data; it may be gzip, bz2 or
+        xz compressed.
     delimiter : str, default "\\t"
         Field separator.
     encoding : str, default "utf8"
@@ -210,7 +259,8 @@ def _before_section_error(fspath: str, line_no: int) -> FormatError:
 
 def _no_questions_error(fspath: str) -> FormatError:
     return FormatError(
-        "no analogy questions found (the file is empty or has only section lines); "
+        "no analogy questions found (the file is empty or has only section lines and "
+        "comments); "
         "expected ': section' lines followed by 'a b c expected' lines",
         path=fspath,
     )
@@ -233,6 +283,8 @@ def _parse_questions_text(text: str, fspath: str) -> _Questions:
             names.append(_section_name(line))
             lines.append(line_no)
             counts.append(0)
+            continue
+        if line.startswith("#"):
             continue
         parts = line.split()
         if not parts:
@@ -277,8 +329,7 @@ def _parse_questions_bytes(raw: bytes, fspath: str) -> _Questions:
 
 def _parse_analogies(path: str | os.PathLike, encoding: str = "utf8") -> _Questions:
     fspath = os.fspath(path)
-    with open(fspath, "rb") as fh:
-        raw = fh.read()
+    raw = _read_bytes(fspath)
     if codecs.lookup(encoding).name == "utf-8":
         if raw.isascii():
             return _parse_questions_bytes(raw, fspath)
@@ -313,6 +364,11 @@ def read_analogies(
     FormatError
         A question before the first section line, a line that is not 4 words, or a file without
         any question; the message names the file and line.
+
+    Notes
+    -----
+    Blank lines and lines starting with ``#`` (comments) are skipped anywhere in the file. The
+    file may be gzip, bz2 or xz compressed.
     """
     parsed = _parse_analogies(path, encoding)
     words = _object_array(parsed.words)

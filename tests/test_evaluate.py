@@ -180,7 +180,8 @@ def test_read_analogies_non_ascii(tmp_path):
 
 
 # The analogy tokenizer kernel against an independent line-by-line reference (gensim's rules:
-# lines end at "\n", ": " starts a section, str.split() finds the words).
+# lines end at "\n", ": " starts a section, str.split() finds the words; and embq's: a line
+# starting with "#" is a comment).
 
 
 def _reference_sections(text):
@@ -188,6 +189,8 @@ def _reference_sections(text):
     for line_no, line in enumerate(text.split("\n"), 1):
         if line.startswith(": "):
             sections.append((line.lstrip(": ").strip(), [], line_no))
+            continue
+        if line[:1] == "#":
             continue
         parts = line.split()
         if not parts:
@@ -222,6 +225,7 @@ def _parse_or_error(parse, data):
 _TOKENS = st.sampled_from([
     "a", "Athens", "Greece", "baghdad", "12345678", "exactly16bytes!!", "seventeen_bytes_x",
     "a" * 40, "café", "日本", "東京", "x\x01y", ":", ":x", "ß", "İstanbul", "q" * 9,
+    "#", "#x", "a#",
 ])
 _SEPARATORS = st.sampled_from([" ", " ", " ", "  ", "\t", "\r", "\x0b", "\x0c", "\x1c", "\x1f",
                                " \t "])
@@ -231,9 +235,13 @@ _SEPARATORS = st.sampled_from([" ", " ", " ", "  ", "\t", "\r", "\x0b", "\x0c", 
 def _analogy_texts(draw):
     lines = []
     for _ in range(draw(st.integers(0, 12))):
-        kind = draw(st.sampled_from(["header", "question", "question", "question", "other"]))
+        kind = draw(st.sampled_from(["header", "question", "question", "question", "other",
+                                     "comment"]))
         if kind == "header":
             lines.append(": " + draw(st.sampled_from(["capital", " spaced  name ", "", "x\r"])))
+            continue
+        if kind == "comment":
+            lines.append(draw(st.sampled_from(["#", "# a b c", "#a b c d", "## x", "#\t"])))
             continue
         n = 4 if kind == "question" else draw(st.integers(0, 6))
         words = draw(st.lists(_TOKENS, min_size=n, max_size=n))
@@ -288,6 +296,62 @@ def test_read_analogies_other_encoding(tmp_path):
         ev.read_analogies(p)
     assert info.value.line == 2
     assert ev.read_analogies(p, encoding="latin-1") == [("s", ["café", "b", "c", "d"], 1)]
+
+
+def test_analogy_comments_are_skipped(tmp_path):
+    # Before the first section (where gensim raises "Missing section header"), between
+    # questions, and with four words ("# a b c", a question for gensim): comments all.
+    text = "# generated\n: s\na b c d\n# a b c\n#x y z w\ne f g h\n"
+    for parse in (lambda t: ev._parse_questions_bytes(t.encode(), "q.txt"),
+                  lambda t: ev._parse_questions_text(t, "q.txt")):
+        assert _sections_of(parse(text)) == [("s", list("abcdefgh"), 2)]
+    assert ev.read_analogies(_write(tmp_path, "c.txt", text)) == [("s", list("abcdefgh"), 2)]
+
+
+@pytest.mark.parametrize("text", ["# only a comment\n", "# one\n# two\n: s\n# three\n"])
+def test_analogies_with_only_comments_have_no_questions(tmp_path, text):
+    p = _write(tmp_path, "c.txt", text)
+    with pytest.raises(FormatError, match="no analogy questions found") as info:
+        ev.read_analogies(p)
+    assert info.value.path == p and "before the first section" not in str(info.value)
+
+
+def _compressed_copy(src, dst, kind):
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}[kind]
+    with open(src, "rb") as fin, opener(dst, "wb") as fout:
+        fout.write(fin.read())
+    return dst
+
+
+@pytest.mark.parametrize("kind", ["gz", "bz2", "xz"])
+def test_compressed_pair_and_analogy_files(tmp_path, sample_kv, kind):
+    pairs = _compressed_copy(SAMPLE_PAIRS, str(tmp_path / f"p.tsv.{kind}"), kind)
+    questions = _compressed_copy(SAMPLE_ANALOGIES, str(tmp_path / f"q.txt.{kind}"), kind)
+    assert ev.read_word_pairs(pairs)[0] == ev.read_word_pairs(SAMPLE_PAIRS)[0]
+    assert ev.read_analogies(questions) == ev.read_analogies(SAMPLE_ANALOGIES)
+    # gensim reads the same files through smart_open (by extension): same results.
+    assert ev.evaluate_word_analogies(sample_kv, questions) == \
+        sample_kv.evaluate_word_analogies(questions)
+    got, expected = ev.evaluate_word_pairs(sample_kv, pairs), sample_kv.evaluate_word_pairs(pairs)
+    assert got[1][0] == expected[1][0] and got[2] == expected[2]
+
+
+def test_compressed_file_without_extension_and_truncated(tmp_path):
+    # Recognised by content, not by name.
+    plain = _compressed_copy(SAMPLE_PAIRS, str(tmp_path / "pairs.tsv"), "gz")
+    assert len(ev.read_word_pairs(plain)[0]) == len(ev.read_word_pairs(SAMPLE_PAIRS)[0])
+    data = open(plain, "rb").read()
+    cut = _write(tmp_path, "cut.tsv.gz", data[: len(data) // 2], mode="wb")
+    with pytest.raises(FormatError, match="cannot decompress the gzip data") as info:
+        ev.read_word_pairs(cut)
+    assert info.value.path == cut
+    # A text file that merely starts like a bz2 stream's "BZh" is read as text.
+    p = _write(tmp_path, "bzh.tsv", "BZh9\tdog\t1\n")
+    assert ev.read_word_pairs(p)[0] == ["BZh9"]
 
 
 # ------------------------------------------------------------------------------------------
