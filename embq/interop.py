@@ -53,7 +53,9 @@ def from_keyed_vectors(
     TypeError
         ``kv`` is not a KeyedVectors, or a key is not a string.
     ValueError
-        The vectors are empty or not 2-D.
+        The vectors are not 2-D with one row per key, a key is the empty string, or there are
+        no vectors at all (``embq compress`` refuses an empty file alike: a store holds at
+        least one row).
     """
     _import_keyed_vectors()
     from embq.store import save
@@ -68,6 +70,11 @@ def from_keyed_vectors(
         raise ValueError(
             f"KeyedVectors has {len(keys)} keys but vectors of shape {vectors.shape}; "
             "expected one row per key"
+        )
+    if not keys:
+        raise ValueError(
+            f"KeyedVectors holds no vectors (shape {vectors.shape}); expected at least one "
+            "key and vector to store"
         )
     for i, key in enumerate(keys):
         if not isinstance(key, str):

@@ -235,3 +235,11 @@ def test_from_keyed_vectors_rejects_empty_key(tmp_path):
     with pytest.raises(ValueError, match=r"key 22 is the empty string"):
         interop.from_keyed_vectors(kv, str(tmp_path / "x.embq"))
     assert not os.path.exists(tmp_path / "x.embq")
+
+
+def test_from_keyed_vectors_rejects_empty_vectors(tmp_path):
+    # As the docstring says, and as embq compress refuses an empty file.
+    kv = KeyedVectors(vector_size=4)
+    with pytest.raises(ValueError, match=r"KeyedVectors holds no vectors \(shape \(0, 4\)\)"):
+        interop.from_keyed_vectors(kv, str(tmp_path / "x.embq"))
+    assert not os.path.exists(tmp_path / "x.embq")
