@@ -596,7 +596,9 @@ def _vocabulary(backend, restrict_vocab: int | None, case_insensitive: bool):
     becomes an integer comparison. For a store the result is cached (callers must not modify
     it); float vectors can change between calls and are read each time.
     """
-    limit = backend.n if restrict_vocab is None else max(0, min(int(restrict_vocab), backend.n))
+    # gensim takes index_to_key[:restrict_vocab]: None means every key and, as in any Python
+    # slice, a negative value leaves out that many keys at the end.
+    limit = len(range(backend.n)[:restrict_vocab])
     store = backend.store if backend.kind == "store" else None
     settings = (limit, bool(case_insensitive))
     if store is not None:
@@ -679,9 +681,11 @@ def _evaluate_pairs(
     else:
         used_gold, used_model = gold[known], model[known]
     if used_gold.size == 0:
+        limit = len(range(backend.n)[:restrict_vocab])
         raise ValueError(
-            f"No valid similarity judgements found in {path}: all {len(gold)} pairs have a word "
-            f"outside the first {restrict_vocab} keys"
+            f"No valid similarity judgements found in {path}: each of its {len(gold)} pairs "
+            f"has a word outside the {limit:,} keys searched (restrict_vocab={restrict_vocab}); "
+            "expected pairs of words the vectors know"
         )
     if used_gold.size < 2:
         raise ValueError(
@@ -727,8 +731,10 @@ def evaluate_word_pairs(
         Field separator.
     encoding : str, default "utf8"
         Text encoding of ``pairs``.
-    restrict_vocab : int, default 300000
-        Only the first ``restrict_vocab`` keys count as known words.
+    restrict_vocab : int or None, default 300000
+        Only the first ``restrict_vocab`` keys count as known words. As in gensim, which
+        slices ``index_to_key[:restrict_vocab]``: None means all keys, 0 none, and a negative
+        value all but that many keys at the end.
     case_insensitive : bool, default True
         Match words upper-cased; of several keys folding to the same word, the first is used.
     dummy4unknown : bool, default False
@@ -902,9 +908,11 @@ def evaluate_word_analogies(
         The vectors to evaluate.
     analogies : str or os.PathLike
         File in the ``questions-words.txt`` format.
-    restrict_vocab : int, default 300000
+    restrict_vocab : int or None, default 300000
         Questions with a word outside the first ``restrict_vocab`` keys are unknown, and
-        predictions are searched among those keys only.
+        predictions are searched among those keys only. Slice semantics, as in gensim: None
+        means all keys, 0 none (every question unknown), a negative value all but that many
+        keys at the end.
     case_insensitive : bool, default True
         Match words upper-cased (the returned tuples are upper-cased too, as in gensim).
     dummy4unknown : bool, default False

@@ -366,6 +366,26 @@ OPTIONS = [
 ]
 
 
+@pytest.mark.parametrize("restrict_vocab", [-1, -300, 0, None, 10**9])
+def test_restrict_vocab_slices_like_gensim(sample_kv, restrict_vocab):
+    """gensim slices index_to_key[:restrict_vocab]: negative leaves out keys at the end, 0
+    knows no word, None all of them. The sample's analogy words are among its first keys, so
+    -300 changes only the search range, and a large negative value the known words."""
+    for r in (restrict_vocab, -len(sample_kv) + 50):
+        expected = sample_kv.evaluate_word_analogies(SAMPLE_ANALOGIES, restrict_vocab=r)
+        assert ev.evaluate_word_analogies(sample_kv, SAMPLE_ANALOGIES, restrict_vocab=r) == expected
+        try:
+            expected = sample_kv.evaluate_word_pairs(SAMPLE_PAIRS, restrict_vocab=r)
+        except ValueError:
+            with pytest.raises(ValueError, match="No valid similarity judgements"):
+                ev.evaluate_word_pairs(sample_kv, SAMPLE_PAIRS, restrict_vocab=r)
+            continue
+        got = ev.evaluate_word_pairs(sample_kv, SAMPLE_PAIRS, restrict_vocab=r)
+        assert got[1][0] == expected[1][0] and got[2] == expected[2]
+    vocab, _, limit = ev._vocabulary(ev._as_backend(sample_kv), restrict_vocab, True)
+    assert limit == len(sample_kv.index_to_key[:restrict_vocab]) == len(vocab)
+
+
 @pytest.mark.parametrize("name, kw", REAL_VECTORS + [(SAMPLE, {})])
 @pytest.mark.parametrize("options", OPTIONS)
 def test_analogies_equal_gensim(name, kw, options):
