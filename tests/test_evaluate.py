@@ -470,6 +470,45 @@ def test_predict_follows_gensim_exclusion_rule():
     # No candidate at all.
     none = np.empty((1, 0), np.int64)
     assert ev._predict(none, none, q).tolist() == [-1]
+    # The question rows are dropped *before* five candidates are kept: of the 8 nearest, the
+    # five left are 9, 9, 5, 6, 7; 9 folds onto question word 2, so 5 is the answer (keeping
+    # the first five, 0, 1, 2, 9, 9, would leave only question words and answer 2).
+    cand = np.array([[0, 1, 2, 9, 9, 5, 6, 7]])
+    assert ev._predict(cand, canon[cand], q).tolist() == [5]
+
+
+def _case_variant_analogy(tmp_path):
+    """man : king :: woman : queen, where four case variants of the question words (King,
+    KING, Woman, WOMAN) are nearer to the query than queen. gensim asks most_similar for
+    topn=5, which fetches topn + 3 = 8 candidates, drops the rows of man, king and woman, and
+    keeps 5: King, KING, Woman, WOMAN, queen. Folded, the variants are question words, so
+    queen is the answer. Fetching only 5 candidates would leave King, KING, Woman: no answer
+    but a question word."""
+    e = np.eye(8, dtype=np.float32)
+    keys = ["man", "king", "woman", "queen", "King", "KING", "Woman", "WOMAN", "f1", "f2"]
+    # Cosines with the query e1 + e2 - e0: king, woman .577; King .566; KING .553;
+    # Woman .536; WOMAN .516; queen .471; the rest 0 or less.
+    vectors = np.array([e[0], e[1], e[2], e[1] + e[2] + 2 * e[5], e[1] + 0.2 * e[3],
+                        e[1] + 0.3 * e[4], e[2] + 0.4 * e[3], e[2] + 0.5 * e[4], e[6], e[7]])
+    kv = KeyedVectors(vector_size=8)
+    kv.add_vectors(keys, vectors)
+    return kv, _write(tmp_path, "q.txt", ": family\nman king woman queen\n")
+
+
+def test_analogy_fetches_topn_plus_three_candidates_like_gensim(tmp_path):
+    import embq
+
+    kv, q = _case_variant_analogy(tmp_path)
+    for options in OPTIONS:
+        assert ev.evaluate_word_analogies(kv, q, **options) == kv.evaluate_word_analogies(
+            q, **options), options
+    assert ev.evaluate_word_analogies(kv, q)[0] == 1.0
+    # Case-sensitive, the variants are other words: King is the (wrong) answer.
+    assert ev.evaluate_word_analogies(kv, q, case_insensitive=False)[0] == 0.0
+    path = str(tmp_path / "v.embq")
+    embq.save(path, kv.vectors, list(kv.index_to_key))
+    with embq.open(path) as store:
+        assert ev.evaluate_word_analogies(store, q) == kv.evaluate_word_analogies(q)
 
 
 def test_canonical_rows():
