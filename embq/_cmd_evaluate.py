@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Any
+
+# The reader's choices, repeated here so that building the parser imports nothing heavy; the
+# test suite checks they equal embq.readers.FORMATS and UNICODE_ERRORS.
+FORMATS = ("word2vec", "glove", "word2vec-binary", "npy")
+UNICODE_ERRORS = ("strict", "replace", "ignore")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,22 +26,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("store", help="path of an embq store")
     p.add_argument("--against", metavar="ORIGINAL",
-                   help="the embedding file the store was made from (any format compress reads)")
+                   help="the embedding file the store was made from (any format compress reads); "
+                   "its first --limit rows are used, later duplicate keys dropped and rows "
+                   "normalized as compress did")
+    src = p.add_argument_group(
+        "reading ORIGINAL",
+        "compress's options, same names and meaning. Not given, they come from what the store "
+        "records about its source: --limit from source_limit, and when ORIGINAL is the "
+        "store's source file, --format and --keys from source_format and source_keys_path; "
+        "otherwise the format is detected, UTF-8, strict.")
+    src.add_argument("--format", choices=FORMATS,
+                     help="format of ORIGINAL (default: the store's source_format for its "
+                     "source file, else detected)")
+    src.add_argument("--keys", metavar="FILE",
+                     help="for a .npy ORIGINAL: text file with one key per line (without it, a "
+                     ".npy of the store's shape takes the store's keys)")
+    src.add_argument("--limit", type=int, metavar="N",
+                     help="read only the first N rows of ORIGINAL (default: the store's "
+                     "source_limit)")
+    src.add_argument("--encoding", help="text encoding of ORIGINAL's keys (default utf8)")
+    src.add_argument("--unicode-errors", choices=UNICODE_ERRORS,
+                     help="undecodable key bytes in ORIGINAL: fail (default), replace, or drop")
     p.add_argument("--pairs", metavar="FILE", action="append", default=[],
                    help="word-similarity file (word1<TAB>word2<TAB>score); repeatable")
     p.add_argument("--analogies", metavar="FILE",
                    help="analogy file in the questions-words.txt format")
     p.add_argument("--sample", type=int, default=1000, metavar="N",
                    help="rows used as queries for recall@k (default 1000; 0 skips it)")
-    p.add_argument("-k", type=int, default=10, help="k of recall@k (default 10)")
+    p.add_argument("-k", type=int, default=10,
+                   help="k of recall@k (default 10; below the store's row count)")
     p.add_argument("--rescore", type=int, default=4, metavar="R",
                    help="also measure recall with rescore=R (default 4; 0 skips it)")
     p.add_argument("--restrict-vocab", type=int, default=300000, metavar="N",
-                   help="only the first N keys count for pairs and analogies (default 300000)")
+                   help="only the first N keys count for pairs and analogies (default 300000; "
+                   "a positive number)")
     p.add_argument("--case-sensitive", action="store_true",
                    help="match test words exactly (default: upper-cased, as gensim)")
     p.add_argument("--seed", type=int, default=0, help="seed of the recall query sample")
-    p.add_argument("--threads", type=int, default=None, help="search threads (default: all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="search threads, a positive count (default: all cores)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -46,6 +75,22 @@ def _fmt(v: Any, spec: str = ".4f", signed: bool = False) -> str:
     if isinstance(v, float) and v != v:
         return "nan"
     return format(v, ("+" if signed else "") + spec)
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None, so that it prints as
+    strict JSON (``null``) instead of Python's ``NaN``, which JSON parsers reject."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def _pct(v: Any, signed: bool = False) -> str:
@@ -59,6 +104,8 @@ def render(result: dict) -> str:
     out.append(f"store     {result['store']}  ({result['rows']:,} rows x {result['dim']})")
     if against:
         out.append(f"original  {result['original']}")
+        for note in result.get("original_notes", []):
+            out.append(f"          {note}")
     rec = result.get("reconstruction")
     if rec:
         out.append("")
@@ -84,9 +131,6 @@ def render(result: dict) -> str:
         for entry in result["pairs"]:
             name = os.path.basename(entry["file"])
             st = entry["store"]
-            if "error" in st:
-                out.append(f"  {name}: {st['error']}")
-                continue
             for metric in ("spearman", "pearson"):
                 line = f"  {(name + ' ' + metric):<28s} {_fmt(st[metric]):>8s}"
                 if against:
@@ -96,6 +140,11 @@ def render(result: dict) -> str:
                 if metric == "spearman":
                     line += f"   {st['used']}/{st['pairs']}"
                 out.append(line)
+        if any(_is_nan(side.get(m)) for entry in result["pairs"]
+               for side in (entry["store"], entry.get("original", {}))
+               for m in ("spearman", "pearson")):
+            out.append("  (nan: a correlation is undefined when the human scores or the "
+                       "similarities are all equal)")
     ana = result.get("analogies")
     if ana:
         st = ana["store"]
@@ -120,11 +169,21 @@ def render(result: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import warnings
+
+    from scipy import stats as scipy_stats
+
     import embq
     from embq.cli import CommandError
     from embq.evaluate import evaluate_store
 
-    for path in [args.against, args.analogies, *args.pairs]:
+    reader = {"--format": args.format, "--keys": args.keys, "--limit": args.limit,
+              "--encoding": args.encoding, "--unicode-errors": args.unicode_errors}
+    given = [name for name, value in reader.items() if value is not None]
+    if given and args.against is None:
+        raise CommandError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} "
+                           "to reading the original; give it with --against ORIGINAL")
+    for path in [args.against, args.keys, args.analogies, *args.pairs]:
         if path is not None and not os.path.exists(path):
             raise CommandError(f"{path}: no such file")
     if args.sample < 0:
@@ -133,7 +192,26 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"-k must be >= 1, got {args.k}")
     if args.rescore < 0:
         raise CommandError(f"--rescore must be >= 0, got {args.rescore}")
-    with embq.open(args.store) as store:
+    if args.limit is not None and args.limit < 1:
+        raise CommandError(f"--limit must be a positive number of rows, got {args.limit}")
+    # gensim's API slices with restrict_vocab (negative = all but the last keys); on the
+    # command line a count that is not positive is a mistake, so it is refused.
+    if args.restrict_vocab < 1:
+        raise CommandError(
+            f"--restrict-vocab must be a positive number of keys, got {args.restrict_vocab}")
+    # Checked here, not left to the search: its message speaks of the Python API (None).
+    if args.threads is not None and args.threads < 1:
+        raise CommandError(f"--threads must be a positive count, got {args.threads}; use a "
+                           "positive count or omit --threads to use all cores")
+    with embq.open(args.store) as store, warnings.catch_warnings():
+        # scipy warns when a correlation is undefined (constant input); the report says so
+        # in its own words (nan / null), so its warning would only repeat it as noise.
+        warnings.simplefilter("ignore", getattr(scipy_stats, "ConstantInputWarning", Warning))
+        if args.against is not None and args.sample and args.k >= len(store):
+            raise CommandError(
+                f"-k {args.k} is not below the store's {len(store):,} rows: recall@{args.k} "
+                f"would count every row as a true neighbour; use -k below {len(store):,} or "
+                "--sample 0 to skip recall")
         result = evaluate_store(
             store,
             original=args.against,
@@ -146,10 +224,17 @@ def run(args: argparse.Namespace) -> int:
             case_insensitive=not args.case_sensitive,
             seed=args.seed,
             n_threads=args.threads,
+            format=args.format,
+            keys=args.keys,
+            limit=args.limit,
+            encoding=args.encoding,
+            unicode_errors=args.unicode_errors,
         )
         result["store"] = os.fspath(args.store)
     if args.json:
-        print(json.dumps(result, indent=2))
+        # allow_nan=False: any non-finite float json_ready missed fails loudly here instead
+        # of printing invalid JSON.
+        print(json.dumps(json_ready(result), indent=2, allow_nan=False))
     else:
         print(render(result))
     sys.stdout.flush()

@@ -955,22 +955,181 @@ def evaluate_word_analogies(
 # --------------------------------------------------------------------------------------------
 
 
-def _load_original(original: Any):
-    """(keys, float32 vectors, label) from a path, a KeyedVectors or a (keys, vectors) tuple."""
-    if isinstance(original, (str, os.PathLike)):
-        from embq.readers import load_embeddings
+class _Original(NamedTuple):
+    """The original vectors, lined up row for row with the store (see :func:`_load_original`)."""
 
-        keys, vectors = load_embeddings(original)
-        return keys, np.asarray(vectors, np.float32), os.fspath(original)
-    if hasattr(original, "index_to_key") and hasattr(original, "vectors"):
-        return list(original.index_to_key), np.asarray(original.vectors, np.float32), "KeyedVectors"
-    if isinstance(original, tuple) and len(original) == 2:
-        keys, vectors = original
-        return (None if keys is None else list(keys)), np.asarray(vectors, np.float32), "array"
-    raise TypeError(
-        "original must be a path, a gensim KeyedVectors or a (keys, vectors) tuple, "
-        f"got {type(original).__name__}"
-    )
+    keys: list[str] | None
+    vectors: np.ndarray  # float32 (n, d)
+    label: str
+    options: dict  # the reader options used and the adjustments made, for the report
+    notes: list[str]  # the same in words, one line each
+
+
+# The file-reading options of compare_with_original, as embq compress names them.
+_READER_OPTIONS = ("format", "keys", "limit", "encoding", "unicode_errors")
+
+
+def _normalize_rows(x: np.ndarray) -> np.ndarray:
+    """L2-normalize the nonzero rows exactly as ``embq compress --normalize`` does
+    (embq.compress._normalize_rows): float64 norms of the float32 rows, each row divided in
+    float64 and rounded to float32. The same arithmetic matters: reconstruction error is
+    measured against the rows that were quantized, bit for bit."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    nz = norms > 0
+    out = x.astype(np.float32, copy=True)
+    out[nz] = (x[nz] / norms[nz, None]).astype(np.float32)
+    return out
+
+
+def _first_occurrences(keys: list[str]) -> np.ndarray | None:
+    """Rows of the first occurrence of each key, in order; None when every key is unique."""
+    if len(set(keys)) == len(keys):
+        return None
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    return np.fromiter(first.values(), np.int64, count=len(first))
+
+
+def _attr_int(attrs: dict, name: str) -> int | None:
+    value = attrs.get(name)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        return None
+    return int(value)
+
+
+def _same_file(a: str, b: Any) -> bool:
+    if not isinstance(b, str) or not b:
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _load_original(store: Any, shape: tuple[int, int], original: Any, options: dict) -> _Original:
+    """The original vectors, read and adjusted the way ``embq compress`` made the store.
+
+    ``options`` holds the user's reader options (``_READER_OPTIONS``; None = not given). What
+    the store's attributes record about its source fills in the ones not given: ``limit`` from
+    ``source_limit`` always (the store holds only that many rows of its source), and when
+    ``original`` is the store's source file (``source_path``), ``format`` from
+    ``source_format`` and ``keys`` from ``source_keys_path``, plus ``encoding`` and
+    ``unicode_errors`` when the store records them (``source_encoding``,
+    ``source_unicode_errors``). Then, as compress did: later duplicates of a key are dropped
+    (the first occurrence wins) and, for a store written with ``normalize``, the rows are
+    L2-normalized. A keyless original (``.npy`` without a keys file) of the store's shape
+    takes the store's keys, since the rows are in the same order.
+    """
+    attrs = dict(getattr(store, "attrs", None) or {})
+    notes: list[str] = []
+    used: dict[str, Any] = {}
+    limit = options.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))
+                              or limit < 1):
+        raise ValueError(f"limit must be a positive number of rows or None, got {limit!r}")
+    if limit is None:
+        recorded = _attr_int(attrs, "source_limit")
+        if recorded is not None and recorded > 0:
+            limit = recorded
+            notes.append(f"first {limit:,} rows only (the store's source_limit)")
+    used["limit"] = None if limit is None else int(limit)
+
+    if isinstance(original, (str, os.PathLike)):
+        from embq.readers import FORMATS, load_embeddings
+
+        path = os.fspath(original)
+        is_source = _same_file(path, attrs.get("source_path"))
+        fmt = options.get("format")
+        if fmt is None and is_source and attrs.get("source_format") in FORMATS:
+            fmt = attrs["source_format"]
+            notes.append(f"read as {fmt} (the store's source_format)")
+        keys_path = options.get("keys")
+        if keys_path is None and is_source and isinstance(attrs.get("source_keys_path"), str):
+            if os.path.exists(attrs["source_keys_path"]):
+                keys_path = attrs["source_keys_path"]
+                notes.append(f"keys from {keys_path} (the store's source_keys_path)")
+        encoding = options.get("encoding")
+        if encoding is None and is_source and isinstance(attrs.get("source_encoding"), str):
+            encoding = attrs["source_encoding"]
+        unicode_errors = options.get("unicode_errors")
+        if (unicode_errors is None and is_source
+                and isinstance(attrs.get("source_unicode_errors"), str)):
+            unicode_errors = attrs["source_unicode_errors"]
+        encoding = "utf8" if encoding is None else encoding
+        unicode_errors = "strict" if unicode_errors is None else unicode_errors
+        keys, vectors = load_embeddings(
+            path, format=fmt, limit=limit, encoding=encoding, unicode_errors=unicode_errors,
+            keys_path=keys_path,
+        )
+        used.update(format=fmt, keys=None if keys_path is None else os.fspath(keys_path),
+                    encoding=encoding, unicode_errors=unicode_errors)
+        label = path
+    else:
+        given = [name for name in ("format", "keys", "encoding", "unicode_errors")
+                 if options.get(name) is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} when the "
+                f"original is a file; got a {type(original).__name__}"
+            )
+        if hasattr(original, "index_to_key") and hasattr(original, "vectors"):
+            keys, vectors, label = list(original.index_to_key), original.vectors, "KeyedVectors"
+        elif isinstance(original, tuple) and len(original) == 2:
+            keys, vectors = original
+            keys = None if keys is None else list(keys)
+            label = "array"
+        else:
+            raise TypeError(
+                "original must be a path, a gensim KeyedVectors or a (keys, vectors) tuple, "
+                f"got {type(original).__name__}"
+            )
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2:
+            raise ValueError(f"the original vectors must be 2-D (n, d), got shape {vectors.shape}")
+        if keys is not None and len(keys) != vectors.shape[0]:
+            raise ValueError(
+                f"the original has {len(keys)} keys for {vectors.shape[0]} vectors; expected "
+                "one key per row"
+            )
+        if limit is not None:
+            vectors = vectors[:limit]
+            keys = None if keys is None else keys[:limit]
+    vectors = np.asarray(vectors, np.float32)
+
+    used["duplicates_dropped"] = 0
+    if keys is not None:
+        first = _first_occurrences(keys)
+        if first is not None:
+            dropped = len(keys) - len(first)
+            keys = [keys[i] for i in first.tolist()]
+            vectors = vectors[first]
+            used["duplicates_dropped"] = dropped
+            notes.append(f"{dropped:,} later duplicate key{'s' if dropped != 1 else ''} dropped, "
+                         "the first occurrence kept (as compress does)")
+
+    n, dim = shape
+    used["keys_from_store"] = False
+    if keys is None and getattr(store, "has_keys", False) and vectors.shape == (n, dim):
+        keys = None  # filled in by the caller from the store's own key list
+        used["keys_from_store"] = True
+        notes.append("the original has no keys: the store's keys are used (rows in the same "
+                     "order)")
+    if vectors.shape != (n, dim):
+        hint = "expected the file the store was compressed from"
+        dups = _attr_int(attrs, "source_duplicates") or 0
+        if keys is None and dups and vectors.shape == (n + dups, dim):
+            hint = (f"the store dropped {dups:,} duplicate keys of its source, and this "
+                    "original has no keys to find them by; pass its keys file (--keys)")
+        raise ValueError(
+            f"the original has shape {vectors.shape} but the store has {(n, dim)}"
+            + (f" (after {'; '.join(notes)})" if notes else "") + f"; {hint}"
+        )
+    used["normalized"] = bool(attrs.get("normalized", False))
+    if used["normalized"]:
+        vectors = _normalize_rows(vectors)
+        notes.append("rows L2-normalized, as the store's were (normalized=True)")
+    return _Original(keys, vectors, label, used, notes)
 
 
 def _reconstruction(store: Any, vectors: np.ndarray, block: int = 65536) -> dict:
@@ -1092,11 +1251,16 @@ def evaluate_store(
     seed: int = 0,
     analogy_rescore: int | None = None,
     n_threads: int | None = None,
+    format: str | None = None,  # noqa: A002 - embq compress's option name
+    keys: str | os.PathLike | None = None,
+    limit: int | None = None,
+    encoding: str | None = None,
+    unicode_errors: str | None = None,
 ) -> dict:
-    """Everything ``embq evaluate`` reports, as a JSON-ready dict.
+    """Everything ``embq evaluate`` reports, as a dict (NaN where a figure is undefined).
 
     Without ``original`` only the store's pair and analogy figures are computed; with it, see
-    :func:`compare_with_original`.
+    :func:`compare_with_original`, which documents the parameters.
     """
     if isinstance(pairs, (str, os.PathLike)):
         pairs = [pairs]
@@ -1104,6 +1268,12 @@ def evaluate_store(
         raise ValueError(f"k must be >= 1, got {k}")
     if sample < 0:
         raise ValueError(f"sample must be >= 0, got {sample}")
+    reader_options = {"format": format, "keys": keys, "limit": limit, "encoding": encoding,
+                      "unicode_errors": unicode_errors}
+    if original is None and any(v is not None for v in reader_options.values()):
+        given = [name for name, v in reader_options.items() if v is not None]
+        raise ValueError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} "
+                         "to reading the original; no original was given")
     # Parse every input before the (possibly slow) loading of the original file, so a typo
     # in a pair file fails at once.
     parsed_pairs = [(os.fspath(p), read_word_pairs(p)) for p in pairs]
@@ -1121,18 +1291,23 @@ def evaluate_store(
     }
     ob = None
     if original is not None:
-        t0 = time.perf_counter()
-        okeys, ovectors, label = _load_original(original)
-        result["original"] = label
-        result["load_seconds"] = time.perf_counter() - t0
-        if ovectors.shape != (sb.n, sb.dim):
+        if sample and k >= sb.n:
             raise ValueError(
-                f"the original has shape {ovectors.shape} but the store has {(sb.n, sb.dim)}; "
-                "expected the file the store was compressed from"
+                f"k={k} is not below the store's {sb.n:,} rows: recall@{k} would count every "
+                f"row as a true neighbour; expected k < {sb.n:,} (or sample=0 to skip recall)"
             )
-        if okeys is not None and sb.kind == "store" and getattr(store, "has_keys", False):
+        t0 = time.perf_counter()
+        orig = _load_original(store, (sb.n, sb.dim), original, reader_options)
+        okeys, ovectors = orig.keys, orig.vectors
+        result["original"] = orig.label
+        result["original_options"] = orig.options
+        result["original_notes"] = orig.notes
+        result["load_seconds"] = time.perf_counter() - t0
+        if orig.options["keys_from_store"]:
+            okeys = sb.keys(sb.n)
+        elif okeys is not None and sb.kind == "store" and getattr(store, "has_keys", False):
             skeys = sb.keys(sb.n)
-            if skeys != list(okeys):
+            if skeys != okeys:
                 first = next(i for i, (x, y) in enumerate(zip(skeys, okeys)) if x != y)
                 raise ValueError(
                     f"key {first} differs: store has {skeys[first]!r}, original has "
@@ -1157,18 +1332,14 @@ def evaluate_store(
         sides = [("store", sb, svocab)] + ([("original", ob, ovocab)] if ob is not None else [])
         for side, backend, voc in sides:
             t0 = time.perf_counter()
-            try:
-                res = _evaluate_pairs(
-                    backend, parsed, path, restrict_vocab, case_insensitive, False, vocab=voc[0]
-                )
-            except ValueError as exc:
-                if isinstance(exc, FormatError):
-                    raise
-                entry[side] = {"error": str(exc)}
-                continue
+            # A file without a known pair raises ValueError, as gensim's evaluate_word_pairs
+            # does: there is nothing to report for it.
+            res = _evaluate_pairs(
+                backend, parsed, path, restrict_vocab, case_insensitive, False, vocab=voc[0]
+            )
             entry[side] = _pair_summary(res)
             entry[side]["seconds"] = time.perf_counter() - t0
-        if ob is not None and "spearman" in entry["store"] and "spearman" in entry["original"]:
+        if ob is not None:
             entry["diff"] = {
                 m: _diff(entry["store"][m], entry["original"][m]) for m in ("spearman", "pearson")
             }
@@ -1208,16 +1379,28 @@ def compare_with_original(
     case_insensitive: bool = True,
     seed: int = 0,
     n_threads: int | None = None,
+    format: str | None = None,  # noqa: A002 - embq compress's option name
+    keys: str | os.PathLike | None = None,
+    limit: int | None = None,
+    encoding: str | None = None,
+    unicode_errors: str | None = None,
 ) -> dict:
     """What compression lost: the store side by side with the float vectors it came from.
+
+    The original is lined up with the store the way ``embq compress`` made it: only its first
+    ``limit`` rows, later duplicates of a key dropped (the first occurrence kept), and rows
+    L2-normalized when the store was written with ``normalize`` (its ``normalized``
+    attribute). ``result["original_notes"]`` says what was done.
 
     Parameters
     ----------
     store : embq.Store
         The compressed store.
     original : str, os.PathLike, gensim KeyedVectors or (keys, vectors)
-        The original vectors: any file ``embq compress`` reads, or the vectors themselves. Must
-        have the store's shape (and keys, in the same order).
+        The original vectors: any file ``embq compress`` reads, or the vectors themselves.
+        After the adjustments above it must have the store's shape and, when both have keys,
+        the same keys in the same order. Without keys (``.npy`` without a keys file,
+        ``(None, vectors)``) and with the store's shape, it takes the store's keys.
     pairs : sequence of paths, optional
         Word-similarity files; Spearman/Pearson on both sides and their differences.
     analogies : path, optional
@@ -1227,13 +1410,22 @@ def compare_with_original(
     rescore : int or None, default 4
         Also measure recall with ``store.search(..., rescore=rescore)``; None skips that.
     k : int, default 10
-        The k of recall@k.
+        The k of recall@k; must be below the store's row count when recall is measured.
     restrict_vocab, case_insensitive
         As in :func:`evaluate_word_pairs`.
     seed : int, default 0
         Seed of the query sample.
     n_threads : int, optional
         Threads for the store search.
+    format, keys, limit, encoding, unicode_errors : optional
+        How to read an ``original`` file, with the names and meaning of
+        :func:`embq.compress.compress`'s options. Not given (None), they come from what the
+        store records about its source: ``limit`` from ``source_limit``; and when
+        ``original`` is the store's source file (``source_path``), ``format`` from
+        ``source_format``, ``keys`` from ``source_keys_path``, ``encoding`` and
+        ``unicode_errors`` from ``source_encoding`` and ``source_unicode_errors`` where
+        recorded; otherwise the format is detected, keys are none, UTF-8, strict. ``limit``
+        also applies to in-memory originals; the others only to files.
 
     Returns
     -------
@@ -1242,7 +1434,18 @@ def compare_with_original(
         ``error_mean_rel_l2``, ``error_mean_cosine``), ``recall`` (``recall``,
         ``recall_rescore`` of the store's top-k among the exact float cosine top-k),
         ``pairs`` (one entry per file with ``store``, ``original`` and ``diff``), and
-        ``analogies`` (``store``, ``original``, ``diff``), plus sizes and timings.
+        ``analogies`` (``store``, ``original``, ``diff``), ``original_options`` (the reader
+        options used, ``duplicates_dropped``, ``keys_from_store``, ``normalized``) and
+        ``original_notes``, plus sizes and timings. A figure that is undefined (a correlation
+        of constant similarities) is NaN, as gensim returns it.
+
+    Raises
+    ------
+    ValueError
+        The original does not line up with the store (shape or keys), ``k`` is not below the
+        row count, or a pair file has no pair with both words known.
+    FormatError
+        A malformed original, pair or analogy file (names file and line).
     """
     return evaluate_store(
         store,
@@ -1256,4 +1459,9 @@ def compare_with_original(
         case_insensitive=case_insensitive,
         seed=seed,
         n_threads=n_threads,
+        format=format,
+        keys=keys,
+        limit=limit,
+        encoding=encoding,
+        unicode_errors=unicode_errors,
     )

@@ -787,6 +787,166 @@ def test_recall_against_float_oracle_with_and_without_rescore(tmp_path):
     assert res["recall_rescore"] == pytest.approx(rescored, abs=2 / 3000)
 
 
+def test_compare_refuses_k_not_below_rows(sample_store, sample_kv):
+    n = len(sample_store)
+    with pytest.raises(ValueError, match=f"k={n} is not below the store's 3,162 rows"):
+        ev.compare_with_original(sample_store, sample_kv, k=n)
+    # Without recall, k does not matter.
+    res = ev.compare_with_original(sample_store, sample_kv, k=n, sample=0)
+    assert "recall" not in res
+
+
+def _compress(src, dst, **kw):
+    import embq
+
+    warnings = []
+    embq.compress(src, dst, overwrite=True, warn=warnings.append, **kw)
+    return warnings
+
+
+def test_compare_normalized_store_normalizes_the_original(tmp_path):
+    import embq
+    from embq.quantize import quantize
+
+    path = str(tmp_path / "n.embq")
+    _compress(SAMPLE, path, normalize=True)
+    with embq.open(path) as store:
+        assert store.attrs["normalized"] is True
+        res = ev.compare_with_original(store, SAMPLE, sample=100)
+        rec = res["reconstruction"]
+        # The figures compress measured on the rows it quantized.
+        for name, value in rec.items():
+            assert value == pytest.approx(store.attrs[name], rel=1e-9), name
+        assert rec["error_max_abs_over_scale"] <= 0.5 + 1e-6
+        assert res["original_options"]["normalized"] is True
+        assert any("normalized" in note for note in res["original_notes"])
+        # Bit for bit the rows compress quantized: the same scales and codes.
+        x = ev._normalize_rows(sample_floats())
+        q = quantize(x)
+        np.testing.assert_array_equal(q.scales, np.asarray(store.scales))
+        np.testing.assert_array_equal(q.codes, np.asarray(store.codes))
+        # An in-memory original is normalized too.
+        rec_kv = ev.compare_with_original(store, _load(SAMPLE, {}), sample=0)["reconstruction"]
+        assert rec_kv["error_max_abs_over_scale"] <= 0.5 + 1e-6
+
+
+def sample_floats():
+    from embq.readers import load_embeddings
+
+    return load_embeddings(SAMPLE)[1]
+
+
+def test_compare_limit_and_duplicates_line_up_with_the_store(tmp_path):
+    """compress --limit 3 on a file whose third row repeats the first key: the store holds
+    a, b; the original is cut to 3 rows and its later 'a' dropped, as compress did."""
+    import embq
+
+    src = _write(tmp_path, "d.txt", "4 2\na 1 2\nb 3 -4\na 5 6\nc 7 8\n")
+    path = str(tmp_path / "d.embq")
+    warnings = _compress(src, path, limit=3)
+    assert "1 duplicate key" in warnings[0]
+    with embq.open(path) as store:
+        assert store.attrs["source_limit"] == 3 and store.attrs["source_duplicates"] == 1
+        res = ev.compare_with_original(store, src, sample=0)
+        assert res["original_options"]["limit"] == 3
+        assert res["original_options"]["duplicates_dropped"] == 1
+        assert res["reconstruction"]["error_max_abs_over_scale"] <= 0.5 + 1e-6
+        # An explicit limit wins: all 4 rows, one duplicate, 3 keys, not the store's 2.
+        with pytest.raises(ValueError, match=r"has shape \(3, 2\) but the store has \(2, 2\)"):
+            ev.compare_with_original(store, src, sample=0, limit=4)
+    # Duplicates alone (no limit), and the same file as (keys, vectors).
+    path2 = str(tmp_path / "d2.embq")
+    _compress(src, path2)
+    with embq.open(path2) as store:
+        assert len(store) == 3
+        res = ev.compare_with_original(store, src, sample=0)
+        assert res["original_options"]["duplicates_dropped"] == 1
+        assert res["reconstruction"]["error_max_abs_over_scale"] <= 0.5 + 1e-6
+        keys = ["a", "b", "a", "c"]
+        x = np.array([[1, 2], [3, -4], [5, 6], [7, 8]], np.float32)
+        res = ev.compare_with_original(store, (keys, x), sample=0)
+        assert res["reconstruction"]["error_max_abs_over_scale"] <= 0.5 + 1e-6
+
+
+def test_compare_format_from_the_store_for_its_source_file(tmp_path):
+    """A GloVe file whose first line looks like a word2vec header ("100 5") is read as GloVe
+    only with format='glove': the store records it, and its source file is read that way."""
+    import shutil
+
+    import embq
+    from embq.errors import FormatError
+
+    src = _write(tmp_path, "g.txt", "100 5\n200 6\n300 -7\n")
+    path = str(tmp_path / "g.embq")
+    _compress(src, path, format="glove")
+    with embq.open(path) as store:
+        assert store.attrs["source_format"] == "glove"
+        res = ev.compare_with_original(store, src, sample=0)
+        assert res["original_options"]["format"] == "glove"
+        assert any("source_format" in note for note in res["original_notes"])
+        assert res["reconstruction"]["error_max_abs_over_scale"] <= 0.5 + 1e-6
+        # Another file is not the store's source: detected, unless the format is given.
+        other = str(tmp_path / "copy.txt")
+        shutil.copy(src, other)
+        with pytest.raises(FormatError):
+            ev.compare_with_original(store, other, sample=0)
+        res = ev.compare_with_original(store, other, sample=0, format="glove")
+        assert res["original_options"]["format"] == "glove"
+
+
+def test_compare_npy_keys_from_the_store(tmp_path):
+    import embq
+
+    kv = _load(SAMPLE, {})
+    keys_file = _write(tmp_path, "keys.txt", "\n".join(kv.index_to_key) + "\n")
+    npy = str(tmp_path / "v.npy")
+    np.save(npy, kv.vectors)
+    path = str(tmp_path / "npy.embq")
+    _compress(npy, path, keys=keys_file)
+    with embq.open(path) as store:
+        assert store.has_keys
+        # The source .npy: its keys file from the store's source_keys_path.
+        res = ev.compare_with_original(store, npy, pairs=[SAMPLE_PAIRS], sample=0)
+        assert res["original_options"]["keys"] == os.path.abspath(keys_file)
+        assert res["original_options"]["keys_from_store"] is False
+        assert res["pairs"][0]["original"]["used"] == 150
+        # A copy without keys file: the store's keys, said so.
+        copy = str(tmp_path / "copy.npy")
+        np.save(copy, kv.vectors)
+        res = ev.compare_with_original(store, copy, pairs=[SAMPLE_PAIRS],
+                                       analogies=SAMPLE_ANALOGIES, sample=50)
+        assert res["original_options"]["keys_from_store"] is True
+        assert any("store's keys" in note for note in res["original_notes"])
+        assert res["pairs"][0]["original"]["spearman"] == pytest.approx(
+            kv.evaluate_word_pairs(SAMPLE_PAIRS)[1][0], abs=1e-12)
+        assert res["analogies"]["original"]["accuracy"] == 1.0
+        # Or given explicitly.
+        res = ev.compare_with_original(store, copy, keys=keys_file, sample=0)
+        assert res["original_options"]["keys_from_store"] is False
+        # A keyless original of another shape is still refused.
+        np.save(copy, kv.vectors[:-1])
+        with pytest.raises(ValueError, match="has shape"):
+            ev.compare_with_original(store, copy, sample=0)
+
+
+def test_compare_reader_options_are_checked(sample_store, sample_kv):
+    with pytest.raises(ValueError, match="format only applies when the original is a file"):
+        ev.compare_with_original(sample_store, sample_kv, format="glove")
+    with pytest.raises(ValueError, match="limit must be a positive number"):
+        ev.compare_with_original(sample_store, SAMPLE, limit=0)
+    with pytest.raises(ValueError, match="no original was given"):
+        ev.evaluate_store(sample_store, limit=5)
+
+
+def test_compare_pair_file_without_known_pair_raises_like_gensim(sample_store, sample_kv,
+                                                                  tmp_path):
+    p = _write(tmp_path, "p.tsv", "zzzz\tyyyy\t1\nqqqq\tcat\t2\n")
+    with pytest.raises(ValueError, match="No valid similarity judgements found in .*p.tsv"):
+        sample_kv.evaluate_word_pairs(p)
+    with pytest.raises(ValueError, match="No valid similarity judgements found in .*p.tsv"):
+        ev.compare_with_original(sample_store, sample_kv, pairs=[p], sample=0)
+
+
 # ------------------------------------------------------------------------------------------
 # CLI
 # ------------------------------------------------------------------------------------------
@@ -867,3 +1027,174 @@ def test_keyless_store(tmp_path):
         assert res["reconstruction"]["error_max_abs_over_scale"] <= 0.5 + 1e-3
         with pytest.raises(ValueError, match="has no keys"):
             ev.evaluate_word_pairs(store, SAMPLE_PAIRS)
+
+
+def _strict_json(text):
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_cli_json_has_null_for_nan(sample_store, tmp_path, capsys):
+    """Constant human scores make both correlations NaN (gensim returns NaN too): the JSON
+    says null, and strict parsers accept it."""
+    from embq.cli import main
+
+    p = _write(tmp_path, "const.tsv", "cat\tdog\t5\nparis\tfrance\t5\ncat\tparis\t5\n")
+    assert main(["evaluate", sample_store.path, "--against", SAMPLE, "--pairs", p,
+                 "--sample", "20", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "NaN" not in out and "Warning" not in err
+    entry = _strict_json(out)["pairs"][0]
+    assert entry["store"]["spearman"] is None and entry["original"]["pearson"] is None
+    assert entry["diff"]["spearman"] is None
+    assert entry["store"]["used"] == 3
+    # The table says nan, and why.
+    assert main(["evaluate", sample_store.path, "--pairs", p]) == 0
+    out, err = capsys.readouterr()
+    assert "const.tsv spearman                nan" in out and "undefined" in out
+    assert "Warning" not in err
+    # The Python API warns and returns NaN, as gensim.
+    with pytest.warns(Warning, match="constant"):
+        pearson, spearman, _ = ev.evaluate_word_pairs(sample_store, p)
+    assert np.isnan(spearman[0]) and np.isnan(pearson[0])
+
+
+def test_json_ready():
+    from embq._cmd_evaluate import json_ready
+
+    got = json_ready({"a": float("nan"), "b": [1.5, float("inf"), {"c": -float("inf")}],
+                      "d": (2, "x"), "e": None, "f": True})
+    assert got == {"a": None, "b": [1.5, None, {"c": None}], "d": [2, "x"], "e": None,
+                   "f": True}
+    assert _strict_json(json.dumps(got)) == got
+
+
+def _cli(capsys, *argv):
+    from embq.cli import main
+
+    code = main(["evaluate", *argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def test_cli_pair_file_without_known_pair_fails(sample_store, tmp_path, capsys):
+    p = _write(tmp_path, "unknown.tsv", "zzzz\tyyyy\t1\nqqqq\tcat\t2\n")
+    for extra in ([], ["--against", SAMPLE, "--sample", "0"]):
+        code, out, err = _cli(capsys, sample_store.path, "--pairs", p, *extra)
+        assert code == 2 and out == ""
+        assert err.startswith("embq evaluate: error: No valid similarity judgements found in")
+        assert p in err and "2 pairs" in err
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--threads", "0"], "--threads must be a positive count, got 0; use a positive count "
+                             "or omit --threads"),
+        (["--restrict-vocab", "-5"], "--restrict-vocab must be a positive number of keys, got -5"),
+        (["--restrict-vocab", "0"], "--restrict-vocab must be a positive number of keys, got 0"),
+        (["--against", SAMPLE, "-k", "5000"], "-k 5000 is not below the store's 3,162 rows"),
+        (["--against", SAMPLE, "-k", "3162"], "-k 3162 is not below the store's 3,162 rows"),
+        (["--against", SAMPLE, "--limit", "0"], "--limit must be a positive number of rows"),
+        (["--limit", "5"], "--limit only applies to reading the original; give it with --against"),
+        (["--format", "glove", "--encoding", "latin-1"],
+         "--format, --encoding only apply to reading the original"),
+        (["--against", SAMPLE, "--keys", "/nonexistent/keys.txt"],
+         "/nonexistent/keys.txt: no such file"),
+    ],
+)
+def test_cli_refuses_bad_options(sample_store, capsys, argv, fragment):
+    code, out, err = _cli(capsys, sample_store.path, "--pairs", SAMPLE_PAIRS, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("embq evaluate: error: ") and fragment in err, err
+    assert "None" not in err
+
+
+def test_cli_k_below_rows_and_without_recall(sample_store, capsys):
+    code, out, _ = _cli(capsys, sample_store.path, "--against", SAMPLE, "-k", "3161",
+                        "--sample", "2")
+    assert code == 0 and "recall@3161" in out
+    code, out, _ = _cli(capsys, sample_store.path, "--against", SAMPLE, "-k", "5000",
+                        "--sample", "0")
+    assert code == 0 and "recall@" not in out
+
+
+def test_cli_reader_options_and_store_defaults(tmp_path, capsys):
+    """--encoding, --unicode-errors, --format, --keys and --limit read the original as
+    compress did; the store's source_format and source_limit fill in for its source file."""
+    import shutil
+
+    # Latin-1 keys: another file than the store's source, so nothing comes from the store.
+    raw = "3 2\ncaf\xe9 1 2\nna\xefve 3 -4\nx 5 6\n".encode("latin-1")
+    src = _write(tmp_path, "latin.txt", raw, mode="wb")
+    path = str(tmp_path / "latin.embq")
+    _compress(src, path, encoding="latin-1")
+    other = str(tmp_path / "latin-copy.txt")
+    shutil.copy(src, other)
+    code, _, err = _cli(capsys, path, "--against", other, "--sample", "0")
+    assert code == 2 and f"{other}, line 2" in err and "--encoding" in err
+    code, out, _ = _cli(capsys, path, "--against", other, "--sample", "0", "--encoding",
+                        "latin-1", "--json")
+    data = _strict_json(out)
+    assert code == 0 and data["original_options"]["encoding"] == "latin-1"
+    assert data["reconstruction"]["error_max_abs_over_scale"] <= 0.5 + 1e-6
+    # Undecodable bytes replaced: the keys match the store's only with the same choice.
+    path2 = str(tmp_path / "replace.embq")
+    _compress(src, path2, unicode_errors="replace")
+    code, _, err = _cli(capsys, path2, "--against", other, "--sample", "0")
+    assert code == 2 and f"{other}, line 2" in err
+    code, out, _ = _cli(capsys, path2, "--against", other, "--sample", "0",
+                        "--unicode-errors", "replace", "--json")
+    assert code == 0 and _strict_json(out)["original_options"]["unicode_errors"] == "replace"
+
+    # --format: taken from the store for its source file; given for another file.
+    glove = _write(tmp_path, "g.txt", "100 5\n200 6\n300 -7\n")
+    gpath = str(tmp_path / "g.embq")
+    _compress(glove, gpath, format="glove", limit=2)
+    code, out, _ = _cli(capsys, gpath, "--against", glove, "--sample", "0")
+    assert code == 0
+    assert "read as glove (the store's source_format)" in out
+    assert "first 2 rows only (the store's source_limit)" in out
+    gcopy = str(tmp_path / "g-copy.txt")
+    shutil.copy(glove, gcopy)
+    code, _, err = _cli(capsys, gpath, "--against", gcopy, "--sample", "0")
+    assert code == 2 and gcopy in err
+    code, out, _ = _cli(capsys, gpath, "--against", gcopy, "--sample", "0", "--format",
+                        "glove", "--json")
+    data = _strict_json(out)
+    assert code == 0 and data["original_options"]["format"] == "glove"
+    assert data["original_options"]["limit"] == 2  # from the store, for any file
+    code, _, err = _cli(capsys, gpath, "--against", gcopy, "--sample", "0", "--format",
+                        "glove", "--limit", "3")
+    assert code == 2 and "has shape (3, 1) but the store has (2, 1)" in err
+
+    # --keys for a .npy; without it a keyless .npy of the store's shape takes its keys.
+    npy = str(tmp_path / "v.npy")
+    np.save(npy, np.array([[1, 2], [3, -4], [5, 6]], np.float32))
+    keys = _write(tmp_path, "keys.txt", "café\nnaïve\nx\n")
+    code, out, _ = _cli(capsys, path, "--against", npy, "--keys", keys, "--sample", "0",
+                        "--json")
+    assert code == 0 and _strict_json(out)["original_options"]["keys"] == keys
+    code, out, _ = _cli(capsys, path, "--against", npy, "--sample", "0")
+    assert code == 0
+    assert "the original has no keys: the store's keys are used (rows in the same order)" in out
+
+
+def test_cli_reader_choices_are_the_readers():
+    from embq import _cmd_evaluate, readers
+
+    assert _cmd_evaluate.FORMATS == readers.FORMATS
+    assert _cmd_evaluate.UNICODE_ERRORS == readers.UNICODE_ERRORS
+
+
+def test_cli_normalized_store(tmp_path, capsys):
+    path = str(tmp_path / "n.embq")
+    _compress(SAMPLE, path, normalize=True)
+    code, out, _ = _cli(capsys, path, "--against", SAMPLE, "--sample", "50", "--json")
+    assert code == 0
+    rec = _strict_json(out)["reconstruction"]
+    assert 0.2 < rec["error_mean_abs_over_scale"] < 0.3
+    assert rec["error_max_abs_over_scale"] <= 0.5 + 1e-6
