@@ -1170,42 +1170,41 @@ class Store:
         return search_store(self, queries, k, metric=metric, rescore=rescore,
                             restrict=restrict, n_threads=n_threads)
 
-    # rescore=4 is the default of embq.search's helpers too: scores of the top results are
-    # float cosines on the dequantized rows, as gensim users expect
+    # The gensim-style wrappers take embq.search's keyword-only options (``rescore``, default
+    # 4, and ``n_threads``) as **options and forward only those given, so the defaults are
+    # defined once, in embq.search; an unknown option is its TypeError naming the keyword.
     def most_similar(self, positive=None, negative=None, topn: int | None = 10,
-                     restrict_vocab=None, *, rescore: int | None = 4, n_threads=None):
+                     restrict_vocab=None, **options):
         """gensim's ``most_similar`` (``topn=None``: every row's score); see
-        :func:`embq.search.most_similar`."""
+        :func:`embq.search.most_similar` (options ``rescore=4``, ``n_threads=None``)."""
         from embq.search import most_similar
 
         return most_similar(self, positive=positive, negative=negative, topn=topn,
-                            restrict_vocab=restrict_vocab, rescore=rescore, n_threads=n_threads)
+                            restrict_vocab=restrict_vocab, **options)
 
-    def most_similar_batch(self, keys, topn: int | None = 10, restrict_vocab=None, *,
-                           rescore: int | None = 4, n_threads=None):
+    def most_similar_batch(self, keys, topn: int | None = 10, restrict_vocab=None, **options):
         """``most_similar`` for a list of keys at once; see
-        :func:`embq.search.most_similar_batch`."""
+        :func:`embq.search.most_similar_batch` (options ``rescore=4``, ``n_threads=None``)."""
         from embq.search import most_similar_batch
 
         return most_similar_batch(self, keys, topn=topn, restrict_vocab=restrict_vocab,
-                                  rescore=rescore, n_threads=n_threads)
+                                  **options)
 
-    def similar_by_vector(self, vector, topn: int | None = 10, restrict_vocab=None, *,
-                          rescore: int | None = 4, n_threads=None):
-        """Nearest keys to a vector; see :func:`embq.search.similar_by_vector`."""
+    def similar_by_vector(self, vector, topn: int | None = 10, restrict_vocab=None, **options):
+        """Nearest keys to a vector; see :func:`embq.search.similar_by_vector` (options
+        ``rescore=4``, ``n_threads=None``)."""
         from embq.search import similar_by_vector
 
         return similar_by_vector(self, vector, topn=topn, restrict_vocab=restrict_vocab,
-                                 rescore=rescore, n_threads=n_threads)
+                                 **options)
 
-    def similar_by_key(self, key, topn: int | None = 10, restrict_vocab=None, *,
-                       rescore: int | None = 4, n_threads=None):
-        """Nearest keys to a key, the key itself left out; see
-        :func:`embq.search.similar_by_key`."""
-        from embq.search import similar_by_key
+    def similar_by_key(self, key, topn: int | None = 10, restrict_vocab=None, **options):
+        """Nearest keys to a key, the key itself left out: ``most_similar(positive=[key])``
+        (options ``rescore=4``, ``n_threads=None``)."""
+        from embq.search import most_similar
 
-        return similar_by_key(self, key, topn=topn, restrict_vocab=restrict_vocab,
-                              rescore=rescore, n_threads=n_threads)
+        return most_similar(self, positive=[key], topn=topn, restrict_vocab=restrict_vocab,
+                            **options)
 
     similar_by_word = similar_by_key
 

@@ -921,3 +921,10 @@ def test_kernels_release_the_gil(entry):
         thread.join()
         sys.setswitchinterval(old)
     assert during > 0
+
+
+def test_store_wrappers_refuse_unknown_options_by_name(sample_store):
+    with pytest.raises(TypeError, match="rescor"):
+        sample_store.most_similar("cat", rescor=2)
+    with pytest.raises(TypeError, match="threads"):
+        sample_store.similar_by_key("cat", threads=2)
