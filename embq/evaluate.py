@@ -965,10 +965,6 @@ class _Original(NamedTuple):
     notes: list[str]  # the same in words, one line each
 
 
-# The file-reading options of compare_with_original, as embq compress names them.
-_READER_OPTIONS = ("format", "keys", "limit", "encoding", "unicode_errors")
-
-
 def _normalize_rows(x: np.ndarray) -> np.ndarray:
     """L2-normalize the nonzero rows exactly as ``embq compress --normalize`` does
     (embq.compress._normalize_rows): float64 norms of the float32 rows, each row divided in
@@ -1036,7 +1032,7 @@ def _load_original(store: Any, shape: tuple[int, int], original: Any, options: d
     used["limit"] = None if limit is None else int(limit)
 
     if isinstance(original, (str, os.PathLike)):
-        from embq.readers import FORMATS, load_embeddings
+        from embq.readers import FORMATS, detect_format, load_embeddings
 
         path = os.fspath(original)
         is_source = _same_file(path, attrs.get("source_path"))
@@ -1049,20 +1045,28 @@ def _load_original(store: Any, shape: tuple[int, int], original: Any, options: d
             if os.path.exists(attrs["source_keys_path"]):
                 keys_path = attrs["source_keys_path"]
                 notes.append(f"keys from {keys_path} (the store's source_keys_path)")
+            else:
+                notes.append(f"the store's source_keys_path {attrs['source_keys_path']} no "
+                             "longer exists")
+        # Not recorded by compress today; used when a store records them.
         encoding = options.get("encoding")
         if encoding is None and is_source and isinstance(attrs.get("source_encoding"), str):
             encoding = attrs["source_encoding"]
+            notes.append(f"keys decoded as {encoding} (the store's source_encoding)")
         unicode_errors = options.get("unicode_errors")
         if (unicode_errors is None and is_source
                 and isinstance(attrs.get("source_unicode_errors"), str)):
             unicode_errors = attrs["source_unicode_errors"]
+            notes.append(f"undecodable key bytes: {unicode_errors} (the store's "
+                         "source_unicode_errors)")
         encoding = "utf8" if encoding is None else encoding
         unicode_errors = "strict" if unicode_errors is None else unicode_errors
         keys, vectors = load_embeddings(
             path, format=fmt, limit=limit, encoding=encoding, unicode_errors=unicode_errors,
             keys_path=keys_path,
         )
-        used.update(format=fmt, keys=None if keys_path is None else os.fspath(keys_path),
+        used.update(format=fmt if fmt is not None else detect_format(path),
+                    keys=None if keys_path is None else os.fspath(keys_path),
                     encoding=encoding, unicode_errors=unicode_errors)
         label = path
     else:
@@ -1123,7 +1127,7 @@ def _load_original(store: Any, shape: tuple[int, int], original: Any, options: d
                     "original has no keys to find them by; pass its keys file (--keys)")
         raise ValueError(
             f"the original has shape {vectors.shape} but the store has {(n, dim)}"
-            + (f" (after {'; '.join(notes)})" if notes else "") + f"; {hint}"
+            + (f" (after: {'; '.join(notes)})" if notes else "") + f"; {hint}"
         )
     used["normalized"] = bool(attrs.get("normalized", False))
     if used["normalized"]:

@@ -849,6 +849,7 @@ def test_compare_limit_and_duplicates_line_up_with_the_store(tmp_path):
         assert store.attrs["source_limit"] == 3 and store.attrs["source_duplicates"] == 1
         res = ev.compare_with_original(store, src, sample=0)
         assert res["original_options"]["limit"] == 3
+        assert res["original_options"]["format"] == "word2vec"
         assert res["original_options"]["duplicates_dropped"] == 1
         assert res["reconstruction"]["error_max_abs_over_scale"] <= 0.5 + 1e-6
         # An explicit limit wins: all 4 rows, one duplicate, 3 keys, not the store's 2.
@@ -923,10 +924,34 @@ def test_compare_npy_keys_from_the_store(tmp_path):
         # Or given explicitly.
         res = ev.compare_with_original(store, copy, keys=keys_file, sample=0)
         assert res["original_options"]["keys_from_store"] is False
+        assert res["original_options"]["format"] == "npy"
+        # The store's keys file gone: said so, and the store's keys are used.
+        os.remove(keys_file)
+        res = ev.compare_with_original(store, npy, sample=0)
+        assert any("no longer exists" in note for note in res["original_notes"])
+        assert res["original_options"]["keys_from_store"] is True
         # A keyless original of another shape is still refused.
         np.save(copy, kv.vectors[:-1])
         with pytest.raises(ValueError, match="has shape"):
             ev.compare_with_original(store, copy, sample=0)
+
+
+def test_compare_uses_recorded_encoding_options(tmp_path):
+    """compress does not record how it decoded keys (yet); a store that records
+    source_encoding / source_unicode_errors has its source file read that way."""
+    import h5py
+
+    import embq
+
+    src = _write(tmp_path, "l.txt", "2 2\ncaf\xe9 1 2\nx 3 4\n".encode("latin-1"), mode="wb")
+    path = str(tmp_path / "l.embq")
+    _compress(src, path, encoding="latin-1")
+    with h5py.File(path, "r+") as f:
+        f.attrs["source_encoding"] = "latin-1"
+    with embq.open(path) as store:
+        res = ev.compare_with_original(store, src, sample=0)
+    assert res["original_options"]["encoding"] == "latin-1"
+    assert any("source_encoding" in note for note in res["original_notes"])
 
 
 def test_compare_reader_options_are_checked(sample_store, sample_kv):
