@@ -39,6 +39,7 @@ cdef enum:
     ST_OUT_OF_RANGE = 7  # finite decimal that overflows float32; err_pos = its start
     ST_NEED_MORE = 8     # binary: the buffer ends inside a record
     ST_KEY_TOO_LONG = 9  # binary: no space within max_key_len bytes
+    ST_BAD_KEY = 10      # binary: a control byte inside the key; err_pos = that byte
 
 OK = ST_OK
 BLANK = ST_BLANK
@@ -50,6 +51,7 @@ NONFINITE = ST_NONFINITE
 OUT_OF_RANGE = ST_OUT_OF_RANGE
 NEED_MORE = ST_NEED_MORE
 KEY_TOO_LONG = ST_KEY_TOO_LONG
+BAD_KEY = ST_BAD_KEY
 
 # 2**128 - 2**103: the smallest double that rounds to float32 infinity.
 cdef double FLOAT32_OVERFLOW = 340282356779733661637539395458142568448.0
@@ -329,19 +331,26 @@ def parse_binary_block(const unsigned char[::1] buf not None, Py_ssize_t start, 
     other writers do not. Values are copied as stored (little-endian); the caller byte-swaps
     on a big-endian machine and checks finiteness.
 
+    A key holding a control byte (0x00-0x1f other than tab) is refused: word2vec splits words
+    on whitespace and never writes one inside a key, so such a "key" means the records are
+    not where the header's dim puts them (a wrong dim), not an odd word.
+
     Returns
     -------
     tuple of int
-        ``(rows_done, pos, status)``; ``pos`` is where the next record starts (after skipped
-        newlines). ``NEED_MORE`` means the buffer ends inside the record at ``pos``;
+        ``(rows_done, pos, status, err_pos)``; ``pos`` is where the next record starts (after
+        skipped newlines). ``NEED_MORE`` means the buffer ends inside the record at ``pos``;
         ``KEY_TOO_LONG`` that no space follows within ``max_key_len`` bytes; ``EMPTY_KEY``
-        that the record at ``pos`` starts with a space.
+        that the record at ``pos`` starts with a space; ``BAD_KEY`` that the key of the
+        record at ``pos`` holds the control byte at ``err_pos`` (otherwise -1).
     """
     cdef Py_ssize_t n = buf.shape[0]
     cdef Py_ssize_t dim = out.shape[1]
     cdef Py_ssize_t nbytes = dim * 4
     cdef Py_ssize_t row = row0
     cdef Py_ssize_t p, q, lim
+    cdef Py_ssize_t bad = -1
+    cdef unsigned char c
     cdef int status = ST_OK
     cdef const unsigned char *b
     cdef char *o
@@ -355,7 +364,7 @@ def parse_binary_block(const unsigned char[::1] buf not None, Py_ssize_t start, 
         raise ValueError("out must have at least one column")
     p = start
     if end == start or row0 == out.shape[0]:
-        return row0, start, (ST_NEED_MORE if row0 < out.shape[0] else ST_OK)
+        return row0, start, (ST_NEED_MORE if row0 < out.shape[0] else ST_OK), -1
     b = &buf[0]
     o = <char *>&out[0, 0]
     with nogil:
@@ -372,8 +381,16 @@ def parse_binary_block(const unsigned char[::1] buf not None, Py_ssize_t start, 
             lim = p + max_key_len
             if lim > end:
                 lim = end
-            while q < lim and b[q] != 32:
+            while q < lim:
+                c = b[q]
+                if c == 32:
+                    break
+                if c < 32 and c != 9 and bad < 0:
+                    bad = q
                 q += 1
+            if bad >= 0:
+                status = ST_BAD_KEY
+                break
             if q >= lim:
                 status = ST_KEY_TOO_LONG if lim - p >= max_key_len else ST_NEED_MORE
                 break
@@ -385,7 +402,7 @@ def parse_binary_block(const unsigned char[::1] buf not None, Py_ssize_t start, 
             memcpy(o + row * nbytes, b + q + 1, nbytes)
             p = q + 1 + nbytes
             row += 1
-    return row, p, status
+    return row, p, status, bad
 
 
 def decode_keys(const unsigned char[::1] buf not None, Py_ssize_t[::1] key_start not None,

@@ -9,8 +9,11 @@ Formats, detected from the content (never from the file name):
   little-endian float32 values, with or without a newline after each vector;
 * ``"npy"``: a 2-D numeric numpy array, with keys (one per line) from a separate file, or none.
 
-Any of them may be compressed with gzip, bz2 or xz (recognised by their magic bytes). A native
-fastText model (``.bin`` starting with fastText's magic number) is refused with a hint.
+Any of them may be compressed with gzip, bz2 or xz (recognised by their magic bytes); damaged
+or cut compressed data, and data after the end of the compressed stream, are refused alike for
+the three. A native fastText model (``.bin`` starting with fastText's magic number) is refused
+with a hint. Pipes work like files (``-`` is standard input), and a UTF-8 byte order mark at the
+start of a text file is skipped.
 
 Files are read in blocks of rows: memory stays bounded by the block size whatever the file
 size. Text is parsed by :mod:`embq._kernels_parse` (values exactly as
@@ -21,13 +24,15 @@ from __future__ import annotations
 
 import bz2
 import codecs
-import gzip
 import io
 import lzma
 import mmap
 import os
+import re
 import sys
-from typing import IO, Iterator, NamedTuple
+import tempfile
+import zlib
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -35,6 +40,7 @@ from embq.errors import FormatError
 
 __all__ = [
     "FORMATS",
+    "MAX_DIM",
     "Block",
     "EmbeddingReader",
     "detect_format",
@@ -45,13 +51,35 @@ __all__ = [
 FORMATS = ("word2vec", "glove", "word2vec-binary", "npy")
 UNICODE_ERRORS = ("strict", "replace", "ignore")
 FASTTEXT_MAGIC = 0x2F4F16BA
+#: The largest number of values per row accepted. Real embeddings have at most a few
+#: thousand; a header claiming more is a damaged or misread file, and refusing it keeps the
+#: row buffers (4 bytes a value) bounded whatever the header says.
+MAX_DIM = 1 << 20
 _NPY_MAGIC = b"\x93NUMPY"
+_UTF8_BOM = b"\xef\xbb\xbf"
 _SNIFF_BYTES = 1 << 16
-# Bytes that may follow the key on a text line: digits, signs, points, exponents, separators,
-# and the letters of inf/nan/infinity (so such files are reported as bad text, not as binary).
-_TEXT_VALUE_BYTES = frozenset(b"0123456789+-.eE \t\r\ninfatyINFATY")
 _BUFFER_BYTES = 8 << 20
 _BLOCK_FLOAT_BYTES = 16 << 20
+# A text line of MAX_DIM values takes about 16 MB; no valid line gets near this, and the
+# buffer never grows past it (a file without newlines would otherwise be read whole).
+_MAX_LINE_BYTES = 64 << 20
+_RAW_CHUNK = 1 << 16  # small, so "near byte N" of a decompression error is near
+# During detection, the longest key looked for before a binary record's space.
+_DETECT_KEY_BYTES = 1 << 12
+# Bytes no text line holds (tab and carriage return are fine); float32 data nearly always does.
+_TEXT_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# A byte >= 0x80 after the first field of a line: keys may be UTF-8, numbers are ASCII, and
+# half the bytes of float32 data are >= 0x80.
+_HIGH_IN_VALUES = re.compile(rb"(?m)^[^ \t\r\n]*[ \t\r][^\n]*?[\x80-\xff]")
+# Bytes word2vec never writes inside a binary key (it splits words on whitespace).
+_KEY_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f]")
+_FIELD_SEP = re.compile(rb"[ \t\r]+")
+_INT = re.compile(rb"[+-]?[0-9]+")
+_MAGIC = {"gzip": b"\x1f\x8b", "bz2": b"BZh", "xz": b"\xfd7zXZ\x00"}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 class Block(NamedTuple):
@@ -61,12 +89,15 @@ class Block(NamedTuple):
     a float32 array ``(rows, dim)``, ``first_line`` the 1-based line of the block's first row
     (text formats: its line in the file; word2vec binary: the record number plus one for the
     header, the line the C tool would have written it on; ``.npy``: the row number plus one,
-    its line in the keys file).
+    its line in the keys file). ``offsets`` holds the byte offset of each row in the
+    (decompressed) file, an int64 array, or ``None`` where a row has no single place (a
+    Fortran-ordered ``.npy``).
     """
 
     keys: list[str] | None
     vectors: np.ndarray
     first_line: int
+    offsets: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,48 +105,218 @@ class Block(NamedTuple):
 
 
 def _compression_of(head: bytes) -> str | None:
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
-    if head.startswith(b"BZh"):
-        return "bz2"
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return "xz"
+    for name, magic in _MAGIC.items():
+        if head.startswith(magic):
+            return name
     return None
 
 
-def _open_input(path: str) -> tuple[IO[bytes], IO[bytes], str | None]:
-    """Open ``path`` for binary reading; return (stream, raw file, compression or None)."""
-    if os.path.isdir(path):
-        raise IsADirectoryError(21, "Is a directory (expected an embedding file)", path)
-    raw = open(path, "rb")  # noqa: SIM115 - closed by the reader
-    try:
-        head = raw.read(6)
-        raw.seek(0)
-        comp = _compression_of(head)
-        stream: IO[bytes]
-        if comp == "gzip":
-            stream = gzip.GzipFile(fileobj=raw, mode="rb")
-        elif comp == "bz2":
-            stream = bz2.BZ2File(raw, mode="rb")
-        elif comp == "xz":
-            stream = lzma.LZMAFile(raw, mode="rb")
+def _new_decompressor(compression: str):
+    if compression == "gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip header and CRC-32/size trailer
+    if compression == "bz2":
+        return bz2.BZ2Decompressor()
+    return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+
+
+class _DamagedInput(FormatError):
+    """The compressed data itself is bad (damaged, cut short, or followed by other data)."""
+
+
+# After a parse error in compressed input, how much more of the file is decompressed to
+# see whether damage explains it (gzip checks its CRC only at the very end).
+_DRAIN_BYTES = 64 << 20
+
+
+class _Input(io.RawIOBase):
+    """The bytes of one input file, decompressed when it is gzip, bz2 or xz.
+
+    The compression is recognised from the first bytes read, never by seeking back, so pipes
+    and other unseekable files (``/dev/stdin``, ``-``) work like regular files. The codecs are
+    driven here rather than through ``gzip.GzipFile`` and friends so that all three treat
+    damage the same way: every failure is one :class:`FormatError` naming the file and the
+    byte of the decompressed stream reached, and data after the end of the compressed stream
+    is refused for all three (zero bytes, the padding gzip and xz allow, excepted); the
+    standard library refuses it for gzip but silently drops it for bz2 and xz.
+
+    ``pos`` counts the decompressed bytes delivered, ``raw_bytes`` the bytes read from the
+    file itself.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.raw_bytes = 0
+        self.pos = 0
+        if path == "-":
+            self.path = "<stdin>"
+            # A duplicate, so that closing the reader leaves sys.stdin usable.
+            self._raw = open(os.dup(sys.stdin.fileno()), "rb", buffering=0)  # noqa: SIM115
         else:
-            stream = raw
-    except BaseException:
-        raw.close()
-        raise
-    return stream, raw, comp
+            self.path = path
+            if os.path.isdir(path):
+                raise IsADirectoryError(21, "Is a directory (expected an embedding file)", path)
+            self._raw = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        try:
+            head = b""
+            while len(head) < 6:
+                more = self._read_raw(6 - len(head))
+                if not more:
+                    break
+                head += more
+        except BaseException:
+            self._raw.close()
+            raise
+        self.compression = _compression_of(head)
+        self._in = head  # bytes read from the file and not yet consumed
+        self._dec = None if self.compression is None else _new_decompressor(self.compression)
+        self._finished = False
 
+    def readable(self) -> bool:
+        return True
 
-def _read_head(stream: IO[bytes], n: int, path: str) -> bytes:
-    try:
-        return stream.read(n)
-    except (EOFError, OSError, lzma.LZMAError) as exc:
-        raise FormatError(f"cannot decompress: {exc}", path=path) from None
+    def damage_ahead(self, limit: int = _DRAIN_BYTES) -> _DamagedInput | None:
+        """Decompress (and drop) up to ``limit`` more bytes of the file: the damage met, if any."""
+        if self._dec is None:
+            return None
+        start = self.raw_bytes
+        scratch = bytearray(1 << 20)
+        try:
+            while self.raw_bytes - start < limit and self.readinto(scratch):
+                pass
+        except _DamagedInput as exc:
+            return exc
+        return None
 
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._raw.close()
+            finally:
+                super().close()
 
-def _is_int(tok: bytes) -> bool:
-    return tok.isdigit()
+    def raw_tell(self) -> int | None:
+        """The offset in the file itself, when it is seekable."""
+        try:
+            return self._raw.tell()
+        except (OSError, ValueError):
+            return None
+
+    def _read_raw(self, n: int = _RAW_CHUNK) -> bytes:
+        try:
+            data = self._raw.read(n)
+        except OSError as exc:
+            # Say which file: the OSError of a failed read carries no file name.
+            raise OSError(exc.errno, exc.strerror or str(exc), self.path) from None
+        data = data or b""
+        self.raw_bytes += len(data)
+        return data
+
+    def readinto(self, b) -> int:
+        with memoryview(b) as view:
+            want = view.nbytes
+            if want == 0:
+                return 0
+            if self._dec is None:
+                if self._in:
+                    n = min(want, len(self._in))
+                    view[:n] = self._in[:n]
+                    self._in = self._in[n:]
+                else:
+                    try:
+                        n = self._raw.readinto(view) or 0
+                    except OSError as exc:
+                        raise OSError(exc.errno, exc.strerror or str(exc), self.path) from None
+                    self.raw_bytes += n
+            else:
+                out = self._decompress(want)
+                n = len(out)
+                view[:n] = out
+        self.pos += n
+        return n
+
+    def read_exact(self, n: int) -> bytes:
+        """Read ``n`` bytes, fewer only at the end of the data (pipes return short reads)."""
+        buf = bytearray(n)
+        got = 0
+        with memoryview(buf) as view:
+            while got < n:
+                k = self.readinto(view[got:])
+                if k == 0:
+                    break
+                got += k
+        del buf[got:]
+        return bytes(buf)
+
+    # ------------------------------------------------------------------ decompression
+
+    def _decompress(self, want: int) -> bytes:
+        while not self._finished:
+            d = self._dec
+            if d.eof:
+                self._next_stream(d.unused_data + self._in)
+                continue
+            at_end = False
+            if isinstance(d, type(zlib.decompressobj())):
+                data = self._in or self._read_raw()
+                at_end = not data
+                try:
+                    out = d.decompress(data, want)
+                except zlib.error as exc:
+                    raise self._damaged(exc) from None
+                self._in = d.unconsumed_tail
+            else:
+                data = b""
+                if d.needs_input:
+                    data = self._in or self._read_raw()
+                    at_end = not data
+                try:
+                    out = d.decompress(data, max_length=want)
+                except (OSError, EOFError, lzma.LZMAError) as exc:
+                    raise self._damaged(exc) from None
+                self._in = b""
+            if out:
+                return out
+            if at_end and not d.eof:
+                raise _DamagedInput(
+                    f"the {self.compression} data ends before the end of its compressed "
+                    f"stream, after byte {self.pos:,} of the decompressed stream; the file is "
+                    "truncated", path=self.path)
+        return b""
+
+    def _next_stream(self, rest: bytes) -> None:
+        """After the end of a compressed stream: the end of the file, or another stream."""
+        ended_at = self.raw_bytes - len(rest)
+        magic = _MAGIC[self.compression]
+        while True:
+            rest = rest.lstrip(b"\0")
+            if len(rest) >= len(magic):
+                break
+            more = self._read_raw()
+            if not more:
+                break
+            rest += more
+        if not rest:
+            self._finished = True
+            self._in = b""
+        elif rest.startswith(magic):  # concatenated streams, as `cat a.gz b.gz` makes
+            self._dec = _new_decompressor(self.compression)
+            self._in = rest
+        else:
+            raise _DamagedInput(
+                f"data that is not {self.compression} ({_printable(rest, 16)!r}) follows the "
+                f"end of the compressed stream at byte {ended_at:,} of the file; expected the "
+                "end of the file (trailing data is refused, zero-byte padding excepted)",
+                path=self.path)
+
+    def _damaged(self, exc: BaseException) -> _DamagedInput:
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, zlib.error):
+            reason = reason.split("decompressing data: ", 1)[-1]
+            reason = {"incorrect data check": "CRC check failed",
+                      "incorrect length check": "length check failed"}.get(reason, reason)
+        return _DamagedInput(
+            f"compressed data is damaged near byte {self.pos:,} of the decompressed stream "
+            f"({self.compression}: {reason})", path=self.path)
 
 
 def _is_float(tok: bytes) -> bool:
@@ -126,32 +327,128 @@ def _is_float(tok: bytes) -> bool:
     return True
 
 
+def _fields(line: bytes) -> list[bytes]:
+    """The whitespace-separated fields of a line, split as the text parser splits them."""
+    line = line.strip(b" \t\r")
+    return _FIELD_SEP.split(line) if line else []
+
+
 def _header_of(line: bytes) -> tuple[int, int] | None:
-    toks = line.split()
-    if len(toks) == 2 and _is_int(toks[0]) and _is_int(toks[1]):
+    """``(count, dim)`` when the line is two integers (maybe negative, checked later)."""
+    toks = _fields(line)
+    if len(toks) == 2 and all(_INT.fullmatch(t) for t in toks):
         return int(toks[0]), int(toks[1])
     return None
 
 
-def _looks_binary(rest: bytes, dim: int) -> bool:
-    """After a ``count dim`` header: is the first record binary (True) or a text line?"""
-    rest = rest.lstrip(b"\r\n")
-    sp = rest.find(b" ")
-    if sp < 0:
-        return False
+def _header_problem(line: bytes) -> str | None:
+    """What is wrong with a header line, or None when it is a valid ``count dim``."""
+    toks = _fields(line)
+    header = _header_of(line)
+    if header is not None:
+        count, dim = header
+        if count < 0:
+            return f"the header gives count {count}; expected a count >= 0"
+        if dim < 1:
+            return f"the header gives dim {dim}; expected at least 1"
+        if dim > MAX_DIM:
+            return (f"the header gives dim {dim:,}; embq reads at most {MAX_DIM:,} values "
+                    "per row (is the header right?)")
+        return None
+    if len(toks) == 2:
+        bad = next(t for t in toks if not _INT.fullmatch(t))
+        return (f"the header {_printable(line)!r} holds {_printable(bad)!r}, which is not an "
+                "integer; expected 'count dim' (two integers)")
+    return (f"expected a 'count dim' header (two integers), found {_printable(line)!r} "
+            f"({_plural(len(toks), 'field')})")
+
+
+def _lines_end(data: bytes, n: int) -> int:
+    """The offset just past the first ``n`` lines of ``data`` (or its length)."""
+    end = 0
+    for _ in range(n):
+        nl = data.find(b"\n", end)
+        if nl < 0:
+            return len(data)
+        end = nl + 1
+    return end
+
+
+def _first_row_is_text(rest: bytes, dim: int, at_eof: bool) -> bool:
+    """Is the first line after a header a text row: a key and ``dim`` fields, no control bytes?
+
+    The fields need not be numbers: a text file with a bad value on its first row is still a
+    text file, and the text parser then names the value.
+    """
     nl = rest.find(b"\n")
-    toks = (rest if nl < 0 else rest[:nl]).split()
-    if len(toks) == dim + 1 and all(_is_float(t) for t in toks[1:]):
+    line = rest if nl < 0 else rest[:nl]
+    if _TEXT_CONTROL.search(line):
         return False
-    values = rest[sp + 1 : sp + 1 + 4 * dim]
-    # A text line holds only number characters up to its newline; dim float32 values almost
-    # never do (a vector starting with byte 0x0a is judged on the whole window).
-    cut = values.find(b"\n")
-    seg = values if cut <= 0 else values[:cut]
-    return not all(b in _TEXT_VALUE_BYTES for b in seg)
+    n = len(_fields(line))
+    if nl < 0 and not at_eof:  # the line goes on past what was read: consistent so far
+        return 1 <= n <= dim + 1
+    return n == dim + 1
 
 
-def _detect_head(head: bytes, path: str, compression: str | None) -> str:
+def _binary_records_consistent(data: bytes, count: int, dim: int, at_eof: bool) -> bool:
+    """Do the bytes read look like ``count`` records of key, space and ``4 * dim`` bytes?
+
+    Checks the record structure only (never the value bytes): every key non-empty, free of
+    control bytes and ended by a space within a few KB, each record followed by the next one
+    (after optional newlines). A record or key that runs past the bytes read is consistent
+    so far (a file cut in a record is still a binary file, reported as cut).
+    """
+    rec = 4 * dim
+    pos = 0
+    n = 0
+    size = len(data)
+    while n < count:
+        while pos < size and data[pos] in (10, 13):
+            pos += 1
+        if pos >= size:
+            return True
+        sp = data.find(b" ", pos, pos + _DETECT_KEY_BYTES + 1)
+        if sp < 0:
+            return not at_eof and size - pos <= _DETECT_KEY_BYTES
+        if sp == pos or _KEY_CONTROL.search(data, pos, sp):
+            return False
+        pos = sp + 1 + rec
+        if pos > size:
+            return True
+        n += 1
+    return True
+
+
+def _w2v_kind(rest: bytes, count: int, dim: int, at_eof: bool) -> str:
+    """After a valid ``count dim`` header: ``"word2vec"`` (text) or ``"word2vec-binary"``.
+
+    Text rows hold no control bytes, and only ASCII after the key. ``4 * dim`` bytes of real
+    float32 vectors are never like that (every negative value has a byte >= 0x80, one byte
+    in eight is a control byte), so announced rows like that are text, whether or not their
+    fields are numbers: a text file with a bad value or a wrong count of values is still text,
+    and the text parser names the problem (instead of binary garbage being stored). Other
+    data is binary when its record structure is consistent (key, space, ``4 * dim`` bytes,
+    chained), whatever the characters of the values.
+    """
+    if not rest.strip() or count == 0:
+        return "word2vec-binary" if _TEXT_CONTROL.search(rest) else "word2vec"
+    rows_end = _lines_end(rest, count)
+    if not (_TEXT_CONTROL.search(rest, 0, rows_end) or _HIGH_IN_VALUES.search(rest, 0, rows_end)):
+        return "word2vec"
+    if _binary_records_consistent(rest, count, dim, at_eof):
+        return "word2vec-binary"
+    if _first_row_is_text(rest, dim, at_eof):
+        return "word2vec"  # a text row first, odd bytes further on: the parser names them
+    # Neither fits: binary records that do not match the header's dim, or a text row with
+    # the wrong number of values. The parser of the likelier one names the problem.
+    nl = rest.find(b"\n")
+    first = rest if nl < 0 else rest[:nl]
+    return ("word2vec-binary" if _TEXT_CONTROL.search(first) or _HIGH_IN_VALUES.search(first)
+            else "word2vec")
+
+
+def _detect_head(head: bytes, path: str, compression: str | None, at_eof: bool = True) -> str:
+    """The format of a file from its first bytes (``head``, after any BOM)."""
     where = f" (inside its {compression} compression)" if compression else ""
     if not head:
         raise FormatError(
@@ -174,14 +471,34 @@ def _detect_head(head: bytes, path: str, compression: str | None) -> str:
                           path=path)
     nl = head.find(b"\n")
     first = head if nl < 0 else head[:nl]
+    rest = b"" if nl < 0 else head[nl + 1 :]
     header = _header_of(first)
+    if header is not None and _header_problem(first) is None:
+        return _w2v_kind(rest, header[0], header[1], at_eof)
+    toks = _fields(first)
+    # The second line, when it was read whole: GloVe rows all have the same number of fields.
+    nl2 = rest.find(b"\n")
+    second = rest[:nl2] if nl2 >= 0 else (rest if at_eof and rest.strip() else None)
+    # A line with control bytes is no GloVe row, whatever its fields.
+    second_toks = None if second is None or _TEXT_CONTROL.search(second) else _fields(second)
     if header is not None:
-        return "word2vec-binary" if _looks_binary(head[nl + 1 :] if nl >= 0 else b"", header[1]) \
-            else "word2vec"
-    toks = first.split()
-    if len(toks) >= 2 and all(
-        _is_float(t) for t in toks[1:]
+        # Two integers but a bad header ('-3 3', '3 0', a huge dim), unless the next line is
+        # a row of the same shape (GloVe of dim 1 with numeric keys).
+        if second_toks is None or len(second_toks) != len(toks):
+            raise FormatError(_header_problem(first), path=path, line=1)
+    elif 2 <= len(toks) <= 3 and all(_is_float(t) for t in toks):
+        # Only numbers, like a header ('2.0 3', '2 3 4'): a bad header unless the next line is
+        # a row of the same shape (GloVe with numeric keys).
+        if second_toks is not None and len(second_toks) != len(toks):
+            raise FormatError(
+                f"{_header_problem(first)}; line 2 has {_plural(len(second_toks), 'field')}, so "
+                "line 1 is not a GloVe row either", path=path, line=1)
+    if len(toks) >= 2 and not _TEXT_CONTROL.search(first) and (
+        all(_is_float(t) for t in toks[1:])
+        or (second_toks is not None and len(second_toks) == len(toks))
     ):
+        # A key and numbers, or a key and fields repeated in the same shape on line 2 (a GloVe
+        # file with a bad value on line 1, which the parser then names).
         return "glove"
     if b"\x00" in head[:1024]:
         raise FormatError(
@@ -197,13 +514,24 @@ def _detect_head(head: bytes, path: str, compression: str | None) -> str:
     )
 
 
-def detect_format(path: str | os.PathLike) -> str:
+def _is_utf8(encoding: str) -> bool:
+    return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+
+
+def _strip_bom(head: bytes, encoding: str) -> int:
+    """Bytes of UTF-8 byte order mark at the start of ``head`` to skip (0 or 3)."""
+    return len(_UTF8_BOM) if head.startswith(_UTF8_BOM) and _is_utf8(encoding) else 0
+
+
+def detect_format(path: str | os.PathLike, encoding: str = "utf8") -> str:
     """Say which embedding format a file holds, from its content.
 
     Parameters
     ----------
     path : str or os.PathLike
-        The file (possibly gzip, bz2 or xz compressed).
+        The file (possibly gzip, bz2 or xz compressed); ``"-"`` is standard input.
+    encoding : str
+        Text encoding of the file; with UTF-8 a leading byte order mark is skipped.
 
     Returns
     -------
@@ -213,18 +541,19 @@ def detect_format(path: str | os.PathLike) -> str:
     Raises
     ------
     FormatError
-        For an empty file, a native fastText model, or content in none of these formats.
+        For an empty file, a native fastText model, damaged compressed data, a bad header
+        line, or content in none of these formats.
     OSError
         When the file cannot be read.
     """
-    path = os.fspath(path)
-    stream, raw, comp = _open_input(path)
+    inp = _Input(os.fspath(path))
     try:
-        head = _read_head(stream, _SNIFF_BYTES, path)
-        return _detect_head(head, path, comp)
+        head = inp.read_exact(_SNIFF_BYTES)
+        skip = _strip_bom(head, encoding)
+        return _detect_head(head[skip:], inp.path, inp.compression,
+                            at_eof=len(head) < _SNIFF_BYTES)
     finally:
-        stream.close()
-        raw.close()
+        inp.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,6 +565,57 @@ def _printable(b: bytes, n: int = 40) -> str:
     return s + ("..." if len(b) > n else "")
 
 
+def _guess_binary_dim(data: bytes, count: int, whole: bool, dim: int) -> int | None:
+    """The dim, other than ``dim``, whose records best fit the first bytes of binary data.
+
+    ``data`` is the start of the records (right after the header), ``whole`` says it is all
+    of them. A dim counts when at least two records (or all ``count``) chain, and, for the
+    whole data, end exactly at its end. With short keys, a multiple of the real dim can
+    chain too (every record then swallows several), but over fewer records: the dim that
+    explains the most records wins, the smallest on a tie. Used only to explain an error.
+    """
+    need = min(count, 2)
+    if need < 1:
+        return None
+    best = None  # (records, -dim)
+    for d in range(1, min(MAX_DIM, max(0, (len(data) - 2 * need) // (4 * need))) + 1):
+        if d == dim:
+            continue
+        ok, n, end = _binary_chain(data, count, d, whole)
+        if not ok or n < need or (whole and data[end:].strip(b"\r\n")):
+            continue
+        if best is None or (n, -d) > best:
+            best = (n, -d)
+    return None if best is None else -best[1]
+
+
+def _binary_chain(data: bytes, count: int, dim: int, whole: bool) -> tuple[bool, int, int]:
+    """Follow whole records of dim ``dim`` through ``data``: (consistent, records, end).
+
+    Stricter than :func:`_binary_records_consistent`: when ``data`` is the whole file, a
+    record cut by its end is inconsistent.
+    """
+    rec = 4 * dim
+    pos = 0
+    n = 0
+    size = len(data)
+    while n < count:
+        while pos < size and data[pos] in (10, 13):
+            pos += 1
+        if pos >= size:
+            return True, n, pos
+        sp = data.find(b" ", pos, pos + _DETECT_KEY_BYTES + 1)
+        if sp < 0:
+            return not whole and size - pos <= _DETECT_KEY_BYTES, n, pos
+        if sp == pos or _KEY_CONTROL.search(data, pos, sp):
+            return False, n, pos
+        if sp + 1 + rec > size:
+            return not whole, n, pos
+        pos = sp + 1 + rec
+        n += 1
+    return True, n, pos
+
+
 class EmbeddingReader:
     """An embedding file opened for reading in blocks of rows.
 
@@ -245,6 +625,7 @@ class EmbeddingReader:
     Attributes
     ----------
     path : str
+        The file (``"<stdin>"`` for ``"-"``).
     format : str
         One of :data:`FORMATS`.
     compression : str or None
@@ -255,7 +636,8 @@ class EmbeddingReader:
         Rows announced by the header (word2vec formats) or the array's row count (``.npy``);
         ``None`` for GloVe.
     size : int
-        Bytes of the file on disk.
+        Bytes of the file on disk (for a pipe: the bytes read from it so far, all of them
+        once the rows are read).
     rows_read : int
         Rows yielded so far.
     """
@@ -300,16 +682,25 @@ class EmbeddingReader:
         self._header_lines = 0
         self._closed = False
         self._iterated = False
-        self._keys_stream = None
-        self._keys_raw = None
-        self._npy = None
+        self._input: _Input | None = None
+        self._keys_stream: io.BufferedReader | None = None
+        self._npy: np.ndarray | None = None
         self._mmap: mmap.mmap | None = None
-        self.size = os.path.getsize(self.path) if os.path.isfile(self.path) else 0
-        self._stream, self._raw, self.compression = _open_input(self.path)
+        self._data_head = b""
+        self._data_head_whole = False
+        self._regular = self.path != "-" and os.path.isfile(self.path)
+        self._size = os.path.getsize(self.path) if self._regular else 0
+        self._input = _Input(self.path)
+        self.path = self._input.path
+        self.compression = self._input.compression
         try:
-            head = _read_head(self._stream, _SNIFF_BYTES, self.path)
-            detected = _detect_head(head, self.path, self.compression) if format is None else None
-            self.format = format if format is not None else detected
+            head = self._input.read_exact(_SNIFF_BYTES)
+            at_eof = len(head) < _SNIFF_BYTES
+            # A UTF-8 byte order mark (Windows editors write one) is not part of the first
+            # key or header; offsets stay those of the file.
+            skip = _strip_bom(head, encoding)
+            self.format = format if format is not None else _detect_head(
+                head[skip:], self.path, self.compression, at_eof)
             if self.keys_path is not None and self.format != "npy":
                 raise ValueError(
                     f"a keys file is only used with .npy input; {self.path} is {self.format}"
@@ -320,10 +711,14 @@ class EmbeddingReader:
                 self._buf = bytearray(max(_BUFFER_BYTES, len(head) + 1))
                 self._buf[: len(head)] = head
                 self._len = len(head)
-                self._pos = 0
+                self._pos = skip
                 self._base = 0  # stream offset of _buf[0]
-                self._eof = len(head) < _SNIFF_BYTES and self._fill_probe()
+                self._eof = at_eof
                 self._read_header()
+                if self.format == "word2vec-binary":
+                    # Kept to explain errors: which dim the first records really have.
+                    self._data_head = bytes(self._buf[self._pos : self._len])
+                    self._data_head_whole = self._eof
         except BaseException:
             self.close()
             raise
@@ -334,10 +729,6 @@ class EmbeddingReader:
 
     # ---------------------------------------------------------------- generic buffer handling
 
-    def _fill_probe(self) -> bool:
-        # A short first read may not mean EOF for pipes or decompressors: ask once more.
-        return self._fill() == 0
-
     def _fill(self) -> int:
         """Move unread bytes to the front of the buffer, read more; return bytes read."""
         if self._pos > 0:
@@ -347,26 +738,25 @@ class EmbeddingReader:
             self._pos = 0
             self._len = n
         if self._len == len(self._buf):
-            self._buf.extend(bytes(len(self._buf)))  # a line longer than the buffer
-        mv = memoryview(self._buf)[self._len :]
-        try:
-            got = self._stream.readinto(mv)
-        except (EOFError, lzma.LZMAError, zlib_error()) as exc:
-            raise FormatError(
-                f"the {self.compression} data is damaged or cut short: {exc}",
-                path=self.path, offset=self._raw_pos(),
-            ) from None
-        finally:
-            mv.release()
-        got = got or 0
+            # A line (or record) longer than the buffer: grow it, but not without bound, or a
+            # file without newlines would be read into memory whole.
+            if len(self._buf) >= _MAX_LINE_BYTES:
+                what = ("a record" if self.format == "word2vec-binary" else "an end of line")
+                raise FormatError(
+                    f"no {what.split(' ', 1)[1]} within {_MAX_LINE_BYTES >> 20} MB from here; "
+                    f"expected one row per {'record' if what == 'a record' else 'line'}, and no "
+                    "row of an embedding file is that long", path=self.path, offset=self._base)
+            self._buf.extend(bytes(min(len(self._buf), _MAX_LINE_BYTES - len(self._buf))))
+        with memoryview(self._buf) as view:
+            got = self._input.readinto(view[self._len :])
         self._len += got
         return got
 
-    def _raw_pos(self) -> int | None:
-        try:
-            return self._raw.tell()
-        except (OSError, ValueError):
-            return None
+    @property
+    def size(self) -> int:  # noqa: D102 - documented with the class attributes
+        if self._regular or self._input is None:
+            return self._size
+        return self._input.raw_bytes
 
     @property
     def bytes_read(self) -> int:
@@ -375,8 +765,7 @@ class EmbeddingReader:
             return self.size
         if self._npy is not None:
             return int(self.size * self.rows_read / max(self.count or 1, 1))
-        pos = self._raw_pos()
-        return self.size if pos is None else pos
+        return self._input.raw_bytes
 
     def _rest_is_blank(self) -> bool:
         """True when everything from the current position to the end is whitespace."""
@@ -410,38 +799,37 @@ class EmbeddingReader:
         fmt = self.format
         if fmt in ("word2vec", "word2vec-binary"):
             line = self._next_line()
-            header = None if line is None else _header_of(line)
-            if header is None:
-                if line is None or not line.strip():
-                    raise FormatError(
-                        "the file is empty; expected a 'count dim' header line", path=self.path,
-                        line=1,
-                    )
+            if line is None or not line.strip():
                 raise FormatError(
-                    f"expected a 'count dim' header (two integers), found {_printable(line)!r}"
-                    + ("; this looks like GloVe (no header): use --format glove"
-                       if len(line.split()) > 2 else ""),
+                    "the file is empty; expected a 'count dim' header line", path=self.path,
+                    line=1,
+                )
+            problem = _header_problem(line)
+            if problem is not None:
+                raise FormatError(
+                    problem + ("; this looks like GloVe (no header): use --format glove"
+                               if len(_fields(line)) > 2 else ""),
                     path=self.path, line=1,
                 )
-            self.count, self.dim = header
-            if self.dim < 1:
-                raise FormatError(f"the header gives dim {self.dim}; expected at least 1",
-                                  path=self.path, line=1)
+            self.count, self.dim = _header_of(line)
             self._header_lines = 1
-        else:  # glove: the dimension is the number of values on the first non-blank line
+        else:  # glove: the dimension is the number of values on the first line
+            start = self._base + self._pos  # reading the line may move the buffer
             line = self._next_line()
             if line is None or not line.strip():
                 raise FormatError("empty line; expected 'KEY value value ...'",
                                   path=self.path, line=1)
-            # _next_line never compacts the buffer when the line is whole in it, and the
-            # first line of a GloVe file always is (the buffer grows for long lines).
-            self._pos = 0
-            toks = line.split()
+            self._pos = start - self._base
+            toks = _fields(line)
             if len(toks) < 2:
                 raise FormatError(
                     f"expected a key followed by values, found {_printable(line)!r}",
                     path=self.path, line=1,
                 )
+            if len(toks) - 1 > MAX_DIM:
+                raise FormatError(
+                    f"the line holds {len(toks) - 1:,} values; embq reads at most {MAX_DIM:,} "
+                    "values per row", path=self.path, line=1)
             self.dim = len(toks) - 1
             self.count = None
             self._header_lines = 0
@@ -451,43 +839,18 @@ class EmbeddingReader:
         if not head.startswith(_NPY_MAGIC):
             raise FormatError(f"not a .npy file (no {_NPY_MAGIC!r} magic at the start)",
                               path=self.path, offset=0)
-        if self.compression is None:
-            self._stream.close()
-            self._raw.close()
-            try:
-                arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
-            except ValueError as exc:
-                raise FormatError(f"cannot read the .npy array: {exc}", path=self.path) from None
-            arr = self._own_mapping(arr)
-            self._data_offset = None
-        else:
-            hs = io.BytesIO(head)
-            try:
-                version = fmt.read_magic(hs)
-                if version == (1, 0):
-                    shape, fortran, dtype = fmt.read_array_header_1_0(hs)
-                elif version == (2, 0):
-                    shape, fortran, dtype = fmt.read_array_header_2_0(hs)
-                else:
-                    shape, fortran, dtype = fmt._read_array_header(hs, version)  # noqa: SLF001
-            except ValueError as exc:
-                raise FormatError(f"bad .npy header: {exc}", path=self.path) from None
-            if fortran and len(shape) == 2 and shape[0] > 1 and shape[1] > 1:
-                raise FormatError(
-                    f"the compressed .npy array is Fortran-ordered, so its rows cannot be "
-                    f"streamed; decompress it ({self.compression}) and pass the .npy file",
-                    path=self.path,
-                )
-            arr = None
-            self._npy_shape, self._npy_dtype = tuple(shape), np.dtype(dtype)
-            self._data_offset = hs.tell()
-            # Position the stream at the start of the data.
-            self._stream.close()
-            self._raw.close()
-            self._stream, self._raw, _ = _open_input(self.path)
-            self._stream.read(self._data_offset)
-        shape = arr.shape if arr is not None else self._npy_shape
-        dtype = arr.dtype if arr is not None else self._npy_dtype
+        hs = io.BytesIO(head)
+        try:
+            version = fmt.read_magic(hs)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(hs)
+            elif version == (2, 0):
+                shape, fortran, dtype = fmt.read_array_header_2_0(hs)
+            else:
+                shape, fortran, dtype = fmt._read_array_header(hs, version)  # noqa: SLF001
+        except (ValueError, EOFError, SyntaxError) as exc:
+            raise FormatError(f"bad .npy header: {exc}", path=self.path) from None
+        shape, dtype = tuple(shape), np.dtype(dtype)
         if len(shape) != 2:
             raise FormatError(f"the array has shape {shape}; expected 2-D (rows, dim)",
                               path=self.path)
@@ -497,11 +860,83 @@ class EmbeddingReader:
         if shape[1] < 1:
             raise FormatError(f"the array has shape {shape}; expected at least one column",
                               path=self.path)
-        self._npy = arr
+        if shape[1] > MAX_DIM:
+            raise FormatError(f"the array has shape {shape}; embq reads at most {MAX_DIM:,} "
+                              "values per row", path=self.path)
+        n, d = int(shape[0]), int(shape[1])
+        self.count, self.dim = n, d
         self._npy_dtype = dtype
-        self.count, self.dim = int(shape[0]), int(shape[1])
+        self._data_offset = hs.tell()
+        self._row_bytes = d * dtype.itemsize
+        self._npy_fortran = bool(fortran) and n > 1 and d > 1
+        total = n * self._row_bytes
+        order = "F" if self._npy_fortran else "C"
+        if self._regular and self.compression is None:
+            have = self._size - self._data_offset
+            if have != total:
+                raise FormatError(
+                    f"the header announces {_plural(n, 'row')} x {d} of {dtype} "
+                    f"({total:,} bytes of data) but {have:,} bytes follow it"
+                    + (f" ({_plural(have // self._row_bytes, 'complete row')}); the file is "
+                       "truncated" if have < total else "; expected the end of the file there"),
+                    path=self.path, offset=self.size if have < total else self._data_offset + total)
+            self._input.close()
+            self._npy = self._map(self.path, self._data_offset, shape, dtype, order)
+        else:
+            self._pending = head[self._data_offset :]  # data already read with the header
+            if self._npy_fortran:
+                self._npy = self._spool_fortran(shape, dtype, total)
         if self.keys_path is not None:
-            self._keys_stream, self._keys_raw, _ = _open_input(self.keys_path)
+            self._keys_stream = io.BufferedReader(_Input(self.keys_path))
+
+    def _map(self, path_or_fd, offset: int, shape, dtype, order: str) -> np.ndarray:
+        # A map of our own, so the pages of rows already handed out can be dropped from this
+        # process (madvise DONTNEED): otherwise every page read stays in the RSS and the peak
+        # grows to the size of the file.  Dropped pages stay in the page cache and the data
+        # stays valid; a later read of them simply maps them again.
+        if shape[0] * shape[1] == 0:
+            return np.empty(shape, dtype)
+        if isinstance(path_or_fd, int):
+            self._mmap = mmap.mmap(path_or_fd, 0, access=mmap.ACCESS_READ)
+        else:
+            with open(path_or_fd, "rb") as f:
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return np.ndarray(shape, dtype, buffer=self._mmap, offset=offset, order=order)
+
+    def _spool_fortran(self, shape, dtype, total: int) -> np.ndarray:
+        # A Fortran-ordered array stores columns, so no row is complete before the last
+        # column arrives. Unpacked into an anonymous temporary file (never visible, removed by
+        # the system however the process ends) and mapped, so memory stays bounded.
+        with tempfile.TemporaryFile(prefix="embq-npy-") as spool:
+            done = 0
+            while done < total:
+                data = self._read_npy_data(min(_BLOCK_FLOAT_BYTES, total - done))
+                if not data:
+                    raise FormatError(
+                        f"the array data ends after {done:,} of {total:,} bytes (a "
+                        f"Fortran-ordered array of {_plural(shape[0], 'row')} x {shape[1]}); "
+                        "the file is truncated", path=self.path, offset=self._data_offset + done)
+                spool.write(data)
+                done += len(data)
+            self._check_npy_end()
+            spool.flush()
+            return self._map(spool.fileno(), 0, shape, dtype, "F")
+
+    def _read_npy_data(self, n: int) -> bytes:
+        """Up to ``n`` bytes of a streamed array's data (fewer only at the end)."""
+        if self._pending:
+            data, self._pending = self._pending[:n], self._pending[n:]
+            if len(data) < n:
+                data += self._input.read_exact(n - len(data))
+            return data
+        return self._input.read_exact(n)
+
+    def _check_npy_end(self) -> None:
+        if self._read_npy_data(1):
+            raise FormatError(
+                f"more data follows the {_plural(self.count, 'row')} x {self.dim} the .npy "
+                "header announces; expected the end of the file",
+                path=self.path, offset=self._data_offset + self.count * self._row_bytes)
 
     # ---------------------------------------------------------------- iteration
 
@@ -512,10 +947,30 @@ class EmbeddingReader:
             raise ValueError("an EmbeddingReader can be iterated only once; open the file again")
         self._iterated = True
         if self.format == "npy":
-            return self._iter_npy()
-        if self.format == "word2vec-binary":
-            return self._iter_binary()
-        return self._iter_text()
+            blocks = self._iter_npy()
+        elif self.format == "word2vec-binary":
+            blocks = self._iter_binary()
+        else:
+            blocks = self._iter_text()
+        return blocks if self.compression is None else self._explain_by_damage(blocks)
+
+    def _explain_by_damage(self, blocks: Iterator[Block]) -> Iterator[Block]:
+        # Damaged deflate data often decompresses to garbage that the parser trips over before
+        # the CRC at the end of the stream is checked: the damage is the news, so look ahead.
+        try:
+            yield from blocks
+        except _DamagedInput:
+            raise
+        except FormatError as exc:
+            damage = self._input.damage_ahead() if not self._input.closed else None
+            if damage is None:
+                raise
+            found = str(exc)
+            if found.startswith((self.path + ", ", self.path + ": ")):
+                found = found[len(self.path) + 2 :]
+            inner = str(damage)[len(self.path) + 2 :]
+            raise _DamagedInput(f"{inner}, which explains the error met first ({found})",
+                                path=self.path) from None
 
     def _target_rows(self) -> int | None:
         """Rows to read in all: min(limit, header count), or None when unknown (GloVe)."""
@@ -546,10 +1001,12 @@ class EmbeddingReader:
                     raw.decode(self.encoding, self.unicode_errors)
                 except UnicodeDecodeError as exc:
                     row = first_row + i - r0
+                    # Misaligned binary records make garbage keys: then the dim is the advice.
+                    advice = self._dim_hint() or ("; pass --unicode-errors replace (or "
+                                                  "ignore), or the right --encoding")
                     raise FormatError(
                         f"key bytes {_printable(raw)!r} of {self.describe_row(row)} are not valid "
-                        f"{self.encoding} ({exc.reason} at byte {exc.start} of the key); pass "
-                        "--unicode-errors replace (or ignore), or the right --encoding",
+                        f"{self.encoding} ({exc.reason} at byte {exc.start} of the key)" + advice,
                         path=self.path, line=self._line_arg(row),
                         offset=self._base + int(ks[i]) + exc.start,
                     ) from None
@@ -568,25 +1025,44 @@ class EmbeddingReader:
     def _line_arg(self, row: int) -> int | None:
         return self.line_of_row(row) if self.format in ("word2vec", "glove") else None
 
+    def _dim_hint(self) -> str:
+        """For binary errors: name the dim the records seem to have, when it is not the header's."""
+        if self.format != "word2vec-binary" or not self._data_head:
+            return ""
+        guess = _guess_binary_dim(self._data_head, self.count, self._data_head_whole, self.dim)
+        if guess is None:
+            return ""
+        return (f"; the records look like dim {guess}, not the header's dim {self.dim}: is the "
+                "header right?")
+
     def _count_mismatch(self, rows: int) -> FormatError:
+        binary = self.format == "word2vec-binary"
+        if rows == 0:
+            what = (f"the header (line 1) announces {_plural(self.count, 'row')} but the file "
+                    f"has no complete {'record' if binary else 'row'} after it; the file is "
+                    "truncated or holds only its header")
+        else:
+            what = (f"the header (line 1) announces {_plural(self.count, 'row')} but the file "
+                    f"ends after {rows:,}; the file may be truncated (use --limit {rows} to "
+                    "read only the rows present)")
         return FormatError(
-            f"the header (line 1) announces {self.count} rows but the file ends after {rows}; "
-            f"the file may be truncated (use --limit {rows} to read only the rows present)",
-            path=self.path, line=self.line_of_row(rows) if self.format != "word2vec-binary"
-            else None, offset=self._base + self._len if self.format == "word2vec-binary" else None,
+            what + (self._dim_hint() if binary else ""),
+            path=self.path, line=None if binary else self.line_of_row(rows),
+            offset=self._base + self._len if binary else None,
         )
 
     def _extra_rows(self) -> FormatError:
         if self.format == "word2vec-binary":
             return FormatError(
-                f"the header (line 1) announces {self.count} rows but more data follows record "
-                f"{self.count}; fix the header count, or use --limit {self.count} to read only "
-                "the announced rows",
+                f"the header (line 1) announces {_plural(self.count, 'row')} but more data "
+                f"follows record {self.count:,}; fix the header count, or use --limit "
+                f"{self.count} to read only the announced rows" + self._dim_hint(),
                 path=self.path, offset=self._base + self._pos,
             )
         return FormatError(
-            f"the header (line 1) announces {self.count} rows but the file has more rows; fix "
-            f"the header count, or use --limit {self.count} to read only the announced rows",
+            f"the header (line 1) announces {_plural(self.count, 'row')} but the file has more "
+            f"rows; fix the header count, or use --limit {self.count} to read only the "
+            "announced rows",
             path=self.path, line=self.line_of_row(self.count),
         )
 
@@ -595,25 +1071,26 @@ class EmbeddingReader:
 
         line = self.line_of_row(row)
         dim = self.dim
+        values = _plural(dim, "value")
         hint = ""
         if row == 0 and self.format == "word2vec" and status in (kp.TOO_FEW, kp.TOO_MANY):
             hint = (f" (the header on line 1 gives dim {dim}; is the header right, or is this "
                     "a GloVe file without header? then use --format glove)")
         if status == kp.BLANK:
             return FormatError(
-                f"empty line; expected a key followed by {dim} values (blank lines are allowed "
+                f"empty line; expected a key followed by {values} (blank lines are allowed "
                 "only at the end of the file)", path=self.path, line=line)
         if status == kp.EMPTY_KEY:
             return FormatError(
-                f"the line starts with a space or tab: expected a key followed by {dim} values",
+                f"the line starts with a space or tab: expected a key followed by {values}",
                 path=self.path, line=line)
         if status == kp.TOO_FEW:
             return FormatError(
-                f"expected {dim} values after the key, found {err_count}{hint}",
+                f"expected {values} after the key, found {err_count}{hint}",
                 path=self.path, line=line)
         if status == kp.TOO_MANY:
             return FormatError(
-                f"expected {dim} values after the key, found {err_count}{hint}; keys cannot "
+                f"expected {values} after the key, found {err_count}{hint}; keys cannot "
                 "contain spaces", path=self.path, line=line)
         end = err_pos
         while end < self._len and self._buf[end] not in b" \t\r\n" and end - err_pos < 60:
@@ -646,6 +1123,7 @@ class EmbeddingReader:
             out = np.empty((n, dim), np.float32)
             ks = np.empty(n, np.intp)
             ke = np.empty(n, np.intp)
+            offsets = np.empty(n, np.int64)
             keys: list[str] = []
             row = 0
             first_row = self.rows_read
@@ -669,6 +1147,7 @@ class EmbeddingReader:
                     self._buf, self._pos, end, out, row, ks, ke
                 )
                 keys.extend(self._decode_keys(ks, ke, row, rows_done, first_row + row))
+                offsets[row:rows_done] = ks[row:rows_done] + self._base
                 row = rows_done
                 self._pos = pos
                 if status == kp.BLANK and self._rest_is_blank():
@@ -678,7 +1157,7 @@ class EmbeddingReader:
                     raise self._text_error(status, first_row + row, err_pos, err_count)
             self.rows_read += row
             if row:
-                yield Block(keys, out[:row], self.line_of_row(first_row))
+                yield Block(keys, out[:row], self.line_of_row(first_row), offsets[:row])
         self._check_end(target)
 
     def _check_end(self, target: int | None) -> None:
@@ -709,7 +1188,7 @@ class EmbeddingReader:
             first_row = self.rows_read
             at_eof = False
             while row < n:
-                rows_done, pos, status = kp.parse_binary_block(
+                rows_done, pos, status, bad = kp.parse_binary_block(
                     self._buf, self._pos, self._len, out, row, ks, ke
                 )
                 keys.extend(self._decode_keys(ks, ke, row, rows_done, first_row + row))
@@ -720,14 +1199,16 @@ class EmbeddingReader:
                     continue
                 if status == kp.EMPTY_KEY:
                     raise FormatError(
-                        f"record {first_row + row + 1} starts with a space: expected a key, a "
-                        f"space and {dim} float32 values",
+                        f"record {first_row + row + 1:,} starts with a space: expected a key, a "
+                        f"space and {_plural(dim, 'float32 value')}" + self._dim_hint(),
                         path=self.path, offset=self._base + pos)
                 if status == kp.KEY_TOO_LONG:
                     raise FormatError(
-                        f"record {first_row + row + 1}: no space after the key within 1 MB; "
-                        f"expected a key, a space and {4 * dim} bytes of float32 values (is dim "
+                        f"record {first_row + row + 1:,}: no space after the key within 1 MB; "
+                        f"expected a key, a space and {4 * dim:,} bytes of float32 values (is dim "
                         f"{dim} in the header right?)", path=self.path, offset=self._base + pos)
+                if status == kp.BAD_KEY:
+                    raise self._bad_key(first_row + row, pos, bad)
                 # NEED_MORE
                 if self._eof or self._fill() == 0:
                     self._eof = True
@@ -740,43 +1221,52 @@ class EmbeddingReader:
                 if not finite.all():
                     i = int(np.argmin(finite))
                     raise FormatError(
-                        f"record {first_row + i + 1} (key {keys[i]!r}) holds NaN or Inf; "
-                        "expected finite values", path=self.path, offset=int(offsets[i]))
+                        f"record {first_row + i + 1:,} (key {keys[i]!r}) holds NaN or Inf; "
+                        "expected finite values" + self._dim_hint(), path=self.path,
+                        offset=int(offsets[i]))
             self.rows_read += row
             if row:
-                yield Block(keys, out[:row], self.line_of_row(first_row))
+                yield Block(keys, out[:row], self.line_of_row(first_row), offsets[:row])
             if at_eof:
                 rest = bytes(self._buf[self._pos : self._len])
                 if rest.strip(b"\r\n"):
-                    sp = rest.find(b" ")
-                    key = _printable(rest[:sp]) if 0 < sp < 200 else None
-                    have = len(rest) - sp - 1 if sp >= 0 else 0
-                    raise FormatError(
-                        f"the file ends in the middle of record {self.rows_read + 1}"
-                        + (f" (key {key!r})" if key is not None else "")
-                        + f": expected {4 * dim} bytes of float32 values, found {max(have, 0)}"
-                        + (f"; the header announces {self.count} rows, use --limit "
-                           f"{self.rows_read} to read the complete ones"
-                           if self.count is not None else ""),
-                        path=self.path, offset=self._base + self._pos)
+                    raise self._cut_record(rest)
                 break
         self._check_end(target)
 
-    def _own_mapping(self, arr: np.ndarray) -> np.ndarray:
-        # A map of our own, so the pages of rows already handed out can be dropped from this
-        # process (madvise DONTNEED): otherwise every page read stays in the RSS and the peak
-        # grows to the size of the file.  Dropped pages stay in the page cache and the data
-        # stays valid; a later read of them simply maps them again.
-        offset = int(getattr(arr, "offset", 0))
-        if arr.size == 0 or not hasattr(mmap, "MADV_DONTNEED"):
-            return arr
-        with open(self.path, "rb") as f:
-            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        order = "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
-        return np.ndarray(arr.shape, arr.dtype, buffer=self._mmap, offset=offset, order=order)
+    def _bad_key(self, row: int, pos: int, bad: int) -> FormatError:
+        key = bytes(self._buf[pos:bad + 1])
+        byte = self._buf[bad]
+        name = "a newline" if byte == 10 else f"the control byte 0x{byte:02x}"
+        guess = self._dim_hint()
+        return FormatError(
+            f"the key of record {row + 1:,} ({key[-30:]!r}) holds {name}, which "
+            "word2vec never writes inside a key: the records are not where the header's dim "
+            f"puts them (key, space, then {4 * self.dim:,} bytes for dim {self.dim})"
+            + (guess if guess else "; is the dim in the header (line 1) right?"),
+            path=self.path, offset=self._base + bad)
+
+    def _cut_record(self, rest: bytes) -> FormatError:
+        dim = self.dim
+        sp = rest.find(b" ")
+        key = _printable(rest[:sp]) if 0 < sp < 200 else None
+        have = len(rest) - sp - 1 if sp >= 0 else 0
+        if self.count is None:
+            advice = ""
+        elif self.rows_read == 0:
+            advice = "; the file has no complete record"
+        else:
+            advice = (f"; the header announces {_plural(self.count, 'row')}, use --limit "
+                      f"{self.rows_read} to read the complete ones")
+        return FormatError(
+            f"the file ends in the middle of record {self.rows_read + 1:,}"
+            + (f" (key {key!r})" if key is not None else "")
+            + f": expected {4 * dim:,} bytes of float32 values, found {max(have, 0):,}"
+            + advice + self._dim_hint(),
+            path=self.path, offset=self._base + self._pos)
 
     def _drop_mapped_pages(self) -> None:
-        if self._mmap is not None:
+        if self._mmap is not None and hasattr(mmap, "MADV_DONTNEED"):
             try:
                 self._mmap.madvise(mmap.MADV_DONTNEED)
             except (OSError, ValueError):  # advice only: never fail a read over it
@@ -785,7 +1275,8 @@ class EmbeddingReader:
     def _iter_npy(self) -> Iterator[Block]:
         target = self._target_rows()
         dim = self.dim
-        itemsize = self._npy_dtype.itemsize
+        dtype = self._npy_dtype
+        row_bytes = self._row_bytes
         while True:
             n = self._block_size(target)
             if n <= 0:
@@ -794,38 +1285,44 @@ class EmbeddingReader:
             if self._npy is not None:
                 chunk = self._npy[r0 : r0 + n]
             else:
-                want = n * dim * itemsize
-                data = self._stream.read(want)
+                want = n * row_bytes
+                data = self._read_npy_data(want)
                 if len(data) < want:
                     raise FormatError(
-                        f"the array data ends after {r0 + len(data) // (dim * itemsize)} of "
-                        f"{self.count} rows; the file is truncated",
-                        path=self.path, offset=(self._data_offset or 0) + r0 * dim * itemsize
-                        + len(data))
-                chunk = np.frombuffer(data, dtype=self._npy_dtype).reshape(n, dim)
+                        f"the array data ends after {r0 + len(data) // row_bytes:,} of the "
+                        f"{_plural(self.count, 'row')} its header announces; the file is "
+                        "truncated", path=self.path,
+                        offset=self._data_offset + r0 * row_bytes + len(data))
+                chunk = np.frombuffer(data, dtype=dtype).reshape(n, dim)
             with np.errstate(over="ignore", invalid="ignore"):
                 vectors = np.ascontiguousarray(chunk, dtype=np.float32)
+            offsets = (None if self._npy_fortran else
+                       self._data_offset + (r0 + np.arange(n, dtype=np.int64)) * row_bytes)
             finite = np.isfinite(vectors).all(axis=1)
             if not finite.all():
                 i = int(np.argmin(finite))
-                bad = chunk[i][~np.isfinite(vectors[i])][0]
+                bad = float(chunk[i][~np.isfinite(vectors[i])][0])
                 raise FormatError(
-                    f"row {r0 + i} holds {bad!r}, which is NaN, Inf or outside the float32 "
-                    "range; expected finite values", path=self.path)
+                    f"row {r0 + i:,} holds {bad!r}, which is NaN, Inf or outside the float32 "
+                    "range; expected finite values", path=self.path,
+                    offset=None if offsets is None else int(offsets[i]))
             if self._mmap is not None and vectors.base is not None:
                 vectors = vectors.copy()  # no views of the map escape, so close() can unmap it
             self._drop_mapped_pages()
             keys = self._read_npy_keys(r0, n) if self._keys_stream is not None else None
             self.rows_read += n
-            yield Block(keys, vectors, r0 + 1)
-        if self._keys_stream is not None and (self.limit is None or self.limit >= self.count):
-            line = self.count
-            for raw in self._keys_stream:
-                line += 1
-                if raw.strip():
-                    raise FormatError(
-                        f"the keys file has more keys than the {self.count} rows of {self.path}",
-                        path=self.keys_path, line=line)
+            yield Block(keys, vectors, r0 + 1, offsets)
+        if self.limit is None or self.limit >= self.count:
+            if self._npy is None:
+                self._check_npy_end()
+            if self._keys_stream is not None:
+                line = self.count
+                for raw in self._keys_stream:
+                    line += 1
+                    if raw.strip():
+                        raise FormatError(
+                            f"the keys file has more keys than the {_plural(self.count, 'row')} "
+                            f"of {self.path}", path=self.keys_path, line=line)
 
     def _read_npy_keys(self, r0: int, n: int) -> list[str]:
         keys = []
@@ -835,10 +1332,12 @@ class EmbeddingReader:
             line = r0 + i + 1
             if not raw:
                 raise FormatError(
-                    f"the keys file ends after {line - 1} keys but {self.path} has "
-                    f"{self.count} rows; expected one key per row", path=self.keys_path,
-                    line=line)
+                    f"the keys file ends after {_plural(line - 1, 'key')} but {self.path} has "
+                    f"{_plural(self.count, 'row')}; expected one key per row",
+                    path=self.keys_path, line=line)
             raw = raw.rstrip(b"\r\n")
+            if line == 1 and raw.startswith(_UTF8_BOM) and _is_utf8(self.encoding):
+                raw = raw[len(_UTF8_BOM):]
             try:
                 key = raw.decode(self.encoding, self.unicode_errors)
             except UnicodeDecodeError as exc:
@@ -860,7 +1359,7 @@ class EmbeddingReader:
         if self._closed:
             return
         self._closed = True
-        for f in (self._stream, self._raw, self._keys_stream, self._keys_raw):
+        for f in (self._input, self._keys_stream):
             if f is not None:
                 try:
                     f.close()
@@ -886,12 +1385,6 @@ class EmbeddingReader:
                 f"count={self.count} ({state})>")
 
 
-def zlib_error():
-    import zlib
-
-    return zlib.error
-
-
 def open_embeddings(
     path: str | os.PathLike,
     *,
@@ -907,7 +1400,8 @@ def open_embeddings(
     Parameters
     ----------
     path : str or os.PathLike
-        The embedding file (possibly gzip/bz2/xz compressed).
+        The embedding file (possibly gzip/bz2/xz compressed); a pipe works too, and ``"-"``
+        reads standard input.
     format : str, optional
         Force one of :data:`FORMATS` instead of detecting it from the content.
     limit : int, optional
@@ -930,8 +1424,9 @@ def open_embeddings(
     Raises
     ------
     FormatError
-        When the file is empty, in an unknown format, or its header is bad. Errors in rows are
-        raised while iterating, naming the file, the line (or byte offset) and what was expected.
+        When the file is empty, in an unknown format, its compressed data is damaged, or its
+        header is bad (a dim above :data:`MAX_DIM` included). Errors in rows are raised while
+        iterating, naming the file, the line (or byte offset) and what was expected.
     OSError
         When a file cannot be read.
     """

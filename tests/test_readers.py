@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
+import os
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -392,7 +395,7 @@ BAD_TEXT = [
     ("2 3\na 1 2 3\nb 1 -Inf 3\n", 3, "not finite"),
     ("2 3\na 1 2 3\nb 1 1e39 3\n", 3, "float32 range"),
     ("3 3\na 1 2 3\nb 1 2 3\n", 4, "announces 3 rows but the file ends after 2"),
-    ("1 3\na 1 2 3\nb 1 2 3\n", 3, "announces 1 rows but the file has more rows"),
+    ("1 3\na 1 2 3\nb 1 2 3\n", 3, "announces 1 row but the file has more rows"),
     ("2 4\na 1 2 3\nb 1 2 3\n", 2, "the header on line 1 gives dim 4"),
     ("2 3\na 1 2 3\n\nb 1 2 3\n", 3, "empty line"),
     ("2 3\na 1 2 3\n 1 2 3\n", 3, "starts with a space"),
@@ -515,3 +518,367 @@ def test_gensim_oddities():
     # Native fastText models, with and without magic number, are refused.
     assert "fastText" in str(err(detect_format, datapath("crime-and-punishment.bin")))
     err(detect_format, datapath("lee_fasttext.bin"))
+
+
+# --------------------------------------------------------------------------------------------
+# detection: text by the shape of its rows, binary by its record structure
+
+
+FIRST_ROW_BAD = [
+    # (content, line, byte offset of the bad value, fragment of the message)
+    (b"2 2\nab 1,5 2,5\ncd 3,5 4,5\n", 2, 7, "value '1,5' is not a number"),
+    (b"2 1\na null\nbb 2.0\n", 2, 6, "value 'null' is not a number"),
+    (b"2 3\nk 1 x 3\nl 1 2 3\n", 2, 8, "value 'x' is not a number"),
+    (b"2 2\nab 1 2,5\ncd 3 4\n", 2, 9, "value '2,5' is not a number"),
+]
+
+
+@pytest.mark.parametrize("comp", [None, "gzip"])
+@pytest.mark.parametrize("content,line,offset,fragment", FIRST_ROW_BAD)
+def test_bad_value_on_the_first_row_is_still_text(tmp_path, comp, content, line, offset,
+                                                  fragment):
+    p = write(tmp_path / "a.vec", gzip.compress(content) if comp else content)
+    assert detect_format(p) == "word2vec"
+    e = err(load_embeddings, p)
+    assert fragment in str(e) and "expected a decimal" in str(e)
+    assert (e.line, e.offset) == (line, offset)
+
+
+def test_glove_with_a_bad_value_on_line_1(tmp_path):
+    p = write(tmp_path / "g.txt", b"ab 1,5 2\ncd 3 4\n")
+    assert detect_format(p) == "glove"
+    e = err(load_embeddings, p)
+    assert "'1,5' is not a number" in str(e) and (e.line, e.offset) == (1, 3)
+
+
+def test_binary_detected_by_record_structure_not_by_characters(tmp_path, data):
+    # The first vector's bytes are all digits, points and exponent letters, so nothing in its
+    # characters says binary; the record structure (key, space, 4 * dim bytes) does.
+    keys, X = data
+    X = X.copy()
+    X[0] = np.frombuffer(b"0.5e1234" b"1.0e5678" b"2.5E-3+1", "<f4")
+    for newline in (True, False):
+        p = write(tmp_path / "p.bin", w2v_binary(keys, X, newline=newline))
+        assert detect_format(p) == "word2vec-binary"
+        check(keys, X, *load_embeddings(p))
+
+
+def test_printable_rows_are_text_even_with_the_wrong_count(tmp_path):
+    # "a 1 2" chains as a binary record of dim 1 ("1 2\n" as its 4 bytes); as text it is a
+    # row with one value too many, which is what is wrong with it.
+    for content, fragment in ((b"1 1\na 1 2\n", "expected 1 value after the key, found 2"),
+                              (b"2 3\na 1 2\nb 1 2 3\n", "expected 3 values after the key")):
+        p = write(tmp_path / "t.vec", content)
+        assert detect_format(p) == "word2vec"
+        e = err(load_embeddings, p)
+        assert fragment in str(e) and e.line == 2
+
+
+def binary_with_header_dim(X, header_dim, newline):
+    raw = w2v_binary([f"w{i}" for i in range(len(X))], X, newline=newline)
+    return raw.replace(f" {X.shape[1]}\n".encode(), f" {header_dim}\n".encode(), 1)
+
+
+@pytest.mark.parametrize("newline", [True, False])
+@pytest.mark.parametrize("header_dim", [3, 5])
+def test_binary_dim_mismatch_names_the_dim(tmp_path, newline, header_dim):
+    X = np.random.default_rng(1).standard_normal((30, 4)).astype(np.float32)
+    p = write(tmp_path / "m.bin", binary_with_header_dim(X, header_dim, newline))
+    assert detect_format(p) == "word2vec-binary"
+    e = err(load_embeddings, p)
+    assert f"look like dim 4, not the header's dim {header_dim}" in str(e)
+    assert "--unicode-errors" not in str(e)  # the keys are garbage because of the dim
+    # Replacing undecodable bytes must not turn misaligned records into keys.
+    e = err(load_embeddings, p, unicode_errors="replace", limit=20)
+    assert "dim" in str(e) and e.offset is not None
+
+
+def test_binary_key_with_a_newline_is_refused(tmp_path):
+    v = np.ones(2, "<f4").tobytes()
+    p = write(tmp_path / "k.bin", b"2 2\n" + b"a\nb " + v + b"c " + v)
+    e = err(load_embeddings, p, format="word2vec-binary", unicode_errors="replace")
+    assert "holds a newline" in str(e) and "record 1" in str(e) and e.offset == 5
+    p = write(tmp_path / "t.bin", b"1 2\n" + b"a\x01b " + v)
+    assert "control byte 0x01" in str(err(load_embeddings, p, format="word2vec-binary"))
+    # A tab is not a control byte here (gensim writes whatever its keys hold).
+    p = write(tmp_path / "tab.bin", b"1 2\n" + b"a\tb " + v)
+    assert load_embeddings(p, format="word2vec-binary")[0] == ["a\tb"]
+
+
+def test_block_offsets_point_at_each_row(tmp_path, data):
+    keys, X = data
+    for name, raw in (("a.txt", w2v_text(keys, X).encode()), ("a.bin", w2v_binary(keys, X)),
+                      ("n.bin", w2v_binary(keys, X, newline=False))):
+        p = write(tmp_path / name, raw)
+        with open_embeddings(p, block_rows=7) as r:
+            offsets = np.concatenate([b.offsets for b in r])
+        assert [raw[o:].split(b" ", 1)[0].decode() for o in offsets] == keys
+
+
+# --------------------------------------------------------------------------------------------
+# headers
+
+
+@pytest.mark.parametrize("header,fragment", [
+    ("-3 3", "count -3; expected a count >= 0"),
+    ("3 -3", "dim -3; expected at least 1"),
+    ("3 0", "dim 0; expected at least 1"),
+    ("2.0 3", "'2.0', which is not an integer"),
+    ("2 3 4", "found '2 3 4' (3 fields)"),
+])
+def test_bad_header_is_reported_on_line_1(tmp_path, header, fragment):
+    p = write(tmp_path / "h.vec", f"{header}\na 1 2 3\nb 1 2 3\n")
+    e = err(load_embeddings, p)
+    assert fragment in str(e) and e.line == 1
+    assert err(detect_format, p).line == 1
+    e = err(load_embeddings, p, format="word2vec")
+    assert e.line == 1
+
+
+def test_numeric_glove_rows_are_not_headers(tmp_path):
+    # Lines of only numbers with the same shape are GloVe rows with numeric keys.
+    for text, keys in (("-3 3\n-2 5\n", ["-3", "-2"]), ("2.0 3\n4.0 5\n", ["2.0", "4.0"]),
+                       ("2 3 4\n5 6 7\n", ["2", "5"])):
+        p = write(tmp_path / "n.txt", text)
+        assert detect_format(p) == "glove"
+        assert load_embeddings(p)[0] == keys
+
+
+@pytest.mark.parametrize("content,forced", [
+    (b"1 99999999999\na 1 2 3\n", None),
+    (b"1 99999999999\na " + b"\0" * 12, None),
+    (b"1 99999999999\na 1 2 3\n", "word2vec-binary"),
+    (b"1 99999999999\na 1 2 3\n", "word2vec"),
+    (b"1 1048577\na 1 2 3\n", None),
+])
+def test_implausible_dim_refused_on_line_1(tmp_path, content, forced):
+    p = write(tmp_path / "d.vec", content)
+    e = err(load_embeddings, p, format=forced)
+    assert e.line == 1 and "at most 1,048,576 values per row" in str(e)
+
+
+def test_blocks_stay_bounded_at_the_largest_dim(tmp_path):
+    from embq.readers import MAX_DIM
+
+    p = write(tmp_path / "d.vec", f"1 {MAX_DIM}\na".encode() + b" 0" * MAX_DIM + b"\n")
+    with open_embeddings(p) as r:
+        assert r.block_rows * r.dim * 4 <= 16 << 20
+        (block,) = list(r)
+    assert block.vectors.shape == (1, MAX_DIM)
+    p = write(tmp_path / "g.txt", b"a" + b" 0" * (MAX_DIM + 1) + b"\n")
+    assert "at most 1,048,576 values" in str(err(load_embeddings, p))
+
+
+def test_lines_longer_than_the_cap_are_refused(tmp_path, monkeypatch):
+    import embq.readers as readers
+
+    monkeypatch.setattr(readers, "_BUFFER_BYTES", 1 << 16)
+    monkeypatch.setattr(readers, "_MAX_LINE_BYTES", 1 << 18)
+    p = write(tmp_path / "long.txt", b"a" + b" 1" * 300_000)  # 600 KB, no newline
+    e = err(load_embeddings, p)
+    assert "no end of line within" in str(e)
+    p = write(tmp_path / "long.vec", b"1 300000\na" + b" 1" * 300_000 + b"\n")
+    assert "no end of line within" in str(err(load_embeddings, p))
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize("encoding", ["utf8", "utf-8-sig", "UTF-8"])
+@pytest.mark.parametrize("kind", ["word2vec", "glove", "word2vec-binary"])
+def test_utf8_bom_is_skipped(tmp_path, data, encoding, kind):
+    keys, X = data
+    raw = {"word2vec": w2v_text(keys, X, fmt="%.9g").encode(),
+           "glove": w2v_text(keys, X, header=False, fmt="%.9g").encode(),
+           "word2vec-binary": w2v_binary(keys, X)}[kind]
+    for name, content in (("b.vec", BOM + raw), ("b.vec.gz", gzip.compress(BOM + raw))):
+        p = write(tmp_path / name, content)
+        assert detect_format(p, encoding=encoding) == kind
+        check(keys, X, *load_embeddings(p, encoding=encoding))
+        with open_embeddings(p, encoding=encoding, block_rows=4) as r:
+            first = next(iter(r))
+        assert raw[first.offsets[0] - 3 :].startswith(keys[0].encode())  # file offsets
+
+
+def test_bom_is_kept_for_other_encodings(tmp_path):
+    p = write(tmp_path / "l.txt", BOM + b"a 1 2\nb 3 4\n")
+    assert load_embeddings(p, encoding="latin-1")[0][0] == "\xef\xbb\xbfa"
+
+
+# --------------------------------------------------------------------------------------------
+# no complete row: no --limit 0 advice
+
+
+def test_no_complete_row_does_not_suggest_limit_0(tmp_path, data):
+    keys, X = data
+    p = write(tmp_path / "h.vec", "5 3\n")
+    e = err(load_embeddings, p)
+    assert "no complete row" in str(e) and "--limit" not in str(e)
+    raw = w2v_binary(keys, X)
+    p = write(tmp_path / "cut.bin", raw[: raw.index(b"\n") + len("w0 ") + 9])  # in record 1
+    e = err(load_embeddings, p)
+    assert "middle of record 1 " in str(e) and "no complete record" in str(e)
+    assert "--limit" not in str(e)
+    e = err(load_embeddings, write(tmp_path / "two.bin", raw[: len(raw) - 30]))
+    assert f"--limit {len(keys) - 1}" in str(e)  # the last record is cut in its key
+
+
+def test_singular_counts(tmp_path):
+    e = err(load_embeddings, write(tmp_path / "a.txt", "1 1\na 1\nb 2\n"))
+    assert "announces 1 row but" in str(e)
+    e = err(load_embeddings, write(tmp_path / "b.txt", "1 1\na 1 2\n"))
+    assert "expected 1 value after the key, found 2" in str(e)
+
+
+# --------------------------------------------------------------------------------------------
+# damaged compressed input
+
+
+def text_file(rows: int = 4000, dim: int = 20) -> bytes:
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((rows, dim)).astype(np.float32)
+    return w2v_text([f"w{i}" for i in range(rows)], X, fmt="%.7g").encode()
+
+
+PACK = {"gzip": gzip.compress, "bz2": lambda b: bz2.compress(b, 1), "xz": lzma.compress}
+
+
+@pytest.mark.parametrize("comp", ["gzip", "bz2", "xz"])
+@pytest.mark.parametrize("where", ["early", "late"])
+def test_damaged_compressed_data(tmp_path, comp, where):
+    raw = text_file()
+    assert len(raw) > 4 * (1 << 16)  # "late" damage is met after the detection read
+    packed = bytearray(PACK[comp](raw))
+    at = 40 if where == "early" else len(packed) * 3 // 4
+    packed[at] ^= 0x55
+    p = write(tmp_path / "d.vec", bytes(packed))
+    e = err(load_embeddings, p)
+    msg = str(e)
+    assert msg.startswith(f"{p}: compressed data is damaged near byte ")
+    assert f"of the decompressed stream ({comp}: " in msg
+
+
+def test_gzip_crc_mismatch(tmp_path):
+    packed = bytearray(gzip.compress(text_file()))
+    packed[-6] ^= 0x01  # inside the CRC-32 of the trailer
+    e = err(load_embeddings, write(tmp_path / "c.vec.gz", bytes(packed)))
+    assert "(gzip: CRC check failed)" in str(e)
+
+
+@pytest.mark.parametrize("comp", ["gzip", "bz2", "xz"])
+def test_truncated_compressed_data(tmp_path, comp):
+    packed = PACK[comp](text_file())
+    p = write(tmp_path / "t.vec", packed[: len(packed) - 100])
+    e = err(load_embeddings, p)
+    assert f"the {comp} data ends before the end of its compressed stream" in str(e)
+    assert str(p) in str(e)
+
+
+@pytest.mark.parametrize("comp", ["gzip", "bz2", "xz"])
+def test_trailing_data_after_the_stream(tmp_path, comp, data):
+    keys, X = data
+    raw = w2v_text(keys, X, fmt="%.9g").encode()
+    packed = PACK[comp](raw)
+    # Refused alike for the three codecs (the standard library drops it for bz2 and xz).
+    e = err(load_embeddings, write(tmp_path / "j.vec", packed + b"junk"))
+    assert f"data that is not {comp}" in str(e) and f"byte {len(packed):,}" in str(e)
+    # Zero-byte padding and concatenated streams are fine.
+    check(keys, X, *load_embeddings(write(tmp_path / "z.vec", packed + b"\0" * 7)))
+    half = raw.index(b"\n", len(raw) // 2) + 1
+    cat = PACK[comp](raw[:half]) + PACK[comp](raw[half:])
+    check(keys, X, *load_embeddings(write(tmp_path / "c.vec", cat)))
+
+
+def test_damage_inside_the_detection_read_of_gzip(tmp_path):
+    packed = bytearray(gzip.compress(b"3 2\na 1 2\nb 3 4\nc 5 6\n" * 10))
+    packed[12] ^= 0xFF
+    p = write(tmp_path / "e.gz", bytes(packed))
+    assert "compressed data is damaged" in str(err(detect_format, p))
+
+
+# --------------------------------------------------------------------------------------------
+# pipes
+
+
+def feed_fifo(path, content: bytes):
+    import threading
+
+    def run():
+        with open(path, "wb") as f:
+            f.write(content)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+@pytest.mark.parametrize("kind", ["text", "gzip", "binary", "npy"])
+def test_pipe_input(tmp_path, data, kind):
+    keys, X = data
+    if kind == "npy":
+        buf = io.BytesIO()
+        np.save(buf, X)
+        content = buf.getvalue()
+    else:
+        raw = w2v_binary(keys, X) if kind == "binary" else w2v_text(keys, X, fmt="%.9g").encode()
+        content = gzip.compress(raw) if kind == "gzip" else raw
+    fifo = str(tmp_path / "pipe")
+    os.mkfifo(fifo)
+    t = feed_fifo(fifo, content)
+    with open_embeddings(fifo, block_rows=9) as r:
+        got = [b for b in r]
+        assert r.size == len(content)
+    t.join(5)
+    assert np.array_equal(np.concatenate([b.vectors for b in got]), X)
+    if kind != "npy":
+        assert sum((b.keys for b in got), []) == keys
+
+
+def test_dash_reads_standard_input(tmp_path, data, monkeypatch):
+    keys, X = data
+    src = write(tmp_path / "a.txt.gz", gzip.compress(w2v_text(keys, X, fmt="%.9g").encode()))
+    with open(src, "rb") as f:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(f))
+        with open_embeddings("-") as r:
+            assert r.path == "<stdin>" and r.compression == "gzip"
+            got = list(r)
+    check(keys, X, got[0].keys, got[0].vectors)
+
+
+# --------------------------------------------------------------------------------------------
+# .npy details
+
+
+def test_npy_truncated_or_longer_names_rows_and_bytes(tmp_path, data):
+    _, X = data
+    np.save(tmp_path / "a.npy", X)
+    full = (tmp_path / "a.npy").read_bytes()
+    e = err(load_embeddings, write(tmp_path / "cut.npy", full[:-30]))
+    assert f"announces {len(X)} rows x 6 of float32 ({X.nbytes:,} bytes of data)" in str(e)
+    assert f"but {X.nbytes - 30:,} bytes follow it ({len(X) - 2} complete rows)" in str(e)
+    assert "mmap" not in str(e)
+    e = err(load_embeddings, write(tmp_path / "long.npy", full + b"xx"))
+    assert "expected the end of the file" in str(e)
+    e = err(load_embeddings, write(tmp_path / "long.npy.gz", gzip.compress(full + b"xx")))
+    assert "more data follows" in str(e)
+
+
+def test_npy_nan_shown_plainly_with_offset(tmp_path, data):
+    _, X = data
+    Y = X.astype(np.float64)
+    Y[3, 2] = np.nan
+    np.save(tmp_path / "nan.npy", Y)
+    e = err(load_embeddings, str(tmp_path / "nan.npy"))
+    assert "row 3 holds nan," in str(e) and "np.float" not in str(e)
+    assert e.offset == 128 + 3 * 6 * 8
+
+
+def test_compressed_fortran_npy_is_read(tmp_path, data):
+    keys, X = data
+    np.save(tmp_path / "f.npy", np.asfortranarray(X))
+    gz = write(tmp_path / "f.npy.gz", gzip.compress((tmp_path / "f.npy").read_bytes()))
+    (tmp_path / "keys.txt").write_text("\n".join(keys) + "\n", encoding="utf8")
+    check(keys, X, *load_embeddings(gz, keys_path=str(tmp_path / "keys.txt"), block_rows=4))
+    cut = write(tmp_path / "c.npy.gz", gzip.compress((tmp_path / "f.npy").read_bytes()[:-9]))
+    assert "truncated" in str(err(load_embeddings, cut))
