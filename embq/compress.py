@@ -7,6 +7,7 @@ to a temporary file renamed into place at the end (see :class:`embq.store.StoreW
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import sys
@@ -63,7 +64,8 @@ def compress(
     ----------
     input : str or os.PathLike
         Embedding file: word2vec text or binary, GloVe, fastText ``.vec``, ``.npy``, possibly
-        gzip/bz2/xz compressed (see :mod:`embq.readers`).
+        gzip/bz2/xz compressed (see :mod:`embq.readers`). Pipes work (``/dev/stdin``, or
+        ``"-"`` for standard input).
     output : str or os.PathLike
         Store to write. Its directory must exist.
     format : str, optional
@@ -101,8 +103,9 @@ def compress(
     ------
     FormatError
         Bad input, naming the file, line (or byte offset) and what was expected.
-    FileExistsError, FileNotFoundError, OSError
-        Output exists (without ``overwrite``), its directory is missing, input unreadable.
+    FileExistsError, FileNotFoundError, IsADirectoryError, OSError
+        Output exists (without ``overwrite``), its directory is missing, it is a directory,
+        or the input is unreadable.
     """
     from embq._recon import ReconstructionStats
     from embq.quantize import quantize
@@ -120,9 +123,16 @@ def compress(
     t0 = time.perf_counter()
     out_dir = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(out_dir):
-        raise FileNotFoundError(2, f"the output directory {out_dir!r} does not exist", out_path)
+        raise FileNotFoundError(errno.ENOENT, f"the output directory {out_dir!r} does not exist",
+                                out_path)
+    if os.path.isdir(out_path):
+        # Said before "already exists": --overwrite would not help, a store is one file.
+        raise IsADirectoryError(errno.EISDIR, "is a directory; expected the path of the store "
+                                "file to write, such as "
+                                f"{os.path.join(out_path, 'vectors.h5')}", out_path)
     if os.path.exists(out_path) and not overwrite:
-        raise FileExistsError(17, f"{out_path!r} already exists; pass --overwrite to replace it",
+        raise FileExistsError(errno.EEXIST,
+                              f"{out_path!r} already exists; pass --overwrite to replace it",
                               out_path)
     stats = ReconstructionStats()
     duplicates = 0
@@ -149,13 +159,18 @@ def compress(
                     except DuplicateKeyError as exc:
                         # No row was ever skipped in this mode, so store rows are file rows.
                         file_row = exc.index
+                        in_block = file_row - (reader.rows_read - len(x))
+                        offset = (int(block.offsets[in_block])
+                                  if block.offsets is not None and 0 <= in_block < len(x)
+                                  else None)
                         raise FormatError(
                             f"duplicate key {exc.key!r} on {reader.describe_row(file_row)}, "
                             f"first seen on {reader.describe_row(exc.first_index)}; keys must "
                             "be unique (use --on-duplicate warn to keep the first occurrence)",
-                            path=in_path, line=(reader.line_of_row(file_row)
-                                                if reader.format in ("word2vec", "glove")
-                                                else None),
+                            path=reader.path, line=(reader.line_of_row(file_row)
+                                                    if reader.format in ("word2vec", "glove")
+                                                    else None),
+                            offset=offset,
                         ) from None
                     if mask.all():
                         stats.update(x, q.codes, q.scales, q.zero_points)
@@ -176,12 +191,14 @@ def compress(
                                             "rows/s", refresh=False)
                 if writer.n_rows == 0:
                     raise FormatError(
-                        "the file holds no rows (the header announces 0); nothing to compress",
-                        path=in_path)
+                        "the array has no rows; nothing to compress" if reader.format == "npy"
+                        else "the file holds no rows (the header announces 0); nothing to "
+                        "compress", path=reader.path)
                 rows, dim = writer.n_rows, writer.dim
                 figures = stats.result()
                 writer.attrs.update({
-                    "source_path": os.path.abspath(in_path),
+                    "source_path": (reader.path if reader.path == "<stdin>"
+                                    else os.path.abspath(in_path)),
                     "source_format": reader.format,
                     "source_compression": reader.compression or "none",
                     "source_size": np.int64(reader.size),
@@ -199,11 +216,12 @@ def compress(
         input_size = reader.size
         rows_read = reader.rows_read
         fmt = reader.format
+        src = reader.path
     seconds = time.perf_counter() - t0
     output_size = os.path.getsize(out_path)
     if duplicates:
         key, where = first_dup
-        warn(f"{duplicates:,} duplicate key{'s' if duplicates != 1 else ''} in {in_path}; kept "
+        warn(f"{duplicates:,} duplicate key{'s' if duplicates != 1 else ''} in {src}; kept "
              f"the first occurrence of each (the first duplicate is {key!r} on {where}; use "
              "--on-duplicate error to fail instead)")
     float_bytes = rows * dim * 4

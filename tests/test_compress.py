@@ -151,8 +151,16 @@ GENSIM = [("lee_fasttext.vec", {}, {}), ("test_glove.txt", {"no_header": True}, 
            {"unicode_errors": "replace"}),
           ("crime-and-punishment.vec", {}, {}), ("toy-model.vec", {}, {}),
           ("high_precision.kv.bin", {"binary": True}, {}),
+          ("high_precision.kv.txt", {}, {}),
           ("poincare_vectors.bin", {"binary": True}, {}),
-          ("EN.1-10.cbow1_wind5_hs0_neg10_size300_smpl1e-05.txt", {}, {})]
+          ("EN.1-10.cbow1_wind5_hs0_neg10_size300_smpl1e-05.txt", {}, {}),
+          ("IT.1-10.cbow1_wind5_hs0_neg10_size300_smpl1e-05.txt", {}, {}),
+          ("word2vec_pre_kv_c", {}, {}),
+          # keys cut in the middle of a UTF-8 sequence
+          ("w2v_keyedvectors_load_test.modeldata", {"unicode_errors": "replace"},
+           {"unicode_errors": "replace"}),
+          # announces 3 rows, holds 1: read with a limit
+          ("pretrained.vec", {"limit": 1}, {"limit": 1})]
 
 
 @pytest.mark.parametrize("name,gkw,ekw", GENSIM)
@@ -170,3 +178,55 @@ def test_gensim_files_within_half_scale(tmp_path, name, gkw, ekw):
         scales = np.asarray(st.scales)
         tol = scales[:, None] / 2 + 4 * np.spacing(np.abs(kv.vectors)) + 1e-30
         assert np.all(np.abs(xh - kv.vectors) <= tol)
+
+
+def test_duplicate_errors_name_the_byte_offset(tmp_path):
+    v = np.ones(2, "<f4").tobytes()
+    raw = b"3 2\n" + b"a " + v + b"\nb " + v + b"\na " + v + b"\n"
+    p = tmp_path / "d.bin"
+    p.write_bytes(raw)
+    with pytest.raises(FormatError) as info:
+        compress(str(p), str(tmp_path / "d.embq"), on_duplicate="error")
+    e = info.value
+    assert "'a' on record 3, first seen on record 1" in str(e)
+    assert e.offset == raw.rindex(b"a ") and e.line is None
+    np.save(tmp_path / "x.npy", np.ones((3, 2), np.float32))
+    (tmp_path / "k.txt").write_text("a\nb\na\n")
+    with pytest.raises(FormatError) as info:
+        compress(str(tmp_path / "x.npy"), str(tmp_path / "x.embq"), keys=str(tmp_path / "k.txt"),
+                 on_duplicate="error", block_rows=2)
+    assert "'a' on row 2 (line 3 of" in str(info.value)
+    assert info.value.offset == 128 + 2 * 2 * 4
+    p = tmp_path / "d.txt"
+    p.write_text("2 2\na 1 2\na 3 4\n")
+    with pytest.raises(FormatError) as info:
+        compress(str(p), str(tmp_path / "t.embq"), on_duplicate="error")
+    assert (info.value.line, info.value.offset) == (3, 10)
+
+
+def test_output_that_is_a_directory(tmp_path, sample):
+    path, _, _ = sample
+    (tmp_path / "out.h5").mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(IsADirectoryError, match="is a directory") as info:
+            compress(path, str(tmp_path / "out.h5"), overwrite=overwrite)
+        assert "--overwrite" not in str(info.value)
+    assert os.listdir(tmp_path / "out.h5") == []
+
+
+def test_standard_input(tmp_path, sample, monkeypatch):
+    import io
+    import sys
+
+    path, keys, X = sample
+    packed = gzip.compress(open(path, "rb").read())
+    (tmp_path / "in.gz").write_bytes(packed)
+    out = str(tmp_path / "stdin.embq")
+    with open(tmp_path / "in.gz", "rb") as f:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(f))
+        s = compress("-", out)
+    assert s["rows"] == len(keys) and s["input_size"] == len(packed)
+    with embq.open(out) as st:
+        assert st.attrs["source_path"] == "<stdin>"
+        assert int(st.attrs["source_size"]) == len(packed)
+        assert np.array_equal(np.asarray(st.codes), quantize(X).codes)
