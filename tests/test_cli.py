@@ -104,3 +104,33 @@ def test_module_entry_point_runs_in_a_subprocess(store_path, run_python):
     assert ok.returncode == 0 and "5 rows x 4" in ok.stdout
     bad = run_python("-m", "embq", "info", str(store_path) + ".missing")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.startswith("embq info: error:")
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_termination_signals_are_a_clean_exit(monkeypatch, capsys, signame):
+    import os
+    import signal
+
+    import embq._cmd_info as info
+
+    if not hasattr(signal, signame):
+        pytest.skip(f"no {signame} here")
+    sig = getattr(signal, signame)
+    cleaned = []
+
+    def killed(args):
+        try:
+            os.kill(os.getpid(), sig)
+            for _ in range(10_000_000):  # the handler raises at the next bytecode
+                pass
+            raise AssertionError("the signal did not interrupt")
+        finally:
+            cleaned.append(True)  # cleanup code runs, as the writers' aborts do
+
+    monkeypatch.setattr(info, "run", killed)
+    before = signal.getsignal(sig)
+    assert main(["info", "--config"]) == 128 + sig
+    assert capsys.readouterr().err == f"embq: terminated by {signame}\n"
+    assert cleaned == [True]
+    assert signal.getsignal(sig) == before and signal.getsignal(signal.SIGINT) is not \
+        signal.SIG_IGN
