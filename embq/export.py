@@ -45,11 +45,19 @@ class _AtomicFile:
                                   f"{path!r} already exists; pass --overwrite to replace it", path)
         fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".embq-tmp",
                                         dir=directory)
-        # mkstemp creates 0600; give the result the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)
-        self.fh: IO[bytes] = os.fdopen(fd, "wb", buffering=1 << 20)
+        try:
+            # mkstemp creates 0600; give the result the permissions a plain open() would.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)
+            self.fh: IO[bytes] = os.fdopen(fd, "wb", buffering=1 << 20)
+        except BaseException:  # including an interrupt: leave no temporary file behind
+            if hasattr(self, "fh"):
+                self.fh.close()
+            else:
+                os.close(fd)
+            os.unlink(self.tmp)
+            raise
 
     def commit(self) -> None:
         self.fh.close()
@@ -139,13 +147,13 @@ def export(
             raise ValueError(
                 f"the store {st.path} has no keys; the {format} format needs one per row "
                 "(export to npy instead)")
-        main = _AtomicFile(out_path, overwrite)
-        files.append(main)
+        files.append(_AtomicFile(out_path, overwrite))
+        main = files[-1]
         kfile = None
         if format == "npy" and has_keys:
             kp = os.fspath(keys_path) if keys_path is not None else default_keys_path(out_path)
-            kfile = _AtomicFile(kp, overwrite)
-            files.append(kfile)
+            files.append(_AtomicFile(kp, overwrite))
+            kfile = files[-1]
         # Text rows become Python floats and strings: smaller blocks keep those few MB.
         step = max(1, min(8192 if format in ("npy", "word2vec-binary") else 1024,
                           _BLOCK_BYTES // (4 * d)))

@@ -92,3 +92,28 @@ def test_store_without_keys(tmp_path):
         export(str(tmp_path / "s.embq"), str(tmp_path / "o.txt"), format="glove")
     s = export(str(tmp_path / "s.embq"), str(tmp_path / "o.npy"), format="npy")
     assert s["keys_path"] is None and np.load(tmp_path / "o.npy").shape == (2, 3)
+
+
+def test_output_that_is_a_directory(tmp_path, store):
+    src, _ = store
+    (tmp_path / "d").mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(IsADirectoryError, match="is a directory"):
+            export(src, str(tmp_path / "d"), format="word2vec", overwrite=overwrite)
+        with pytest.raises(IsADirectoryError, match="is a directory"):
+            export(src, str(tmp_path / "x.npy"), format="npy", keys_path=str(tmp_path / "d"),
+                   overwrite=overwrite)
+    assert sorted(os.listdir(tmp_path)) == ["a.embq", "d", "in.txt"]
+
+
+def test_interrupt_while_creating_the_temporary_file_leaves_none(tmp_path, store,
+                                                                 monkeypatch):
+    src, _ = store
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fdopen", interrupted)  # right after mkstemp made the file
+    with pytest.raises(KeyboardInterrupt):
+        export(src, str(tmp_path / "o.txt"), format="word2vec")
+    assert sorted(os.listdir(tmp_path)) == ["a.embq", "in.txt"]
