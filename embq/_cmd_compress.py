@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(word2vec text or binary, GloVe, fastText .vec, .npy; gzip/bz2/xz compressed too). "
         "Ends with one summary line: rows, sizes, ratio, time and reconstruction error.",
     )
-    p.add_argument("input", metavar="INPUT", help="embedding file to read")
+    p.add_argument("input", metavar="INPUT",
+                   help="embedding file to read (a pipe works too; - for standard input)")
     p.add_argument("output", metavar="OUTPUT", help="store to write")
     p.add_argument("--format", choices=("word2vec", "glove", "word2vec-binary", "npy"),
                    help="input format (default: detected from the content)")
