@@ -125,7 +125,7 @@ class _DamagedInput(FormatError):
 
 # After a parse error in compressed input, how much more of the file is decompressed to
 # see whether damage explains it (gzip checks its CRC only at the very end).
-_DRAIN_BYTES = 64 << 20
+_DRAIN_BYTES = 16 << 20
 
 
 class _Input(io.RawIOBase):
@@ -741,11 +741,12 @@ class EmbeddingReader:
             # A line (or record) longer than the buffer: grow it, but not without bound, or a
             # file without newlines would be read into memory whole.
             if len(self._buf) >= _MAX_LINE_BYTES:
-                what = ("a record" if self.format == "word2vec-binary" else "an end of line")
+                what = ("a record longer than" if self.format == "word2vec-binary"
+                        else "no end of line within")
                 raise FormatError(
-                    f"no {what.split(' ', 1)[1]} within {_MAX_LINE_BYTES >> 20} MB from here; "
-                    f"expected one row per {'record' if what == 'a record' else 'line'}, and no "
-                    "row of an embedding file is that long", path=self.path, offset=self._base)
+                    f"{what} {_MAX_LINE_BYTES >> 20} MB from here; no row of an embedding file "
+                    f"is that long (at most {MAX_DIM:,} values)", path=self.path,
+                    offset=self._base)
             self._buf.extend(bytes(min(len(self._buf), _MAX_LINE_BYTES - len(self._buf))))
         with memoryview(self._buf) as view:
             got = self._input.readinto(view[self._len :])
