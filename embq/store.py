@@ -13,8 +13,8 @@ import errno
 import mmap
 import operator
 import os
+import secrets
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -156,12 +156,9 @@ class StoreWriter:
         self.n_threads = n_threads
         self.n_rows = 0
         _check_destination(self.path, self.overwrite)
-        directory = os.path.dirname(self.path)
-        self._tmpdir = tempfile.mkdtemp(
-            prefix=f".{os.path.basename(self.path)}.embq-tmp-", dir=directory
-        )
         self._spool: dict[str, Any] = {}
         try:
+            self._make_tmpdir()
             for name in ("codes", "scales", "zero_points", "norms"):
                 self._spool[name] = builtins.open(os.path.join(self._tmpdir, name + ".raw"), "wb")
             self._keys = _kernels().KeyTableBuilder(_max_load) if self.has_keys else None
@@ -169,6 +166,22 @@ class StoreWriter:
             self._cleanup()
             raise
         self._state = "open"
+
+    def _make_tmpdir(self) -> None:
+        # Not tempfile.mkdtemp: a Ctrl-C between its mkdir and the assignment of its result
+        # would leave a directory nobody knows about.  Here the name is recorded before the
+        # directory exists, so _cleanup can always remove it.
+        stem = os.path.join(os.path.dirname(self.path),
+                            f".{os.path.basename(self.path)}.embq-tmp-")
+        for _ in range(100):
+            self._tmpdir = stem + secrets.token_hex(4)
+            try:
+                os.mkdir(self._tmpdir, 0o700)
+                return
+            except FileExistsError:
+                continue
+        self._tmpdir = None
+        raise FileExistsError(errno.EEXIST, "no free temporary name", stem + "*")
 
     # -- context manager ----------------------------------------------------------------------
     def __enter__(self) -> StoreWriter:
