@@ -24,7 +24,10 @@ __all__ = ["compress"]
 ON_DUPLICATE = ("warn", "error")
 
 
-def _normalize_rows(x: np.ndarray) -> np.ndarray:
+def l2_normalize_rows(x: np.ndarray) -> np.ndarray:
+    """What ``--normalize`` does to a block of rows before quantizing: float64 norms of the
+    float32 rows, each nonzero row divided in float64 and rounded to float32 (zero rows stay
+    zero).  ``embq evaluate --against`` applies it to the original too, bit for bit."""
     norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
     nz = norms > 0
     out = x.astype(np.float32, copy=True)
@@ -149,7 +152,7 @@ def compress(
                 for block in reader:
                     x = block.vectors
                     if normalize:
-                        x = _normalize_rows(x)
+                        x = l2_normalize_rows(x)
                     q = quantize(x, n_threads=n_threads)
                     try:
                         mask = writer.append_quantized(
@@ -206,6 +209,8 @@ def compress(
                     "source_duplicates": np.int64(duplicates),
                     "source_limit": np.int64(limit if limit is not None else -1),
                     "normalized": np.bool_(normalize),
+                    "source_encoding": encoding,
+                    "source_unicode_errors": unicode_errors,
                     **{k: np.float64(v) for k, v in figures.items()},
                 })
                 if keys is not None:

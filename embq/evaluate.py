@@ -965,18 +965,6 @@ class _Original(NamedTuple):
     notes: list[str]  # the same in words, one line each
 
 
-def _normalize_rows(x: np.ndarray) -> np.ndarray:
-    """L2-normalize the nonzero rows exactly as ``embq compress --normalize`` does
-    (embq.compress._normalize_rows): float64 norms of the float32 rows, each row divided in
-    float64 and rounded to float32. The same arithmetic matters: reconstruction error is
-    measured against the rows that were quantized, bit for bit."""
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
-    nz = norms > 0
-    out = x.astype(np.float32, copy=True)
-    out[nz] = (x[nz] / norms[nz, None]).astype(np.float32)
-    return out
-
-
 def _first_occurrences(keys: list[str]) -> np.ndarray | None:
     """Rows of the first occurrence of each key, in order; None when every key is unique."""
     if len(set(keys)) == len(keys):
@@ -1131,7 +1119,11 @@ def _load_original(store: Any, shape: tuple[int, int], original: Any, options: d
         )
     used["normalized"] = bool(attrs.get("normalized", False))
     if used["normalized"]:
-        vectors = _normalize_rows(vectors)
+        # The same arithmetic as compress: the error is measured against the rows that were
+        # quantized, bit for bit.
+        from embq.compress import l2_normalize_rows
+
+        vectors = l2_normalize_rows(vectors)
         notes.append("rows L2-normalized, as the store's were (normalized=True)")
     return _Original(keys, vectors, label, used, notes)
 

@@ -821,7 +821,9 @@ def test_compare_normalized_store_normalizes_the_original(tmp_path):
         assert res["original_options"]["normalized"] is True
         assert any("normalized" in note for note in res["original_notes"])
         # Bit for bit the rows compress quantized: the same scales and codes.
-        x = ev._normalize_rows(sample_floats())
+        from embq.compress import l2_normalize_rows
+
+        x = l2_normalize_rows(sample_floats())
         q = quantize(x)
         np.testing.assert_array_equal(q.scales, np.asarray(store.scales))
         np.testing.assert_array_equal(q.codes, np.asarray(store.codes))
@@ -937,21 +939,25 @@ def test_compare_npy_keys_from_the_store(tmp_path):
 
 
 def test_compare_uses_recorded_encoding_options(tmp_path):
-    """compress does not record how it decoded keys (yet); a store that records
-    source_encoding / source_unicode_errors has its source file read that way."""
-    import h5py
-
+    """compress records how it decoded keys (source_encoding / source_unicode_errors), and
+    the source file is read back that way without options."""
     import embq
 
-    src = _write(tmp_path, "l.txt", "2 2\ncaf\xe9 1 2\nx 3 4\n".encode("latin-1"), mode="wb")
+    src = _write(tmp_path, "l.txt", "2 2\ncaf\xe9 1 2\nx\xff 3 4\n".encode("latin-1"),
+                 mode="wb")
     path = str(tmp_path / "l.embq")
     _compress(src, path, encoding="latin-1")
-    with h5py.File(path, "r+") as f:
-        f.attrs["source_encoding"] = "latin-1"
     with embq.open(path) as store:
+        assert store.attrs["source_encoding"] == "latin-1"
+        assert store.attrs["source_unicode_errors"] == "strict"
         res = ev.compare_with_original(store, src, sample=0)
     assert res["original_options"]["encoding"] == "latin-1"
     assert any("source_encoding" in note for note in res["original_notes"])
+    path2 = str(tmp_path / "r.embq")
+    _compress(src, path2, unicode_errors="replace")
+    with embq.open(path2) as store:
+        res = ev.compare_with_original(store, src, sample=0)
+    assert res["original_options"]["unicode_errors"] == "replace"
 
 
 def test_compare_reader_options_are_checked(sample_store, sample_kv):
