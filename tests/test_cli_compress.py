@@ -225,18 +225,18 @@ def test_subprocess_end_to_end(tmp_path, run_python):
     assert r.returncode == 0 and (tmp_path / "s.vec").read_text().startswith("3162 64\n")
 
 
-def test_pipe_input(tmp_path, run_python):
+def test_pipe_input(tmp_path):
     with open(SAMPLE, "rb") as f:
         r = subprocess.run([sys.executable, "-m", "embq", "compress", "/dev/stdin",
                             str(tmp_path / "p.embq")], stdin=f, capture_output=True, text=True,
-                           env=_env(), timeout=60, check=False)
+                           cwd=tmp_path, env=_env(), timeout=60, check=False)
     assert r.returncode == 0 and "3,162 rows x 64" in r.stdout, r.stderr
     gz = tmp_path / "s.txt.gz"
     gz.write_bytes(gzip.compress(open(SAMPLE, "rb").read()))
     with open(gz, "rb") as f:
         r = subprocess.run([sys.executable, "-m", "embq", "compress", "-",
                             str(tmp_path / "d.embq")], stdin=f, capture_output=True, text=True,
-                           env=_env(), timeout=60, check=False)
+                           cwd=tmp_path, env=_env(), timeout=60, check=False)
     assert r.returncode == 0 and f"from word2vec {gz.stat().st_size / 1000:.1f} KB" in r.stdout
     with embq.open(str(tmp_path / "p.embq")) as a, embq.open(str(tmp_path / "d.embq")) as b:
         assert np.array_equal(np.asarray(a.codes), np.asarray(b.codes))
