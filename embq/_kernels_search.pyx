@@ -283,6 +283,16 @@ cdef class _Job:
     cdef int sel_id
 
 
+cdef inline const float* _block_weights(_Job job, int64_t rb, int64_t nr,
+                                        float *wbuf) noexcept nogil:
+    """Row weights of rows [rb, rb + nr), shared by every query of a block: the scales (dot)
+    or scale / norm (cosine; 0 for a zero row), so scoring is one multiply per row."""
+    if job.cosine:
+        embq_row_weights(job.sel_id, job.scales + rb, job.norms + rb, nr, wbuf)
+        return wbuf
+    return job.scales + rb
+
+
 cdef void _scan(_Job job, int64_t r0, int64_t r1, int64_t q0, int64_t q1, float *hv,
                 int64_t *hi, int32_t *acc, float *wbuf) noexcept nogil:
     """Offer rows [r0, r1) to the heaps of queries [q0, q1) (heap of query q at (q - q0) * k)."""
@@ -294,13 +304,7 @@ cdef void _scan(_Job job, int64_t r0, int64_t r1, int64_t q0, int64_t q1, float 
         if nr > _ROW_BLOCK:
             nr = _ROW_BLOCK
         zp = job.zp + rb if job.zp != NULL else NULL
-        # row weights, shared by every query of the block: the scales (dot) or scale / norm
-        # (cosine; 0 for a zero row), handed to the selection as plain scales
-        if job.cosine:
-            embq_row_weights(job.sel_id, job.scales + rb, job.norms + rb, nr, wbuf)
-            w = wbuf
-        else:
-            w = job.scales + rb
+        w = _block_weights(job, rb, nr, wbuf)
         qb = q0
         while qb < q1:
             nq = q1 - qb
@@ -387,11 +391,7 @@ cdef void _score_rows(_Job job, int64_t r0, int64_t r1, int64_t m, float *out, i
         if nr > _ROW_BLOCK:
             nr = _ROW_BLOCK
         zp = job.zp + rb if job.zp != NULL else NULL
-        if job.cosine:
-            embq_row_weights(job.sel_id, job.scales + rb, job.norms + rb, nr, wbuf)
-            w = wbuf
-        else:
-            w = job.scales + rb
+        w = _block_weights(job, rb, nr, wbuf)
         qb = 0
         while qb < m:
             nq = m - qb

@@ -398,25 +398,7 @@ def _binary_records_consistent(data: bytes, count: int, dim: int, at_eof: bool) 
     (after optional newlines). A record or key that runs past the bytes read is consistent
     so far (a file cut in a record is still a binary file, reported as cut).
     """
-    rec = 4 * dim
-    pos = 0
-    n = 0
-    size = len(data)
-    while n < count:
-        while pos < size and data[pos] in (10, 13):
-            pos += 1
-        if pos >= size:
-            return True
-        sp = data.find(b" ", pos, pos + _DETECT_KEY_BYTES + 1)
-        if sp < 0:
-            return not at_eof and size - pos <= _DETECT_KEY_BYTES
-        if sp == pos or _KEY_CONTROL.search(data, pos, sp):
-            return False
-        pos = sp + 1 + rec
-        if pos > size:
-            return True
-        n += 1
-    return True
+    return _binary_chain(data, count, dim, at_eof, cut_record_ok=True)[0]
 
 
 def _w2v_kind(rest: bytes, count: int, dim: int, at_eof: bool) -> str:
@@ -589,11 +571,12 @@ def _guess_binary_dim(data: bytes, count: int, whole: bool, dim: int) -> int | N
     return None if best is None else -best[1]
 
 
-def _binary_chain(data: bytes, count: int, dim: int, whole: bool) -> tuple[bool, int, int]:
+def _binary_chain(data: bytes, count: int, dim: int, whole: bool,
+                  cut_record_ok: bool = False) -> tuple[bool, int, int]:
     """Follow whole records of dim ``dim`` through ``data``: (consistent, records, end).
 
-    Stricter than :func:`_binary_records_consistent`: when ``data`` is the whole file, a
-    record cut by its end is inconsistent.
+    When ``data`` is the whole file, a record cut by its end is inconsistent unless
+    ``cut_record_ok`` (format detection: a cut binary file is still binary).
     """
     rec = 4 * dim
     pos = 0
@@ -610,7 +593,7 @@ def _binary_chain(data: bytes, count: int, dim: int, whole: bool) -> tuple[bool,
         if sp == pos or _KEY_CONTROL.search(data, pos, sp):
             return False, n, pos
         if sp + 1 + rec > size:
-            return not whole, n, pos
+            return cut_record_ok or not whole, n, pos
         pos = sp + 1 + rec
         n += 1
     return True, n, pos

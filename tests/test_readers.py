@@ -210,13 +210,20 @@ def test_binary_vector_bytes_that_look_like_newlines_and_spaces(tmp_path):
     check(keys, X, *load_embeddings(p, format="word2vec-binary"))
 
 
+def file_bytes(kind, keys, X):
+    """The bytes of a file of ``kind`` (word2vec text, GloVe or word2vec binary)."""
+    if kind in ("text", "word2vec"):
+        return w2v_text(keys, X, fmt="%.9g").encode()
+    if kind == "glove":
+        return w2v_text(keys, X, header=False, fmt="%.9g").encode()
+    return w2v_binary(keys, X)
+
+
 @pytest.mark.parametrize("comp", ["gzip", "bz2", "xz"])
 @pytest.mark.parametrize("kind", ["text", "binary", "glove"])
 def test_compressed(tmp_path, data, comp, kind):
     keys, X = data
-    raw = {"text": w2v_text(keys, X, fmt="%.9g").encode(),
-           "glove": w2v_text(keys, X, header=False, fmt="%.9g").encode(),
-           "binary": w2v_binary(keys, X)}[kind]
+    raw = file_bytes(kind, keys, X)
     packed = {"gzip": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[comp](raw)
     p = write(tmp_path / "a.any", packed)
     assert detect_format(p) == {"text": "word2vec", "glove": "glove",
@@ -688,9 +695,7 @@ BOM = b"\xef\xbb\xbf"
 @pytest.mark.parametrize("kind", ["word2vec", "glove", "word2vec-binary"])
 def test_utf8_bom_is_skipped(tmp_path, data, encoding, kind):
     keys, X = data
-    raw = {"word2vec": w2v_text(keys, X, fmt="%.9g").encode(),
-           "glove": w2v_text(keys, X, header=False, fmt="%.9g").encode(),
-           "word2vec-binary": w2v_binary(keys, X)}[kind]
+    raw = file_bytes(kind, keys, X)
     for name, content in (("b.vec", BOM + raw), ("b.vec.gz", gzip.compress(BOM + raw))):
         p = write(tmp_path / name, content)
         assert detect_format(p, encoding=encoding) == kind
