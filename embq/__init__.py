@@ -1,46 +1,84 @@
 """embq: per-row uint8 quantization of embedding matrices, stored in HDF5, searched fast.
 
-Most public names are imported lazily, so ``import embq`` stays cheap.  ``quantize``,
-``search``, ``compress`` and ``export`` are imported at once because they share their names with
-submodules: importing a submodule later binds the package
-attribute to the module, so the functions must be bound after the submodules are loaded.  Reach
-the modules themselves with ``from embq.search import ...`` or ``importlib.import_module``.
+Where everything is
+-------------------
+Every public name is defined in a private module and re-exported here; no public function
+shares its name with a module, so imports never depend on their order.
+
+* ``_quantize``   -- :func:`quantize`, :func:`dequantize`: float rows <-> uint8 codes and scales
+  (the kernels: ``_kernels_quant.pyx`` over ``_quant.h``, the one definition of the arithmetic).
+* ``_store``      -- :func:`save`, :class:`StoreWriter`, :func:`open`, :class:`Store`: the HDF5
+  file (layout in ``docs/format.md``), its key hash table, lookups and the ``source_*``
+  attributes that say how a store was made.
+* ``_input``      -- opening files: gzip/bz2/xz detection, pipes, damaged and trailing data.
+* ``_readers``    -- :func:`open_embeddings`, :func:`load_embeddings`, :func:`detect_format`:
+  word2vec text and binary, GloVe, fastText ``.vec``, ``.npy``, streamed in blocks.
+* ``_compress``, ``_export`` -- :func:`compress` (a file to a store) and :func:`export` (back).
+* ``_search``     -- :func:`search` and the gensim-style ``most_similar`` family, over the int8
+  kernels of ``_kernels_search.pyx``.
+* ``_evaluate``   -- gensim's word-pair and analogy evaluations; ``_compare``
+  (:func:`compare_with_original`) measures a store against the floats it came from.
+* ``_interop``    -- :func:`to_keyed_vectors`, :func:`from_keyed_vectors` (gensim).
+* ``_publish``    -- the one atomic "temporary file, fsync, rename" step every writer uses.
+* ``cli`` and ``_cmd_*`` -- the ``embq`` command line, one module per command.
+
+Names are imported on first use, so ``import embq`` stays cheap (h5py and the kernels load
+when a store is first opened or a kernel first runs).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from embq._version import __version__ as __version__
-from embq.errors import DuplicateKeyError as DuplicateKeyError
-from embq.errors import FormatError as FormatError
-from embq.errors import StoreError as StoreError
-from embq.compress import compress as compress
-from embq.export import export as export
-from embq.quantize import QuantizedRows as QuantizedRows
-from embq.quantize import dequantize as dequantize
-from embq.quantize import quantize as quantize
-from embq.search import search as search
+
+if TYPE_CHECKING:  # what the lazy table below binds, for type checkers and IDEs
+    from embq._evaluate import compare_with_original as compare_with_original
+    from embq._compress import compress as compress
+    from embq._config import show_config as show_config
+    from embq._errors import DuplicateKeyError as DuplicateKeyError
+    from embq._errors import FormatError as FormatError
+    from embq._errors import StoreError as StoreError
+    from embq._export import export as export
+    from embq._interop import from_keyed_vectors as from_keyed_vectors
+    from embq._interop import to_keyed_vectors as to_keyed_vectors
+    from embq._quantize import QuantizedRows as QuantizedRows
+    from embq._quantize import dequantize as dequantize
+    from embq._quantize import quantize as quantize
+    from embq._readers import detect_format as detect_format
+    from embq._readers import load_embeddings as load_embeddings
+    from embq._readers import open_embeddings as open_embeddings
+    from embq._search import search as search
+    from embq._store import Store as Store
+    from embq._store import StoreWriter as StoreWriter
+    from embq._store import open as open
+    from embq._store import save as save
 
 _LAZY = {
-    "save": "embq.store",
-    "open": "embq.store",
-    "Store": "embq.store",
-    "StoreWriter": "embq.store",
+    "FormatError": "embq._errors",
+    "StoreError": "embq._errors",
+    "DuplicateKeyError": "embq._errors",
+    "QuantizedRows": "embq._quantize",
+    "quantize": "embq._quantize",
+    "dequantize": "embq._quantize",
+    "search": "embq._search",
+    "compress": "embq._compress",
+    "export": "embq._export",
+    "save": "embq._store",
+    "open": "embq._store",
+    "Store": "embq._store",
+    "StoreWriter": "embq._store",
     "show_config": "embq._config",
-    "open_embeddings": "embq.readers",
-    "load_embeddings": "embq.readers",
-    "detect_format": "embq.readers",
-    "to_keyed_vectors": "embq.interop",
-    "from_keyed_vectors": "embq.interop",
-    "compare_with_original": "embq.evaluate",
+    "open_embeddings": "embq._readers",
+    "load_embeddings": "embq._readers",
+    "detect_format": "embq._readers",
+    "to_keyed_vectors": "embq._interop",
+    "from_keyed_vectors": "embq._interop",
+    "compare_with_original": "embq._evaluate",
 }
 
-__all__ = sorted([
-    *_LAZY, "__version__", "FormatError", "StoreError", "DuplicateKeyError", "QuantizedRows",
-    "dequantize", "quantize", "search", "compress", "export",
-])
+__all__ = sorted([*_LAZY, "__version__"])
 
 
 def __getattr__(name: str) -> Any:

@@ -55,7 +55,7 @@ def summary_line(s: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from embq.cli import CommandError
-    from embq.compress import compress
+    from embq._compress import compress
 
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit must be a positive number of rows, got {args.limit}")

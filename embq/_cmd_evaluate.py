@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 # The reader's choices, repeated here so that building the parser imports nothing heavy; the
-# test suite checks they equal embq.readers.FORMATS and UNICODE_ERRORS.
+# test suite checks they equal embq._readers.FORMATS and UNICODE_ERRORS.
 FORMATS = ("word2vec", "glove", "word2vec-binary", "npy")
 UNICODE_ERRORS = ("strict", "replace", "ignore")
 
@@ -98,7 +98,7 @@ def _pct(v: Any, signed: bool = False) -> str:
 
 
 def render(result: dict) -> str:
-    """The readable report of :func:`embq.evaluate.evaluate_store`'s result."""
+    """The readable report of :func:`embq._evaluate.evaluate_store`'s result."""
     out: list[str] = []
     against = "original" in result
     out.append(f"store     {result['store']}  ({result['rows']:,} rows x {result['dim']})")
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
 
     import embq
     from embq.cli import CommandError
-    from embq.evaluate import evaluate_store
+    from embq._evaluate import evaluate_store
 
     reader = {"--format": args.format, "--keys": args.keys, "--limit": args.limit,
               "--encoding": args.encoding, "--unicode-errors": args.unicode_errors}

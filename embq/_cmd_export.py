@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from embq._utils import human_bytes
-    from embq.export import export
+    from embq._export import export
 
     if args.keys is not None and args.format != "npy":
         from embq.cli import CommandError

@@ -33,12 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _load_vectors(path: str, dim: int):
     """Read the ``--vectors`` file: a numeric .npy array of shape (d,) or (m, d), as float32.
 
-    Every way the file can be unusable is a :class:`~embq.errors.FormatError` naming the file
+    Every way the file can be unusable is a :class:`~embq._errors.FormatError` naming the file
     (and the row, for a bad value), so the command prints one line and exits 2.
     """
     import numpy as np
 
-    from embq.errors import FormatError
+    from embq._errors import FormatError
 
     expected = "expected a .npy array written by numpy.save"
     try:
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     import embq
     from embq.cli import CommandError
-    from embq.search import search_store
+    from embq._search import search_store
 
     if not args.words and not args.vectors:
         raise CommandError("give at least one WORD or --vectors FILE.npy")

@@ -1,4 +1,4 @@
-"""Kernel behind embq.evaluate: one pass over an analogy file (``questions-words.txt`` format).
+"""Kernel behind embq._evaluate: one pass over an analogy file (``questions-words.txt`` format).
 
 An analogy file has tens of thousands of question words but only about a thousand distinct
 ones, so the tokenizer interns every word as it goes: each question becomes four small integer

@@ -1,6 +1,6 @@
 """Drivers of the per-row uint8 quantization kernels (OpenMP over rows, GIL released).
 
-The Python front end (embq/quantize.py) validates every argument and builds the clear error
+The Python front end (embq/_quantize.py) validates every argument and builds the clear error
 messages; the drivers here repeat the cheap shape and index checks so that no call, however
 made, can read or write out of bounds.  The row kernels live in _quant.h (portable C,
 AVX2 on x86-64, NEON on AArch64), chosen once at import by a CPU check.  ``EMBQ_QUANT_KERNEL=portable`` in the

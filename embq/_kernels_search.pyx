@@ -3,7 +3,7 @@
 
 The entry points check sizes (O(1)) so that no call can make a loop read out of bounds;
 :func:`raw_acc`, the test hook, checks everything. Values (query range, the int32 bound on
-``d``, finite scales) are checked by the caller, ``embq.search``. The loops run without the GIL
+``d``, finite scales) are checked by the caller, ``embq._search``. The loops run without the GIL
 and never raise.
 
 Work is split in one of two ways:
@@ -142,7 +142,7 @@ def prepare_queries(const uint8_t[:, ::1] qc, const float[::1] qs, bint cosine):
 
     Returns ``(packed, sumq, wq)``: the int8 values ``code - 128`` in the padded layout of
     :func:`pack_queries`, their int32 sums, and each query's weight: its scale (dot) or
-    ``scale / norm`` (cosine), with the norm defined as :func:`embq.quantize.row_norms` defines
+    ``scale / norm`` (cosine), with the norm defined as :func:`embq._quantize.row_norms` defines
     it, ``float32(float64(scale) * sqrt(float64(sum (code - 128)**2)))``, and weight 0 for a zero
     norm. One pass in C instead of a chain of small numpy calls, which matters when one query
     is searched at a time.

@@ -107,7 +107,7 @@ def hash_key(key):
 
 cdef inline void _dequantize_row(const uint8_t* c, float s, uint8_t zp, float* o,
                                  int64_t d) noexcept nogil:
-    # Same arithmetic as embq.quantize.dequantize: (code - zero_point) exactly as an integer,
+    # Same arithmetic as embq._quantize.dequantize: (code - zero_point) exactly as an integer,
     # converted to float32, times the float32 scale (one rounding), so results match bit for bit.
     cdef int z = zp
     cdef int64_t j
@@ -149,7 +149,7 @@ cdef class StoreIndex:
     """Read side: key lookups and dequantizing gathers over a store's memory-mapped arrays.
 
     Holds raw pointers into the arrays it is given and a reference to each array, so the
-    mappings outlive every pointer.  Built once per open store by ``embq.store``, which has
+    mappings outlive every pointer.  Built once per open store by ``embq._store``, which has
     already checked shapes and dtypes.
     """
 
@@ -215,7 +215,7 @@ cdef class StoreIndex:
                       self.blob_len, s, n, _hash_bytes(s, n))
 
     cdef _corrupt(self):
-        from embq.errors import StoreError
+        from embq._errors import StoreError
         return StoreError("the key hash table is damaged: it points outside the key arrays "
                           "or has no empty slot", path=self.path)
 

@@ -1,7 +1,7 @@
 /* Per-row symmetric uint8 quantization: row kernels (portable C, AVX2 and NEON).
  *
  * The definition these kernels implement bit for bit (docs/quantization.md, and
- * embq.quantize.quantize_reference in plain numpy), for one float32 row x of length d:
+ * embq._quantize.quantize_reference in plain numpy), for one float32 row x of length d:
  *
  *   m     = max_j |x_j|
  *   scale = float32(m / 127)                          (float32 division, round to nearest)

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``embq`` command line; return the exit code."""
-    from embq.errors import FormatError
+    from embq._errors import FormatError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -3,8 +3,8 @@
 Generates (once, reused afterwards) a word2vec text file of ROWS x DIM under bench-data/ and
 prints MB/s and rows/s for:
 
-* embq parse: iterating ``embq.readers.open_embeddings`` (values and keys, no quantization);
-* embq compress: the whole ``embq.compress.compress`` (parse, quantize, write the store);
+* embq parse: iterating ``embq._readers.open_embeddings`` (values and keys, no quantization);
+* embq compress: the whole ``embq._compress.compress`` (parse, quantize, write the store);
 * embq parse of the same rows as word2vec binary;
 * gensim ``KeyedVectors.load_word2vec_format`` and ``numpy.loadtxt`` on a prefix of the file
   (they are slow; the prefix is parsed the same way, so rates are comparable).
@@ -72,8 +72,8 @@ def main() -> None:
                     help="rows given to gensim and numpy.loadtxt")
     args = ap.parse_args()
 
-    from embq.compress import compress
-    from embq.readers import open_embeddings
+    from embq._compress import compress
+    from embq._readers import open_embeddings
 
     data_dir = os.path.join(HERE, "bench-data")
     os.makedirs(data_dir, exist_ok=True)
@@ -103,7 +103,7 @@ def main() -> None:
         results.append(("embq compress (text)", size / t, args.rows / t))
 
         binp = os.path.join(tmp, "b.bin")
-        from embq.export import export
+        from embq._export import export
 
         export(out, binp, format="word2vec-binary")
         bsize = os.path.getsize(binp)

@@ -41,8 +41,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import embq  # noqa: E402
-from embq import evaluate as ev  # noqa: E402
-from embq.interop import from_keyed_vectors  # noqa: E402
+from embq import _evaluate as ev  # noqa: E402
+from embq._interop import from_keyed_vectors  # noqa: E402
 
 
 def median_seconds(fn, repeats: int) -> float:

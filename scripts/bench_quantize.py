@@ -1,4 +1,4 @@
-"""Benchmark embq.quantize / dequantize against the numpy reference and torch.
+"""Benchmark embq._quantize / dequantize against the numpy reference and torch.
 
 Runs on random float32 data (default 1,000,000 x 300, i.e. 1.2 GB) and prints GB/s of float32
 input processed (median of several repeats) and ratios to the numpy reference.  torch's
@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from embq import _kernels_common, _kernels_quant  # noqa: E402
-from embq.quantize import dequantize, quantize, quantize_reference  # noqa: E402
+from embq._quantize import dequantize, quantize, quantize_reference  # noqa: E402
 
 
 def timeit(fn: Callable[[], object], repeats: int) -> float:

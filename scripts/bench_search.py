@@ -29,8 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import embq  # noqa: E402
-from embq.quantize import quantize, row_norms  # noqa: E402
-from embq.search import search, selected_kernels  # noqa: E402
+from embq._quantize import quantize, row_norms  # noqa: E402
+from embq._search import search, selected_kernels  # noqa: E402
 
 K = 10
 
@@ -194,7 +194,7 @@ def real_recall(rescores=(None, 4)) -> None:
     except ImportError:
         print("gensim not installed: real-data recall skipped")
         return
-    from embq.readers import load_embeddings
+    from embq._readers import load_embeddings
 
     files = ["EN.1-10.cbow1_wind5_hs0_neg10_size300_smpl1e-05.txt", "lee_fasttext.vec",
              "crime-and-punishment.vec", "word2vec trained on lee_background.cor",

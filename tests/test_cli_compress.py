@@ -121,7 +121,7 @@ def test_missing_input_and_output_dir(tmp_path, capsys):
 
 
 def test_unreadable_input(tmp_path, capsys, monkeypatch):
-    import embq.readers as readers
+    import embq._readers as readers
 
     p = tmp_path / "locked.txt"
     p.write_text("1 1\na 1\n")
@@ -142,7 +142,7 @@ def test_unreadable_input(tmp_path, capsys, monkeypatch):
 
 
 def test_read_error_names_the_file(tmp_path, capsys, monkeypatch):
-    import embq.readers as readers
+    import embq._readers as readers
 
     p = tmp_path / "a.txt"
     p.write_text("1 1\na 1\n")
@@ -282,11 +282,11 @@ def test_terminating_signal_mid_compress_leaves_nothing(tmp_path, signame):
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="needs SIGTERM")
 def test_sigterm_mid_export_leaves_no_temporary_file(tmp_path, capsys, monkeypatch):
-    import embq.store
+    import embq._store
 
     s = tmp_path / "s.embq"
     assert run(capsys, "compress", SAMPLE, s, "-q")[0] == 0
-    real = embq.store.Store._drop_resident_pages
+    real = embq._store.Store._drop_resident_pages
     blocks = []
 
     def kill_after_first_block(self):
@@ -295,7 +295,7 @@ def test_sigterm_mid_export_leaves_no_temporary_file(tmp_path, capsys, monkeypat
             os.kill(os.getpid(), signal.SIGTERM)  # handled at the next bytecode
         return real(self)
 
-    monkeypatch.setattr(embq.store.Store, "_drop_resident_pages", kill_after_first_block)
+    monkeypatch.setattr(embq._store.Store, "_drop_resident_pages", kill_after_first_block)
     before = signal.getsignal(signal.SIGTERM)
     code, out, err = run(capsys, "export", s, tmp_path / "t.txt", "--format", "word2vec")
     assert code == 128 + signal.SIGTERM and err == "embq: terminated by SIGTERM\n"

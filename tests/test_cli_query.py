@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory):
-    from embq.readers import load_embeddings
+    from embq._readers import load_embeddings
 
     keys, x = load_embeddings(os.path.join(ROOT, "data", "sample.w2v.txt"))
     path = tmp_path_factory.mktemp("query") / "sample.embq"

@@ -1,4 +1,4 @@
-"""Tests for embq.compress and embq._recon."""
+"""Tests for embq._compress and embq._recon."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 import embq
 from embq._recon import ReconstructionStats
-from embq.compress import compress
-from embq.errors import FormatError
-from embq.quantize import dequantize, quantize
+from embq._compress import compress
+from embq._errors import FormatError
+from embq._quantize import dequantize, quantize
 
 
 def w2v(keys, X, header=True) -> str:

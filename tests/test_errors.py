@@ -2,7 +2,7 @@
 
 import pytest
 
-from embq.errors import DuplicateKeyError, FormatError, StoreError
+from embq._errors import DuplicateKeyError, FormatError, StoreError
 
 
 def test_format_error_names_file_line_and_offset():

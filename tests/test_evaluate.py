@@ -1,4 +1,4 @@
-"""Tests for embq.evaluate: file parsers, gensim-compatible evaluations, comparison with floats.
+"""Tests for embq._evaluate: file parsers, gensim-compatible evaluations, comparison with floats.
 
 The float path is checked against gensim's own ``evaluate_word_pairs`` /
 ``evaluate_word_analogies`` on gensim's real vector and test files: same sections, same correct
@@ -8,7 +8,6 @@ the dequantized vectors (what the int8 search approximates) and against the orig
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 
@@ -17,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embq import evaluate as ev
-from embq.errors import FormatError
+from embq import _evaluate as ev
+from embq._errors import FormatError
 
 gensim = pytest.importorskip("gensim")
 from gensim.models import KeyedVectors  # noqa: E402
@@ -550,7 +549,7 @@ def euclid(tmp_path_factory):
 
 
 def _dequantized_kv(store):
-    from embq.quantize import dequantize
+    from embq._quantize import dequantize
 
     kv = KeyedVectors(vector_size=store.dim)
     kv.add_vectors(
@@ -664,7 +663,7 @@ def test_store_keys_bulk_read_equals_iteration(tmp_path, monkeypatch):
     import h5py
 
     import embq
-    from embq.errors import StoreError
+    from embq._errors import StoreError
 
     keys = ["Paris", "café", "日本", "a b", "x", "東京", "paris"]
     path = str(tmp_path / "k.embq")
@@ -692,7 +691,7 @@ def test_store_keys_bulk_read_equals_iteration(tmp_path, monkeypatch):
 
 def test_store_analogies_batched_not_one_query_at_a_time(sample_store, monkeypatch):
     calls = []
-    search_mod = importlib.import_module("embq.search")
+    import embq._search as search_mod
 
     real = search_mod.search_store
 
@@ -806,7 +805,7 @@ def _compress(src, dst, **kw):
 
 def test_compare_normalized_store_normalizes_the_original(tmp_path):
     import embq
-    from embq.quantize import quantize
+    from embq._quantize import quantize
 
     path = str(tmp_path / "n.embq")
     _compress(SAMPLE, path, normalize=True)
@@ -821,7 +820,7 @@ def test_compare_normalized_store_normalizes_the_original(tmp_path):
         assert res["original_options"]["normalized"] is True
         assert any("normalized" in note for note in res["original_notes"])
         # Bit for bit the rows compress quantized: the same scales and codes.
-        from embq.compress import l2_normalize_rows
+        from embq._compress import l2_normalize_rows
 
         x = l2_normalize_rows(sample_floats())
         q = quantize(x)
@@ -833,7 +832,7 @@ def test_compare_normalized_store_normalizes_the_original(tmp_path):
 
 
 def sample_floats():
-    from embq.readers import load_embeddings
+    from embq._readers import load_embeddings
 
     return load_embeddings(SAMPLE)[1]
 
@@ -877,7 +876,7 @@ def test_compare_format_from_the_store_for_its_source_file(tmp_path):
     import shutil
 
     import embq
-    from embq.errors import FormatError
+    from embq._errors import FormatError
 
     src = _write(tmp_path, "g.txt", "100 5\n200 6\n300 -7\n")
     path = str(tmp_path / "g.embq")
@@ -1215,7 +1214,8 @@ def test_cli_reader_options_and_store_defaults(tmp_path, capsys):
 
 
 def test_cli_reader_choices_are_the_readers():
-    from embq import _cmd_evaluate, readers
+    from embq import _cmd_evaluate
+    from embq import _readers as readers
 
     assert _cmd_evaluate.FORMATS == readers.FORMATS
     assert _cmd_evaluate.UNICODE_ERRORS == readers.UNICODE_ERRORS

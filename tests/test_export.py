@@ -1,4 +1,4 @@
-"""Tests for embq.export: every format round-trips through compress with identical codes."""
+"""Tests for embq._export: every format round-trips through compress with identical codes."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import embq
-from embq.compress import compress
-from embq.export import default_keys_path, export
-from embq.readers import detect_format, load_embeddings
+from embq._compress import compress
+from embq._export import default_keys_path, export
+from embq._readers import detect_format, load_embeddings
 
 
 @pytest.fixture

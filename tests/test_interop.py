@@ -1,17 +1,17 @@
-"""Tests for embq.interop: stores from gensim KeyedVectors and back, on gensim's real files."""
+"""Tests for embq._interop: stores from gensim KeyedVectors and back, on gensim's real files."""
 
 from __future__ import annotations
 
 import builtins
-import importlib
 import os
 
 import numpy as np
 import pytest
 
 import embq
-from embq import interop
-from embq.quantize import dequantize
+from embq import _interop as interop
+from embq._quantize import dequantize
+from embq._search import most_similar
 
 gensim = pytest.importorskip("gensim")
 from gensim.models import KeyedVectors  # noqa: E402
@@ -46,10 +46,8 @@ VECTOR_FILES = [
 
 
 def _most_similar(store, word, topn):
-    """What ``store.most_similar`` delegates to (``embq.search.most_similar``), called by module
-    path: the package's lazy ``embq.search`` *function* export can shadow the submodule that
-    ``Store.most_similar`` imports by attribute."""
-    return importlib.import_module("embq.search").most_similar(store, positive=[word], topn=topn)
+    """What ``store.most_similar`` delegates to (``embq._search.most_similar``)."""
+    return most_similar(store, positive=[word], topn=topn)
 
 
 def _load(name, how, kw):

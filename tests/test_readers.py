@@ -1,4 +1,4 @@
-"""Tests for embq.readers and the Cython parsers in embq._kernels_parse."""
+"""Tests for embq._readers and the Cython parsers in embq._kernels_parse."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embq import _kernels_parse as kp
-from embq.errors import FormatError
-from embq.readers import (
+from embq._errors import FormatError
+from embq._readers import (
     FASTTEXT_MAGIC,
     detect_format,
     load_embeddings,
@@ -333,7 +333,7 @@ def test_blocks_and_first_line(tmp_path, data):
 
 
 def test_small_buffer_many_refills(tmp_path, data, monkeypatch):
-    import embq.readers as readers
+    import embq._readers as readers
 
     keys, X = data
     monkeypatch.setattr(readers, "_BUFFER_BYTES", 64)
@@ -665,7 +665,7 @@ def test_implausible_dim_refused_on_line_1(tmp_path, content, forced):
 
 
 def test_blocks_stay_bounded_at_the_largest_dim(tmp_path):
-    from embq.readers import MAX_DIM
+    from embq._readers import MAX_DIM
 
     p = write(tmp_path / "d.vec", f"1 {MAX_DIM}\na".encode() + b" 0" * MAX_DIM + b"\n")
     with open_embeddings(p) as r:
@@ -677,7 +677,7 @@ def test_blocks_stay_bounded_at_the_largest_dim(tmp_path):
 
 
 def test_lines_longer_than_the_cap_are_refused(tmp_path, monkeypatch):
-    import embq.readers as readers
+    import embq._readers as readers
 
     monkeypatch.setattr(readers, "_BUFFER_BYTES", 1 << 16)
     monkeypatch.setattr(readers, "_MAX_LINE_BYTES", 1 << 18)

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 import embq
 from embq import _kernels_search as ks
 from embq._utils import effective_n_threads
-from embq.quantize import dequantize, quantize, row_norms
-from embq.search import (
+from embq._quantize import dequantize, quantize, row_norms
+from embq._search import (
     _search_checked,
     max_exact_dim,
     most_similar,
@@ -206,7 +206,7 @@ def test_topk_refuses_queries_not_packed_for_this_dimension():
 
 
 def test_small_searches_run_on_one_thread_with_the_same_results(monkeypatch):
-    search_mod = sys.modules["embq.search"]
+    search_mod = sys.modules["embq._search"]
     assert search_mod._plan_threads(2, 1000, 300, 1) == 1
     assert search_mod._plan_threads(2, 1_000_000, 300, 1) == 2
     assert search_mod._plan_threads(2, 2000, 300, 1000) == 2
@@ -460,7 +460,7 @@ def test_selected_kernels_reports_names():
 
 @pytest.fixture(scope="module")
 def sample_store(tmp_path_factory):
-    from embq.readers import load_embeddings
+    from embq._readers import load_embeddings
 
     # from this file's location, so the tests pass from any working directory
     keys, x = load_embeddings(os.path.join(ROOT, "data", "sample.w2v.txt"))
@@ -545,8 +545,7 @@ def test_store_search_matches_array_search(sample_store):
 
 
 def test_store_methods_in_a_fresh_process(sample_store, run_python):
-    # `embq.search` is both a module and a lazily exported function; the Store's delegating
-    # methods must work whichever one an import hands out first.
+    # The Store's delegating methods import the search module on first use.
     code = (
         "import embq, sys\n"
         f"s = embq.open({str(sample_store.path)!r})\n"
@@ -788,7 +787,7 @@ def test_wrong_length_vector_mixed_with_keys_gets_the_shape_message(sample_store
 
 
 def test_store_wrappers_pass_rescore_and_n_threads_through(sample_store, monkeypatch):
-    search_mod = sys.modules["embq.search"]
+    search_mod = sys.modules["embq._search"]
     seen = []
     real = search_mod._search
 
@@ -813,7 +812,7 @@ def test_store_wrappers_pass_rescore_and_n_threads_through(sample_store, monkeyp
         seen.clear()
         call(rescore=None, n_threads=2)
         assert seen[0][0] is None and seen[0][1] == 2
-    # the default of the gensim-style wrappers is rescore=4, as in embq.search
+    # the default of the gensim-style wrappers is rescore=4, as in embq._search
     seen.clear()
     sample_store.most_similar("cat", topn=3)
     assert seen == [(4, effective_n_threads(None))]

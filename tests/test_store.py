@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 import embq
 from embq import _kernels_store
-from embq.errors import DuplicateKeyError, FormatError, StoreError
-from embq.quantize import dequantize, quantize, row_norms
-from embq.store import HASH_FUNCTION, StoreWriter
+from embq._errors import DuplicateKeyError, FormatError, StoreError
+from embq._quantize import dequantize, quantize, row_norms
+from embq._store import HASH_FUNCTION, StoreWriter
 
 
 def _data(n=50, d=8, seed=0):
@@ -862,24 +862,23 @@ def test_plain_h5py_reading(store):
 
 
 def test_delegating_methods_forward(store, monkeypatch):
-    import importlib
     import sys
     import types
 
     s, _, _ = store
     calls = []
-    fake_search = types.ModuleType("embq.search")
+    fake_search = types.ModuleType("embq._search")
     fake_search.search_store = lambda *a, **k: calls.append(("search_store", a, k)) or "S"
     fake_search.most_similar = lambda *a, **k: calls.append(("most_similar", a, k)) or "M"
     fake_search.most_similar_batch = lambda *a, **k: calls.append(("batch", a, k)) or "B"
     fake_search.similar_by_vector = lambda *a, **k: calls.append(("vector", a, k)) or "V"
-    fake_eval = types.ModuleType("embq.evaluate")
+    fake_eval = types.ModuleType("embq._evaluate")
     fake_eval.evaluate_word_pairs = lambda *a, **k: calls.append(("pairs", a, k)) or "P"
     fake_eval.evaluate_word_analogies = lambda *a, **k: calls.append(("analogies", a, k)) or "A"
-    fake_interop = types.ModuleType("embq.interop")
+    fake_interop = types.ModuleType("embq._interop")
     fake_interop.to_keyed_vectors = lambda *a, **k: calls.append(("kv", a, k)) or "K"
-    pkg = importlib.import_module("embq")
-    for name, mod in (("search", fake_search), ("evaluate", fake_eval), ("interop", fake_interop)):
+    pkg = embq
+    for name, mod in (("_search", fake_search), ("_evaluate", fake_eval), ("_interop", fake_interop)):
         monkeypatch.setitem(sys.modules, f"embq.{name}", mod)
         monkeypatch.setattr(pkg, name, mod, raising=False)
     q = np.ones(s.dim, np.float32)
@@ -901,9 +900,9 @@ def test_delegating_methods_forward(store, monkeypatch):
 
 
 def test_public_exports():
-    assert embq.save is embq.store.save
-    assert embq.open is embq.store.open
-    assert embq.Store is embq.store.Store
+    assert embq.save is embq._store.save
+    assert embq.open is embq._store.open
+    assert embq.Store is embq._store.Store
     assert embq.StoreWriter is StoreWriter
     assert "store_lookup" in _kernels_store.selected_kernels()
 

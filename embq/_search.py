@@ -1,6 +1,6 @@
 """Nearest-neighbour search over per-row uint8 codes: exact int32 scores, top-k, most_similar.
 
-A float query is quantized like a row (:func:`embq.quantize.quantize`: symmetric, values in
+A float query is quantized like a row (:func:`embq._quantize.quantize`: symmetric, values in
 [-127, 127], its own scale ``s_q``). For row ``i`` with codes ``c_i``, zero point ``z_i`` and scale
 ``s_i`` the kernels compute the exact int32 accumulator ``acc = sum_j (c_ij - z_i) * q_j`` and score
 
@@ -184,7 +184,7 @@ def search(
     zero_points : ndarray of uint8, shape (n,), optional
         Per-row zero points (128 when omitted).
     norms : ndarray of float32, shape (n,), optional
-        L2 norms of the dequantized rows (:func:`embq.quantize.row_norms`), finite and >= 0;
+        L2 norms of the dequantized rows (:func:`embq._quantize.row_norms`), finite and >= 0;
         computed when needed and not given.
     metric : {"cosine", "dot"}
     rescore : int, optional
@@ -248,7 +248,7 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
         _check_row_values(scales[:n_eff], "scales")
     if metric == "cosine":
         if norms is None:
-            from embq.quantize import row_norms
+            from embq._quantize import row_norms
 
             norms = row_norms(codes[:n_eff], scales[:n_eff], None if zp is None else zp[:n_eff],
                               n_threads=threads)
@@ -270,7 +270,7 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
 def _quantize_queries(qf: np.ndarray, metric: str,
                       threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Quantize float queries like rows; return (packed int8, int32 sums, float32 weights)."""
-    from embq.quantize import quantize
+    from embq._quantize import quantize
 
     if qf.size < _SERIAL_QUERY_VALUES:
         threads = 1
@@ -295,7 +295,7 @@ def _search_checked(codes, scales, zp, norms, n_eff, qf, k, metric, rescore, thr
 
 def _rescore(codes, scales, zp, qf, cand, kk, metric, threads=1):
     """Re-rank candidate rows (m, c) by the float query against the dequantized rows."""
-    from embq.quantize import dequantize
+    from embq._quantize import dequantize
 
     m, c = cand.shape
     d = codes.shape[1]
@@ -409,7 +409,7 @@ def _all_scores(store: Any, qf: np.ndarray, restrict: int | None, rescore: int |
     codes, scales = store.codes, store.scales
     zp = store.zero_points
     if rescore:
-        from embq.quantize import dequantize
+        from embq._quantize import dequantize
 
         d = codes.shape[1]
         q = qf.astype(np.float64)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from embq._version import __version__
-from embq.errors import DuplicateKeyError, StoreError
+from embq._errors import DuplicateKeyError, StoreError
 
 __all__ = ["save", "open", "Store", "StoreWriter", "FORMAT", "FORMAT_VERSION", "SCHEME"]
 
@@ -225,7 +225,7 @@ class StoreWriter:
             One key per row; required when the writer has keys, refused otherwise.
         on_duplicate : {"error", "skip"}
             A key already stored (or repeated in this batch): ``"error"`` raises
-            :class:`~embq.errors.DuplicateKeyError` and appends nothing of the batch;
+            :class:`~embq._errors.DuplicateKeyError` and appends nothing of the batch;
             ``"skip"`` keeps the first occurrence and drops the row.
 
         Returns
@@ -233,7 +233,7 @@ class StoreWriter:
         numpy.ndarray of bool, shape (b,)
             True for each row that was appended.
         """
-        from embq.quantize import quantize
+        from embq._quantize import quantize
 
         self._check_open()
         x = np.asarray(matrix)
@@ -294,7 +294,7 @@ class StoreWriter:
             )
 
     def _append(self, codes, scales, zero_points, keys, on_duplicate) -> np.ndarray:
-        from embq.quantize import row_norms
+        from embq._quantize import row_norms
 
         if on_duplicate not in _ON_DUPLICATE:
             raise ValueError(f"on_duplicate must be 'error' or 'skip', got {on_duplicate!r}")
@@ -1177,36 +1177,36 @@ class Store:
     # -- delegation to the search, evaluate and interop modules -------------------------------
     def search(self, queries, k: int = 10, *, metric: str = "cosine", rescore=None,
                restrict=None, n_threads=None):
-        """Top-k rows for each query; see :func:`embq.search.search_store`."""
-        from embq.search import search_store
+        """Top-k rows for each query; see :func:`embq._search.search_store`."""
+        from embq._search import search_store
 
         return search_store(self, queries, k, metric=metric, rescore=rescore,
                             restrict=restrict, n_threads=n_threads)
 
-    # The gensim-style wrappers take embq.search's keyword-only options (``rescore``, default
+    # The gensim-style wrappers take embq._search's keyword-only options (``rescore``, default
     # 4, and ``n_threads``) as **options and forward only those given, so the defaults are
-    # defined once, in embq.search; an unknown option is its TypeError naming the keyword.
+    # defined once, in embq._search; an unknown option is its TypeError naming the keyword.
     def most_similar(self, positive=None, negative=None, topn: int | None = 10,
                      restrict_vocab=None, **options):
         """gensim's ``most_similar`` (``topn=None``: every row's score); see
-        :func:`embq.search.most_similar` (options ``rescore=4``, ``n_threads=None``)."""
-        from embq.search import most_similar
+        :func:`embq._search.most_similar` (options ``rescore=4``, ``n_threads=None``)."""
+        from embq._search import most_similar
 
         return most_similar(self, positive=positive, negative=negative, topn=topn,
                             restrict_vocab=restrict_vocab, **options)
 
     def most_similar_batch(self, keys, topn: int | None = 10, restrict_vocab=None, **options):
         """``most_similar`` for a list of keys at once; see
-        :func:`embq.search.most_similar_batch` (options ``rescore=4``, ``n_threads=None``)."""
-        from embq.search import most_similar_batch
+        :func:`embq._search.most_similar_batch` (options ``rescore=4``, ``n_threads=None``)."""
+        from embq._search import most_similar_batch
 
         return most_similar_batch(self, keys, topn=topn, restrict_vocab=restrict_vocab,
                                   **options)
 
     def similar_by_vector(self, vector, topn: int | None = 10, restrict_vocab=None, **options):
-        """Nearest keys to a vector; see :func:`embq.search.similar_by_vector` (options
+        """Nearest keys to a vector; see :func:`embq._search.similar_by_vector` (options
         ``rescore=4``, ``n_threads=None``)."""
-        from embq.search import similar_by_vector
+        from embq._search import similar_by_vector
 
         return similar_by_vector(self, vector, topn=topn, restrict_vocab=restrict_vocab,
                                  **options)
@@ -1214,7 +1214,7 @@ class Store:
     def similar_by_key(self, key, topn: int | None = 10, restrict_vocab=None, **options):
         """Nearest keys to a key, the key itself left out: ``most_similar(positive=[key])``
         (options ``rescore=4``, ``n_threads=None``)."""
-        from embq.search import most_similar
+        from embq._search import most_similar
 
         return most_similar(self, positive=[key], topn=topn, restrict_vocab=restrict_vocab,
                             **options)
@@ -1224,8 +1224,8 @@ class Store:
     def evaluate_word_pairs(self, pairs, delimiter: str = "\t", encoding: str = "utf8",
                             restrict_vocab: int = 300000, case_insensitive: bool = True,
                             dummy4unknown: bool = False):
-        """gensim's ``evaluate_word_pairs``; see :func:`embq.evaluate.evaluate_word_pairs`."""
-        from embq.evaluate import evaluate_word_pairs
+        """gensim's ``evaluate_word_pairs``; see :func:`embq._evaluate.evaluate_word_pairs`."""
+        from embq._evaluate import evaluate_word_pairs
 
         return evaluate_word_pairs(
             self, pairs, delimiter=delimiter, encoding=encoding, restrict_vocab=restrict_vocab,
@@ -1233,16 +1233,16 @@ class Store:
 
     def evaluate_word_analogies(self, analogies, restrict_vocab: int = 300000,
                                 case_insensitive: bool = True, dummy4unknown: bool = False):
-        """gensim's ``evaluate_word_analogies``; see :func:`embq.evaluate.evaluate_word_analogies`."""
-        from embq.evaluate import evaluate_word_analogies
+        """gensim's ``evaluate_word_analogies``; see :func:`embq._evaluate.evaluate_word_analogies`."""
+        from embq._evaluate import evaluate_word_analogies
 
         return evaluate_word_analogies(
             self, analogies, restrict_vocab=restrict_vocab, case_insensitive=case_insensitive,
             dummy4unknown=dummy4unknown)
 
     def to_keyed_vectors(self):
-        """A gensim ``KeyedVectors`` holding the dequantized rows; see :mod:`embq.interop`."""
-        from embq.interop import to_keyed_vectors
+        """A gensim ``KeyedVectors`` holding the dequantized rows; see :mod:`embq._interop`."""
+        from embq._interop import to_keyed_vectors
 
         return to_keyed_vectors(self)
 

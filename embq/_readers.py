@@ -36,7 +36,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from embq.errors import FormatError
+from embq._errors import FormatError
 
 __all__ = [
     "FORMATS",

@@ -2,7 +2,7 @@
 
 Memory stays bounded by the block size (never the whole float matrix), and a failure at any
 point leaves no file at the output path (an existing one is untouched): the store is written
-to a temporary file renamed into place at the end (see :class:`embq.store.StoreWriter`).
+to a temporary file renamed into place at the end (see :class:`embq._store.StoreWriter`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from embq.errors import DuplicateKeyError, FormatError
+from embq._errors import DuplicateKeyError, FormatError
 
 __all__ = ["compress"]
 
@@ -67,7 +67,7 @@ def compress(
     ----------
     input : str or os.PathLike
         Embedding file: word2vec text or binary, GloVe, fastText ``.vec``, ``.npy``, possibly
-        gzip/bz2/xz compressed (see :mod:`embq.readers`). Pipes work (``/dev/stdin``, or
+        gzip/bz2/xz compressed (see :mod:`embq._readers`). Pipes work (``/dev/stdin``, or
         ``"-"`` for standard input).
     output : str or os.PathLike
         Store to write. Its directory must exist.
@@ -78,7 +78,7 @@ def compress(
     limit : int, optional
         Compress only the first ``limit`` rows.
     encoding, unicode_errors : str
-        How keys are decoded (see :func:`embq.readers.open_embeddings`).
+        How keys are decoded (see :func:`embq._readers.open_embeddings`).
     on_duplicate : {"warn", "error"}
         A repeated key: keep the first occurrence and warn once with the count (``"warn"``),
         or fail naming the key and both lines (``"error"``).
@@ -111,9 +111,9 @@ def compress(
         or the input is unreadable.
     """
     from embq._recon import ReconstructionStats
-    from embq.quantize import quantize
-    from embq.readers import open_embeddings
-    from embq.store import StoreWriter
+    from embq._quantize import quantize
+    from embq._readers import open_embeddings
+    from embq._store import StoreWriter
 
     if on_duplicate not in ON_DUPLICATE:
         raise ValueError(f"on_duplicate must be 'warn' or 'error', got {on_duplicate!r}")

@@ -17,7 +17,7 @@ differ in three ways:
 * all analogy questions are answered together with batched nearest-neighbour searches instead of
   one ``most_similar`` call per question;
 * the same code runs on two kinds of vectors: an embq store (int8 search through
-  :mod:`embq.search`) and plain float vectors (numpy), which is how a store is compared with the
+  :mod:`embq._search`) and plain float vectors (numpy), which is how a store is compared with the
   file it was made from.
 
 The vector side is abstracted as a small "backend": unit-normalized rows by index, the keys of the
@@ -27,7 +27,6 @@ first rows, and a batched top-k cosine search restricted to the first rows.
 from __future__ import annotations
 
 import codecs
-import importlib
 import itertools
 import math
 import os
@@ -38,7 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from embq.errors import FormatError
+from embq._errors import FormatError
 
 __all__ = [
     "evaluate_word_pairs",
@@ -480,7 +479,7 @@ def _read_keys_bulk(path: str, limit: int) -> list[str] | None:
     """
     import h5py
 
-    from embq.errors import StoreError
+    from embq._errors import StoreError
 
     with h5py.File(path, "r") as f:
         offsets = np.asarray(f["keys/offsets"][: limit + 1], np.int64)
@@ -543,7 +542,8 @@ class _StoreVectors:
         return vec[inverse]
 
     def top_k(self, queries: np.ndarray, k: int, restrict: int | None) -> np.ndarray:
-        search_store = importlib.import_module("embq.search").search_store
+        from embq._search import search_store
+
         if queries.shape[0] == 0:
             return np.empty((0, min(k, self.n)), np.int64)
         n_threads = self.n_threads
@@ -921,7 +921,7 @@ def evaluate_word_analogies(
         of the cost on small models.)
     rescore : int, optional
         For a store: re-rank ``8 * rescore`` int8 candidates with float scores (see
-        :func:`embq.search.search`).
+        :func:`embq._search.search`).
     n_threads : int, optional
         Threads for the store search (None = all cores).
 
@@ -1020,7 +1020,7 @@ def _load_original(store: Any, shape: tuple[int, int], original: Any, options: d
     used["limit"] = None if limit is None else int(limit)
 
     if isinstance(original, (str, os.PathLike)):
-        from embq.readers import FORMATS, detect_format, load_embeddings
+        from embq._readers import FORMATS, detect_format, load_embeddings
 
         path = os.fspath(original)
         is_source = _same_file(path, attrs.get("source_path"))
@@ -1121,7 +1121,7 @@ def _load_original(store: Any, shape: tuple[int, int], original: Any, options: d
     if used["normalized"]:
         # The same arithmetic as compress: the error is measured against the rows that were
         # quantized, bit for bit.
-        from embq.compress import l2_normalize_rows
+        from embq._compress import l2_normalize_rows
 
         vectors = l2_normalize_rows(vectors)
         notes.append("rows L2-normalized, as the store's were (normalized=True)")
@@ -1174,8 +1174,8 @@ def _recall(
         )
         return hits / (kk * truth.shape[0])
 
-    # embq.search.search_store directly (what store.search delegates to), by module path.
-    search_store = importlib.import_module("embq.search").search_store
+    from embq._search import search_store
+
     t0 = time.perf_counter()
     _, found = search_store(store, queries, k, n_threads=n_threads)
     t1 = time.perf_counter()
@@ -1415,7 +1415,7 @@ def compare_with_original(
         Threads for the store search.
     format, keys, limit, encoding, unicode_errors : optional
         How to read an ``original`` file, with the names and meaning of
-        :func:`embq.compress.compress`'s options. Not given (None), they come from what the
+        :func:`embq._compress.compress`'s options. Not given (None), they come from what the
         store records about its source: ``limit`` from ``source_limit``; and when
         ``original`` is the store's source file (``source_path``), ``format`` from
         ``source_format``, ``keys`` from ``source_keys_path``, ``encoding`` and

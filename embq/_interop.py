@@ -58,7 +58,7 @@ def from_keyed_vectors(
         least one row).
     """
     _import_keyed_vectors()
-    from embq.store import save
+    from embq._store import save
 
     if not (hasattr(kv, "index_to_key") and hasattr(kv, "vectors")):
         raise TypeError(
@@ -109,7 +109,7 @@ def to_keyed_vectors(store: Any, *, n_threads: int | None = None):
         float32 vectors, keys in row order.
     """
     KeyedVectors = _import_keyed_vectors()
-    from embq.quantize import dequantize
+    from embq._quantize import dequantize
 
     n, dim = store.shape
     kv = KeyedVectors(vector_size=int(dim), count=0, dtype=np.float32)

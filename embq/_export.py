@@ -105,7 +105,7 @@ def export(
 
     Parameters
     ----------
-    store : str, os.PathLike or embq.store.Store
+    store : str, os.PathLike or embq._store.Store
         The store (a path is opened and closed here).
     output : str or os.PathLike
         File to write.
@@ -131,7 +131,7 @@ def export(
     FileExistsError, FileNotFoundError
         Output exists without ``overwrite``, or its directory is missing.
     """
-    from embq.store import Store, open as open_store
+    from embq._store import Store, open as open_store
 
     if format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {format!r}; expected one of "
