@@ -11,19 +11,36 @@ from embq._utils import human_bytes
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compress",
-        help="compress an embedding file (word2vec, GloVe, fastText .vec, .npy) into a store",
+        help="compress an embedding file (word2vec, GloVe, fastText .vec, .npy, .npz, "
+        "safetensors, Parquet, Arrow, Hugging Face datasets) into a store",
         description="Read an embedding file block by block, quantize each row to uint8 with its "
         "own scale, and write an embq store. The input format is detected from the content "
-        "(word2vec text or binary, GloVe, fastText .vec, .npy; gzip/bz2/xz compressed too). "
+        "(word2vec text or binary, GloVe, fastText .vec, .npy; gzip/bz2/xz compressed too; "
+        ".npz, safetensors with float32/float16/bfloat16/float64 tensors, Parquet, Arrow IPC "
+        "and Feather files, Hugging Face save_to_disk folders, directories and globs of "
+        "Parquet files). "
         "Ends with one summary line: rows, sizes, ratio, time and reconstruction error.",
     )
     p.add_argument("input", metavar="INPUT",
                    help="embedding file to read (a pipe works too; - for standard input)")
     p.add_argument("output", metavar="OUTPUT", help="store to write")
-    p.add_argument("--format", choices=("word2vec", "glove", "word2vec-binary", "npy"),
+    p.add_argument("--format", choices=("word2vec", "glove", "word2vec-binary", "npy", "npz",
+                                        "safetensors", "parquet", "arrow", "arrow-stream",
+                                        "hf-dataset"),
                    help="input format (default: detected from the content)")
     p.add_argument("--keys", metavar="FILE",
-                   help="for .npy input: text file with one key per line, one line per row")
+                   help="for .npy, .npz and safetensors input: text file with one key per "
+                   "line, one line per row (vocab.txt), or a Hugging Face tokenizer.json")
+    p.add_argument("--tensor", metavar="NAME",
+                   help="safetensors: the 2-D tensor to read (default: the only 2-D float one)")
+    p.add_argument("--array", metavar="NAME",
+                   help=".npz: the array to read (default: the only one)")
+    p.add_argument("--vector-column", metavar="NAME",
+                   help="Parquet/Arrow: the column of vectors (default: the only list-of-floats "
+                   "column)")
+    p.add_argument("--key-column", metavar="NAME",
+                   help="Parquet/Arrow: the column of keys (default: the only string column, "
+                   "or none); integer keys become their decimal strings")
     p.add_argument("--limit", type=int, metavar="N", help="read only the first N rows")
     p.add_argument("--encoding", default="utf8", help="text encoding of the keys (default utf8)")
     p.add_argument("--unicode-errors", choices=("strict", "replace", "ignore"), default="strict",
@@ -71,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         args.input, args.output, format=args.format, keys=args.keys, limit=args.limit,
         encoding=args.encoding, unicode_errors=args.unicode_errors,
         on_duplicate=args.on_duplicate, normalize=args.normalize, overwrite=args.overwrite,
-        block_rows=args.block_rows, progress=progress, warn=warn,
+        block_rows=args.block_rows, progress=progress, warn=warn, tensor=args.tensor,
+        array=args.array, vector_column=args.vector_column, key_column=args.key_column,
     )
     if not args.quiet:
         print(summary_line(summary))

@@ -23,7 +23,7 @@ import glob
 import json
 import mmap
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -226,7 +226,7 @@ class _Part:
 class ArrowReader(MatrixReader):
     """A vector column (and maybe a key column) of Parquet or Arrow data, read in blocks."""
 
-    def __init__(self, path: str, *, format: str | None = None,  # noqa: A002
+    def __init__(self, path: str, *, format: str | None = None,
                  vector_column: str | None = None, key_column: str | None = None,
                  limit: int | None = None, block_rows: int | None = None) -> None:
         _require_pyarrow()

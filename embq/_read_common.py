@@ -14,7 +14,7 @@ rows: float16 and bfloat16 are widened exactly, float64 and integers rounded to 
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

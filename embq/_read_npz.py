@@ -82,7 +82,7 @@ class NpzReader(MatrixReader):
         fmt = np.lib.format
         try:
             version = fmt.read_magic(self._member)
-            shape, fortran, dtype = fmt._read_array_header(self._member, version)  # noqa: SLF001
+            shape, fortran, dtype = fmt._read_array_header(self._member, version)
         except (ValueError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error) as exc:
             raise FormatError(f"array {self.array!r}: bad .npy header ({exc})",
                               path=self.path) from None

@@ -37,6 +37,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from embq._errors import FormatError
+from embq._formats import MATRIX_FORMATS
 
 __all__ = [
     "FORMATS",
@@ -48,7 +49,7 @@ __all__ = [
     "open_embeddings",
 ]
 
-FORMATS = ("word2vec", "glove", "word2vec-binary", "npy")
+FORMATS = ("word2vec", "glove", "word2vec-binary", "npy", *MATRIX_FORMATS)
 UNICODE_ERRORS = ("strict", "replace", "ignore")
 FASTTEXT_MAGIC = 0x2F4F16BA
 #: The largest number of values per row accepted. Real embeddings have at most a few
@@ -528,6 +529,11 @@ def detect_format(path: str | os.PathLike, encoding: str = "utf8") -> str:
     OSError
         When the file cannot be read.
     """
+    from embq._formats import sniff_format
+
+    matrix = sniff_format(os.fspath(path))
+    if matrix is not None:
+        return matrix
     inp = _Input(os.fspath(path))
     try:
         head = inp.read_exact(_SNIFF_BYTES)
@@ -741,6 +747,11 @@ class EmbeddingReader:
         if self._regular or self._input is None:
             return self._size
         return self._input.raw_bytes
+
+    @property
+    def has_keys(self) -> bool:
+        """Whether the blocks carry keys (all formats but ``.npy`` without a keys file)."""
+        return not (self.format == "npy" and self.keys_path is None)
 
     @property
     def bytes_read(self) -> int:
@@ -1378,6 +1389,10 @@ def open_embeddings(
     unicode_errors: str = "strict",
     keys_path: str | os.PathLike | None = None,
     block_rows: int | None = None,
+    tensor: str | None = None,
+    array: str | None = None,
+    vector_column: str | None = None,
+    key_column: str | None = None,
 ) -> EmbeddingReader:
     """Open an embedding file for reading in blocks of rows.
 
@@ -1396,14 +1411,24 @@ def open_embeddings(
         What to do with undecodable key bytes; ``"strict"`` raises :class:`FormatError`
         naming the line and byte offset.
     keys_path : str or os.PathLike, optional
-        For ``.npy`` input: a text file with one key per line, one line per row.
+        For ``.npy``, ``.npz`` and safetensors input: a text file with one key per line, one
+        line per row, or a Hugging Face ``tokenizer.json`` (see :mod:`embq._keys`).
     block_rows : int, optional
         Rows per yielded block; by default 8192, fewer for wide rows (about 16 MB per block).
+    tensor : str, optional
+        safetensors: the 2-D tensor to read (default: the only 2-D floating one).
+    array : str, optional
+        ``.npz``: the array to read (default: the only one).
+    vector_column, key_column : str, optional
+        Parquet and Arrow: the column of vectors (default: the only list-of-floats column)
+        and of keys (default: the only string column, or none).
 
     Returns
     -------
     EmbeddingReader
-        Iterate it for :class:`Block` objects; close it (or use ``with``).
+        Iterate it for :class:`Block` objects; close it (or use ``with``). The matrix and
+        columnar formats (:data:`embq._formats.MATRIX_FORMATS`) get readers with the same
+        interface.
 
     Raises
     ------
@@ -1414,9 +1439,30 @@ def open_embeddings(
     OSError
         When a file cannot be read.
     """
-    return EmbeddingReader(path, format=format, limit=limit, encoding=encoding,
-                           unicode_errors=unicode_errors, keys_path=keys_path,
-                           block_rows=block_rows)
+    from embq._formats import KeysAttached, check_options, open_matrix, sniff_format
+    from embq._keys import is_tokenizer_json
+
+    where = os.fspath(path)
+    fmt = format if format is not None else sniff_format(where)
+    options = {"tensor": tensor, "array": array, "vector_column": vector_column,
+               "key_column": key_column}
+    if fmt in MATRIX_FORMATS:
+        return open_matrix(where, fmt, limit=limit, block_rows=block_rows, encoding=encoding,
+                           unicode_errors=unicode_errors, keys_path=keys_path, **options)
+    tokenizer = keys_path is not None and is_tokenizer_json(os.fspath(keys_path))
+    reader = EmbeddingReader(path, format=format, limit=limit, encoding=encoding,
+                             unicode_errors=unicode_errors,
+                             keys_path=None if tokenizer else keys_path, block_rows=block_rows)
+    try:
+        check_options(reader.format, reader.path,
+                      {**options, "keys_path": keys_path if tokenizer else None})
+        if tokenizer:
+            return KeysAttached(reader, os.fspath(keys_path), encoding=encoding,
+                                unicode_errors=unicode_errors)
+    except BaseException:
+        reader.close()
+        raise
+    return reader
 
 
 def load_embeddings(path: str | os.PathLike, **options) -> tuple[list[str] | None, np.ndarray]:
@@ -1437,8 +1483,7 @@ def load_embeddings(path: str | os.PathLike, **options) -> tuple[list[str] | Non
         float32 array ``(rows, dim)``.
     """
     with open_embeddings(path, **options) as reader:
-        keys: list[str] | None = None if reader.format == "npy" and reader.keys_path is None \
-            else []
+        keys: list[str] | None = [] if reader.has_keys else None
         blocks = []
         for block in reader:
             blocks.append(block.vectors)
