@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = ["EXPORT_FORMATS", "export"]
 
-EXPORT_FORMATS = ("word2vec", "word2vec-binary", "glove", "npy")
+EXPORT_FORMATS = ("word2vec", "word2vec-binary", "glove", "npy", "parquet", "safetensors")
 _BLOCK_BYTES = 16 << 20
 
 
@@ -100,6 +100,7 @@ def export(
     format: str,  # noqa: A002 - mirrors the CLI option
     overwrite: bool = False,
     keys_path: str | os.PathLike | None = None,
+    tensor_name: str = "embeddings",
 ) -> dict[str, Any]:
     """Write the dequantized rows of a store to an embedding file.
 
@@ -109,15 +110,21 @@ def export(
         The store (a path is opened and closed here).
     output : str or os.PathLike
         File to write.
-    format : {"word2vec", "word2vec-binary", "glove", "npy"}
+    format : {"word2vec", "word2vec-binary", "glove", "npy", "parquet", "safetensors"}
         Output format. word2vec text has a ``count dim`` header and one ``KEY v1 ... vd`` line
         per row; glove the same lines without header; word2vec-binary the header then
-        ``KEY`` + space + ``d`` little-endian float32 + newline per row; npy a float32 array.
+        ``KEY`` + space + ``d`` little-endian float32 + newline per row; npy a float32 array;
+        parquet a ``key`` column and a ``vector`` column of ``fixed_size_list<float32>``;
+        safetensors one float32 tensor, the keys one per line beside it (see
+        :mod:`embq._write_formats`).
     overwrite : bool
         Replace existing output files.
     keys_path : str or os.PathLike, optional
-        For npy: where to write the keys, one per line (default: ``default_keys_path(output)``).
-        Ignored for stores without keys.
+        For npy: where to write the keys, one per line (default: ``default_keys_path(output)``);
+        for safetensors the same, default ``vocab.txt`` in the output's directory. Ignored for
+        stores without keys.
+    tensor_name : str
+        For safetensors: the name of the tensor (default ``"embeddings"``).
 
     Returns
     -------
@@ -143,6 +150,22 @@ def export(
     try:
         n, d = st.shape
         has_keys = bool(st.has_keys)
+        if format in ("parquet", "safetensors"):
+            from embq import _write_formats as wf
+
+            if format == "parquet":
+                if keys_path is not None:
+                    raise ValueError("keys_path is not used with the parquet format (the keys "
+                                     "are its 'key' column)")
+                extra = wf.export_parquet(st, files, out_path, overwrite, _AtomicFile)
+            else:
+                extra = wf.export_safetensors(st, files, out_path, overwrite, _AtomicFile,
+                                              tensor_name=tensor_name, keys_path=keys_path)
+            for f in files:
+                f.commit()
+            files = []
+            return {"rows": n, "dim": d, "format": format, "output": out_path,
+                    "size": os.path.getsize(out_path), **extra}
         if format != "npy" and not has_keys:
             raise ValueError(
                 f"the store {st.path} has no keys; the {format} format needs one per row "
