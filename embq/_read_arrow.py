@@ -333,7 +333,7 @@ class ArrowReader(MatrixReader):
                                   "empty); nothing to read", path=self.path)
             part = next(p for p in self._parts if p.rows)
             arr = next(b for b in part.batches([self.vector_column], 1) if b.num_rows).column(0)
-            if not arr.is_valid(0):
+            if arr.null_count:
                 raise FormatError(f"{self.describe_row(part.first_row)}: the vector (column "
                                   f"{self.vector_column!r}) is null; expected a list of floats",
                                   path=self.path)
