@@ -82,7 +82,13 @@ class NpzReader(MatrixReader):
         fmt = np.lib.format
         try:
             version = fmt.read_magic(self._member)
-            shape, fortran, dtype = fmt._read_array_header(self._member, version)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(self._member)
+            elif version == (2, 0):
+                shape, fortran, dtype = fmt.read_array_header_2_0(self._member)
+            else:
+                raise ValueError(f".npy format version {version[0]}.{version[1]}; expected 1.0 "
+                                 "or 2.0")
         except (ValueError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error) as exc:
             raise FormatError(f"array {self.array!r}: bad .npy header ({exc})",
                               path=self.path) from None
