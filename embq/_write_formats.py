@@ -87,7 +87,7 @@ def to_arrow(store: Any, *, stream: bool = False, batch_rows: int | None = None)
     if batch_rows is not None and (isinstance(batch_rows, bool) or not isinstance(
             batch_rows, (int, np.integer)) or batch_rows < 1):
         raise ValueError(f"batch_rows must be a positive number of rows, got {batch_rows!r}")
-    n, d = store.shape
+    d = store.shape[1]
     schema = _schema(d, bool(store.has_keys))
     batches = _batches(store, schema, _block_rows(d, batch_rows))
     if stream:
@@ -112,7 +112,7 @@ def export_parquet(st: Any, files: list, out_path: str, overwrite: bool,
     _require_pyarrow()
     import pyarrow.parquet as pq
 
-    n, d = st.shape
+    d = st.shape[1]
     schema = _schema(d, bool(st.has_keys))
     files.append(atomic_file(out_path, overwrite))
     writer = pq.ParquetWriter(files[-1].fh, schema, compression="snappy")

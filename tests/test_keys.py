@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from formats_util import assert_same_store, cli_error, compressed, npy_store, rows, store_arrays
 from safetensors.numpy import save_file
 
 import embq
 from embq import FormatError, load_embeddings, open_embeddings
 from embq._keys import open_keys, tokenizer_vocabulary
-from formats_util import assert_same_store, cli_error, compressed, npy_store, rows, store_arrays
 
 
 def wordpiece(vocab: list[str], added=()) -> dict:
@@ -119,7 +119,7 @@ def test_keys_only_for_matrix_formats(tmp_path):
     w2v = tmp_path / "v.txt"
     w2v.write_text("2 2\na 1 2\nb 3 4\n")
     tok = write_json(tmp_path / "tokenizer.json", wordpiece(["a", "b"]))
-    with pytest.raises(ValueError, match="keys_path .* is only used with npy, npz, safetensors"):
+    with pytest.raises(ValueError, match=r"keys_path .* is only used with npy, npz, safetensors"):
         open_embeddings(w2v, keys_path=tok)
 
 

@@ -11,8 +11,6 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 feather = pytest.importorskip("pyarrow.feather")
 
-import embq  # noqa: E402
-from embq import FormatError, detect_format, load_embeddings, open_embeddings  # noqa: E402
 from formats_util import (  # noqa: E402
     assert_same_store,
     cli_error,
@@ -21,6 +19,9 @@ from formats_util import (  # noqa: E402
     rows,
     store_arrays,
 )
+
+import embq  # noqa: E402
+from embq import FormatError, detect_format, load_embeddings, open_embeddings  # noqa: E402
 
 N, D = 157, 9
 

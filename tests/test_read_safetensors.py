@@ -7,12 +7,12 @@ import struct
 
 import numpy as np
 import pytest
+from formats_util import assert_same_store, cli_error, compressed, npy_store, rows, store_arrays
 from safetensors.numpy import save_file
 
 import embq
 from embq import FormatError, detect_format, load_embeddings, open_embeddings
 from embq import _read_safetensors as rs
-from formats_util import assert_same_store, cli_error, compressed, npy_store, rows, store_arrays
 
 N, D = 203, 12
 
@@ -234,9 +234,9 @@ def test_duplicate_keys_as_for_text(tmp_path):
 def test_options_for_other_formats_refused(tmp_path):
     st = tmp_path / "m.safetensors"
     save_file({"emb": rows(4, 3)}, str(st))
-    with pytest.raises(ValueError, match="vector_column .* is only used with"):
+    with pytest.raises(ValueError, match=r"vector_column .* is only used with"):
         open_embeddings(st, vector_column="v")
-    with pytest.raises(ValueError, match="tensor .* is only used with safetensors"):
+    with pytest.raises(ValueError, match=r"tensor .* is only used with safetensors"):
         open_embeddings(_npy(tmp_path), tensor="w")
     with pytest.raises(ValueError, match="standard input"):
         open_embeddings("-", format="safetensors")
