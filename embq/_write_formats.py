@@ -129,10 +129,11 @@ def default_vocab_path(output: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(output)), "vocab.txt")
 
 
-def safetensors_header(name: str, rows: int, dim: int) -> bytes:
-    """The length-prefixed header of a file holding one float32 tensor ``(rows, dim)``."""
+def safetensors_header(name: str, rows: int, dim: int, dtype: str = "F32") -> bytes:
+    """The length-prefixed header of a file holding one tensor ``(rows, dim)`` (F32 or F16)."""
+    nbytes = rows * dim * {"F32": 4, "F16": 2}[dtype]
     header = {"__metadata__": {"format": "np", "writer": "embq"},
-              name: {"dtype": "F32", "shape": [rows, dim], "data_offsets": [0, rows * dim * 4]}}
+              name: {"dtype": dtype, "shape": [rows, dim], "data_offsets": [0, nbytes]}}
     raw = json.dumps(header, separators=(",", ":")).encode("utf8")
     raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as the library writes it
     return len(raw).to_bytes(8, "little") + raw
