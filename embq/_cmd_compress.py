@@ -24,9 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="INPUT",
                    help="embedding file to read (a pipe works too; - for standard input)")
     p.add_argument("output", metavar="OUTPUT", help="store to write")
-    p.add_argument("--format", choices=("word2vec", "glove", "word2vec-binary", "npy", "npz",
-                                        "safetensors", "parquet", "arrow", "arrow-stream",
-                                        "hf-dataset"),
+    p.add_argument("--format", choices=("word2vec", "glove", "word2vec-binary", "npy",
+                                        "safetensors", "npz", "parquet", "arrow",
+                                        "arrow-stream", "hf-dataset"),
                    help="input format (default: detected from the content)")
     p.add_argument("--keys", metavar="FILE",
                    help="for .npy, .npz and safetensors input: text file with one key per "

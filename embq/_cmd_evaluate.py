@@ -11,7 +11,8 @@ from typing import Any
 
 # The reader's choices, repeated here so that building the parser imports nothing heavy; the
 # test suite checks they equal embq._readers.FORMATS and UNICODE_ERRORS.
-FORMATS = ("word2vec", "glove", "word2vec-binary", "npy")
+FORMATS = ("word2vec", "glove", "word2vec-binary", "npy", "safetensors", "npz", "parquet",
+           "arrow", "arrow-stream", "hf-dataset")
 UNICODE_ERRORS = ("strict", "replace", "ignore")
 
 
