@@ -251,3 +251,19 @@ def test_not_parquet(tmp_path, capsys):
         capsys, "compress", empty, tmp_path / "o.embq")
     assert "no file matches" in cli_error(capsys, "compress", str(tmp_path / "none-*.parquet"),
                                           tmp_path / "o.embq")
+
+
+def test_progress_bar_and_summary_line(tmp_path, capsys):
+    from embq.cli import main
+
+    x = rows(N, D)
+    p = tmp_path / "emb.parquet"
+    pq.write_table(table(x, keys_of(N)), p, row_group_size=50)
+    seen = []
+    with open_embeddings(p, block_rows=40) as r:
+        for _ in r:
+            seen.append(r.bytes_read)
+    assert seen == sorted(seen) and seen[-1] == p.stat().st_size
+    assert main(["compress", str(p), str(tmp_path / "o.embq"), "--progress"]) == 0
+    out, err = capsys.readouterr()
+    assert f"{N:,} rows x {D} from parquet" in out and "emb.parquet" in err
