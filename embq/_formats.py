@@ -17,6 +17,7 @@ does not use it is an error, never silently ignored.
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Iterator
 
@@ -54,7 +55,8 @@ def sniff_format(path: str) -> str | None:
     if os.path.isdir(path):
         return resolve_parts(path)[0] if is_dataset_dir(path) else None
     if not os.path.exists(path) and any(c in path for c in "*?["):
-        return "parquet"
+        # A pattern: Parquet files when it matches some, or names them (else: no such file).
+        return "parquet" if glob.glob(path) or path.endswith(".parquet") else None
     if not os.path.isfile(path):
         return None
     with open(path, "rb") as fh:
