@@ -21,6 +21,7 @@ import glob
 import os
 from collections.abc import Iterator
 
+from embq._errors import FormatError
 from embq._read_common import MatrixReader
 
 __all__ = ["MATRIX_FORMATS", "OPTION_FORMATS", "KeysAttached", "open_matrix", "sniff_format"]
@@ -72,14 +73,19 @@ def sniff_format(path: str) -> str | None:
 
 
 def check_options(fmt: str, path: str, options: dict) -> None:
-    """A ValueError for an option given that ``fmt`` does not use."""
+    """A :class:`FormatError` naming ``path`` for an option given that ``fmt`` does not use.
+
+    A content problem (the file is not what the option expects), so it names the file like
+    every other.
+    """
     for name, value in options.items():
         if value is not None and fmt not in OPTION_FORMATS[name]:
-            users = ", ".join(OPTION_FORMATS[name])
-            hint = (" (the keys come from a column: pass key_column, --key-column)"
+            users = ", ".join("." + f if f in ("npy", "npz") else f for f in OPTION_FORMATS[name])
+            what = "a keys file" if name == "keys_path" else name
+            hint = ("; the keys come from a column: pass key_column (--key-column)"
                     if name == "keys_path" and fmt in _ARROW else "")
-            raise ValueError(f"{name} ({_FLAGS[name]}) is only used with {users} input; "
-                             f"{path} is {fmt}{hint}")
+            raise FormatError(f"{what} ({_FLAGS[name]}) is only used with {users} input; this "
+                              f"file is {fmt}{hint}", path=path)
 
 
 def open_matrix(path: str, fmt: str, *, limit: int | None = None,
@@ -137,7 +143,7 @@ class KeysAttached:
         return getattr(self._inner, name)
 
     def describe_row(self, row: int) -> str:
-        return f"row {row:,} (line {row + 1:,} of {self.keys_path})"
+        return f"row {row} (line {row + 1} of {self.keys_path})"
 
     def __iter__(self) -> Iterator:
         inner = self._inner

@@ -639,11 +639,10 @@ class EmbeddingReader:
         limit: int | None = None,
         encoding: str = "utf8",
         unicode_errors: str = "strict",
-        keys_path: str | os.PathLike | None = None,
         block_rows: int | None = None,
     ) -> None:
         self.path = os.fspath(path)
-        self.keys_path = None if keys_path is None else os.fspath(keys_path)
+        self.keys_path: str | None = None  # keys files are attached by open_embeddings
         if format is not None and format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
         if limit is not None:
@@ -672,7 +671,6 @@ class EmbeddingReader:
         self._closed = False
         self._iterated = False
         self._input: _Input | None = None
-        self._keys_stream: io.BufferedReader | None = None
         self._npy: np.ndarray | None = None
         self._mmap: mmap.mmap | None = None
         self._data_head = b""
@@ -690,10 +688,6 @@ class EmbeddingReader:
             skip = _strip_bom(head, encoding)
             self.format = format if format is not None else _detect_head(
                 head[skip:], self.path, self.compression, at_eof)
-            if self.keys_path is not None and self.format != "npy":
-                raise ValueError(
-                    f"a keys file is only used with .npy input; {self.path} is {self.format}"
-                )
             if self.format == "npy":
                 self._open_npy(head)
             else:
@@ -751,7 +745,7 @@ class EmbeddingReader:
     @property
     def has_keys(self) -> bool:
         """Whether the blocks carry keys (all formats but ``.npy`` without a keys file)."""
-        return not (self.format == "npy" and self.keys_path is None)
+        return self.format != "npy"
 
     @property
     def bytes_read(self) -> int:
@@ -881,8 +875,6 @@ class EmbeddingReader:
             self._pending = head[self._data_offset :]  # data already read with the header
             if self._npy_fortran:
                 self._npy = self._spool_fortran(shape, dtype, total)
-        if self.keys_path is not None:
-            self._keys_stream = io.BufferedReader(_Input(self.keys_path))
 
     def _map(self, path_or_fd, offset: int, shape, dtype, order: str) -> np.ndarray:
         # A map of our own, so the pages of rows already handed out can be dropped from this
@@ -982,7 +974,7 @@ class EmbeddingReader:
             return f"line {self.line_of_row(row)}"
         if self.format == "word2vec-binary":
             return f"record {row + 1}"
-        return f"row {row}" + (f" (line {row + 1} of {self.keys_path})" if self.keys_path else "")
+        return f"row {row}"
 
     def _decode_keys(self, ks, ke, r0, r1, first_row) -> list[str]:
         from embq._kernels_parse import decode_keys
@@ -1304,48 +1296,10 @@ class EmbeddingReader:
             if self._mmap is not None and vectors.base is not None:
                 vectors = vectors.copy()  # no views of the map escape, so close() can unmap it
             self._drop_mapped_pages()
-            keys = self._read_npy_keys(r0, n) if self._keys_stream is not None else None
             self.rows_read += n
-            yield Block(keys, vectors, r0 + 1, offsets)
-        if self.limit is None or self.limit >= self.count:
-            if self._npy is None:
-                self._check_npy_end()
-            if self._keys_stream is not None:
-                line = self.count
-                for raw in self._keys_stream:
-                    line += 1
-                    if raw.strip():
-                        raise FormatError(
-                            f"the keys file has more keys than the {_plural(self.count, 'row')} "
-                            f"of {self.path}", path=self.keys_path, line=line)
-
-    def _read_npy_keys(self, r0: int, n: int) -> list[str]:
-        keys = []
-        readline = self._keys_stream.readline
-        for i in range(n):
-            raw = readline()
-            line = r0 + i + 1
-            if not raw:
-                raise FormatError(
-                    f"the keys file ends after {_plural(line - 1, 'key')} but {self.path} has "
-                    f"{_plural(self.count, 'row')}; expected one key per row",
-                    path=self.keys_path, line=line)
-            raw = raw.rstrip(b"\r\n")
-            if line == 1 and raw.startswith(_UTF8_BOM) and _is_utf8(self.encoding):
-                raw = raw[len(_UTF8_BOM):]
-            try:
-                key = raw.decode(self.encoding, self.unicode_errors)
-            except UnicodeDecodeError as exc:
-                raise FormatError(
-                    f"key bytes {_printable(raw)!r} are not valid {self.encoding} ({exc.reason} "
-                    f"at byte {exc.start} of the key); pass --unicode-errors replace (or "
-                    "ignore), or the right --encoding",
-                    path=self.keys_path, line=line) from None
-            if not key:
-                raise FormatError("empty key; expected one non-empty key per line",
-                                  path=self.keys_path, line=line)
-            keys.append(key)
-        return keys
+            yield Block(None, vectors, r0 + 1, offsets)
+        if (self.limit is None or self.limit >= self.count) and self._npy is None:
+            self._check_npy_end()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -1354,12 +1308,11 @@ class EmbeddingReader:
         if self._closed:
             return
         self._closed = True
-        for f in (self._input, self._keys_stream):
-            if f is not None:
-                try:
-                    f.close()
-                except OSError:
-                    pass
+        if self._input is not None:
+            try:
+                self._input.close()
+            except OSError:
+                pass
         self._npy = None
         if self._mmap is not None:
             try:
@@ -1440,7 +1393,6 @@ def open_embeddings(
         When a file cannot be read.
     """
     from embq._formats import KeysAttached, check_options, open_matrix, sniff_format
-    from embq._keys import is_tokenizer_json
 
     where = os.fspath(path)
     fmt = format if format is not None else sniff_format(where)
@@ -1449,14 +1401,11 @@ def open_embeddings(
     if fmt in MATRIX_FORMATS:
         return open_matrix(where, fmt, limit=limit, block_rows=block_rows, encoding=encoding,
                            unicode_errors=unicode_errors, keys_path=keys_path, **options)
-    tokenizer = keys_path is not None and is_tokenizer_json(os.fspath(keys_path))
     reader = EmbeddingReader(path, format=format, limit=limit, encoding=encoding,
-                             unicode_errors=unicode_errors,
-                             keys_path=None if tokenizer else keys_path, block_rows=block_rows)
+                             unicode_errors=unicode_errors, block_rows=block_rows)
     try:
-        check_options(reader.format, reader.path,
-                      {**options, "keys_path": keys_path if tokenizer else None})
-        if tokenizer:
+        check_options(reader.format, reader.path, {**options, "keys_path": keys_path})
+        if keys_path is not None:
             return KeysAttached(reader, os.fspath(keys_path), encoding=encoding,
                                 unicode_errors=unicode_errors)
     except BaseException:

@@ -119,7 +119,8 @@ def test_keys_only_for_matrix_formats(tmp_path):
     w2v = tmp_path / "v.txt"
     w2v.write_text("2 2\na 1 2\nb 3 4\n")
     tok = write_json(tmp_path / "tokenizer.json", wordpiece(["a", "b"]))
-    with pytest.raises(ValueError, match=r"keys_path .* is only used with npy, npz, safetensors"):
+    with pytest.raises(FormatError, match=r"v\.txt: a keys file \(--keys\) is only used with "
+                       r"\.npy, \.npz, safetensors input; this file is word2vec"):
         open_embeddings(w2v, keys_path=tok)
 
 
