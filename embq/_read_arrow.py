@@ -189,11 +189,20 @@ class _Part:
         del reader
 
     def batches(self, columns: list[str], batch_rows: int) -> Iterator:
+        """Record batches of ``columns``, at most ``batch_rows`` rows each, validated.
+
+        Arrow does not check the offsets and lengths of the data it reads (an IPC file is
+        used in place, zero-copy): a damaged file would make it read outside its buffers.
+        Every batch is validated in full (offsets, lengths, UTF-8) before it is used, which
+        raises ``ArrowInvalid`` instead.
+        """
         import pyarrow as pa
 
         if self._pf is not None:
-            yield from self._pf.iter_batches(batch_size=batch_rows, columns=columns,
-                                             use_threads=False)
+            for batch in self._pf.iter_batches(batch_size=batch_rows, columns=columns,
+                                               use_threads=False):
+                batch.validate(full=True)
+                yield batch
             return
         if self.kind == "arrow":
             reader = pa.ipc.open_file(self._buf)
@@ -202,6 +211,7 @@ class _Part:
             source = pa.ipc.open_stream(self._buf)
         for batch in source:
             batch = batch.select(columns)
+            batch.validate(full=True)
             for s in range(0, batch.num_rows, batch_rows):
                 yield batch.slice(s, batch_rows)
 

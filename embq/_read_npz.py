@@ -7,6 +7,7 @@ a tokenizer.json (:mod:`embq._keys`), as for ``.npy``.
 
 from __future__ import annotations
 
+import lzma
 import os
 import zipfile
 import zlib
@@ -17,6 +18,11 @@ from embq._errors import FormatError
 from embq._read_common import MatrixReader, file_size, plural, to_float32_rows
 
 __all__ = ["NpzReader"]
+
+# What zipfile raises on damaged archives and members (bz2 and xz members: OSError, LZMAError;
+# an encrypted member: RuntimeError; an unknown compression method: NotImplementedError).
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, lzma.LZMAError, OSError,
+               RuntimeError, NotImplementedError)
 
 
 class NpzReader(MatrixReader):
@@ -34,7 +40,7 @@ class NpzReader(MatrixReader):
         try:
             try:
                 self._zip = zipfile.ZipFile(path)
-            except (zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as exc:
                 raise FormatError(f"not a .npz file (zip: {exc})", path=path) from None
             names = {m.filename[:-4]: m for m in self._zip.infolist()
                      if m.filename.endswith(".npy")}
@@ -49,7 +55,11 @@ class NpzReader(MatrixReader):
                 raise FormatError(f"no array named {array!r}; the archive holds "
                                   f"{', '.join(sorted(names)[:12]) or 'no arrays'}", path=path)
             self.array = array
-            self._member = self._zip.open(names[array])
+            try:
+                self._member = self._zip.open(names[array])
+            except _ZIP_ERRORS as exc:
+                raise FormatError(f"array {array!r} cannot be read from the archive ({exc})",
+                                  path=path) from None
             shape, fortran, dtype = self._header()
             what = f"array {array!r}"
             if len(shape) != 2:
@@ -89,7 +99,7 @@ class NpzReader(MatrixReader):
             else:
                 raise ValueError(f".npy format version {version[0]}.{version[1]}; expected 1.0 "
                                  "or 2.0")
-        except (ValueError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error) as exc:
+        except (ValueError, SyntaxError, *_ZIP_ERRORS) as exc:
             raise FormatError(f"array {self.array!r}: bad .npy header ({exc})",
                               path=self.path) from None
         return tuple(shape), bool(fortran), np.dtype(dtype)
@@ -102,7 +112,7 @@ class NpzReader(MatrixReader):
         want = (stop - start) * self.dim * self._dtype.itemsize
         try:
             data = self._member.read(want)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        except _ZIP_ERRORS as exc:
             raise FormatError(f"array {self.array!r} is damaged near row {start:,} ({exc})",
                               path=self.path) from None
         if len(data) < want:
@@ -117,7 +127,7 @@ class NpzReader(MatrixReader):
         # Reading past the last row makes zipfile check the member's CRC-32 and size.
         try:
             extra = self._member.read(1)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        except _ZIP_ERRORS as exc:
             raise FormatError(f"array {self.array!r} is damaged ({exc})", path=self.path) from None
         if extra:
             raise FormatError(f"more data follows the {plural(self.count, 'row')} x {self.dim} "

@@ -267,3 +267,55 @@ def test_progress_bar_and_summary_line(tmp_path, capsys):
     assert main(["compress", str(p), str(tmp_path / "o.embq"), "--progress"]) == 0
     out, err = capsys.readouterr()
     assert f"{N:,} rows x {D} from parquet" in out and "emb.parquet" in err
+
+
+_DAMAGE = r'''
+import os, random, sys
+import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+from safetensors.numpy import save_file
+from embq import FormatError, load_embeddings
+
+x = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+keys = pa.array([f"k{i}" for i in range(64)])
+t = pa.table({"k": keys, "v": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), 8)})
+pq.write_table(t, "a.parquet", row_group_size=20)
+pq.write_table(pa.table({"k": keys, "v": pa.array(x.tolist(), pa.list_(pa.float16()))}),
+               "b.parquet", row_group_size=20)
+with pa.OSFile("a.arrow", "wb") as f, pa.ipc.new_file(f, t.schema) as w:
+    w.write_table(t, max_chunksize=16)
+with pa.OSFile("a.stream", "wb") as f, pa.ipc.new_stream(f, t.schema) as w:
+    w.write_table(t, max_chunksize=16)
+save_file({"w": x.astype(np.float16), "b": np.zeros(3, np.float32)}, "a.safetensors")
+np.savez_compressed("a.npz", v=x)
+np.savez("b.npz", v=x)
+rng = random.Random(int(sys.argv[1]))
+sources = ["a.parquet", "b.parquet", "a.arrow", "a.stream", "a.safetensors", "a.npz", "b.npz"]
+for it in range(int(sys.argv[2])):
+    src = sources[it % len(sources)]
+    data = bytearray(open(src, "rb").read())
+    op = rng.randrange(3)
+    if op == 0:
+        for _ in range(rng.randrange(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+    elif op == 1:
+        del data[rng.randrange(len(data)):]
+    else:
+        i = rng.randrange(len(data))
+        data[i:i] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 20)))
+    path = "damaged" + os.path.splitext(src)[1]
+    with open(path, "wb") as fh:
+        fh.write(data)
+    try:
+        load_embeddings(path, block_rows=7)
+    except (FormatError, OSError):
+        pass
+print("ok")
+'''
+
+
+def test_damaged_files_never_crash(run_python):
+    # Arrow uses IPC data in place without checking its offsets: a damaged file crashed the
+    # process (segmentation fault) before every batch was validated. Only a result or a
+    # FormatError (or OSError) is allowed, for every reader of this issue.
+    res = run_python("-c", _DAMAGE, "1", "420", timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
