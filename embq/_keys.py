@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -20,11 +21,6 @@ __all__ = ["TextKeys", "TokenizerKeys", "is_tokenizer_json", "open_keys"]
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _SNIFF = 256
-
-
-def _printable(b: bytes, n: int = 40) -> str:
-    s = b[:n].decode("utf8", "backslashreplace")
-    return s + ("..." if len(b) > n else "")
 
 
 def is_tokenizer_json(path: str) -> bool:
@@ -56,16 +52,15 @@ class TextKeys:
 
     def __init__(self, path: str, count: int, matrix: str, encoding: str = "utf8",
                  unicode_errors: str = "strict") -> None:
-        from embq._readers import _Input, _is_utf8
+        from embq._readers import _Input, _is_utf8, _printable
 
+        self._printable = _printable
         self.path = path
         self.count = count
         self.matrix = matrix
         self.encoding = encoding
         self.unicode_errors = unicode_errors
         self._bom = _is_utf8(encoding)
-        import io
-
         self._stream = io.BufferedReader(_Input(path))
 
     def take(self, first_row: int, n: int) -> list[str]:
@@ -87,7 +82,7 @@ class TextKeys:
                 key = raw.decode(self.encoding, self.unicode_errors)
             except UnicodeDecodeError as exc:
                 raise FormatError(
-                    f"key bytes {_printable(raw)!r} are not valid {self.encoding} ({exc.reason} "
+                    f"key bytes {self._printable(raw)!r} are not valid {self.encoding} ({exc.reason} "
                     f"at byte {exc.start} of the key); pass --unicode-errors replace (or "
                     "ignore), or the right --encoding", path=self.path, line=line) from None
             if not key:
