@@ -82,9 +82,10 @@ class TextKeys:
                 key = raw.decode(self.encoding, self.unicode_errors)
             except UnicodeDecodeError as exc:
                 raise FormatError(
-                    f"key bytes {self._printable(raw)!r} are not valid {self.encoding} ({exc.reason} "
-                    f"at byte {exc.start} of the key); pass --unicode-errors replace (or "
-                    "ignore), or the right --encoding", path=self.path, line=line) from None
+                    f"key bytes {self._printable(raw)!r} are not valid {self.encoding} "
+                    f"({exc.reason} at byte {exc.start} of the key); pass --unicode-errors "
+                    "replace (or ignore), or the right --encoding",
+                    path=self.path, line=line) from None
             if not key:
                 raise FormatError("empty key; expected one non-empty key per line",
                                   path=self.path, line=line)
