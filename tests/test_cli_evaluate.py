@@ -5,45 +5,28 @@ errors that speak in flags. Runs without gensim (the sample files in ``data/``).
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
+from evaluation_files import (
+    SAMPLE,
+    SAMPLE_ANALOGIES,
+    SAMPLE_PAIRS,
+    compress_quietly,
+    save_sample_store,
+    write_file,
+)
 
 import embq
 from embq import _evaluate as ev
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(ROOT, "data", "sample.w2v.txt")
-SAMPLE_PAIRS = os.path.join(ROOT, "data", "sample.pairs.tsv")
-SAMPLE_ANALOGIES = os.path.join(ROOT, "data", "sample.analogies.txt")
-
-
-def _write(tmp_path, name, text, mode="w"):
-    p = tmp_path / name
-    if mode == "wb":
-        p.write_bytes(text)
-    else:
-        p.write_text(text, encoding="utf8")
-    return str(p)
-
-
-def _compress(src, dst, **kw):
-    warnings = []
-    embq.compress(src, dst, overwrite=True, warn=warnings.append, **kw)
-    return warnings
-
 
 @pytest.fixture(scope="module")
 def sample_store(tmp_path_factory):
-    from embq._readers import load_embeddings
-
-    keys, vectors = load_embeddings(SAMPLE)
-    path = str(tmp_path_factory.mktemp("cli-ev") / "sample.embq")
-    embq.save(path, vectors, keys)
-    store = embq.open(path)
+    store = embq.open(save_sample_store(tmp_path_factory.mktemp("cli-ev")))
     yield store
     store.close()
+
 
 
 def test_cli_table_and_json(sample_store, capsys):
@@ -83,7 +66,7 @@ def test_cli_store_only(sample_store, capsys):
 def test_cli_bad_pair_file(sample_store, tmp_path, capsys, content, fragment):
     from embq.cli import main
 
-    bad = _write(tmp_path, "bad.tsv", content)
+    bad = write_file(tmp_path, "bad.tsv", content)
     assert main(["evaluate", sample_store.path, "--pairs", bad]) == 2
     err = capsys.readouterr().err
     assert err.startswith("embq evaluate: error: ") and bad in err and fragment in err
@@ -93,7 +76,7 @@ def test_cli_bad_pair_file(sample_store, tmp_path, capsys, content, fragment):
 def test_cli_bad_analogy_file_and_missing_files(sample_store, tmp_path, capsys):
     from embq.cli import main
 
-    bad = _write(tmp_path, "bad.txt", ": s\na b c\n")
+    bad = write_file(tmp_path, "bad.txt", ": s\na b c\n")
     assert main(["evaluate", sample_store.path, "--analogies", bad]) == 2
     assert "line 2: expected 4 words" in capsys.readouterr().err
     assert main(["evaluate", sample_store.path, "--pairs", str(tmp_path / "nope.tsv")]) == 2
@@ -121,7 +104,7 @@ def test_cli_json_has_null_for_nan(sample_store, tmp_path, capsys):
     says null, and strict parsers accept it."""
     from embq.cli import main
 
-    p = _write(tmp_path, "const.tsv", "cat\tdog\t5\nparis\tfrance\t5\ncat\tparis\t5\n")
+    p = write_file(tmp_path, "const.tsv", "cat\tdog\t5\nparis\tfrance\t5\ncat\tparis\t5\n")
     assert main(["evaluate", sample_store.path, "--against", SAMPLE, "--pairs", p,
                  "--sample", "20", "--json"]) == 0
     out, err = capsys.readouterr()
@@ -161,7 +144,7 @@ def _cli(capsys, *argv):
 
 
 def test_cli_pair_file_without_known_pair_fails(sample_store, tmp_path, capsys):
-    p = _write(tmp_path, "unknown.tsv", "zzzz\tyyyy\t1\nqqqq\tcat\t2\n")
+    p = write_file(tmp_path, "unknown.tsv", "zzzz\tyyyy\t1\nqqqq\tcat\t2\n")
     for extra in ([], ["--against", SAMPLE, "--sample", "0"]):
         code, out, err = _cli(capsys, sample_store.path, "--pairs", p, *extra)
         assert code == 2 and out == ""
@@ -210,9 +193,9 @@ def test_cli_reader_options_and_store_defaults(tmp_path, capsys):
 
     # Latin-1 keys: another file than the store's source, so nothing comes from the store.
     raw = "3 2\ncaf\xe9 1 2\nna\xefve 3 -4\nx 5 6\n".encode("latin-1")
-    src = _write(tmp_path, "latin.txt", raw, mode="wb")
+    src = write_file(tmp_path, "latin.txt", raw, mode="wb")
     path = str(tmp_path / "latin.embq")
-    _compress(src, path, encoding="latin-1")
+    compress_quietly(src, path, encoding="latin-1")
     other = str(tmp_path / "latin-copy.txt")
     shutil.copy(src, other)
     code, _, err = _cli(capsys, path, "--against", other, "--sample", "0")
@@ -224,7 +207,7 @@ def test_cli_reader_options_and_store_defaults(tmp_path, capsys):
     assert data["reconstruction"]["error_max_abs_over_scale"] <= 0.5 + 1e-6
     # Undecodable bytes replaced: the keys match the store's only with the same choice.
     path2 = str(tmp_path / "replace.embq")
-    _compress(src, path2, unicode_errors="replace")
+    compress_quietly(src, path2, unicode_errors="replace")
     code, _, err = _cli(capsys, path2, "--against", other, "--sample", "0")
     assert code == 2 and f"{other}, line 2" in err
     code, out, _ = _cli(capsys, path2, "--against", other, "--sample", "0",
@@ -232,9 +215,9 @@ def test_cli_reader_options_and_store_defaults(tmp_path, capsys):
     assert code == 0 and _strict_json(out)["original_options"]["unicode_errors"] == "replace"
 
     # --format: taken from the store for its source file; given for another file.
-    glove = _write(tmp_path, "g.txt", "100 5\n200 6\n300 -7\n")
+    glove = write_file(tmp_path, "g.txt", "100 5\n200 6\n300 -7\n")
     gpath = str(tmp_path / "g.embq")
-    _compress(glove, gpath, format="glove", limit=2)
+    compress_quietly(glove, gpath, format="glove", limit=2)
     code, out, _ = _cli(capsys, gpath, "--against", glove, "--sample", "0")
     assert code == 0
     assert "read as glove (the store's source_format)" in out
@@ -255,7 +238,7 @@ def test_cli_reader_options_and_store_defaults(tmp_path, capsys):
     # --keys for a .npy; without it a keyless .npy of the store's shape takes its keys.
     npy = str(tmp_path / "v.npy")
     np.save(npy, np.array([[1, 2], [3, -4], [5, 6]], np.float32))
-    keys = _write(tmp_path, "keys.txt", "café\nnaïve\nx\n")
+    keys = write_file(tmp_path, "keys.txt", "café\nnaïve\nx\n")
     code, out, _ = _cli(capsys, path, "--against", npy, "--keys", keys, "--sample", "0",
                         "--json")
     assert code == 0 and _strict_json(out)["original_options"]["keys"] == keys
@@ -284,7 +267,7 @@ def test_cli_reader_options_are_the_libraries():
 
 def test_cli_normalized_store(tmp_path, capsys):
     path = str(tmp_path / "n.embq")
-    _compress(SAMPLE, path, normalize=True)
+    compress_quietly(SAMPLE, path, normalize=True)
     code, out, _ = _cli(capsys, path, "--against", SAMPLE, "--sample", "50", "--json")
     assert code == 0
     rec = _strict_json(out)["reconstruction"]

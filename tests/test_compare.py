@@ -11,40 +11,21 @@ import os
 
 import numpy as np
 import pytest
+from evaluation_files import (
+    SAMPLE,
+    SAMPLE_ANALOGIES,
+    SAMPLE_PAIRS,
+    compress_quietly,
+    gensim_data,
+    load_kv,
+    save_sample_store,
+    write_file,
+)
 
 import embq
 from embq import _compare as cmp
 from embq import _source
 from embq._readers import load_embeddings
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(ROOT, "data", "sample.w2v.txt")
-SAMPLE_PAIRS = os.path.join(ROOT, "data", "sample.pairs.tsv")
-SAMPLE_ANALOGIES = os.path.join(ROOT, "data", "sample.analogies.txt")
-
-
-def _gensim_data(name):
-    """Path of a file of gensim's test data; the test is skipped without gensim."""
-    pytest.importorskip("gensim")
-    from gensim.test.utils import datapath
-
-    return datapath(name)
-
-
-def _load(name, kw):
-    """gensim KeyedVectors of a vector file; the test is skipped without gensim."""
-    KeyedVectors = pytest.importorskip("gensim.models").KeyedVectors
-    path = name if os.path.isabs(name) else _gensim_data(name)
-    return KeyedVectors.load_word2vec_format(path, **kw)
-
-
-def _write(tmp_path, name, text, mode="w"):
-    p = tmp_path / name
-    if mode == "wb":
-        p.write_bytes(text)
-    else:
-        p.write_text(text, encoding="utf8")
-    return str(p)
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +36,16 @@ def sample_original():
 
 
 @pytest.fixture(scope="module")
-def sample_store(tmp_path_factory, sample_original):
-    keys, vectors = sample_original
-    path = str(tmp_path_factory.mktemp("cmp") / "sample.embq")
-    embq.save(path, vectors, keys)
-    store = embq.open(path)
+def sample_store(tmp_path_factory):
+    store = embq.open(save_sample_store(tmp_path_factory.mktemp("cmp")))
     yield store
     store.close()
 
 
 def test_compare_with_original(sample_store):
-    sample_kv = _load(SAMPLE, {})
+    sample_kv = load_kv(SAMPLE, {})
     res = embq.compare_with_original(
-        sample_store, SAMPLE, pairs=[SAMPLE_PAIRS, _gensim_data("wordsim353.tsv")],
+        sample_store, SAMPLE, pairs=[SAMPLE_PAIRS, gensim_data("wordsim353.tsv")],
         analogies=SAMPLE_ANALOGIES, sample=200,
     )
     rec = res["reconstruction"]
@@ -127,7 +105,7 @@ def test_recall_against_float_oracle_with_and_without_rescore(tmp_path):
     must be those of the store's search (with and without rescore) measured against exact
     float search, not against the store's own ranking."""
 
-    kv = _load("word2vec_pre_kv_c", {})
+    kv = load_kv("word2vec_pre_kv_c", {})
     path = str(tmp_path / "w.embq")
     embq.save(path, kv.vectors, list(kv.index_to_key))
     with embq.open(path) as store:
@@ -152,17 +130,11 @@ def test_compare_refuses_k_not_below_rows(sample_store, sample_original):
     assert "recall" not in res
 
 
-def _compress(src, dst, **kw):
-    warnings = []
-    embq.compress(src, dst, overwrite=True, warn=warnings.append, **kw)
-    return warnings
-
-
 def test_compare_normalized_store_normalizes_the_original(tmp_path):
     from embq._quantize import quantize
 
     path = str(tmp_path / "n.embq")
-    _compress(SAMPLE, path, normalize=True)
+    compress_quietly(SAMPLE, path, normalize=True)
     with embq.open(path) as store:
         assert store.attrs["normalized"] is True
         res = cmp.compare_with_original(store, SAMPLE, sample=100)
@@ -187,8 +159,6 @@ def test_compare_normalized_store_normalizes_the_original(tmp_path):
 
 
 def sample_floats():
-    from embq._readers import load_embeddings
-
     return load_embeddings(SAMPLE)[1]
 
 
@@ -196,9 +166,9 @@ def test_compare_limit_and_duplicates_line_up_with_the_store(tmp_path):
     """compress --limit 3 on a file whose third row repeats the first key: the store holds
     a, b; the original is cut to 3 rows and its later 'a' dropped, as compress did."""
 
-    src = _write(tmp_path, "d.txt", "4 2\na 1 2\nb 3 -4\na 5 6\nc 7 8\n")
+    src = write_file(tmp_path, "d.txt", "4 2\na 1 2\nb 3 -4\na 5 6\nc 7 8\n")
     path = str(tmp_path / "d.embq")
-    warnings = _compress(src, path, limit=3)
+    warnings = compress_quietly(src, path, limit=3)
     assert "1 duplicate key" in warnings[0]
     with embq.open(path) as store:
         assert store.attrs["source_limit"] == 3 and store.attrs["source_duplicates"] == 1
@@ -212,7 +182,7 @@ def test_compare_limit_and_duplicates_line_up_with_the_store(tmp_path):
             cmp.compare_with_original(store, src, sample=0, limit=4)
     # Duplicates alone (no limit), and the same file as (keys, vectors).
     path2 = str(tmp_path / "d2.embq")
-    _compress(src, path2)
+    compress_quietly(src, path2)
     with embq.open(path2) as store:
         assert len(store) == 3
         res = cmp.compare_with_original(store, src, sample=0)
@@ -231,9 +201,9 @@ def test_compare_format_from_the_store_for_its_source_file(tmp_path):
 
     from embq._errors import FormatError
 
-    src = _write(tmp_path, "g.txt", "100 5\n200 6\n300 -7\n")
+    src = write_file(tmp_path, "g.txt", "100 5\n200 6\n300 -7\n")
     path = str(tmp_path / "g.embq")
-    _compress(src, path, format="glove")
+    compress_quietly(src, path, format="glove")
     with embq.open(path) as store:
         assert store.attrs["source_format"] == "glove"
         res = cmp.compare_with_original(store, src, sample=0)
@@ -253,11 +223,11 @@ def test_compare_npy_keys_from_the_store(tmp_path):
     from embq._evaluate import evaluate_word_pairs
 
     keys, vectors = load_embeddings(SAMPLE)
-    keys_file = _write(tmp_path, "keys.txt", "\n".join(keys) + "\n")
+    keys_file = write_file(tmp_path, "keys.txt", "\n".join(keys) + "\n")
     npy = str(tmp_path / "v.npy")
     np.save(npy, vectors)
     path = str(tmp_path / "npy.embq")
-    _compress(npy, path, keys=keys_file)
+    compress_quietly(npy, path, keys=keys_file)
     with embq.open(path) as store:
         assert store.has_keys
         # The source .npy: its keys file from the store's source_keys_path.
@@ -294,10 +264,10 @@ def test_compare_uses_recorded_encoding_options(tmp_path):
     """compress records how it decoded keys (source_encoding / source_unicode_errors), and
     the source file is read back that way without options."""
 
-    src = _write(tmp_path, "l.txt", "2 2\ncaf\xe9 1 2\nx\xff 3 4\n".encode("latin-1"),
+    src = write_file(tmp_path, "l.txt", "2 2\ncaf\xe9 1 2\nx\xff 3 4\n".encode("latin-1"),
                  mode="wb")
     path = str(tmp_path / "l.embq")
-    _compress(src, path, encoding="latin-1")
+    compress_quietly(src, path, encoding="latin-1")
     with embq.open(path) as store:
         assert store.attrs["source_encoding"] == "latin-1"
         assert store.attrs["source_unicode_errors"] == "strict"
@@ -305,14 +275,15 @@ def test_compare_uses_recorded_encoding_options(tmp_path):
     assert res["original_options"]["encoding"] == "latin-1"
     assert any("source_encoding" in note for note in res["original_notes"])
     path2 = str(tmp_path / "r.embq")
-    _compress(src, path2, unicode_errors="replace")
+    compress_quietly(src, path2, unicode_errors="replace")
     with embq.open(path2) as store:
         res = cmp.compare_with_original(store, src, sample=0)
     assert res["original_options"]["unicode_errors"] == "replace"
 
 
 def test_compare_reader_options_are_checked(sample_store, sample_original):
-    with pytest.raises(ValueError, match="format= only applies when the original is a file; got a tuple"):
+    with pytest.raises(ValueError, match="format= only applies when the original is a file; "
+                       "got a tuple"):
         cmp.compare_with_original(sample_store, sample_original, format="glove")
     with pytest.raises(ValueError, match="format=, encoding= only apply when the original is"):
         cmp.compare_with_original(sample_store, sample_original, format="glove",
@@ -349,10 +320,10 @@ def test_reader_option_checks_speak_the_callers_language():
 
 def test_source_attributes_are_what_compress_writes(tmp_path):
     """compress writes exactly the attributes _source names, with the values it was given."""
-    src = _write(tmp_path, "d.txt", "4 2\na 1 2\nb 3 -4\na 5 6\nc 7 8\n")
-    keys_file = _write(tmp_path, "keys.txt", "a\nb\nc\n")
+    src = write_file(tmp_path, "d.txt", "4 2\na 1 2\nb 3 -4\na 5 6\nc 7 8\n")
+    keys_file = write_file(tmp_path, "keys.txt", "a\nb\nc\n")
     path = str(tmp_path / "d.embq")
-    _compress(src, path, limit=3, encoding="latin-1")
+    compress_quietly(src, path, limit=3, encoding="latin-1")
     with embq.open(path) as store:
         attrs = store.attrs
     source = {name: attrs[name] for name in attrs if name.startswith("source_")}
@@ -366,7 +337,7 @@ def test_source_attributes_are_what_compress_writes(tmp_path):
     assert attrs[_source.NORMALIZED] is False
     npy = str(tmp_path / "v.npy")
     np.save(npy, np.arange(6, dtype=np.float32).reshape(3, 2))
-    _compress(npy, path, keys=keys_file)
+    compress_quietly(npy, path, keys=keys_file)
     with embq.open(path) as store:
         assert store.attrs[_source.SOURCE_KEYS_PATH] == os.path.abspath(keys_file)
         assert store.attrs[_source.SOURCE_LIMIT] == -1
@@ -376,7 +347,7 @@ def test_source_attributes_are_what_compress_writes(tmp_path):
 def test_recorded_reader_options_trust_nothing_of_the_wrong_type(tmp_path):
     """A store from a stranger may hold anything under the source_* names: a value of the
     wrong type (or a format the readers do not have) counts as not recorded."""
-    src = _write(tmp_path, "v.txt", "1 2\na 1 2\n")
+    src = write_file(tmp_path, "v.txt", "1 2\na 1 2\n")
     attrs = {_source.SOURCE_PATH: src, _source.SOURCE_FORMAT: "pickle",
              _source.SOURCE_LIMIT: True, _source.SOURCE_KEYS_PATH: 7,
              _source.SOURCE_ENCODING: b"latin-1", _source.SOURCE_UNICODE_ERRORS: "surrogates"}
@@ -392,7 +363,7 @@ def test_recorded_reader_options_trust_nothing_of_the_wrong_type(tmp_path):
     assert options["format"] == "word2vec" and options["limit"] == 1
     assert options["encoding"] == "latin-1" and len(notes) == 1
     # Another file than the source: only the limit comes from the store.
-    other = _write(tmp_path, "w.txt", "1 2\na 1 2\n")
+    other = write_file(tmp_path, "w.txt", "1 2\na 1 2\n")
     options, notes = _source.recorded_reader_options(attrs, other, {})
     assert options == {"format": None, "keys": None, "limit": 5, "encoding": "utf8",
                        "unicode_errors": "strict"}
@@ -400,8 +371,8 @@ def test_recorded_reader_options_trust_nothing_of_the_wrong_type(tmp_path):
 
 
 def test_compare_pair_file_without_known_pair_raises_like_gensim(sample_store, tmp_path):
-    sample_kv = _load(SAMPLE, {})
-    p = _write(tmp_path, "p.tsv", "zzzz\tyyyy\t1\nqqqq\tcat\t2\n")
+    sample_kv = load_kv(SAMPLE, {})
+    p = write_file(tmp_path, "p.tsv", "zzzz\tyyyy\t1\nqqqq\tcat\t2\n")
     with pytest.raises(ValueError, match=r"No valid similarity judgements found in .*p\.tsv"):
         sample_kv.evaluate_word_pairs(p)
     with pytest.raises(ValueError, match=r"No valid similarity judgements found in .*p\.tsv"):

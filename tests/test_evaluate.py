@@ -11,20 +11,23 @@ test_compare.py, ``embq evaluate`` in test_cli_evaluate.py.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
+from evaluation_files import (
+    SAMPLE,
+    SAMPLE_ANALOGIES,
+    SAMPLE_PAIRS,
+    gensim_data,
+    keyed_vectors,
+    load_kv,
+    save_sample_store,
+    write_file,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embq import _evaluate as ev
 from embq._errors import FormatError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(ROOT, "data", "sample.w2v.txt")
-SAMPLE_PAIRS = os.path.join(ROOT, "data", "sample.pairs.tsv")
-SAMPLE_ANALOGIES = os.path.join(ROOT, "data", "sample.analogies.txt")
 
 # (file, loader keywords) for gensim's real vector files with some overlap with the test sets.
 REAL_VECTORS = [
@@ -35,48 +38,21 @@ REAL_VECTORS = [
 ]
 
 
-def _gensim_data(name):
-    """Path of a file of gensim's test data; the test is skipped without gensim."""
-    pytest.importorskip("gensim")
-    from gensim.test.utils import datapath
-
-    return datapath(name)
-
-
 def _questions():
-    return _gensim_data("questions-words.txt")
+    return gensim_data("questions-words.txt")
 
 
 def _wordsim():
-    return _gensim_data("wordsim353.tsv")
+    return gensim_data("wordsim353.tsv")
 
 
 def _simlex():
-    return _gensim_data("simlex999.txt")
-
-
-def _keyed_vectors():
-    """gensim's KeyedVectors class; the test is skipped without gensim."""
-    return pytest.importorskip("gensim.models").KeyedVectors
-
-
-def _load(name, kw):
-    path = name if os.path.isabs(name) else _gensim_data(name)
-    return _keyed_vectors().load_word2vec_format(path, **kw)
+    return gensim_data("simlex999.txt")
 
 
 @pytest.fixture(scope="module")
 def sample_kv():
-    return _load(SAMPLE, {})
-
-
-def _write(tmp_path, name, text, mode="w"):
-    p = tmp_path / name
-    if mode == "wb":
-        p.write_bytes(text)
-    else:
-        p.write_text(text, encoding="utf8")
-    return str(p)
+    return load_kv(SAMPLE, {})
 
 
 # ------------------------------------------------------------------------------------------
@@ -92,7 +68,7 @@ def test_read_word_pairs_real_file():
 
 
 def test_read_word_pairs_skips_comments_blank_lines_and_crlf(tmp_path):
-    p = _write(tmp_path, "p.tsv", "# header\r\n\r\ncat\tdog\t7.5\r\n  \nCat\tfox\t-1e0\r\n")
+    p = write_file(tmp_path, "p.tsv", "# header\r\n\r\ncat\tdog\t7.5\r\n  \nCat\tfox\t-1e0\r\n")
     w1, w2, scores, lines = ev.read_word_pairs(p)
     assert w1 == ["cat", "Cat"] and w2 == ["dog", "fox"]
     assert scores.tolist() == [7.5, -1.0]
@@ -111,7 +87,7 @@ def test_read_word_pairs_skips_comments_blank_lines_and_crlf(tmp_path):
     ],
 )
 def test_read_word_pairs_errors_name_file_and_line(tmp_path, text, line, fragment):
-    p = _write(tmp_path, "bad.tsv", text)
+    p = write_file(tmp_path, "bad.tsv", text)
     with pytest.raises(FormatError) as info:
         ev.read_word_pairs(p)
     assert info.value.path == p and info.value.line == line
@@ -121,14 +97,14 @@ def test_read_word_pairs_errors_name_file_and_line(tmp_path, text, line, fragmen
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n\n"])
 def test_read_word_pairs_empty_file(tmp_path, text):
-    p = _write(tmp_path, "empty.tsv", text)
+    p = write_file(tmp_path, "empty.tsv", text)
     with pytest.raises(FormatError, match="no word pairs found") as info:
         ev.read_word_pairs(p)
     assert info.value.path == p
 
 
 def test_read_word_pairs_undecodable(tmp_path):
-    p = _write(tmp_path, "latin.tsv", b"cat\tdog\t1\ncaf\xe9\tdog\t2\n", mode="wb")
+    p = write_file(tmp_path, "latin.tsv", b"cat\tdog\t1\ncaf\xe9\tdog\t2\n", mode="wb")
     with pytest.raises(FormatError, match="cannot decode") as info:
         ev.read_word_pairs(p)
     assert info.value.line == 2
@@ -137,7 +113,7 @@ def test_read_word_pairs_undecodable(tmp_path):
 
 
 def test_read_word_pairs_other_delimiter(tmp_path):
-    p = _write(tmp_path, "p.csv", "cat,dog,3\n")
+    p = write_file(tmp_path, "p.csv", "cat,dog,3\n")
     assert ev.read_word_pairs(p, delimiter=",")[0] == ["cat"]
 
 
@@ -156,10 +132,11 @@ def _flat(sections):
 
 def test_read_analogies_fast_and_slow_paths_agree(tmp_path):
     text = ": one\na b c d\n\ne f g h\n: two\ni j k l\n"
-    clean = ev.read_analogies(_write(tmp_path, "clean.txt", text))
+    clean = ev.read_analogies(write_file(tmp_path, "clean.txt", text))
     # Tabs, CR/LF, doubled and trailing spaces force the line-by-line path.
     messy = ev.read_analogies(
-        _write(tmp_path, "messy.txt", text.replace("\n", "\r\n").replace("a b", "a\t b  ") + " ")
+        write_file(tmp_path, "messy.txt",
+                   text.replace("\n", "\r\n").replace("a b", "a\t b  ") + " ")
     )
     assert _flat(clean) == _flat(messy) == [
         ("one", list("abcdefgh")), ("two", list("ijkl"))
@@ -180,7 +157,7 @@ def test_read_analogies_fast_and_slow_paths_agree(tmp_path):
     ],
 )
 def test_read_analogies_errors_name_file_and_line(tmp_path, text, line, fragment):
-    p = _write(tmp_path, "bad.txt", text)
+    p = write_file(tmp_path, "bad.txt", text)
     with pytest.raises(FormatError) as info:
         ev.read_analogies(p)
     assert info.value.path == p and info.value.line == line, str(info.value)
@@ -190,11 +167,11 @@ def test_read_analogies_errors_name_file_and_line(tmp_path, text, line, fragment
 @pytest.mark.parametrize("text", ["", "\n\n", ": only a section\n"])
 def test_read_analogies_empty(tmp_path, text):
     with pytest.raises(FormatError, match="no analogy questions"):
-        ev.read_analogies(_write(tmp_path, "e.txt", text))
+        ev.read_analogies(write_file(tmp_path, "e.txt", text))
 
 
 def test_read_analogies_non_ascii(tmp_path):
-    p = _write(tmp_path, "u.txt", ": jp\n日本 東京 france paris\n")
+    p = write_file(tmp_path, "u.txt", ": jp\n日本 東京 france paris\n")
     assert _flat(ev.read_analogies(p)) == [("jp", ["日本", "東京", "france", "paris"])]
 
 
@@ -295,9 +272,9 @@ def test_analogy_tokenizer_long_lines_many_words_and_file_end(tmp_path):
     lines.append(" ".join(["p" * 15] * 3 + ["p" * 16]))  # 64 bytes
     lines.append("a b c d")
     text = "\n".join(lines)
-    got = ev.read_analogies(_write(tmp_path, "big.txt", text))
+    got = ev.read_analogies(write_file(tmp_path, "big.txt", text))
     assert got == _reference_sections(text)
-    assert len(ev._parse_analogies(_write(tmp_path, "big.txt", text)).words) == len(
+    assert len(ev._parse_analogies(write_file(tmp_path, "big.txt", text)).words) == len(
         {w for _, words, _ in got for w in words})
 
 
@@ -305,12 +282,12 @@ def test_analogies_non_ascii_whitespace_split_like_python(tmp_path):
     # U+3000 and U+00A0 separate words for str.split(): the kernel (ASCII separators only) is
     # not used for such files, and the result is Python's.
     text = ": s\n日本\u3000東京 a\xa0b\n"
-    p = _write(tmp_path, "ws.txt", text)
+    p = write_file(tmp_path, "ws.txt", text)
     assert ev.read_analogies(p) == [("s", ["日本", "東京", "a", "b"], 1)]
 
 
 def test_read_analogies_other_encoding(tmp_path):
-    p = _write(tmp_path, "latin.txt", ": s\ncaf\xe9 b c d\n".encode("latin-1"), mode="wb")
+    p = write_file(tmp_path, "latin.txt", ": s\ncaf\xe9 b c d\n".encode("latin-1"), mode="wb")
     with pytest.raises(FormatError, match="cannot decode") as info:
         ev.read_analogies(p)
     assert info.value.line == 2
@@ -324,12 +301,12 @@ def test_analogy_comments_are_skipped(tmp_path):
     for parse in (lambda t: ev._parse_questions_bytes(t.encode(), "q.txt"),
                   lambda t: ev._parse_questions_text(t, "q.txt")):
         assert _sections_of(parse(text)) == [("s", list("abcdefgh"), 2)]
-    assert ev.read_analogies(_write(tmp_path, "c.txt", text)) == [("s", list("abcdefgh"), 2)]
+    assert ev.read_analogies(write_file(tmp_path, "c.txt", text)) == [("s", list("abcdefgh"), 2)]
 
 
 @pytest.mark.parametrize("text", ["# only a comment\n", "# one\n# two\n: s\n# three\n"])
 def test_analogies_with_only_comments_have_no_questions(tmp_path, text):
-    p = _write(tmp_path, "c.txt", text)
+    p = write_file(tmp_path, "c.txt", text)
     with pytest.raises(FormatError, match="no analogy questions found") as info:
         ev.read_analogies(p)
     assert info.value.path == p and "before the first section" not in str(info.value)
@@ -364,12 +341,12 @@ def test_compressed_file_without_extension_and_truncated(tmp_path):
     plain = _compressed_copy(SAMPLE_PAIRS, str(tmp_path / "pairs.tsv"), "gz")
     assert len(ev.read_word_pairs(plain)[0]) == len(ev.read_word_pairs(SAMPLE_PAIRS)[0])
     data = open(plain, "rb").read()
-    cut = _write(tmp_path, "cut.tsv.gz", data[: len(data) // 2], mode="wb")
+    cut = write_file(tmp_path, "cut.tsv.gz", data[: len(data) // 2], mode="wb")
     with pytest.raises(FormatError, match="cannot decompress the gzip data") as info:
         ev.read_word_pairs(cut)
     assert info.value.path == cut
     # A text file that merely starts like a bz2 stream's "BZh" is read as text.
-    p = _write(tmp_path, "bzh.tsv", "BZh9\tdog\t1\n")
+    p = write_file(tmp_path, "bzh.tsv", "BZh9\tdog\t1\n")
     assert ev.read_word_pairs(p)[0] == ["BZh9"]
 
 
@@ -408,7 +385,7 @@ def test_restrict_vocab_slices_like_gensim(sample_kv, restrict_vocab):
 @pytest.mark.parametrize("name, kw", REAL_VECTORS + [(SAMPLE, {})])
 @pytest.mark.parametrize("options", OPTIONS)
 def test_analogies_equal_gensim(name, kw, options):
-    kv = _load(name, kw)
+    kv = load_kv(name, kw)
     for questions in (_questions(), SAMPLE_ANALOGIES):
         expected = kv.evaluate_word_analogies(questions, **options)
         got = ev.evaluate_word_analogies(kv, questions, **options)
@@ -419,7 +396,7 @@ def test_analogies_equal_gensim(name, kw, options):
 @pytest.mark.parametrize("name, kw", REAL_VECTORS[:3] + [(SAMPLE, {})])
 @pytest.mark.parametrize("options", OPTIONS)
 def test_pairs_equal_gensim(name, kw, options):
-    kv = _load(name, kw)
+    kv = load_kv(name, kw)
     for pairs in (_wordsim(), _simlex(), SAMPLE_PAIRS):
         try:
             expected = kv.evaluate_word_pairs(pairs, **options)
@@ -439,10 +416,10 @@ def test_case_folding_keeps_first_variant(tmp_path):
     keys = ["Paris", "france", "rome", "paris", "italy", "berlin"]
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(6, 8)).astype(np.float32)
-    kv = _keyed_vectors()(vector_size=8)
+    kv = keyed_vectors()(vector_size=8)
     kv.add_vectors(keys, vectors)
-    q = _write(tmp_path, "q.txt", ": caps\nfrance paris italy rome\nitaly rome france PARIS\n")
-    pairs = _write(tmp_path, "p.tsv", "paris\tfrance\t9\nrome\titaly\t8\nberlin\tparis\t1\n")
+    q = write_file(tmp_path, "q.txt", ": caps\nfrance paris italy rome\nitaly rome france PARIS\n")
+    pairs = write_file(tmp_path, "p.tsv", "paris\tfrance\t9\nrome\titaly\t8\nberlin\tparis\t1\n")
     for options in OPTIONS:
         assert ev.evaluate_word_analogies(kv, q, **options) == kv.evaluate_word_analogies(
             q, **options
@@ -453,7 +430,7 @@ def test_case_folding_keeps_first_variant(tmp_path):
 
 
 def test_pairs_all_unknown_is_value_error(sample_kv, tmp_path):
-    p = _write(tmp_path, "p.tsv", "zzzz\tyyyy\t1\nqqqq\tcat\t2\n")
+    p = write_file(tmp_path, "p.tsv", "zzzz\tyyyy\t1\nqqqq\tcat\t2\n")
     with pytest.raises(ValueError, match="No valid similarity judgements"):
         ev.evaluate_word_pairs(sample_kv, p)
 
@@ -509,9 +486,9 @@ def _case_variant_analogy(tmp_path):
     # Woman .536; WOMAN .516; queen .471; the rest 0 or less.
     vectors = np.array([e[0], e[1], e[2], e[1] + e[2] + 2 * e[5], e[1] + 0.2 * e[3],
                         e[1] + 0.3 * e[4], e[2] + 0.4 * e[3], e[2] + 0.5 * e[4], e[6], e[7]])
-    kv = _keyed_vectors()(vector_size=8)
+    kv = keyed_vectors()(vector_size=8)
     kv.add_vectors(keys, vectors)
-    return kv, _write(tmp_path, "q.txt", ": family\nman king woman queen\n")
+    return kv, write_file(tmp_path, "q.txt", ": family\nman king woman queen\n")
 
 
 def test_analogy_fetches_topn_plus_three_candidates_like_gensim(tmp_path):
@@ -548,12 +525,8 @@ def test_canonical_rows():
 @pytest.fixture(scope="module")
 def sample_store(tmp_path_factory):
     import embq
-    from embq._readers import load_embeddings
 
-    keys, vectors = load_embeddings(SAMPLE)
-    path = str(tmp_path_factory.mktemp("ev") / "sample.embq")
-    embq.save(path, vectors, keys)
-    store = embq.open(path)
+    store = embq.open(save_sample_store(tmp_path_factory.mktemp("ev")))
     yield store
     store.close()
 
@@ -562,7 +535,7 @@ def sample_store(tmp_path_factory):
 def euclid(tmp_path_factory):
     import embq
 
-    kv = _load("euclidean_vectors.bin", {"binary": True})
+    kv = load_kv("euclidean_vectors.bin", {"binary": True})
     path = str(tmp_path_factory.mktemp("ev") / "euclid.embq")
     embq.save(path, kv.vectors, list(kv.index_to_key))
     store = embq.open(path)
@@ -573,7 +546,7 @@ def euclid(tmp_path_factory):
 def _dequantized_kv(store):
     from embq._quantize import dequantize
 
-    kv = _keyed_vectors()(vector_size=store.dim)
+    kv = keyed_vectors()(vector_size=store.dim)
     kv.add_vectors(
         list(store.index_to_key),
         dequantize(np.asarray(store.codes), np.asarray(store.scales),
@@ -725,7 +698,7 @@ def test_evaluate_store_report(sample_store):
 
 def test_evaluate_store_parses_every_file_first(sample_store, tmp_path, monkeypatch):
     """A malformed analogy file fails before any pair file is evaluated."""
-    bad = _write(tmp_path, "bad.txt", ": s\na b c\n")
+    bad = write_file(tmp_path, "bad.txt", ": s\na b c\n")
     calls = []
     monkeypatch.setattr(ev, "_evaluate_pairs", lambda *a, **k: calls.append(a))
     with pytest.raises(FormatError, match="expected 4 words"):
