@@ -280,13 +280,12 @@ _SAFE_EXPONENT = 64
 
 
 def _query_exponents(qf: np.ndarray) -> np.ndarray | None:
-    """Per query, the power of two that brings its largest |value| into [1, 2), or None when
-    every query is inside the safe range (the common case: one reduction, no copy)."""
+    """Per query, the power of two that brings its largest |value| into [1, 2) (0 for a zero
+    query), or None when every query is zero or inside the safe range."""
     if qf.size == 0:
         return None
     peak = np.abs(qf).max(axis=1)
-    lo, hi = 2.0 ** -_SAFE_EXPONENT, 2.0 ** _SAFE_EXPONENT
-    if ((peak >= lo) & (peak <= hi) | (peak == 0)).all():
+    if (((peak >= 2.0 ** -_SAFE_EXPONENT) & (peak <= 2.0 ** _SAFE_EXPONENT)) | (peak == 0)).all():
         return None
     _, exponents = np.frexp(peak)  # peak = mantissa * 2**e with mantissa in [0.5, 1)
     exponents = exponents.astype(np.int64) - 1
@@ -294,26 +293,40 @@ def _query_exponents(qf: np.ndarray) -> np.ndarray | None:
     return exponents
 
 
+# The query scales (max |value| / 127) of queries inside the safe range: checking them costs
+# two reductions over one value per query, nothing per dimension.
+_SAFE_SCALES = (float(np.float32(2.0 ** -_SAFE_EXPONENT / 127)),
+                float(np.float32(2.0 ** _SAFE_EXPONENT / 127)))
+
+
 def _quantize_queries(qf: np.ndarray, metric: str,
                       threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Quantize float queries like rows.
 
     Returns (packed int8, int32 sums, float32 weights, exponents): a query outside the safe
-    range is first scaled by ``2**-e`` (see :func:`_query_exponents`), which changes no
-    cosine score and divides its dot scores by ``2**e``; ``exponents`` holds those ``e``
-    (None when no query was scaled) for the caller to scale dot scores back.
+    range is scaled by ``2**-e`` (see :func:`_query_exponents`) and quantized again, which
+    changes no cosine score and divides its dot scores by ``2**e``; ``exponents`` holds those
+    ``e`` (None when no query was scaled) for the caller to scale dot scores back.
     """
     from embq._quantize import quantize
 
     if qf.size < _SERIAL_QUERY_VALUES:
         threads = 1
-    exponents = _query_exponents(qf)
-    if exponents is not None:
-        # Exact: a power of two only moves the exponent of each value.
-        qf = np.ldexp(qf, -exponents[:, None]).astype(np.float32)
     qc, qs, _ = quantize(qf, n_threads=threads)   # symmetric: every zero point is 128
-    packed, sumq, wq = _kernels().prepare_queries(qc, np.asarray(qs, dtype=np.float32),
-                                                  metric == "cosine")
+    qs = np.asarray(qs, dtype=np.float32)
+    exponents = None
+    lo, hi = _SAFE_SCALES
+    # one query (the latency-critical case) is checked with Python floats, no numpy call
+    safe = (lo <= float(qs[0]) <= hi if qs.shape[0] == 1
+            else qs.shape[0] == 0 or (qs.min() >= lo and qs.max() <= hi))
+    if not safe:
+        exponents = _query_exponents(qf)  # zero queries only: None
+        if exponents is not None:
+            # Exact: a power of two only moves the exponent of each value.
+            qc, qs, _ = quantize(np.ldexp(qf, -exponents[:, None]).astype(np.float32),
+                                 n_threads=threads)
+            qs = np.asarray(qs, dtype=np.float32)
+    packed, sumq, wq = _kernels().prepare_queries(qc, qs, metric == "cosine")
     return packed, sumq, wq, exponents
 
 
@@ -511,25 +524,45 @@ def _query_vector(store: Any, items: list[tuple[Any, float, str]]) -> tuple[np.n
 
     ``items`` are ``(key or vector, weight, label)``, checked by :func:`_query_item`. Returns
     the query (float32, shape (d,)) and the rows of the keys it was made from. Any finite
-    vectors and weights work: each term ``weight * vector`` is formed as a mantissa part times
-    a power of two, and all terms are brought to the largest one's power before summing, so
-    neither 1e200 * 1e200 nor a sum of two 1e308 vectors overflows.
+    vectors and weights work: when the plain float64 arithmetic over- or underflows (vectors
+    of 1e200 or 1e-200, weights of 2**900, a sum of two 1e308 vectors), each term
+    ``weight * vector`` is formed as a mantissa part times a power of two and all terms are
+    brought to the largest one's power before summing, which gives the same direction.
     """
     if not items:
         raise ValueError("cannot compute similarity with no input: give positive and/or negative")
-    terms, exclude = [], set()
+    vectors, weights, exclude = [], [], set()
+    # Unit rows and ordinary weights cannot over- or underflow: no need to silence numpy
+    # (np.errstate costs microseconds, which a one-key query notices).
+    ordinary = all(w == 0 or 2.0 ** -300 < abs(w) < 2.0 ** 300 for _, w, _ in items)
     for item, weight, label in items:
         if isinstance(item, np.ndarray):
-            vec = _checked_vector(store, item, label)
+            vectors.append(_checked_vector(store, item, label))
+            ordinary = False
         else:
             row = store.get_index(item)
-            vec = _unit(np.asarray(store[row], dtype=np.float64))
+            vec = np.asarray(store[row], dtype=np.float64)
+            # a stored row is float32: its float64 squares can neither overflow nor underflow
+            nrm = float(np.sqrt(np.dot(vec, vec)))
+            vectors.append(vec / nrm if nrm > 0 else vec)
             exclude.add(row)
+        weights.append(weight)
+    if ordinary:
+        mean = np.mean([w * v for w, v in zip(weights, vectors)], axis=0)
+        nrm = np.linalg.norm(mean)
+    else:
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            mean = np.mean([w * v for w, v in zip(weights, vectors)], axis=0)
+            nrm = np.linalg.norm(mean)
+    if 2.0 ** -400 < nrm < 2.0 ** 400:  # nothing over- or underflowed that matters
+        return (mean / nrm).astype(np.float32), exclude
+    # the same computation, exactly, on terms scaled by powers of two
+    terms = []
+    for weight, vec in zip(weights, vectors):
         v, ev = _scaled(vec)
         w, ew = _scaled(np.array([weight], np.float64))
         terms.append((w[0] * v, ev + ew))
     top = max(e for _, e in terms)
-    # mean, not sum: the same direction, and the same numbers as gensim's for ordinary input
     mean = np.mean([np.ldexp(t, e - top) for t, e in terms], axis=0)
     return _unit(mean).astype(np.float32), exclude
 
