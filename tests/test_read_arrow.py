@@ -319,3 +319,25 @@ def test_damaged_files_never_crash(run_python):
     # FormatError (or OSError) is allowed, for every reader of this issue.
     res = run_python("-c", _DAMAGE, "1", "420", timeout=300)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+def test_evaluate_reads_the_original_as_compress_did(tmp_path, capsys):
+    from embq.cli import main
+
+    x = rows(300, 8).astype(np.float16)
+    p = tmp_path / "e.parquet"
+    pq.write_table(pa.table({"id": np.arange(300), "text": [f"s{i}" for i in range(300)],
+                             "v": vector_array(x, "fixed")}), p)
+    out = tmp_path / "e.embq"
+    assert main(["compress", str(p), str(out), "--key-column", "id", "-q"]) == 0
+    # The key column compress read is recorded (source_key_column) and read again: not the
+    # string column the default would pick.
+    assert main(["evaluate", str(out), "--against", str(p), "--sample", "20"]) == 0
+    assert "key_column 'id' (the store's source_key_column)" in capsys.readouterr().out
+    with embq.open(str(out)) as st:
+        report = embq.compare_with_original(st, str(p), sample=0)
+        assert report["original_options"]["key_column"] == "id"
+        assert report["reconstruction"]["error_max_abs_over_scale"] <= 0.5 + 1e-6
+        # Given options win over recorded ones: other keys, refused.
+        with pytest.raises(ValueError, match="key 0 differs: store has '0', original has 's0'"):
+            embq.compare_with_original(st, str(p), sample=0, key_column="text")
