@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -45,9 +45,11 @@ def _progress_bar(enabled: bool, total: int, desc: str):
 
 
 def compress(
-    input: str | os.PathLike,  # noqa: A002 - mirrors the CLI argument
+    input: str | os.PathLike | Sequence[str | os.PathLike],  # noqa: A002 - the CLI argument
     output: str | os.PathLike,
     *,
+    shard_rows: int | None = None,
+    client: Any = None,
     format: str | None = None,  # noqa: A002
     keys: str | os.PathLike | None = None,
     limit: int | None = None,
@@ -61,16 +63,26 @@ def compress(
     n_threads: int | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Read an embedding file and write a quantized store.
+    """Read an embedding file (or several) and write a quantized store.
 
     Parameters
     ----------
-    input : str or os.PathLike
+    input : str or os.PathLike, or a sequence of them
         Embedding file: word2vec text or binary, GloVe, fastText ``.vec``, ``.npy``, possibly
         gzip/bz2/xz compressed (see :mod:`embq._readers`). Pipes work (``/dev/stdin``, or
-        ``"-"`` for standard input).
+        ``"-"`` for standard input). Several files (formats may differ, the dimension may
+        not) make a sharded store of their rows in input order, then file order; so do
+        ``shard_rows`` and ``client`` (see :mod:`embq._dist_compress`).
     output : str or os.PathLike
-        Store to write. Its directory must exist.
+        Store to write: a file, or for a sharded store a directory (``shards/`` and
+        ``manifest.json``). Its parent directory must exist.
+    shard_rows : int, optional
+        Write a sharded store whose shards hold at most this many rows; uncompressed text
+        and ``.npy`` inputs larger than that are split at row boundaries and read in
+        parallel. Without it, each input is one shard.
+    client : distributed.Client, optional
+        Run the sharded build on this Dask cluster (every worker must see the input and
+        output paths). Without it the same tasks run in this process, one after the other.
     format : str, optional
         Force the input format instead of detecting it.
     keys : str or os.PathLike, optional
@@ -110,6 +122,14 @@ def compress(
         Output exists (without ``overwrite``), its directory is missing, it is a directory,
         or the input is unreadable.
     """
+    if shard_rows is not None or client is not None or not isinstance(input, (str, os.PathLike)):
+        from embq._dist_compress import compress_sharded
+
+        return compress_sharded(
+            input, output, shard_rows=shard_rows, client=client, format=format, keys=keys,
+            limit=limit, encoding=encoding, unicode_errors=unicode_errors,
+            on_duplicate=on_duplicate, normalize=normalize, overwrite=overwrite,
+            block_rows=block_rows, progress=progress, n_threads=n_threads, warn=warn)
     from embq._recon import ReconstructionStats
     from embq._quantize import quantize
     from embq._readers import open_embeddings
