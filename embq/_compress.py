@@ -13,7 +13,8 @@ import os
 import sys
 import time
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -45,12 +46,12 @@ def _progress_bar(enabled: bool, total: int, desc: str):
 
 
 def compress(
-    input: str | os.PathLike | Sequence[str | os.PathLike],  # noqa: A002 - the CLI argument
+    input: str | os.PathLike | Sequence[str | os.PathLike],
     output: str | os.PathLike,
     *,
     shard_rows: int | None = None,
     client: Any = None,
-    format: str | None = None,  # noqa: A002
+    format: str | None = None,
     keys: str | os.PathLike | None = None,
     limit: int | None = None,
     encoding: str = "utf8",
@@ -130,9 +131,9 @@ def compress(
             limit=limit, encoding=encoding, unicode_errors=unicode_errors,
             on_duplicate=on_duplicate, normalize=normalize, overwrite=overwrite,
             block_rows=block_rows, progress=progress, n_threads=n_threads, warn=warn)
-    from embq._recon import ReconstructionStats
     from embq._quantize import quantize
     from embq._readers import open_embeddings
+    from embq._recon import ReconstructionStats
     from embq._store import StoreWriter
 
     if on_duplicate not in ON_DUPLICATE:

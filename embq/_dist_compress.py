@@ -43,9 +43,10 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -116,7 +117,7 @@ class _ByteRange(io.RawIOBase):
     def __init__(self, path: str, start: int, stop: int) -> None:
         super().__init__()
         self.path = path
-        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        self._f = open(path, "rb", buffering=0)
         self._f.seek(start)
         self._left = stop - start
         self.raw_bytes = start
@@ -190,8 +191,8 @@ def _open_piece(piece: Piece, opts: Options, first_row: int = 0):
                                  **common)
         try:
             reader.rows_read = piece.start  # row numbers in blocks and messages stay global
-            if reader._keys_stream is not None and piece.start:  # noqa: SLF001
-                reader._keys_stream = _skip_lines(reader._keys_stream,  # noqa: SLF001
+            if reader._keys_stream is not None and piece.start:
+                reader._keys_stream = _skip_lines(reader._keys_stream,
                                                   piece.start, piece.keys_path, piece.path)
         except BaseException:
             reader.close()
@@ -199,11 +200,11 @@ def _open_piece(piece: Piece, opts: Options, first_row: int = 0):
         return reader
     reader = open_embeddings(piece.path, **common)
     try:
-        reader._input.close()  # noqa: SLF001
-        reader._input = _ByteRange(reader.path, piece.start, piece.stop)  # noqa: SLF001
-        reader._pos = reader._len = 0  # noqa: SLF001
-        reader._base = piece.start  # noqa: SLF001 - byte offsets in messages are the file's
-        reader._eof = False  # noqa: SLF001
+        reader._input.close()
+        reader._input = _ByteRange(reader.path, piece.start, piece.stop)
+        reader._pos = reader._len = 0
+        reader._base = piece.start
+        reader._eof = False
         reader.count = None  # the driver checks the header's count over all pieces
         reader.rows_read = first_row
     except BaseException:
@@ -641,7 +642,7 @@ def _split_text(info: _Input, data_start: int, shard_rows: int) -> list[tuple[in
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-def _plan(paths: list[str], *, format: str | None, keys: str | None,  # noqa: A002
+def _plan(paths: list[str], *, format: str | None, keys: str | None,
           limit: int | None, encoding: str, unicode_errors: str, shard_rows: int | None,
           block_rows: int | None) -> tuple[list[Piece], list[_Input]]:
     from embq._readers import open_embeddings
@@ -780,22 +781,27 @@ def _merge_stats(parts: Sequence[Any]):
     total = ReconstructionStats()
     for p in parts:
         total.rows += p.rows
-        total._elems += p._elems  # noqa: SLF001 - sums and counts add up; max is a max
-        total._sum_abs += p._sum_abs  # noqa: SLF001
-        total._max_abs = max(total._max_abs, p._max_abs)  # noqa: SLF001
-        total._rel_rows += p._rel_rows  # noqa: SLF001
-        total._sum_rel += p._sum_rel  # noqa: SLF001
-        total._cos_rows += p._cos_rows  # noqa: SLF001
-        total._sum_cos += p._sum_cos  # noqa: SLF001
+        total._elems += p._elems
+        total._sum_abs += p._sum_abs
+        total._max_abs = max(total._max_abs, p._max_abs)
+        total._rel_rows += p._rel_rows
+        total._sum_rel += p._sum_rel
+        total._cos_rows += p._cos_rows
+        total._sum_cos += p._sum_cos
     return total
 
 
-def _describe(info: _Input, file_row: int) -> str:
+def _describe(infos: list[_Input], i: int, file_row: int) -> str:
+    """Where row ``file_row`` of input ``i`` is, for messages: ``"line 17 of a.txt"``."""
+    info = infos[i]
+    path = info.path
+    if sum(x.path == path for x in infos) > 1:
+        path += f" (input {i + 1})"
     if info.format in ("word2vec", "glove"):
-        return f"line {file_row + 1 + info.header_lines} of {info.path}"
+        return f"line {file_row + 1 + info.header_lines} of {path}"
     if info.format == "word2vec-binary":
-        return f"record {file_row + 1} of {info.path}"
-    return f"row {file_row} of {info.path}" + (
+        return f"record {file_row + 1} of {path}"
+    return f"row {file_row} of {path}" + (
         f" (line {file_row + 1} of {info.keys_path})" if info.keys_path else "")
 
 
@@ -834,7 +840,7 @@ def compress_sharded(
     *,
     shard_rows: int | None = None,
     client: Any = None,
-    format: str | None = None,  # noqa: A002
+    format: str | None = None,
     keys: str | os.PathLike | None = None,
     limit: int | None = None,
     encoding: str = "utf8",
@@ -1006,7 +1012,7 @@ def _finish(pieces: list[Piece], infos: list[_Input], results: list[dict], opts:
 
     def where(s: int, local_input_row: int) -> str:
         p, row0, _sh = shards[s]
-        return _describe(infos[p.input_index], row0 + local_input_row)
+        return _describe(infos, p.input_index, row0 + local_input_row)
 
     # The first duplicate in input order: within a shard, or of a key of an earlier shard.
     first = None  # (shard, input row, key, first shard, first input row)
