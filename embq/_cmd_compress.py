@@ -17,6 +17,8 @@ from typing import Any
 
 from embq._utils import human_bytes
 
+_CONNECT_SECONDS = 30  # how long --scheduler waits for the scheduler to answer
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -148,7 +150,8 @@ def _dask_client(args: argparse.Namespace) -> Iterator[Any]:
             client = stack.enter_context(distributed.Client(cluster))
         else:
             try:
-                client = stack.enter_context(distributed.Client(args.scheduler, timeout=30))
+                client = stack.enter_context(distributed.Client(args.scheduler,
+                                                                timeout=_CONNECT_SECONDS))
             except (OSError, ValueError) as exc:
                 raise CommandError(f"cannot connect to the Dask scheduler at "
                                    f"{args.scheduler!r}: {exc}") from None

@@ -652,8 +652,8 @@ def _plan(paths: list[str], *, format: str | None, keys: str | None,
     remaining = limit  # rows still wanted (an upper bound once a count is unknown)
     exact = True
     for i, path in enumerate(paths):
-        if remaining is not None and exact and remaining <= 0:
-            break
+        if remaining is not None and remaining <= 0:
+            break  # the rows before this input are enough, whatever a GloVe one holds
         if not os.path.exists(path):
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
         if not os.path.isfile(path):
