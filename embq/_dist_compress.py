@@ -680,8 +680,9 @@ def _plan(paths: list[str], *, format: str | None, keys: str | None,
                     f"({first.path if first.format != 'npy' else path} has keys)", path=path)
         infos.append(info)
         whole = remaining is None or (info.count is not None and remaining >= info.count)
-        kw = {"input_index": i, "path": path, "format": info.format,
-              "keys_path": keys if info.format == "npy" else None}
+        # Absolute: a task may run in another process, started in another directory.
+        kw = {"input_index": i, "path": os.path.abspath(path), "format": info.format,
+              "keys_path": os.path.abspath(keys) if keys and info.format == "npy" else None}
         if (shard_rows is not None and whole and exact and info.compression is None
                 and info.format == "npy" and info.count > shard_rows):
             for a in range(0, info.count, shard_rows):

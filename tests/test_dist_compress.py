@@ -394,3 +394,19 @@ def test_cli_workers_runs_a_local_cluster(tmp_path, capsys, run_python):
     assert res.returncode == 0, res.stderr
     assert "600 rows x 12 in" in res.stdout
     assert read_manifest(tmp_path / "out").rows == 600
+
+
+def test_relative_paths_on_the_cluster(tmp_path, client, monkeypatch):
+    keys, x = _rows(400, 41)
+    _write(tmp_path / "a.txt", _text(keys[:150], x[:150]))
+    np.save(tmp_path / "b.npy", x[150:])
+    _write(tmp_path / "b.keys", ("\n".join(keys[150:]) + "\n").encode())
+    _write(tmp_path / "all.txt", _text(keys, x))
+    monkeypatch.chdir(tmp_path)
+    embq.compress("all.txt", "one.h5")
+    embq.compress("b.npy", "b.h5", keys="b.keys")
+    embq.compress("b.npy", "out-b", keys="b.keys", shard_rows=100, client=client)
+    _assert_same(_arrays("out-b"), _arrays("b.h5"))
+    embq.compress(["a.txt", "a.txt"], "out", shard_rows=100, client=client,
+                  warn=lambda m: None)
+    assert _arrays("out")["keys"] == keys[:150]
