@@ -585,14 +585,22 @@ class _Runner:
                 if on_result is not None:
                     on_result(results[i])
             return results
-        from distributed import as_completed
+        from concurrent.futures import CancelledError
+
+        from distributed import KilledWorker, as_completed
 
         futures = [self.client.submit(fn, *args, pure=False) for args in jobs]
         where = {f.key: i for i, f in enumerate(futures)}
         try:
             for fut in as_completed(futures):
                 i = where[fut.key]
-                results[i] = fut.result()
+                try:
+                    results[i] = fut.result()
+                except (KilledWorker, CancelledError) as exc:
+                    # Not the input's fault: say which task the cluster lost, in one line.
+                    raise ChildProcessError(
+                        f"the Dask cluster lost the task {fn.__name__}{_brief(jobs[i])} "
+                        f"({type(exc).__name__}: {exc})") from None
                 if on_result is not None:
                     on_result(results[i])
         except BaseException:
@@ -601,6 +609,15 @@ class _Runner:
         finally:
             del futures
         return results
+
+
+def _brief(args: tuple) -> str:
+    """The task's input, for a message: the piece's file and range, or the bucket."""
+    head = args[0]
+    if isinstance(head, Piece):
+        where = "" if head.kind == "file" else f" {head.kind} {head.start}-{head.stop}"
+        return f" for {head.path}{where}"
+    return ""
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ and times, as the median of REPEATS runs:
 * ``sequential``: ``embq.compress(files, out)`` without a client (the same tasks, in this
   process, one after the other; quantization uses every core as in one compress);
 * ``cluster``: the same call with a ``LocalCluster(n_workers=WORKERS, threads_per_worker=1,
-  processes=True)`` started beforehand (its start-up is printed separately);
+  processes=True)`` started beforehand (its start-up is printed separately); the two are
+  run alternately, so that changes in the machine's load hit both alike;
 * ``cli --workers``: ``embq compress FILES... OUT --workers WORKERS`` in a fresh process, wall
   time including the cluster's start-up and shutdown.
 
@@ -77,26 +78,27 @@ def main() -> None:
 
     work = tempfile.mkdtemp(prefix="embq-bench-", dir=data)
     try:
-        def run(client, name):
-            out = os.path.join(work, name)
-            times = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                embq.compress(files, out, client=client, overwrite=True)
-                times.append(time.perf_counter() - t)
-            return statistics.median(times), out
-
-        seq, out_seq = run(None, "seq")
         t = time.perf_counter()
         cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1,
                                            processes=True, dashboard_address=":0")
         client = distributed.Client(cluster)
         startup = time.perf_counter() - t
+        out_seq, out_par = os.path.join(work, "seq"), os.path.join(work, "par")
+        seqs, pars = [], []
         try:
-            par, out_par = run(client, "par")
+            embq.compress(files[:1], out_par, client=client, overwrite=True)  # workers warm up
+            # Alternated, so that a change in the machine's load hits both alike.
+            for _ in range(args.repeats):
+                for times, out, c in ((seqs, out_seq, None), (pars, out_par, client)):
+                    t = time.perf_counter()
+                    embq.compress(files, out, client=c, overwrite=True)
+                    times.append(time.perf_counter() - t)
         finally:
             client.close()
             cluster.close()
+        seq, par = statistics.median(seqs), statistics.median(pars)
+        print("runs (s): sequential " + " ".join(f"{t:.2f}" for t in seqs) + "; cluster "
+              + " ".join(f"{t:.2f}" for t in pars))
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "embq", "compress", *files,
                         os.path.join(work, "cli"), "--workers", str(args.workers), "-q"],
