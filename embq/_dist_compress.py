@@ -260,22 +260,21 @@ def _line_end(path: str, at: int, stop: int) -> int:
     return stop
 
 
+#: Root attribute of a shard read from part of a file: ``"bytes A-B"`` or ``"rows A-B"``.
+SOURCE_RANGE = "source_range"
+
+
 def _source_attrs(piece: Piece, reader, opts: Options) -> dict[str, Any]:
-    attrs = {
-        "source_path": os.path.abspath(piece.path),
-        "source_format": reader.format,
-        "source_compression": reader.compression or "none",
-        "source_size": np.int64(reader.size),
-        "source_limit": np.int64(opts.limit if opts.limit is not None else -1),
-        "normalized": np.bool_(opts.normalize),
-        "source_encoding": opts.encoding,
-        "source_unicode_errors": opts.unicode_errors,
-    }
+    """The ``source_*`` attributes of the shards of ``piece`` (rows and duplicates are set
+    per shard when it is finished)."""
+    from embq._source import NORMALIZED, source_attributes
+
+    attrs = source_attributes(reader, piece.path, keys=piece.keys_path, limit=opts.limit,
+                              encoding=opts.encoding, unicode_errors=opts.unicode_errors,
+                              duplicates=0)
+    attrs[NORMALIZED] = np.bool_(opts.normalize)
     if piece.kind != "file":
-        attrs["source_range"] = f"{'bytes' if piece.kind == 'bytes' else 'rows'} " \
-                                f"{piece.start}-{piece.stop}"
-    if piece.keys_path is not None:
-        attrs["source_keys_path"] = os.path.abspath(piece.keys_path)
+        attrs[SOURCE_RANGE] = f"{piece.kind} {piece.start}-{piece.stop}"
     return attrs
 
 
@@ -322,13 +321,14 @@ class _ShardBuilder:
         self.writer.abort()
 
     def finish(self) -> dict[str, Any]:
+        from embq._source import SOURCE_DUPLICATES, SOURCE_ROWS
         from embq._store import open as open_store
 
         drops = np.concatenate(self.drops) if self.drops else np.empty(0, np.int64)
         self.writer.attrs.update(self.attrs)
         self.writer.attrs.update({
-            "source_rows": np.int64(self.input_rows),
-            "source_duplicates": np.int64(len(drops)),
+            SOURCE_ROWS: np.int64(self.input_rows),
+            SOURCE_DUPLICATES: np.int64(len(drops)),
             **{k: np.float64(v) for k, v in self.stats.result().items()},
         })
         self.writer.close()
@@ -992,6 +992,8 @@ def _finish(pieces: list[Piece], infos: list[_Input], results: list[dict], opts:
             build: str, runner: _Runner, limit: int | None, on_duplicate: str
             ) -> dict[str, Any]:
     """Rounds 2 and 3: checks over whole files, the limit, duplicates, rewrites."""
+    from embq._source import SOURCE_DUPLICATES, SOURCE_ROWS
+
     file_row0 = []
     seen: dict[int, int] = {}
     for p, res in zip(pieces, results):
@@ -1066,8 +1068,8 @@ def _finish(pieces: list[Piece], infos: list[_Input], results: list[dict], opts:
         rows = cut_rows[s] - len(drop)
         final_rows.append(rows)
         if rows and (drop or cut_rows[s] < sh["rows"]):
-            extra = {"source_rows": np.int64(cut_input[s]),
-                     "source_duplicates": np.int64(
+            extra = {SOURCE_ROWS: np.int64(cut_input[s]),
+                     SOURCE_DUPLICATES: np.int64(
                          int((sh["drops"] < cut_input[s]).sum()) + len(drop))}
             jobs.append((build, sh["path"], np.asarray(drop, np.int64), cut_rows[s], extra,
                          opts.n_threads))

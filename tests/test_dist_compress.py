@@ -214,6 +214,10 @@ def test_duplicate_keys_across_inputs_first_wins(tmp_path, client, use_client):
                       warn=got_warnings.append)
     assert s["duplicates"] == ref["duplicates"] == 301
     _assert_same(_arrays(out), _arrays(tmp_path / "one.h5"))
+    m = read_manifest(out)
+    recorded = [embq.open(m.shard_path(i)).attrs for i in range(len(m.shards))]
+    for a_, e in zip(recorded, m.shards):  # each shard: rows read, minus those dropped
+        assert int(a_["source_rows"]) - int(a_["source_duplicates"]) == e.rows
     _check_manifest(out, 300)
     assert len(got_warnings) == 1 and "301 duplicate keys" in got_warnings[0]
     # the first repeat in input order is w500 on line 1 of b.txt, first on line 502 of a.txt

@@ -77,7 +77,7 @@ def test_merge_of_a_sharded_compress_equals_one_compress(tmp_path):
         assert one[name].tobytes() == merged[name].tobytes(), name
     # attributes every shard shares are kept; per-shard figures are not
     assert merged["attrs"]["source_format"] == "word2vec"
-    assert "source_range" not in merged["attrs"]
+    assert "source_range" not in merged["attrs"] and "source_rows" not in merged["attrs"]
 
 
 def test_merge_names_the_bad_shard(tmp_path):
