@@ -414,3 +414,22 @@ def test_relative_paths_on_the_cluster(tmp_path, client, monkeypatch):
     embq.compress(["a.txt", "a.txt"], "out", shard_rows=100, client=client,
                   warn=lambda m: None)
     assert _arrays("out")["keys"] == keys[:150]
+
+
+@pytest.mark.parametrize("how", ["many buckets", "every hash equal"])
+def test_global_key_pass_buckets_and_hash_collisions(tmp_path, monkeypatch, how):
+    k1, x1 = _rows(500, 51)
+    k2, x2 = _rows(500, 52, start=300)
+    a = _write(tmp_path / "a.txt", _text(k1, x1))
+    b = _write(tmp_path / "b.txt", _text(k2, x2))
+    whole = _write(tmp_path / "all.txt", _text(k1 + k2, np.concatenate([x1, x2])))
+    ref = embq.compress(whole, tmp_path / "one.h5", warn=lambda m: None)
+    if how == "many buckets":
+        monkeypatch.setattr(_dist_compress, "_BUCKET_ROWS", 37)
+    else:  # only the keys themselves can tell rows apart
+        import embq._kernels_store as ks
+
+        monkeypatch.setattr(ks, "hash_key", lambda key: 12345)
+    s = embq.compress([a, b], tmp_path / "out", shard_rows=128, warn=lambda m: None)
+    assert s["duplicates"] == ref["duplicates"] == 200
+    _assert_same(_arrays(tmp_path / "out"), _arrays(tmp_path / "one.h5"))
