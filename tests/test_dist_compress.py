@@ -433,3 +433,17 @@ def test_global_key_pass_buckets_and_hash_collisions(tmp_path, monkeypatch, how)
     s = embq.compress([a, b], tmp_path / "out", shard_rows=128, warn=lambda m: None)
     assert s["duplicates"] == ref["duplicates"] == 200
     _assert_same(_arrays(tmp_path / "out"), _arrays(tmp_path / "one.h5"))
+
+
+def test_interrupted_after_the_cluster_wrote_shards_leaves_nothing(mixed, tmp_path, client,
+                                                                  monkeypatch):
+    files, _whole, _one = mixed
+
+    def interrupted(*args, **kwargs):
+        assert os.listdir(os.path.join(args[4], "shards"))  # the workers wrote shards
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_dist_compress, "_finish", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        embq.compress(files, tmp_path / "out.embq", shard_rows=300, client=client)
+    assert os.listdir(tmp_path) == []
