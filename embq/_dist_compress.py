@@ -671,9 +671,9 @@ def _plan(paths: list[str], *, format: str | None, keys: str | None,
     for i, path in enumerate(paths):
         if remaining is not None and remaining <= 0:
             break  # the rows before this input are enough, whatever a GloVe one holds
-        if not os.path.exists(path):
+        if path != "-" and not os.path.exists(path):
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
-        if not os.path.isfile(path):
+        if path == "-" or not os.path.isfile(path):
             raise FormatError("not a regular file: a sharded store is built from files that "
                               "every worker can open (pipes and standard input cannot be "
                               "split or shared)", path=path)

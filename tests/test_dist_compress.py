@@ -346,6 +346,8 @@ def test_inputs_must_agree(tmp_path):
         embq.compress([a, str(tmp_path / "missing.txt")], tmp_path / "out")
     with pytest.raises(ValueError, match="shard_rows"):
         embq.compress([a, a], tmp_path / "out", shard_rows=0)
+    with pytest.raises(FormatError, match="-: not a regular file"):
+        embq.compress([a, "-"], tmp_path / "out")
     embq.compress([a], tmp_path / "single.h5")  # one input, no sharding: a plain store
     assert os.path.isfile(tmp_path / "single.h5")
     os.mkdir(tmp_path / "dir")
