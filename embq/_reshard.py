@@ -91,10 +91,20 @@ def shard(
     FileExistsError, FileNotFoundError, IsADirectoryError
         As for :func:`embq.compress`.
     """
-    from embq._dist_compress import _HASH_DIR, _check_output, _make_build_dir, _remove_tree
-    from embq._dist_compress import publish_directory
-    from embq._manifest import SHARD_UUID_ATTR, entry_for, new_shard_uuid, shard_name
-    from embq._manifest import write_manifest
+    from embq._dist_compress import (
+        _HASH_DIR,
+        _check_output,
+        _make_build_dir,
+        _remove_tree,
+        publish_directory,
+    )
+    from embq._manifest import (
+        SHARD_UUID_ATTR,
+        entry_for,
+        new_shard_uuid,
+        shard_name,
+        write_manifest,
+    )
     from embq._store import StoreWriter
     from embq._store import open as open_store
 
