@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -46,10 +47,12 @@ def _progress_bar(enabled: bool, total: int, desc: str):
 
 
 def compress(
-    input: str | os.PathLike,  # noqa: A002 - mirrors the CLI argument
+    input: str | os.PathLike | Sequence[str | os.PathLike],
     output: str | os.PathLike,
     *,
-    format: str | None = None,  # noqa: A002
+    shard_rows: int | None = None,
+    client: Any = None,
+    format: str | None = None,
     keys: str | os.PathLike | None = None,
     limit: int | None = None,
     encoding: str = "utf8",
@@ -66,16 +69,26 @@ def compress(
     vector_column: str | None = None,
     key_column: str | None = None,
 ) -> dict[str, Any]:
-    """Read an embedding file and write a quantized store.
+    """Read an embedding file (or several) and write a quantized store.
 
     Parameters
     ----------
-    input : str or os.PathLike
+    input : str or os.PathLike, or a sequence of them
         Embedding file: word2vec text or binary, GloVe, fastText ``.vec``, ``.npy``, possibly
         gzip/bz2/xz compressed (see :mod:`embq._readers`). Pipes work (``/dev/stdin``, or
-        ``"-"`` for standard input).
+        ``"-"`` for standard input). Several files (formats may differ, the dimension may
+        not) make a sharded store of their rows in input order, then file order; so do
+        ``shard_rows`` and ``client`` (see :mod:`embq._dist_compress`).
     output : str or os.PathLike
-        Store to write. Its directory must exist.
+        Store to write: a file, or for a sharded store a directory (``shards/`` and
+        ``manifest.json``). Its parent directory must exist.
+    shard_rows : int, optional
+        Write a sharded store whose shards hold at most this many rows; uncompressed text
+        and ``.npy`` inputs larger than that are split at row boundaries and read in
+        parallel. Without it, each input is one shard.
+    client : distributed.Client, optional
+        Run the sharded build on this Dask cluster (every worker must see the input and
+        output paths). Without it the same tasks run in this process, one after the other.
     format : str, optional
         Force the input format instead of detecting it.
     keys : str or os.PathLike, optional
@@ -119,9 +132,25 @@ def compress(
         Output exists (without ``overwrite``), its directory is missing, it is a directory,
         or the input is unreadable.
     """
-    from embq._recon import ReconstructionStats
+    if shard_rows is not None or client is not None or not isinstance(input, (str, os.PathLike)):
+        from embq._dist_compress import compress_sharded
+
+        parts = {"tensor": tensor, "array": array, "vector_column": vector_column,
+                 "key_column": key_column}
+        given = [f"{name}=" for name, value in parts.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} pick{'s' if len(given) == 1 else ''} a part of "
+                             "one input; a sharded compress (several inputs, shard_rows or "
+                             "client) reads each input's default part")
+
+        return compress_sharded(
+            input, output, shard_rows=shard_rows, client=client, format=format, keys=keys,
+            limit=limit, encoding=encoding, unicode_errors=unicode_errors,
+            on_duplicate=on_duplicate, normalize=normalize, overwrite=overwrite,
+            block_rows=block_rows, progress=progress, n_threads=n_threads, warn=warn)
     from embq._quantize import quantize
     from embq._readers import open_embeddings
+    from embq._recon import ReconstructionStats
     from embq._store import StoreWriter
 
     if on_duplicate not in ON_DUPLICATE:

@@ -142,6 +142,20 @@ class KeysAttached:
     def __getattr__(self, name: str):
         return getattr(self._inner, name)
 
+    @property
+    def rows_read(self) -> int:
+        """Rows yielded so far (the inner reader's count)."""
+        return self._inner.rows_read
+
+    @rows_read.setter
+    def rows_read(self, row: int) -> None:
+        # A sharded compress starts a reader at a row of a mapped .npy (embq._dist_compress).
+        self._inner.rows_read = row
+
+    def skip_keys(self, n: int) -> None:
+        """Pass over the keys of the first ``n`` rows (with ``rows_read = n``)."""
+        self._keys.skip(n)
+
     def describe_row(self, row: int) -> str:
         return f"row {row} (line {row + 1} of {self.keys_path})"
 

@@ -71,10 +71,7 @@ class TextKeys:
             raw = readline()
             line = first_row + i + 1
             if not raw:
-                raise FormatError(
-                    f"the keys file ends after {plural(line - 1, 'key')} but {self.matrix} has "
-                    f"{plural(self.count, 'row')}; expected one key per row",
-                    path=self.path, line=line)
+                raise self._ended(line)
             raw = raw.rstrip(b"\r\n")
             if line == 1 and self._bom and raw.startswith(_UTF8_BOM):
                 raw = raw[len(_UTF8_BOM):]
@@ -91,6 +88,18 @@ class TextKeys:
                                   path=self.path, line=line)
             keys.append(key)
         return keys
+
+    def _ended(self, line: int) -> FormatError:
+        return FormatError(
+            f"the keys file ends after {plural(line - 1, 'key')} but {self.matrix} has "
+            f"{plural(self.count, 'row')}; expected one key per row", path=self.path, line=line)
+
+    def skip(self, n: int) -> None:
+        """Pass over the keys of the first ``n`` rows, for a reader that starts at row ``n``."""
+        readline = self._stream.readline
+        for line in range(1, n + 1):
+            if not readline():
+                raise self._ended(line)
 
     def finish(self, rows_read: int, whole: bool) -> None:
         """After the last row: when all rows were read, no key may be left over."""
@@ -219,6 +228,9 @@ class TokenizerKeys:
 
     def take(self, first_row: int, n: int) -> list[str]:
         return self._keys[first_row:first_row + n]
+
+    def skip(self, n: int) -> None:
+        """Nothing to do: keys are taken by row number."""
 
     def finish(self, rows_read: int, whole: bool) -> None:
         """Nothing to check: the ids were matched with the rows when opened."""

@@ -23,6 +23,8 @@ _COMMAND_MODULES = (
     "embq._cmd_info",
     "embq._cmd_query",
     "embq._cmd_evaluate",
+    "embq._cmd_shard",
+    "embq._cmd_merge",
 )
 
 EXIT_BAD_INPUT = 2

@@ -341,3 +341,27 @@ def test_evaluate_reads_the_original_as_compress_did(tmp_path, capsys):
         # Given options win over recorded ones: other keys, refused.
         with pytest.raises(ValueError, match="key 0 differs: store has '0', original has 's0'"):
             embq.compare_with_original(st, str(p), sample=0, key_column="text")
+
+
+def test_sharded_compress_of_parquet_and_safetensors(tmp_path):
+    from safetensors.numpy import save_file
+
+    x = rows(N, D)
+    keys = keys_of(N)
+    ref = npy_store(tmp_path, x, keys)
+    parts = []
+    for i, (a, b) in enumerate(((0, 90), (90, N))):
+        parts.append(tmp_path / f"p{i}.parquet")
+        pq.write_table(table(x[a:b], keys[a:b]), parts[-1])
+    embq.compress([str(p) for p in parts], str(tmp_path / "sharded"), shard_rows=40)
+    embq.merge(str(tmp_path / "sharded"), str(tmp_path / "merged.embq"))
+    assert_same_store(tmp_path / "merged.embq", ref)
+    st = tmp_path / "m.safetensors"
+    save_file({"w": x}, str(st))
+    kp = tmp_path / "vocab.txt"
+    kp.write_text("".join(k + "\n" for k in keys))
+    embq.compress([str(st)], str(tmp_path / "sharded2"), keys=str(kp), shard_rows=40)
+    embq.merge(str(tmp_path / "sharded2"), str(tmp_path / "merged2.embq"))
+    assert_same_store(tmp_path / "merged2.embq", ref)
+    with pytest.raises(ValueError, match="key_column= picks a part of one input"):
+        embq.compress([str(p) for p in parts], str(tmp_path / "s3"), key_column="word")
