@@ -1346,15 +1346,24 @@ class Store:
             f"array; got {type(key).__name__}"
         )
 
+    def _range_text(self) -> str:
+        n = self._n
+        return (f"this store has {n} rows (valid rows: {-n} to {n - 1})" if n
+                else "this store has no rows")
+
     def _check_row(self, i: int) -> int:
         if i < 0:
             i += self._n
         if not 0 <= i < self._n:
-            raise IndexError(f"row {i if i >= 0 else i - self._n} out of range for a store of "
-                             f"{self._n} rows")
+            raise IndexError(f"row {i if i >= 0 else i - self._n} out of range: "
+                             f"{self._range_text()}")
         return i
 
     def _rows_from_ints(self, rows: np.ndarray) -> np.ndarray:
+        if rows.dtype.kind == "u" and rows.size and int(rows.max()) >= self._n:
+            # Checked before the cast to int64, which would wrap values of 2**63 and more.
+            j = int(np.argmax(rows >= self._n))
+            raise IndexError(f"row {int(rows[j])} (item {j}) out of range: {self._range_text()}")
         rows = rows.astype(np.int64, copy=True)
         neg = rows < 0
         if neg.any():
@@ -1363,9 +1372,7 @@ class Store:
         if bad.any():
             j = int(np.argmax(bad))
             orig = rows[j] - self._n if neg[j] else rows[j]
-            raise IndexError(
-                f"row {int(orig)} (item {j}) out of range for a store of {self._n} rows"
-            )
+            raise IndexError(f"row {int(orig)} (item {j}) out of range: {self._range_text()}")
         return rows
 
     def _getitem_array(self, arr: np.ndarray) -> np.ndarray:
@@ -1411,6 +1418,9 @@ class Store:
         except TypeError:
             rows = np.array([self._resolve(v, j) for j, v in enumerate(items)], np.int64)
             return index.gather(self._threads, rows)
+        except OverflowError:
+            # An integer beyond int64 is out of range of any store: name it like any other.
+            rows = np.array([self._resolve(v, j) for j, v in enumerate(items)], np.int64)
         if any(isinstance(v, (bool, np.bool_)) for v in items):
             raise TypeError("store indices must be int or str, not bool")
         return index.gather(self._threads, self._rows_from_ints(rows))
@@ -1419,7 +1429,11 @@ class Store:
         if isinstance(v, str):
             return self.get_index(v)
         if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
-            return self._check_row(int(v))
+            try:
+                return self._check_row(int(v))
+            except IndexError:
+                raise IndexError(f"row {int(v)} (item {j}) out of range: "
+                                 f"{self._range_text()}") from None
         raise TypeError(
             f"store indices must be int or str; item {j} is {type(v).__name__} {v!r}"
         )

@@ -1,0 +1,309 @@
+"""Crafted hostile stores: every kind of damage, through every entry point.
+
+A store may come from a stranger.  Each damaged file below must give a clear error that names
+the file (and the dataset or row where it can): ``StoreError`` from the library, exit code 2
+and one line on stderr from the command line, never a traceback, a hang, a huge allocation,
+a read of another file, or a wrong answer.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+
+import h5py
+import numpy as np
+import pytest
+
+import embq
+from embq._errors import StoreError
+from embq.cli import main as cli_main
+
+N, D = 40, 6
+
+
+def _keys(n=N):
+    return [f"w{i}" for i in range(n)]
+
+
+def _good(path, n=N, d=D):
+    x = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
+    embq.save(path, x, _keys(n))
+    return path
+
+
+def _edit(path, fn):
+    with h5py.File(path, "r+") as f:
+        fn(f)
+    return path
+
+
+def _object_header_address(path, name):
+    with h5py.File(path, "r") as f:
+        return h5py.h5o.get_info(f[name].id).addr
+
+
+def _smash(path, offset, nbytes=24):
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(bytes((0xA5 + 37 * i) & 0xFF for i in range(nbytes)))
+    return path
+
+
+# ------------------------------------------------------------------------------------------
+# The crafted files.  Each returns (path, what the message must contain).
+# ------------------------------------------------------------------------------------------
+
+
+def damaged_header_codes(tmp_path):
+    p = _good(tmp_path / "hdr.h5")
+    return _smash(p, _object_header_address(p, "codes")), "codes"
+
+
+def damaged_header_keys_group(tmp_path):
+    p = _good(tmp_path / "hdrk.h5")
+    return _smash(p, _object_header_address(p, "keys")), "keys"
+
+
+def damaged_header_root(tmp_path):
+    p = _good(tmp_path / "hdrr.h5")
+    return _smash(p, _object_header_address(p, "/"), 64), "HDF5"
+
+
+def soft_link_loop(tmp_path):
+    def fn(f):
+        del f["codes"]
+        f["codes"] = h5py.SoftLink("/codes")
+    return _edit(_good(tmp_path / "loop.h5"), fn), "'codes' is a soft link to '/codes'"
+
+
+def soft_link_elsewhere(tmp_path):
+    def fn(f):
+        del f["norms"]
+        f["norms"] = h5py.SoftLink("/scales")
+    return _edit(_good(tmp_path / "soft.h5"), fn), "'norms' is a soft link"
+
+
+def external_link(tmp_path):
+    other = _good(tmp_path / "other.h5")
+
+    def fn(f):
+        del f["scales"]
+        f["scales"] = h5py.ExternalLink(os.fspath(other), "/scales")
+    return _edit(_good(tmp_path / "ext.h5"), fn), "'scales' is an external link"
+
+
+def external_raw_storage(tmp_path):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(N, dtype="<f4").tobytes())
+
+    def fn(f):
+        del f["scales"]
+        f.create_dataset("scales", shape=(N,), dtype="<f4",
+                         external=[(os.fspath(secret), 0, 4 * N)])
+    return _edit(_good(tmp_path / "raw.h5"), fn), "'scales' keeps its data in external files"
+
+
+def virtual_dataset(tmp_path):
+    other = _good(tmp_path / "src.h5")
+
+    def fn(f):
+        del f["norms"]
+        layout = h5py.VirtualLayout(shape=(N,), dtype="<f4")
+        layout[:] = h5py.VirtualSource(os.fspath(other), "norms", shape=(N,))
+        f.create_virtual_dataset("norms", layout)
+    return _edit(_good(tmp_path / "vds.h5"), fn), "'norms' is virtual"
+
+
+def group_for_dataset(tmp_path):
+    def fn(f):
+        del f["keys/offsets"]
+        f.create_group("keys/offsets")
+    return _edit(_good(tmp_path / "grp.h5"), fn), "'keys/offsets' is a Group, expected a dataset"
+
+
+def dataset_for_group(tmp_path):
+    def fn(f):
+        del f["keys"]
+        f["keys"] = np.zeros(3, np.uint8)
+    return _edit(_good(tmp_path / "dsg.h5"), fn), "'keys' is a Dataset, expected a group"
+
+
+def _huge(tmp_path, n, name):
+    p = tmp_path / name
+    with h5py.File(p, "w") as f:
+        a = f.attrs
+        a["format"], a["format_version"], a["scheme"] = "embq", np.int64(1), embq._store.SCHEME
+        a["dim"], a["n_rows"], a["embq_version"] = np.int64(D), np.int64(n), "0"
+        a["has_keys"] = np.bool_(True)
+        # Chunked and never written: the file stays a few KB whatever the shapes claim.
+        for nm, dt, shape in (("codes", np.uint8, (n, D)), ("scales", "<f4", (n,)),
+                              ("zero_points", np.uint8, (n,)), ("norms", "<f4", (n,)),
+                              ("keys/utf8", np.uint8, (n,)), ("keys/offsets", "<i8", (n + 1,)),
+                              ("keys/hash", "<i8", (2 * n,))):
+            ds = f.create_dataset(nm, shape=shape, dtype=dt, chunks=True)
+            if nm == "keys/hash":
+                ds.attrs["hash_function"] = embq._store.HASH_FUNCTION
+                ds.attrs["probing"] = embq._store.PROBING
+    assert os.path.getsize(p) < 100_000
+    return p, "is chunked"
+
+
+def huge_chunked_2_24(tmp_path):
+    return _huge(tmp_path, 1 << 24, "h24.h5")
+
+
+def huge_chunked_2_31(tmp_path):
+    return _huge(tmp_path, 1 << 31, "h31.h5")
+
+
+def huge_contiguous_unwritten(tmp_path):
+    def fn(f):
+        del f["codes"]
+        f.create_dataset("codes", shape=(N, D), dtype=np.uint8)  # contiguous, never written
+    return _edit(_good(tmp_path / "unw.h5"), fn), "'codes' claims"
+
+
+def huge_attribute(tmp_path):
+    src = _good(tmp_path / "plain.h5")
+    p = tmp_path / "attr.h5"
+    # A file in the latest format stores attributes densely: no 64 KB limit.
+    with h5py.File(src, "r") as f, h5py.File(p, "w", libver="latest") as g:
+        for name in f:
+            f.copy(name, g)
+        g.attrs["big"] = np.zeros(1 << 18)  # 2 MB of metadata
+        for name, value in f.attrs.items():
+            g.attrs[name] = value
+    return p, "attribute 'big'"
+
+
+def overlapping_datasets(tmp_path):
+    # Point 'norms' at the bytes of 'scales' by rewriting its address in the file.
+    p = _good(tmp_path / "ovl.h5")
+    with h5py.File(p, "r") as f:
+        a, b = f["scales"].id.get_offset(), f["norms"].id.get_offset()
+    raw = bytearray(p.read_bytes())
+    at = raw.find(b.to_bytes(8, "little"))
+    assert at > 0 and raw.find(b.to_bytes(8, "little"), at + 1) < 0
+    raw[at:at + 8] = a.to_bytes(8, "little")
+    p.write_bytes(bytes(raw))
+    return p, "share bytes"
+
+
+def hash_table_rotated(tmp_path):
+    def fn(f):
+        f["keys/hash"][...] = np.roll(f["keys/hash"][...], 1)
+    return _edit(_good(tmp_path / "rot.h5"), fn), "'keys/hash' does not match the keys"
+
+
+def hash_table_shuffled(tmp_path):
+    def fn(f):
+        t = f["keys/hash"][...]
+        f["keys/hash"][...] = np.random.default_rng(1).permutation(t)
+    return _edit(_good(tmp_path / "shuf.h5"), fn), "'keys/hash' does not match the keys"
+
+
+def fifo(tmp_path):
+    p = tmp_path / "pipe.h5"
+    os.mkfifo(p)
+    return p, "FIFO"
+
+
+def device(tmp_path):
+    return "/dev/zero", "character device"
+
+
+HOSTILE = [
+    damaged_header_codes, damaged_header_keys_group, damaged_header_root, soft_link_loop,
+    soft_link_elsewhere, external_link, external_raw_storage, virtual_dataset,
+    group_for_dataset, dataset_for_group, huge_chunked_2_24, huge_chunked_2_31,
+    huge_contiguous_unwritten, huge_attribute, overlapping_datasets, hash_table_rotated,
+    hash_table_shuffled, fifo, device,
+]
+
+
+@pytest.fixture(params=HOSTILE, ids=lambda fn: fn.__name__)
+def hostile(request, tmp_path):
+    return request.param(tmp_path)
+
+
+def _bounded_memory():
+    # A hostile header must not make embq allocate what it claims: 1 GB of address space more
+    # than now is far below 2**31 rows x 6 columns, and far above what opening needs.
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as fh:
+        now = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    return soft, hard, now + (1 << 30)
+
+
+@pytest.fixture
+def limited_memory():
+    soft, hard, cap = _bounded_memory()
+    if hard != resource.RLIM_INFINITY and hard < cap:
+        cap = hard
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.fixture(autouse=True)
+def _no_hang():
+    # A FIFO or a device must fail at once; should one ever block, fail instead of hanging.
+    def expire(signum, frame):
+        raise TimeoutError("no answer within 60 s: embq blocked on a hostile path")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(60)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _check_error(exc, path, what):
+    msg = str(exc)
+    assert os.fspath(path) in msg, msg
+    assert what in msg, msg
+    assert "\n" not in msg
+
+
+def test_open_refuses(hostile, limited_memory):
+    path, what = hostile
+    with pytest.raises(StoreError) as info:
+        embq.open(path)
+    _check_error(info.value, path, what)
+    assert info.value.path == os.fspath(path)
+
+
+def test_export_refuses(hostile, tmp_path):
+    path, what = hostile
+    out = tmp_path / "out.txt"
+    with pytest.raises(StoreError) as info:
+        embq.export(path, out, format="word2vec")
+    _check_error(info.value, path, what)
+    assert not out.exists() and not [p for p in os.listdir(tmp_path) if "embq-tmp" in p]
+
+
+@pytest.mark.parametrize("command", ["info", "query", "export", "evaluate"])
+def test_cli_one_line_exit_2(hostile, command, tmp_path, capsys):
+    path, what = hostile
+    path = os.fspath(path)
+    argv = {
+        "info": ["info", path],
+        "query": ["query", path, "w1"],
+        "export": ["export", path, os.fspath(tmp_path / "o.txt"), "--format", "word2vec"],
+        "evaluate": ["evaluate", path, "--analogies", os.fspath(tmp_path / "a.txt")],
+    }[command]
+    (tmp_path / "a.txt").write_text(": s\nw1 w2 w3 w4\n")
+    code = cli_main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"embq {command}: error: ") and path in lines[0], lines[0]
+    assert what in lines[0], lines[0]
+    assert "Traceback" not in err
