@@ -307,3 +307,180 @@ def test_cli_one_line_exit_2(hostile, command, tmp_path, capsys):
     assert lines[0].startswith(f"embq {command}: error: ") and path in lines[0], lines[0]
     assert what in lines[0], lines[0]
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------
+# Damage that opening cannot see cheaply: found by the first use that depends on it.
+# ------------------------------------------------------------------------------------------
+
+
+def _home_slots(path):
+    from embq._kernels_store import hash_key
+
+    with h5py.File(path, "r") as f:
+        t = f["keys/hash"][...]
+    mask = len(t) - 1
+    return t, {r: hash_key(f"w{r}") & mask for r in range(N)}
+
+
+def swapped_slots(tmp_path):
+    """Two rows past the ones open() samples, each at its own home slot, swapped."""
+    p = _good(tmp_path / "swap.h5")
+    t, home = _home_slots(p)
+    at_home = [r for r in range(8, N) if t[home[r]] == r]
+    a, b = at_home[0], at_home[-1]
+    t[home[a]], t[home[b]] = b, a
+
+    def fn(f):
+        f["keys/hash"][...] = t
+    return _edit(p, fn), [f"w{a}", f"w{b}"], "'keys/hash' does not match the keys"
+
+
+def damaged_key_offsets(tmp_path):
+    def fn(f):
+        f["keys/offsets"][20] = 10**9
+    return _edit(_good(tmp_path / "off.h5"), fn), ["w19", "w20"], "key of row 19 is damaged"
+
+
+def non_utf8_key(tmp_path):
+    def fn(f):
+        u = f["keys/utf8"][...]
+        u[int(f["keys/offsets"][25])] = 0xFF
+        f["keys/utf8"][...] = u
+    return _edit(_good(tmp_path / "utf.h5"), fn), ["w24"], "key of row 25 is damaged"
+
+
+LATER = [damaged_key_offsets, non_utf8_key]
+
+
+@pytest.fixture(params=LATER, ids=lambda fn: fn.__name__)
+def damaged(request, tmp_path):
+    return request.param(tmp_path)
+
+
+def _key_lookups(st, key):
+    yield lambda: st[key]
+    yield lambda: st[[key, "w1"]]
+    yield lambda: st.get_index(key)
+    yield lambda: st.get_vector(key)
+    yield lambda: key in st
+    yield lambda: st.key_to_index.get(key)
+    yield lambda: st.index_to_key.index(key)
+    yield lambda: st.most_similar(positive=[key], topn=3)
+
+
+def test_damaged_hash_table_never_says_absent(tmp_path, capsys):
+    path, keys, what = swapped_slots(tmp_path)
+    with embq.open(path) as st:
+        for key in keys:
+            assert key in st.index_to_key[:]  # listed...
+            for lookup in _key_lookups(st, key):  # ...so never reported absent
+                with pytest.raises(StoreError, match=what) as info:
+                    lookup()
+                _check_error(info.value, path, what)
+        # Keys the damage does not touch still answer, and rows still read.
+        assert st.get_index("w1") == 1 and st[2].shape == (D,)
+    # Export reads keys in row order, not through the table: still exact.
+    out = tmp_path / "o.txt"
+    embq.export(path, out, format="glove")
+    assert [line.split()[0] for line in out.read_text().splitlines()] == _keys()
+    code = cli_main(["query", os.fspath(path), keys[0]])
+    _, err = capsys.readouterr()
+    assert code == 2 and len(err.splitlines()) == 1 and what in err, err
+
+
+def test_damaged_keys_at_use(damaged, tmp_path):
+    path, keys, what = damaged
+    with embq.open(path) as st:
+        uses = [lambda: st.index_to_key[:], lambda: list(st.index_to_key),
+                lambda: st.index_to_key[: N - 1], lambda: dict(st.key_to_index)]
+        if "row" in what:
+            row = int(what.split("row ")[1].split()[0])
+            uses.append(lambda: st.index_to_key[row])
+        for use in uses:
+            with pytest.raises(StoreError) as info:
+                use()
+            _check_error(info.value, path, "damaged" if "row" in what else what)
+        assert st.index_to_key[:3] == ["w0", "w1", "w2"]
+        assert np.ravel(st.search(st[0], 1)[1]).tolist() == [0]
+
+
+def test_damaged_keys_export_and_evaluate(damaged, tmp_path, capsys):
+    from embq._evaluate import evaluate_store
+
+    path, keys, what = damaged
+    out = tmp_path / "out.txt"
+    with pytest.raises(StoreError):
+        embq.export(path, out, format="word2vec")
+    assert not out.exists()
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"w{i}\tw{i + 1}\t{i}\n" for i in range(N - 1)))
+    with embq.open(path) as st:
+        with pytest.raises(StoreError):
+            evaluate_store(st, pairs=[pairs])
+    for argv in (["export", os.fspath(path), os.fspath(out), "--format", "glove"],
+                 ["evaluate", os.fspath(path), "--pairs", os.fspath(pairs)]):
+        code = cli_main(argv)
+        _, err = capsys.readouterr()
+        assert code == 2 and len(err.splitlines()) == 1 and os.fspath(path) in err, err
+
+
+# ------------------------------------------------------------------------------------------
+# Odd but valid: answered correctly, or refused with the expected built-in error.
+# ------------------------------------------------------------------------------------------
+
+
+def test_index_far_out_of_range(tmp_path):
+    with embq.open(_good(tmp_path / "s.h5")) as st:
+        for index in (2**70, -(2**70), [2**70], [1, 2**70], np.array([2**63 + 3], np.uint64),
+                      np.array([2**70], object), N, [-N - 1]):
+            with pytest.raises(IndexError, match=rf"out of range: this store has {N} rows "
+                                                 rf"\(valid rows: -{N} to {N - 1}\)"):
+                st[index]
+        with pytest.raises(IndexError, match=f"valid: -{N} to {N - 1}"):
+            st.index_to_key[2**70]
+
+
+def _dim0(tmp_path):
+    p = _good(tmp_path / "d0.h5")
+    with h5py.File(p, "r+") as f:
+        f.attrs["dim"] = np.int64(0)
+        del f["codes"]
+        f.create_dataset("codes", shape=(N, 0), dtype=np.uint8)
+    return p
+
+
+@pytest.mark.parametrize("fmt", ["word2vec", "word2vec-binary", "glove", "npy"])
+def test_dimension_zero_exports(tmp_path, fmt):
+    p = _dim0(tmp_path)
+    with embq.open(p) as st:
+        assert st.shape == (N, 0) and st[3].shape == (0,) and st["w3"].shape == (0,)
+    out = tmp_path / f"o.{fmt}"
+    s = embq.export(p, out, format=fmt)
+    assert s["rows"] == N and s["dim"] == 0
+    if fmt == "npy":
+        assert np.load(out).shape == (N, 0)
+        assert (tmp_path / "o.keys.txt").read_text().split() == _keys()
+    elif fmt == "glove":
+        assert out.read_text().split("\n")[:2] == ["w0", "w1"]
+    elif fmt == "word2vec":
+        assert out.read_text().split("\n")[:2] == [f"{N} 0", "w0"]
+
+
+def test_info_shows_odd_attributes(tmp_path, capsys):
+    p = _good(tmp_path / "s.h5")
+    with h5py.File(p, "r+") as f:
+        f.attrs["source_path"] = "in.vec"
+        f.attrs["source_size"] = "lots"
+        f.attrs["error_mean_abs_over_scale"] = "n/a"
+        f.attrs["error_max_abs_over_scale"] = 0.5
+        f.attrs["note"] = "two\nlines"
+        f.attrs["vector"] = np.arange(3)
+    assert cli_main(["info", os.fspath(p)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert "source       in.vec (?, size 'lots')" in out
+    assert "error " not in out  # no figure to show
+    assert "source_size                lots" in out and "two\\nlines" in out and "[0 1 2]" in out
+    assert cli_main(["info", "--json", os.fspath(p)]) == 0
+    assert '"source_size": "lots"' in capsys.readouterr().out
