@@ -23,7 +23,10 @@ _BLOCK_BYTES = 16 << 20
 
 
 def default_keys_path(output: str) -> str:
-    """Where ``export(..., format="npy")`` writes the keys: ``vectors.npy`` -> ``vectors.keys.txt``."""
+    """Where ``export(..., format="npy")`` writes the keys.
+
+    ``vectors.npy`` -> ``vectors.keys.txt``; any other name gets ``.keys.txt`` appended.
+    """
     root, ext = os.path.splitext(output)
     return (root if ext.lower() == ".npy" else output) + ".keys.txt"
 
@@ -42,7 +45,7 @@ def export(
     store: Any,
     output: str | os.PathLike,
     *,
-    format: str,  # noqa: A002 - mirrors the CLI option
+    format: str,
     overwrite: bool = False,
     keys_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
@@ -81,7 +84,8 @@ def export(
     embq._errors.StoreError
         The store is damaged or not a store (see :func:`embq.open`).
     """
-    from embq._store import Store, open as open_store
+    from embq._store import Store
+    from embq._store import open as open_store
 
     if format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {format!r}; expected one of "
@@ -142,7 +146,7 @@ def export(
                     _check_key(k, start + i, format)
                     lines.append(" ".join([k, *map(fmt_value, rows[i])]))
                 fh.write(("\n".join(lines) + "\n").encode("utf8"))
-            st._drop_resident_pages()  # noqa: SLF001 - keeps the peak memory flat over the scan
+            st._drop_resident_pages()
         for f in files:
             f.commit()
         files = []

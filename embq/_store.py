@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from embq._version import __version__
 from embq._errors import DuplicateKeyError, StoreError
 from embq._publish import check_destination, publish
+from embq._version import __version__
 
-__all__ = ["save", "open", "Store", "StoreWriter", "FORMAT", "FORMAT_VERSION", "SCHEME"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "SCHEME", "Store", "StoreWriter", "open", "save"]
 
 FORMAT = "embq"
 FORMAT_VERSION = 1
@@ -335,7 +335,8 @@ class StoreWriter:
         if self._state == "closed":
             return
         if self._state != "open":
-            raise ValueError(f"cannot close the store writer for {self.path!r}: it was {self._state}")
+            raise ValueError(
+                f"cannot close the store writer for {self.path!r}: it was {self._state}")
         try:
             self._finish()
         except BaseException:
@@ -421,7 +422,8 @@ class StoreWriter:
         with builtins.open(raw, "rb") as fh:
             for start in range(0, n, step):
                 stop = min(n, start + step)
-                block = np.fromfile(fh, dtype=dtype, count=(stop - start) * (row_bytes // np.dtype(dtype).itemsize))
+                count = (stop - start) * (row_bytes // np.dtype(dtype).itemsize)
+                block = np.fromfile(fh, dtype=dtype, count=count)
                 if block.size * np.dtype(dtype).itemsize != (stop - start) * row_bytes:
                     raise OSError(f"spool file {raw!r} is shorter than expected")
                 ds[start:stop] = block.reshape((stop - start,) + tuple(shape[1:]))
@@ -846,7 +848,7 @@ def _map(mm: mmap.mmap | None,
     return arr
 
 
-def open(path: str | os.PathLike) -> Store:  # noqa: A001 - mirrors h5py.File / io.open
+def open(path: str | os.PathLike) -> Store:
     """Open a store read-only.  Reads only metadata; rows and keys are memory-mapped.
 
     Parameters
@@ -1284,9 +1286,9 @@ class Store:
             i = self._find(key)
             if i >= 0:
                 return int(i)
-        elif isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
-            if 0 <= key < self._n:
-                return int(key)
+        elif (isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_))
+              and 0 <= key < self._n):
+            return int(key)
         if default is not None:
             return default
         if isinstance(key, str) and not self.has_keys:
@@ -1501,7 +1503,8 @@ class Store:
 
     def evaluate_word_analogies(self, analogies, restrict_vocab: int = 300000,
                                 case_insensitive: bool = True, dummy4unknown: bool = False):
-        """gensim's ``evaluate_word_analogies``; see :func:`embq._evaluate.evaluate_word_analogies`."""
+        """gensim's ``evaluate_word_analogies``; see
+        :func:`embq._evaluate.evaluate_word_analogies`."""
         from embq._evaluate import evaluate_word_analogies
 
         return evaluate_word_analogies(

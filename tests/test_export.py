@@ -21,7 +21,7 @@ def store(tmp_path):
     X[7] = 0
     p = tmp_path / "in.txt"
     p.write_text(f"{len(keys)} 24\n" + "".join(
-        k + " " + " ".join("%.9g" % v for v in row) + "\n" for k, row in zip(keys, X)),
+        k + " " + " ".join(f"{v:.9g}" for v in row) + "\n" for k, row in zip(keys, X)),
         encoding="utf8")
     out = str(tmp_path / "a.embq")
     compress(str(p), out)
@@ -41,7 +41,7 @@ def test_roundtrip_identical_codes(tmp_path, store, fmt):
         assert np.array_equal(np.asarray(a.codes), np.asarray(b.codes))
         assert list(b.index_to_key) == keys
         # The exported floats are exactly the dequantized rows.
-        k, x = load_embeddings(out, keys_path=s["keys_path"])
+        _, x = load_embeddings(out, keys_path=s["keys_path"])
         assert np.array_equal(x, a[0:len(a)])
 
 

@@ -390,7 +390,7 @@ def test_damaged_hash_table_never_says_absent(tmp_path, capsys):
 
 
 def test_damaged_keys_at_use(damaged, tmp_path):
-    path, keys, what = damaged
+    path, _, what = damaged
     with embq.open(path) as st:
         uses = [lambda: st.index_to_key[:], lambda: list(st.index_to_key),
                 lambda: st.index_to_key[: N - 1], lambda: dict(st.key_to_index)]
@@ -408,7 +408,7 @@ def test_damaged_keys_at_use(damaged, tmp_path):
 def test_damaged_keys_export_and_evaluate(damaged, tmp_path, capsys):
     from embq._evaluate import evaluate_store
 
-    path, keys, what = damaged
+    path, _, _ = damaged
     out = tmp_path / "out.txt"
     with pytest.raises(StoreError):
         embq.export(path, out, format="word2vec")

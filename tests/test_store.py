@@ -171,7 +171,7 @@ def test_memmaps_read_only(store):
 
 
 def test_getitem_forms(store):
-    s, x, keys = store
+    s, x, _ = store
     ref, _ = _oracle(x)
     n = len(x)
     cases = [
@@ -203,7 +203,7 @@ def test_getitem_forms(store):
 
 
 def test_getitem_results_are_fresh_writable_arrays(store):
-    s, x, _ = store
+    s, _, _ = store
     v = s["w1"]
     v[:] = 0  # must not touch the store
     assert np.abs(s["w1"]).sum() > 0
@@ -212,7 +212,8 @@ def test_getitem_results_are_fresh_writable_arrays(store):
 def test_getitem_errors(store):
     s, _, _ = store
     n = len(s)
-    with pytest.raises(IndexError, match=f"out of range for a store of {n} rows"):
+    with pytest.raises(IndexError, match=rf"row {n} out of range: this store has {n} rows "
+                                         rf"\(valid rows: -{n} to {n - 1}\)"):
         s[n]
     with pytest.raises(IndexError, match="out of range"):
         s[-n - 1]
@@ -240,7 +241,7 @@ def test_getitem_errors(store):
 
 
 def test_gensim_like_api(store):
-    s, x, keys = store
+    s, x, _ = store
     ref, _ = _oracle(x)
     assert "w3" in s and "missing" not in s and 3 in s and len(s) not in s
     assert 2.5 not in s and None not in s
@@ -286,7 +287,7 @@ def test_index_to_key_and_key_to_index(store):
 
 def test_str_subclass_keys_are_keys(store):
     # numpy.str_ (what iterating an array of words yields) is a str: gensim accepts it.
-    s, x, keys = store
+    s, _, _ = store
     k = np.str_("café")
     want = s["café"]
     np.testing.assert_array_equal(s[k], want)
@@ -358,7 +359,7 @@ def test_context_manager_and_repr(tmp_path):
 
 def test_pickling_refused(store):
     s, _, _ = store
-    with pytest.raises(TypeError, match="cannot be pickled.*embq.open"):
+    with pytest.raises(TypeError, match=r"cannot be pickled.*embq\.open"):
         pickle.dumps(s)
 
 
@@ -549,7 +550,8 @@ def test_table_matches_documented_probing(store):
     )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     keys=st.lists(st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=8),
                   max_size=40),
@@ -654,7 +656,7 @@ def test_file_appearing_during_write_is_not_replaced(tmp_path, monkeypatch, link
     w = StoreWriter(p, 3)
     w.append(x, keys)
     p.write_bytes(b"someone else's")
-    with pytest.raises(OutputExistsError, match="appeared.*overwrite=True") as ei:
+    with pytest.raises(OutputExistsError, match=r"appeared.*overwrite=True") as ei:
         w.close()
     assert ei.value.path == str(p) and "--overwrite" not in str(ei.value)
     assert p.read_bytes() == b"someone else's"
@@ -747,32 +749,41 @@ def _edit(p, fn):
         fn(f)
 
 
+def _replace(name, data):
+    def fn(f):
+        del f[name]
+        f.create_dataset(name, data=data)
+    return fn
+
+
 @pytest.mark.parametrize(
     "edit, match",
     [
-        (lambda f: f.attrs.__setitem__("format_version", 2), "unsupported store format_version 2"),
+        (lambda f: f.attrs.__setitem__("format_version", 2),
+         "unsupported store format_version 2"),
         (lambda f: f.attrs.__setitem__("format", "other"), "'format' is 'other'"),
         (lambda f: f.attrs.__setitem__("scheme", "int4"), "unsupported quantization scheme"),
-        (lambda f: f.attrs.__setitem__("n_rows", 6), r"'codes' has shape \(5, 3\), expected \(6, 3\)"),
+        (lambda f: f.attrs.__setitem__("n_rows", 6),
+         r"'codes' has shape \(5, 3\), expected \(6, 3\)"),
         (lambda f: f.attrs.__setitem__("dim", "3"), "'dim' is '3'"),
         (lambda f: f.attrs.__delitem__("has_keys"), "'has_keys' is None"),
         (lambda f: f.__delitem__("norms"), "missing dataset 'norms'"),
         (lambda f: f.__delitem__("keys"), "group 'keys' is missing"),
         (lambda f: f.__delitem__("keys/hash"), "missing dataset 'keys/hash'"),
-        (lambda f: (f.__delitem__("scales"), f.create_dataset("scales", data=np.ones(4, np.float32))),
+        (_replace("scales", np.ones(4, np.float32)),
          r"'scales' has shape \(4,\), expected \(5,\)"),
-        (lambda f: (f.__delitem__("scales"), f.create_dataset("scales", data=np.ones(5, np.float64))),
+        (_replace("scales", np.ones(5, np.float64)),
          "'scales' has dtype <f8.*expected <f4"),
-        (lambda f: (f.__delitem__("codes"), f.create_dataset("codes", data=np.ones((5, 3), np.int8))),
+        (_replace("codes", np.ones((5, 3), np.int8)),
          "'codes' has dtype"),
-        (lambda f: (f.__delitem__("zero_points"), f.create_dataset("zero_points", data=np.ones(5, ">u2"))),
+        (_replace("zero_points", np.ones(5, ">u2")),
          "'zero_points' has dtype"),
-        (lambda f: (f.__delitem__("scales"), f.create_dataset("scales", data=np.ones(5, ">f4"))),
+        (_replace("scales", np.ones(5, ">f4")),
          "'scales' has dtype >f4"),
-        (lambda f: (f.__delitem__("keys/offsets"), f.create_dataset("keys/offsets", data=np.zeros(5, np.int64))),
+        (_replace("keys/offsets", np.zeros(5, np.int64)),
          r"'keys/offsets' has shape \(5,\), expected \(6,\)"),
         (lambda f: (f.__delitem__("norms"), f.create_group("norms")), "'norms' is a Group"),
-        (lambda f: (f.__delitem__("keys/hash"), f.create_dataset("keys/hash", data=-np.ones(6, np.int64))),
+        (_replace("keys/hash", -np.ones(6, np.int64)),
          "power of two"),
         (lambda f: f["keys/hash"].attrs.__setitem__("hash_function", "md5"), "hash_function='md5'"),
     ],
@@ -893,7 +904,8 @@ def test_delegating_methods_forward(store, monkeypatch):
     fake_interop = types.ModuleType("embq._interop")
     fake_interop.to_keyed_vectors = lambda *a, **k: calls.append(("kv", a, k)) or "K"
     pkg = embq
-    for name, mod in (("_search", fake_search), ("_evaluate", fake_eval), ("_interop", fake_interop)):
+    for name, mod in (("_search", fake_search), ("_evaluate", fake_eval),
+                      ("_interop", fake_interop)):
         monkeypatch.setitem(sys.modules, f"embq.{name}", mod)
         monkeypatch.setattr(pkg, name, mod, raising=False)
     q = np.ones(s.dim, np.float32)
