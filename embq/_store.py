@@ -1053,12 +1053,13 @@ class Store:
         self._norms = _map(mm, w["norms"])
         if self.has_keys:
             self._utf8 = _map(mm, w["keys/utf8"])
+            self._utf8_offset = w["keys/utf8"][0].offset  # None when there are no key bytes
             self._offsets = _map(mm, w["keys/offsets"])
             self._table = _map(mm, w["keys/hash"])
             self._check_offsets()
         else:
             self._utf8 = self._offsets = self._table = None
-        self._views = None  # memoryviews for the Python-level table check, made on first use
+        self._probe = None  # memoryviews for the Python-level table check, made on first use
         # Gathers run on one thread: a lookup batch is a few MB, and waking OpenMP workers on a
         # busy machine costs more than it saves.
         self._threads = 1
@@ -1126,23 +1127,25 @@ class Store:
         match the keys: then "absent" may be wrong, and a StoreError says so instead.  Only
         misses pay for this; hits are proven by the key bytes themselves.
         """
-        try:
-            b = key.encode("utf-8")
-        except UnicodeEncodeError:
-            return  # no store holds such a key
-        if self._views is None:
+        probe = self._probe
+        if probe is None:
             # Plain memoryviews: indexing one is several times cheaper than indexing numpy.
-            self._views = tuple(memoryview(a).cast("B").cast(c) for a, c in (
-                (self._table, "q"), (self._offsets, "q"), (self._utf8, "B")))
-        table, offsets, blob = self._views
-        hash_key = _kernels().hash_key
-        mask = len(table) - 1
-        start = s = hash_key(b) & mask
-        for _ in range(mask + 1):
-            r = table[s]
-            if r == -1:
-                return
-            home = hash_key(bytes(blob[offsets[r]:offsets[r + 1]])) & mask
+            table, offsets = (memoryview(a).cast("B").cast("q")
+                              for a in (self._table, self._offsets))
+            # Key bytes are sliced from the file's map itself: a slice of an mmap is a bytes
+            # object at once, several times cheaper than slicing a memoryview and copying it.
+            base = self._utf8_offset
+            blob = self._mm if base is not None else b""
+            probe = self._probe = (table, offsets, blob, base or 0, len(table) - 1,
+                                   _kernels().hash_key)
+        table, offsets, blob, base, mask, hash_key = probe
+        try:
+            start = s = hash_key(key) & mask
+        except UnicodeEncodeError:
+            return  # a str without UTF-8 form (lone surrogates): no store holds it
+        r = table[s]
+        while r != -1:
+            home = hash_key(blob[base + offsets[r]:base + offsets[r + 1]]) & mask
             if ((s - home) & mask) > ((s - start) & mask):
                 # The row's home is before this probe's start: the slots between must be full.
                 t = home
@@ -1156,6 +1159,9 @@ class Store:
                         )
                     t = (t + 1) & mask
             s = (s + 1) & mask
+            if s == start:
+                return  # a full cycle: the kernel has already reported this table as damaged
+            r = table[s]
 
     # -- basics -------------------------------------------------------------------------------
     @property
@@ -1183,7 +1189,7 @@ class Store:
         """
         self._closed = True
         self._index = None
-        self._views = None
+        self._probe = None
         self._codes = self._scales = self._zero_points = self._norms = None
         self._utf8 = self._offsets = self._table = None
         self._mm = None  # unmapped once no array obtained from the store refers to it
@@ -1264,7 +1270,14 @@ class Store:
 
     def __contains__(self, key: object) -> bool:
         if isinstance(key, str):
-            return self._find(key) >= 0
+            index = self._index
+            if index is None:
+                self._check_open()
+            if index.find(key) >= 0:
+                return True
+            if self.has_keys:
+                self._verify_miss(key)
+            return False
         self._check_open()
         # gensim's rule: an integer in range counts as present.
         if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
