@@ -541,17 +541,21 @@ def _read_attrs(obj, path: str, where: str) -> dict[str, Any]:
     return out
 
 
-def _checked_link(f, name: str, path: str) -> None:
-    """Refuse anything but a hard link at ``name``, before the object is dereferenced.
+def _hard_object(f, name: str, path: str):
+    """The HDF5 object id at ``name`` (None if absent), reached by a hard link only.
 
-    Soft links can loop, external links open other files: a store holds its objects directly.
+    The link is checked before the object is dereferenced: soft links can loop and external
+    links open other files, and a store holds its objects directly.  (Low-level calls: the
+    high-level ``f.get`` costs several times more, and open() makes eight of these.)
     """
     import h5py
 
-    link = f.get(name, getlink=True)
-    if link is None:
-        return
-    if not isinstance(link, h5py.HardLink):
+    bname = name.encode("utf-8")
+    links = f.id.links
+    if not links.exists(bname):
+        return None
+    if links.get_info(bname).type != h5py.h5l.TYPE_HARD:
+        link = f.get(name, getlink=True)
         if isinstance(link, h5py.SoftLink):
             kind = f"a soft link to {link.path!r}"
         elif isinstance(link, h5py.ExternalLink):
@@ -562,6 +566,17 @@ def _checked_link(f, name: str, path: str) -> None:
             f"{name!r} is {kind}; a store holds its datasets directly (hard links only)",
             path=path,
         )
+    return h5py.h5o.open(f.id, bname)
+
+
+def _kind(oid) -> str:
+    import h5py
+
+    if isinstance(oid, h5py.h5g.GroupID):
+        return "Group"
+    if isinstance(oid, h5py.h5d.DatasetID):
+        return "Dataset"
+    return "Datatype" if isinstance(oid, h5py.h5t.TypeID) else type(oid).__name__
 
 
 class _Array:
@@ -574,8 +589,8 @@ class _Array:
         self.nbytes = nbytes
 
 
-def _locate(ds, path: str, file_size: int, name: str) -> _Array:
-    """Check that ``ds`` is stored as one run of bytes inside the file, and say where.
+def _locate(dsid, path: str, file_size: int, name: str) -> _Array:
+    """Check that dataset ``dsid`` is stored as one run of bytes inside the file; say where.
 
     Nothing of the dataset is read: a dataset that is chunked, filtered, compact, virtual,
     stored in external files or never written is refused, as is one that reaches past the end
@@ -583,8 +598,11 @@ def _locate(ds, path: str, file_size: int, name: str) -> _Array:
     """
     import h5py
 
-    nbytes = int(ds.size) * ds.dtype.itemsize
-    plist = ds.id.get_create_plist()
+    count = 1
+    for extent in dsid.shape:
+        count *= int(extent)
+    nbytes = count * dsid.dtype.itemsize
+    plist = dsid.get_create_plist()
     layout = plist.get_layout()
     if plist.get_external_count() > 0:
         raise StoreError(
@@ -612,8 +630,8 @@ def _locate(ds, path: str, file_size: int, name: str) -> _Array:
         )
     if nbytes == 0:
         return _Array(None, 0)
-    offset = ds.id.get_offset()
-    if offset is None or ds.id.get_storage_size() != nbytes:
+    offset = dsid.get_offset()
+    if offset is None or dsid.get_storage_size() != nbytes:
         raise StoreError(
             f"dataset {name!r} claims {nbytes:,} bytes but has no storage allocated in the file "
             "(never written)",
@@ -726,7 +744,11 @@ def _read_layout(path: str) -> dict[str, Any]:
                         path=path,
                     ) from None
         mapped = any(loc.offset is not None for loc, _, _ in layout["where"].values())
-        layout["mmap"] = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if mapped else None
+        try:
+            layout["mmap"] = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if mapped else None
+        except OSError as exc:  # address space exhausted (ulimit -v), or no mmap here
+            raise OSError(exc.errno, f"cannot memory-map the store: {exc.strerror}",
+                          path) from None
     finally:
         os.close(fd)
     return layout
@@ -779,12 +801,11 @@ def _validate(f, path: str, file_size: int, reading: list[str]) -> dict[str, Any
     ]
     if has_keys:
         reading[0] = "the group 'keys'"
-        _checked_link(f, "keys", path)
-        group = f.get("keys")
+        group = _hard_object(f, "keys", path)
         if group is None:
             raise StoreError("has_keys is true but the group 'keys' is missing", path=path)
-        if not isinstance(group, h5py.Group):
-            raise StoreError(f"'keys' is a {type(group).__name__}, expected a group", path=path)
+        if not isinstance(group, h5py.h5g.GroupID):
+            raise StoreError(f"'keys' is a {_kind(group)}, expected a group", path=path)
         expected += [
             ("keys/utf8", np.uint8, None),
             ("keys/offsets", np.int64, (n + 1,)),
@@ -793,13 +814,11 @@ def _validate(f, path: str, file_size: int, reading: list[str]) -> dict[str, Any
     where: dict[str, tuple[_Array, tuple[int, ...], np.dtype]] = {}
     for name, dtype, shape in expected:
         reading[0] = f"dataset {name!r}"
-        _checked_link(f, name, path)
-        obj = f.get(name)
+        obj = _hard_object(f, name, path)
         if obj is None:
             raise StoreError(f"missing dataset {name!r}", path=path)
-        if not isinstance(obj, h5py.Dataset):
-            raise StoreError(f"{name!r} is a {type(obj).__name__}, expected a dataset",
-                             path=path)
+        if not isinstance(obj, h5py.h5d.DatasetID):
+            raise StoreError(f"{name!r} is a {_kind(obj)}, expected a dataset", path=path)
         if obj.dtype != np.dtype(dtype) or obj.dtype.str != np.dtype(dtype).str:
             raise StoreError(
                 f"dataset {name!r} has dtype {obj.dtype.str} ({obj.dtype}), expected "
@@ -807,7 +826,7 @@ def _validate(f, path: str, file_size: int, reading: list[str]) -> dict[str, Any
                 path=path,
             )
         if shape is None:
-            if obj.ndim != 1:
+            if len(obj.shape) != 1:
                 raise StoreError(f"dataset {name!r} has shape {obj.shape}, expected 1-D",
                                  path=path)
         elif obj.shape != shape:
@@ -824,7 +843,7 @@ def _validate(f, path: str, file_size: int, reading: list[str]) -> dict[str, Any
                     f"larger than n_rows={n}",
                     path=path,
                 )
-            table_attrs = _read_attrs(obj, path, "dataset 'keys/hash'")
+            table_attrs = _read_attrs(h5py.Dataset(obj), path, "dataset 'keys/hash'")
             hf, pr = table_attrs.get("hash_function"), table_attrs.get("probing")
             if hf != HASH_FUNCTION or pr != PROBING:
                 raise StoreError(
@@ -1095,10 +1114,20 @@ class Store:
     # with near certainty, at the cost of a few table reads.
     _SAMPLE_ROWS = 8
 
+    # Keys longer than this are left out of checks that would copy them: a sparse file can
+    # hold a "key" of gigabytes without storing it, and opening must not allocate that.
+    _CHECK_MAX_KEY_BYTES = 1 << 16
+
     def _check_table_sample(self) -> None:
         m = min(self._n, self._SAMPLE_ROWS)
         if m == 0:
             return
+        # The leading rows with keys of sensible length (damaged offsets fail in the decode).
+        too_long = np.diff(self._offsets[: m + 1]) > self._CHECK_MAX_KEY_BYTES
+        if too_long.any():
+            m = int(np.argmax(too_long))
+            if m == 0:
+                return
         keys = self.index_to_key[:m]
         rows = self._index.find_many(keys)
         bad = rows != np.arange(m)
@@ -1145,7 +1174,10 @@ class Store:
             return  # a str without UTF-8 form (lone surrogates): no store holds it
         r = table[s]
         while r != -1:
-            home = hash_key(blob[base + offsets[r]:base + offsets[r + 1]]) & mask
+            a, b = offsets[r], offsets[r + 1]
+            if b - a > self._CHECK_MAX_KEY_BYTES:
+                return  # not copied to be hashed; see _CHECK_MAX_KEY_BYTES
+            home = hash_key(blob[base + a:base + b]) & mask
             if ((s - home) & mask) > ((s - start) & mask):
                 # The row's home is before this probe's start: the slots between must be full.
                 t = home

@@ -8,6 +8,7 @@ a read of another file, or a wrong answer.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -18,6 +19,7 @@ import pytest
 
 import embq
 from embq._errors import StoreError
+from embq._store import HASH_FUNCTION, PROBING, SCHEME
 from embq.cli import main as cli_main
 
 N, D = 40, 6
@@ -134,7 +136,7 @@ def _huge(tmp_path, n, name):
     p = tmp_path / name
     with h5py.File(p, "w") as f:
         a = f.attrs
-        a["format"], a["format_version"], a["scheme"] = "embq", np.int64(1), embq._store.SCHEME
+        a["format"], a["format_version"], a["scheme"] = "embq", np.int64(1), SCHEME
         a["dim"], a["n_rows"], a["embq_version"] = np.int64(D), np.int64(n), "0"
         a["has_keys"] = np.bool_(True)
         # Chunked and never written: the file stays a few KB whatever the shapes claim.
@@ -144,8 +146,8 @@ def _huge(tmp_path, n, name):
                               ("keys/hash", "<i8", (2 * n,))):
             ds = f.create_dataset(nm, shape=shape, dtype=dt, chunks=True)
             if nm == "keys/hash":
-                ds.attrs["hash_function"] = embq._store.HASH_FUNCTION
-                ds.attrs["probing"] = embq._store.PROBING
+                ds.attrs["hash_function"] = HASH_FUNCTION
+                ds.attrs["probing"] = PROBING
     assert os.path.getsize(p) < 100_000
     return p, "is chunked"
 
@@ -228,25 +230,27 @@ def hostile(request, tmp_path):
     return request.param(tmp_path)
 
 
-def _bounded_memory():
-    # A hostile header must not make embq allocate what it claims: 1 GB of address space more
-    # than now is far below 2**31 rows x 6 columns, and far above what opening needs.
+@contextlib.contextmanager
+def _address_space(extra):
+    # A hostile header must not make embq allocate what it claims: cap the address space at
+    # ``extra`` bytes more than now (far below what the headers claim, far above what opening
+    # needs, memory maps of the file included).
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     with open("/proc/self/statm") as fh:
-        now = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    return soft, hard, now + (1 << 30)
-
-
-@pytest.fixture
-def limited_memory():
-    soft, hard, cap = _bounded_memory()
-    if hard != resource.RLIM_INFINITY and hard < cap:
-        cap = hard
+        cap = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE") + extra
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     try:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.fixture
+def limited_memory():
+    with _address_space(1 << 30):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -484,3 +488,60 @@ def test_info_shows_odd_attributes(tmp_path, capsys):
     assert "source_size                lots" in out and "two\\nlines" in out and "[0 1 2]" in out
     assert cli_main(["info", "--json", os.fspath(p)]) == 0
     assert '"source_size": "lots"' in capsys.readouterr().out
+
+
+def test_gigantic_sparse_key_is_not_copied_at_open(tmp_path):
+    # A sparse file can hold a 2 GB "key" that takes no disk space: opening, lookups and the
+    # table checks must not copy it (only asking for that key itself would).
+    from embq._kernels_store import hash_key
+
+    big = 1 << 31
+    p = tmp_path / "sparse.h5"
+    with h5py.File(p, "w") as f:
+        a = f.attrs
+        a["format"], a["format_version"], a["scheme"] = "embq", np.int64(1), SCHEME
+        a["dim"], a["n_rows"], a["embq_version"] = np.int64(2), np.int64(3), "0"
+        a["has_keys"] = np.bool_(True)
+        for name, dt, data in (("codes", np.uint8, np.full((3, 2), 128, np.uint8)),
+                               ("scales", "<f4", np.ones(3, np.float32)),
+                               ("zero_points", np.uint8, np.full(3, 128, np.uint8)),
+                               ("norms", "<f4", np.zeros(3, np.float32))):
+            f.create_dataset(name, data=np.asarray(data, dt))
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # allocated...
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)  # ...but never written: a hole
+        g = f.create_group("keys")
+        space = h5py.h5s.create_simple((big + 4,))
+        h5py.h5d.create(g.id, b"utf8", h5py.h5t.STD_U8LE, space, dcpl=dcpl)
+        g["utf8"][big:] = np.frombuffer(b"abcd", np.uint8)
+        g["offsets"] = np.array([0, big, big + 2, big + 4], "<i8")
+        table = np.full(8, -1, "<i8")
+        for row, key in ((1, "ab"), (2, "cd")):
+            slot = hash_key(key) & 7
+            while table[slot] != -1:
+                slot = (slot + 1) & 7
+            table[slot] = row
+        table[np.flatnonzero(table == -1)[0]] = 0
+        g["hash"] = table
+        g["hash"].attrs["hash_function"] = HASH_FUNCTION
+        g["hash"].attrs["probing"] = PROBING
+    assert os.stat(p).st_blocks * 512 < 10 << 20  # the hole takes no disk space
+    # Room to map the 2 GB file, not to copy the key as well.
+    with _address_space(3 << 30), embq.open(p) as st:
+        assert st.get_index("ab") == 1 and st.index_to_key[2] == "cd"
+        for probe in ("x", "y", "zz", "abc", "q1", "q2", "q3", "q4"):
+            assert probe not in st
+
+
+@pytest.mark.parametrize("command", ["info", "query", "export", "evaluate"])
+def test_directory_as_store(tmp_path, command, capsys):
+    with pytest.raises(IsADirectoryError, match="is a directory, not a store"):
+        embq.open(tmp_path)
+    argv = {"info": ["info"], "query": ["query"], "evaluate": ["evaluate"],
+            "export": ["export"]}[command] + [os.fspath(tmp_path)]
+    argv += {"query": ["w1"], "export": [os.fspath(tmp_path / "o.npy"), "--format", "npy"],
+             "evaluate": ["--pairs", os.fspath(tmp_path / "p.tsv")]}.get(command, [])
+    (tmp_path / "p.tsv").write_text("a\tb\t1\n")
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "is a directory" in err and os.fspath(tmp_path) in err
