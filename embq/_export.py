@@ -101,12 +101,13 @@ def export(
             raise ValueError(
                 f"the store {st.path} has no keys; the {format} format needs one per row "
                 "(export to npy instead)")
-        files.append(AtomicFile(out_path, overwrite))
+        files.append(AtomicFile(out_path, overwrite,
+                                "vectors.npy" if format == "npy" else "vectors.txt"))
         main = files[-1]
         kfile = None
         if format == "npy" and has_keys:
             kp = os.fspath(keys_path) if keys_path is not None else default_keys_path(out_path)
-            files.append(AtomicFile(kp, overwrite))
+            files.append(AtomicFile(kp, overwrite, "vectors.keys.txt"))
             kfile = files[-1]
         # Text rows become Python floats and strings: smaller blocks keep those few MB.
         # max(d, 1): a store of dimension 0 (which embq never writes, but may be given) has

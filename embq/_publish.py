@@ -31,7 +31,8 @@ from embq._errors import OutputExistsError
 __all__ = ["AtomicFile", "check_destination", "publish"]
 
 
-def check_destination(path: str | os.PathLike, overwrite: bool) -> None:
+def check_destination(path: str | os.PathLike, overwrite: bool,
+                      example: str = "vectors.h5") -> None:
     """Refuse an output path that cannot be written, before any work is done.
 
     Parameters
@@ -40,6 +41,8 @@ def check_destination(path: str | os.PathLike, overwrite: bool) -> None:
         The output file.
     overwrite : bool
         Whether an existing file may be replaced.
+    example : str
+        A file name the message suggests when ``path`` is a directory.
 
     Raises
     ------
@@ -59,7 +62,7 @@ def check_destination(path: str | os.PathLike, overwrite: bool) -> None:
     if os.path.isdir(path):
         raise IsADirectoryError(
             errno.EISDIR, "is a directory; expected the path of a file to write, such as "
-            f"{os.path.join(path, 'vectors.h5')}", path)
+            f"{os.path.join(path, example)}", path)
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(path)
 
@@ -112,15 +115,17 @@ def publish(tmp: str, path: str | os.PathLike, *, overwrite: bool) -> None:
 class AtomicFile:
     """A binary temporary file next to ``path``, published there by :meth:`commit`.
 
-    The destination is checked at once (:func:`check_destination`).  ``fh`` is the buffered
+    The destination is checked at once (:func:`check_destination`, with ``example`` as the
+    file name it suggests if ``path`` is a directory).  ``fh`` is the buffered
     file to write.  :meth:`abort` (idempotent) removes the temporary file; after a successful
     :meth:`commit` it does nothing.
     """
 
-    def __init__(self, path: str | os.PathLike, overwrite: bool) -> None:
+    def __init__(self, path: str | os.PathLike, overwrite: bool,
+                 example: str = "vectors.txt") -> None:
         self.path = os.fspath(path)
         self.overwrite = overwrite
-        check_destination(self.path, overwrite)
+        check_destination(self.path, overwrite, example)
         directory = os.path.dirname(os.path.abspath(self.path))
         fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.",
                                         suffix=".embq-tmp", dir=directory)

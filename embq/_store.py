@@ -882,9 +882,21 @@ def open(path: str | os.PathLike) -> Store:
     ------
     FileNotFoundError
         No such file.
+    IsADirectoryError
+        ``path`` is a directory.
     StoreError
         The file is not HDF5, not an embq store, of an unsupported version, or its datasets
-        are missing or disagree in shape or dtype.
+        are missing or disagree in shape or dtype; or it cannot be trusted as a store: not a
+        regular file (a FIFO or a device), damaged HDF5 metadata, an object reached by a soft,
+        external or user-defined link, a dataset that is not contiguous and unfiltered (chunked,
+        compressed, compact, virtual, external raw storage, never written), reaches past the
+        end of the file or shares bytes with another, an attribute of more than 1 MB, key
+        offsets that do not span the key bytes, or a key hash table that does not find the
+        first keys.  The message names the file and the dataset, attribute or row; see "What
+        embq trusts and what it verifies" in docs/format.md, which also lists what is checked
+        later, on use (each key's offsets and bytes, each hash-table slot followed).
+    OSError
+        The file cannot be read or memory-mapped.
     """
     return Store(path)
 
@@ -1324,7 +1336,10 @@ class Store:
         """Row of ``key`` (an int in range is returned as is, as in gensim).
 
         Returns ``default`` when the key is absent and a default is given, otherwise raises
-        ``KeyError("Key '...' not present")``.
+        ``KeyError("Key '...' not present")``.  Every lookup by key (this one, ``store[key]``,
+        ``key in store``, ``key_to_index``...) raises :class:`~embq._errors.StoreError`
+        instead when the hash table is found not to match the keys on the way, rather than
+        answer "absent" wrongly (docs/format.md, "What embq trusts and what it verifies").
         """
         self._check_open()
         if isinstance(key, str):
