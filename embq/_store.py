@@ -1177,15 +1177,25 @@ class Store:
             # object at once, several times cheaper than slicing a memoryview and copying it.
             base = self._utf8_offset
             blob = self._mm if base is not None else b""
+            # One bit per slot, set once the slot is found consistent: that is a property of
+            # the (read-only) table, not of the key looked up, so repeated misses over the same
+            # slots only read bits.  T / 8 bytes, made on the first miss that needs it.
+            verified = bytearray((len(table) + 7) // 8)
             probe = self._probe = (table, offsets, blob, base or 0, len(table) - 1,
-                                   _kernels().hash_key)
-        table, offsets, blob, base, mask, hash_key = probe
+                                   _kernels().hash_key, verified)
+        table, offsets, blob, base, mask, hash_key, verified = probe
         try:
             start = s = hash_key(key) & mask
         except UnicodeEncodeError:
             return  # a str without UTF-8 form (lone surrogates): no store holds it
         r = table[s]
         while r != -1:
+            if verified[s >> 3] >> (s & 7) & 1:
+                s = (s + 1) & mask
+                if s == start:
+                    return
+                r = table[s]
+                continue
             a, b = offsets[r], offsets[r + 1]
             if b - a > self._CHECK_MAX_KEY_BYTES:
                 return  # not copied to be hashed; see _CHECK_MAX_KEY_BYTES
@@ -1202,6 +1212,7 @@ class Store:
                             path=self.path,
                         )
                     t = (t + 1) & mask
+            verified[s >> 3] |= 1 << (s & 7)
             s = (s + 1) & mask
             if s == start:
                 return  # a full cycle: the kernel has already reported this table as damaged
