@@ -975,3 +975,50 @@ def test_dropping_resident_pages_keeps_rows_valid(tmp_path):
         np.testing.assert_array_equal(s[:], before)
         np.testing.assert_array_equal(held, s.codes[100:200])
         np.testing.assert_array_equal(s["k2999"], before[2999])
+
+
+# ------------------------------------------------------------------------------------------
+# index_to_key: the bulk decoder
+# ------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(keys=st.lists(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1,
+                             max_size=5), min_size=0, max_size=120, unique=True),
+       block=st.integers(1, 40), bounds=st.tuples(st.integers(-130, 130), st.integers(-130, 130)))
+def test_index_to_key_bulk_matches_keys(tmp_path_factory, monkeypatch, keys, block, bounds):
+    # Blocks of any size (newlines in keys force the key-by-key path for their block only),
+    # every slice form, iteration and list().
+    from embq._store import _IndexToKey
+
+    monkeypatch.setattr(_IndexToKey, "_ITER_BLOCK", block)
+    p = tmp_path_factory.mktemp("keys") / "s.h5"
+    embq.save(p, np.ones((len(keys), 2), np.float32), keys if keys else None)
+    with embq.open(p) as s:
+        if not keys:
+            assert s.index_to_key is None
+            return
+        itk = s.index_to_key
+        a, b = bounds
+        assert itk[:] == keys and list(itk) == keys and itk[: len(keys)] == keys
+        assert itk[a:b] == keys[a:b] and itk[a:] == keys[a:] and itk[:b] == keys[:b]
+        assert itk[a:b:2] == keys[a:b:2] and itk[::-1] == keys[::-1]
+
+
+def test_index_to_key_bulk_reports_the_damaged_row(tmp_path, monkeypatch):
+    from embq._store import _IndexToKey
+
+    p = _good(tmp_path, n=50)
+    with h5py.File(p, "r+") as f:
+        u = f["keys/utf8"][...]
+        u[int(f["keys/offsets"][33]) + 1] = 0xC3  # starts a 2-byte sequence the key cuts off
+        f["keys/utf8"][...] = u
+    monkeypatch.setattr(_IndexToKey, "_ITER_BLOCK", 16)
+    with embq.open(p) as s:
+        assert s.index_to_key[:32] == [f"w{i}" for i in range(32)]
+        for get in (lambda: s.index_to_key[:], lambda: list(s.index_to_key),
+                    lambda: s.index_to_key[30:40]):
+            with pytest.raises(StoreError, match="key of row 33 is damaged: its bytes are not "
+                                                 "UTF-8"):
+                get()
