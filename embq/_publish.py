@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 from typing import IO
 
 from embq._errors import OutputExistsError
@@ -126,6 +125,8 @@ class AtomicFile:
         self.path = os.fspath(path)
         self.overwrite = overwrite
         check_destination(self.path, overwrite, example)
+        import tempfile  # only writers need it: kept out of the import of every reader
+
         directory = os.path.dirname(os.path.abspath(self.path))
         fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.",
                                         suffix=".embq-tmp", dir=directory)

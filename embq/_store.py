@@ -13,7 +13,6 @@ import errno
 import mmap
 import operator
 import os
-import secrets
 import shutil
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -154,6 +153,8 @@ class StoreWriter:
         # Not tempfile.mkdtemp: a Ctrl-C between its mkdir and the assignment of its result
         # would leave a directory nobody knows about.  Here the name is recorded before the
         # directory exists, so _cleanup can always remove it.
+        import secrets  # several ms to import (hmac, random): only writers pay for it
+
         stem = os.path.join(os.path.dirname(self.path),
                             f".{os.path.basename(self.path)}.embq-tmp-")
         for _ in range(100):

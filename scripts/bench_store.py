@@ -131,6 +131,9 @@ def _cold_child_code(kind: str, path: str, key: str) -> str:
 def _open_times(kind: str, path: str, key: str, repeats: int) -> tuple[float, float, float]:
     secs, rss, cold = [], [], []
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # An installed package has its bytecode cached; without it the figure with imports would
+    # count compiling embq's sources in every process (the first child writes the cache).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     for _ in range(repeats):
         out = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--child", kind, path, key],
