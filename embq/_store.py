@@ -516,7 +516,9 @@ _KEY_DATASETS = ("keys/utf8", "keys/offsets", "keys/hash")
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    # str() of a KeyError is the repr of its argument: take the message itself.
+    raw = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    text = " ".join(str(raw).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
