@@ -28,6 +28,8 @@ import numpy as np
 
 cimport numpy as cnp
 
+from embq._config import _init_kernels
+
 cnp.import_array()
 
 # Status codes of the tokenizer (the Python side turns them into FormatError).
@@ -78,9 +80,23 @@ cdef extern from *:
     int _popcount "embq_eval_popcount"(uint64_t x) noexcept nogil
 
 
+def kernel_variants():
+    """Return ``{"eval": {"portable": True}}``: the analogy tokenizer has one variant."""
+    return {"eval": {"portable": True}}
+
+
 def selected_kernels():
-    """Return the code paths this module uses (it has no SIMD variants)."""
-    return {"analogy_tokenizer": "scalar"}
+    """Return the variant the eval family runs."""
+    return {"eval": "portable"}
+
+
+def _use_kernel(family, name):
+    """Accept the one variant of the eval family (embq._config validates the request)."""
+    if family != "eval" or name != "portable":
+        raise ValueError(f"the eval family has no variant {name!r}; it has portable")
+
+
+_init_kernels(kernel_variants(), _use_kernel)
 
 
 cdef inline uint64_t _load(const uint8_t* s, int64_t n, const uint8_t* end) noexcept nogil:

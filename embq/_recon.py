@@ -10,7 +10,7 @@ Figures (all over the rows seen by :meth:`ReconstructionStats.update`):
   between ``x`` and ``x_hat``.
 
 ``x_hat = (code - zero_point) * scale`` in float32, exactly what ``embq.dequantize`` returns.
-Sums are kept in float64 (by ``embq._kernels_parse.recon_block``, no temporaries).
+Sums are kept in float64 (by ``embq._kernels_quant.recon_block``, no temporaries).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class ReconstructionStats:
                 raise ValueError(f"zero_points must have shape ({b},), got {zp.shape}")
         if b == 0:
             return
-        from embq._kernels_parse import recon_block
+        from embq._kernels_quant import recon_block
 
         with np.errstate(over="ignore", invalid="ignore"):
             x32 = np.ascontiguousarray(x, dtype=np.float32)
