@@ -163,6 +163,47 @@ static void check_dot_variant(int v) {
     printf("  dot %s: matches the portable kernel\n", embq_variant_names[v]);
 }
 
+/* A select variant against the portable one: the same heap contents (scores bit for bit, rows)
+ * after offering the same scored rows, with and without norms, into heaps of several sizes. */
+static void check_select_variant(int v) {
+    static const int64_t sizes[] = {0, 1, 5, 15, 16, 17, 33, 100, 257};
+    embq_select_fn sel = embq_select_get(v), ref = embq_select_get(EMBQ_V_PORTABLE);
+    for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
+        for (int rep = 0; rep < 24; rep++) {
+            int64_t nr = sizes[t], k = 1 + rand_int(0, 40), row0 = rand_int(0, 1000);
+            void *b1, *b2, *b3;
+            size_t l1, l2, l3;
+            int32_t *acc = guarded((size_t)(nr ? nr : 1) * sizeof(int32_t), &b1, &l1);
+            float *scales = guarded((size_t)(nr ? nr : 1) * sizeof(float), &b2, &l2);
+            float *norms = guarded((size_t)(nr ? nr : 1) * sizeof(float), &b3, &l3);
+            float hv[2][41];
+            int64_t hi[2][41];
+            float wq = rep % 5 == 0 ? 1.0f : fabsf(rand_float(2.0f));
+            for (int64_t r = 0; r < nr; r++) {
+                /* few distinct values, so equal scores (ties go to the lower row) are common */
+                acc[r] = rep % 3 == 0 ? (int32_t)rand_int(-3, 3) : (int32_t)rand_int(-2000000, 2000000);
+                scales[r] = rep % 4 == 1 ? 0.5f : fabsf(rand_float(1.0f));
+                norms[r] = rep % 7 == 2 && r % 3 == 0 ? 0.0f : fabsf(rand_float(100.0f));
+            }
+            for (int h = 0; h < 2; h++) {
+                embq_heap_init(hv[h], hi[h], k);
+                /* a heap already holding rows, as after earlier blocks */
+                for (int64_t r = 0; r < k / 2; r++)
+                    embq_heap_offer(hv[h], hi[h], k, (float)(r % 4) - 1.5f, 5000 + r);
+                (h ? sel : ref)(acc, nr, scales, rep % 2 ? norms : NULL, wq, row0, hv[h], hi[h], k);
+                embq_heap_sort(hv[h], hi[h], k);
+            }
+            if (memcmp(hv[0], hv[1], (size_t)k * sizeof(float)) != 0 ||
+                memcmp(hi[0], hi[1], (size_t)k * sizeof(int64_t)) != 0)
+                FAIL("select %s nr=%lld k=%lld rep=%d: heaps differ", embq_variant_names[v],
+                     (long long)nr, (long long)k, rep);
+            checks++;
+            munmap(b1, l1); munmap(b2, l2); munmap(b3, l3);
+        }
+    }
+    printf("  select %s: matches the portable kernel\n", embq_variant_names[v]);
+}
+
 int main(void) {
     int variants = 0;
     printf("quantization row kernels:\n");
@@ -178,6 +219,13 @@ int main(void) {
     for (int v = EMBQ_V_PORTABLE + 1; v < EMBQ_V_COUNT; v++) {
         if (embq_dot_get(v) != NULL && embq_variant_runs(v)) {
             check_dot_variant(v);
+            variants++;
+        }
+    }
+    printf("search top-k selection:\n");
+    for (int v = EMBQ_V_PORTABLE + 1; v < EMBQ_V_COUNT; v++) {
+        if (embq_select_get(v) != NULL && embq_variant_runs(v)) {
+            check_select_variant(v);
             variants++;
         }
     }
