@@ -680,3 +680,24 @@ def test_drivers_check_shapes_themselves():
         _kernels_quant.quantize_into(np.ones((5, 3), np.float32), codes, s, 1)
     with pytest.raises(ValueError, match="do not agree"):
         _kernels_quant.row_norms_into(codes, s[:3], z, np.empty(4, np.float32), 1)
+
+
+def test_recon_stats_check_their_inputs():
+    from embq._recon import ReconstructionStats
+
+    x = np.ones((3, 4), np.float32)
+    q = quantize(x)
+    stats = ReconstructionStats()
+    with pytest.raises(TypeError, match="codes must be a uint8 array, got dtype int64"):
+        stats.update(x, q.codes.astype(np.int64), q.scales)
+    with pytest.raises(TypeError, match="x must be a float32 or float64 array, got dtype int32"):
+        stats.update(x.astype(np.int32), q.codes, q.scales)
+    with pytest.raises(TypeError, match="zero_points must be a uint8 array, got dtype int64"):
+        stats.update(x, q.codes, q.scales, np.full(3, 128))
+    with pytest.raises(ValueError, match=r"scales must have shape \(3,\), got \(2,\)"):
+        stats.update(x, q.codes, q.scales[:2])
+    with pytest.raises(ValueError, match="2-D of the same shape"):
+        stats.update(x, q.codes[:, :2], q.scales)
+    assert stats.rows == 0  # nothing counted from a refused block
+    stats.update(x.astype(np.float64)[:, ::-1], q.codes[:, ::-1], q.scales, q.zero_points)
+    assert stats.rows == 3 and stats.result()["error_max_abs_over_scale"] <= 0.5 + 1e-6
