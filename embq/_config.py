@@ -151,6 +151,28 @@ def _init_kernels(variants: _Variants, use: Callable[[str, str], None]) -> None:
         use(family, name)
 
 
+def _portable_only(family: str) -> tuple[Callable[[], dict[str, dict[str, bool]]],
+                                          Callable[[], dict[str, str]],
+                                          Callable[[str, str], None]]:
+    """``kernel_variants``, ``selected_kernels`` and ``_use_kernel`` of a module whose one
+    family has only its portable variant; the module still calls :func:`_init_kernels`, so
+    ``EMBQ_KERNELS`` asking it for another variant is reported."""
+
+    def kernel_variants() -> dict[str, dict[str, bool]]:
+        return {family: {"portable": True}}
+
+    def selected_kernels() -> dict[str, str]:
+        return {family: "portable"}
+
+    def use_kernel(fam: str, name: str) -> None:
+        if fam != family or name != "portable":
+            raise ValueError(f"the {family} family has no variant {name!r}; it has portable")
+
+    kernel_variants.__doc__ = f"Return ``{{{family!r}: {{'portable': True}}}}``: one variant."
+    selected_kernels.__doc__ = f"Return the variant the {family} family runs (portable)."
+    return kernel_variants, selected_kernels, use_kernel
+
+
 def available_kernels() -> dict[str, list[str]]:
     """Return the kernel variants this CPU and build can run, per family (best last).
 
@@ -223,6 +245,7 @@ def config() -> dict[str, Any]:
 
     kernels: dict[str, str] = {}
     available: dict[str, list[str]] = {}
+    strtod = None
     for name in _modules():
         try:
             mod = importlib.import_module(name)
@@ -232,6 +255,8 @@ def config() -> dict[str, Any]:
                     kernels[family] = f"unavailable ({exc})"
             continue
         kernels.update(mod.selected_kernels())
+        if hasattr(mod, "strtod_fallback"):
+            strtod = mod.strtod_fallback()
         variants = mod.kernel_variants()
         available.update({family: _runnable(variants, family) for family in variants})
     return {
@@ -245,6 +270,7 @@ def config() -> dict[str, Any]:
         "kernels": kernels,
         "kernels_available": available,
         "kernels_env": os.environ.get(ENV_VAR),
+        "parse_strtod": strtod,
     }
 
 
@@ -271,3 +297,6 @@ def show_config(file: TextIO | None = None) -> None:
         avail = cfg["kernels_available"].get(family)
         tail = f"  (available: {', '.join(avail)})" if avail else ""
         print(f"    {family}: {kernel}{tail}", file=out)
+    if cfg["parse_strtod"]:
+        print(f"  parse:   numbers beyond the fast path go through {cfg['parse_strtod']}"
+              f"{' (C locale)' if cfg['parse_strtod'] == 'strtod_l' else ''}", file=out)

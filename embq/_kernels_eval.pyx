@@ -28,7 +28,7 @@ import numpy as np
 
 cimport numpy as cnp
 
-from embq._config import _init_kernels
+from embq._config import _init_kernels, _portable_only
 
 cnp.import_array()
 
@@ -80,22 +80,8 @@ cdef extern from *:
     int _popcount "embq_eval_popcount"(uint64_t x) noexcept nogil
 
 
-def kernel_variants():
-    """Return ``{"eval": {"portable": True}}``: the analogy tokenizer has one variant."""
-    return {"eval": {"portable": True}}
-
-
-def selected_kernels():
-    """Return the variant the eval family runs."""
-    return {"eval": "portable"}
-
-
-def _use_kernel(family, name):
-    """Accept the one variant of the eval family (embq._config validates the request)."""
-    if family != "eval" or name != "portable":
-        raise ValueError(f"the eval family has no variant {name!r}; it has portable")
-
-
+# The eval kernel family has one variant (see embq._config).
+kernel_variants, selected_kernels, _use_kernel = _portable_only("eval")
 _init_kernels(kernel_variants(), _use_kernel)
 
 

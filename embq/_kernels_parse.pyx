@@ -18,7 +18,7 @@ from cpython.unicode cimport PyUnicode_Decode, PyUnicode_DecodeUTF8
 
 import numpy as np
 
-from embq._config import _init_kernels
+from embq._config import _init_kernels, _portable_only
 
 cdef extern from "_parse.h" nogil:
     const double embq_pow10[23]
@@ -59,20 +59,8 @@ cdef double FLOAT32_OVERFLOW = 340282356779733661637539395458142568448.0
 cdef uint64_t TWO53 = (<uint64_t>1) << 53
 
 
-def kernel_variants():
-    """Return ``{"parse": {"portable": True}}``: the parsers have one variant (embq._config)."""
-    return {"parse": {"portable": True}}
-
-
-def selected_kernels():
-    """Return the variant the parse family runs."""
-    return {"parse": "portable"}
-
-
-def _use_kernel(family, name):
-    """Accept the one variant of the parse family (embq._config validates the request)."""
-    if family != "parse" or name != "portable":
-        raise ValueError(f"the parse family has no variant {name!r}; it has portable")
+# The parse kernel family has one variant (see embq._config).
+kernel_variants, selected_kernels, _use_kernel = _portable_only("parse")
 
 
 def strtod_fallback():

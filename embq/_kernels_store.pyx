@@ -23,7 +23,7 @@ cimport numpy as cnp
 
 from embq._kernels_quant cimport dequant_row_fn, selected_dequant_row
 
-from embq._config import _init_kernels
+from embq._config import _init_kernels, _portable_only
 
 cnp.import_array()
 
@@ -63,23 +63,9 @@ HASH_FUNCTION = "fnv1a64+fmix64"
 PROBING = "linear"
 
 
-def kernel_variants():
-    """Return ``{"store": {"portable": True}}``: key lookups have one variant; row reads use
-    the quantize family's dequantize kernel (embq._config)."""
-    return {"store": {"portable": True}}
-
-
-def selected_kernels():
-    """Return the variant the store family runs."""
-    return {"store": "portable"}
-
-
-def _use_kernel(family, name):
-    """Accept the one variant of the store family (embq._config validates the request)."""
-    if family != "store" or name != "portable":
-        raise ValueError(f"the store family has no variant {name!r}; it has portable")
-
-
+# The store kernel family (key lookups) has one variant (see embq._config); row reads use the
+# dequantize kernel of the quantize family.
+kernel_variants, selected_kernels, _use_kernel = _portable_only("store")
 _init_kernels(kernel_variants(), _use_kernel)
 
 
