@@ -7,7 +7,6 @@ to a temporary file renamed into place at the end (see :class:`embq._store.Store
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import sys
@@ -128,9 +127,12 @@ def compress(
     ------
     FormatError
         Bad input, naming the file, line (or byte offset) and what was expected.
-    FileExistsError, FileNotFoundError, IsADirectoryError, OSError
-        Output exists (without ``overwrite``), its directory is missing, it is a directory,
-        or the input is unreadable.
+    embq._errors.OutputExistsError
+        Output exists and ``overwrite`` is false (a ``FileExistsError``; checked before the
+        input is read and again when the finished store is moved into place).
+    FileNotFoundError, IsADirectoryError, OSError
+        The output's directory is missing, the output is a directory, or the input is
+        unreadable.
     """
     if shard_rows is not None or client is not None or not isinstance(input, (str, os.PathLike)):
         from embq._dist_compress import compress_sharded
@@ -150,6 +152,7 @@ def compress(
             block_rows=block_rows, progress=progress, n_threads=n_threads, warn=warn)
     from embq._quantize import quantize
     from embq._readers import open_embeddings
+    from embq._publish import check_destination
     from embq._recon import ReconstructionStats
     from embq._store import StoreWriter
 
@@ -162,19 +165,8 @@ def compress(
             warnings.warn(msg, UserWarning, stacklevel=3)
 
     t0 = time.perf_counter()
-    out_dir = os.path.dirname(os.path.abspath(out_path))
-    if not os.path.isdir(out_dir):
-        raise FileNotFoundError(errno.ENOENT, f"the output directory {out_dir!r} does not exist",
-                                out_path)
-    if os.path.isdir(out_path):
-        # Said before "already exists": --overwrite would not help, a store is one file.
-        raise IsADirectoryError(errno.EISDIR, "is a directory; expected the path of the store "
-                                "file to write, such as "
-                                f"{os.path.join(out_path, 'vectors.h5')}", out_path)
-    if os.path.exists(out_path) and not overwrite:
-        raise FileExistsError(errno.EEXIST,
-                              f"{out_path!r} already exists; pass --overwrite to replace it",
-                              out_path)
+    # The same check the store writer makes, done here before the input is even opened.
+    check_destination(out_path, overwrite)
     stats = ReconstructionStats()
     duplicates = 0
     first_dup: tuple[str, str] | None = None
