@@ -162,7 +162,7 @@ def test_parser_bounds_checked():
 
 
 def test_selected_kernels():
-    assert "parse_text" in kp.selected_kernels()
+    assert kp.selected_kernels() == {"parse": "portable"}
 
 
 # --------------------------------------------------------------------------------------------
