@@ -111,9 +111,9 @@ def export(
                 if keys_path is not None:
                     raise ValueError("keys_path is not used with the parquet format (the keys "
                                      "are its 'key' column)")
-                extra = wf.export_parquet(st, files, out_path, overwrite, _AtomicFile)
+                extra = wf.export_parquet(st, files, out_path, overwrite)
             else:
-                extra = wf.export_safetensors(st, files, out_path, overwrite, _AtomicFile,
+                extra = wf.export_safetensors(st, files, out_path, overwrite,
                                               tensor_name=tensor_name, keys_path=keys_path)
             for f in files:
                 f.commit()

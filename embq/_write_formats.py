@@ -101,20 +101,20 @@ def _check_keys_lines(keys: list[str], start: int) -> None:
             raise ValueError(f"key {k!r} of row {start + i} cannot be written one per line")
 
 
-def export_parquet(st: Any, files: list, out_path: str, overwrite: bool,
-                   atomic_file) -> dict[str, Any]:
+def export_parquet(st: Any, files: list, out_path: str, overwrite: bool) -> dict[str, Any]:
     """Stream the store into a Parquet file at ``out_path`` (see the module docstring).
 
-    ``atomic_file(path, overwrite)`` makes the temporary file renamed into place by its
-    ``commit()``; each one made is appended to ``files`` so that the caller aborts them all
-    on failure and commits them all on success.
+    Each :class:`embq._publish.AtomicFile` made is appended to ``files``, so that the caller
+    aborts them all on failure and commits them all on success.
     """
     _require_pyarrow()
     import pyarrow.parquet as pq
 
+    from embq._publish import AtomicFile
+
     d = st.shape[1]
     schema = _schema(d, bool(st.has_keys))
-    files.append(atomic_file(out_path, overwrite))
+    files.append(AtomicFile(out_path, overwrite, "vectors.parquet"))
     writer = pq.ParquetWriter(files[-1].fh, schema, compression="snappy")
     try:
         for batch in _batches(st, schema, _block_rows(d)):
@@ -139,7 +139,7 @@ def safetensors_header(name: str, rows: int, dim: int, dtype: str = "F32") -> by
     return len(raw).to_bytes(8, "little") + raw
 
 
-def export_safetensors(st: Any, files: list, out_path: str, overwrite: bool, atomic_file,
+def export_safetensors(st: Any, files: list, out_path: str, overwrite: bool,
                        tensor_name: str = "embeddings",
                        keys_path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Stream the store into one float32 tensor of a safetensors file, keys beside it.
@@ -150,14 +150,16 @@ def export_safetensors(st: Any, files: list, out_path: str, overwrite: bool, ato
     if not isinstance(tensor_name, str) or not tensor_name or tensor_name == "__metadata__":
         raise ValueError(f"tensor_name must be a non-empty name other than '__metadata__', got "
                          f"{tensor_name!r}")
+    from embq._publish import AtomicFile
+
     n, d = st.shape
     has_keys = bool(st.has_keys)
-    files.append(atomic_file(out_path, overwrite))
+    files.append(AtomicFile(out_path, overwrite, "model.safetensors"))
     fh = files[-1].fh
     kfile = None
     if has_keys:
         kp = os.fspath(keys_path) if keys_path is not None else default_vocab_path(out_path)
-        files.append(atomic_file(kp, overwrite))
+        files.append(AtomicFile(kp, overwrite, "vocab.txt"))
         kfile = files[-1]
     fh.write(safetensors_header(tensor_name, n, d))
     step = _block_rows(d)
