@@ -775,7 +775,8 @@ def test_truncated_compressed_data(tmp_path, comp):
     packed = PACK[comp](text_file())
     p = write(tmp_path / "t.vec", packed[: len(packed) - 100])
     e = err(load_embeddings, p)
-    assert f"the {comp} data ends before the end of its compressed stream" in str(e)
+    assert f"cannot decompress the {comp} data: it ends before the end of its compressed " \
+        "stream" in str(e)
     assert str(p) in str(e)
 
 
