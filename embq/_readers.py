@@ -429,8 +429,8 @@ def _parse_npy_header(head: bytes, path: str) -> tuple[tuple[int, int], bool, np
     start = 8 + _NPY_VERSIONS[version]
     if len(head) < end:
         raise FormatError(f"the file ends inside the .npy header: {end - start:,} bytes of "
-                          f"header announced, {len(head) - start:,} present", path=path,
-                          offset=len(head))
+                          f"header announced, {len(head) - start:,} present; expected the "
+                          "whole header (the file is truncated)", path=path, offset=len(head))
     raw = head[start:end]
     encoding = "utf8" if version == (3, 0) else "latin1"
     try:
@@ -450,9 +450,11 @@ def _parse_npy_header(head: bytes, path: str) -> tuple[tuple[int, int], bool, np
                           f"{_NPY_EXPECTED}", path=path, offset=start)
     keys = set(header)
     if keys != _NPY_KEYS:
-        odd = sorted(map(repr, keys ^ _NPY_KEYS))
-        raise FormatError(f"the .npy header has keys {sorted(map(repr, keys))} (not matching: "
-                          f"{', '.join(odd)}); {_NPY_EXPECTED}", path=path, offset=start)
+        have = ", ".join(sorted(map(repr, keys)))
+        odd = ", ".join(sorted(map(repr, keys ^ _NPY_KEYS)))
+        raise FormatError(f"the .npy header has keys {{{printable(have.encode(), 80)}}} (not "
+                          f"matching: {printable(odd.encode(), 80)}); {_NPY_EXPECTED}",
+                          path=path, offset=start)
     descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
     if not isinstance(descr, str) or not _NPY_DESCR.fullmatch(descr):
         raise FormatError(f"the .npy header gives descr {printable(repr(descr).encode())}; "
@@ -699,8 +701,9 @@ class EmbeddingReader:
             raise FormatError(f"the array has shape {shape}; expected at least one column",
                               path=self.path)
         if shape[1] > MAX_DIM:
-            raise FormatError(f"the array has shape {shape}; embq reads at most {MAX_DIM:,} "
-                              "values per row", path=self.path)
+            raise FormatError(f"the array has shape {shape}; expected at most {MAX_DIM:,} "
+                              "values per row (embq's limit; is the header right?)",
+                              path=self.path)
         n, d = shape
         self.count, self.dim = n, d
         self._npy_dtype = dtype
