@@ -559,9 +559,11 @@ class EmbeddingReader:
             self.format = format if format is not None else _detect_head(
                 head[skip:], self.path, self.compression, at_eof)
             if self.keys_path is not None and self.format != "npy":
-                raise ValueError(
-                    f"a keys file is only used with .npy input; {self.path} is {self.format}"
-                )
+                # A content problem (the file is not the .npy the caller expected), so the
+                # error names the file like every other.
+                raise FormatError(
+                    f"a keys file is only used with .npy input; this file is {self.format} "
+                    "(expected a .npy array when a keys file is given)", path=self.path)
             if self.format == "npy":
                 self._open_npy(head)
             else:
