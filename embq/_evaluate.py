@@ -13,7 +13,9 @@ differ in three ways:
   four words (``# a b c``), where embq skips every line starting with ``#`` in both kinds of
   file;
 * test files compressed with gzip, bz2 or xz are read, as gensim reads them through
-  smart_open (embq recognises them by content, gensim by the file extension);
+  smart_open (embq recognises them by content, gensim by the file extension), through the same
+  layer as embedding files (:mod:`embq._input`): damaged or cut compressed data, and data
+  after the end of the compressed stream, are refused alike;
 * all analogy questions are answered together with batched nearest-neighbour searches instead of
   one ``most_similar`` call per question;
 * the same code runs on two kinds of vectors: an embq store (int8 search through
