@@ -100,7 +100,7 @@ class Block(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# opening files
+# format detection (files are opened by embq._input)
 
 
 def _is_float(tok: bytes) -> bool:
