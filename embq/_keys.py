@@ -52,16 +52,17 @@ class TextKeys:
 
     def __init__(self, path: str, count: int, matrix: str, encoding: str = "utf8",
                  unicode_errors: str = "strict") -> None:
-        from embq._readers import _Input, _is_utf8, _printable
+        from embq._input import Input, printable
+        from embq._readers import _is_utf8
 
-        self._printable = _printable
+        self._printable = printable
         self.path = path
         self.count = count
         self.matrix = matrix
         self.encoding = encoding
         self.unicode_errors = unicode_errors
         self._bom = _is_utf8(encoding)
-        self._stream = io.BufferedReader(_Input(path))
+        self._stream = io.BufferedReader(Input(path, "a keys file"))
 
     def take(self, first_row: int, n: int) -> list[str]:
         """The keys of rows ``first_row .. first_row + n - 1`` (read in order)."""

@@ -330,7 +330,7 @@ def test_source_attributes_are_what_compress_writes(tmp_path):
     # The keys file and the part of a file read (tensor, array, columns) only when used.
     assert set(source) == set(_source.SOURCE_ATTRIBUTES) - {
         _source.SOURCE_KEYS_PATH, _source.SOURCE_TENSOR, _source.SOURCE_ARRAY,
-        _source.SOURCE_VECTOR_COLUMN, _source.SOURCE_KEY_COLUMN}
+        _source.SOURCE_VECTOR_COLUMN, _source.SOURCE_KEY_COLUMN, _source.SOURCE_RANGE}
     assert source == {
         _source.SOURCE_PATH: os.path.abspath(src), _source.SOURCE_FORMAT: "word2vec",
         _source.SOURCE_COMPRESSION: "none", _source.SOURCE_SIZE: os.path.getsize(src),
