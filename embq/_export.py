@@ -31,6 +31,13 @@ def default_keys_path(output: str) -> str:
     return (root if ext.lower() == ".npy" else output) + ".keys.txt"
 
 
+def check_key_lines(keys: list[str], start: int) -> None:
+    """Refuse a key that a keys file (one key per line) cannot hold; ``start`` is its row."""
+    for i, k in enumerate(keys):
+        if not k or "\n" in k or "\r" in k:
+            raise ValueError(f"key {k!r} of row {start + i} cannot be written one per line")
+
+
 def _check_key(key: str, row: int, fmt: str) -> None:
     if not key or any(c in key for c in " \t\n\r"):
         raise ValueError(
@@ -151,10 +158,7 @@ def export(
             if format == "npy":
                 fh.write(x.astype("<f4", copy=False).tobytes())
                 if kfile is not None:
-                    for i, k in enumerate(keys):
-                        if "\n" in k or "\r" in k or not k:
-                            raise ValueError(f"key {k!r} of row {start + i} cannot be written "
-                                             "one per line")
+                    check_key_lines(keys, start)
                     kfile.fh.write(("\n".join(keys) + "\n").encode("utf8"))
             elif format == "word2vec-binary":
                 xb = x.astype("<f4", copy=False)

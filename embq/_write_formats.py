@@ -95,12 +95,6 @@ def to_arrow(store: Any, *, stream: bool = False, batch_rows: int | None = None)
     return pa.Table.from_batches(list(batches), schema=schema)
 
 
-def _check_keys_lines(keys: list[str], start: int) -> None:
-    for i, k in enumerate(keys):
-        if not k or "\n" in k or "\r" in k:
-            raise ValueError(f"key {k!r} of row {start + i} cannot be written one per line")
-
-
 def export_parquet(st: Any, files: list, out_path: str, overwrite: bool) -> dict[str, Any]:
     """Stream the store into a Parquet file at ``out_path`` (see the module docstring).
 
@@ -150,6 +144,7 @@ def export_safetensors(st: Any, files: list, out_path: str, overwrite: bool,
     if not isinstance(tensor_name, str) or not tensor_name or tensor_name == "__metadata__":
         raise ValueError(f"tensor_name must be a non-empty name other than '__metadata__', got "
                          f"{tensor_name!r}")
+    from embq._export import check_key_lines
     from embq._publish import AtomicFile
 
     n, d = st.shape
@@ -168,7 +163,7 @@ def export_safetensors(st: Any, files: list, out_path: str, overwrite: bool,
         fh.write(np.ascontiguousarray(st[start:stop], dtype="<f4").tobytes())
         if kfile is not None:
             keys = st.index_to_key[start:stop]
-            _check_keys_lines(keys, start)
+            check_key_lines(keys, start)
             kfile.fh.write(("\n".join(keys) + "\n").encode("utf8"))
         st._drop_resident_pages()
     return {"keys_path": kfile.path if kfile is not None else None}
