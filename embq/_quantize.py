@@ -21,7 +21,9 @@ ZERO_POINT = 128
 _F32_MAX = float(np.finfo(np.float32).max)
 _F32_TINY = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32, 2**-126
 
-__all__ = ["QuantizedRows", "quantize", "dequantize", "row_norms", "quantize_reference", "ZERO_POINT"]
+__all__ = [
+    "ZERO_POINT", "QuantizedRows", "dequantize", "quantize", "quantize_reference", "row_norms",
+]
 
 
 class QuantizedRows(NamedTuple):
@@ -62,7 +64,8 @@ def _as_float_matrix(matrix: Any) -> np.ndarray:
         raise TypeError(f"matrix must hold float32 or float64 values, got dtype {x.dtype}")
     if x.shape[1] == 0:
         raise ValueError(
-            f"matrix has shape {x.shape}: rows of dimension 0 cannot be quantized (dim must be >= 1)"
+            f"matrix has shape {x.shape}: rows of dimension 0 cannot be quantized "
+            "(dim must be >= 1)"
         )
     return x
 
@@ -221,7 +224,8 @@ def _check_per_row(values: Any, name: str, dtype: type, n: int) -> np.ndarray:
     if v.dtype != dtype:
         raise TypeError(f"{name} must be a {np.dtype(dtype).name} array, got dtype {v.dtype}")
     if v.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},) to match codes with {n} rows, got {v.shape}")
+        raise ValueError(
+            f"{name} must have shape ({n},) to match codes with {n} rows, got {v.shape}")
     return v
 
 
@@ -335,7 +339,8 @@ def dequantize(
     return result.reshape(shape) if out is None else out
 
 
-def row_norms(codes: Any, scales: Any, zero_points: Any = None, *, n_threads: int | None = None) -> np.ndarray:
+def row_norms(codes: Any, scales: Any, zero_points: Any = None, *,
+              n_threads: int | None = None) -> np.ndarray:
     """Return the L2 norm of every dequantized row, as float32.
 
     Defined exactly (so that every reader of a store gets the same bits) as

@@ -98,7 +98,7 @@ def test_bad_input_exit_2_no_output(tmp_path, capsys, case):
     src.write_bytes(content.encode() if isinstance(content, str) else content)
     out = tmp_path / "out.embq"
     extra = ["--on-duplicate", "error"] if case == "duplicate_error" else []
-    code, stdout, stderr = run(capsys, "compress", src, out, *extra)
+    code, _, stderr = run(capsys, "compress", src, out, *extra)
     assert code == 2
     assert stderr.startswith("embq compress: error: ") and "Traceback" not in stderr
     assert str(src) in stderr and where in stderr and what in stderr
@@ -297,7 +297,7 @@ def test_sigterm_mid_export_leaves_no_temporary_file(tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(embq._store.Store, "_drop_resident_pages", kill_after_first_block)
     before = signal.getsignal(signal.SIGTERM)
-    code, out, err = run(capsys, "export", s, tmp_path / "t.txt", "--format", "word2vec")
+    code, _, err = run(capsys, "export", s, tmp_path / "t.txt", "--format", "word2vec")
     assert code == 128 + signal.SIGTERM and err == "embq: terminated by SIGTERM\n"
     assert len(blocks) == 1  # stopped in the middle, not at the end
     assert sorted(os.listdir(tmp_path)) == ["s.embq"]
