@@ -180,26 +180,26 @@ def search_local(stores: Sequence[Store], manifest: Manifest, queries: np.ndarra
 
 
 def _worker_plan(client: Any, jobs: list[int],
-                 n_threads: int | None) -> tuple[list[str], list[int]]:
+                 n_threads: int | None) -> tuple[list[list[str] | None], list[int]]:
     """Stable worker per shard (shard index modulo the sorted workers) and its thread count.
 
     A worker running several shards' tasks at once shares its threads among them; an explicit
-    ``n_threads`` is used as given.
+    ``n_threads`` is used as given.  With no worker connected yet, tasks are not placed (the
+    scheduler holds them until workers arrive) and run on one thread each.
     """
-    info = client.scheduler_info()["workers"]
-    workers = sorted(info)
+    nthreads = client.nthreads()   # asks the scheduler: the client's own view can lag
+    workers = sorted(nthreads)
     if not workers:
-        raise RuntimeError("the Dask cluster has no workers; start some or wait for them "
-                           "(client.wait_for_workers(n))")
+        return [None] * len(jobs), [n_threads or 1] * len(jobs)
     chosen = [workers[i % len(workers)] for i in jobs]
     if n_threads is not None:
-        return chosen, [n_threads] * len(jobs)
+        return [[w] for w in chosen], [n_threads] * len(jobs)
     load = {w: chosen.count(w) for w in set(chosen)}
     threads = []
     for w in chosen:
-        have = max(1, int(info[w].get("nthreads", 1)))
+        have = max(1, int(nthreads[w]))
         threads.append(max(1, have // min(have, load[w])))
-    return chosen, threads
+    return [[w] for w in chosen], threads
 
 
 def search_dask(client: Any, manifest: Manifest, queries: np.ndarray, k: int, metric: str,
@@ -224,8 +224,8 @@ def search_dask(client: Any, manifest: Manifest, queries: np.ndarray, k: int, me
     token = uuid.uuid4().hex
     futures = [
         client.submit(search_shard, m_future, i, q_future, k, metric, restricts[i], t,
-                      key=f"embq-search-{token}-{i}", workers=[w], allow_other_workers=True,
-                      pure=False)
+                      key=f"embq-search-{token}-{i}", workers=w,
+                      allow_other_workers=w is not None, pure=False)
         for i, w, t in zip(jobs, chosen, threads)
     ]
     try:
