@@ -72,38 +72,41 @@ def open_shard(manifest: Manifest, i: int) -> Store:
     return store
 
 
-# Shards opened by tasks in this (worker) process: absolute path -> (file identity, Store).
-# A replaced or rewritten file has another identity and is opened (and checked) again.
-_CACHE: dict[str, tuple[tuple[int, int, int, int], Store]] = {}
+# Shards opened by tasks in this (worker) process: absolute path -> (what it was checked
+# against, Store).  A file with another identity (replaced, rewritten) or a manifest with
+# another entry for it is opened and checked again.
+_CACHE: dict[str, tuple[tuple, Store]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _identity(path: str) -> tuple[int, int, int, int]:
-    st = os.stat(path)
+def _identity(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def cached_shard(manifest: Manifest, i: int) -> Store:
     """:func:`open_shard`, reusing the store a previous task of this process opened.
 
-    The file's identity (device, inode, size, modification time) is compared on every call,
-    so a shard deleted or replaced since is noticed (and reported by :func:`open_shard`).
+    The file's identity (device, inode, size, modification time) and the manifest's entry
+    are compared on every call, so a shard deleted or replaced since is noticed (and
+    reported by :func:`open_shard`).
     """
     path = manifest.shard_path(i)
-    try:
-        ident = _identity(path)
-    except OSError:
-        ident = None
+    ident = _identity(path)
+    stamp = (ident, manifest.shards[i], manifest.dim, manifest.has_keys)
     with _CACHE_LOCK:
         hit = _CACHE.get(path)
-        if hit is not None and ident is not None and hit[0] == ident:
+        if hit is not None and ident is not None and hit[0] == stamp:
             return hit[1]
         if hit is not None:
             del _CACHE[path]
             hit[1].close()
         store = open_shard(manifest, i)
         if ident is not None:
-            _CACHE[path] = (ident, store)
+            _CACHE[path] = (stamp, store)
         return store
 
 
