@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import functools
 import itertools
-import operator
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from embq._store import Store, _KeyToIndex, _missing_key_error
+from embq._store import Store, _IndexToKey, _KeyToIndex, _missing_key_error
 
 __all__ = ["ShardedStore", "open"]
 
@@ -122,69 +121,24 @@ class _ShardedIndex:
         return out
 
 
-class _ShardedKeys(Sequence):
-    """``index_to_key`` of a sharded store: the shards' keys one after the other, lazily."""
+class _ShardedKeys(_IndexToKey):
+    """``index_to_key`` of a sharded store: the shards' keys one after the other, lazily.
 
-    def __init__(self, store: ShardedStore) -> None:
-        self._store = store
+    Indexing, membership, ``index``, ``count``, equality and ``repr`` are the single store's;
+    only where a row's key is read differs (its shard).
+    """
 
-    def __len__(self) -> int:
-        return len(self._store)
-
-    def __getitem__(self, i):
+    def _arrays(self):
         st = self._store
-        n = len(st)
-        if isinstance(i, slice):
-            start, stop, step = i.indices(n)
-            if step != 1:
-                return [self[j] for j in range(start, stop, step)]
-            out: list[str] = []
-            for s, e in zip(st.shards, st.manifest.shards):
-                a, b = max(start - e.offset, 0), min(stop - e.offset, e.rows)
-                if a < b:
-                    out += s.index_to_key[a:b]
-            return out
-        try:
-            j = operator.index(i)
-        except TypeError:
-            raise TypeError(
-                f"index_to_key indices must be int or slice, got {type(i).__name__}"
-            ) from None
-        if j < 0:
-            j += n
-        if not 0 <= j < n:
-            raise IndexError(f"index {i} out of range for {n} keys")
-        shard, local = st.manifest.locate([j])
-        return st.shards[int(shard[0])].index_to_key[int(local[0])]
+        st._check_open()
+        return st._stores, st.manifest
+
+    def _decode(self, stores, manifest, j: int) -> str:
+        shard, local = manifest.locate([j])
+        return stores[int(shard[0])].index_to_key[int(local[0])]
 
     def __iter__(self) -> Iterator[str]:
         return itertools.chain.from_iterable(s.index_to_key for s in self._store.shards)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in self._store
-
-    def index(self, key, start: int = 0, stop: int | None = None) -> int:
-        i = self._store.get_index(key, -1) if isinstance(key, str) else -1
-        if i < 0 or i < start or (stop is not None and i >= stop):
-            raise ValueError(f"{key!r} is not in index_to_key")
-        return i
-
-    def count(self, key) -> int:
-        return int(key in self)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
-            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        n = len(self)
-        if self._store.closed:
-            return f"<index_to_key of a closed sharded store, {n} keys>"
-        head = ", ".join(repr(k) for k in self[:5])
-        return f"<index_to_key [{head}{', ...' if n > 5 else ''}] ({n} keys)>"
 
 
 def _no_global_array(name: str) -> property:
@@ -416,17 +370,27 @@ class ShardedStore:
 
     # The gensim-style searches: embq._search's argument checks, query building and key
     # lookups applied to this store, with its sharded search and every-row scores.
+    def _gensim_args(self, restrict_vocab: Any, topn: Any,
+                     options: dict) -> tuple[int | None, int | None, int, int | None]:
+        """``(restrict, rescore, threads, topn)`` checked by embq._search, with its defaults
+        for the options not given; an unknown option is a TypeError naming it."""
+        from embq import _search as sr
+
+        opts = {**_search_defaults(), **options}
+        if len(opts) > len(_search_defaults()):
+            name = next(k for k in options if k not in _search_defaults())
+            raise TypeError(f"got an unexpected keyword argument {name!r}")
+        restrict, rescore, threads = sr._common_args(self, restrict_vocab, opts["rescore"],
+                                                     opts["n_threads"])
+        return restrict, rescore, threads, sr._topn_arg(topn)
+
     def most_similar(self, positive=None, negative=None, topn: int | None = 10,
                      restrict_vocab=None, **options):
         """gensim's ``most_similar`` over global rows; see :func:`embq._search.most_similar`
         (options ``rescore=4``, ``n_threads=None``)."""
         from embq import _search as sr
 
-        opts = {**_search_defaults(), **options}
-        restrict, rescore, threads = sr._common_args(self, restrict_vocab, opts.pop("rescore"),
-                                                     opts.pop("n_threads"))
-        _no_more_options(opts)
-        topn = sr._topn_arg(topn)
+        restrict, rescore, threads, topn = self._gensim_args(restrict_vocab, topn, options)
         if topn == 0:
             return []
         q, exclude = sr._query_vector(self, positive, negative)
@@ -449,11 +413,7 @@ class ShardedStore:
                             f"{type(keys).__name__} {keys!r}; pass [{keys!r}] (or call "
                             "most_similar for one key)")
         keys = list(keys)
-        opts = {**_search_defaults(), **options}
-        restrict, rescore, threads = sr._common_args(self, restrict_vocab, opts.pop("rescore"),
-                                                     opts.pop("n_threads"))
-        _no_more_options(opts)
-        topn = sr._topn_arg(topn)
+        restrict, rescore, threads, topn = self._gensim_args(restrict_vocab, topn, options)
         if topn == 0:
             return [[] for _ in keys]
         rows = np.array([self.get_index(key) for key in keys], dtype=np.int64)
@@ -518,12 +478,6 @@ class ShardedStore:
             **{name: np.concatenate([getattr(s, name) for s in self._stores])
                for name in ("codes", "scales", "zero_points")})
         return to_keyed_vectors(whole)
-
-
-def _no_more_options(opts: dict) -> None:
-    if opts:
-        name = next(iter(opts))
-        raise TypeError(f"got an unexpected keyword argument {name!r}")
 
 
 @functools.cache

@@ -24,7 +24,6 @@ import os
 import statistics
 import sys
 import threading
-import time
 import tracemalloc
 
 import numpy as np
@@ -34,7 +33,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from bench_search import make_data, make_queries  # noqa: E402
+from bench_search import make_data, make_queries, timed  # noqa: E402
 
 import embq  # noqa: E402
 from embq import _manifest as mf  # noqa: E402
@@ -42,15 +41,6 @@ from embq._utils import human_bytes  # noqa: E402
 
 K = 10
 CACHE = os.path.join(ROOT, "bench-data")
-
-
-def timed(fn, repeats: int):
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
 
 
 class PeakRSS:
