@@ -46,16 +46,16 @@ def open(path: str | os.PathLike, *, client: Any = None) -> Store | ShardedStore
     Raises
     ------
     FileNotFoundError
-        No such file or directory (a directory without ``manifest.json`` included).
+        No such file, or a directory without ``manifest.json``.
     StoreError
         The file is not a valid store; or, for a directory, the manifest is invalid or a
         shard is missing, unreadable or not the file the manifest names (message names it).
     ValueError
         ``client`` given for a single store file.
     """
-    from embq._manifest import is_sharded
-
-    if is_sharded(path):
+    if os.path.isdir(os.fspath(path)):
+        # a directory is a sharded store or nothing: without a manifest its build did not
+        # finish, which reading the manifest says
         return ShardedStore(path, client=client)
     if client is not None:
         raise ValueError(
@@ -179,14 +179,14 @@ class ShardedStore:
     dtype = np.dtype(np.float32)
 
     def __init__(self, path: str | os.PathLike, *, client: Any = None) -> None:
+        from embq import _manifest
         from embq._dist_search import open_shard
-        from embq._manifest import read_manifest
 
         self._closed = True
         self._index = None
         self._stores: list[Store] = []
         self.path = os.fspath(path)
-        self.manifest = read_manifest(self.path)
+        self.manifest = _manifest.read_manifest(self.path)
         self.client = client
         self.dim: int = self.manifest.dim
         self.has_keys: bool = self.manifest.has_keys
@@ -200,8 +200,10 @@ class ShardedStore:
             for s in self._stores:
                 s.close()
             raise
+        # The store's own description; the shards' attributes stay theirs (shards[i].attrs).
         self.attrs: dict[str, Any] = {
-            "format": "embq-sharded", "dim": self.dim, "n_rows": self._n,
+            "format": _manifest.FORMAT, "format_version": _manifest.FORMAT_VERSION,
+            "scheme": self._stores[0].attrs.get("scheme"), "dim": self.dim, "n_rows": self._n,
             "has_keys": self.has_keys, "n_shards": len(self._stores),
         }
         self._index = _ShardedIndex(self)

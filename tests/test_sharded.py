@@ -70,6 +70,10 @@ def test_open_returns_the_right_kind(data):
     assert type(data["one"]) is embq.Store
     with pytest.raises(ValueError, match="single store file"):
         embq.open(data["root"] / "one.h5", client=object())
+    with pytest.raises(FileNotFoundError, match=r"no manifest\.json"):
+        embq.open(data["root"])
+    with pytest.raises(FileNotFoundError):
+        embq.open(data["root"] / "absent.embq")
 
 
 @pytest.mark.parametrize("parts", [*SHARD_COUNTS, "empty"])
@@ -218,6 +222,8 @@ def test_missing_keys_and_bad_indices(data):
 def test_api_basics(data, tmp_path):
     st = data["stores"][3]
     assert len(st) == N and st.shape == (N, D) and st.dim == D and st.has_keys
+    assert st.attrs["format"] == "embq-sharded" and st.attrs["n_rows"] == N
+    assert st.attrs["n_shards"] == 3 and st.attrs["scheme"] == data["one"].attrs["scheme"]
     assert st.dtype == np.float32
     assert len(st.shards) == 3 and st.shard(1) is st.shards[1]
     assert st.offsets.tolist() == [0, *np.cumsum(data["sizes"][3]).tolist()]
