@@ -14,6 +14,7 @@ are written against the store's row index (``find``, ``find_many``, ``key_vector
 
 from __future__ import annotations
 
+import errno
 import functools
 import itertools
 import os
@@ -46,16 +47,23 @@ def open(path: str | os.PathLike, *, client: Any = None) -> Store | ShardedStore
     Raises
     ------
     FileNotFoundError
-        No such file, or a directory without ``manifest.json``.
+        No such file.
+    IsADirectoryError
+        A directory without ``manifest.json``.
     StoreError
         The file is not a valid store; or, for a directory, the manifest is invalid or a
         shard is missing, unreadable or not the file the manifest names (message names it).
     ValueError
         ``client`` given for a single store file.
     """
-    if os.path.isdir(os.fspath(path)):
-        # a directory is a sharded store or nothing: without a manifest its build did not
-        # finish, which reading the manifest says
+    from embq._manifest import MANIFEST_NAME, is_sharded
+
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        if not is_sharded(p):
+            raise IsADirectoryError(
+                errno.EISDIR, f"{p!r} is a directory without {MANIFEST_NAME}: neither a store "
+                "file nor a sharded store (or the sharded store's build did not finish)", p)
         return ShardedStore(path, client=client)
     if client is not None:
         raise ValueError(
