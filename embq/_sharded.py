@@ -78,7 +78,9 @@ class _ShardedIndex:
 
     A key is looked up in the shards in order until found (keys are unique across the store,
     which the writer of the shards guarantees); a batch goes to each shard as one
-    ``find_many`` call holding only the keys not found yet.
+    ``find_many`` call holding only the keys not found yet.  Each shard's kernel hashes the
+    key again: ``_kernels_store.StoreIndex`` has no lookup by a precomputed hash (FNV-1a over
+    a short key costs less than the cache miss of the probe it leads to).
     """
 
     def __init__(self, owner: ShardedStore) -> None:
@@ -331,19 +333,19 @@ class ShardedStore:
         m = qf.shape[0]
         kk = min(k, n_eff)
         kc = min(k * rescore, n_eff) if rescore else kk
-        if self.client is None:
-            threads = effective_n_threads(n_threads)
-            if kk and m:
-                scores, rows = ds.search_local(self._stores, self.manifest, qf, kc, metric,
-                                               n_eff, threads)
-        else:
-            threads = 1 if n_threads is None else effective_n_threads(n_threads)
-            if kk and m:
-                scores, rows = ds.search_dask(self.client, self.manifest, qf, kc, metric,
-                                              n_eff, n_threads and threads)
+        # Here: n_threads for the scan and the rescoring.  On a cluster: per task (None lets
+        # each worker share its threads), and the rescoring here runs on one thread.
+        task_threads = None if n_threads is None else effective_n_threads(n_threads)
+        threads = effective_n_threads(n_threads) if self.client is None else task_threads or 1
         if not (kk and m):
-            scores, rows = np.empty((m, kk), np.float32), np.empty((m, kk), np.int64)
-        elif rescore:
+            return _no_rows(m, kk, single)
+        if self.client is None:
+            scores, rows = ds.search_local(self._stores, self.manifest, qf, kc, metric, n_eff,
+                                           threads)
+        else:
+            scores, rows = ds.search_dask(self.client, self.manifest, qf, kc, metric, n_eff,
+                                          task_threads)
+        if rescore:
             scores, rows = self._rescore(qf, rows, kk, metric, threads)
         if single:
             return scores[0], rows[0]
@@ -488,6 +490,11 @@ class ShardedStore:
             **{name: np.concatenate([getattr(s, name) for s in self._stores])
                for name in ("codes", "scales", "zero_points")})
         return to_keyed_vectors(whole)
+
+
+def _no_rows(m: int, kk: int, single: bool) -> tuple[np.ndarray, np.ndarray]:
+    scores, rows = np.empty((m, kk), np.float32), np.empty((m, kk), np.int64)
+    return (scores[0], rows[0]) if single else (scores, rows)
 
 
 @functools.cache
