@@ -39,12 +39,12 @@ from typing import TYPE_CHECKING, Any
 from embq._version import __version__ as __version__
 
 if TYPE_CHECKING:  # what the lazy table below binds, for type checkers and IDEs
+    from embq._compare import compare_with_original as compare_with_original
     from embq._compress import compress as compress
     from embq._config import show_config as show_config
     from embq._errors import DuplicateKeyError as DuplicateKeyError
     from embq._errors import FormatError as FormatError
     from embq._errors import StoreError as StoreError
-    from embq._evaluate import compare_with_original as compare_with_original
     from embq._export import export as export
     from embq._interop import from_keyed_vectors as from_keyed_vectors
     from embq._interop import to_keyed_vectors as to_keyed_vectors
@@ -80,7 +80,7 @@ _LAZY = {
     "detect_format": "embq._readers",
     "to_keyed_vectors": "embq._interop",
     "from_keyed_vectors": "embq._interop",
-    "compare_with_original": "embq._evaluate",
+    "compare_with_original": "embq._compare",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])

@@ -9,10 +9,23 @@ import os
 import sys
 from typing import Any
 
-# The reader's choices, repeated here so that building the parser imports nothing heavy; the
-# test suite checks they equal embq._readers.FORMATS and UNICODE_ERRORS.
-FORMATS = ("word2vec", "glove", "word2vec-binary", "npy")
-UNICODE_ERRORS = ("strict", "replace", "ignore")
+from embq._readers import FORMATS, UNICODE_ERRORS
+from embq._source import READER_OPTIONS
+
+# argparse details of compress's reader options; their names, help and defaults are
+# embq._source.READER_OPTIONS, shared with compare_with_original.
+_READER_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "format": {"choices": FORMATS},
+    "keys": {"metavar": "FILE"},
+    "limit": {"type": int, "metavar": "N"},
+    "encoding": {},
+    "unicode_errors": {"choices": UNICODE_ERRORS},
+}
+
+
+def flag(name: str) -> str:
+    """The command line's spelling of an option of the Python API (``--unicode-errors``)."""
+    return "--against ORIGINAL" if name == "original" else "--" + name.replace("_", "-")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,20 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "reading ORIGINAL",
         "compress's options, same names and meaning. Not given, they come from what the store "
         "records about its source: --limit from source_limit, and when ORIGINAL is the "
-        "store's source file, --format and --keys from source_format and source_keys_path; "
+        "store's source file, --format, --keys, --encoding and --unicode-errors from "
+        "source_format, source_keys_path, source_encoding and source_unicode_errors; "
         "otherwise the format is detected, UTF-8, strict.")
-    src.add_argument("--format", choices=FORMATS,
-                     help="format of ORIGINAL (default: the store's source_format for its "
-                     "source file, else detected)")
-    src.add_argument("--keys", metavar="FILE",
-                     help="for a .npy ORIGINAL: text file with one key per line (without it, a "
-                     ".npy of the store's shape takes the store's keys)")
-    src.add_argument("--limit", type=int, metavar="N",
-                     help="read only the first N rows of ORIGINAL (default: the store's "
-                     "source_limit)")
-    src.add_argument("--encoding", help="text encoding of ORIGINAL's keys (default utf8)")
-    src.add_argument("--unicode-errors", choices=UNICODE_ERRORS,
-                     help="undecodable key bytes in ORIGINAL: fail (default), replace, or drop")
+    for name, option in READER_OPTIONS.items():
+        src.add_argument(flag(name), dest=name, help=option.help, **_READER_ARGUMENTS[name])
     p.add_argument("--pairs", metavar="FILE", action="append", default=[],
                    help="word-similarity file (word1<TAB>word2<TAB>score); repeatable")
     p.add_argument("--analogies", metavar="FILE",
@@ -98,7 +102,8 @@ def _pct(v: Any, signed: bool = False) -> str:
 
 
 def render(result: dict) -> str:
-    """The readable report of :func:`embq._evaluate.evaluate_store`'s result."""
+    """The readable report of :func:`embq._evaluate.evaluate_store`'s or
+    :func:`embq._compare.compare_with_original`'s result."""
     out: list[str] = []
     against = "original" in result
     out.append(f"store     {result['store']}  ({result['rows']:,} rows x {result['dim']})")
@@ -174,15 +179,16 @@ def run(args: argparse.Namespace) -> int:
     from scipy import stats as scipy_stats
 
     import embq
-    from embq.cli import CommandError
+    from embq._compare import compare_with_original
     from embq._evaluate import evaluate_store
+    from embq._source import check_reader_options
+    from embq.cli import CommandError
 
-    reader = {"--format": args.format, "--keys": args.keys, "--limit": args.limit,
-              "--encoding": args.encoding, "--unicode-errors": args.unicode_errors}
-    given = [name for name, value in reader.items() if value is not None]
-    if given and args.against is None:
-        raise CommandError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} "
-                           "to reading the original; give it with --against ORIGINAL")
+    try:
+        check_reader_options({name: getattr(args, name) for name in READER_OPTIONS},
+                             args.against, spell=flag)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     for path in [args.against, args.keys, args.analogies, *args.pairs]:
         if path is not None and not os.path.exists(path):
             raise CommandError(f"{path}: no such file")
@@ -192,8 +198,6 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"-k must be >= 1, got {args.k}")
     if args.rescore < 0:
         raise CommandError(f"--rescore must be >= 0, got {args.rescore}")
-    if args.limit is not None and args.limit < 1:
-        raise CommandError(f"--limit must be a positive number of rows, got {args.limit}")
     # gensim's API slices with restrict_vocab (negative = all but the last keys); on the
     # command line a count that is not positive is a mistake, so it is refused.
     if args.restrict_vocab < 1:
@@ -212,24 +216,30 @@ def run(args: argparse.Namespace) -> int:
                 f"-k {args.k} is not below the store's {len(store):,} rows: recall@{args.k} "
                 f"would count every row as a true neighbour; use -k below {len(store):,} or "
                 "--sample 0 to skip recall")
-        result = evaluate_store(
-            store,
-            original=args.against,
-            pairs=args.pairs,
-            analogies=args.analogies,
-            sample=args.sample,
-            rescore=args.rescore or None,
-            k=args.k,
-            restrict_vocab=args.restrict_vocab,
-            case_insensitive=not args.case_sensitive,
-            seed=args.seed,
-            n_threads=args.threads,
-            format=args.format,
-            keys=args.keys,
-            limit=args.limit,
-            encoding=args.encoding,
-            unicode_errors=args.unicode_errors,
-        )
+        if args.against is None:
+            result = evaluate_store(
+                store,
+                pairs=args.pairs,
+                analogies=args.analogies,
+                restrict_vocab=args.restrict_vocab,
+                case_insensitive=not args.case_sensitive,
+                n_threads=args.threads,
+            )
+        else:
+            result = compare_with_original(
+                store,
+                args.against,
+                pairs=args.pairs,
+                analogies=args.analogies,
+                sample=args.sample,
+                rescore=args.rescore or None,
+                k=args.k,
+                restrict_vocab=args.restrict_vocab,
+                case_insensitive=not args.case_sensitive,
+                seed=args.seed,
+                n_threads=args.threads,
+                **{name: getattr(args, name) for name in READER_OPTIONS},
+            )
         result["store"] = os.fspath(args.store)
     if args.json:
         # allow_nan=False: any non-finite float json_ready missed fails loudly here instead

@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rescore", type=int, default=4, metavar="R",
                    help="re-rank the best k*R by float scores (default 4; 0 = int8 scores only)")
     p.add_argument("--restrict", type=int, default=None, metavar="N",
-                   help="search only the first N rows")
-    p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+                   help="search only the first N rows (a positive number)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads (default: all cores; a negative count counts back from all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -98,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     import embq
-    from embq.cli import CommandError
     from embq._search import search_store
+    from embq.cli import CommandError
 
     if not args.words and not args.vectors:
         raise CommandError("give at least one WORD or --vectors FILE.npy")
@@ -107,6 +108,14 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"-k must be >= 1, got {args.k}")
     if args.rescore < 0:
         raise CommandError(f"--rescore must be >= 0, got {args.rescore}")
+    # Checked here, not left to the search, whose messages speak of the Python API
+    # (restrict=, n_threads=).
+    if args.restrict is not None and args.restrict < 1:
+        raise CommandError(f"--restrict must be a positive number of rows, got {args.restrict}")
+    if args.threads == 0:
+        raise CommandError("--threads 0 is not a thread count; give a positive count, a "
+                           "negative one to count back from all cores (-1 = all), or omit "
+                           "--threads to use all cores")
 
     with embq.open(args.store) as store:
         labels: list[str] = []

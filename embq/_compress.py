@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from embq._errors import DuplicateKeyError, FormatError
+from embq._source import NORMALIZED, source_attributes
 
 __all__ = ["compress"]
 
@@ -199,22 +200,11 @@ def compress(
                         "compress", path=reader.path)
                 rows, dim = writer.n_rows, writer.dim
                 figures = stats.result()
-                writer.attrs.update({
-                    "source_path": (reader.path if reader.path == "<stdin>"
-                                    else os.path.abspath(in_path)),
-                    "source_format": reader.format,
-                    "source_compression": reader.compression or "none",
-                    "source_size": np.int64(reader.size),
-                    "source_rows": np.int64(reader.rows_read),
-                    "source_duplicates": np.int64(duplicates),
-                    "source_limit": np.int64(limit if limit is not None else -1),
-                    "normalized": np.bool_(normalize),
-                    "source_encoding": encoding,
-                    "source_unicode_errors": unicode_errors,
-                    **{k: np.float64(v) for k, v in figures.items()},
-                })
-                if keys is not None:
-                    writer.attrs["source_keys_path"] = os.path.abspath(os.fspath(keys))
+                writer.attrs.update(source_attributes(
+                    reader, in_path, keys=keys, limit=limit, encoding=encoding,
+                    unicode_errors=unicode_errors, duplicates=duplicates))
+                writer.attrs[NORMALIZED] = np.bool_(normalize)
+                writer.attrs.update({k: np.float64(v) for k, v in figures.items()})
         finally:
             if bar is not None:
                 bar.close()

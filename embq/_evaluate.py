@@ -1,5 +1,5 @@
-"""Measure what compression costs: word-pair correlations, analogies, and a comparison with the
-original float vectors.
+"""Word-pair correlations and analogy accuracy of a store or of float vectors, as gensim
+measures them (the comparison of a store with its original floats is :mod:`embq._compare`).
 
 The word-pair and analogy evaluations follow gensim's ``KeyedVectors.evaluate_word_pairs`` and
 ``evaluate_word_analogies`` rule for rule (same defaults, same case folding, same treatment of
@@ -17,8 +17,8 @@ differ in three ways:
 * all analogy questions are answered together with batched nearest-neighbour searches instead of
   one ``most_similar`` call per question;
 * the same code runs on two kinds of vectors: an embq store (int8 search through
-  :mod:`embq._search`) and plain float vectors (numpy), which is how a store is compared with the
-  file it was made from.
+  :mod:`embq._search`) and plain float vectors (numpy), which is how :mod:`embq._compare`
+  measures a store against the file it was made from.
 
 The vector side is abstracted as a small "backend": unit-normalized rows by index, the keys of the
 first rows, and a batched top-k cosine search restricted to the first rows.
@@ -40,11 +40,11 @@ import numpy as np
 from embq._errors import FormatError
 
 __all__ = [
-    "evaluate_word_pairs",
+    "evaluate_store",
     "evaluate_word_analogies",
-    "compare_with_original",
-    "read_word_pairs",
+    "evaluate_word_pairs",
     "read_analogies",
+    "read_word_pairs",
 ]
 
 # gensim's most_similar(topn=5) fetches topn + len(query keys) candidates and drops the query
@@ -463,43 +463,6 @@ class _FloatVectors:
         return out
 
 
-# From this many keys on, a store's keys are read in bulk (see _read_keys_bulk); below it the
-# cost of opening the file with h5py is more than iterating index_to_key saves.
-_BULK_KEYS = 10_000
-
-
-def _read_keys_bulk(path: str, limit: int) -> list[str] | None:
-    """The first ``limit`` keys of a store, decoded in one go from its ``keys/utf8`` blob and
-    ``keys/offsets`` (docs/format.md): the blob is copied once with a newline after each key,
-    then decoded and split by two C-level calls, about 3x faster than decoding key by key.
-
-    Returns None when that trick does not apply (a key containing a newline), so the caller
-    falls back to iterating ``index_to_key``. Offsets that are not a non-decreasing run inside
-    the blob are a corrupt store (StoreError).
-    """
-    import h5py
-
-    from embq._errors import StoreError
-
-    with h5py.File(path, "r") as f:
-        offsets = np.asarray(f["keys/offsets"][: limit + 1], np.int64)
-        utf8 = f["keys/utf8"]
-        size = utf8.shape[0]
-        if offsets.shape != (limit + 1,) or offsets[0] != 0 or offsets[-1] > size or (
-            np.any(offsets[1:] < offsets[:-1])
-        ):
-            raise StoreError(
-                f"key offsets of the first {limit} keys are not a non-decreasing run from 0 "
-                f"within the {size} bytes of 'keys/utf8'",
-                path=path,
-            )
-        blob = utf8[: int(offsets[-1])]
-    if np.any(blob == 10):
-        return None
-    text = np.insert(blob, offsets[1:-1], 10).tobytes().decode("utf-8")
-    return text.split("\n") if limit else []
-
-
 class _StoreVectors:
     """An embq store: dequantized rows for the query words, int8 search for the neighbours."""
 
@@ -517,13 +480,8 @@ class _StoreVectors:
             raise ValueError(
                 f"store {self.store.path} has no keys; word evaluations need a keyed store"
             )
-        limit = min(limit, self.n)
-        if limit >= _BULK_KEYS:
-            keys = _read_keys_bulk(self.store.path, limit)
-            if keys is not None:
-                return keys
-        # Iterating decodes the key blob in large chunks, much faster than slicing key by key.
-        return list(itertools.islice(iter(self.store.index_to_key), limit))
+        keys = self.store.index_to_key
+        return list(keys) if limit >= self.n else keys[:limit]
 
     def raw_rows(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, np.int64)
@@ -702,7 +660,7 @@ def _evaluate_pairs(
         "pearson": pearson,
         "spearman": spearman,
         "oov_ratio": float(oov_ratio),
-        "n_pairs": int(len(gold)),
+        "n_pairs": len(gold),
         "n_used": int(used_gold.size),
         "n_oov": n_oov,
     }
@@ -951,244 +909,30 @@ def evaluate_word_analogies(
 
 
 # --------------------------------------------------------------------------------------------
-# Comparison with the original vectors
+# The report of ``embq evaluate``
 # --------------------------------------------------------------------------------------------
 
 
-class _Original(NamedTuple):
-    """The original vectors, lined up row for row with the store (see :func:`_load_original`)."""
+class ParsedTests(NamedTuple):
+    """Pair and analogy files, parsed."""
 
-    keys: list[str] | None
-    vectors: np.ndarray  # float32 (n, d)
-    label: str
-    options: dict  # the reader options used and the adjustments made, for the report
-    notes: list[str]  # the same in words, one line each
+    pairs: list[tuple[str, tuple]]  # (path, what read_word_pairs returns), in order
+    analogies: tuple[str, _Questions] | None  # (path, parsed questions)
 
 
-def _first_occurrences(keys: list[str]) -> np.ndarray | None:
-    """Rows of the first occurrence of each key, in order; None when every key is unique."""
-    if len(set(keys)) == len(keys):
-        return None
-    first: dict[str, int] = {}
-    for i, key in enumerate(keys):
-        first.setdefault(key, i)
-    return np.fromiter(first.values(), np.int64, count=len(first))
-
-
-def _attr_int(attrs: dict, name: str) -> int | None:
-    value = attrs.get(name)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        return None
-    return int(value)
-
-
-def _same_file(a: str, b: Any) -> bool:
-    if not isinstance(b, str) or not b:
-        return False
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def _load_original(store: Any, shape: tuple[int, int], original: Any, options: dict) -> _Original:
-    """The original vectors, read and adjusted the way ``embq compress`` made the store.
-
-    ``options`` holds the user's reader options (``_READER_OPTIONS``; None = not given). What
-    the store's attributes record about its source fills in the ones not given: ``limit`` from
-    ``source_limit`` always (the store holds only that many rows of its source), and when
-    ``original`` is the store's source file (``source_path``), ``format`` from
-    ``source_format`` and ``keys`` from ``source_keys_path``, plus ``encoding`` and
-    ``unicode_errors`` when the store records them (``source_encoding``,
-    ``source_unicode_errors``). Then, as compress did: later duplicates of a key are dropped
-    (the first occurrence wins) and, for a store written with ``normalize``, the rows are
-    L2-normalized. A keyless original (``.npy`` without a keys file) of the store's shape
-    takes the store's keys, since the rows are in the same order.
-    """
-    attrs = dict(getattr(store, "attrs", None) or {})
-    notes: list[str] = []
-    used: dict[str, Any] = {}
-    limit = options.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))
-                              or limit < 1):
-        raise ValueError(f"limit must be a positive number of rows or None, got {limit!r}")
-    if limit is None:
-        recorded = _attr_int(attrs, "source_limit")
-        if recorded is not None and recorded > 0:
-            limit = recorded
-            notes.append(f"first {limit:,} rows only (the store's source_limit)")
-    used["limit"] = None if limit is None else int(limit)
-
-    if isinstance(original, (str, os.PathLike)):
-        from embq._readers import FORMATS, detect_format, load_embeddings
-
-        path = os.fspath(original)
-        is_source = _same_file(path, attrs.get("source_path"))
-        fmt = options.get("format")
-        if fmt is None and is_source and attrs.get("source_format") in FORMATS:
-            fmt = attrs["source_format"]
-            notes.append(f"read as {fmt} (the store's source_format)")
-        keys_path = options.get("keys")
-        if keys_path is None and is_source and isinstance(attrs.get("source_keys_path"), str):
-            if os.path.exists(attrs["source_keys_path"]):
-                keys_path = attrs["source_keys_path"]
-                notes.append(f"keys from {keys_path} (the store's source_keys_path)")
-            else:
-                notes.append(f"the store's source_keys_path {attrs['source_keys_path']} no "
-                             "longer exists")
-        # Not recorded by compress today; used when a store records them.
-        encoding = options.get("encoding")
-        if encoding is None and is_source and isinstance(attrs.get("source_encoding"), str):
-            encoding = attrs["source_encoding"]
-            notes.append(f"keys decoded as {encoding} (the store's source_encoding)")
-        unicode_errors = options.get("unicode_errors")
-        if (unicode_errors is None and is_source
-                and isinstance(attrs.get("source_unicode_errors"), str)):
-            unicode_errors = attrs["source_unicode_errors"]
-            notes.append(f"undecodable key bytes: {unicode_errors} (the store's "
-                         "source_unicode_errors)")
-        encoding = "utf8" if encoding is None else encoding
-        unicode_errors = "strict" if unicode_errors is None else unicode_errors
-        keys, vectors = load_embeddings(
-            path, format=fmt, limit=limit, encoding=encoding, unicode_errors=unicode_errors,
-            keys_path=keys_path,
-        )
-        used.update(format=fmt if fmt is not None else detect_format(path),
-                    keys=None if keys_path is None else os.fspath(keys_path),
-                    encoding=encoding, unicode_errors=unicode_errors)
-        label = path
-    else:
-        given = [name for name in ("format", "keys", "encoding", "unicode_errors")
-                 if options.get(name) is not None]
-        if given:
-            raise ValueError(
-                f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} when the "
-                f"original is a file; got a {type(original).__name__}"
-            )
-        if hasattr(original, "index_to_key") and hasattr(original, "vectors"):
-            keys, vectors, label = list(original.index_to_key), original.vectors, "KeyedVectors"
-        elif isinstance(original, tuple) and len(original) == 2:
-            keys, vectors = original
-            keys = None if keys is None else list(keys)
-            label = "array"
-        else:
-            raise TypeError(
-                "original must be a path, a gensim KeyedVectors or a (keys, vectors) tuple, "
-                f"got {type(original).__name__}"
-            )
-        vectors = np.asarray(vectors)
-        if vectors.ndim != 2:
-            raise ValueError(f"the original vectors must be 2-D (n, d), got shape {vectors.shape}")
-        if keys is not None and len(keys) != vectors.shape[0]:
-            raise ValueError(
-                f"the original has {len(keys)} keys for {vectors.shape[0]} vectors; expected "
-                "one key per row"
-            )
-        if limit is not None:
-            vectors = vectors[:limit]
-            keys = None if keys is None else keys[:limit]
-    vectors = np.asarray(vectors, np.float32)
-
-    used["duplicates_dropped"] = 0
-    if keys is not None:
-        first = _first_occurrences(keys)
-        if first is not None:
-            dropped = len(keys) - len(first)
-            keys = [keys[i] for i in first.tolist()]
-            vectors = vectors[first]
-            used["duplicates_dropped"] = dropped
-            notes.append(f"{dropped:,} later duplicate key{'s' if dropped != 1 else ''} dropped, "
-                         "the first occurrence kept (as compress does)")
-
-    n, dim = shape
-    used["keys_from_store"] = False
-    if keys is None and getattr(store, "has_keys", False) and vectors.shape == (n, dim):
-        keys = None  # filled in by the caller from the store's own key list
-        used["keys_from_store"] = True
-        notes.append("the original has no keys: the store's keys are used (rows in the same "
-                     "order)")
-    if vectors.shape != (n, dim):
-        hint = "expected the file the store was compressed from"
-        dups = _attr_int(attrs, "source_duplicates") or 0
-        if keys is None and dups and vectors.shape == (n + dups, dim):
-            hint = (f"the store dropped {dups:,} duplicate keys of its source, and this "
-                    "original has no keys to find them by; pass its keys file (--keys)")
-        raise ValueError(
-            f"the original has shape {vectors.shape} but the store has {(n, dim)}"
-            + (f" (after: {'; '.join(notes)})" if notes else "") + f"; {hint}"
-        )
-    used["normalized"] = bool(attrs.get("normalized", False))
-    if used["normalized"]:
-        # The same arithmetic as compress: the error is measured against the rows that were
-        # quantized, bit for bit.
-        from embq._compress import l2_normalize_rows
-
-        vectors = l2_normalize_rows(vectors)
-        notes.append("rows L2-normalized, as the store's were (normalized=True)")
-    return _Original(keys, vectors, label, used, notes)
-
-
-def _reconstruction(store: Any, vectors: np.ndarray, block: int = 65536) -> dict:
-    """Reconstruction error of the store against the original rows, streamed in row blocks."""
-    from embq._recon import ReconstructionStats
-
-    acc = ReconstructionStats()
-    codes, scales, zps = store.codes, store.scales, store.zero_points
-    for s in range(0, vectors.shape[0], block):
-        e = s + block
-        acc.update(vectors[s:e], np.asarray(codes[s:e]), np.asarray(scales[s:e]),
-                   np.asarray(zps[s:e]))
-    res = acc.result()
-    return {
-        name: float(res[name])
-        for name in (
-            "error_mean_abs_over_scale",
-            "error_max_abs_over_scale",
-            "error_mean_rel_l2",
-            "error_mean_cosine",
-        )
-    }
-
-
-def _recall(
-    store: Any, original: _FloatVectors, sample: int, k: int, rescore: int | None,
-    seed: int, n_threads: int | None,
-) -> dict:
-    n = original.n
-    m = min(int(sample), n)
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
-    # Zero rows have no direction; they cannot be cosine queries.
-    rows = rows[original.norms[rows] > 0]
-    out: dict[str, Any] = {"k": k, "queries": int(rows.size), "rescore": rescore}
-    if rows.size == 0:
-        out.update(recall=None, recall_rescore=None)
-        return out
-    queries = original.vectors[rows]
-    truth = original.top_k(original.unit_rows(rows), k, None)
-
-    def recall_of(found: np.ndarray) -> float:
-        kk = truth.shape[1]
-        hits = sum(
-            len(np.intersect1d(t, f[:kk], assume_unique=True)) for t, f in zip(truth, found)
-        )
-        return hits / (kk * truth.shape[0])
-
-    from embq._search import search_store
-
-    t0 = time.perf_counter()
-    _, found = search_store(store, queries, k, n_threads=n_threads)
-    t1 = time.perf_counter()
-    out["recall"] = recall_of(np.asarray(found).reshape(rows.size, -1))
-    out["search_seconds"] = t1 - t0
-    if rescore:
-        t0 = time.perf_counter()
-        _, found_r = search_store(store, queries, k, rescore=rescore, n_threads=n_threads)
-        out["search_rescore_seconds"] = time.perf_counter() - t0
-        out["recall_rescore"] = recall_of(np.asarray(found_r).reshape(rows.size, -1))
-    else:
-        out["recall_rescore"] = None
-    return out
+def parse_test_files(
+    pairs: Sequence[str | os.PathLike] | str | os.PathLike = (),
+    analogies: str | os.PathLike | None = None,
+) -> ParsedTests:
+    """Read every pair and analogy file, so that a typo in one fails before any slow work."""
+    if isinstance(pairs, (str, os.PathLike)):
+        pairs = [pairs]
+    parsed_pairs = [(os.fspath(p), read_word_pairs(p)) for p in pairs]
+    parsed_analogies = (
+        (os.fspath(analogies), _parse_analogies(analogies, "utf8"))
+        if analogies is not None else None
+    )
+    return ParsedTests(parsed_pairs, parsed_analogies)
 
 
 def _pair_summary(res: dict) -> dict:
@@ -1225,239 +969,93 @@ def _analogy_summary(res: dict) -> dict:
     }
 
 
-def _diff(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or (isinstance(a, float) and math.isnan(a)) or (
-        isinstance(b, float) and math.isnan(b)
-    ):
-        return None
-    return a - b
+def figures_of(
+    backend: Any, tests: ParsedTests, restrict_vocab: int | None, case_insensitive: bool
+) -> tuple[list[dict], dict | None]:
+    """The figures of one set of vectors on parsed test files, with the seconds each took.
+
+    Returns one summary per pair file (Spearman, Pearson, p-values, pair counts), in order,
+    and the analogy summary (accuracy overall and per section), or None without an analogy
+    file. The vocabulary is built once for both kinds of test.
+    """
+    if not tests.pairs and tests.analogies is None:
+        return [], None
+    vocab = _vocabulary(backend, restrict_vocab, case_insensitive)
+    pair_figures = []
+    for path, parsed in tests.pairs:
+        t0 = time.perf_counter()
+        # A file without a known pair raises ValueError, as gensim's evaluate_word_pairs
+        # does: there is nothing to report for it.
+        res = _evaluate_pairs(
+            backend, parsed, path, restrict_vocab, case_insensitive, False, vocab=vocab[0]
+        )
+        summary = _pair_summary(res)
+        summary["seconds"] = time.perf_counter() - t0
+        pair_figures.append(summary)
+    analogy_figures = None
+    if tests.analogies is not None:
+        t0 = time.perf_counter()
+        res = _evaluate_analogies(
+            backend, tests.analogies[1], restrict_vocab, case_insensitive, False,
+            vocab_canon=vocab,
+        )
+        analogy_figures = _analogy_summary(res)
+        analogy_figures["seconds"] = time.perf_counter() - t0
+    return pair_figures, analogy_figures
 
 
 def evaluate_store(
     store: Any,
     *,
-    original: Any = None,
-    pairs: Sequence[str | os.PathLike] = (),
+    pairs: Sequence[str | os.PathLike] | str | os.PathLike = (),
     analogies: str | os.PathLike | None = None,
-    sample: int = 1000,
-    rescore: int | None = 4,
-    k: int = 10,
-    restrict_vocab: int = 300000,
+    restrict_vocab: int | None = 300000,
     case_insensitive: bool = True,
-    seed: int = 0,
-    analogy_rescore: int | None = None,
+    rescore: int | None = None,
     n_threads: int | None = None,
-    format: str | None = None,  # noqa: A002 - embq compress's option name
-    keys: str | os.PathLike | None = None,
-    limit: int | None = None,
-    encoding: str | None = None,
-    unicode_errors: str | None = None,
 ) -> dict:
-    """Everything ``embq evaluate`` reports, as a dict (NaN where a figure is undefined).
-
-    Without ``original`` only the store's pair and analogy figures are computed; with it, see
-    :func:`compare_with_original`, which documents the parameters.
-    """
-    if isinstance(pairs, (str, os.PathLike)):
-        pairs = [pairs]
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if sample < 0:
-        raise ValueError(f"sample must be >= 0, got {sample}")
-    reader_options = {"format": format, "keys": keys, "limit": limit, "encoding": encoding,
-                      "unicode_errors": unicode_errors}
-    if original is None and any(v is not None for v in reader_options.values()):
-        given = [name for name, v in reader_options.items() if v is not None]
-        raise ValueError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} "
-                         "to reading the original; no original was given")
-    # Parse every input before the (possibly slow) loading of the original file, so a typo
-    # in a pair file fails at once.
-    parsed_pairs = [(os.fspath(p), read_word_pairs(p)) for p in pairs]
-    parsed_analogies = (
-        _parse_analogies(analogies, "utf8")
-        if analogies is not None
-        else None
-    )
-
-    sb = _as_backend(store, rescore=analogy_rescore, n_threads=n_threads)
-    result: dict[str, Any] = {
-        "store": os.fspath(getattr(store, "path", "")) or None,
-        "rows": sb.n,
-        "dim": sb.dim,
-    }
-    ob = None
-    if original is not None:
-        if sample and k >= sb.n:
-            raise ValueError(
-                f"k={k} is not below the store's {sb.n:,} rows: recall@{k} would count every "
-                f"row as a true neighbour; expected k < {sb.n:,} (or sample=0 to skip recall)"
-            )
-        t0 = time.perf_counter()
-        orig = _load_original(store, (sb.n, sb.dim), original, reader_options)
-        okeys, ovectors = orig.keys, orig.vectors
-        result["original"] = orig.label
-        result["original_options"] = orig.options
-        result["original_notes"] = orig.notes
-        result["load_seconds"] = time.perf_counter() - t0
-        if orig.options["keys_from_store"]:
-            okeys = sb.keys(sb.n)
-        elif okeys is not None and sb.kind == "store" and getattr(store, "has_keys", False):
-            skeys = sb.keys(sb.n)
-            if skeys != okeys:
-                first = next(i for i, (x, y) in enumerate(zip(skeys, okeys)) if x != y)
-                raise ValueError(
-                    f"key {first} differs: store has {skeys[first]!r}, original has "
-                    f"{okeys[first]!r}; expected the file the store was compressed from"
-                )
-        ob = _FloatVectors(okeys, ovectors)
-        t0 = time.perf_counter()
-        result["reconstruction"] = _reconstruction(store, ovectors)
-        result["reconstruction_seconds"] = time.perf_counter() - t0
-        if sample:
-            result["recall"] = _recall(store, ob, sample, k, rescore, seed, n_threads)
-
-    need_words = bool(parsed_pairs) or parsed_analogies is not None
-    svocab = _vocabulary(sb, restrict_vocab, case_insensitive) if need_words else None
-    ovocab = (
-        _vocabulary(ob, restrict_vocab, case_insensitive) if need_words and ob is not None
-        else None
-    )
-    result["pairs"] = []
-    for path, parsed in parsed_pairs:
-        entry: dict[str, Any] = {"file": path}
-        sides = [("store", sb, svocab)] + ([("original", ob, ovocab)] if ob is not None else [])
-        for side, backend, voc in sides:
-            t0 = time.perf_counter()
-            # A file without a known pair raises ValueError, as gensim's evaluate_word_pairs
-            # does: there is nothing to report for it.
-            res = _evaluate_pairs(
-                backend, parsed, path, restrict_vocab, case_insensitive, False, vocab=voc[0]
-            )
-            entry[side] = _pair_summary(res)
-            entry[side]["seconds"] = time.perf_counter() - t0
-        if ob is not None:
-            entry["diff"] = {
-                m: _diff(entry["store"][m], entry["original"][m]) for m in ("spearman", "pearson")
-            }
-        result["pairs"].append(entry)
-    if parsed_analogies is not None:
-        entry = {"file": os.fspath(analogies)}
-        sides = [("store", sb, svocab)] + ([("original", ob, ovocab)] if ob is not None else [])
-        for side, backend, voc in sides:
-            t0 = time.perf_counter()
-            res = _evaluate_analogies(
-                backend, parsed_analogies, restrict_vocab, case_insensitive, False,
-                vocab_canon=voc,
-            )
-            entry[side] = _analogy_summary(res)
-            entry[side]["seconds"] = time.perf_counter() - t0
-        if ob is not None:
-            entry["diff"] = {"accuracy": entry["store"]["accuracy"] - entry["original"]["accuracy"]}
-            # Same questions are answered on both sides (same keys), so the sections line up.
-            for s_sec, o_sec in zip(entry["store"]["sections"], entry["original"]["sections"]):
-                s_sec["original_accuracy"] = o_sec["accuracy"]
-        result["analogies"] = entry
-    else:
-        result["analogies"] = None
-    return result
-
-
-def compare_with_original(
-    store: Any,
-    original: Any,
-    *,
-    pairs: Sequence[str | os.PathLike] = (),
-    analogies: str | os.PathLike | None = None,
-    sample: int = 1000,
-    rescore: int | None = 4,
-    k: int = 10,
-    restrict_vocab: int = 300000,
-    case_insensitive: bool = True,
-    seed: int = 0,
-    n_threads: int | None = None,
-    format: str | None = None,  # noqa: A002 - embq compress's option name
-    keys: str | os.PathLike | None = None,
-    limit: int | None = None,
-    encoding: str | None = None,
-    unicode_errors: str | None = None,
-) -> dict:
-    """What compression lost: the store side by side with the float vectors it came from.
-
-    The original is lined up with the store the way ``embq compress`` made it: only its first
-    ``limit`` rows, later duplicates of a key dropped (the first occurrence kept), and rows
-    L2-normalized when the store was written with ``normalize`` (its ``normalized``
-    attribute). ``result["original_notes"]`` says what was done.
+    """What ``embq evaluate STORE`` reports without ``--against``, as a dict.
 
     Parameters
     ----------
-    store : embq.Store
-        The compressed store.
-    original : str, os.PathLike, gensim KeyedVectors or (keys, vectors)
-        The original vectors: any file ``embq compress`` reads, or the vectors themselves.
-        After the adjustments above it must have the store's shape and, when both have keys,
-        the same keys in the same order. Without keys (``.npy`` without a keys file,
-        ``(None, vectors)``) and with the store's shape, it takes the store's keys.
-    pairs : sequence of paths, optional
-        Word-similarity files; Spearman/Pearson on both sides and their differences.
+    store : embq.Store, gensim KeyedVectors or (keys, vectors)
+        The vectors to evaluate.
+    pairs : path or sequence of paths, optional
+        Word-similarity files (see :func:`evaluate_word_pairs`).
     analogies : path, optional
-        Analogy file; accuracy per section and overall on both sides.
-    sample : int, default 1000
-        Number of rows (chosen at random with ``seed``) used as queries for recall@k; 0 skips it.
-    rescore : int or None, default 4
-        Also measure recall with ``store.search(..., rescore=rescore)``; None skips that.
-    k : int, default 10
-        The k of recall@k; must be below the store's row count when recall is measured.
+        Analogy file (see :func:`evaluate_word_analogies`).
     restrict_vocab, case_insensitive
         As in :func:`evaluate_word_pairs`.
-    seed : int, default 0
-        Seed of the query sample.
-    n_threads : int, optional
-        Threads for the store search.
-    format, keys, limit, encoding, unicode_errors : optional
-        How to read an ``original`` file, with the names and meaning of
-        :func:`embq._compress.compress`'s options. Not given (None), they come from what the
-        store records about its source: ``limit`` from ``source_limit``; and when
-        ``original`` is the store's source file (``source_path``), ``format`` from
-        ``source_format``, ``keys`` from ``source_keys_path``, ``encoding`` and
-        ``unicode_errors`` from ``source_encoding`` and ``source_unicode_errors`` where
-        recorded; otherwise the format is detected, keys are none, UTF-8, strict. ``limit``
-        also applies to in-memory originals; the others only to files.
+    rescore, n_threads
+        As in :func:`evaluate_word_analogies`.
 
     Returns
     -------
     dict
-        ``reconstruction`` (``error_mean_abs_over_scale``, ``error_max_abs_over_scale``,
-        ``error_mean_rel_l2``, ``error_mean_cosine``), ``recall`` (``recall``,
-        ``recall_rescore`` of the store's top-k among the exact float cosine top-k),
-        ``pairs`` (one entry per file with ``store``, ``original`` and ``diff``), and
-        ``analogies`` (``store``, ``original``, ``diff``), ``original_options`` (the reader
-        options used, ``duplicates_dropped``, ``keys_from_store``, ``normalized``) and
-        ``original_notes``, plus sizes and timings. A figure that is undefined (a correlation
-        of constant similarities) is NaN, as gensim returns it.
+        ``store`` (its path), ``rows``, ``dim``; ``pairs``: one ``{"file", "store"}`` entry
+        per pair file, ``"store"`` holding ``spearman``, ``pearson``, their p-values,
+        ``pairs``, ``used``, ``oov``, ``oov_ratio`` and ``seconds``; ``analogies``: None, or
+        ``{"file", "store"}`` with ``accuracy``, ``correct``, ``answered``, ``questions``,
+        ``oov``, ``sections`` and ``seconds``. A correlation that is undefined (constant
+        similarities) is NaN, as gensim returns it.
 
     Raises
     ------
-    ValueError
-        The original does not line up with the store (shape or keys), ``k`` is not below the
-        row count, or a pair file has no pair with both words known.
     FormatError
-        A malformed original, pair or analogy file (names file and line).
+        A malformed pair or analogy file (names file and line).
+    ValueError
+        A pair file without any pair whose two words are known.
     """
-    return evaluate_store(
-        store,
-        original=original,
-        pairs=pairs,
-        analogies=analogies,
-        sample=sample,
-        rescore=rescore,
-        k=k,
-        restrict_vocab=restrict_vocab,
-        case_insensitive=case_insensitive,
-        seed=seed,
-        n_threads=n_threads,
-        format=format,
-        keys=keys,
-        limit=limit,
-        encoding=encoding,
-        unicode_errors=unicode_errors,
-    )
+    tests = parse_test_files(pairs, analogies)
+    backend = _as_backend(store, rescore=rescore, n_threads=n_threads)
+    pair_figures, analogy_figures = figures_of(backend, tests, restrict_vocab,
+                                                 case_insensitive)
+    return {
+        "store": os.fspath(getattr(store, "path", "") or "") or None,
+        "rows": backend.n,
+        "dim": backend.dim,
+        "pairs": [{"file": path, "store": fig}
+                  for (path, _), fig in zip(tests.pairs, pair_figures)],
+        "analogies": (None if analogy_figures is None
+                      else {"file": tests.analogies[0], "store": analogy_figures}),
+    }

@@ -58,11 +58,13 @@ def from_keyed_vectors(
         least one row).
     """
     _import_keyed_vectors()
+    from embq._source import FROM_KEYED_VECTORS, SOURCE_FORMAT
     from embq._store import save
 
     if not (hasattr(kv, "index_to_key") and hasattr(kv, "vectors")):
         raise TypeError(
-            f"expected a gensim KeyedVectors (with index_to_key and vectors), got {type(kv).__name__}"
+            "expected a gensim KeyedVectors (with index_to_key and vectors), got "
+            f"{type(kv).__name__}"
         )
     keys = list(kv.index_to_key)
     vectors = np.asarray(kv.vectors)
@@ -87,7 +89,7 @@ def from_keyed_vectors(
                 f"key {i} is the empty string; stores hold non-empty keys (drop or rename "
                 "that vector first)"
             )
-    meta = {"source_format": "gensim-keyedvectors"}
+    meta = {SOURCE_FORMAT: FROM_KEYED_VECTORS}
     meta.update(attrs or {})
     save(path, vectors, keys, overwrite=overwrite, attrs=meta, n_threads=n_threads)
 

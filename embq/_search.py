@@ -16,15 +16,20 @@ rows by the float query against the dequantized rows (float64 arithmetic).
 from __future__ import annotations
 
 import operator
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from embq._utils import effective_n_threads
 
 __all__ = [
-    "search", "search_store", "most_similar", "most_similar_batch", "similar_by_vector",
+    "most_similar",
+    "most_similar_batch",
+    "search",
+    "search_store",
     "similar_by_key",
+    "similar_by_vector",
 ]
 
 _METRICS = ("cosine", "dot")
@@ -267,15 +272,62 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
     return scores, rows
 
 
+# Queries whose largest |value| lies outside [2**-_SAFE_EXPONENT, 2**_SAFE_EXPONENT] are scaled
+# by a power of two before quantizing. Outside that range the float32 arithmetic of the query's
+# scale and norm over- or underflows: a value of 3e38 gives an infinite norm, so a zero cosine
+# weight and all-zero scores. Inside it nothing changes, bit for bit.
+_SAFE_EXPONENT = 64
+
+
+def _query_exponents(qf: np.ndarray) -> np.ndarray | None:
+    """Per query, the power of two that brings its largest |value| into [1, 2) (0 for a zero
+    query), or None when every query is zero or inside the safe range."""
+    if qf.size == 0:
+        return None
+    peak = np.abs(qf).max(axis=1)
+    if (((peak >= 2.0 ** -_SAFE_EXPONENT) & (peak <= 2.0 ** _SAFE_EXPONENT)) | (peak == 0)).all():
+        return None
+    _, exponents = np.frexp(peak)  # peak = mantissa * 2**e with mantissa in [0.5, 1)
+    exponents = exponents.astype(np.int64) - 1
+    exponents[peak == 0] = 0
+    return exponents
+
+
+# The query scales (max |value| / 127) of queries inside the safe range: checking them costs
+# two reductions over one value per query, nothing per dimension.
+_SAFE_SCALES = (float(np.float32(2.0 ** -_SAFE_EXPONENT / 127)),
+                float(np.float32(2.0 ** _SAFE_EXPONENT / 127)))
+
+
 def _quantize_queries(qf: np.ndarray, metric: str,
-                      threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Quantize float queries like rows; return (packed int8, int32 sums, float32 weights)."""
+                      threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Quantize float queries like rows.
+
+    Returns (packed int8, int32 sums, float32 weights, exponents): a query outside the safe
+    range is scaled by ``2**-e`` (see :func:`_query_exponents`) and quantized again, which
+    changes no cosine score and divides its dot scores by ``2**e``; ``exponents`` holds those
+    ``e`` (None when no query was scaled) for the caller to scale dot scores back.
+    """
     from embq._quantize import quantize
 
     if qf.size < _SERIAL_QUERY_VALUES:
         threads = 1
     qc, qs, _ = quantize(qf, n_threads=threads)   # symmetric: every zero point is 128
-    return _kernels().prepare_queries(qc, np.asarray(qs, dtype=np.float32), metric == "cosine")
+    qs = np.asarray(qs, dtype=np.float32)
+    exponents = None
+    lo, hi = _SAFE_SCALES
+    # one query (the latency-critical case) is checked with Python floats, no numpy call
+    safe = (lo <= float(qs[0]) <= hi if qs.shape[0] == 1
+            else qs.shape[0] == 0 or (qs.min() >= lo and qs.max() <= hi))
+    if not safe:
+        exponents = _query_exponents(qf)  # zero queries only: None
+        if exponents is not None:
+            # Exact: a power of two only moves the exponent of each value.
+            qc, qs, _ = quantize(np.ldexp(qf, -exponents[:, None]).astype(np.float32),
+                                 n_threads=threads)
+            qs = np.asarray(qs, dtype=np.float32)
+    packed, sumq, wq = _kernels().prepare_queries(qc, qs, metric == "cosine")
+    return packed, sumq, wq, exponents
 
 
 def _search_checked(codes, scales, zp, norms, n_eff, qf, k, metric, rescore, threads,
@@ -285,11 +337,16 @@ def _search_checked(codes, scales, zp, norms, n_eff, qf, k, metric, rescore, thr
     if kk == 0 or m == 0:
         return np.empty((m, kk), np.float32), np.empty((m, kk), np.int64)
     kc = min(k * rescore, n_eff) if rescore else kk
-    qp, sumq, wq = _quantize_queries(qf, metric, threads)
+    qp, sumq, wq, exponents = _quantize_queries(qf, metric, threads)
     scores, rows = _kernels().topk(codes, scales, zp, norms, n_eff, qp, sumq, wq, kc,
                                    metric == "cosine", threads, mode)
     if rescore:
         scores, rows = _rescore(codes, scales, zp, qf, rows, kk, metric, threads)
+    elif exponents is not None and metric == "dot":
+        # The ranking was made on the scaled query; the scores are the query's own (a dot
+        # product beyond float32's range is reported as +-inf, still in ranking order).
+        with np.errstate(over="ignore"):
+            scores = np.ldexp(scores, exponents[:, None]).astype(np.float32)
     return scores, rows
 
 
@@ -317,10 +374,16 @@ def _rescore(codes, scales, zp, qf, cand, kk, metric, threads=1):
             denom = np.sqrt(np.einsum("icd,icd->ic", x, x)) * np.linalg.norm(q, axis=1)[:, None]
             with np.errstate(divide="ignore", invalid="ignore"):
                 s = np.where(denom > 0, s / denom, 0.0)
-        s32 = s.astype(np.float32)
+        with np.errstate(over="ignore"):
+            s32 = s.astype(np.float32)
         idx = cand[a:b]
-        # best first, ties by lower row: sort by (-score, row)
-        pick = np.lexsort((idx, -s32), axis=-1)[:, :kk]
+        # best first, ties by lower row: sort by (-score, row). A dot product beyond float32's
+        # range is +-inf in float32; those are ranked by their float64 value.
+        rank = s32.astype(np.float64)
+        big = np.isinf(s32)
+        if big.any():
+            rank[big] = s[big]
+        pick = np.lexsort((idx, -rank), axis=-1)[:, :kk]
         out_s[a:b] = np.take_along_axis(s32, pick, axis=1)
         out_i[a:b] = np.take_along_axis(idx, pick, axis=1)
     return out_s, out_i
@@ -341,15 +404,80 @@ def search_store(store: Any, queries: Any, k: int = 10, *, metric: str = "cosine
 
 # -- gensim-style helpers --------------------------------------------------------------------
 
-def _as_list(items: Any) -> list:
-    if items is None:
+_KEY_OR_VECTOR = "a key (str or int row number) or a vector (1-D numpy array)"
+
+
+def _describe(value: Any) -> str:
+    """``bytes b'cat'``: the type and a short repr of a value an error refuses."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _is_key(value: Any) -> bool:
+    return isinstance(value, (str, int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _query_items(value: Any, name: str) -> list[tuple[Any, str]]:
+    """gensim's ``positive``/``negative``: None, one key or vector, or a list of keys, vectors
+    and (key or vector, weight) pairs. Returns ``(item, label)`` with labels such as
+    ``positive[2]``; each item is checked later by :func:`_query_item`.
+
+    bytes are refused here: iterating them would give row numbers (``b"cat"`` is rows 99, 97,
+    116), which is never what was meant.
+    """
+    if value is None:
         return []
-    if isinstance(items, (str, int, np.integer)):
-        return [items]
-    if isinstance(items, np.ndarray):
-        # gensim's rule: a 1-D array is one vector, a 2-D array a list of vectors
-        return [items] if items.ndim == 1 else list(items)
-    return list(items)
+    if _is_key(value) or (isinstance(value, np.ndarray) and value.ndim == 1):
+        return [(value, name)]
+    if isinstance(value, np.ndarray):
+        if value.ndim != 2:
+            raise ValueError(f"{name} must be one vector (d,) or several (m, d) as a numpy "
+                             f"array, got shape {value.shape}")
+        return [(row, f"{name}[{j}]") for j, row in enumerate(value)]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{name} must be {_KEY_OR_VECTOR}, or a list of them, got "
+                        f"{_describe(value)}; keys are str (decode bytes first)")
+    if isinstance(value, (bool, np.bool_, float, np.floating, complex, dict)) or not hasattr(
+            value, "__iter__"):
+        raise TypeError(f"{name} must be {_KEY_OR_VECTOR}, or a list of them, got "
+                        f"{_describe(value)}")
+    return [(item, f"{name}[{j}]") for j, item in enumerate(value)]
+
+
+def _query_item(item: Any, sign: float, label: str) -> tuple[Any, float]:
+    """One query item as ``(key or vector, weight)``: plain items weigh ``sign`` (+1 positive,
+    -1 negative), an ``(item, weight)`` pair its weight as given (gensim 4's rule).
+
+    Only types and values are checked here; keys are looked up later.
+    """
+    weight = sign
+    if isinstance(item, tuple):
+        if len(item) != 2:
+            raise ValueError(f"{label} is a tuple of {len(item)} item"
+                             f"{'s' if len(item) != 1 else ''} {item!r}; expected a (key or "
+                             "vector, weight) pair such as ('king', 2.0)")
+        item, weight = item
+        if isinstance(weight, (bool, np.bool_)) or not isinstance(
+                weight, (int, float, np.integer, np.floating)):
+            raise TypeError(f"the weight of {label} must be a real number, got "
+                            f"{_describe(weight)}")
+        weight = float(weight)
+        if not np.isfinite(weight):
+            raise ValueError(f"the weight of {label} must be finite, got {weight}")
+        label = f"{label}[0]"
+    if _is_key(item):
+        return item, weight
+    if isinstance(item, np.ndarray):
+        return item, weight
+    hint = ""
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        hint = "; keys are str (decode bytes first)"
+    elif isinstance(item, (list, tuple)):
+        hint = "; vectors are numpy arrays, (item, weight) pairs tuples"
+    raise TypeError(f"{label} must be {_KEY_OR_VECTOR} or an (item, weight) tuple, got "
+                    f"{_describe(item)}{hint}")
 
 
 def _key_of(store: Any, row: int) -> Any:
@@ -357,11 +485,86 @@ def _key_of(store: Any, row: int) -> Any:
     return keys[row] if keys is not None else row
 
 
-def _unit_row(store: Any, key: Any) -> tuple[np.ndarray, int]:
-    row = store.get_index(key)
-    vec = np.asarray(store[row], dtype=np.float64)
-    nrm = float(np.sqrt(np.dot(vec, vec)))
-    return (vec / nrm if nrm > 0 else vec), row
+def _checked_vector(store: Any, item: np.ndarray, label: str) -> np.ndarray:
+    """A query vector as float64, or the error that says what is wrong with it."""
+    # checked one by one: numpy cannot average vectors of different lengths, and its error
+    # would not say which item is wrong
+    if item.dtype.kind not in "fiu" or item.dtype == np.bool_:
+        raise TypeError(f"query vectors must be float arrays, got dtype {item.dtype} ({label})")
+    if item.shape != (store.dim,):
+        raise ValueError(f"query vectors must have shape ({store.dim},), got shape "
+                         f"{item.shape} ({label})")
+    vec = np.asarray(item, dtype=np.float64)
+    if not np.isfinite(vec).all():
+        raise ValueError(f"query vector {label} contains NaN or Inf, expected finite values")
+    return vec
+
+
+def _scaled(vec: np.ndarray) -> tuple[np.ndarray, int]:
+    """``vec`` as ``(v, e)`` with ``vec == v * 2**e`` and max |v| in [0.5, 1) (exactly: a
+    power of two only moves exponents); ``(vec, 0)`` for a zero vector."""
+    peak = float(np.abs(vec).max()) if vec.size else 0.0
+    if peak == 0:
+        return vec, 0
+    e = int(np.frexp(peak)[1])
+    return np.ldexp(vec, -e), e
+
+
+def _unit(vec: np.ndarray) -> np.ndarray:
+    """``vec / ||vec||`` for any finite float64 vector (zero stays zero): the norm is taken
+    of the vector scaled to max |v| < 1, so its squares neither overflow (values of 1e200)
+    nor underflow (values of 1e-200); for other vectors the result is the same bit for bit."""
+    v, _ = _scaled(vec)
+    nrm = np.linalg.norm(v)
+    return v / nrm if nrm > 0 else v
+
+
+def _query_vector(store: Any, items: list[tuple[Any, float, str]]) -> tuple[np.ndarray, set[int]]:
+    """gensim's query: the unit-normalized weighted mean of unit keys and raw vectors.
+
+    ``items`` are ``(key or vector, weight, label)``, checked by :func:`_query_item`. Returns
+    the query (float32, shape (d,)) and the rows of the keys it was made from. Any finite
+    vectors and weights work: when the plain float64 arithmetic over- or underflows (vectors
+    of 1e200 or 1e-200, weights of 2**900, a sum of two 1e308 vectors), each term
+    ``weight * vector`` is formed as a mantissa part times a power of two and all terms are
+    brought to the largest one's power before summing, which gives the same direction.
+    """
+    if not items:
+        raise ValueError("cannot compute similarity with no input: give positive and/or negative")
+    vectors, weights, exclude = [], [], set()
+    # Unit rows and ordinary weights cannot over- or underflow: no need to silence numpy
+    # (np.errstate costs microseconds, which a one-key query notices).
+    ordinary = all(w == 0 or 2.0 ** -300 < abs(w) < 2.0 ** 300 for _, w, _ in items)
+    for item, weight, label in items:
+        if isinstance(item, np.ndarray):
+            vectors.append(_checked_vector(store, item, label))
+            ordinary = False
+        else:
+            row = store.get_index(item)
+            vec = np.asarray(store[row], dtype=np.float64)
+            # a stored row is float32: its float64 squares can neither overflow nor underflow
+            nrm = float(np.sqrt(np.dot(vec, vec)))
+            vectors.append(vec / nrm if nrm > 0 else vec)
+            exclude.add(row)
+        weights.append(weight)
+    if ordinary:
+        mean = np.mean([w * v for w, v in zip(weights, vectors)], axis=0)
+        nrm = np.linalg.norm(mean)
+    else:
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            mean = np.mean([w * v for w, v in zip(weights, vectors)], axis=0)
+            nrm = np.linalg.norm(mean)
+    if 2.0 ** -400 < nrm < 2.0 ** 400:  # nothing over- or underflowed that matters
+        return (mean / nrm).astype(np.float32), exclude
+    # the same computation, exactly, on terms scaled by powers of two
+    terms = []
+    for weight, vec in zip(weights, vectors):
+        v, ev = _scaled(vec)
+        w, ew = _scaled(np.array([weight], np.float64))
+        terms.append((w[0] * v, ev + ew))
+    top = max(e for _, e in terms)
+    mean = np.mean([np.ldexp(t, e - top) for t, e in terms], axis=0)
+    return _unit(mean).astype(np.float32), exclude
 
 
 def _common_args(store: Any, restrict_vocab: Any, rescore: Any,
@@ -425,49 +628,9 @@ def _all_scores(store: Any, qf: np.ndarray, restrict: int | None, rescore: int |
                 out[:, a:b] = np.where(denom > 0, dots / denom, 0.0)
         return out
     threads = _plan_threads(threads, n_eff, codes.shape[1], m)
-    qp, sumq, wq = _quantize_queries(qf, "cosine", threads)
+    qp, sumq, wq, _ = _quantize_queries(qf, "cosine", threads)
     return _kernels().all_scores(codes, scales, zp, store.norms, n_eff, qp, sumq, wq, True,
                                  threads)
-
-
-def _query_vector(store: Any, positive: Any, negative: Any) -> tuple[np.ndarray, set[int]]:
-    """gensim's query: the unit-normalized weighted mean of unit keys and raw vectors.
-
-    Returns the query (float32, shape (d,)) and the rows of the keys it was made from.
-    """
-    # gensim 4's rule: plain items weigh +1 (positive) or -1 (negative); an (item, weight) pair
-    # uses its weight as given, on either side
-    items = [(it, 1.0, f"positive[{j}]") for j, it in enumerate(_as_list(positive))]
-    items += [(it, -1.0, f"negative[{j}]") for j, it in enumerate(_as_list(negative))]
-    if not items:
-        raise ValueError("cannot compute similarity with no input: give positive and/or negative")
-    parts, exclude = [], set()
-    for item, weight, label in items:
-        if isinstance(item, tuple):
-            item, weight = item[0], float(item[1])
-        if isinstance(item, np.ndarray):
-            # checked one by one: numpy cannot average vectors of different lengths, and
-            # its error would not say which item is wrong
-            if item.dtype.kind not in "fiu" or item.dtype == np.bool_:
-                raise TypeError(f"query vectors must be float arrays, got dtype {item.dtype} "
-                                f"({label})")
-            if item.shape != (store.dim,):
-                raise ValueError(f"query vectors must have shape ({store.dim},), got shape "
-                                 f"{item.shape} ({label})")
-            vec = np.asarray(item, dtype=np.float64)
-            if not np.isfinite(vec).all():
-                raise ValueError(f"query vector {label} contains NaN or Inf, expected "
-                                 "finite values")
-            parts.append(weight * vec)
-        else:
-            vec, row = _unit_row(store, item)
-            parts.append(weight * vec)
-            exclude.add(row)
-    mean = np.mean(parts, axis=0)
-    nrm = np.linalg.norm(mean)
-    if nrm > 0:
-        mean = mean / nrm
-    return mean.astype(np.float32), exclude
 
 
 def most_similar(store: Any, positive: Any = None, negative: Any = None, topn: int | None = 10,
@@ -506,14 +669,36 @@ def most_similar(store: Any, positive: Any = None, negative: Any = None, topn: i
     ------
     KeyError
         For a key not in the store.
-    TypeError, ValueError
-        For bad arguments or a vector of the wrong shape, dtype or with non-finite values.
+    TypeError
+        For an item that is neither a key, a vector nor an ``(item, weight)`` tuple (bytes,
+        bool, None inside a list, float, list...), naming the item (``positive[1]``) and
+        what it is; for bad argument types.
+    ValueError
+        For a tuple that is not a pair, a non-finite weight, a vector of the wrong shape or
+        with non-finite values, and out-of-range arguments.
+
+    Notes
+    -----
+    Any finite vectors and weights give the ranking of their direction: the query is
+    combined and normalized with power-of-two scaling (see :func:`_query_vector`), so a
+    vector of 1e200s or of 1e-200s is searched like the same vector of ordinary size.
     """
+    items = [(*_query_item(item, 1.0, label), label)
+             for item, label in _query_items(positive, "positive")]
+    items += [(*_query_item(item, -1.0, label), label)
+              for item, label in _query_items(negative, "negative")]
+    return _most_similar(store, items, topn, restrict_vocab, rescore, n_threads)
+
+
+def _most_similar(store: Any, items: list[tuple[Any, float, str]], topn: Any,
+                  restrict_vocab: Any, rescore: Any,
+                  n_threads: Any) -> list[tuple[Any, float]] | np.ndarray:
+    """:func:`most_similar` on checked ``(key or vector, weight, label)`` items."""
     restrict, rescore, threads = _common_args(store, restrict_vocab, rescore, n_threads)
     topn = _topn_arg(topn)
     if topn == 0:
         return []
-    q, exclude = _query_vector(store, positive, negative)
+    q, exclude = _query_vector(store, items)
     if topn is None:
         return _all_scores(store, q[None, :], restrict, rescore, threads)[0]
     scores, rows = search_store(store, q, topn + len(exclude), rescore=rescore,
@@ -549,14 +734,25 @@ def most_similar_batch(store: Any, keys: Iterable[Any], topn: int | None = 10,
     Raises
     ------
     TypeError
-        When ``keys`` is a str or bytes.
+        When ``keys`` is not a list of keys (a str, bytes, None, a number...), or one of them
+        is not a key (str or int row number), naming it (``keys[3]``).
     KeyError
         Naming the first unknown key, before any search runs.
     """
-    if isinstance(keys, (str, bytes)):
-        raise TypeError(f"most_similar_batch needs a list of keys, got {type(keys).__name__} "
-                        f"{keys!r}; pass [{keys!r}] (or call most_similar for one key)")
+    if isinstance(keys, str):
+        raise TypeError(f"most_similar_batch needs a list of keys, got {_describe(keys)}; "
+                        f"pass [{keys!r}] (or call most_similar for one key)")
+    if isinstance(keys, (bytes, bytearray, memoryview)) or not hasattr(keys, "__iter__") \
+            or isinstance(keys, dict):
+        raise TypeError(f"most_similar_batch needs a list of keys (str or int row numbers), "
+                        f"got {_describe(keys)}")
     keys = list(keys)
+    for j, key in enumerate(keys):
+        if not _is_key(key):
+            hint = ("; keys are str (decode bytes first)"
+                    if isinstance(key, (bytes, bytearray, memoryview)) else "")
+            raise TypeError(f"keys[{j}] must be a key (str or int row number), got "
+                            f"{_describe(key)}{hint}")
     restrict, rescore, threads = _common_args(store, restrict_vocab, rescore, n_threads)
     topn = _topn_arg(topn)
     if topn == 0:
@@ -583,13 +779,28 @@ def similar_by_vector(store: Any, vector: Any, topn: int | None = 10,
                       n_threads: int | None = None) -> list[tuple[Any, float]] | np.ndarray:
     """Keys most similar to a vector by cosine (gensim's ``similar_by_vector``).
 
-    Arguments and results as for :func:`most_similar` with ``positive=[vector]``.
+    Arguments and results as for :func:`most_similar` with ``positive=[vector]``; the vector
+    may be any array-like of numbers (a list of floats too).
+
+    Raises
+    ------
+    TypeError
+        For a vector that is not numbers (a str or bytes key, None...): keys go to
+        :func:`similar_by_key`.
+    ValueError
+        For a vector that is not 1-D of the store's dimension, or not finite.
     """
+    if vector is None or isinstance(vector, (str, bytes, bytearray, memoryview)):
+        raise TypeError(f"vector must be a 1-D array of numbers, got {_describe(vector)} "
+                        "(for a key, use similar_by_key)")
     vec = np.asarray(vector)
+    if vec.dtype.kind not in "fiu" or vec.dtype == np.bool_:
+        raise TypeError(f"vector must be a 1-D array of numbers, got {_describe(vector)} "
+                        f"(dtype {vec.dtype})")
     if vec.ndim != 1:
         raise ValueError(f"vector must be 1-D (d,), got shape {vec.shape}")
-    return most_similar(store, positive=[vec], topn=topn, restrict_vocab=restrict_vocab,
-                        rescore=rescore, n_threads=n_threads)
+    return _most_similar(store, [(vec, 1.0, "vector")], topn, restrict_vocab, rescore,
+                         n_threads)
 
 
 def similar_by_key(store: Any, key: Any, topn: int | None = 10,
@@ -598,6 +809,17 @@ def similar_by_key(store: Any, key: Any, topn: int | None = 10,
     """Keys most similar to a key, the key itself left out (gensim's ``similar_by_key``).
 
     Arguments and results as for :func:`most_similar` with ``positive=[key]``.
+
+    Raises
+    ------
+    TypeError
+        For a key that is not a str or int row number (bytes, a vector...), naming it.
+    KeyError
+        For a key not in the store.
     """
-    return most_similar(store, positive=[key], topn=topn, restrict_vocab=restrict_vocab,
-                        rescore=rescore, n_threads=n_threads)
+    if not _is_key(key):
+        hint = ("; keys are str (decode bytes first)"
+                if isinstance(key, (bytes, bytearray, memoryview)) else
+                "; for a vector, use similar_by_vector" if isinstance(key, np.ndarray) else "")
+        raise TypeError(f"key must be a str or an int row number, got {_describe(key)}{hint}")
+    return _most_similar(store, [(key, 1.0, "key")], topn, restrict_vocab, rescore, n_threads)

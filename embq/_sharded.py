@@ -339,14 +339,23 @@ class ShardedStore:
         threads = effective_n_threads(n_threads) if self.client is None else task_threads or 1
         if not (kk and m):
             return _no_rows(m, kk, single)
+        # A query outside embq._search's safe range is scaled by a power of two before the
+        # int8 scan (exactly what one store does); the shards then rank the scaled query, so
+        # their dot scores merge in the single store's order even where scaling them back
+        # over- or underflows, and are scaled back once, after the merge.
+        exponents = sr._query_exponents(qf)
+        scan = qf if exponents is None else np.ldexp(qf, -exponents[:, None]).astype(np.float32)
         if self.client is None:
-            scores, rows = ds.search_local(self._stores, self.manifest, qf, kc, metric, n_eff,
-                                           threads)
+            scores, rows = ds.search_local(self._stores, self.manifest, scan, kc, metric,
+                                           n_eff, threads)
         else:
-            scores, rows = ds.search_dask(self.client, self.manifest, qf, kc, metric, n_eff,
+            scores, rows = ds.search_dask(self.client, self.manifest, scan, kc, metric, n_eff,
                                           task_threads)
         if rescore:
             scores, rows = self._rescore(qf, rows, kk, metric, threads)
+        elif exponents is not None and metric == "dot":
+            with np.errstate(over="ignore"):
+                scores = np.ldexp(scores, exponents[:, None]).astype(np.float32)
         if single:
             return scores[0], rows[0]
         return scores, rows
@@ -402,10 +411,14 @@ class ShardedStore:
         (options ``rescore=4``, ``n_threads=None``)."""
         from embq import _search as sr
 
+        items = [(*sr._query_item(item, 1.0, label), label)
+                 for item, label in sr._query_items(positive, "positive")]
+        items += [(*sr._query_item(item, -1.0, label), label)
+                  for item, label in sr._query_items(negative, "negative")]
         restrict, rescore, threads, topn = self._gensim_args(restrict_vocab, topn, options)
         if topn == 0:
             return []
-        q, exclude = sr._query_vector(self, positive, negative)
+        q, exclude = sr._query_vector(self, items)
         if topn is None:
             return self._all_scores(q[None, :], restrict, rescore, threads)[0]
         scores, rows = self.search(q, topn + len(exclude), rescore=rescore, restrict=restrict,
@@ -420,10 +433,9 @@ class ShardedStore:
         :func:`embq._search.most_similar_batch` (options ``rescore=4``, ``n_threads=None``)."""
         from embq import _search as sr
 
-        if isinstance(keys, (str, bytes)):
-            raise TypeError(f"most_similar_batch needs a list of keys, got "
-                            f"{type(keys).__name__} {keys!r}; pass [{keys!r}] (or call "
-                            "most_similar for one key)")
+        # embq._search's own checks of the keys and options: with topn=0 it checks them and
+        # returns before looking anything up.
+        sr.most_similar_batch(self, keys, topn=0, restrict_vocab=restrict_vocab, **options)
         keys = list(keys)
         restrict, rescore, threads, topn = self._gensim_args(restrict_vocab, topn, options)
         if topn == 0:
@@ -441,15 +453,18 @@ class ShardedStore:
 
     def similar_by_vector(self, vector, topn: int | None = 10, restrict_vocab=None,
                           **options):
-        """Nearest keys to a vector; see :func:`embq._search.similar_by_vector`."""
-        vec = np.asarray(vector)
-        if vec.ndim != 1:
-            raise ValueError(f"vector must be 1-D (d,), got shape {vec.shape}")
-        return self.most_similar(positive=[vec], topn=topn, restrict_vocab=restrict_vocab,
-                                 **options)
+        """Nearest keys to a vector; see :func:`embq._search.similar_by_vector` (options
+        ``rescore=4``, ``n_threads=None``)."""
+        from embq import _search as sr
+
+        # embq._search's checks of the vector (topn=0: checks only), then most_similar
+        sr.similar_by_vector(self, vector, topn=0, restrict_vocab=restrict_vocab, **options)
+        return self.most_similar(positive=[np.asarray(vector)], topn=topn,
+                                 restrict_vocab=restrict_vocab, **options)
 
     def similar_by_key(self, key, topn: int | None = 10, restrict_vocab=None, **options):
-        """Nearest keys to a key, the key itself left out: ``most_similar(positive=[key])``."""
+        """Nearest keys to a key, the key itself left out: ``most_similar(positive=[key])``
+        (options ``rescore=4``, ``n_threads=None``)."""
         return self.most_similar(positive=[key], topn=topn, restrict_vocab=restrict_vocab,
                                  **options)
 

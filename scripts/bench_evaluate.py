@@ -42,6 +42,7 @@ sys.path.insert(0, ROOT)
 
 import embq  # noqa: E402
 from embq import _evaluate as ev  # noqa: E402
+from embq._compare import compare_with_original  # noqa: E402
 from embq._interop import from_keyed_vectors  # noqa: E402
 
 
@@ -171,16 +172,19 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             g_score, g_sections = kv.evaluate_word_analogies(questions)
             g_first = time.perf_counter() - t0
-            s_score, s_sections = store.evaluate_word_analogies(questions)
+            s_score, _ = store.evaluate_word_analogies(questions)
             answered = len(g_sections[-1]["correct"]) + len(g_sections[-1]["incorrect"])
             # OpenBLAS worker threads busy-wait for about 0.1 s after each BLAS call (gensim's
             # and numpy's matmuls) and would take the cores from the store's search: pause
             # before timing the store. gensim calls of many seconds are repeated less.
             g_reps = reps if g_first < 10 else max(1, min(reps, 3))
-            t_gensim = median_seconds(lambda: kv.evaluate_word_analogies(questions), g_reps)
-            t_numpy = median_seconds(lambda: ev.evaluate_word_analogies(kv, questions), reps)
+            t_gensim = median_seconds(
+                lambda kv=kv, q=questions: kv.evaluate_word_analogies(q), g_reps)
+            t_numpy = median_seconds(
+                lambda kv=kv, q=questions: ev.evaluate_word_analogies(kv, q), reps)
             time.sleep(0.3)
-            t_store = median_seconds(lambda: store.evaluate_word_analogies(questions), reps)
+            t_store = median_seconds(
+                lambda s=store, q=questions: s.evaluate_word_analogies(q), reps)
             # The first call on a freshly opened store also reads and folds its keys (later
             # calls reuse that vocabulary; the question file is parsed on every call).
             t_first = median_first_call(path, questions, reps)
@@ -188,8 +192,8 @@ def main(argv=None) -> int:
                                t_store * 1e3, t_first * 1e3, t_gensim / t_store,
                                t_gensim / t_first, g_score, s_score))
 
-            cmp = ev.compare_with_original(store, kv, pairs=pairs, analogies=questions,
-                                           sample=args.sample)
+            cmp = compare_with_original(store, kv, pairs=pairs, analogies=questions,
+                                        sample=args.sample)
             rec = cmp["reconstruction"]
             rc = cmp["recall"]
             spear = []

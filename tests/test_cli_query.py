@@ -138,10 +138,41 @@ def test_bad_vector_row_is_named_by_file_and_row(store_path, tmp_path, capsys, b
     assert reason in capsys.readouterr().err
 
 
-def test_threads_argument_goes_through_the_shared_check(store_path, capsys):
+def test_threads_and_restrict_are_refused_in_flags(store_path, capsys):
+    """The command line speaks in flags, never in the Python API's names."""
     assert main(["query", store_path, "cat", "--threads", "0"]) == 2
-    assert "n_threads=0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("embq query: error: --threads 0 is not a thread count")
+    assert "n_threads" not in err and err.count("\n") == 1
     assert main(["query", store_path, "cat", "-k", "2", "--threads", "-1", "--json"]) == 0
+    capsys.readouterr()
+    for bad in ("0", "-3"):
+        assert main(["query", store_path, "cat", "--restrict", bad]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"embq query: error: --restrict must be a positive number of rows, got "
+                       f"{bad}\n")
+    assert main(["query", store_path, "cat", "--restrict", "50", "--json", "-k", "3"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert all(r["index"] < 50 for r in doc["queries"][0]["results"])
+
+
+def test_a_vector_row_scaled_to_3e38_finds_the_neighbours_of_the_row(store_path, tmp_path,
+                                                                      capsys):
+    """A finite float32 vector whose norm overflows float32 used to score 0 everywhere and
+    answer rows 0, 1, 2; it must answer like the same vector of ordinary size."""
+    with embq.open(store_path) as store:
+        v = np.asarray(store["cat"], np.float32)
+    big = (v * np.float32(3e38 / np.abs(v).max())).astype(np.float32)
+    assert np.isfinite(big).all()
+    np.save(tmp_path / "big.npy", big)
+    np.save(tmp_path / "small.npy", np.ldexp(big, -120).astype(np.float32))
+    answers = []
+    for name in ("big.npy", "small.npy"):
+        assert main(["query", store_path, "--vectors", str(tmp_path / name), "--json",
+                     "-k", "5"]) == 0
+        answers.append(json.loads(capsys.readouterr().out)["queries"][0]["results"])
+    assert answers[0] == answers[1]
+    assert answers[0][0]["key"] == "cat" and answers[0][0]["score"] > 0.99
 
 
 def test_empty_npy_in_a_subprocess_exits_2_without_traceback(store_path, tmp_path, run_python):

@@ -1,4 +1,8 @@
-"""Tests for embq._interop: stores from gensim KeyedVectors and back, on gensim's real files."""
+"""Tests for embq._interop: stores from gensim KeyedVectors and back, on gensim's real files.
+
+Every test that needs gensim skips without it; the one that checks the error a missing gensim
+gives runs either way.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,12 @@ import embq
 from embq import _interop as interop
 from embq._quantize import dequantize
 from embq._search import most_similar
+from embq._source import FROM_KEYED_VECTORS, SOURCE_ATTRIBUTES, SOURCE_FORMAT
 
-gensim = pytest.importorskip("gensim")
-from gensim.models import KeyedVectors  # noqa: E402
-from gensim.models.fasttext import load_facebook_vectors  # noqa: E402
-from gensim.test.utils import datapath  # noqa: E402
+
+def _keyed_vectors():
+    """gensim's KeyedVectors class; the test is skipped without gensim."""
+    return pytest.importorskip("gensim.models").KeyedVectors
 
 # Every embedding file in gensim/test/test_data, with how gensim loads it.
 W2V = {}
@@ -51,6 +56,10 @@ def _most_similar(store, word, topn):
 
 
 def _load(name, how, kw):
+    KeyedVectors = _keyed_vectors()
+    from gensim.models.fasttext import load_facebook_vectors
+    from gensim.test.utils import datapath
+
     if how == "fasttext":
         return load_facebook_vectors(datapath(name))
     return KeyedVectors.load_word2vec_format(datapath(name), **kw)
@@ -62,7 +71,7 @@ def _without_empty_keys(kv):
     keep = [i for i, k in enumerate(kv.index_to_key) if k]
     if len(keep) == len(kv.index_to_key):
         return kv
-    out = KeyedVectors(vector_size=kv.vector_size)
+    out = _keyed_vectors()(vector_size=kv.vector_size)
     out.add_vectors([kv.index_to_key[i] for i in keep], kv.vectors[keep])
     return out
 
@@ -92,7 +101,9 @@ def test_from_keyed_vectors_keys_and_values(stores, name):
     scales = np.asarray(store.scales, np.float64)
     # Round-to-nearest: every element within half a step (plus float32 rounding).
     assert np.all(np.abs(xh.astype(np.float64) - x) <= scales[:, None] * 0.5 * (1 + 1e-5) + 1e-30)
-    assert store.attrs.get("source_format") == "gensim-keyedvectors"
+    # the one source_* attribute a store from gensim has, under the name compress uses
+    assert store.attrs.get(SOURCE_FORMAT) == FROM_KEYED_VECTORS == "gensim-keyedvectors"
+    assert [a for a in store.attrs if a in SOURCE_ATTRIBUTES] == [SOURCE_FORMAT]
 
 
 @pytest.mark.parametrize("name", [f[0] for f in VECTOR_FILES])
@@ -166,7 +177,7 @@ def test_most_similar_mostly_identical_on_real_file(stores):
 def test_to_keyed_vectors_round_trip(stores, name):
     kv, store = stores[name]
     back = store.to_keyed_vectors()
-    assert isinstance(back, KeyedVectors)
+    assert isinstance(back, _keyed_vectors())
     assert back.index_to_key == list(kv.index_to_key)
     assert back.key_to_index == {k: i for i, k in enumerate(kv.index_to_key)}
     expect = dequantize(np.asarray(store.codes), np.asarray(store.scales),
@@ -180,6 +191,7 @@ def test_to_keyed_vectors_round_trip(stores, name):
 
 
 def test_to_keyed_vectors_without_keys(tmp_path):
+    pytest.importorskip("gensim")
     x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
     path = str(tmp_path / "nokeys.embq")
     embq.save(path, x)
@@ -200,7 +212,7 @@ def test_from_keyed_vectors_refuses_existing_file_unless_overwrite(stores, tmp_p
 
 
 def test_from_keyed_vectors_rejects_non_string_keys(tmp_path):
-    kv = KeyedVectors(vector_size=3)
+    kv = _keyed_vectors()(vector_size=3)
     kv.add_vectors([7, 8], np.ones((2, 3), np.float32))
     with pytest.raises(TypeError, match="key 0 is int 7"):
         interop.from_keyed_vectors(kv, str(tmp_path / "x.embq"))
@@ -208,6 +220,7 @@ def test_from_keyed_vectors_rejects_non_string_keys(tmp_path):
 
 
 def test_from_keyed_vectors_rejects_other_objects(tmp_path):
+    pytest.importorskip("gensim")
     with pytest.raises(TypeError, match="expected a gensim KeyedVectors"):
         interop.from_keyed_vectors(np.ones((2, 2)), str(tmp_path / "x.embq"))
 
@@ -237,7 +250,7 @@ def test_from_keyed_vectors_rejects_empty_key(tmp_path):
 
 def test_from_keyed_vectors_rejects_empty_vectors(tmp_path):
     # As the docstring says, and as embq compress refuses an empty file.
-    kv = KeyedVectors(vector_size=4)
+    kv = _keyed_vectors()(vector_size=4)
     with pytest.raises(ValueError, match=r"KeyedVectors holds no vectors \(shape \(0, 4\)\)"):
         interop.from_keyed_vectors(kv, str(tmp_path / "x.embq"))
     assert not os.path.exists(tmp_path / "x.embq")

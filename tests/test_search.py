@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -15,7 +16,6 @@ from hypothesis import strategies as st
 
 import embq
 from embq import _kernels_search as ks
-from embq._utils import effective_n_threads
 from embq._quantize import dequantize, quantize, row_norms
 from embq._search import (
     _search_checked,
@@ -23,8 +23,10 @@ from embq._search import (
     most_similar,
     most_similar_batch,
     search,
+    similar_by_key,
     similar_by_vector,
 )
+from embq._utils import effective_n_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOT_KERNELS = ks.available_kernels()["dot"]
@@ -267,7 +269,7 @@ def test_topk_matches_oracle_property(n, d, m, k, metric, restrict, threads, mod
 
 def test_ties_go_to_the_lower_row():
     x = np.tile(np.arange(1, 9, dtype=np.float32), (50, 1))   # 50 identical rows
-    codes, scales, zp = quantize(x)
+    codes, scales, _zp = quantize(x)
     s, i = search(codes, scales, x[0], 7)
     np.testing.assert_array_equal(i, np.arange(7))
     assert (s == s[0]).all()
@@ -277,7 +279,7 @@ def test_ties_go_to_the_lower_row():
 
 
 def test_k_larger_than_n_and_empty_store():
-    codes, scales, zp, norms = make(5, 12)
+    codes, scales, _zp, _norms = make(5, 12)
     q = np.ones((3, 12), np.float32)
     s, i = search(codes, scales, q, 10)
     assert s.shape == i.shape == (3, 5)
@@ -291,7 +293,7 @@ def test_k_larger_than_n_and_empty_store():
 
 
 def test_single_query_shape_and_batch_agree():
-    codes, scales, zp, norms = make(300, 50, seed=3)
+    codes, scales, _zp, _norms = make(300, 50, seed=3)
     q = np.random.default_rng(4).standard_normal((6, 50)).astype(np.float32)
     bs, bi = search(codes, scales, q, 8)
     for j in range(6):
@@ -302,7 +304,7 @@ def test_single_query_shape_and_batch_agree():
 
 
 def test_zero_rows_and_zero_query_score_zero_not_nan():
-    codes, scales, zp, norms = make(30, 20, zero_rows=True)
+    codes, scales, _zp, norms = make(30, 20, zero_rows=True)
     s, i = search(codes, scales, np.zeros(20, np.float32), 30)
     assert not np.isnan(s).any() and (s == 0).all()
     np.testing.assert_array_equal(i, np.arange(30))
@@ -318,9 +320,9 @@ def test_norms_computed_when_omitted_and_restrict():
     b = search(codes, scales, q, 5, zero_points=zp, norms=norms)
     np.testing.assert_array_equal(a[1], b[1])
     check(codes, scales, zp, norms, q, 5, restrict=37)
-    s, i = search(codes, scales, q, 5, restrict=37)
+    _, i = search(codes, scales, q, 5, restrict=37)
     assert i.max() < 37
-    s, i = search(codes, scales, q, 5, restrict=10_000)   # larger than n: whole store
+    _s, i = search(codes, scales, q, 5, restrict=10_000)   # larger than n: whole store
     np.testing.assert_array_equal(i, b[1])
 
 
@@ -349,7 +351,7 @@ def test_threads_one_and_two_agree():
 
 
 def test_two_python_threads_at_once_give_the_sequential_results():
-    codes, scales, zp, norms = make(20000, 64, seed=11)
+    codes, scales, _zp, norms = make(20000, 64, seed=11)
     rng = np.random.default_rng(12)
     qs = [rng.standard_normal((n, 64)).astype(np.float32) for n in (1, 40)]
     expected = [search(codes, scales, q, 10, norms=norms) for q in qs]
@@ -401,7 +403,7 @@ def test_rescore_improves_recall_on_clustered_data():
     x = (centers[rng.integers(0, 50, 5000)] + 0.3 * rng.standard_normal((5000, 64))).astype(
         np.float32)
     q = x[rng.integers(0, 5000, 50)] + 0.05 * rng.standard_normal((50, 64)).astype(np.float32)
-    codes, scales, zp = quantize(x)
+    codes, scales, _zp = quantize(x)
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     exact = np.argsort(-(q @ xn.T), axis=1)[:, :10]
 
@@ -417,7 +419,7 @@ def test_rescore_improves_recall_on_clustered_data():
 # -- argument checks -------------------------------------------------------------------------
 
 def test_bad_arguments_raise_clear_errors():
-    codes, scales, zp, norms = make(10, 8)
+    codes, scales, zp, _norms = make(10, 8)
     q = np.ones(8, np.float32)
     with pytest.raises(TypeError, match="uint8"):
         search(codes.astype(np.int16), scales, q)
@@ -589,13 +591,13 @@ def test_float64_query_beyond_float32_says_overflow_without_a_warning(value):
 @pytest.mark.parametrize("name", ["scales", "norms"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, -1.0, -0.5e-30])
 def test_nan_inf_or_negative_scales_and_norms_are_refused(name, bad):
-    codes, scales, zp, norms = make(40, 8)
+    codes, scales, _zp, norms = make(40, 8)
     arrays = {"scales": scales.copy(), "norms": norms.copy()}
     arrays[name][17] = bad
     with pytest.raises(ValueError, match=rf"{name} must be finite and >= 0, got .* at row 17"):
         search(codes, arrays["scales"], np.ones(8, np.float32), 3, norms=arrays["norms"])
     # rows beyond `restrict` are not searched, so they are not checked either
-    s, i = search(codes, arrays["scales"], np.ones(8, np.float32), 3, norms=arrays["norms"],
+    _s, i = search(codes, arrays["scales"], np.ones(8, np.float32), 3, norms=arrays["norms"],
                   restrict=17)
     assert i.max() < 17
 
@@ -607,7 +609,7 @@ def test_zero_scales_and_norms_are_valid():
 
 
 def test_n_threads_bool_is_refused_on_every_search_path(sample_store):
-    codes, scales, zp, norms = make(20, 64)
+    codes, scales, _zp, _norms = make(20, 64)
     q = np.ones(64, np.float32)
     calls = [
         lambda t: search(codes, scales, q, 3, n_threads=t),
@@ -851,13 +853,13 @@ def test_float64_integer_strided_and_fortran_queries_match_their_float32_copy(me
     ints = rng.integers(-1000, 1000, (4, 40))
     check(codes, scales, zp, norms, ints, 7, metric)
     # one strided vector (d,) too
-    s, i = search(codes, scales, wide[0].astype(np.float32)[::2], 7, zero_points=zp,
+    _s, i = search(codes, scales, wide[0].astype(np.float32)[::2], 7, zero_points=zp,
                   norms=norms, metric=metric)
     np.testing.assert_array_equal(i, expected[1][0])
 
 
 def test_negative_n_threads_count_back_from_all_cores_and_never_below_one():
-    codes, scales, zp, norms = make(3000, 64, seed=41)
+    codes, scales, _zp, norms = make(3000, 64, seed=41)
     q = np.random.default_rng(42).standard_normal((30, 64)).astype(np.float32)
     expected = search(codes, scales, q, 10, norms=norms, n_threads=1)
     assert effective_n_threads(-1) == effective_n_threads(None)
@@ -927,3 +929,204 @@ def test_store_wrappers_refuse_unknown_options_by_name(sample_store):
         sample_store.most_similar("cat", rescor=2)
     with pytest.raises(TypeError, match="threads"):
         sample_store.similar_by_key("cat", threads=2)
+
+
+# -- query values the gensim-style helpers refuse, and queries of any finite size ------------
+
+_NOT_KEYS = [
+    (b"cat", "bytes b'cat'"),
+    (bytearray(b"cat"), "bytearray bytearray(b'cat')"),
+    (memoryview(b"cat"), "memoryview <memory"),
+    (True, "bool True"),
+    (np.bool_(False), "bool "),  # repr np.False_ or False, by numpy version
+    (3.5, "float 3.5"),
+    ({"cat": 1}, "dict {'cat': 1}"),
+]
+
+
+@pytest.mark.parametrize("bad, shown", _NOT_KEYS)
+def test_most_similar_refuses_what_is_neither_key_nor_vector(sample_store, monkeypatch, bad,
+                                                              shown):
+    """b"cat" used to be read as the rows 99, 97, 116 and answered; every value that is not
+    a key, a vector or an (item, weight) pair is a TypeError naming it, before any search."""
+    shown = re.escape(shown)
+    search_mod = sys.modules["embq._search"]
+    monkeypatch.setattr(search_mod, "search_store", lambda *a, **k: pytest.fail("searched"))
+    with pytest.raises(TypeError, match=rf"^positive must be a key .* got {shown}"):
+        most_similar(sample_store, bad)
+    with pytest.raises(TypeError, match=rf"^negative must be a key .* got {shown}"):
+        most_similar(sample_store, "cat", negative=bad)
+    # inside a list, named by position, also in a pair and for topn=0 (nothing searched)
+    for item in (bad, (bad, 1.0)):
+        with pytest.raises(TypeError, match=rf"^positive\[1\](\[0\])? must be a key .* got "
+                           f"{shown}"):
+            most_similar(sample_store, ["cat", item])
+        with pytest.raises(TypeError, match=rf"^negative\[0\](\[0\])? must be a key .* got "
+                           f"{shown}"):
+            most_similar(sample_store, ["cat"], negative=[item], topn=0)
+    with pytest.raises(TypeError, match=rf"^positive\[0\] must be a key .* got {shown}"):
+        sample_store.most_similar([bad])
+    with pytest.raises(TypeError, match=rf"^keys\[1\] must be a key .* got {shown}"):
+        most_similar_batch(sample_store, ["cat", bad])
+    with pytest.raises(TypeError, match=rf"^key must be a str or an int row number, got {shown}"):
+        similar_by_key(sample_store, bad)
+
+
+def test_none_and_other_non_keys_in_lists_and_batches(sample_store):
+    with pytest.raises(TypeError, match=r"^positive\[0\] must be .* got NoneType None"):
+        most_similar(sample_store, [None])
+    with pytest.raises(TypeError, match=r"^positive\[0\] must be .* got list \[1\.0, 2\.0\]; "
+                       "vectors are numpy arrays"):
+        most_similar(sample_store, [[1.0, 2.0]])
+    with pytest.raises(TypeError, match="keys are str"):
+        most_similar(sample_store, b"cat")
+    for bad, shown in [(None, "NoneType None"), (5, "int 5"), (b"cat", "bytes b'cat'"),
+                       (bytearray(b"ab"), "bytearray")]:
+        with pytest.raises(TypeError, match=f"^most_similar_batch needs a list of keys .*got "
+                           f"{shown}"):
+            most_similar_batch(sample_store, bad)
+    with pytest.raises(TypeError, match=r"^keys\[0\] must be a key .* got NoneType None"):
+        most_similar_batch(sample_store, [None], topn=0)
+    # None means "nothing" only for positive / negative themselves, as in gensim
+    assert most_similar(sample_store, None, ["cat"], topn=2) == most_similar(
+        sample_store, [], ["cat"], topn=2)
+
+
+@pytest.mark.parametrize("bad, shown", [(b"cat", "bytes b'cat'"), ("cat", "str 'cat'"),
+                                        (None, "NoneType None"),
+                                        (["a", "b"], r"list \['a', 'b'\] \(dtype <U1\)")])
+def test_similar_by_vector_refuses_keys_and_non_numbers(sample_store, bad, shown):
+    with pytest.raises(TypeError, match=f"^vector must be a 1-D array of numbers, got {shown}"):
+        similar_by_vector(sample_store, bad)
+    with pytest.raises(TypeError, match="vector must be a 1-D array of numbers"):
+        sample_store.similar_by_vector(bad)
+
+
+def test_similar_by_vector_takes_a_list_of_floats(sample_store):
+    v = sample_store["cat"]
+    assert similar_by_vector(sample_store, v.tolist(), topn=3) == similar_by_vector(
+        sample_store, v, topn=3)
+
+
+def test_tuple_items_must_be_key_weight_pairs(sample_store):
+    with pytest.raises(ValueError, match=r"^positive\[0\] is a tuple of 1 item \('cat',\); "
+                       r"expected a \(key or vector, weight\) pair"):
+        most_similar(sample_store, [("cat",)])
+    with pytest.raises(ValueError, match=r"^negative\[1\] is a tuple of 3 items"):
+        most_similar(sample_store, ["cat"], negative=["dog", ("cat", 1.0, 2.0)])
+    with pytest.raises(ValueError, match=r"positive\[0\] is a tuple of 0 items"):
+        most_similar(sample_store, [()])
+    for weight, shown in [("2", "str '2'"), (None, "NoneType None"), (True, "bool True")]:
+        with pytest.raises(TypeError, match=rf"^the weight of positive\[0\] must be a real "
+                           f"number, got {shown}"):
+            most_similar(sample_store, [("cat", weight)])
+    for weight in (np.inf, -np.inf, np.nan):
+        with pytest.raises(ValueError, match=r"^the weight of positive\[0\] must be finite"):
+            most_similar(sample_store, [("cat", weight)])
+    # numpy numbers are weights like Python ones
+    assert most_similar(sample_store, [("cat", np.float32(2.0))], topn=3) == most_similar(
+        sample_store, [("cat", 2.0)], topn=3)
+
+
+def _scaled_row(x, target):
+    """``x`` multiplied so that its largest |value| is ``target`` (float32)."""
+    return (x * np.float32(target / np.abs(x).max())).astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot"])
+def test_queries_whose_norm_overflows_float32_rank_like_the_unscaled_query(metric):
+    """A finite float32 query of 3e38 used to get an infinite norm, a zero weight, all-zero
+    scores and rows 0, 1, 2. A power of two changes no ranking: the scaled query must give
+    the oracle's answer for the unscaled one, bit for bit (dot scores times that power)."""
+    codes, scales, zp, norms = make(300, 24, seed=11)
+    rng = np.random.default_rng(5)
+    q = rng.standard_normal((4, 24)).astype(np.float32)
+    big = np.stack([_scaled_row(row, 3e38) for row in q])
+    assert np.isfinite(big).all()
+    # exactly big * 2**-110, a query of ordinary size
+    small = np.ldexp(big, -110).astype(np.float32)
+    assert np.array_equal(np.ldexp(small.astype(np.float64), 110), big)
+    exp_s, exp_i = oracle(codes, scales, zp, norms, small, 7, metric)
+    got_s, got_i = search(codes, scales, big, 7, zero_points=zp, norms=norms, metric=metric)
+    np.testing.assert_array_equal(got_i, exp_i)
+    if metric == "cosine":
+        np.testing.assert_array_equal(got_s, exp_s)
+        assert (got_s[:, 0] > 0.5).all()
+    else:
+        with np.errstate(over="ignore"):
+            np.testing.assert_array_equal(got_s, np.ldexp(exp_s, 110).astype(np.float32))
+    # one query alone, and rescored: the same rows as the unscaled query
+    for i in range(len(q)):
+        for rescore in (None, 4):
+            s1, i1 = search(codes, scales, big[i], 7, zero_points=zp, norms=norms,
+                            metric=metric, rescore=rescore)
+            s2, i2 = search(codes, scales, small[i], 7, zero_points=zp, norms=norms,
+                            metric=metric, rescore=rescore)
+            np.testing.assert_array_equal(i1, i2)
+            if metric == "cosine":
+                np.testing.assert_array_equal(s1, s2)
+
+
+@pytest.mark.parametrize("exponent", [-120, -80, 70, 100])
+def test_tiny_and_huge_queries_give_the_oracle_answer_bit_for_bit(exponent):
+    codes, scales, zp, norms = make(200, 16, seed=3, zp_random=True)
+    q = np.random.default_rng(9).standard_normal((3, 16)).astype(np.float32)
+    scaled = np.ldexp(q, exponent).astype(np.float32)
+    assert np.array_equal(np.ldexp(scaled, -exponent), q)  # exact: no subnormal, no overflow
+    exp_s, exp_i = oracle(codes, scales, zp, norms, q, 5)
+    got_s, got_i = search(codes, scales, scaled, 5, zero_points=zp, norms=norms)
+    np.testing.assert_array_equal(got_i, exp_i)
+    np.testing.assert_array_equal(got_s, exp_s)
+
+
+def test_store_search_of_a_row_scaled_to_3e38(sample_store):
+    x = np.asarray(sample_store["cat"], np.float32)
+    big = _scaled_row(x, 3e38)
+    exp_s, exp_i = sample_store.search(np.ldexp(big, -120).astype(np.float32), k=3)
+    got_s, got_i = sample_store.search(big, k=3)
+    np.testing.assert_array_equal(got_i, exp_i)
+    np.testing.assert_array_equal(got_s, exp_s)
+    assert got_i[0] == sample_store.get_index("cat") and got_s[0] > 0.99
+
+
+def _unit64(v):
+    v = np.asarray(v, np.float64)
+    return v / np.linalg.norm(v)
+
+
+@pytest.mark.parametrize("factor", [1e200, 2.0 ** 700, 1e-200, 2.0 ** -700])
+def test_most_similar_with_huge_or_tiny_float64_vectors(sample_store, factor):
+    """A float64 vector of 1e200 used to have an infinite norm in float64 (all-zero scores,
+    rows 0, 1, 2); one of 1e-200 a zero norm. The ranking must be that of the unscaled
+    vector: the int8 oracle on its unit query, and the float oracle after rescoring."""
+    codes, scales = np.asarray(sample_store.codes), np.asarray(sample_store.scales)
+    zp, norms = np.asarray(sample_store.zero_points), np.asarray(sample_store.norms)
+    v = np.asarray(sample_store["king"], np.float64) - np.asarray(sample_store["man"],
+                                                                  np.float64)
+    keys = sample_store.index_to_key
+    got = most_similar(sample_store, [v * factor], topn=10, rescore=None)
+    _, rows = oracle(codes, scales, zp, norms, _unit64(v).astype(np.float32), 10)
+    assert [k for k, _ in got] == [keys[int(r)] for r in rows[0]]
+    assert got[0][1] > 0.5
+    got = most_similar(sample_store, [v * factor], topn=10)
+    assert got == most_similar(sample_store, [v], topn=10) or [k for k, _ in got] == [
+        k for k, _ in most_similar(sample_store, [v], topn=10)]
+    assert similar_by_vector(sample_store, v * factor, topn=5) == most_similar(
+        sample_store, [v * factor], topn=5)
+
+
+def test_most_similar_with_huge_weights_and_sums_beyond_float64(sample_store):
+    """Weights of 2**900, and two vectors of 1e308 whose sum overflows float64: the query is
+    the same direction as with ordinary sizes (powers of two: the same answer exactly)."""
+    plain = most_similar(sample_store, [("cat", 1.0)], negative=[("dog", -1.0)], topn=8)
+    huge = most_similar(sample_store, [("cat", 2.0 ** 900)], negative=[("dog", -(2.0 ** 900))],
+                        topn=8)
+    assert huge == plain
+    v = np.asarray(sample_store["cat"], np.float64)
+    # exactly v * 2**k with its largest |value| in [2**1023, 2**1024): finite, but v + v is not
+    big = np.ldexp(v, 1024 - int(np.frexp(np.abs(v).max())[1]))
+    assert np.isfinite(big).all()
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(big + big).all()
+    assert most_similar(sample_store, [big, big], topn=8) == most_similar(
+        sample_store, [v, v], topn=8)

@@ -126,6 +126,19 @@ def test_any_split_equals_one_store(tmp_path_factory, draw):
         _same(sh.search(q, k, **kw), one.search(q, k, **kw))
 
 
+@pytest.mark.parametrize("magnitude", [1e-30, 1e30, 3e38])
+@pytest.mark.parametrize("rescore", [None, 4])
+def test_huge_and_tiny_queries_equal_one_store(data, magnitude, rescore):
+    # Queries beyond the int8 scan's safe range are scaled by a power of two; dot scores
+    # scaled back over- or underflow (inf, 0), and must still come in the single store's order.
+    q = _queries(data)
+    q = (q / np.abs(q).max(axis=1, keepdims=True) * np.float32(magnitude)).astype(np.float32)
+    q[1] = 0.0
+    for metric in ("dot", "cosine"):
+        _same(data["stores"][7].search(q, 30, metric=metric, rescore=rescore),
+              data["one"].search(q, 30, metric=metric, rescore=rescore))
+
+
 def test_ties_across_a_boundary_pick_the_lower_row(data):
     st = data["stores"][7]
     b = int(np.cumsum(data["sizes"][7])[0])
