@@ -19,6 +19,8 @@ shares its name with a module, so imports never depend on their order.
 * ``_readers``    -- :func:`open_embeddings`, :func:`load_embeddings`, :func:`detect_format`:
   word2vec text and binary, GloVe, fastText ``.vec``, ``.npy``, streamed in blocks.
 * ``_compress``, ``_export`` -- :func:`compress` (a file to a store) and :func:`export` (back).
+* ``_dist_compress`` -- the sharded :func:`compress` (several inputs, ``shard_rows``, a Dask
+  ``client``); ``_reshard`` -- :func:`shard` (a store to a sharded store), :func:`merge` (back).
 * ``_search``     -- :func:`search` and the gensim-style ``most_similar`` family, over the int8
   kernels of ``_kernels_search.pyx``.
 * ``_evaluate``   -- gensim's word-pair and analogy evaluations; ``_compare``
@@ -54,6 +56,8 @@ if TYPE_CHECKING:  # what the lazy table below binds, for type checkers and IDEs
     from embq._readers import detect_format as detect_format
     from embq._readers import load_embeddings as load_embeddings
     from embq._readers import open_embeddings as open_embeddings
+    from embq._reshard import merge as merge
+    from embq._reshard import shard as shard
     from embq._search import search as search
     from embq._sharded import open as open
     from embq._store import Store as Store
@@ -81,6 +85,8 @@ _LAZY = {
     "to_keyed_vectors": "embq._interop",
     "from_keyed_vectors": "embq._interop",
     "compare_with_original": "embq._compare",
+    "shard": "embq._reshard",
+    "merge": "embq._reshard",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])

@@ -1,11 +1,23 @@
-"""``embq compress INPUT OUTPUT``: stream an embedding file into a store."""
+"""``embq compress INPUT [INPUT ...] OUTPUT``: stream embedding files into a store.
+
+One input makes a single-file store. Several inputs, or ``--shard-rows``, make a sharded
+store (a directory), built by the task functions of :mod:`embq._dist_compress`: in this
+process one after the other, on a local Dask cluster (``--workers N``) or on a running one
+(``--scheduler ADDRESS``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 from embq._utils import human_bytes
+
+_CONNECT_SECONDS = 30  # how long --scheduler waits for the scheduler to answer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,9 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(word2vec text or binary, GloVe, fastText .vec, .npy; gzip/bz2/xz compressed too). "
         "Ends with one summary line: rows, sizes, ratio, time and reconstruction error.",
     )
-    p.add_argument("input", metavar="INPUT",
-                   help="embedding file to read (a pipe works too; - for standard input)")
-    p.add_argument("output", metavar="OUTPUT", help="store to write")
+    p.add_argument("inputs", metavar="INPUT", nargs="+",
+                   help="embedding file to read (a pipe works too; - for standard input); "
+                   "several files make a sharded store of their rows in this order")
+    p.add_argument("output", metavar="OUTPUT",
+                   help="store to write (a directory when the store is sharded)")
     p.add_argument("--format", choices=("word2vec", "glove", "word2vec-binary", "npy"),
                    help="input format (default: detected from the content)")
     p.add_argument("--keys", metavar="FILE",
@@ -39,13 +53,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="show a progress bar even when stderr is not a terminal")
     p.add_argument("--block-rows", type=int, metavar="N",
                    help="rows per block (default: up to 8192, about 16 MB of floats)")
+    p.add_argument("--shard-rows", type=int, metavar="N",
+                   help="write a sharded store with at most N rows per shard; uncompressed "
+                   "text and .npy inputs larger than that are split and read in parallel")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="build the sharded store on a local Dask cluster of N processes")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="build the sharded store on the Dask cluster at ADDRESS (every "
+                       "worker must see the input and output paths)")
     p.set_defaults(func=run)
 
 
 def summary_line(s: dict) -> str:
     """The one-line summary printed at the end of ``embq compress``."""
+    shards = f" in {s['shards']:,} shard{'s' if s['shards'] != 1 else ''}" if "shards" in s \
+        else ""
     return (
-        f"{s['output']}: {s['rows']:,} rows x {s['dim']} from {s['format']} "
+        f"{s['output']}: {s['rows']:,} rows x {s['dim']}{shards} from {s['format']} "
         f"{human_bytes(s['input_size'])} -> {human_bytes(s['output_size'])} "
         f"({s['ratio']:.2f}x smaller; {s['ratio_vs_float32']:.2f}x vs float32) in "
         f"{s['seconds']:.2f} s; error |x-x_hat|/scale mean {s['error_mean_abs_over_scale']:.4f} "
@@ -54,25 +79,80 @@ def summary_line(s: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embq.cli import CommandError
     from embq._compress import compress
+    from embq.cli import CommandError
 
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit must be a positive number of rows, got {args.limit}")
     if args.block_rows is not None and args.block_rows < 1:
         raise CommandError(f"--block-rows must be a positive number, got {args.block_rows}")
+    if args.shard_rows is not None and args.shard_rows < 1:
+        raise CommandError(f"--shard-rows must be a positive number of rows, got "
+                           f"{args.shard_rows}")
+    if args.workers is not None and args.workers < 1:
+        raise CommandError(f"--workers must be a positive number, got {args.workers}")
+    inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
+    if len(args.inputs) > 1 and args.keys is not None:
+        raise CommandError("--keys names the keys of one .npy input; it cannot be used with "
+                           "several inputs")
 
     def warn(msg: str) -> None:
         if not args.quiet:
             print(f"embq compress: warning: {msg}", file=sys.stderr)
 
     progress = args.progress or (not args.quiet and sys.stderr.isatty())
-    summary = compress(
-        args.input, args.output, format=args.format, keys=args.keys, limit=args.limit,
-        encoding=args.encoding, unicode_errors=args.unicode_errors,
-        on_duplicate=args.on_duplicate, normalize=args.normalize, overwrite=args.overwrite,
-        block_rows=args.block_rows, progress=progress, warn=warn,
-    )
+    with _dask_client(args) as client, _overwrite_hint():
+        summary = compress(
+            inputs, args.output, format=args.format, keys=args.keys, limit=args.limit,
+            encoding=args.encoding, unicode_errors=args.unicode_errors,
+            on_duplicate=args.on_duplicate, normalize=args.normalize, overwrite=args.overwrite,
+            block_rows=args.block_rows, progress=progress, warn=warn,
+            shard_rows=args.shard_rows, client=client,
+        )
     if not args.quiet:
         print(summary_line(summary))
     return 0
+
+
+@contextlib.contextmanager
+def _overwrite_hint() -> Iterator[None]:
+    """Say ``--overwrite`` where the library says ``overwrite=True``."""
+    from embq.cli import CommandError
+
+    try:
+        yield
+    except FileExistsError as exc:
+        raise CommandError(f"{exc.filename} already exists; pass --overwrite to replace it"
+                           if exc.filename else str(exc)) from None
+
+
+@contextlib.contextmanager
+def _dask_client(args: argparse.Namespace) -> Iterator[Any]:
+    """The Dask client ``--workers`` or ``--scheduler`` asks for (None without either)."""
+    from embq.cli import CommandError
+
+    if args.workers is None and args.scheduler is None:
+        yield None
+        return
+    flag = "--workers" if args.workers is not None else "--scheduler"
+    try:
+        import distributed
+    except ImportError:
+        raise CommandError(f"{flag} needs Dask's distributed package: pip install "
+                           "'embq[distributed]'") from None
+    # The cluster's own log lines would mix with the progress bar and the summary.
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    with contextlib.ExitStack() as stack:
+        if args.workers is not None:
+            cluster = stack.enter_context(distributed.LocalCluster(
+                n_workers=args.workers, threads_per_worker=1, processes=True,
+                dashboard_address=":0"))
+            client = stack.enter_context(distributed.Client(cluster))
+        else:
+            try:
+                client = stack.enter_context(distributed.Client(args.scheduler,
+                                                                timeout=_CONNECT_SECONDS))
+            except (OSError, ValueError) as exc:
+                raise CommandError(f"cannot connect to the Dask scheduler at "
+                                   f"{args.scheduler!r}: {exc}") from None
+        yield client

@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embq._utils import human_bytes
     from embq._export import export
+    from embq._utils import human_bytes
 
     if args.keys is not None and args.format != "npy":
         from embq.cli import CommandError

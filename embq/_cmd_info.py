@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import numbers
 import os
 import sys
 
@@ -54,21 +56,48 @@ def run(args: argparse.Namespace) -> int:
         ratio = f" ({float_bytes / size:.2f}x smaller than float32)" if size and float_bytes else ""
         print(f"  {'file size':<12s} {human_bytes(size)}{ratio}")
         if "source_path" in attrs:
-            src_size = attrs.get("source_size")
             src = f"{attrs['source_path']} ({attrs.get('source_format', '?')}"
-            if src_size:
-                src += f", {human_bytes(float(src_size))}"
+            src_size = _number(attrs.get("source_size"))
+            if src_size is not None:
+                src += f", {human_bytes(src_size)}"
+            elif "source_size" in attrs:
+                src += f", size {attrs['source_size']!r}"
             print(f"  {'source':<12s} {src})")
-        if "error_mean_abs_over_scale" in attrs:
-            err = (f"|x - x_hat| / scale mean {float(attrs['error_mean_abs_over_scale']):.4f}, "
-                   f"max {float(attrs['error_max_abs_over_scale']):.4f}")
-            if "error_mean_rel_l2" in attrs:
-                err += f"; relative L2 {float(attrs['error_mean_rel_l2']):.5f}"
-            if "error_mean_cosine" in attrs:
-                err += f"; cosine {float(attrs['error_mean_cosine']):.6f}"
+        err = _error_line(attrs)
+        if err:
             print(f"  {'error':<12s} {err}")
         print("  attributes:")
         for name in sorted(attrs):
-            print(f"    {name:<26s} {attrs[name]}")
+            print(f"    {name:<26s} {_shown(attrs[name])}")
     sys.stdout.flush()
     return 0
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a finite float, or None when a store's attribute is not a number (a store
+    may come from anywhere; ``info`` shows such a value as it is instead of failing)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _error_line(attrs: dict) -> str:
+    mean, worst = (_number(attrs.get(k)) for k in ("error_mean_abs_over_scale",
+                                                   "error_max_abs_over_scale"))
+    if mean is None or worst is None:
+        return ""
+    err = f"|x - x_hat| / scale mean {mean:.4f}, max {worst:.4f}"
+    rel, cos = _number(attrs.get("error_mean_rel_l2")), _number(attrs.get("error_mean_cosine"))
+    if rel is not None:
+        err += f"; relative L2 {rel:.5f}"
+    if cos is not None:
+        err += f"; cosine {cos:.6f}"
+    return err
+
+
+def _shown(value: object) -> str:
+    # One line per attribute whatever it holds (a string attribute may contain newlines).
+    text = value if isinstance(value, str) else repr(value) if isinstance(value, bytes) \
+        else str(value)
+    return text.replace("\n", "\\n").replace("\r", "\\r")

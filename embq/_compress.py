@@ -7,12 +7,12 @@ to a temporary file renamed into place at the end (see :class:`embq._store.Store
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -46,10 +46,12 @@ def _progress_bar(enabled: bool, total: int, desc: str):
 
 
 def compress(
-    input: str | os.PathLike,  # noqa: A002 - mirrors the CLI argument
+    input: str | os.PathLike | Sequence[str | os.PathLike],
     output: str | os.PathLike,
     *,
-    format: str | None = None,  # noqa: A002
+    shard_rows: int | None = None,
+    client: Any = None,
+    format: str | None = None,
     keys: str | os.PathLike | None = None,
     limit: int | None = None,
     encoding: str = "utf8",
@@ -62,16 +64,26 @@ def compress(
     n_threads: int | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Read an embedding file and write a quantized store.
+    """Read an embedding file (or several) and write a quantized store.
 
     Parameters
     ----------
-    input : str or os.PathLike
+    input : str or os.PathLike, or a sequence of them
         Embedding file: word2vec text or binary, GloVe, fastText ``.vec``, ``.npy``, possibly
         gzip/bz2/xz compressed (see :mod:`embq._readers`). Pipes work (``/dev/stdin``, or
-        ``"-"`` for standard input).
+        ``"-"`` for standard input). Several files (formats may differ, the dimension may
+        not) make a sharded store of their rows in input order, then file order; so do
+        ``shard_rows`` and ``client`` (see :mod:`embq._dist_compress`).
     output : str or os.PathLike
-        Store to write. Its directory must exist.
+        Store to write: a file, or for a sharded store a directory (``shards/`` and
+        ``manifest.json``). Its parent directory must exist.
+    shard_rows : int, optional
+        Write a sharded store whose shards hold at most this many rows; uncompressed text
+        and ``.npy`` inputs larger than that are split at row boundaries and read in
+        parallel. Without it, each input is one shard.
+    client : distributed.Client, optional
+        Run the sharded build on this Dask cluster (every worker must see the input and
+        output paths). Without it the same tasks run in this process, one after the other.
     format : str, optional
         Force the input format instead of detecting it.
     keys : str or os.PathLike, optional
@@ -107,13 +119,25 @@ def compress(
     ------
     FormatError
         Bad input, naming the file, line (or byte offset) and what was expected.
-    FileExistsError, FileNotFoundError, IsADirectoryError, OSError
-        Output exists (without ``overwrite``), its directory is missing, it is a directory,
-        or the input is unreadable.
+    embq._errors.OutputExistsError
+        Output exists and ``overwrite`` is false (a ``FileExistsError``; checked before the
+        input is read and again when the finished store is moved into place).
+    FileNotFoundError, IsADirectoryError, OSError
+        The output's directory is missing, the output is a directory, or the input is
+        unreadable.
     """
-    from embq._recon import ReconstructionStats
+    if shard_rows is not None or client is not None or not isinstance(input, (str, os.PathLike)):
+        from embq._dist_compress import compress_sharded
+
+        return compress_sharded(
+            input, output, shard_rows=shard_rows, client=client, format=format, keys=keys,
+            limit=limit, encoding=encoding, unicode_errors=unicode_errors,
+            on_duplicate=on_duplicate, normalize=normalize, overwrite=overwrite,
+            block_rows=block_rows, progress=progress, n_threads=n_threads, warn=warn)
     from embq._quantize import quantize
     from embq._readers import open_embeddings
+    from embq._publish import check_destination
+    from embq._recon import ReconstructionStats
     from embq._store import StoreWriter
 
     if on_duplicate not in ON_DUPLICATE:
@@ -125,19 +149,8 @@ def compress(
             warnings.warn(msg, UserWarning, stacklevel=3)
 
     t0 = time.perf_counter()
-    out_dir = os.path.dirname(os.path.abspath(out_path))
-    if not os.path.isdir(out_dir):
-        raise FileNotFoundError(errno.ENOENT, f"the output directory {out_dir!r} does not exist",
-                                out_path)
-    if os.path.isdir(out_path):
-        # Said before "already exists": --overwrite would not help, a store is one file.
-        raise IsADirectoryError(errno.EISDIR, "is a directory; expected the path of the store "
-                                "file to write, such as "
-                                f"{os.path.join(out_path, 'vectors.h5')}", out_path)
-    if os.path.exists(out_path) and not overwrite:
-        raise FileExistsError(errno.EEXIST,
-                              f"{out_path!r} already exists; pass --overwrite to replace it",
-                              out_path)
+    # The same check the store writer makes, done here before the input is even opened.
+    check_destination(out_path, overwrite)
     stats = ReconstructionStats()
     duplicates = 0
     first_dup: tuple[str, str] | None = None

@@ -9,12 +9,12 @@ codes.
 
 from __future__ import annotations
 
-import errno
 import os
-import tempfile
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
+
+from embq._publish import AtomicFile
 
 __all__ = ["EXPORT_FORMATS", "export"]
 
@@ -23,64 +23,12 @@ _BLOCK_BYTES = 16 << 20
 
 
 def default_keys_path(output: str) -> str:
-    """Where ``export(..., format="npy")`` writes the keys: ``vectors.npy`` -> ``vectors.keys.txt``."""
+    """Where ``export(..., format="npy")`` writes the keys.
+
+    ``vectors.npy`` -> ``vectors.keys.txt``; any other name gets ``.keys.txt`` appended.
+    """
     root, ext = os.path.splitext(output)
     return (root if ext.lower() == ".npy" else output) + ".keys.txt"
-
-
-class _AtomicFile:
-    """A temporary file next to ``path``, renamed onto it by ``commit()``."""
-
-    def __init__(self, path: str, overwrite: bool) -> None:
-        self.path = path
-        self.overwrite = overwrite
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(errno.ENOENT,
-                                    f"the output directory {directory!r} does not exist", path)
-        if os.path.isdir(path):
-            raise IsADirectoryError(errno.EISDIR, f"{path!r} is a directory", path)
-        if os.path.lexists(path) and not overwrite:
-            raise FileExistsError(errno.EEXIST,
-                                  f"{path!r} already exists; pass --overwrite to replace it", path)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".embq-tmp",
-                                        dir=directory)
-        try:
-            # mkstemp creates 0600; give the result the permissions a plain open() would.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)
-            self.fh: IO[bytes] = os.fdopen(fd, "wb", buffering=1 << 20)
-        except BaseException:  # including an interrupt: leave no temporary file behind
-            if hasattr(self, "fh"):
-                self.fh.close()
-            else:
-                os.close(fd)
-            os.unlink(self.tmp)
-            raise
-
-    def commit(self) -> None:
-        self.fh.close()
-        if self.overwrite:
-            os.replace(self.tmp, self.path)
-            return
-        try:
-            os.link(self.tmp, self.path)
-        except FileExistsError:
-            os.unlink(self.tmp)
-            raise FileExistsError(errno.EEXIST, f"{self.path!r} appeared meanwhile; pass "
-                                  "--overwrite to replace it", self.path) from None
-        except OSError:
-            os.rename(self.tmp, self.path)
-        else:
-            os.unlink(self.tmp)
-
-    def abort(self) -> None:
-        try:
-            self.fh.close()
-        finally:
-            if os.path.exists(self.tmp):
-                os.unlink(self.tmp)
 
 
 def _check_key(key: str, row: int, fmt: str) -> None:
@@ -97,7 +45,7 @@ def export(
     store: Any,
     output: str | os.PathLike,
     *,
-    format: str,  # noqa: A002 - mirrors the CLI option
+    format: str,
     overwrite: bool = False,
     keys_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
@@ -128,10 +76,16 @@ def export(
     ------
     ValueError
         Unknown format, or a key the text formats cannot hold (whitespace).
-    FileExistsError, FileNotFoundError
-        Output exists without ``overwrite``, or its directory is missing.
+    embq._errors.OutputExistsError
+        An output file exists and ``overwrite`` is false (a ``FileExistsError``), checked
+        before anything is written and again when the finished file is moved into place.
+    FileNotFoundError, IsADirectoryError
+        The directory of an output is missing, or an output is a directory.
+    embq._errors.StoreError
+        The store is damaged or not a store (see :func:`embq.open`).
     """
-    from embq._store import Store, open as open_store
+    from embq._store import Store
+    from embq._store import open as open_store
 
     if format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {format!r}; expected one of "
@@ -139,7 +93,7 @@ def export(
     out_path = os.fspath(output)
     owned = not isinstance(store, Store)
     st = open_store(store) if owned else store
-    files: list[_AtomicFile] = []
+    files: list[AtomicFile] = []
     try:
         n, d = st.shape
         has_keys = bool(st.has_keys)
@@ -147,16 +101,19 @@ def export(
             raise ValueError(
                 f"the store {st.path} has no keys; the {format} format needs one per row "
                 "(export to npy instead)")
-        files.append(_AtomicFile(out_path, overwrite))
+        files.append(AtomicFile(out_path, overwrite,
+                                "vectors.npy" if format == "npy" else "vectors.txt"))
         main = files[-1]
         kfile = None
         if format == "npy" and has_keys:
             kp = os.fspath(keys_path) if keys_path is not None else default_keys_path(out_path)
-            files.append(_AtomicFile(kp, overwrite))
+            files.append(AtomicFile(kp, overwrite, "vectors.keys.txt"))
             kfile = files[-1]
         # Text rows become Python floats and strings: smaller blocks keep those few MB.
+        # max(d, 1): a store of dimension 0 (which embq never writes, but may be given) has
+        # rows of no values, and its keys still go out in blocks.
         step = max(1, min(8192 if format in ("npy", "word2vec-binary") else 1024,
-                          _BLOCK_BYTES // (4 * d)))
+                          _BLOCK_BYTES // (4 * max(d, 1))))
         fh = main.fh
         if format == "npy":
             np.lib.format.write_array_header_1_0(
@@ -188,9 +145,9 @@ def export(
                 rows = x.tolist()
                 for i, k in enumerate(keys):
                     _check_key(k, start + i, format)
-                    lines.append(k + " " + " ".join(map(fmt_value, rows[i])))
+                    lines.append(" ".join([k, *map(fmt_value, rows[i])]))
                 fh.write(("\n".join(lines) + "\n").encode("utf8"))
-            st._drop_resident_pages()  # noqa: SLF001 - keeps the peak memory flat over the scan
+            st._drop_resident_pages()
         for f in files:
             f.commit()
         files = []

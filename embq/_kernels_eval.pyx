@@ -28,6 +28,8 @@ import numpy as np
 
 cimport numpy as cnp
 
+from embq._config import _init_kernels, _portable_only
+
 cnp.import_array()
 
 # Status codes of the tokenizer (the Python side turns them into FormatError).
@@ -78,9 +80,9 @@ cdef extern from *:
     int _popcount "embq_eval_popcount"(uint64_t x) noexcept nogil
 
 
-def selected_kernels():
-    """Return the code paths this module uses (it has no SIMD variants)."""
-    return {"analogy_tokenizer": "scalar"}
+# The eval kernel family has one variant (see embq._config).
+kernel_variants, selected_kernels, _use_kernel = _portable_only("eval")
+_init_kernels(kernel_variants(), _use_kernel)
 
 
 cdef inline uint64_t _load(const uint8_t* s, int64_t n, const uint8_t* end) noexcept nogil:

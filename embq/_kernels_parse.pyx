@@ -13,11 +13,12 @@ go through a locale-independent ``strtod``.
 """
 
 from libc.stdint cimport uint64_t
-from libc.math cimport fabs, sqrt
 from libc.string cimport memcpy
 from cpython.unicode cimport PyUnicode_Decode, PyUnicode_DecodeUTF8
 
 import numpy as np
+
+from embq._config import _init_kernels, _portable_only
 
 cdef extern from "_parse.h" nogil:
     const double embq_pow10[23]
@@ -58,10 +59,17 @@ cdef double FLOAT32_OVERFLOW = 340282356779733661637539395458142568448.0
 cdef uint64_t TWO53 = (<uint64_t>1) << 53
 
 
-def selected_kernels() -> dict:
-    """Name the code paths this module uses (printed by ``embq.show_config()``)."""
-    return {"parse_text": "scalar" + (" (strtod_l fallback)" if embq_parse_uses_strtod_l()
-                                      else " (strtod fallback)")}
+# The parse kernel family has one variant (see embq._config).
+kernel_variants, selected_kernels, _use_kernel = _portable_only("parse")
+
+
+def strtod_fallback():
+    """Return ``"strtod_l"`` when long or unusual tokens go through a C-locale ``strtod_l``
+    (a user's ``setlocale`` cannot change them), else ``"strtod"``."""
+    return "strtod_l" if embq_parse_uses_strtod_l() else "strtod"
+
+
+_init_kernels(kernel_variants(), _use_kernel)
 
 
 cdef inline bint is_sep(unsigned char c) noexcept nogil:
@@ -437,61 +445,3 @@ def decode_keys(const unsigned char[::1] buf not None, Py_ssize_t[::1] key_start
             keys.append(PyUnicode_Decode(base + a, b - a, enc, err))
     return keys
 
-
-def recon_block(const float[:, ::1] x not None, const unsigned char[:, ::1] codes not None,
-                const float[::1] scales not None, const unsigned char[::1] zero_points not None):
-    """Reconstruction-error sums of one block (see ``embq._recon``), in double precision.
-
-    ``x_hat = float32(float32(code - zp) * scale)`` exactly as ``dequantize`` computes it.
-
-    Returns
-    -------
-    tuple
-        ``(elems, sum_abs_over_scale, max_abs_over_scale, rel_rows, sum_rel_l2, cos_rows,
-        sum_cos)``.
-    """
-    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
-    cdef Py_ssize_t i, j
-    cdef double s, inv, e, xv, hv, diff, sab, mx, xx, hh, xh, dd
-    cdef double sum_abs = 0.0, max_abs = 0.0, sum_rel = 0.0, sum_cos = 0.0
-    cdef Py_ssize_t elems = 0, rel_rows = 0, cos_rows = 0
-    cdef float sf, hf
-    if codes.shape[0] != n or codes.shape[1] != d:
-        raise ValueError(f"codes shape {(codes.shape[0], codes.shape[1])} differs from x {(n, d)}")
-    if scales.shape[0] != n or zero_points.shape[0] != n:
-        raise ValueError(f"scales and zero_points must hold {n} entries")
-    with nogil:
-        for i in range(n):
-            sf = scales[i]
-            s = sf
-            sab = 0.0
-            mx = 0.0
-            xx = 0.0
-            hh = 0.0
-            xh = 0.0
-            dd = 0.0
-            for j in range(d):
-                hf = <float>(<int>codes[i, j] - <int>zero_points[i]) * sf
-                xv = x[i, j]
-                hv = hf
-                diff = xv - hv
-                e = fabs(diff)
-                sab += e
-                if e > mx:
-                    mx = e
-                xx += xv * xv
-                hh += hv * hv
-                xh += xv * hv
-                dd += diff * diff
-            if s > 0:
-                elems += d
-                sum_abs += sab / s
-                if mx / s > max_abs:
-                    max_abs = mx / s
-            if xx > 0:
-                rel_rows += 1
-                sum_rel += sqrt(dd) / sqrt(xx)
-                if hh > 0:
-                    cos_rows += 1
-                    sum_cos += xh / (sqrt(xx) * sqrt(hh))
-    return elems, sum_abs, max_abs, rel_rows, sum_rel, cos_rows, sum_cos

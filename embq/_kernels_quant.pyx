@@ -2,26 +2,30 @@
 
 The Python front end (embq/_quantize.py) validates every argument and builds the clear error
 messages; the drivers here repeat the cheap shape and index checks so that no call, however
-made, can read or write out of bounds.  The row kernels live in _quant.h (portable C,
-AVX2 on x86-64, NEON on AArch64), chosen once at import by a CPU check.  ``EMBQ_QUANT_KERNEL=portable`` in the
-environment (read at import) or ``_set_kernel("portable")`` forces the portable kernels, which
-is how the tests check that both give identical results.
+made, can read or write out of bounds.  The row kernels live in _quant.h (portable C, AVX2 on
+x86-64, NEON on AArch64): the ``quantize`` kernel family, whose variant is chosen at import and
+forced with ``EMBQ_KERNELS`` or ``embq._config.set_kernels`` (see embq/_config.py), which is
+how the tests check that every variant gives identical results.  :func:`recon_block`, the
+reconstruction error, dequantizes with the same one definition (``embq_dequant_value``).
 """
-
-import os
 
 import numpy as np
 
 from cython.parallel cimport parallel, prange
-from libc.math cimport sqrt
+from libc.math cimport fabs, sqrt
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, malloc
 
-# Row kernels chosen at import (see _set_kernel).
-cdef quant_row_fn _quant_row = embq_quant_row_portable
-cdef dequant_row_fn _dequant_row = embq_dequant_row_portable
-cdef sumsq_row_fn _sumsq_row = embq_sumsq_row_portable
-_kernel_name = "portable"
+from embq._kernels_common cimport EMBQ_V_COUNT, embq_variant_runs
+
+from embq._config import _init_kernels
+from embq._kernels_common import VARIANTS
+
+# Row kernels of the selected variant (see _use_kernel).
+cdef quant_row_fn _quant_row = NULL
+cdef dequant_row_fn _dequant_row = NULL
+cdef sumsq_row_fn _sumsq_row = NULL
+_selected = None
 
 # Below this many elements the threads cost more than they save.
 cdef Py_ssize_t _MIN_PARALLEL_ELEMENTS = 1 << 16
@@ -31,57 +35,35 @@ cdef int64_t _BLOCK_OK = -1
 cdef int64_t _BLOCK_NO_MEMORY = -2
 
 
-KERNELS = ("portable", "avx2", "neon")
-
-
-def available_kernels():
-    """Return the names of the row kernels this CPU and build can run (portable first)."""
-    have = {"portable": True, "avx2": bool(embq_quant_have_avx2()),
-            "neon": bool(embq_quant_have_neon())}
-    return [name for name in KERNELS if have[name]]
-
-
-def _set_kernel(name):
-    """Select the row kernels: ``"auto"`` (best the CPU has), ``"avx2"``, ``"neon"`` or
-    ``"portable"``.
-
-    Private: for tests and benchmarks.  Returns the name of the kernels now in use.
-    """
-    global _quant_row, _dequant_row, _sumsq_row, _kernel_name
-    if name not in ("auto",) + KERNELS:
-        raise ValueError(f"kernel must be 'auto', 'portable', 'avx2' or 'neon', got {name!r}")
-    available = available_kernels()
-    if name == "auto":
-        name = available[len(available) - 1]  # wraparound is off in this module
-    elif name not in available:
-        raise ValueError(f"kernel {name!r} requested but this CPU (or build) cannot run it; "
-                         f"available: {', '.join(available)}")
-    if name == "avx2":
-        _quant_row = embq_quant_row_avx2
-        _dequant_row = embq_dequant_row_avx2
-        _sumsq_row = embq_sumsq_row_avx2
-    elif name == "neon":
-        _quant_row = embq_quant_row_neon
-        _dequant_row = embq_dequant_row_neon
-        _sumsq_row = embq_sumsq_row_neon
-    else:
-        _quant_row = embq_quant_row_portable
-        _dequant_row = embq_dequant_row_portable
-        _sumsq_row = embq_sumsq_row_portable
-    _kernel_name = name
-    return _kernel_name
+def kernel_variants():
+    """Return ``{"quantize": {variant: runs_on_this_cpu}}`` for the variants this build has."""
+    cdef int v
+    return {"quantize": {VARIANTS[v]: bool(embq_variant_runs(v)) for v in range(EMBQ_V_COUNT)
+                         if embq_quant_get(v).quant != NULL}}
 
 
 def selected_kernels():
-    """Return the kernel variant each quantization routine dispatches to on this CPU."""
-    return {"quantize": _kernel_name, "dequantize": _kernel_name, "row_norms": _kernel_name}
+    """Return the variant the quantize family runs (quantize, dequantize, row norms)."""
+    return {"quantize": _selected}
 
 
-_env_kernel = os.environ.get("EMBQ_QUANT_KERNEL", "auto").strip().lower() or "auto"
-try:
-    _set_kernel(_env_kernel)
-except ValueError:
-    _set_kernel("auto")
+def _use_kernel(family, name):
+    """Run variant ``name`` of the quantize family (embq._config validates the request)."""
+    global _quant_row, _dequant_row, _sumsq_row, _selected
+    if family != "quantize" or not kernel_variants()["quantize"].get(name, False):
+        raise ValueError(f"the quantize family has no variant {name!r} this CPU can run")
+    cdef embq_quant_kernels k = embq_quant_get(VARIANTS.index(name))
+    _quant_row = k.quant
+    _dequant_row = k.dequant
+    _sumsq_row = k.sumsq
+    _selected = name
+
+
+cdef dequant_row_fn selected_dequant_row() noexcept nogil:
+    return _dequant_row
+
+
+_init_kernels(kernel_variants(), _use_kernel)
 
 
 cdef inline int _threads_for(Py_ssize_t n, Py_ssize_t d, int n_threads) noexcept nogil:
@@ -251,3 +233,65 @@ def row_norms_into(const uint8_t[:, :] codes, const float[::1] scales,
         for i in prange(n, num_threads=nt, schedule="static", chunksize=256):
             ss = kernel(<const uint8_t *>(base + i * s0), d, zero_points[i])
             out[i] = <float>(<double>scales[i] * sqrt(<double>ss))
+
+
+def recon_block(const float[:, ::1] x not None, const uint8_t[:, ::1] codes not None,
+                const float[::1] scales not None, const uint8_t[::1] zero_points not None):
+    """Reconstruction-error sums of one block (see ``embq._recon``), in double precision.
+
+    ``x_hat`` is ``embq_dequant_value(code, zp, scale)``, the definition ``dequantize`` uses.
+    The caller (``embq._recon.ReconstructionStats.update``) validates its arguments; the
+    shapes are checked again here so that no call can read out of bounds.
+
+    Returns
+    -------
+    tuple
+        ``(elems, sum_abs_over_scale, max_abs_over_scale, rel_rows, sum_rel_l2, cos_rows,
+        sum_cos)``.
+    """
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    cdef Py_ssize_t i, j
+    cdef double s, e, xv, hv, diff, sab, mx, xx, hh, xh, dd
+    cdef double sum_abs = 0.0, max_abs = 0.0, sum_rel = 0.0, sum_cos = 0.0
+    cdef Py_ssize_t elems = 0, rel_rows = 0, cos_rows = 0
+    cdef float sf
+    cdef int zp
+    if codes.shape[0] != n or codes.shape[1] != d:
+        raise ValueError(f"codes shape {(codes.shape[0], codes.shape[1])} differs from x {(n, d)}")
+    if scales.shape[0] != n or zero_points.shape[0] != n:
+        raise ValueError(f"scales and zero_points must hold {n} entries")
+    with nogil:
+        for i in range(n):
+            sf = scales[i]
+            zp = zero_points[i]
+            s = sf
+            sab = 0.0
+            mx = 0.0
+            xx = 0.0
+            hh = 0.0
+            xh = 0.0
+            dd = 0.0
+            for j in range(d):
+                xv = x[i, j]
+                hv = embq_dequant_value(codes[i, j], zp, sf)
+                diff = xv - hv
+                e = fabs(diff)
+                sab += e
+                if e > mx:
+                    mx = e
+                xx += xv * xv
+                hh += hv * hv
+                xh += xv * hv
+                dd += diff * diff
+            if s > 0:
+                elems += d
+                sum_abs += sab / s
+                if mx / s > max_abs:
+                    max_abs = mx / s
+            if xx > 0:
+                rel_rows += 1
+                sum_rel += sqrt(dd) / sqrt(xx)
+                if hh > 0:
+                    cos_rows += 1
+                    sum_cos += xh / (sqrt(xx) * sqrt(hh))
+    return elems, sum_abs, max_abs, rel_rows, sum_rel, cos_rows, sum_cos

@@ -9,22 +9,11 @@ cdef extern from "_search_simd.h" nogil:
     ctypedef void (*embq_select_fn)(const int32_t *acc, int64_t nr, const float *scales,
                                     const float *norms, float wq, int64_t row0, float *hv,
                                     int64_t *hi, int64_t k) noexcept nogil
-    int EMBQ_DOT_SCALAR
-    int EMBQ_DOT_AVX2
-    int EMBQ_DOT_AVXVNNI
-    int EMBQ_DOT_AVX512VNNI
-    int EMBQ_DOT_COUNT
-    int EMBQ_SEL_SCALAR
-    int EMBQ_SEL_AVX2
-    int EMBQ_SEL_AVX512
-    int EMBQ_SEL_COUNT
     int64_t EMBQ_QPAD(int64_t d)
     int64_t EMBQ_QSTRIDE(int64_t d)
     void embq_fill_query_tail(int8_t *qrow, int64_t d)
-    int embq_dot_supported(int id)
-    embq_dot_fn embq_dot_get(int id)
-    int embq_select_supported(int id)
-    embq_select_fn embq_select_get(int id)
+    embq_dot_fn embq_dot_get(int v)
+    embq_select_fn embq_select_get(int v)
     void embq_scan1(int dot_id, int sel_id, const uint8_t *codes, int64_t ldc, int64_t nr,
                     int64_t d, const uint8_t *zp, const int8_t *q, int64_t ldq, int32_t sumq,
                     const float *scales, const float *norms, float wq, int64_t row0,

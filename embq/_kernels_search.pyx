@@ -22,8 +22,6 @@ A single query is bound by memory bandwidth, not arithmetic: its chunks go throu
 the next rows prefetched, which keeps it close to the time of reading the codes once.
 """
 
-import os
-
 import numpy as np
 
 cimport cython
@@ -31,91 +29,55 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport sqrt
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 
-from embq._kernels_common cimport embq_openmp_enabled
+from embq._kernels_common cimport EMBQ_V_COUNT, embq_openmp_enabled, embq_variant_runs
 from embq._kernels_search cimport (
-    EMBQ_DOT_COUNT, EMBQ_QSTRIDE, EMBQ_SEL_COUNT, embq_dot_fn, embq_dot_get, embq_dot_supported,
+    EMBQ_QSTRIDE, embq_dot_fn, embq_dot_get,
     embq_fill_query_tail, embq_heap_init, embq_heap_offer, embq_heap_sort, embq_row_weights,
-    embq_scan1, embq_select_fn, embq_select_get, embq_select_supported,
+    embq_scan1, embq_select_fn, embq_select_get,
 )
 
-DOT_KERNELS = ("scalar", "avx2", "avxvnni", "avx512vnni", "neon", "neondot")
-SELECT_KERNELS = ("scalar", "avx2", "avx512")
+from embq._config import _init_kernels
+from embq._kernels_common import VARIANTS
 
 DEF _ROW_BLOCK = 256
 DEF _QUERY_BLOCK = 64
 # rows mode merges the per-chunk heaps on one thread below this many entries
 DEF _SERIAL_MERGE = 1 << 16
 
+# Variant ids (EMBQ_V_*, _common.h) of the search_dot and search_select families in use.
 cdef int _dot_id = 0
 cdef int _sel_id = 0
 
 
-cdef int _best_dot():
-    cdef int i
-    for i in range(EMBQ_DOT_COUNT - 1, -1, -1):
-        if embq_dot_supported(i):
-            return i
-    return 0
-
-
-cdef int _best_select():
-    cdef int i
-    for i in range(EMBQ_SEL_COUNT - 1, -1, -1):
-        if embq_select_supported(i):
-            return i
-    return 0
-
-
-def available_kernels():
-    """Return ``{"dot": [...], "select": [...]}``: the variants this CPU can run."""
+def kernel_variants():
+    """Return ``{"search_dot": {variant: runs}, "search_select": {...}}`` for the variants this
+    build has, best last (see embq._config)."""
+    cdef int v
     return {
-        "dot": [n for i, n in enumerate(DOT_KERNELS) if embq_dot_supported(i)],
-        "select": [n for i, n in enumerate(SELECT_KERNELS) if embq_select_supported(i)],
+        "search_dot": {VARIANTS[v]: bool(embq_variant_runs(v)) for v in range(EMBQ_V_COUNT)
+                       if embq_dot_get(v) != NULL},
+        "search_select": {VARIANTS[v]: bool(embq_variant_runs(v)) for v in range(EMBQ_V_COUNT)
+                          if embq_select_get(v) != NULL},
     }
-
-
-def set_kernels(dot=None, select=None):
-    """Force a dot-product and/or selection variant by name; ``None`` restores the best one.
-
-    For tests and benchmarks. Raises ValueError for an unknown name or one this CPU cannot run.
-    """
-    global _dot_id, _sel_id
-    new_dot = _best_dot()
-    new_sel = _best_select()
-    if dot is not None:
-        if dot not in DOT_KERNELS:
-            raise ValueError(f"unknown dot kernel {dot!r}; expected one of {DOT_KERNELS}")
-        new_dot = DOT_KERNELS.index(dot)
-        if not embq_dot_supported(new_dot):
-            raise ValueError(f"dot kernel {dot!r} is not supported by this CPU")
-    if select is not None:
-        if select not in SELECT_KERNELS:
-            raise ValueError(f"unknown select kernel {select!r}; expected one of {SELECT_KERNELS}")
-        new_sel = SELECT_KERNELS.index(select)
-        if not embq_select_supported(new_sel):
-            raise ValueError(f"select kernel {select!r} is not supported by this CPU")
-    _dot_id = new_dot
-    _sel_id = new_sel
 
 
 def selected_kernels():
     """Return the variants in use, e.g. ``{"search_dot": "avx512vnni", "search_select": "avx512"}``."""
-    return {"search_dot": DOT_KERNELS[_dot_id], "search_select": SELECT_KERNELS[_sel_id]}
+    return {"search_dot": VARIANTS[_dot_id], "search_select": VARIANTS[_sel_id]}
 
 
-def _init_from_env():
-    # EMBQ_SEARCH_KERNEL=name forces a dot variant (debugging aid); an unusable name is ignored
-    # with the best variant kept, so a stale environment never breaks an import.
-    set_kernels()
-    forced = os.environ.get("EMBQ_SEARCH_KERNEL")
-    if forced:
-        try:
-            set_kernels(dot=forced)
-        except ValueError:
-            set_kernels()
+def _use_kernel(family, name):
+    """Run variant ``name`` of ``family`` (embq._config validates the request)."""
+    global _dot_id, _sel_id
+    if family not in ("search_dot", "search_select") or not kernel_variants()[family].get(name):
+        raise ValueError(f"the {family} family has no variant {name!r} this CPU can run")
+    if family == "search_dot":
+        _dot_id = VARIANTS.index(name)
+    else:
+        _sel_id = VARIANTS.index(name)
 
 
-_init_from_env()
+_init_kernels(kernel_variants(), _use_kernel)
 
 
 def query_stride(int64_t d):

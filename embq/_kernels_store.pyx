@@ -21,6 +21,10 @@ import numpy as np
 
 cimport numpy as cnp
 
+from embq._kernels_quant cimport dequant_row_fn, selected_dequant_row
+
+from embq._config import _init_kernels, _portable_only
+
 cnp.import_array()
 
 cdef extern from "Python.h":
@@ -59,9 +63,10 @@ HASH_FUNCTION = "fnv1a64+fmix64"
 PROBING = "linear"
 
 
-def selected_kernels():
-    """Return the code paths this module uses (it has no SIMD variants)."""
-    return {"store_lookup": "scalar"}
+# The store kernel family (key lookups) has one variant (see embq._config); row reads use the
+# dequantize kernel of the quantize family.
+kernel_variants, selected_kernels, _use_kernel = _portable_only("store")
+_init_kernels(kernel_variants(), _use_kernel)
 
 
 cdef inline uint64_t _hash_bytes(const uint8_t* s, Py_ssize_t n) noexcept nogil:
@@ -103,16 +108,6 @@ def hash_key(key):
     else:
         raise TypeError(f"key must be str or bytes, got {type(key).__name__}")
     return _hash_bytes(<const uint8_t*>s, n)
-
-
-cdef inline void _dequantize_row(const uint8_t* c, float s, uint8_t zp, float* o,
-                                 int64_t d) noexcept nogil:
-    # Same arithmetic as embq._quantize.dequantize: (code - zero_point) exactly as an integer,
-    # converted to float32, times the float32 scale (one rounding), so results match bit for bit.
-    cdef int z = zp
-    cdef int64_t j
-    for j in range(d):
-        o[j] = <float>(<int>c[j] - z) * s
 
 
 cdef inline void _prefetch_row(const uint8_t* c, int64_t d) noexcept nogil:
@@ -266,8 +261,10 @@ cdef class StoreIndex:
     cdef object _row(self, int64_t r):
         cdef cnp.npy_intp d = self.dim
         cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &d, cnp.NPY_FLOAT32, 0)
-        _dequantize_row(self.codes + r * self.dim, self.scales[r], self.zps[r],
-                        <float*>cnp.PyArray_DATA(out), self.dim)
+        # The selected dequantize kernel of _quant.h: the arithmetic of embq.dequantize, bit
+        # for bit.
+        selected_dequant_row()(self.codes + r * self.dim, self.dim, self.zps[r], self.scales[r],
+                               <float*>cnp.PyArray_DATA(out))
         return out
 
     def row_vector(self, int64_t r):
@@ -382,13 +379,14 @@ cdef class StoreIndex:
         cdef const uint8_t* codes = self.codes
         cdef const float* scales = self.scales
         cdef const uint8_t* zps = self.zps
+        cdef dequant_row_fn dequant = selected_dequant_row()
         with nogil:
             for i in prange(m, num_threads=n_threads, schedule="static"):
                 if i + _AHEAD < m:
                     _prefetch_row(codes + rows[order[i + _AHEAD]] * d, d)
                 dst = order[i]
                 r = rows[dst]
-                _dequantize_row(codes + r * d, scales[r], zps[r], out + dst * d, d)
+                dequant(codes + r * d, d, zps[r], scales[r], out + dst * d)
 
 
 # Row numbers in the in-memory table are int32 (-1 = empty).

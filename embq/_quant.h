@@ -1,4 +1,5 @@
-/* Per-row symmetric uint8 quantization: row kernels (portable C, AVX2 and NEON).
+/* Per-row symmetric uint8 quantization: row kernels (portable C, AVX2 and NEON), and the one
+ * definition of dequantization.
  *
  * The definition these kernels implement bit for bit (docs/quantization.md, and
  * embq._quantize.quantize_reference in plain numpy), for one float32 row x of length d:
@@ -14,6 +15,10 @@
  *   huge rows (float32(127 * scale) overflows): scale = the next float32 below, then as normal
  *   all-zero rows: scale = 0, q_j = 0
  *   code_j = 128 + clip(q_j, -127, 127)
+ *
+ * and back (embq.dequantize, the store's row reads, the reconstruction error):
+ *
+ *   x_hat_j = float32(float32(code_j - zp) * scale)       (embq_dequant_value below)
  *
  * Every operation is a single IEEE float32 operation, so the result does not depend on the
  * instruction set, provided the compiler neither contracts a multiply and an add into an FMA
@@ -34,14 +39,6 @@
 
 #if EMBQ_HAVE_X86_DISPATCH
 #include <immintrin.h>
-#endif
-
-/* NEON is part of the AArch64 baseline: no target attribute and no run-time check needed. */
-#if EMBQ_ARM64 && defined(__ARM_NEON)
-#define EMBQ_HAVE_NEON 1
-#include <arm_neon.h>
-#else
-#define EMBQ_HAVE_NEON 0
 #endif
 
 typedef ptrdiff_t embq_ssize_t;
@@ -72,6 +69,14 @@ static inline uint8_t embq_quant_code_from_q(float q) {
     if (q > 127.0f) q = 127.0f;
     if (q < -127.0f) q = -127.0f;
     return (uint8_t)(128 + (int)q);
+}
+
+/* The one definition of dequantization: code - zp is exact in int (|.| <= 255) and in float32,
+ * so the only rounding is the float32 product.  Every dequantizing kernel calls this, and the
+ * SIMD row kernels do the same three steps per lane (integer subtract, exact conversion, one
+ * float32 multiply, no FMA), which tests/c/check_kernels.c checks bit for bit. */
+static inline float embq_dequant_value(uint8_t code, int zp, float scale) {
+    return (float)((int)code - zp) * scale;
 }
 
 /* Rows whose scale is subnormal: divide instead of multiplying by a reciprocal. Rare, scalar. */
@@ -143,7 +148,7 @@ static int embq_quant_row_portable(const float *x, embq_ssize_t d, uint8_t *code
 static void embq_dequant_row_portable(const uint8_t *codes, embq_ssize_t d, int zp, float scale,
                                       float *out) {
     for (embq_ssize_t j = 0; j < d; j++) {
-        out[j] = (float)((int)codes[j] - zp) * scale;
+        out[j] = embq_dequant_value(codes[j], zp, scale);
     }
 }
 
@@ -156,22 +161,6 @@ static int64_t embq_sumsq_row_portable(const uint8_t *codes, embq_ssize_t d, int
     }
     return acc;
 }
-
-/* Where a SIMD variant cannot be compiled, its names stand for the portable kernels (never
- * selected: its have_ function returns 0), so the Cython drivers are the same everywhere. */
-#define EMBQ_QUANT_FALLBACK(SUFFIX)                                                              \
-static int embq_quant_row_##SUFFIX(const float *x, embq_ssize_t d, uint8_t *codes,               \
-                                   float *scale_out) {                                           \
-    return embq_quant_row_portable(x, d, codes, scale_out);                                      \
-}                                                                                                \
-static void embq_dequant_row_##SUFFIX(const uint8_t *codes, embq_ssize_t d, int zp, float scale, \
-                                      float *out) {                                              \
-    embq_dequant_row_portable(codes, d, zp, scale, out);                                         \
-}                                                                                                \
-static int64_t embq_sumsq_row_##SUFFIX(const uint8_t *codes, embq_ssize_t d, int zp) {           \
-    return embq_sumsq_row_portable(codes, d, zp);                                                \
-}                                                                                                \
-static inline int embq_quant_have_##SUFFIX(void) { return 0; }
 
 /* ---------------------------------------------------------------------------------------- */
 /* AVX2 row kernels                                                                           */
@@ -249,7 +238,7 @@ static EMBQ_AVX2 void embq_dequant_row_avx2(const uint8_t *codes, embq_ssize_t d
         _mm256_storeu_ps(out + j + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(hi), s));
     }
     for (; j < d; j++) {
-        out[j] = (float)((int)codes[j] - zp) * scale;
+        out[j] = embq_dequant_value(codes[j], zp, scale);
     }
 }
 
@@ -277,12 +266,6 @@ static EMBQ_AVX2 int64_t embq_sumsq_row_avx2(const uint8_t *codes, embq_ssize_t 
     }
     return total;
 }
-
-static inline int embq_quant_have_avx2(void) { return embq_cpu_has_avx2(); }
-
-#else /* no x86 dispatch: the "avx2" names are the portable kernels, never selected */
-
-EMBQ_QUANT_FALLBACK(avx2)
 
 #endif /* EMBQ_HAVE_X86_DISPATCH */
 
@@ -357,7 +340,7 @@ static void embq_dequant_row_neon(const uint8_t *codes, embq_ssize_t d, int zp, 
         vst1q_f32(out + j + 12, vmulq_f32(vcvtq_f32_s32(vmovl_high_s16(hi)), s));
     }
     for (; j < d; j++) {
-        out[j] = (float)((int)codes[j] - zp) * scale;
+        out[j] = embq_dequant_value(codes[j], zp, scale);
     }
 }
 
@@ -387,13 +370,50 @@ static int64_t embq_sumsq_row_neon(const uint8_t *codes, embq_ssize_t d, int zp)
     return total;
 }
 
-static inline int embq_quant_have_neon(void) { return 1; }
-
-#else /* not AArch64: the "neon" names are the portable kernels, never selected */
-
-EMBQ_QUANT_FALLBACK(neon)
-
 #endif /* EMBQ_HAVE_NEON */
+
+/* ---------------------------------------------------------------------------------------- */
+/* The quantize family's dispatch table                                                       */
+
+typedef int (*embq_quant_row_fn)(const float *, embq_ssize_t, uint8_t *, float *);
+typedef void (*embq_dequant_row_fn)(const uint8_t *, embq_ssize_t, int, float, float *);
+typedef int64_t (*embq_sumsq_row_fn)(const uint8_t *, embq_ssize_t, int);
+
+typedef struct {
+    embq_quant_row_fn quant;
+    embq_dequant_row_fn dequant;
+    embq_sumsq_row_fn sumsq;
+} embq_quant_kernels;
+
+/* The row kernels of variant v (EMBQ_V_*, _common.h), or all NULL when this build has no such
+ * variant.  Whether the CPU can run it is embq_variant_runs(v). */
+static inline embq_quant_kernels embq_quant_get(int v) {
+    embq_quant_kernels k = {NULL, NULL, NULL};
+    switch (v) {
+    case EMBQ_V_PORTABLE:
+        k.quant = embq_quant_row_portable;
+        k.dequant = embq_dequant_row_portable;
+        k.sumsq = embq_sumsq_row_portable;
+        break;
+#if EMBQ_HAVE_X86_DISPATCH
+    case EMBQ_V_AVX2:
+        k.quant = embq_quant_row_avx2;
+        k.dequant = embq_dequant_row_avx2;
+        k.sumsq = embq_sumsq_row_avx2;
+        break;
+#endif
+#if EMBQ_HAVE_NEON
+    case EMBQ_V_NEON:
+        k.quant = embq_quant_row_neon;
+        k.dequant = embq_dequant_row_neon;
+        k.sumsq = embq_sumsq_row_neon;
+        break;
+#endif
+    default:
+        break;
+    }
+    return k;
+}
 
 /* ---------------------------------------------------------------------------------------- */
 /* Input staging: any float32/float64 layout -> contiguous float32 rows                       */

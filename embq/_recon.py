@@ -10,7 +10,7 @@ Figures (all over the rows seen by :meth:`ReconstructionStats.update`):
   between ``x`` and ``x_hat``.
 
 ``x_hat = (code - zero_point) * scale`` in float32, exactly what ``embq.dequantize`` returns.
-Sums are kept in float64 (by ``embq._kernels_parse.recon_block``, no temporaries).
+Sums are kept in float64 (by ``embq._kernels_quant.recon_block``, no temporaries).
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ class ReconstructionStats:
         """
         x = np.asarray(x)
         codes = np.asarray(codes)
+        if x.dtype not in (np.float32, np.float64):
+            raise TypeError(f"x must be a float32 or float64 array, got dtype {x.dtype}")
+        if codes.dtype != np.uint8:
+            raise TypeError(f"codes must be a uint8 array, got dtype {codes.dtype}")
         if x.ndim != 2 or codes.shape != x.shape:
             raise ValueError(f"x and codes must be 2-D of the same shape, got {x.shape} and "
                              f"{codes.shape}")
@@ -70,18 +74,19 @@ class ReconstructionStats:
             zp = np.full(b, 128, np.uint8)
         else:
             zp = np.asarray(zero_points).reshape(-1)
+            if zp.dtype != np.uint8:
+                raise TypeError(f"zero_points must be a uint8 array, got dtype {zp.dtype}")
             if zp.shape != (b,):
                 raise ValueError(f"zero_points must have shape ({b},), got {zp.shape}")
         if b == 0:
             return
-        from embq._kernels_parse import recon_block
+        from embq._kernels_quant import recon_block
 
         with np.errstate(over="ignore", invalid="ignore"):
             x32 = np.ascontiguousarray(x, dtype=np.float32)
         elems, sab, mx, rel_rows, srel, cos_rows, scos = recon_block(
-            x32, np.ascontiguousarray(codes, dtype=np.uint8),
-            np.ascontiguousarray(scales, dtype=np.float32),
-            np.ascontiguousarray(zp, dtype=np.uint8))
+            x32, np.ascontiguousarray(codes), np.ascontiguousarray(scales),
+            np.ascontiguousarray(zp))
         self.rows += b
         self._elems += elems
         self._sum_abs += sab

@@ -34,25 +34,6 @@
 #include <immintrin.h>
 #endif
 
-/* NEON is part of the AArch64 baseline; the dot-product instructions (SDOT, Armv8.2) are
- * optional and checked at run time through the kernel's hardware capability bits. */
-#if EMBQ_ARM64 && defined(__ARM_NEON) && defined(__GNUC__)
-#define EMBQ_SEARCH_NEON 1
-#include <arm_neon.h>
-#if defined(__linux__)
-#include <sys/auxv.h>
-#ifndef HWCAP_ASIMDDP
-#define HWCAP_ASIMDDP (1 << 20)
-#endif
-#define EMBQ_SEARCH_NEONDOT 1
-#else
-#define EMBQ_SEARCH_NEONDOT 0
-#endif
-#else
-#define EMBQ_SEARCH_NEON 0
-#define EMBQ_SEARCH_NEONDOT 0
-#endif
-
 #define EMBQ_QPAD(d) ((((d) + 63) / 64) * 64)
 #define EMBQ_QSTRIDE(d) (EMBQ_QPAD(d) + 64)
 
@@ -63,19 +44,8 @@
 #define EMBQ_SCAN1_AHEAD 4
 #endif
 
-/* Dot-product variant ids (also the order of preference, best last). */
-#define EMBQ_DOT_SCALAR 0
-#define EMBQ_DOT_AVX2 1
-#define EMBQ_DOT_AVXVNNI 2
-#define EMBQ_DOT_AVX512VNNI 3
-#define EMBQ_DOT_NEON 4
-#define EMBQ_DOT_NEONDOT 5
-#define EMBQ_DOT_COUNT 6
-
-#define EMBQ_SEL_SCALAR 0
-#define EMBQ_SEL_AVX2 1
-#define EMBQ_SEL_AVX512 2
-#define EMBQ_SEL_COUNT 3
+/* Variants are named by the ids of _common.h (EMBQ_V_*): the dot family implements portable,
+ * avx2, avxvnni, avx512vnni, neon and neondot; the select family portable, avx2 and avx512. */
 
 typedef void (*embq_dot_fn)(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d,
                             const uint8_t *zp, const int8_t *q, int64_t ldq, const int32_t *sumq,
@@ -83,15 +53,6 @@ typedef void (*embq_dot_fn)(const uint8_t *codes, int64_t ldc, int64_t nr, int64
 typedef void (*embq_select_fn)(const int32_t *acc, int64_t nr, const float *scales,
                                const float *norms, float wq, int64_t row0, float *hv, int64_t *hi,
                                int64_t k);
-
-static inline int embq_cpu_has_avxvnni(void) {
-#if EMBQ_HAVE_X86_DISPATCH
-    __builtin_cpu_init();
-    return embq_cpu_has_avx2() && __builtin_cpu_supports("avxvnni");
-#else
-    return 0;
-#endif
-}
 
 /* The 32-byte tail vector: lane t pairs with code byte d-32+t; lanes already covered by the full
  * 32-byte chunks get 0 so the overlapping load counts each byte once. */
@@ -109,7 +70,7 @@ static inline void embq_fill_query_tail(int8_t *qrow, int64_t d) {
 /* ------------------------------------------------------------------------------------------ */
 /* Portable reference kernel. */
 
-static void embq_dot_scalar(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d,
+static void embq_dot_portable(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d,
                             const uint8_t *zp, const int8_t *q, int64_t ldq, const int32_t *sumq,
                             int64_t nq, int32_t *out, int64_t ldo) {
     int64_t r, i, j;
@@ -317,7 +278,7 @@ static void NAME(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d, const
     const int64_t tc = d - 32;                                                                 \
     int64_t r = 0, i, j;                                                                       \
     if (d < 32) {                                                                              \
-        embq_dot_scalar(codes, ldc, nr, d, zp, q, ldq, sumq, nq, out, ldo);                    \
+        embq_dot_portable(codes, ldc, nr, d, zp, q, ldq, sumq, nq, out, ldo);                    \
         return;                                                                                \
     }                                                                                          \
     for (; r + 4 <= nr; r += 4) {                                                              \
@@ -419,15 +380,7 @@ EMBQ_DEFINE_DOT256(embq_dot_avx2, "avx2", EMBQ_PREP_SIGN, EMBQ_MAC_SIGN, embq_fi
 
 /* ------------------------------------------------------------------------------------------ */
 /* NEON (AArch64): rows four at a time, 16 bytes per step; x = code ^ 0x80 = code - 128. */
-#if EMBQ_SEARCH_NEON
-
-static inline int embq_cpu_has_neondot(void) {
-#if EMBQ_SEARCH_NEONDOT
-    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
-#else
-    return 0;
-#endif
-}
+#if EMBQ_HAVE_NEON
 
 static inline int32x4_t embq_mac16_neon(int32x4_t acc, uint8x16_t c, int8x16_t y) {
     int8x16_t x = vreinterpretq_s8_u8(veorq_u8(c, vdupq_n_u8(0x80)));
@@ -501,7 +454,7 @@ ATTR static void NAME(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d, 
 
 EMBQ_DEFINE_DOT_NEON(embq_dot_neon, , embq_mac16_neon)
 
-#if EMBQ_SEARCH_NEONDOT
+#if EMBQ_HAVE_NEONDOT
 #define EMBQ_NEONDOT_ATTR __attribute__((target("arch=armv8.2-a+dotprod")))
 EMBQ_NEONDOT_ATTR
 static inline int32x4_t embq_mac16_neondot(int32x4_t acc, uint8x16_t c, int8x16_t y) {
@@ -510,7 +463,7 @@ static inline int32x4_t embq_mac16_neondot(int32x4_t acc, uint8x16_t c, int8x16_
 EMBQ_DEFINE_DOT_NEON(embq_dot_neondot, EMBQ_NEONDOT_ATTR, embq_mac16_neondot)
 #endif
 
-#endif /* EMBQ_SEARCH_NEON */
+#endif /* EMBQ_HAVE_NEON */
 
 /* ------------------------------------------------------------------------------------------ */
 /* Top-k: a fixed-size heap in two arrays whose root is the WORST kept entry: lower score, or the
@@ -582,7 +535,7 @@ static inline void embq_select_one(float s, int64_t row, float *hv, int64_t *hi,
     }
 }
 
-static void embq_select_scalar(const int32_t *acc, int64_t nr, const float *scales,
+static void embq_select_portable(const int32_t *acc, int64_t nr, const float *scales,
                                const float *norms, float wq, int64_t row0, float *hv, int64_t *hi,
                                int64_t k) {
     float th = hv[0];
@@ -729,59 +682,34 @@ static void embq_scan1_avx512vnni(const uint8_t *codes, int64_t ldc, int64_t nr,
 /* ------------------------------------------------------------------------------------------ */
 /* Dispatch tables. */
 
-static inline int embq_dot_supported(int id) {
-    switch (id) {
-    case EMBQ_DOT_SCALAR: return 1;
+/* The dot variant v (EMBQ_V_*), or NULL when this build has no such variant. */
+static inline embq_dot_fn embq_dot_get(int v) {
+    switch (v) {
+    case EMBQ_V_PORTABLE: return embq_dot_portable;
 #if EMBQ_HAVE_X86_DISPATCH
-    case EMBQ_DOT_AVX2: return embq_cpu_has_avx2();
-    case EMBQ_DOT_AVXVNNI: return embq_cpu_has_avxvnni();
-    case EMBQ_DOT_AVX512VNNI: return embq_cpu_has_avx512vnni();
+    case EMBQ_V_AVX2: return embq_dot_avx2;
+    case EMBQ_V_AVXVNNI: return embq_dot_avxvnni;
+    case EMBQ_V_AVX512VNNI: return embq_dot_avx512vnni;
 #endif
-#if EMBQ_SEARCH_NEON
-    case EMBQ_DOT_NEON: return 1;
-    case EMBQ_DOT_NEONDOT: return embq_cpu_has_neondot();
+#if EMBQ_HAVE_NEON
+    case EMBQ_V_NEON: return embq_dot_neon;
+#if EMBQ_HAVE_NEONDOT
+    case EMBQ_V_NEONDOT: return embq_dot_neondot;
 #endif
-    default: return 0;
+#endif
+    default: return NULL;
     }
 }
 
-static inline embq_dot_fn embq_dot_get(int id) {
-    switch (id) {
-    case EMBQ_DOT_SCALAR: return embq_dot_scalar;
+/* The select variant v (EMBQ_V_*), or NULL when this build has no such variant. */
+static inline embq_select_fn embq_select_get(int v) {
+    switch (v) {
+    case EMBQ_V_PORTABLE: return embq_select_portable;
 #if EMBQ_HAVE_X86_DISPATCH
-    case EMBQ_DOT_AVX2: return embq_dot_avx2;
-    case EMBQ_DOT_AVXVNNI: return embq_dot_avxvnni;
-    case EMBQ_DOT_AVX512VNNI: return embq_dot_avx512vnni;
+    case EMBQ_V_AVX2: return embq_select_avx2;
+    case EMBQ_V_AVX512: return embq_select_avx512;
 #endif
-#if EMBQ_SEARCH_NEON
-    case EMBQ_DOT_NEON: return embq_dot_neon;
-#if EMBQ_SEARCH_NEONDOT
-    case EMBQ_DOT_NEONDOT: return embq_dot_neondot;
-#endif
-#endif
-    default: return embq_dot_scalar;
-    }
-}
-
-static inline int embq_select_supported(int id) {
-    switch (id) {
-    case EMBQ_SEL_SCALAR: return 1;
-#if EMBQ_HAVE_X86_DISPATCH
-    case EMBQ_SEL_AVX2: return embq_cpu_has_avx2();
-    case EMBQ_SEL_AVX512: return embq_cpu_has_avx512bw();
-#endif
-    default: return 0;
-    }
-}
-
-static inline embq_select_fn embq_select_get(int id) {
-    switch (id) {
-    case EMBQ_SEL_SCALAR: return embq_select_scalar;
-#if EMBQ_HAVE_X86_DISPATCH
-    case EMBQ_SEL_AVX2: return embq_select_avx2;
-    case EMBQ_SEL_AVX512: return embq_select_avx512;
-#endif
-    default: return embq_select_scalar;
+    default: return NULL;
     }
 }
 
@@ -819,8 +747,8 @@ static void embq_row_weights(int sel_id, const float *scales, const float *norms
                              float *out) {
     int64_t r;
 #if EMBQ_HAVE_X86_DISPATCH
-    if (sel_id == EMBQ_SEL_AVX512) { embq_row_weights_avx512(scales, norms, nr, out); return; }
-    if (sel_id == EMBQ_SEL_AVX2) { embq_row_weights_avx2(scales, norms, nr, out); return; }
+    if (sel_id == EMBQ_V_AVX512) { embq_row_weights_avx512(scales, norms, nr, out); return; }
+    if (sel_id == EMBQ_V_AVX2) { embq_row_weights_avx2(scales, norms, nr, out); return; }
 #endif
     (void)sel_id;
     for (r = 0; r < nr; r++) out[r] = embq_row_weight(scales, norms, r);
@@ -838,7 +766,7 @@ static void embq_scan1(int dot_id, int sel_id, const uint8_t *codes, int64_t ldc
     int32_t acc[EMBQ_SCAN1_BLOCK];
     int64_t rb;
 #if EMBQ_HAVE_X86_DISPATCH
-    if (dot_id == EMBQ_DOT_AVX512VNNI && sel_id == EMBQ_SEL_AVX512) {
+    if (dot_id == EMBQ_V_AVX512VNNI && sel_id == EMBQ_V_AVX512) {
         embq_scan1_avx512vnni(codes, ldc, nr, d, zp, q, ldq, sumq, scales, norms, wq, row0, hv,
                               hi, k);
         return;

@@ -13,7 +13,6 @@ import errno
 import mmap
 import operator
 import os
-import secrets
 import shutil
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -21,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from embq._version import __version__
 from embq._errors import DuplicateKeyError, StoreError
+from embq._publish import check_destination, publish
+from embq._version import __version__
 
-__all__ = ["save", "open", "Store", "StoreWriter", "FORMAT", "FORMAT_VERSION", "SCHEME"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "SCHEME", "Store", "StoreWriter", "open", "save"]
 
 FORMAT = "embq"
 FORMAT_VERSION = 1
@@ -52,26 +52,6 @@ def _kernels():
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
-
-
-def _check_destination(path: str, overwrite: bool) -> None:
-    directory = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            errno.ENOENT,
-            f"cannot write store {path!r}: directory {directory!r} does not exist",
-            path,
-        )
-    if os.path.isdir(path):
-        raise IsADirectoryError(
-            errno.EISDIR, f"cannot write store {path!r}: it is a directory", path
-        )
-    if not overwrite and os.path.lexists(path):
-        raise FileExistsError(
-            errno.EEXIST,
-            f"{path!r} already exists; pass overwrite=True to replace it",
-            path,
-        )
 
 
 def _as_key_list(keys: Any, n: int) -> list:
@@ -117,10 +97,12 @@ class StoreWriter:
 
     Raises
     ------
-    FileExistsError
-        ``path`` exists and ``overwrite`` is false.
+    embq._errors.OutputExistsError
+        ``path`` exists and ``overwrite`` is false (a ``FileExistsError``).
     FileNotFoundError
         The directory of ``path`` does not exist.
+    IsADirectoryError
+        ``path`` is a directory.
 
     Notes
     -----
@@ -155,7 +137,7 @@ class StoreWriter:
         _check_attr_names(self.attrs)
         self.n_threads = n_threads
         self.n_rows = 0
-        _check_destination(self.path, self.overwrite)
+        check_destination(self.path, self.overwrite)
         self._spool: dict[str, Any] = {}
         try:
             self._make_tmpdir()
@@ -171,6 +153,8 @@ class StoreWriter:
         # Not tempfile.mkdtemp: a Ctrl-C between its mkdir and the assignment of its result
         # would leave a directory nobody knows about.  Here the name is recorded before the
         # directory exists, so _cleanup can always remove it.
+        import secrets  # several ms to import (hmac, random): only writers pay for it
+
         stem = os.path.join(os.path.dirname(self.path),
                             f".{os.path.basename(self.path)}.embq-tmp-")
         for _ in range(100):
@@ -343,7 +327,7 @@ class StoreWriter:
 
         Raises
         ------
-        FileExistsError
+        embq._errors.OutputExistsError
             A file appeared at ``path`` meanwhile and ``overwrite`` is false (the data is
             discarded, the other file is untouched).
         ValueError
@@ -352,7 +336,8 @@ class StoreWriter:
         if self._state == "closed":
             return
         if self._state != "open":
-            raise ValueError(f"cannot close the store writer for {self.path!r}: it was {self._state}")
+            raise ValueError(
+                f"cannot close the store writer for {self.path!r}: it was {self._state}")
         try:
             self._finish()
         except BaseException:
@@ -426,9 +411,7 @@ class StoreWriter:
                     t[start : start + step] = table[start : start + step]
                 t.attrs["hash_function"] = HASH_FUNCTION
                 t.attrs["probing"] = PROBING
-        with builtins.open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        self._move_into_place(tmp)
+        publish(tmp, self.path, overwrite=self.overwrite)
         self._cleanup()
 
     def _copy_spool(self, raw: str, ds, dtype, shape) -> None:
@@ -440,34 +423,11 @@ class StoreWriter:
         with builtins.open(raw, "rb") as fh:
             for start in range(0, n, step):
                 stop = min(n, start + step)
-                block = np.fromfile(fh, dtype=dtype, count=(stop - start) * (row_bytes // np.dtype(dtype).itemsize))
+                count = (stop - start) * (row_bytes // np.dtype(dtype).itemsize)
+                block = np.fromfile(fh, dtype=dtype, count=count)
                 if block.size * np.dtype(dtype).itemsize != (stop - start) * row_bytes:
                     raise OSError(f"spool file {raw!r} is shorter than expected")
                 ds[start:stop] = block.reshape((stop - start,) + tuple(shape[1:]))
-
-    def _move_into_place(self, tmp: str) -> None:
-        if self.overwrite:
-            os.replace(tmp, self.path)
-            return
-        # link() fails if the destination exists, so a file that appeared since __init__ is
-        # never replaced; fall back to a checked rename where hard links are unsupported.
-        try:
-            os.link(tmp, self.path)
-        except FileExistsError:
-            raise FileExistsError(
-                errno.EEXIST,
-                f"{self.path!r} appeared while the store was being written; pass "
-                "overwrite=True to replace it",
-                self.path,
-            ) from None
-        except OSError:
-            if os.path.lexists(self.path):
-                raise FileExistsError(
-                    errno.EEXIST, f"{self.path!r} already exists; pass overwrite=True", self.path
-                ) from None
-            os.rename(tmp, self.path)
-        else:
-            os.unlink(tmp)
 
 
 def _check_attr_names(attrs: Mapping[str, Any]) -> None:
@@ -546,165 +506,371 @@ def _attr_value(v: Any) -> Any:
     return v
 
 
-class _Array:
-    """Where a dataset's bytes are: a file offset to map, or an in-memory copy."""
+# An attribute is metadata: one claiming more than this is refused before it is read, since
+# reading allocates what its dataspace claims.
+_MAX_ATTR_BYTES = 1 << 20
 
-    __slots__ = ("offset", "data")
-
-    def __init__(self, offset: int | None, data: np.ndarray | None) -> None:
-        self.offset = offset
-        self.data = data
+# What a store's datasets may be: (name, dtype, shape or None for "any 1-D").
+_ROW_DATASETS = ("codes", "scales", "zero_points", "norms")
+_KEY_DATASETS = ("keys/utf8", "keys/offsets", "keys/hash")
 
 
-def _locate(ds, path: str, file_size: int, name: str) -> _Array:
+def _one_line(exc: BaseException) -> str:
+    # str() of a KeyError is the repr of its argument: take the message itself.
+    raw = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    text = " ".join(str(raw).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _read_attrs(obj, path: str, where: str) -> dict[str, Any]:
+    """Every attribute of an HDF5 object, each checked for size before it is read."""
     import h5py
 
-    if ds.size == 0:
-        return _Array(None, None)
-    plist = ds.id.get_create_plist()
-    offset = None
-    if plist.get_layout() == h5py.h5d.CONTIGUOUS and plist.get_nfilters() == 0 \
-            and plist.get_external_count() == 0:
-        offset = ds.id.get_offset()
-    if offset is None:
-        # Chunked, compressed or never written: not mappable, so read it (only stores made by
-        # other tools end up here; embq writes contiguous datasets).
-        data = ds[()]
-        data.flags.writeable = False
-        return _Array(None, data)
-    nbytes = ds.size * ds.dtype.itemsize
-    if offset + nbytes > file_size:
+    out: dict[str, Any] = {}
+    for name in obj.attrs:
+        aid = h5py.h5a.open(obj.id, name.encode("utf-8"))
+        shape = aid.shape or ()
+        count = 1
+        for s in shape:
+            count *= int(s)
+        nbytes = count * aid.dtype.itemsize
+        if nbytes > _MAX_ATTR_BYTES:
+            raise StoreError(
+                f"attribute {name!r} of {where} claims {count:,} values ({nbytes:,} bytes); "
+                f"an attribute holds at most {_MAX_ATTR_BYTES:,} bytes in a store",
+                path=path,
+            )
+        out[name] = _attr_value(obj.attrs[name])
+    return out
+
+
+def _hard_object(f, name: str, path: str):
+    """The HDF5 object id at ``name`` (None if absent), reached by a hard link only.
+
+    The link is checked before the object is dereferenced: soft links can loop and external
+    links open other files, and a store holds its objects directly.  (Low-level calls: the
+    high-level ``f.get`` costs several times more, and open() makes eight of these.)
+    """
+    import h5py
+
+    bname = name.encode("utf-8")
+    links = f.id.links
+    if not links.exists(bname):
+        return None
+    if links.get_info(bname).type != h5py.h5l.TYPE_HARD:
+        link = f.get(name, getlink=True)
+        if isinstance(link, h5py.SoftLink):
+            kind = f"a soft link to {link.path!r}"
+        elif isinstance(link, h5py.ExternalLink):
+            kind = f"an external link to {link.path!r} in {link.filename!r}"
+        else:
+            kind = f"a {type(link).__name__}"
         raise StoreError(
-            f"dataset {name!r} ends at byte {offset + nbytes} but the file has only "
-            f"{file_size} bytes (truncated file?)",
+            f"{name!r} is {kind}; a store holds its datasets directly (hard links only)",
             path=path,
         )
-    return _Array(int(offset), None)
+    return h5py.h5o.open(f.id, bname)
+
+
+def _kind(oid) -> str:
+    import h5py
+
+    if isinstance(oid, h5py.h5g.GroupID):
+        return "Group"
+    if isinstance(oid, h5py.h5d.DatasetID):
+        return "Dataset"
+    return "Datatype" if isinstance(oid, h5py.h5t.TypeID) else type(oid).__name__
+
+
+class _Array:
+    """Where a dataset's bytes are in the file (``offset`` None for an empty dataset)."""
+
+    __slots__ = ("nbytes", "offset")
+
+    def __init__(self, offset: int | None, nbytes: int) -> None:
+        self.offset = offset
+        self.nbytes = nbytes
+
+
+def _locate(dsid, path: str, file_size: int, name: str) -> _Array:
+    """Check that dataset ``dsid`` is stored as one run of bytes inside the file; say where.
+
+    Nothing of the dataset is read: a dataset that is chunked, filtered, compact, virtual,
+    stored in external files or never written is refused, as is one that reaches past the end
+    of the file, so no header can make embq allocate or read what the file does not hold.
+    """
+    import h5py
+
+    count = 1
+    for extent in dsid.shape:
+        count *= int(extent)
+    nbytes = count * dsid.dtype.itemsize
+    plist = dsid.get_create_plist()
+    layout = plist.get_layout()
+    if plist.get_external_count() > 0:
+        raise StoreError(
+            f"dataset {name!r} keeps its data in external files; refused, since reading it "
+            "would read other files of this machine (a store holds its data itself)",
+            path=path,
+        )
+    if layout != h5py.h5d.CONTIGUOUS:
+        kinds = {h5py.h5d.CHUNKED: "chunked", h5py.h5d.COMPACT: "compact"}
+        virtual = getattr(h5py.h5d, "VIRTUAL", None)
+        if virtual is not None:
+            kinds[virtual] = "virtual (its data comes from other datasets or files)"
+        kind = kinds.get(layout, f"of HDF5 layout {layout}")
+        raise StoreError(
+            f"dataset {name!r} is {kind}; a store's datasets must be contiguous and "
+            "unfiltered so they can be memory-mapped, as embq writes them (rewrite the file "
+            "with `h5repack -l CONTI` or re-create it with embq)",
+            path=path,
+        )
+    if plist.get_nfilters() != 0:
+        raise StoreError(
+            f"dataset {name!r} has filters (compression or checksums); a store's datasets "
+            "must be unfiltered so they can be memory-mapped",
+            path=path,
+        )
+    if nbytes == 0:
+        return _Array(None, 0)
+    offset = dsid.get_offset()
+    if offset is None or dsid.get_storage_size() != nbytes:
+        raise StoreError(
+            f"dataset {name!r} claims {nbytes:,} bytes but has no storage allocated in the file "
+            "(never written)",
+            path=path,
+        )
+    if offset + nbytes > file_size:
+        raise StoreError(
+            f"dataset {name!r} ends at byte {offset + nbytes:,} but the file has only "
+            f"{file_size:,} bytes (truncated file?)",
+            path=path,
+        )
+    return _Array(int(offset), nbytes)
+
+
+def _check_no_overlap(where: dict[str, tuple[_Array, tuple[int, ...], np.dtype]],
+                      path: str) -> None:
+    runs = sorted((loc.offset, loc.offset + loc.nbytes, name)
+                  for name, (loc, _, _) in where.items() if loc.offset is not None)
+    for (_, end, a), (start, _, b) in zip(runs, runs[1:]):
+        if start < end:
+            raise StoreError(
+                f"datasets {a!r} and {b!r} share bytes of the file (byte {start:,}); each "
+                "dataset of a store has its own run of bytes",
+                path=path,
+            )
+
+
+def _open_regular(path: str) -> int:
+    """A read-only descriptor of ``path``, refusing anything but a regular file at once.
+
+    O_NONBLOCK keeps a FIFO from blocking the open; the type is checked on the descriptor, so
+    the file checked is the file read even if the path is replaced meanwhile.
+    """
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"no such store file: {path!r}", path) from None
+    except IsADirectoryError:
+        raise IsADirectoryError(errno.EISDIR, f"{path!r} is a directory, not a store",
+                                path) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, f"{path!r} is a directory, not a store", path)
+        if not stat.S_ISREG(mode):
+            kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+                    else "a character device" if stat.S_ISCHR(mode)
+                    else "a block device" if stat.S_ISBLK(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+            raise StoreError(f"{kind}, not a store file; a store is a regular HDF5 file",
+                             path=path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _has_hdf5_signature(fh, file_size: int) -> bool:
+    # The superblock sits at byte 0, 512, 1024, 2048, ... (a user block may precede it).
+    pos = 0
+    while pos + 8 <= file_size:
+        fh.seek(pos)
+        if fh.read(8) == _HDF5_SIGNATURE:
+            return True
+        pos = 512 if pos == 0 else pos * 2
+    return False
 
 
 def _read_layout(path: str) -> dict[str, Any]:
-    """Validate the metadata of the store at ``path`` and say where its arrays are."""
+    """Validate the metadata of the store at ``path`` and map the file.
+
+    Returns the attributes, shape, whether there are keys, where each dataset is, and
+    ``mmap``: a read-only map of the whole file (None when every dataset is empty).
+    """
     import h5py
 
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, f"no such store file: {path!r}", path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(errno.EISDIR, f"{path!r} is a directory, not a store", path)
+    fd = _open_regular(path)
     try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
+        file_size = os.fstat(fd).st_size
+        # h5py reads the metadata through this descriptor, not through the path again.
+        with os.fdopen(os.dup(fd), "rb", buffering=0) as fh:
+            try:
+                f = h5py.File(fh, "r")
+            except (OSError, RuntimeError, ValueError, KeyError) as exc:
+                if not _has_hdf5_signature(fh, file_size):
+                    raise StoreError(
+                        "not an HDF5 file (an embq store is an HDF5 file with format='embq')",
+                        path=path,
+                    ) from None
+                raise StoreError(f"cannot open the HDF5 file: {_one_line(exc)}",
+                                 path=path) from None
+            reading = ["the root attributes"]
+            with f:
+                try:
+                    layout = _validate(f, path, file_size, reading)
+                except StoreError:
+                    raise
+                except (OSError, RuntimeError, KeyError, ValueError, TypeError,
+                        AttributeError, IndexError, OverflowError, MemoryError) as exc:
+                    # h5py reports damaged object headers, heaps and B-trees with any of these.
+                    raise StoreError(
+                        f"damaged HDF5 metadata while reading {reading[0]}: {_one_line(exc)}",
+                        path=path,
+                    ) from None
+        mapped = any(loc.offset is not None for loc, _, _ in layout["where"].values())
         try:
-            is_hdf5 = h5py.is_hdf5(path)
-        except OSError:
-            is_hdf5 = False
-        if not is_hdf5:
+            layout["mmap"] = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if mapped else None
+        except OSError as exc:  # address space exhausted (ulimit -v), or no mmap here
+            raise OSError(exc.errno, f"cannot memory-map the store: {exc.strerror}",
+                          path) from None
+    finally:
+        os.close(fd)
+    return layout
+
+
+def _validate(f, path: str, file_size: int, reading: list[str]) -> dict[str, Any]:
+    """The checks of :func:`_read_layout` on the open HDF5 file ``f``.
+
+    ``reading[0]`` is kept up to date with the object being read, for the message when h5py
+    fails on damaged metadata.
+    """
+    import h5py
+
+    attrs = _read_attrs(f, path, "the root group")
+    fmt = attrs.get("format")
+    if fmt != FORMAT:
+        raise StoreError(
+            f"not an embq store: root attribute 'format' is {fmt!r}, expected {FORMAT!r}",
+            path=path,
+        )
+    version = attrs.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
+        raise StoreError(
+            f"unsupported store format_version {version!r}: embq {__version__} reads "
+            f"format_version {FORMAT_VERSION}",
+            path=path,
+        )
+    if attrs.get("scheme") != SCHEME:
+        raise StoreError(
+            f"unsupported quantization scheme {attrs.get('scheme')!r}, expected {SCHEME!r}",
+            path=path,
+        )
+    for name in ("dim", "n_rows"):
+        v = attrs.get(name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise StoreError(
-                "not an HDF5 file (an embq store is an HDF5 file with format='embq')", path=path
-            ) from None
-        raise StoreError(f"cannot open the HDF5 file: {exc}", path=path) from exc
-    file_size = os.path.getsize(path)
-    with f:
-        attrs = {k: _attr_value(v) for k, v in f.attrs.items()}
-        fmt = attrs.get("format")
-        if fmt != FORMAT:
-            raise StoreError(
-                f"not an embq store: root attribute 'format' is {fmt!r}, expected {FORMAT!r}",
+                f"root attribute {name!r} is {v!r}, expected a non-negative integer",
                 path=path,
             )
-        version = attrs.get("format_version")
-        if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
-            raise StoreError(
-                f"unsupported store format_version {version!r}: embq {__version__} reads "
-                f"format_version {FORMAT_VERSION}",
-                path=path,
-            )
-        if attrs.get("scheme") != SCHEME:
-            raise StoreError(
-                f"unsupported quantization scheme {attrs.get('scheme')!r}, expected {SCHEME!r}",
-                path=path,
-            )
-        for name in ("dim", "n_rows"):
-            v = attrs.get(name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise StoreError(
-                    f"root attribute {name!r} is {v!r}, expected a non-negative integer",
-                    path=path,
-                )
-        n, d = attrs["n_rows"], attrs["dim"]
-        has_keys = attrs.get("has_keys")
-        if not isinstance(has_keys, bool):
-            raise StoreError(f"root attribute 'has_keys' is {has_keys!r}, expected a boolean",
-                             path=path)
-        expected = [
-            ("codes", np.uint8, (n, d)),
-            ("scales", np.float32, (n,)),
-            ("zero_points", np.uint8, (n,)),
-            ("norms", np.float32, (n,)),
+    n, d = attrs["n_rows"], attrs["dim"]
+    has_keys = attrs.get("has_keys")
+    if not isinstance(has_keys, bool):
+        raise StoreError(f"root attribute 'has_keys' is {has_keys!r}, expected a boolean",
+                         path=path)
+    expected = [
+        ("codes", np.uint8, (n, d)),
+        ("scales", np.float32, (n,)),
+        ("zero_points", np.uint8, (n,)),
+        ("norms", np.float32, (n,)),
+    ]
+    if has_keys:
+        reading[0] = "the group 'keys'"
+        group = _hard_object(f, "keys", path)
+        if group is None:
+            raise StoreError("has_keys is true but the group 'keys' is missing", path=path)
+        if not isinstance(group, h5py.h5g.GroupID):
+            raise StoreError(f"'keys' is a {_kind(group)}, expected a group", path=path)
+        expected += [
+            ("keys/utf8", np.uint8, None),
+            ("keys/offsets", np.int64, (n + 1,)),
+            ("keys/hash", np.int64, None),
         ]
-        if has_keys:
-            if not isinstance(f.get("keys"), h5py.Group):
-                raise StoreError("has_keys is true but the group 'keys' is missing", path=path)
-            expected += [
-                ("keys/utf8", np.uint8, None),
-                ("keys/offsets", np.int64, (n + 1,)),
-                ("keys/hash", np.int64, None),
-            ]
-        where: dict[str, tuple[_Array, tuple[int, ...], np.dtype]] = {}
-        for name, dtype, shape in expected:
-            obj = f.get(name)
-            if obj is None:
-                raise StoreError(f"missing dataset {name!r}", path=path)
-            if not isinstance(obj, h5py.Dataset):
-                raise StoreError(f"{name!r} is a {type(obj).__name__}, expected a dataset",
+    where: dict[str, tuple[_Array, tuple[int, ...], np.dtype]] = {}
+    for name, dtype, shape in expected:
+        reading[0] = f"dataset {name!r}"
+        obj = _hard_object(f, name, path)
+        if obj is None:
+            raise StoreError(f"missing dataset {name!r}", path=path)
+        if not isinstance(obj, h5py.h5d.DatasetID):
+            raise StoreError(f"{name!r} is a {_kind(obj)}, expected a dataset", path=path)
+        if obj.dtype != np.dtype(dtype) or obj.dtype.str != np.dtype(dtype).str:
+            raise StoreError(
+                f"dataset {name!r} has dtype {obj.dtype.str} ({obj.dtype}), expected "
+                f"{np.dtype(dtype).str} ({np.dtype(dtype)})",
+                path=path,
+            )
+        if shape is None:
+            if len(obj.shape) != 1:
+                raise StoreError(f"dataset {name!r} has shape {obj.shape}, expected 1-D",
                                  path=path)
-            if obj.dtype != np.dtype(dtype):
+        elif obj.shape != shape:
+            raise StoreError(
+                f"dataset {name!r} has shape {obj.shape}, expected {shape} "
+                f"(n_rows={n}, dim={d})",
+                path=path,
+            )
+        if name == "keys/hash":
+            size = obj.shape[0]
+            if size <= n or size & (size - 1):
                 raise StoreError(
-                    f"dataset {name!r} has dtype {obj.dtype.str} ({obj.dtype}), expected "
-                    f"{np.dtype(dtype).str} ({np.dtype(dtype)})",
+                    f"dataset 'keys/hash' has {size} slots, expected a power of two "
+                    f"larger than n_rows={n}",
                     path=path,
                 )
-            if shape is None:
-                if obj.ndim != 1:
-                    raise StoreError(f"dataset {name!r} has shape {obj.shape}, expected 1-D",
-                                     path=path)
-            elif obj.shape != shape:
+            table_attrs = _read_attrs(h5py.Dataset(obj), path, "dataset 'keys/hash'")
+            hf, pr = table_attrs.get("hash_function"), table_attrs.get("probing")
+            if hf != HASH_FUNCTION or pr != PROBING:
                 raise StoreError(
-                    f"dataset {name!r} has shape {obj.shape}, expected {shape} "
-                    f"(n_rows={n}, dim={d})",
+                    f"key hash table uses hash_function={hf!r}, probing={pr!r}; this embq "
+                    f"reads hash_function={HASH_FUNCTION!r}, probing={PROBING!r}",
                     path=path,
                 )
-            if name == "keys/hash":
-                size = obj.shape[0]
-                if size <= n or size & (size - 1):
-                    raise StoreError(
-                        f"dataset 'keys/hash' has {size} slots, expected a power of two "
-                        f"larger than n_rows={n}",
-                        path=path,
-                    )
-                hf = _attr_value(obj.attrs.get("hash_function"))
-                pr = _attr_value(obj.attrs.get("probing"))
-                if hf != HASH_FUNCTION or pr != PROBING:
-                    raise StoreError(
-                        f"key hash table uses hash_function={hf!r}, probing={pr!r}; this embq "
-                        f"reads hash_function={HASH_FUNCTION!r}, probing={PROBING!r}",
-                        path=path,
-                    )
-            where[name] = (_locate(obj, path, file_size, name), obj.shape, np.dtype(dtype))
+        where[name] = (_locate(obj, path, file_size, name), obj.shape, np.dtype(dtype))
+    _check_no_overlap(where, path)
     return {"attrs": attrs, "n": n, "dim": d, "has_keys": has_keys, "where": where}
 
 
-def _map(path: str, spec: tuple[_Array, tuple[int, ...], np.dtype]) -> np.ndarray:
+def _map(mm: mmap.mmap | None,
+         spec: tuple[_Array, tuple[int, ...], np.dtype]) -> np.ndarray:
     loc, shape, dtype = spec
-    if loc.data is not None:
-        return loc.data
     if loc.offset is None:
-        arr = np.zeros(shape, dtype)
-        arr.flags.writeable = False
-        return arr
-    return np.memmap(path, dtype=dtype, mode="r", offset=loc.offset, shape=shape)
+        arr = np.zeros(shape, dtype)  # an empty dataset (a dimension is 0): nothing to map
+    else:
+        arr = np.ndarray(shape, dtype, buffer=mm, offset=loc.offset)
+    arr.flags.writeable = False
+    return arr
 
 
-def open(path: str | os.PathLike) -> Store:  # noqa: A001 - mirrors h5py.File / io.open
+def open(path: str | os.PathLike) -> Store:
     """Open a store read-only.  Reads only metadata; rows and keys are memory-mapped.
 
     Parameters
@@ -719,9 +885,21 @@ def open(path: str | os.PathLike) -> Store:  # noqa: A001 - mirrors h5py.File / 
     ------
     FileNotFoundError
         No such file.
+    IsADirectoryError
+        ``path`` is a directory.
     StoreError
         The file is not HDF5, not an embq store, of an unsupported version, or its datasets
-        are missing or disagree in shape or dtype.
+        are missing or disagree in shape or dtype; or it cannot be trusted as a store: not a
+        regular file (a FIFO or a device), damaged HDF5 metadata, an object reached by a soft,
+        external or user-defined link, a dataset that is not contiguous and unfiltered (chunked,
+        compressed, compact, virtual, external raw storage, never written), reaches past the
+        end of the file or shares bytes with another, an attribute of more than 1 MB, key
+        offsets that do not span the key bytes, or a key hash table that does not find the
+        first keys.  The message names the file and the dataset, attribute or row; see "What
+        embq trusts and what it verifies" in docs/format.md, which also lists what is checked
+        later, on use (each key's offsets and bytes, each hash-table slot followed).
+    OSError
+        The file cannot be read or memory-mapped.
     """
     return Store(path)
 
@@ -747,7 +925,13 @@ class _IndexToKey(Sequence):
         utf8, offsets = self._arrays()
         n = len(self)
         if isinstance(i, slice):
-            return [self._decode(utf8, offsets, j) for j in range(*i.indices(n))]
+            start, stop, step = i.indices(n)
+            if step == 1:
+                out: list[str] = []
+                for a in range(start, stop, self._ITER_BLOCK):
+                    out += self._decode_block(utf8, offsets, a, min(stop, a + self._ITER_BLOCK))
+                return out
+            return [self._decode(utf8, offsets, j) for j in range(start, stop, step)]
         try:
             j = operator.index(i)
         except TypeError:
@@ -757,7 +941,7 @@ class _IndexToKey(Sequence):
         if j < 0:
             j += n
         if not 0 <= j < n:
-            raise IndexError(f"index {i} out of range for {n} keys")
+            raise IndexError(f"index {i} out of range for {n} keys (valid: {-n} to {n - 1})")
         return self._decode(utf8, offsets, j)
 
     def _decode(self, utf8, offsets, j: int) -> str:
@@ -769,6 +953,38 @@ class _IndexToKey(Sequence):
         except UnicodeDecodeError as exc:
             raise self._damaged(j, f"its bytes are not UTF-8 ({exc.reason})") from None
 
+    def _decode_block(self, utf8, offsets, start: int, stop: int) -> list[str]:
+        """Keys ``start:stop`` decoded straight from the memory maps, offsets checked once.
+
+        The key bytes are copied once with a newline after each key, then decoded and split
+        by two C-level calls, several times faster than decoding key by key.  A newline inside
+        a key (legal, if odd) makes that split ambiguous: such a block is decoded key by key.
+        A key that is not UTF-8 fails the whole decode, since the newlines end any multi-byte
+        sequence a key leaves open; the key-by-key decode then names its row.
+        """
+        if stop <= start:
+            return []
+        raw = offsets[start : stop + 1]
+        bad = (raw[:-1] < 0) | (raw[1:] < raw[:-1]) | (raw[1:] > utf8.shape[0])
+        if bad.any():
+            j = start + int(np.argmax(bad))
+            raise self._damaged(j, f"its offsets run from {offsets[j]} to {offsets[j + 1]}")
+        first = int(raw[0])
+        blob = utf8[first : int(raw[-1])]
+        if np.count_nonzero(blob == 10) == 0:
+            spread = np.empty(blob.shape[0] + (stop - start), np.uint8)
+            # Key j ends at raw[j + 1] - first, and j newlines precede it in the spread copy.
+            ends = raw[1:] - first + np.arange(stop - start)
+            keep = np.ones(spread.shape[0], np.bool_)
+            keep[ends] = False
+            spread[keep] = blob
+            spread[ends] = 10
+            try:
+                return spread[:-1].tobytes().decode("utf-8").split("\n")
+            except UnicodeDecodeError:
+                pass  # found below, row by row
+        return [self._decode(utf8, offsets, j) for j in range(start, stop)]
+
     def _damaged(self, j: int, what: str) -> StoreError:
         return StoreError(
             f"key of row {j} is damaged: {what}; expected non-decreasing offsets within the "
@@ -779,24 +995,12 @@ class _IndexToKey(Sequence):
     def __iter__(self) -> Iterator[str]:
         utf8, offsets = self._arrays()
         n = len(self)
-        step = self._ITER_BLOCK
-        for start in range(0, n, step):
-            stop = min(n, start + step)
-            raw = np.asarray(offsets[start : stop + 1])
-            bad = (raw[:-1] < 0) | (raw[1:] < raw[:-1]) | (raw[1:] > utf8.shape[0])
-            if bad.any():
-                j = start + int(np.argmax(bad))
-                raise self._damaged(j, f"its offsets run from {offsets[j]} to {offsets[j + 1]}")
-            blob = bytes(utf8[int(raw[0]) : int(raw[-1])])
-            ol = (raw - raw[0]).tolist()
-            for j in range(stop - start):
-                try:
-                    yield blob[ol[j] : ol[j + 1]].decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise self._damaged(start + j, f"its bytes are not UTF-8 ({exc.reason})") from None
+        for start in range(0, n, self._ITER_BLOCK):
+            yield from self._decode_block(utf8, offsets, start,
+                                          min(n, start + self._ITER_BLOCK))
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self._store._index.find(key) >= 0
+        return isinstance(key, str) and self._store._find(key) >= 0
 
     def index(self, key, start: int = 0, stop: int | None = None) -> int:
         i = self._store.get_index(key, -1) if isinstance(key, str) else -1
@@ -836,11 +1040,11 @@ class _KeyToIndex(Mapping):
     def get(self, key, default=None):
         if not isinstance(key, str):
             return default
-        i = self._store._checked_index().find(key)
+        i = self._store._find(key)
         return default if i < 0 else int(i)
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self._store._checked_index().find(key) >= 0
+        return isinstance(key, str) and self._store._find(key) >= 0
 
     def __len__(self) -> int:
         return self._store._n
@@ -875,17 +1079,21 @@ class Store:
         self.attrs: dict[str, Any] = layout["attrs"]
         self.has_keys: bool = layout["has_keys"]
         w = layout["where"]
-        self._codes = _map(self.path, w["codes"])
-        self._scales = _map(self.path, w["scales"])
-        self._zero_points = _map(self.path, w["zero_points"])
-        self._norms = _map(self.path, w["norms"])
+        mm = layout["mmap"]
+        self._mm = mm
+        self._codes = _map(mm, w["codes"])
+        self._scales = _map(mm, w["scales"])
+        self._zero_points = _map(mm, w["zero_points"])
+        self._norms = _map(mm, w["norms"])
         if self.has_keys:
-            self._utf8 = _map(self.path, w["keys/utf8"])
-            self._offsets = _map(self.path, w["keys/offsets"])
-            self._table = _map(self.path, w["keys/hash"])
+            self._utf8 = _map(mm, w["keys/utf8"])
+            self._utf8_offset = w["keys/utf8"][0].offset  # None when there are no key bytes
+            self._offsets = _map(mm, w["keys/offsets"])
+            self._table = _map(mm, w["keys/hash"])
             self._check_offsets()
         else:
             self._utf8 = self._offsets = self._table = None
+        self._probe = None  # memoryviews for the Python-level table check, made on first use
         # Gathers run on one thread: a lookup batch is a few MB, and waking OpenMP workers on a
         # busy machine costs more than it saves.
         self._threads = 1
@@ -899,6 +1107,12 @@ class Store:
             self.path,
         )
         self._closed = False
+        if self.has_keys:
+            try:
+                self._check_table_sample()
+            except BaseException:
+                self.close()
+                raise
 
     def _check_offsets(self) -> None:
         # O(1) checks only (first and last); the kernel checks each offset pair it uses.
@@ -909,6 +1123,103 @@ class Store:
                 f"{self._utf8.shape[0]} (the length of 'keys/utf8')",
                 path=self.path,
             )
+
+    # Rows whose keys are looked up at open: their offsets and bytes share a page or two, and
+    # a table that does not match the keys (rotated, shuffled, from another store) fails this
+    # with near certainty, at the cost of a few table reads.
+    _SAMPLE_ROWS = 8
+
+    # Keys longer than this are left out of checks that would copy them: a sparse file can
+    # hold a "key" of gigabytes without storing it, and opening must not allocate that.
+    _CHECK_MAX_KEY_BYTES = 1 << 16
+
+    def _check_table_sample(self) -> None:
+        m = min(self._n, self._SAMPLE_ROWS)
+        if m == 0:
+            return
+        # The leading rows with keys of sensible length (damaged offsets fail in the decode).
+        too_long = np.diff(self._offsets[: m + 1]) > self._CHECK_MAX_KEY_BYTES
+        if too_long.any():
+            m = int(np.argmax(too_long))
+            if m == 0:
+                return
+        keys = self.index_to_key[:m]
+        rows = self._index.find_many(keys)
+        bad = rows != np.arange(m)
+        if bad.any():
+            j = int(np.argmax(bad))
+            got = "finds no row" if rows[j] < 0 else f"finds row {int(rows[j])}"
+            raise StoreError(
+                f"the key hash table 'keys/hash' does not match the keys: a lookup of the key "
+                f"of row {j} ({keys[j]!r}) {got}",
+                path=self.path,
+            )
+
+    def _find(self, key: Any) -> int:
+        """Row of a str key or -1, with a miss checked against the table (see _verify_miss)."""
+        i = self._checked_index().find(key)
+        if i < 0 and self.has_keys:
+            self._verify_miss(key)
+        return i
+
+    def _verify_miss(self, key: str) -> None:
+        """Check the probe sequence that just reported ``key`` absent.
+
+        In a linear-probing table built as docs/format.md says, every row sits in an occupied
+        run of slots starting at its home slot (its hash).  A row seen on the probe whose home
+        slot cannot reach its slot without crossing an empty one means the table does not
+        match the keys: then "absent" may be wrong, and a StoreError says so instead.  Only
+        misses pay for this; hits are proven by the key bytes themselves.
+        """
+        probe = self._probe
+        if probe is None:
+            # Plain memoryviews: indexing one is several times cheaper than indexing numpy.
+            table, offsets = (memoryview(a).cast("B").cast("q")
+                              for a in (self._table, self._offsets))
+            # Key bytes are sliced from the file's map itself: a slice of an mmap is a bytes
+            # object at once, several times cheaper than slicing a memoryview and copying it.
+            base = self._utf8_offset
+            blob = self._mm if base is not None else b""
+            # One bit per slot, set once the slot is found consistent: that is a property of
+            # the (read-only) table, not of the key looked up, so repeated misses over the same
+            # slots only read bits.  T / 8 bytes, made on the first miss that needs it.
+            verified = bytearray((len(table) + 7) // 8)
+            probe = self._probe = (table, offsets, blob, base or 0, len(table) - 1,
+                                   _kernels().hash_key, verified)
+        table, offsets, blob, base, mask, hash_key, verified = probe
+        try:
+            start = s = hash_key(key) & mask
+        except UnicodeEncodeError:
+            return  # a str without UTF-8 form (lone surrogates): no store holds it
+        r = table[s]
+        while r != -1:
+            if verified[s >> 3] >> (s & 7) & 1:
+                s = (s + 1) & mask
+                if s == start:
+                    return
+                r = table[s]
+                continue
+            a, b = offsets[r], offsets[r + 1]
+            if b - a > self._CHECK_MAX_KEY_BYTES:
+                return  # not copied to be hashed; see _CHECK_MAX_KEY_BYTES
+            home = hash_key(blob[base + a:base + b]) & mask
+            if ((s - home) & mask) > ((s - start) & mask):
+                # The row's home is before this probe's start: the slots between must be full.
+                t = home
+                while t != start:
+                    if table[t] == -1:
+                        raise StoreError(
+                            f"the key hash table 'keys/hash' does not match the keys: slot {s} "
+                            f"holds row {r}, whose key hashes to slot {home}, but slot {t} "
+                            f"between them is empty; a lookup of {key!r} cannot be answered",
+                            path=self.path,
+                        )
+                    t = (t + 1) & mask
+            verified[s >> 3] |= 1 << (s & 7)
+            s = (s + 1) & mask
+            if s == start:
+                return  # a full cycle: the kernel has already reported this table as damaged
+            r = table[s]
 
     # -- basics -------------------------------------------------------------------------------
     @property
@@ -936,8 +1247,10 @@ class Store:
         """
         self._closed = True
         self._index = None
+        self._probe = None
         self._codes = self._scales = self._zero_points = self._norms = None
         self._utf8 = self._offsets = self._table = None
+        self._mm = None  # unmapped once no array obtained from the store refers to it
 
     def _drop_resident_pages(self) -> None:
         """Drop this process's resident pages of the row arrays (they stay in the page cache).
@@ -946,13 +1259,12 @@ class Store:
         array counted in the process's resident memory.  Data stays valid: a later read maps
         the pages back in.  Advice only, so failures are ignored.
         """
-        for arr in (self._codes, self._scales, self._zero_points, self._norms):
-            m = getattr(arr, "_mmap", None)
-            if m is not None and hasattr(m, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-                try:
-                    m.madvise(mmap.MADV_DONTNEED)
-                except (OSError, ValueError):
-                    pass
+        m = self._mm
+        if m is not None and hasattr(mmap, "MADV_DONTNEED"):
+            try:
+                m.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):
+                pass
 
     def __enter__(self) -> Store:
         return self
@@ -1015,9 +1327,16 @@ class Store:
         return _KeyToIndex(self) if self.has_keys else None
 
     def __contains__(self, key: object) -> bool:
-        index = self._checked_index()
         if isinstance(key, str):
-            return index.find(key) >= 0
+            index = self._index
+            if index is None:
+                self._check_open()
+            if index.find(key) >= 0:
+                return True
+            if self.has_keys:
+                self._verify_miss(key)
+            return False
+        self._check_open()
         # gensim's rule: an integer in range counts as present.
         if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
             return 0 <= key < self._n
@@ -1031,16 +1350,19 @@ class Store:
         """Row of ``key`` (an int in range is returned as is, as in gensim).
 
         Returns ``default`` when the key is absent and a default is given, otherwise raises
-        ``KeyError("Key '...' not present")``.
+        ``KeyError("Key '...' not present")``.  Every lookup by key (this one, ``store[key]``,
+        ``key in store``, ``key_to_index``...) raises :class:`~embq._errors.StoreError`
+        instead when the hash table is found not to match the keys on the way, rather than
+        answer "absent" wrongly (docs/format.md, "What embq trusts and what it verifies").
         """
-        index = self._checked_index()
+        self._check_open()
         if isinstance(key, str):
-            i = index.find(key)
+            i = self._find(key)
             if i >= 0:
                 return int(i)
-        elif isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
-            if 0 <= key < self._n:
-                return int(key)
+        elif (isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_))
+              and 0 <= key < self._n):
+            return int(key)
         if default is not None:
             return default
         if isinstance(key, str) and not self.has_keys:
@@ -1072,13 +1394,19 @@ class Store:
         if type(key) is str:
             index = self._index
             if index is not None:
-                return index.key_vector(key)
+                try:
+                    return index.key_vector(key)
+                except KeyError:
+                    if self.has_keys:
+                        self._verify_miss(key)
+                    raise
         return self._getitem(key)
 
     def _getitem(self, key: Any) -> np.ndarray:
         index = self._checked_index()
         if isinstance(key, str):
-            return index.key_vector(key)
+            i = self.get_index(key)
+            return index.row_vector(i)
         if isinstance(key, (bool, np.bool_)):
             raise TypeError("store indices must be int, slice, str or a sequence of them, not bool")
         if isinstance(key, (int, np.integer)):
@@ -1094,15 +1422,24 @@ class Store:
             f"array; got {type(key).__name__}"
         )
 
+    def _range_text(self) -> str:
+        n = self._n
+        return (f"this store has {n} rows (valid rows: {-n} to {n - 1})" if n
+                else "this store has no rows")
+
     def _check_row(self, i: int) -> int:
         if i < 0:
             i += self._n
         if not 0 <= i < self._n:
-            raise IndexError(f"row {i if i >= 0 else i - self._n} out of range for a store of "
-                             f"{self._n} rows")
+            raise IndexError(f"row {i if i >= 0 else i - self._n} out of range: "
+                             f"{self._range_text()}")
         return i
 
     def _rows_from_ints(self, rows: np.ndarray) -> np.ndarray:
+        if rows.dtype.kind == "u" and rows.size and int(rows.max()) >= self._n:
+            # Checked before the cast to int64, which would wrap values of 2**63 and more.
+            j = int(np.argmax(rows >= self._n))
+            raise IndexError(f"row {int(rows[j])} (item {j}) out of range: {self._range_text()}")
         rows = rows.astype(np.int64, copy=True)
         neg = rows < 0
         if neg.any():
@@ -1111,9 +1448,7 @@ class Store:
         if bad.any():
             j = int(np.argmax(bad))
             orig = rows[j] - self._n if neg[j] else rows[j]
-            raise IndexError(
-                f"row {int(orig)} (item {j}) out of range for a store of {self._n} rows"
-            )
+            raise IndexError(f"row {int(orig)} (item {j}) out of range: {self._range_text()}")
         return rows
 
     def _getitem_array(self, arr: np.ndarray) -> np.ndarray:
@@ -1150,6 +1485,8 @@ class Store:
             missing = rows < 0
             if missing.any():
                 key = items[int(np.argmax(missing))]
+                if self.has_keys:
+                    self._verify_miss(key)
                 raise _missing_key_error(self, key)
             return index.gather(self._threads, rows)
         try:
@@ -1157,6 +1494,9 @@ class Store:
         except TypeError:
             rows = np.array([self._resolve(v, j) for j, v in enumerate(items)], np.int64)
             return index.gather(self._threads, rows)
+        except OverflowError:
+            # An integer beyond int64 is out of range of any store: name it like any other.
+            rows = np.array([self._resolve(v, j) for j, v in enumerate(items)], np.int64)
         if any(isinstance(v, (bool, np.bool_)) for v in items):
             raise TypeError("store indices must be int or str, not bool")
         return index.gather(self._threads, self._rows_from_ints(rows))
@@ -1165,7 +1505,11 @@ class Store:
         if isinstance(v, str):
             return self.get_index(v)
         if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
-            return self._check_row(int(v))
+            try:
+                return self._check_row(int(v))
+            except IndexError:
+                raise IndexError(f"row {int(v)} (item {j}) out of range: "
+                                 f"{self._range_text()}") from None
         raise TypeError(
             f"store indices must be int or str; item {j} is {type(v).__name__} {v!r}"
         )
@@ -1233,7 +1577,8 @@ class Store:
 
     def evaluate_word_analogies(self, analogies, restrict_vocab: int = 300000,
                                 case_insensitive: bool = True, dummy4unknown: bool = False):
-        """gensim's ``evaluate_word_analogies``; see :func:`embq._evaluate.evaluate_word_analogies`."""
+        """gensim's ``evaluate_word_analogies``; see
+        :func:`embq._evaluate.evaluate_word_analogies`."""
         from embq._evaluate import evaluate_word_analogies
 
         return evaluate_word_analogies(

@@ -23,6 +23,8 @@ _COMMAND_MODULES = (
     "embq._cmd_info",
     "embq._cmd_query",
     "embq._cmd_evaluate",
+    "embq._cmd_shard",
+    "embq._cmd_merge",
 )
 
 EXIT_BAD_INPUT = 2
@@ -98,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``embq`` command line; return the exit code."""
-    from embq._errors import FormatError
+    from embq._errors import FormatError, OutputExistsError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -120,7 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
     except (CommandError, FormatError, KeyError, ValueError, OSError, IndexError, ImportError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        if isinstance(exc, OutputExistsError):
+            # The library says overwrite=True; here the same advice is a flag.
+            msg = f"{exc.path}: {exc.reason}; pass --overwrite to replace it"
+        elif isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
             msg = f"{exc.filename}: {exc.strerror}"
         print(f"embq {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT

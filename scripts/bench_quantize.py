@@ -7,6 +7,7 @@ and together with computing those scales (``amax`` per row), which is the same j
 
     python scripts/bench_quantize.py                    # full size
     python scripts/bench_quantize.py --rows 200000      # smaller, quicker
+    python scripts/bench_quantize.py --kernels portable # the portable C variant
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from embq import _kernels_common, _kernels_quant  # noqa: E402
-from embq._quantize import dequantize, quantize, quantize_reference  # noqa: E402
+from embq import _config, _kernels_common
+from embq._quantize import dequantize, quantize, quantize_reference
 
 
 def timeit(fn: Callable[[], object], repeats: int) -> float:
@@ -39,18 +40,24 @@ def timeit(fn: Callable[[], object], repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--ref-rows", type=int, default=200_000,
                     help="rows given to the slow numpy reference (its throughput is per byte)")
     ap.add_argument("--no-torch", action="store_true", help="skip torch even when installed")
+    ap.add_argument("--kernels", default=None,
+                    help="kernel variants to force, as EMBQ_KERNELS (e.g. portable)")
     args = ap.parse_args(argv)
+    if args.kernels is not None:
+        _config.set_kernels(args.kernels)
 
     all_threads = _kernels_common.max_threads()
     print(f"embq quantize benchmark: {args.rows:,} x {args.dim} float32, median of {args.repeats}, "
-          f"{all_threads} threads available, kernels {_kernels_quant.selected_kernels()}")
+          f"{all_threads} threads available, "
+          f"quantize kernels: {_config.selected_kernels()['quantize']}")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.rows, args.dim), dtype=np.float32)
     gb = x.nbytes / 1e9
@@ -64,14 +71,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # numpy reference on a slice (it is ~30x slower); throughput scales with bytes.
     xr = x[: min(args.ref_rows, args.rows)]
-    ref_rate = record(f"numpy reference ({len(xr):,} rows)", timeit(lambda: quantize_reference(xr), max(1, args.repeats // 2)), xr.nbytes)
+    ref_rate = record(f"numpy reference ({len(xr):,} rows)",
+                      timeit(lambda: quantize_reference(xr), max(1, args.repeats // 2)), xr.nbytes)
     # Sanity: the kernel is bit-identical to the reference on that slice.
     a, b = quantize(xr), quantize_reference(xr)
     assert np.array_equal(a.codes, b.codes) and np.array_equal(a.scales, b.scales)
 
     thread_counts = sorted({1, all_threads})
     for nt in thread_counts:
-        record(f"embq quantize, {nt} thread(s)", timeit(lambda: quantize(x, n_threads=nt), args.repeats), x.nbytes)
+        record(f"embq quantize, {nt} thread(s)",
+               timeit(lambda nt=nt: quantize(x, n_threads=nt), args.repeats), x.nbytes)
     xf = np.asfortranarray(x[: max(1, args.rows // 4)])
     record(f"embq quantize, Fortran order, {all_threads} thread(s)",
            timeit(lambda: quantize(xf, n_threads=all_threads), args.repeats), xf.nbytes)
@@ -100,10 +109,12 @@ def main(argv: list[str] | None = None) -> int:
             s = torch_scales()
             torch_rates["alone"] = record(
                 f"torch {torch.__version__} quantize_per_channel (scales given)",
-                timeit(lambda: torch.quantize_per_channel(xt, s, zp, 0, torch.quint8), args.repeats), x.nbytes)
+                timeit(lambda: torch.quantize_per_channel(xt, s, zp, 0, torch.quint8),
+                       args.repeats), x.nbytes)
             torch_rates["with scales"] = record(
                 "torch amax + quantize_per_channel",
-                timeit(lambda: torch.quantize_per_channel(xt, torch_scales(), zp, 0, torch.quint8), args.repeats),
+                timeit(lambda: torch.quantize_per_channel(xt, torch_scales(), zp, 0, torch.quint8),
+                       args.repeats),
                 x.nbytes)
             del xt
 
@@ -111,18 +122,24 @@ def main(argv: list[str] | None = None) -> int:
     out = np.empty_like(x)
     for nt in thread_counts:
         record(f"embq dequantize, {nt} thread(s) (GB/s of float32 out)",
-               timeit(lambda: dequantize(*q, out=out, n_threads=nt), args.repeats), x.nbytes)
-    numpy_deq = lambda: np.multiply((q.codes.astype(np.float32) - np.float32(128)), q.scales[:, None], out=out)  # noqa: E731
+               timeit(lambda nt=nt: dequantize(*q, out=out, n_threads=nt), args.repeats), x.nbytes)
+
+    def numpy_deq():
+        return np.multiply(q.codes.astype(np.float32) - np.float32(128), q.scales[:, None],
+                           out=out)
+
     numpy_deq_rate = record("numpy dequantize", timeit(numpy_deq, args.repeats), x.nbytes)
     rows = rng.integers(0, args.rows, 100_000)
     gather_out = np.empty((len(rows), args.dim), np.float32)
     record(f"embq dequantize 100,000 random rows, {all_threads} thread(s)",
-           timeit(lambda: dequantize(*q, rows=rows, out=gather_out), args.repeats), gather_out.nbytes)
+           timeit(lambda: dequantize(*q, rows=rows, out=gather_out), args.repeats),
+           gather_out.nbytes)
 
     print("\nratios")
     rates = dict(results)
     best = rates[f"embq quantize, {all_threads} thread(s)"]
-    print(f"  {f'embq quantize ({all_threads} threads) / numpy reference':<48s} {best / ref_rate:6.1f}x")
+    label = f"embq quantize ({all_threads} threads) / numpy reference"
+    print(f"  {label:<48s} {best / ref_rate:6.1f}x")
     one = rates["embq quantize, 1 thread(s)"]
     print(f"  {'embq quantize (1 thread) / numpy reference':<48s} {one / ref_rate:6.1f}x")
     for what, rate in torch_rates.items():

@@ -2,11 +2,17 @@
 
 Measures, for a store of N keys x D (default 1,000,000 x 300):
 
-* open + first key lookup, and the process RSS growth it causes, each in a fresh subprocess
-  (libraries imported before the clock starts) for ``embq.open`` and for gensim's
-  ``KeyedVectors.load(path, mmap='r')``;
-* one key lookup, ``store["word"]`` vs ``kv["word"]`` (in-memory gensim), in microseconds;
-* 10,000 random keys in one call, ``store[keys]`` vs ``kv[keys]``.
+* open + first key lookup in a fresh subprocess, twice: with the libraries imported before the
+  clock starts (the cost of the open itself, and the process RSS growth it causes), and from
+  the first line of the process, so the figure includes importing numpy, h5py and embq (or
+  gensim), which a fresh process pays on its first ``embq.open`` (or ``KeyedVectors.load``);
+  for ``embq.open`` and for gensim's ``KeyedVectors.load(path, mmap='r')``;
+* one key lookup, ``store["word"]`` vs ``kv["word"]`` (in-memory gensim), in microseconds, for
+  a present key and for an absent one (``key in store``, which checks the probe on a miss);
+* 10,000 random keys in one call, ``store[keys]`` vs ``kv[keys]``;
+* every key in row order: ``store.index_to_key[:n]`` (the bulk decoder over the memory maps)
+  against the h5py path ``embq._evaluate._read_keys_bulk`` used to take, and gensim's
+  ``list(kv.index_to_key)``.
 
 Every figure is the median of several repeats.  The files are generated once under
 ``bench-data/`` (gitignored) and reused; since they were just written or read, the OS page cache
@@ -105,8 +111,29 @@ def _child(kind: str, path: str, key: str) -> None:
     print(json.dumps({"seconds": t1 - t0, "rss_delta": rss1 - rss0}))
 
 
-def _open_times(kind: str, path: str, key: str, repeats: int) -> tuple[float, float]:
-    secs, rss = [], []
+# The same, with the clock started on the first line of a fresh interpreter: imports included.
+_COLD_CHILD = {
+    "embq": "import embq\nobj = embq.open(path)\n",
+    "gensim": "from gensim.models import KeyedVectors\nobj = KeyedVectors.load(path, mmap='r')\n",
+}
+
+
+def _cold_child_code(kind: str, path: str, key: str) -> str:
+    return (
+        "import time\nt0 = time.perf_counter()\n"
+        f"path, key = {path!r}, {key!r}\n"
+        + _COLD_CHILD[kind]
+        + "vec = obj[key]\nt1 = time.perf_counter()\nassert vec.shape[0] > 0\n"
+        "print(t1 - t0)\n"
+    )
+
+
+def _open_times(kind: str, path: str, key: str, repeats: int) -> tuple[float, float, float]:
+    secs, rss, cold = [], [], []
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # An installed package has its bytecode cached; without it the figure with imports would
+    # count compiling embq's sources in every process (the first child writes the cache).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     for _ in range(repeats):
         out = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--child", kind, path, key],
@@ -115,7 +142,10 @@ def _open_times(kind: str, path: str, key: str, repeats: int) -> tuple[float, fl
         res = json.loads(out.strip().splitlines()[-1])
         secs.append(res["seconds"])
         rss.append(res["rss_delta"])
-    return statistics.median(secs), statistics.median(rss)
+        out = subprocess.run([sys.executable, "-c", _cold_child_code(kind, path, key)],
+                             check=True, capture_output=True, text=True, env=env).stdout
+        cold.append(float(out.strip().splitlines()[-1]))
+    return statistics.median(secs), statistics.median(rss), statistics.median(cold)
 
 
 def _median_time(fn, repeats: int, number: int = 1) -> float:
@@ -145,8 +175,8 @@ def main() -> None:
     probe = keys[int(rng.integers(len(keys)))]
     print(f"\nstore: {args.rows:,} keys x {args.dim}; page cache warm (files just written/read)")
 
-    e_open, e_rss = _open_times("embq", store_path, probe, args.repeats)
-    g_open, g_rss = _open_times("gensim", kv_path, probe, args.repeats)
+    e_open, e_rss, e_cold = _open_times("embq", store_path, probe, args.repeats)
+    g_open, g_rss, g_cold = _open_times("gensim", kv_path, probe, args.repeats)
 
     from gensim.models import KeyedVectors
 
@@ -171,6 +201,11 @@ def main() -> None:
     e_one = _median_time(loop_embq, args.repeats) / len(sample)
     g_one = _median_time(loop_gensim, args.repeats) / len(sample)
 
+    absent = [k + "-absent" for k in sample]
+    assert not any(k in store for k in absent) and not any(k in kv for k in absent)
+    e_miss = _median_time(lambda: [k in store for k in absent], args.repeats) / len(absent)
+    g_miss = _median_time(lambda: [k in kv for k in absent], args.repeats) / len(absent)
+
     batch = [keys[i] for i in rng.integers(0, len(keys), 10_000)]
     store[batch]
     kv[batch]
@@ -178,18 +213,33 @@ def main() -> None:
     g_batch = _median_time(lambda: kv[batch], args.repeats)
     assert np.abs(store[batch] - kv[batch]).max() <= float(store.scales[:].max()) * 0.51
 
+    from embq._evaluate import _read_keys_bulk
+
+    n_keys = len(store)
+    all_keys = store.index_to_key[:n_keys]
+    assert all_keys == _read_keys_bulk(store_path, n_keys) == kv.index_to_key
+    e_keys = _median_time(lambda: store.index_to_key[:n_keys], args.repeats)
+    h_keys = _median_time(lambda: _read_keys_bulk(store_path, n_keys), args.repeats)
+    g_keys = _median_time(lambda: list(kv.index_to_key), args.repeats)
+
     rows = [
         ("open + first lookup (ms)", e_open * 1e3, g_open * 1e3, g_open / e_open),
+        ("  same, imports incl. (ms)", e_cold * 1e3, g_cold * 1e3, g_cold / e_cold),
         ("RSS growth at open (MB)", e_rss / 1e6, g_rss / 1e6, None),
         ("single key lookup (us)", e_one * 1e6, g_one * 1e6, g_one / e_one),
+        ("absent key, `in` (us)", e_miss * 1e6, g_miss * 1e6, g_miss / e_miss),
         ("10,000 random keys (ms)", e_batch * 1e3, g_batch * 1e3, g_batch / e_batch),
     ]
     print(f"\n{'':28s}{'embq':>12s}{'gensim':>12s}{'gensim/embq':>14s}")
     for name, e, g, r in rows:
         ratio = f"{r:13.1f}x" if r is not None else f"{'':14s}"
         print(f"{name:28s}{e:12.3f}{g:12.3f}{ratio}")
-    print(f"\n(median of {args.repeats} repeats; open figures in fresh subprocesses with imports "
-          "done before the clock; gensim lookups on the in-memory KeyedVectors)")
+    print(f"{'all keys in row order (ms)':28s}{e_keys * 1e3:12.3f}{g_keys * 1e3:12.3f}"
+          f"{g_keys / e_keys:13.1f}x   (h5py bulk path: {h_keys * 1e3:.3f} ms)")
+    print(f"\n(median of {args.repeats} repeats; open figures in fresh subprocesses, with imports "
+          "done before the clock, then with the clock started on the process's first line; "
+          "gensim lookups on the in-memory KeyedVectors; gensim's keys are a Python list "
+          "already, copied here)")
     store.close()
 
 

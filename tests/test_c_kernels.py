@@ -1,8 +1,9 @@
 """The C kernel headers checked without Python: tests/c/check_kernels.c, built and run here.
 
-The program compares every SIMD variant this CPU can run (AVX2, AVX-VNNI, AVX-512 VNNI on
-x86-64; NEON and SDOT on AArch64) with the portable kernels, bit for bit, on rows that end
-right before an inaccessible page.  scripts/check_arm64.sh runs the same program for AArch64
+The program compares every SIMD variant this CPU can run (quantize, search dot and search
+select: AVX2, AVX-VNNI, AVX-512 on x86-64; NEON and SDOT on AArch64) with the portable kernels,
+bit for bit, on rows that end right before an inaccessible page, and the portable dequantize
+kernel with its one definition.  scripts/check_arm64.sh runs the same program for AArch64
 under qemu-user.
 """
 

@@ -96,7 +96,7 @@ def test_every_subcommand_is_registered():
     from embq.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) == {"compress", "export", "info", "query", "evaluate"}
+    assert set(sub.choices) == {"compress", "export", "info", "query", "evaluate", "shard", "merge"}
 
 
 def test_module_entry_point_runs_in_a_subprocess(store_path, run_python):

@@ -21,7 +21,7 @@ def store(tmp_path):
     X[7] = 0
     p = tmp_path / "in.txt"
     p.write_text(f"{len(keys)} 24\n" + "".join(
-        k + " " + " ".join("%.9g" % v for v in row) + "\n" for k, row in zip(keys, X)),
+        k + " " + " ".join(f"{v:.9g}" for v in row) + "\n" for k, row in zip(keys, X)),
         encoding="utf8")
     out = str(tmp_path / "a.embq")
     compress(str(p), out)
@@ -41,7 +41,7 @@ def test_roundtrip_identical_codes(tmp_path, store, fmt):
         assert np.array_equal(np.asarray(a.codes), np.asarray(b.codes))
         assert list(b.index_to_key) == keys
         # The exported floats are exactly the dequantized rows.
-        k, x = load_embeddings(out, keys_path=s["keys_path"])
+        _, x = load_embeddings(out, keys_path=s["keys_path"])
         assert np.array_equal(x, a[0:len(a)])
 
 
@@ -117,3 +117,97 @@ def test_interrupt_while_creating_the_temporary_file_leaves_none(tmp_path, store
     with pytest.raises(KeyboardInterrupt):
         export(src, str(tmp_path / "o.txt"), format="word2vec")
     assert sorted(os.listdir(tmp_path)) == ["a.embq", "in.txt"]
+
+
+# ------------------------------------------------------------------------------------------
+# publishing: one atomic step shared with the store writer and compress
+# ------------------------------------------------------------------------------------------
+
+
+def _small_store(tmp_path):
+    import embq
+
+    p = tmp_path / "s.h5"
+    embq.save(p, np.ones((3, 2), np.float32), ["a", "b", "c"])
+    return p
+
+
+def test_existing_output_wording_library_and_cli(tmp_path, capsys):
+    from embq._errors import OutputExistsError
+    from embq.cli import main
+
+    src = _small_store(tmp_path)
+    out = tmp_path / "o.txt"
+    out.write_text("old")
+    with pytest.raises(OutputExistsError) as info:
+        export(src, out, format="glove")
+    assert isinstance(info.value, FileExistsError) and info.value.path == str(out)
+    assert "overwrite=True" in str(info.value) and "--overwrite" not in str(info.value)
+    assert main(["export", str(src), str(out), "--format", "glove"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"embq export: error: {out}: already exists; pass --overwrite to replace it\n"
+    assert out.read_text() == "old"
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_output_appearing_meanwhile_is_not_replaced(tmp_path, monkeypatch, links):
+    # Between the first check and the rename another process creates the output: it is kept,
+    # whether the file system has hard links (link-then-unlink) or not (re-checked rename).
+    import embq._publish as publish
+    from embq._errors import OutputExistsError
+
+    src = _small_store(tmp_path)
+    out = tmp_path / "o.txt"
+    real_publish = publish.publish
+
+    def racing_publish(tmp, path, *, overwrite):
+        out.write_text("theirs")
+        return real_publish(tmp, path, overwrite=overwrite)
+
+    if not links:
+        def no_link(a, b):
+            raise PermissionError(1, "hard links not supported here")
+        monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(publish, "publish", racing_publish)
+    with pytest.raises(OutputExistsError, match="appeared while the output was being written"):
+        export(src, out, format="glove")
+    assert out.read_text() == "theirs"
+    assert [p for p in os.listdir(tmp_path) if "embq-tmp" in p] == []
+    # With overwrite=True the finished file replaces it.
+    export(src, out, format="glove", overwrite=True)
+    assert out.read_text().split("\n")[0].startswith("a ")
+
+
+def test_publish_syncs_file_and_directory(tmp_path, monkeypatch):
+    import stat
+
+    src = _small_store(tmp_path)
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    export(src, tmp_path / "o.npy", format="npy")
+    # The array and the keys file, each followed by its directory entry.
+    assert synced == [False, True, False, True]
+
+
+def test_compress_checks_the_output_with_the_writers_helper(tmp_path, monkeypatch):
+    # compress refuses an existing output before it even opens the input, with the check the
+    # store writer makes (one helper, one message).
+    import embq._publish as publish
+    from embq import compress
+    from embq._errors import OutputExistsError
+
+    calls = []
+    real = publish.check_destination
+    monkeypatch.setattr(publish, "check_destination",
+                        lambda path, overwrite: calls.append(path) or real(path, overwrite))
+    out = tmp_path / "o.h5"
+    out.write_bytes(b"x")
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
+        compress(tmp_path / "no-such-input.vec", out)
+    assert calls == [str(out)] and out.read_bytes() == b"x"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import sys
 
@@ -13,29 +12,30 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from embq import _kernels_quant
-
 import embq._quantize as Q
+from embq import _config, _kernels_quant, _kernels_store
+
 quantize, quantize_reference = Q.quantize, Q.quantize_reference
 dequantize, row_norms = Q.dequantize, Q.row_norms
 
 F32_MAX = float(np.finfo(np.float32).max)
-KERNELS = _kernels_quant.available_kernels()
+KERNELS = _config.available_kernels()["quantize"]
 
 
 @contextlib.contextmanager
 def kernel(name):
-    before = _kernels_quant.selected_kernels()["quantize"]
-    _kernels_quant._set_kernel(name)
+    before = _config.set_kernels({"quantize": name})
+    assert _kernels_quant.selected_kernels() == {"quantize": name}
     try:
         yield
     finally:
-        _kernels_quant._set_kernel(before)
+        _config.set_kernels(before)
 
 
 def assert_same(a, b):
     """Bit-for-bit equality of two QuantizedRows."""
-    assert a.codes.dtype == np.uint8 and a.scales.dtype == np.float32 and a.zero_points.dtype == np.uint8
+    assert a.codes.dtype == np.uint8 and a.scales.dtype == np.float32
+    assert a.zero_points.dtype == np.uint8
     assert a.codes.shape == b.codes.shape
     np.testing.assert_array_equal(a.codes, b.codes)
     np.testing.assert_array_equal(a.scales.view(np.uint32), b.scales.view(np.uint32))
@@ -110,7 +110,8 @@ def test_layouts_and_float64(x, which):
     ]
     for v in views:
         ref = quantize_reference(v)
-        np.testing.assert_array_equal(ref.codes, quantize_reference(np.ascontiguousarray(v, np.float32)).codes)
+        contiguous = quantize_reference(np.ascontiguousarray(v, np.float32))
+        np.testing.assert_array_equal(ref.codes, contiguous.codes)
         for name in KERNELS:
             with kernel(name):
                 assert_same(quantize(v), ref)
@@ -126,7 +127,8 @@ def test_shapes(n, d):
         with kernel(name):
             got = quantize(x)
         assert_same(got, ref)
-        assert got.codes.shape == (n, d) and got.scales.shape == (n,) and got.zero_points.shape == (n,)
+        assert got.codes.shape == (n, d)
+        assert got.scales.shape == (n,) and got.zero_points.shape == (n,)
         assert got.codes.flags.c_contiguous
     check_error_bound(x, ref)
 
@@ -156,7 +158,8 @@ def test_subnormal_scales_are_rounded_up():
     x = np.array([[190 * tiny, -95 * tiny, tiny, 0]], dtype=np.float32)
     q = quantize(x)
     assert q.scales[0] == np.float32(2 * tiny)
-    np.testing.assert_array_equal(q.codes[0], [128 + 95, 128 - 48, 128 + 0, 128])  # -47.5 -> -48, 0.5 -> 0
+    # -47.5 -> -48, 0.5 -> 0
+    np.testing.assert_array_equal(q.codes[0], [128 + 95, 128 - 48, 128 + 0, 128])
     assert_same(q, quantize_reference(x))
     smallest = quantize(np.array([[tiny]], np.float32))
     assert smallest.scales[0] == tiny and smallest.codes[0, 0] == 129
@@ -273,7 +276,8 @@ def test_float64_beyond_float32_range():
     x[6, 2] = 1e39
     x[8, 1] = -1e300
     for fn in (quantize, quantize_reference):
-        with pytest.raises(ValueError, match=r"row 6, column 2: value 1e\+39 is outside the float32 range"):
+        with pytest.raises(ValueError,
+                           match=r"row 6, column 2: value 1e\+39 is outside the float32 range"):
             fn(x)
 
 
@@ -308,7 +312,8 @@ def test_empty_matrix():
 
 def test_threads_and_kernels_identical():
     rng = np.random.default_rng(11)
-    x = (rng.standard_normal((3000, 101)) * 10.0 ** rng.integers(-38, 30, (3000, 1))).astype(np.float32)
+    x = rng.standard_normal((3000, 101)) * 10.0 ** rng.integers(-38, 30, (3000, 1))
+    x = x.astype(np.float32)
     ref = quantize_reference(x)
     deq_ref = ((ref.codes.astype(np.float32) - 128) * ref.scales[:, None])
     for name in KERNELS:
@@ -317,30 +322,28 @@ def test_threads_and_kernels_identical():
                 for v in (x, np.asfortranarray(x), x.astype(np.float64)):
                     assert_same(quantize(v, n_threads=nt), ref)
                 np.testing.assert_array_equal(dequantize(*ref, n_threads=nt), deq_ref)
-                np.testing.assert_array_equal(row_norms(*ref, n_threads=nt), row_norms_reference(*ref))
+                np.testing.assert_array_equal(row_norms(*ref, n_threads=nt),
+                                              row_norms_reference(*ref))
 
 
-def test_selected_kernels_and_env_override(run_python):
-    sel = _kernels_quant.selected_kernels()
-    assert set(sel) >= {"quantize", "dequantize"}
-    assert set(sel.values()) <= {"avx2", "neon", "portable"}
-    assert set(sel.values()) == {KERNELS[-1]}
-    code = "from embq import _kernels_quant as k; print(k.selected_kernels()['quantize'])"
-    out = run_python("-c", code, env=dict(os.environ, EMBQ_QUANT_KERNEL="portable"))
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "portable"
-    with pytest.raises(ValueError, match="kernel must be"):
-        _kernels_quant._set_kernel("sse9")
-    missing = next((k for k in ("avx2", "neon") if k not in KERNELS), None)
-    if missing is not None:  # one of the two is always absent: they belong to different CPUs
-        with pytest.raises(ValueError, match=f"kernel '{missing}' requested"):
-            _kernels_quant._set_kernel(missing)
-        assert _kernels_quant.selected_kernels()["quantize"] == KERNELS[-1]
+def test_quantize_family_variants():
+    assert KERNELS[0] == "portable"
+    assert set(KERNELS) <= {"portable", "avx2", "neon"}
+    variants = _kernels_quant.kernel_variants()["quantize"]
+    assert [name for name, runs in variants.items() if runs] == KERNELS
+    # Without EMBQ_KERNELS in the environment the best variant runs.
+    if "EMBQ_KERNELS" not in os.environ:
+        assert _kernels_quant.selected_kernels() == {"quantize": KERNELS[-1]}
+    with pytest.raises(ValueError, match="no variant 'sse9'"):
+        _kernels_quant._use_kernel("quantize", "sse9")
+    missing = next(k for k in ("avx2", "neon") if k not in KERNELS)  # they need different CPUs
+    with pytest.raises(ValueError, match=f"no variant '{missing}'"):
+        _kernels_quant._use_kernel("quantize", missing)
 
 
 def test_package_level_function_survives_submodule_import():
     import embq
-    import embq._quantize  # noqa: F401 - binds the package attribute to the submodule
+    import embq._quantize
 
     q = embq.quantize(np.ones((2, 3), np.float32))
     assert (q.codes == 255).all()
@@ -373,7 +376,100 @@ def test_dequantize_rows_property(args):
             np.testing.assert_array_equal(dequantize(codes, scales, zps), full)
             got = dequantize(codes, scales, zps, rows=rows)
             assert got.shape == (len(rows), 37) and got.dtype == np.float32
-            np.testing.assert_array_equal(got, full[np.array(rows, dtype=np.intp)] if rows else full[:0])
+            want = full[np.array(rows, dtype=np.intp)] if rows else full[:0]
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("d", [1, 7, 15, 16, 17, 33, 300])
+def test_dequantize_every_variant_matches_the_definition(d):
+    # Every code against every zero point, with scales whose products round, come close to
+    # FLT_MAX and fall into the subnormals.
+    codes = np.resize(np.arange(256, dtype=np.uint8), (256, d))
+    zps = np.arange(256, dtype=np.uint8)
+    scales = np.array([1.0, 0.1, 1.2345678, 1.3e36, 1e-40, 0.0, 2.0**-126, 7.0],
+                      np.float32)[np.arange(256) % 8]
+    full = dequantize_reference(codes, scales, zps)
+    for name in KERNELS:
+        with kernel(name):
+            for nt in (1, 2):
+                got = dequantize(codes, scales, zps, n_threads=nt)
+                np.testing.assert_array_equal(got.view(np.uint32), full.view(np.uint32))
+
+
+def test_store_row_reads_follow_the_quantize_variant():
+    # The store dequantizes rows with the selected quantize kernel: the same bits as
+    # embq.dequantize whatever the variant.
+    rng = np.random.default_rng(21)
+    codes = rng.integers(0, 256, (300, 37), dtype=np.uint8)
+    scales = (rng.standard_normal(300) * 10.0 ** rng.integers(-40, 30, 300)).astype(np.float32)
+    scales = np.abs(scales)
+    zps = rng.integers(0, 256, 300, dtype=np.uint8)
+    full = dequantize_reference(codes, scales, zps)
+    rows = rng.integers(0, 300, 1000)
+    index = _kernels_store.StoreIndex(codes, scales, zps)
+    for name in KERNELS:
+        with kernel(name):
+            np.testing.assert_array_equal(index.gather(2, rows).view(np.uint32),
+                                          full[rows].view(np.uint32))
+            np.testing.assert_array_equal(index.row_vector(123).view(np.uint32),
+                                          full[123].view(np.uint32))
+
+
+def recon_reference(x, codes, scales, zps):
+    """The sums of _kernels_quant.recon_block, computed in float64 numpy."""
+    x = x.astype(np.float64)
+    xh = dequantize_reference(codes, scales, zps).astype(np.float64)
+    s = scales.astype(np.float64)
+    diff = np.abs(x - xh)
+    pos = s > 0
+    xx = (x * x).sum(1)
+    hh = (xh * xh).sum(1)
+    rel = xx > 0
+    cos = rel & (hh > 0)
+    return (
+        int(pos.sum()) * x.shape[1],
+        (diff[pos].sum(1) / s[pos]).sum(),
+        (diff[pos].max(1) / s[pos]).max() if pos.any() and x.shape[1] else 0.0,
+        int(rel.sum()),
+        (np.sqrt((diff[rel] ** 2).sum(1)) / np.sqrt(xx[rel])).sum(),
+        int(cos.sum()),
+        ((x[cos] * xh[cos]).sum(1) / (np.sqrt(xx[cos]) * np.sqrt(hh[cos]))).sum(),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(matrices(max_n=20, max_d=70), st.integers(0, 2**32 - 1))
+def test_recon_block_matches_float64_oracle(x, seed):
+    rng = np.random.default_rng(seed)
+    q = quantize_reference(x)
+    codes = q.codes.copy()
+    zps = q.zero_points.copy()
+    if seed % 2:  # other zero points and perturbed codes: the sums must not assume 128
+        zps = rng.integers(0, 256, x.shape[0], dtype=np.uint8)
+        codes ^= rng.integers(0, 2, codes.shape, dtype=np.uint8)
+    got = _kernels_quant.recon_block(x, codes, q.scales, zps)
+    want = recon_reference(x, codes, q.scales, zps)
+    for name, g, w in zip(("elems", "sum_abs", "max_abs", "rel_rows", "sum_rel", "cos_rows",
+                           "sum_cos"), got, want):
+        if isinstance(w, int):
+            assert g == w, name
+        elif name == "max_abs":
+            assert g == w, name  # the same operations on the same doubles
+        else:
+            assert g == pytest.approx(w, rel=1e-12, abs=1e-300), name
+
+
+def test_recon_block_checks_shapes():
+    x = np.ones((3, 4), np.float32)
+    codes = np.full((3, 4), 128, np.uint8)
+    s = np.ones(3, np.float32)
+    z = np.full(3, 128, np.uint8)
+    with pytest.raises(ValueError, match="differs from x"):
+        _kernels_quant.recon_block(x, codes[:2], s, z)
+    with pytest.raises(ValueError, match="must hold 3 entries"):
+        _kernels_quant.recon_block(x, codes, s[:2], z)
+    empty = _kernels_quant.recon_block(x[:0], codes[:0], s[:0], z[:0])
+    assert empty == (0, 0.0, 0.0, 0, 0.0, 0, 0.0)
 
 
 def test_dequantize_rows_forms():
@@ -442,7 +538,8 @@ def test_dequantize_validates_arrays():
         dequantize(codes[0], s)
     with pytest.raises(TypeError, match="scales must be a float32 array, got dtype float64"):
         dequantize(codes, s.astype(np.float64))
-    with pytest.raises(ValueError, match=r"scales must have shape \(4,\) to match codes with 4 rows, got \(3,\)"):
+    with pytest.raises(ValueError, match=r"scales must have shape \(4,\) to match codes with "
+                                         r"4 rows, got \(3,\)"):
         dequantize(codes, s[:3])
     with pytest.raises(TypeError, match="zero_points must be a uint8 array"):
         dequantize(codes, s, np.zeros(4, np.int32))
@@ -459,7 +556,8 @@ def test_dequantize_memmap_rows(tmp_path):
     q.codes.tofile(path)
     codes = np.memmap(path, dtype=np.uint8, mode="r", shape=q.codes.shape)
     rows = [399, 0, 123, 0, -5]
-    np.testing.assert_array_equal(dequantize(codes, q.scales, q.zero_points, rows=rows), dequantize(*q)[rows])
+    np.testing.assert_array_equal(dequantize(codes, q.scales, q.zero_points, rows=rows),
+                                  dequantize(*q)[rows])
     np.testing.assert_array_equal(dequantize(codes, q.scales), dequantize(*q))
 
 
@@ -496,7 +594,8 @@ def test_dequantize_odd_code_layouts():
     wide[:, ::2] = q.codes
     np.testing.assert_array_equal(dequantize(wide[:, ::2], q.scales), full)
     np.testing.assert_array_equal(dequantize(q.codes[::-1], q.scales[::-1]), full[::-1])
-    np.testing.assert_array_equal(dequantize(q.codes[::3], q.scales[::3], rows=[1, 2]), full[::3][[1, 2]])
+    np.testing.assert_array_equal(dequantize(q.codes[::3], q.scales[::3], rows=[1, 2]),
+                                  full[::3][[1, 2]])
 
 
 # ------------------------------------------------------------------------------------------
@@ -506,7 +605,8 @@ def test_dequantize_odd_code_layouts():
 def row_norms_reference(codes, scales, zero_points=None):
     zp = np.full(codes.shape[0], 128) if zero_points is None else zero_points
     c = codes.astype(np.int64) - zp[:, None].astype(np.int64)
-    return (scales.astype(np.float64) * np.sqrt((c * c).sum(axis=1).astype(np.float64))).astype(np.float32)
+    norms = scales.astype(np.float64) * np.sqrt((c * c).sum(axis=1).astype(np.float64))
+    return norms.astype(np.float32)
 
 
 @settings(max_examples=60, deadline=None)
@@ -523,8 +623,10 @@ def test_row_norms_property(args):
     codes, scales, zps = args
     for name in KERNELS:
         with kernel(name):
-            np.testing.assert_array_equal(row_norms(codes, scales, zps), row_norms_reference(codes, scales, zps))
-            np.testing.assert_array_equal(row_norms(codes, scales), row_norms_reference(codes, scales))
+            np.testing.assert_array_equal(row_norms(codes, scales, zps),
+                                          row_norms_reference(codes, scales, zps))
+            np.testing.assert_array_equal(row_norms(codes, scales),
+                                          row_norms_reference(codes, scales))
 
 
 def test_row_norms_long_rows_exact():
@@ -537,8 +639,8 @@ def test_row_norms_long_rows_exact():
     for name in KERNELS:
         with kernel(name):
             got = row_norms(codes, scales, zps)
-    np.testing.assert_array_equal(got, row_norms_reference(codes, scales, zps))
-    assert got[0] == np.float32(np.sqrt(d * 255.0**2))
+        np.testing.assert_array_equal(got, row_norms_reference(codes, scales, zps))
+        assert got[0] == np.float32(np.sqrt(d * 255.0**2))
 
 
 def test_row_norms_of_dequantized_rows():
@@ -546,7 +648,8 @@ def test_row_norms_of_dequantized_rows():
     x = rng.standard_normal((100, 50)).astype(np.float32)
     q = quantize(x)
     norms = row_norms(*q)
-    np.testing.assert_allclose(norms, np.linalg.norm(dequantize(*q).astype(np.float64), axis=1), rtol=1e-6)
+    np.testing.assert_allclose(norms, np.linalg.norm(dequantize(*q).astype(np.float64), axis=1),
+                               rtol=1e-6)
     np.testing.assert_allclose(norms, np.linalg.norm(x, axis=1), rtol=2e-2)
 
 
@@ -577,3 +680,24 @@ def test_drivers_check_shapes_themselves():
         _kernels_quant.quantize_into(np.ones((5, 3), np.float32), codes, s, 1)
     with pytest.raises(ValueError, match="do not agree"):
         _kernels_quant.row_norms_into(codes, s[:3], z, np.empty(4, np.float32), 1)
+
+
+def test_recon_stats_check_their_inputs():
+    from embq._recon import ReconstructionStats
+
+    x = np.ones((3, 4), np.float32)
+    q = quantize(x)
+    stats = ReconstructionStats()
+    with pytest.raises(TypeError, match="codes must be a uint8 array, got dtype int64"):
+        stats.update(x, q.codes.astype(np.int64), q.scales)
+    with pytest.raises(TypeError, match="x must be a float32 or float64 array, got dtype int32"):
+        stats.update(x.astype(np.int32), q.codes, q.scales)
+    with pytest.raises(TypeError, match="zero_points must be a uint8 array, got dtype int64"):
+        stats.update(x, q.codes, q.scales, np.full(3, 128))
+    with pytest.raises(ValueError, match=r"scales must have shape \(3,\), got \(2,\)"):
+        stats.update(x, q.codes, q.scales[:2])
+    with pytest.raises(ValueError, match="2-D of the same shape"):
+        stats.update(x, q.codes[:, :2], q.scales)
+    assert stats.rows == 0  # nothing counted from a refused block
+    stats.update(x.astype(np.float64)[:, ::-1], q.codes[:, ::-1], q.scales, q.zero_points)
+    assert stats.rows == 3 and stats.result()["error_max_abs_over_scale"] <= 0.5 + 1e-6

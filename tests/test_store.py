@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
 
@@ -157,7 +158,8 @@ def test_codes_are_contiguous_uncompressed(store):
 def test_memmaps_read_only(store):
     s, _, _ = store
     for arr in (s.codes, s.scales, s.zero_points, s.norms):
-        assert isinstance(arr, np.memmap)
+        # Views of one read-only map of the file (no copy).
+        assert isinstance(arr.base, mmap.mmap)
         assert not arr.flags.writeable
         with pytest.raises(ValueError):
             arr[0] = 1
@@ -169,7 +171,7 @@ def test_memmaps_read_only(store):
 
 
 def test_getitem_forms(store):
-    s, x, keys = store
+    s, x, _ = store
     ref, _ = _oracle(x)
     n = len(x)
     cases = [
@@ -201,7 +203,7 @@ def test_getitem_forms(store):
 
 
 def test_getitem_results_are_fresh_writable_arrays(store):
-    s, x, _ = store
+    s, _, _ = store
     v = s["w1"]
     v[:] = 0  # must not touch the store
     assert np.abs(s["w1"]).sum() > 0
@@ -210,7 +212,8 @@ def test_getitem_results_are_fresh_writable_arrays(store):
 def test_getitem_errors(store):
     s, _, _ = store
     n = len(s)
-    with pytest.raises(IndexError, match=f"out of range for a store of {n} rows"):
+    with pytest.raises(IndexError, match=rf"row {n} out of range: this store has {n} rows "
+                                         rf"\(valid rows: -{n} to {n - 1}\)"):
         s[n]
     with pytest.raises(IndexError, match="out of range"):
         s[-n - 1]
@@ -238,7 +241,7 @@ def test_getitem_errors(store):
 
 
 def test_gensim_like_api(store):
-    s, x, keys = store
+    s, x, _ = store
     ref, _ = _oracle(x)
     assert "w3" in s and "missing" not in s and 3 in s and len(s) not in s
     assert 2.5 not in s and None not in s
@@ -284,7 +287,7 @@ def test_index_to_key_and_key_to_index(store):
 
 def test_str_subclass_keys_are_keys(store):
     # numpy.str_ (what iterating an array of words yields) is a str: gensim accepts it.
-    s, x, keys = store
+    s, _, _ = store
     k = np.str_("café")
     want = s["café"]
     np.testing.assert_array_equal(s[k], want)
@@ -356,7 +359,7 @@ def test_context_manager_and_repr(tmp_path):
 
 def test_pickling_refused(store):
     s, _, _ = store
-    with pytest.raises(TypeError, match="cannot be pickled.*embq.open"):
+    with pytest.raises(TypeError, match=r"cannot be pickled.*embq\.open"):
         pickle.dumps(s)
 
 
@@ -547,7 +550,8 @@ def test_table_matches_documented_probing(store):
     )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     keys=st.lists(st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=8),
                   max_size=40),
@@ -638,16 +642,28 @@ def test_overwrite_rules(tmp_path):
     assert _tmp_leftovers(tmp_path) == []
 
 
-def test_file_appearing_during_write_is_not_replaced(tmp_path):
+@pytest.mark.parametrize("links", [True, False])
+def test_file_appearing_during_write_is_not_replaced(tmp_path, monkeypatch, links):
+    # With hard links (link, then unlink) and without them (the rename re-checks first).
+    from embq._errors import OutputExistsError
+
+    if not links:
+        def no_link(a, b):
+            raise OSError(95, "Operation not supported")
+        monkeypatch.setattr(os, "link", no_link)
     x, keys = _data(6, 3)
     p = tmp_path / "s.h5"
     w = StoreWriter(p, 3)
     w.append(x, keys)
     p.write_bytes(b"someone else's")
-    with pytest.raises(FileExistsError, match="appeared"):
+    with pytest.raises(OutputExistsError, match=r"appeared.*overwrite=True") as ei:
         w.close()
+    assert ei.value.path == str(p) and "--overwrite" not in str(ei.value)
     assert p.read_bytes() == b"someone else's"
     assert _tmp_leftovers(tmp_path) == []
+    if not links:  # and without links a store still gets written where nothing is in the way
+        embq.save(tmp_path / "t.h5", x, keys)
+        assert embq.open(tmp_path / "t.h5")["w1"].shape == (3,)
 
 
 def test_missing_directory(tmp_path):
@@ -733,32 +749,41 @@ def _edit(p, fn):
         fn(f)
 
 
+def _replace(name, data):
+    def fn(f):
+        del f[name]
+        f.create_dataset(name, data=data)
+    return fn
+
+
 @pytest.mark.parametrize(
     "edit, match",
     [
-        (lambda f: f.attrs.__setitem__("format_version", 2), "unsupported store format_version 2"),
+        (lambda f: f.attrs.__setitem__("format_version", 2),
+         "unsupported store format_version 2"),
         (lambda f: f.attrs.__setitem__("format", "other"), "'format' is 'other'"),
         (lambda f: f.attrs.__setitem__("scheme", "int4"), "unsupported quantization scheme"),
-        (lambda f: f.attrs.__setitem__("n_rows", 6), r"'codes' has shape \(5, 3\), expected \(6, 3\)"),
+        (lambda f: f.attrs.__setitem__("n_rows", 6),
+         r"'codes' has shape \(5, 3\), expected \(6, 3\)"),
         (lambda f: f.attrs.__setitem__("dim", "3"), "'dim' is '3'"),
         (lambda f: f.attrs.__delitem__("has_keys"), "'has_keys' is None"),
         (lambda f: f.__delitem__("norms"), "missing dataset 'norms'"),
         (lambda f: f.__delitem__("keys"), "group 'keys' is missing"),
         (lambda f: f.__delitem__("keys/hash"), "missing dataset 'keys/hash'"),
-        (lambda f: (f.__delitem__("scales"), f.create_dataset("scales", data=np.ones(4, np.float32))),
+        (_replace("scales", np.ones(4, np.float32)),
          r"'scales' has shape \(4,\), expected \(5,\)"),
-        (lambda f: (f.__delitem__("scales"), f.create_dataset("scales", data=np.ones(5, np.float64))),
+        (_replace("scales", np.ones(5, np.float64)),
          "'scales' has dtype <f8.*expected <f4"),
-        (lambda f: (f.__delitem__("codes"), f.create_dataset("codes", data=np.ones((5, 3), np.int8))),
+        (_replace("codes", np.ones((5, 3), np.int8)),
          "'codes' has dtype"),
-        (lambda f: (f.__delitem__("zero_points"), f.create_dataset("zero_points", data=np.ones(5, ">u2"))),
+        (_replace("zero_points", np.ones(5, ">u2")),
          "'zero_points' has dtype"),
-        (lambda f: (f.__delitem__("scales"), f.create_dataset("scales", data=np.ones(5, ">f4"))),
+        (_replace("scales", np.ones(5, ">f4")),
          "'scales' has dtype >f4"),
-        (lambda f: (f.__delitem__("keys/offsets"), f.create_dataset("keys/offsets", data=np.zeros(5, np.int64))),
+        (_replace("keys/offsets", np.zeros(5, np.int64)),
          r"'keys/offsets' has shape \(5,\), expected \(6,\)"),
         (lambda f: (f.__delitem__("norms"), f.create_group("norms")), "'norms' is a Group"),
-        (lambda f: (f.__delitem__("keys/hash"), f.create_dataset("keys/hash", data=-np.ones(6, np.int64))),
+        (_replace("keys/hash", -np.ones(6, np.int64)),
          "power of two"),
         (lambda f: f["keys/hash"].attrs.__setitem__("hash_function", "md5"), "hash_function='md5'"),
     ],
@@ -808,12 +833,16 @@ def test_damaged_key_offsets_are_reported_by_index_to_key(tmp_path, edit, bad_ro
         assert s.index_to_key[0] == "w0"
 
 
-def test_corrupt_hash_table_does_not_read_out_of_bounds(tmp_path):
+def test_corrupt_hash_table_does_not_read_out_of_bounds(tmp_path, monkeypatch):
     p = _good(tmp_path)
     with h5py.File(p, "r+") as f:
         t = f["keys/hash"][...]
         t[t >= 0] = 1_000_000  # rows that do not exist
         f["keys/hash"][...] = t
+    # open() looks up the first keys, which finds the damage at once...
+    _expect_store_error(p, "key hash table is damaged")
+    # ...and past that check, every lookup still refuses to follow the table out of bounds.
+    monkeypatch.setattr(embq.Store, "_SAMPLE_ROWS", 0)
     with embq.open(p) as s:
         with pytest.raises(StoreError, match="damaged"):
             s["w1"]
@@ -826,19 +855,16 @@ def test_corrupt_hash_table_does_not_read_out_of_bounds(tmp_path):
             s["not-there"]
 
 
-def test_chunked_store_from_another_tool_still_reads(tmp_path):
-    # A store rewritten with compression is not mappable: it is read into memory instead.
+def test_chunked_or_compressed_store_is_refused(tmp_path):
+    # A store must be memory-mappable: a dataset another tool rewrote chunked or compressed is
+    # refused at open, naming it, rather than read (and allocated) whole.
     p = _good(tmp_path)
     with embq.open(p) as s:
-        want = s[:]
         codes = np.array(s.codes)
     with h5py.File(p, "r+") as f:
         del f["codes"]
         f.create_dataset("codes", data=codes, compression="gzip", chunks=(2, 3))
-    with embq.open(p) as s:
-        np.testing.assert_array_equal(s[:], want)
-        assert not s.codes.flags.writeable
-        np.testing.assert_array_equal(s["w3"], want[3])
+    _expect_store_error(p, "dataset 'codes' is chunked.*h5repack")
 
 
 def test_plain_h5py_reading(store):
@@ -878,7 +904,8 @@ def test_delegating_methods_forward(store, monkeypatch):
     fake_interop = types.ModuleType("embq._interop")
     fake_interop.to_keyed_vectors = lambda *a, **k: calls.append(("kv", a, k)) or "K"
     pkg = embq
-    for name, mod in (("_search", fake_search), ("_evaluate", fake_eval), ("_interop", fake_interop)):
+    for name, mod in (("_search", fake_search), ("_evaluate", fake_eval),
+                      ("_interop", fake_interop)):
         monkeypatch.setitem(sys.modules, f"embq.{name}", mod)
         monkeypatch.setattr(pkg, name, mod, raising=False)
     q = np.ones(s.dim, np.float32)
@@ -948,3 +975,50 @@ def test_dropping_resident_pages_keeps_rows_valid(tmp_path):
         np.testing.assert_array_equal(s[:], before)
         np.testing.assert_array_equal(held, s.codes[100:200])
         np.testing.assert_array_equal(s["k2999"], before[2999])
+
+
+# ------------------------------------------------------------------------------------------
+# index_to_key: the bulk decoder
+# ------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(keys=st.lists(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1,
+                             max_size=5), min_size=0, max_size=120, unique=True),
+       block=st.integers(1, 40), bounds=st.tuples(st.integers(-130, 130), st.integers(-130, 130)))
+def test_index_to_key_bulk_matches_keys(tmp_path_factory, monkeypatch, keys, block, bounds):
+    # Blocks of any size (newlines in keys force the key-by-key path for their block only),
+    # every slice form, iteration and list().
+    from embq._store import _IndexToKey
+
+    monkeypatch.setattr(_IndexToKey, "_ITER_BLOCK", block)
+    p = tmp_path_factory.mktemp("keys") / "s.h5"
+    embq.save(p, np.ones((len(keys), 2), np.float32), keys if keys else None)
+    with embq.open(p) as s:
+        if not keys:
+            assert s.index_to_key is None
+            return
+        itk = s.index_to_key
+        a, b = bounds
+        assert itk[:] == keys and list(itk) == keys and itk[: len(keys)] == keys
+        assert itk[a:b] == keys[a:b] and itk[a:] == keys[a:] and itk[:b] == keys[:b]
+        assert itk[a:b:2] == keys[a:b:2] and itk[::-1] == keys[::-1]
+
+
+def test_index_to_key_bulk_reports_the_damaged_row(tmp_path, monkeypatch):
+    from embq._store import _IndexToKey
+
+    p = _good(tmp_path, n=50)
+    with h5py.File(p, "r+") as f:
+        u = f["keys/utf8"][...]
+        u[int(f["keys/offsets"][33]) + 1] = 0xC3  # starts a 2-byte sequence the key cuts off
+        f["keys/utf8"][...] = u
+    monkeypatch.setattr(_IndexToKey, "_ITER_BLOCK", 16)
+    with embq.open(p) as s:
+        assert s.index_to_key[:32] == [f"w{i}" for i in range(32)]
+        for get in (lambda: s.index_to_key[:], lambda: list(s.index_to_key),
+                    lambda: s.index_to_key[30:40]):
+            with pytest.raises(StoreError, match="key of row 33 is damaged: its bytes are not "
+                                                 "UTF-8"):
+                get()
