@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import errno
 import functools
-import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -134,8 +133,8 @@ class _ShardedIndex:
 class _ShardedKeys(_IndexToKey):
     """``index_to_key`` of a sharded store: the shards' keys one after the other, lazily.
 
-    Indexing, membership, ``index``, ``count``, equality and ``repr`` are the single store's;
-    only where a row's key is read differs (its shard).
+    Indexing, iteration, membership, ``index``, ``count``, equality and ``repr`` are the
+    single store's; only where keys are read differs (their shards).
     """
 
     def _arrays(self):
@@ -147,8 +146,13 @@ class _ShardedKeys(_IndexToKey):
         shard, local = manifest.locate([j])
         return stores[int(shard[0])].index_to_key[int(local[0])]
 
-    def __iter__(self) -> Iterator[str]:
-        return itertools.chain.from_iterable(s.index_to_key for s in self._store.shards)
+    def _decode_block(self, stores, manifest, start: int, stop: int) -> list[str]:
+        out: list[str] = []
+        for s, e in zip(stores, manifest.shards):
+            a, b = max(start - e.offset, 0), min(stop - e.offset, e.rows)
+            if a < b:
+                out += s.index_to_key[a:b]
+        return out
 
 
 def _no_global_array(name: str) -> property:
@@ -227,6 +231,8 @@ class ShardedStore:
     __exit__ = Store.__exit__
     _check_open = Store._check_open
     _checked_index = Store._checked_index
+    _find = Store._find
+    _range_text = Store._range_text
     __contains__ = Store.__contains__
     has_index_for = Store.has_index_for
     get_index = Store.get_index
@@ -238,6 +244,13 @@ class ShardedStore:
     _getitem_list = Store._getitem_list
     _resolve = Store._resolve
     vectors_for_all = Store.vectors_for_all
+
+    def _verify_miss(self, key: str) -> None:
+        """A key every shard reported absent: each shard checks its own probe sequence
+        (:meth:`Store._verify_miss`), so a shard whose hash table does not match its keys is
+        a StoreError naming that shard's file rather than a wrong "absent"."""
+        for s in self._stores:
+            s._verify_miss(key)
 
     codes = _no_global_array("codes")
     scales = _no_global_array("scales")
