@@ -304,6 +304,21 @@ def test_store_without_keys(data, tmp_path):
         _same(st.search(x[:3], 7), one.search(x[:3], 7))
 
 
+def test_a_store_split_by_embq_shard_reads_as_the_store(data, tmp_path):
+    from embq._reshard import shard
+
+    out = tmp_path / "split.embq"
+    shard(data["root"] / "one.h5", out, shard_rows=97)
+    one, q = data["one"], _queries(data)
+    with embq.open(out) as st:
+        assert len(st.shards) == -(-N // 97)
+        for rescore in (None, 4):
+            _same(st.search(q, 20, rescore=rescore, restrict=194),
+                  one.search(q, 20, rescore=rescore, restrict=194))
+        assert st.index_to_key == one.index_to_key
+        np.testing.assert_array_equal(st[data["keys"][::-1]], one[data["keys"][::-1]])
+
+
 def _evaluation_files(tmp_path, keys):
     rng = np.random.default_rng(5)
     pairs = tmp_path / "pairs.txt"
