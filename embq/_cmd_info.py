@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("give a STORE path, or --config")
 
     import embq
+    from embq._source import SOURCE_FORMAT, SOURCE_PATH, SOURCE_SIZE
 
     with embq.open(args.store) as store:
         attrs = store.attrs
@@ -55,13 +56,13 @@ def run(args: argparse.Namespace) -> int:
               f"format {attrs.get('format_version')}, {attrs.get('scheme')}")
         ratio = f" ({float_bytes / size:.2f}x smaller than float32)" if size and float_bytes else ""
         print(f"  {'file size':<12s} {human_bytes(size)}{ratio}")
-        if "source_path" in attrs:
-            src = f"{attrs['source_path']} ({attrs.get('source_format', '?')}"
-            src_size = _number(attrs.get("source_size"))
+        if SOURCE_PATH in attrs:
+            src = f"{attrs[SOURCE_PATH]} ({attrs.get(SOURCE_FORMAT, '?')}"
+            src_size = _number(attrs.get(SOURCE_SIZE))
             if src_size is not None:
                 src += f", {human_bytes(src_size)}"
-            elif "source_size" in attrs:
-                src += f", size {attrs['source_size']!r}"
+            elif SOURCE_SIZE in attrs:
+                src += f", size {attrs[SOURCE_SIZE]!r}"
             print(f"  {'source':<12s} {src})")
         err = _error_line(attrs)
         if err:

@@ -260,14 +260,11 @@ def _line_end(path: str, at: int, stop: int) -> int:
     return stop
 
 
-#: Root attribute of a shard read from part of a file: ``"bytes A-B"`` or ``"rows A-B"``.
-SOURCE_RANGE = "source_range"
-
 
 def _source_attrs(piece: Piece, reader, opts: Options) -> dict[str, Any]:
     """The ``source_*`` attributes of the shards of ``piece`` (rows and duplicates are set
     per shard when it is finished)."""
-    from embq._source import NORMALIZED, source_attributes
+    from embq._source import NORMALIZED, SOURCE_RANGE, source_attributes
 
     attrs = source_attributes(reader, piece.path, keys=piece.keys_path, limit=opts.limit,
                               encoding=opts.encoding, unicode_errors=opts.unicode_errors,
@@ -798,14 +795,7 @@ def _merge_stats(parts: Sequence[Any]):
 
     total = ReconstructionStats()
     for p in parts:
-        total.rows += p.rows
-        total._elems += p._elems
-        total._sum_abs += p._sum_abs
-        total._max_abs = max(total._max_abs, p._max_abs)
-        total._rel_rows += p._rel_rows
-        total._sum_rel += p._sum_rel
-        total._cos_rows += p._cos_rows
-        total._sum_cos += p._sum_cos
+        total.merge(p)
     return total
 
 

@@ -302,32 +302,15 @@ def write_manifest(
     }
     data = (json.dumps(doc, indent=1) + "\n").encode("utf-8")
     mpath = os.path.join(directory, MANIFEST_NAME)
-    _write_atomically(mpath, data)
-    return mpath
+    from embq._publish import AtomicFile
 
-
-def _write_atomically(path: str, data: bytes) -> None:
-    import tempfile
-
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".embq-tmp",
-                               dir=directory)
+    out = AtomicFile(mpath, overwrite=True)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
+        out.fh.write(data)
+        out.commit()
     finally:
-        os.close(dfd)
+        out.abort()
+    return mpath
 
 
 def entry_for(directory: str | os.PathLike, relpath: str, *, rows: int, offset: int) -> ShardEntry:

@@ -96,6 +96,17 @@ class ReconstructionStats:
         self._cos_rows += cos_rows
         self._sum_cos += scos
 
+    def merge(self, other: ReconstructionStats) -> None:
+        """Add the rows another accumulator has seen (shards built apart, one summary)."""
+        self.rows += other.rows
+        self._elems += other._elems
+        self._sum_abs += other._sum_abs
+        self._max_abs = max(self._max_abs, other._max_abs)
+        self._rel_rows += other._rel_rows
+        self._sum_rel += other._sum_rel
+        self._cos_rows += other._cos_rows
+        self._sum_cos += other._sum_cos
+
     def result(self) -> dict[str, float]:
         """The figures so far (NaN where no row qualified)."""
         return {

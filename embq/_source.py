@@ -44,12 +44,15 @@ SOURCE_KEYS_PATH = "source_keys_path"
 #: How the keys were decoded.
 SOURCE_ENCODING = "source_encoding"
 SOURCE_UNICODE_ERRORS = "source_unicode_errors"
+#: Which part of the input a shard of a sharded compress holds: "bytes A-B" or "rows A-B".
+SOURCE_RANGE = "source_range"
 #: Not a source_* name, but written with them: True when compress L2-normalized the rows.
 NORMALIZED = "normalized"
 
 SOURCE_ATTRIBUTES = (
     SOURCE_PATH, SOURCE_FORMAT, SOURCE_COMPRESSION, SOURCE_SIZE, SOURCE_ROWS,
     SOURCE_DUPLICATES, SOURCE_LIMIT, SOURCE_KEYS_PATH, SOURCE_ENCODING, SOURCE_UNICODE_ERRORS,
+    SOURCE_RANGE,
 )
 
 # -- the reader options ----------------------------------------------------------------------

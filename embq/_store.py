@@ -1558,10 +1558,9 @@ class Store:
     def similar_by_key(self, key, topn: int | None = 10, restrict_vocab=None, **options):
         """Nearest keys to a key, the key itself left out: ``most_similar(positive=[key])``
         (options ``rescore=4``, ``n_threads=None``)."""
-        from embq._search import most_similar
+        from embq._search import similar_by_key
 
-        return most_similar(self, positive=[key], topn=topn, restrict_vocab=restrict_vocab,
-                            **options)
+        return similar_by_key(self, key, topn=topn, restrict_vocab=restrict_vocab, **options)
 
     similar_by_word = similar_by_key
 

@@ -121,7 +121,7 @@ def test_missing_input_and_output_dir(tmp_path, capsys):
 
 
 def test_unreadable_input(tmp_path, capsys, monkeypatch):
-    import embq._readers as readers
+    import embq._input as input_layer  # every input file is opened there
 
     p = tmp_path / "locked.txt"
     p.write_text("1 1\na 1\n")
@@ -135,14 +135,14 @@ def test_unreadable_input(tmp_path, capsys, monkeypatch):
     def refuse(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(readers, "open", refuse, raising=False)
+    monkeypatch.setattr(input_layer, "open", refuse, raising=False)
     code, _, err = run(capsys, "compress", p, tmp_path / "o.embq")
     assert code == 2 and err == f"embq compress: error: {p}: Permission denied\n"
     assert sorted(os.listdir(tmp_path)) == ["locked.txt"]
 
 
 def test_read_error_names_the_file(tmp_path, capsys, monkeypatch):
-    import embq._readers as readers
+    import embq._input as input_layer  # every input file is opened there
 
     p = tmp_path / "a.txt"
     p.write_text("1 1\na 1\n")
@@ -160,7 +160,7 @@ def test_read_error_names_the_file(tmp_path, capsys, monkeypatch):
         def close(self):
             self.f.close()
 
-    monkeypatch.setattr(readers, "open", lambda *a, **k: Failing(real_open(*a, **k)),
+    monkeypatch.setattr(input_layer, "open", lambda *a, **k: Failing(real_open(*a, **k)),
                         raising=False)
     code, _, err = run(capsys, "compress", p, tmp_path / "o.embq")
     assert code == 2 and err == f"embq compress: error: {p}: Input/output error\n"

@@ -156,7 +156,7 @@ def test_subnormal_scales_are_rounded_up():
     # would clip at 255); the definition rounds subnormal scales up instead.
     tiny = np.float32(2.0**-149)
     x = np.array([[190 * tiny, -95 * tiny, tiny, 0]], dtype=np.float32)
-    q = quantize(x)
+    q = Q.quantize(x)
     assert q.scales[0] == np.float32(2 * tiny)
     # -47.5 -> -48, 0.5 -> 0
     np.testing.assert_array_equal(q.codes[0], [128 + 95, 128 - 48, 128 + 0, 128])
@@ -169,7 +169,7 @@ def test_subnormal_scales_are_rounded_up():
 def test_round_half_to_even_and_formula():
     # max|x| = 127 gives scale 1 and inv 1, so the codes are 128 + rint(x).
     x = np.array([[127, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -127]], dtype=np.float32)
-    q = quantize(x)
+    q = Q.quantize(x)
     assert q.scales[0] == 1
     np.testing.assert_array_equal(q.codes[0], 128 + np.array([127, 0, 2, 2, 0, -2, -2, 126, -127]))
     y = np.array([[0.5, -1.0, 0.25]], dtype=np.float32)
@@ -237,7 +237,7 @@ def test_rows_near_float32_max_dequantize_finite():
     # float32(FLT_MAX / 127) * 127 overflows, so such rows take the next scale below.
     fmax = np.float32(F32_MAX)
     x = np.array([[fmax, -fmax, fmax / 2], [fmax * np.float32(0.99999), 1, 0]], np.float32)
-    q = quantize(x)
+    q = Q.quantize(x)
     assert_same(q, quantize_reference(x))
     nearest = fmax / np.float32(127)
     with np.errstate(over="ignore"):
@@ -646,7 +646,7 @@ def test_row_norms_long_rows_exact():
 def test_row_norms_of_dequantized_rows():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((100, 50)).astype(np.float32)
-    q = quantize(x)
+    q = Q.quantize(x)
     norms = row_norms(*q)
     np.testing.assert_allclose(norms, np.linalg.norm(dequantize(*q).astype(np.float64), axis=1),
                                rtol=1e-6)
@@ -686,7 +686,7 @@ def test_recon_stats_check_their_inputs():
     from embq._recon import ReconstructionStats
 
     x = np.ones((3, 4), np.float32)
-    q = quantize(x)
+    q = Q.quantize(x)
     stats = ReconstructionStats()
     with pytest.raises(TypeError, match="codes must be a uint8 array, got dtype int64"):
         stats.update(x, q.codes.astype(np.int64), q.scales)
@@ -701,3 +701,26 @@ def test_recon_stats_check_their_inputs():
     assert stats.rows == 0  # nothing counted from a refused block
     stats.update(x.astype(np.float64)[:, ::-1], q.codes[:, ::-1], q.scales, q.zero_points)
     assert stats.rows == 3 and stats.result()["error_max_abs_over_scale"] <= 0.5 + 1e-6
+
+
+def test_recon_stats_merge_equals_one_pass():
+    from embq._recon import ReconstructionStats
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 17)).astype(np.float32)
+    x[5] = 0
+    q = Q.quantize(x)
+    whole = ReconstructionStats()
+    whole.update(x, q.codes, q.scales, q.zero_points)
+    parts = [ReconstructionStats() for _ in range(3)]
+    for p, (a, b) in zip(parts, [(0, 100), (100, 101), (101, 300)]):
+        p.update(x[a:b], q.codes[a:b], q.scales[a:b], q.zero_points[a:b])
+    merged = ReconstructionStats()
+    for p in parts:
+        merged.merge(p)
+    assert merged.rows == whole.rows == 300
+    got, want = merged.result(), whole.result()
+    assert got.keys() == want.keys()
+    for name in want:
+        assert got[name] == pytest.approx(want[name], rel=1e-12), name
+    assert got["error_max_abs_over_scale"] == want["error_max_abs_over_scale"]

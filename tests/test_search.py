@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import embq
+from embq import _config
 from embq import _kernels_search as ks
 from embq._quantize import dequantize, quantize, row_norms
 from embq._search import (
@@ -29,14 +30,14 @@ from embq._search import (
 from embq._utils import effective_n_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOT_KERNELS = ks.available_kernels()["dot"]
-SELECT_KERNELS = ks.available_kernels()["select"]
+DOT_KERNELS = _config.available_kernels()["search_dot"]
+SELECT_KERNELS = _config.available_kernels()["search_select"]
 
 
 @pytest.fixture(autouse=True)
 def _restore_kernels():
     yield
-    ks.set_kernels()
+    _config.set_kernels()
 
 
 # -- oracles ---------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ def check(codes, scales, zp, norms, queries, k, metric="cosine", restrict=None, 
 @pytest.mark.parametrize("kernel", DOT_KERNELS)
 @pytest.mark.parametrize("d", [1, 3, 4, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 300, 301])
 def test_raw_acc_equals_numpy_int32_matmul(kernel, d):
-    ks.set_kernels(dot=kernel)
+    _config.set_kernels({"search_dot": kernel})
     rng = np.random.default_rng(d)
     for n, m in [(1, 1), (3, 2), (4, 4), (9, 5), (13, 11)]:
         codes = rng.integers(0, 256, (n, d), dtype=np.uint8)
@@ -114,7 +115,7 @@ def test_raw_acc_equals_numpy_int32_matmul(kernel, d):
 
 @pytest.mark.parametrize("kernel", DOT_KERNELS)
 def test_raw_acc_extremes_at_the_int32_limit(kernel):
-    ks.set_kernels(dot=kernel)
+    _config.set_kernels({"search_dot": kernel})
     d = max_exact_dim()
     assert d == (2**31 - 1) // (128 * 127)
     codes = np.zeros((5, d), np.uint8)       # code - 128 = -128 everywhere
@@ -142,7 +143,7 @@ def test_dimension_above_int32_bound_is_refused():
 @pytest.mark.parametrize("dot", DOT_KERNELS)
 @pytest.mark.parametrize("select", SELECT_KERNELS)
 def test_every_kernel_variant_matches_oracle(dot, select):
-    ks.set_kernels(dot=dot, select=select)
+    _config.set_kernels({"search_dot": dot, "search_select": select})
     for n, d, m, k in [(700, 300, 3, 10), (257, 33, 20, 7), (40, 1, 5, 50), (100, 64, 70, 3)]:
         codes, scales, zp, norms = make(n, d, seed=n + d, dup=True, zero_rows=True)
         q = np.random.default_rng(d).standard_normal((m, d)).astype(np.float32)
@@ -155,7 +156,7 @@ def test_every_kernel_variant_matches_oracle(dot, select):
 def test_single_query_scan_every_variant_matches_oracle(dot, select):
     # one query goes through the fused row scan: chunks per thread, blocks of 256 rows, groups of
     # four rows with a tail, rows prefetched up to the last one
-    ks.set_kernels(dot=dot, select=select)
+    _config.set_kernels({"search_dot": dot, "search_select": select})
     for n, d in [(1543, 300), (1031, 64), (517, 33), (9, 130), (3, 5)]:
         codes, scales, zp, norms = make(n, d, seed=n, dup=True, zero_rows=True,
                                         zp_random=n % 2 == 1)
@@ -447,15 +448,15 @@ def test_bad_arguments_raise_clear_errors():
         search(codes, scales, q, restrict=-1)
     with pytest.raises(ValueError, match="n_threads=0"):
         search(codes, scales, q, n_threads=0)
-    with pytest.raises(ValueError, match="unknown dot kernel"):
-        ks.set_kernels(dot="nope")
+    with pytest.raises(ValueError, match="unknown kernel variant 'nope'"):
+        _config.set_kernels({"search_dot": "nope"})
 
 
 def test_selected_kernels_reports_names():
     sel = ks.selected_kernels()
     assert set(sel) == {"search_dot", "search_select"}
-    assert sel["search_dot"] in ks.DOT_KERNELS and sel["search_select"] in ks.SELECT_KERNELS
-    assert "scalar" in DOT_KERNELS
+    assert sel["search_dot"] in DOT_KERNELS and sel["search_select"] in SELECT_KERNELS
+    assert DOT_KERNELS[0] == SELECT_KERNELS[0] == "portable"
 
 
 # -- store level: most_similar against gensim on the same dequantized vectors ----------------
@@ -720,7 +721,7 @@ def test_topn_none_without_rescore_is_the_int8_search_bit_for_bit(sample_store):
     np.testing.assert_array_equal(got[exp_i[0]], exp_s[0])
     # every kernel variant gives those bits, threaded or not
     for dot in DOT_KERNELS:
-        ks.set_kernels(dot=dot)
+        _config.set_kernels({"search_dot": dot})
         for threads in (1, 2):
             np.testing.assert_array_equal(
                 sample_store.similar_by_vector(v, topn=None, rescore=None, restrict_vocab=1000,

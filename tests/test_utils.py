@@ -57,7 +57,7 @@ def test_non_integer_is_a_type_error(bad):
 
 def test_cpu_features_are_booleans():
     feats = _kernels_common.cpu_features()
-    assert set(feats) == {"avx2", "avx512bw", "avx512vnni", "neon"}
+    assert set(feats) == {"avx2", "avxvnni", "avx512bw", "avx512vnni", "neon", "neondot"}
     assert all(isinstance(v, bool) for v in feats.values())
     # AVX-512 VNNI implies AVX-512 BW in the dispatch rules.
     assert not feats["avx512vnni"] or feats["avx512bw"]
