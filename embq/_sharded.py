@@ -61,8 +61,9 @@ def open(path: str | os.PathLike, *, client: Any = None) -> Store | ShardedStore
     if os.path.isdir(p):
         if not is_sharded(p):
             raise IsADirectoryError(
-                errno.EISDIR, f"{p!r} is a directory without {MANIFEST_NAME}: neither a store "
-                "file nor a sharded store (or the sharded store's build did not finish)", p)
+                errno.EISDIR, f"{p!r} is a directory, not a store: it has no {MANIFEST_NAME}, "
+                "so it is no sharded store either (or the sharded store's build did not "
+                "finish)", p)
         return ShardedStore(path, client=client)
     if client is not None:
         raise ValueError(

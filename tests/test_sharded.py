@@ -73,7 +73,7 @@ def test_open_returns_the_right_kind(data):
     assert type(data["one"]) is embq.Store
     with pytest.raises(ValueError, match="single store file"):
         embq.open(data["root"] / "one.h5", client=object())
-    with pytest.raises(IsADirectoryError, match=r"without manifest\.json"):
+    with pytest.raises(IsADirectoryError, match=r"not a store: it has no manifest\.json"):
         embq.open(data["root"])
     with pytest.raises(FileNotFoundError):
         embq.open(data["root"] / "absent.embq")
