@@ -479,6 +479,10 @@ class ShardedStore:
     def similar_by_key(self, key, topn: int | None = 10, restrict_vocab=None, **options):
         """Nearest keys to a key, the key itself left out: ``most_similar(positive=[key])``
         (options ``rescore=4``, ``n_threads=None``)."""
+        from embq import _search as sr
+
+        # embq._search's checks of the key (topn=0: checks only), then most_similar
+        sr.similar_by_key(self, key, topn=0, restrict_vocab=restrict_vocab, **options)
         return self.most_similar(positive=[key], topn=topn, restrict_vocab=restrict_vocab,
                                  **options)
 

@@ -210,6 +210,15 @@ def test_most_similar_errors(data):
         st.most_similar()
     with pytest.raises(ValueError, match="restrict_vocab"):
         st.most_similar("w1", restrict_vocab=-1)
+    one = data["one"]
+    for call in (lambda s: s.similar_by_key(b"w1"), lambda s: s.similar_by_vector("w1"),
+                 lambda s: s.most_similar_batch(["w1", b"w2"]),
+                 lambda s: s.most_similar([("w1", "heavy")])):
+        with pytest.raises(TypeError) as got:
+            call(st)
+        with pytest.raises(TypeError) as want:
+            call(one)
+        assert str(got.value) == str(want.value)
 
 
 def test_lookups_equal_one_store(data):
