@@ -7,9 +7,14 @@ shares its name with a module, so imports never depend on their order.
 
 * ``_quantize``   -- :func:`quantize`, :func:`dequantize`: float rows <-> uint8 codes and scales
   (the kernels: ``_kernels_quant.pyx`` over ``_quant.h``, the one definition of the arithmetic).
-* ``_store``      -- :func:`save`, :class:`StoreWriter`, :func:`open`, :class:`Store`: the HDF5
+* ``_store``      -- :func:`save`, :class:`StoreWriter`, :class:`Store`: the HDF5
   file (layout in ``docs/format.md``), its key hash table, lookups and the ``source_*``
   attributes that say how a store was made.
+* ``_sharded``    -- :func:`open` (a store file or a sharded store directory) and
+  ``ShardedStore``: shards read as one store, searched here or on a Dask cluster
+  (``client=``); ``_manifest`` is the directory's ``manifest.json``.
+* ``_dist_search`` -- the per-shard search, the merge of top lists, and the Dask tasks
+  (workers import them from here and open their shard by path).
 * ``_input``      -- opening files: gzip/bz2/xz detection, pipes, damaged and trailing data.
 * ``_readers``    -- :func:`open_embeddings`, :func:`load_embeddings`, :func:`detect_format`:
   word2vec text and binary, GloVe, fastText ``.vec``, ``.npy``, streamed in blocks.
@@ -54,9 +59,9 @@ if TYPE_CHECKING:  # what the lazy table below binds, for type checkers and IDEs
     from embq._reshard import merge as merge
     from embq._reshard import shard as shard
     from embq._search import search as search
+    from embq._sharded import open as open
     from embq._store import Store as Store
     from embq._store import StoreWriter as StoreWriter
-    from embq._store import open as open
     from embq._store import save as save
 
 _LAZY = {
@@ -70,7 +75,7 @@ _LAZY = {
     "compress": "embq._compress",
     "export": "embq._export",
     "save": "embq._store",
-    "open": "embq._store",
+    "open": "embq._sharded",
     "Store": "embq._store",
     "StoreWriter": "embq._store",
     "show_config": "embq._config",
