@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # what the lazy table below binds, for type checkers and IDEs
     from embq._reshard import shard as shard
     from embq._search import search as search
     from embq._sharded import open as open
+    from embq._sharded import ShardedStore as ShardedStore
     from embq._store import Store as Store
     from embq._store import StoreWriter as StoreWriter
     from embq._store import save as save
@@ -77,6 +78,7 @@ _LAZY = {
     "save": "embq._store",
     "open": "embq._sharded",
     "Store": "embq._store",
+    "ShardedStore": "embq._sharded",
     "StoreWriter": "embq._store",
     "show_config": "embq._config",
     "open_embeddings": "embq._readers",

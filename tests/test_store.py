@@ -929,7 +929,7 @@ def test_delegating_methods_forward(store, monkeypatch):
 
 def test_public_exports():
     assert embq.save is embq._store.save
-    assert embq.open is embq._store.open
+    assert embq.open is embq._sharded.open
     assert embq.Store is embq._store.Store
     assert embq.StoreWriter is StoreWriter
     assert _kernels_store.selected_kernels() == {"store": "portable"}
