@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from embq._cmd_compress import add_cluster_arguments, open_searched
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Print the k nearest rows of a store for each WORD (the word itself left "
         "out) and/or each vector of a .npy file, searched on the quantized codes.",
     )
-    p.add_argument("store", help="path of an embq store")
+    p.add_argument("store", help="path of an embq store (a file, or a sharded store's "
+                   "directory)")
     p.add_argument("words", nargs="*", metavar="WORD", help="keys to look up and search for")
     p.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
     p.add_argument("--metric", choices=("cosine", "dot"), default="cosine",
@@ -28,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="threads (default: all cores; a negative count counts back from all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_cluster_arguments(p, "search a sharded store's shards", "the shard files")
     p.set_defaults(func=run)
 
 
@@ -98,8 +102,6 @@ def _pad(text: str, width: int) -> str:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    import embq
-    from embq._search import search_store
     from embq.cli import CommandError
 
     if not args.words and not args.vectors:
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                            "negative one to count back from all cores (-1 = all), or omit "
                            "--threads to use all cores")
 
-    with embq.open(args.store) as store:
+    with open_searched(args) as store:
         labels: list[str] = []
         own: list[int] = []
         parts = []
@@ -141,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
             labels += [f"{args.vectors}[{i}]" for i in range(len(vecs))]
             own += [-1] * len(vecs)
         queries = np.concatenate(parts, axis=0)
-        scores, found = search_store(store, queries, args.k + 1, metric=args.metric,
+        scores, found = store.search(queries, args.k + 1, metric=args.metric,
                                      rescore=args.rescore or None, restrict=args.restrict,
                                      n_threads=args.threads)
         keys = store.index_to_key

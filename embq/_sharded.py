@@ -253,6 +253,11 @@ class ShardedStore:
         for s in self._stores:
             s._verify_miss(key)
 
+    def _drop_resident_pages(self) -> None:
+        """:meth:`Store._drop_resident_pages` of every shard (after a scan over all rows)."""
+        for s in self._stores:
+            s._drop_resident_pages()
+
     codes = _no_global_array("codes")
     scales = _no_global_array("scales")
     zero_points = _no_global_array("zero_points")
@@ -489,26 +494,8 @@ class ShardedStore:
     similar_by_word = similar_by_key
 
     # -- evaluation and interop ------------------------------------------------------------------
-    def evaluate_word_pairs(self, pairs, delimiter: str = "\t", encoding: str = "utf8",
-                            restrict_vocab: int = 300000, case_insensitive: bool = True,
-                            dummy4unknown: bool = False):
-        """gensim's ``evaluate_word_pairs``; see :func:`embq._evaluate.evaluate_word_pairs`."""
-        from embq._evaluate import evaluate_word_pairs
-
-        return evaluate_word_pairs(
-            _evaluation_backend()(self), pairs, delimiter=delimiter, encoding=encoding,
-            restrict_vocab=restrict_vocab, case_insensitive=case_insensitive,
-            dummy4unknown=dummy4unknown)
-
-    def evaluate_word_analogies(self, analogies, restrict_vocab: int = 300000,
-                                case_insensitive: bool = True, dummy4unknown: bool = False):
-        """gensim's ``evaluate_word_analogies``; see
-        :func:`embq._evaluate.evaluate_word_analogies`."""
-        from embq._evaluate import evaluate_word_analogies
-
-        return evaluate_word_analogies(
-            _evaluation_backend()(self), analogies, restrict_vocab=restrict_vocab,
-            case_insensitive=case_insensitive, dummy4unknown=dummy4unknown)
+    evaluate_word_pairs = Store.evaluate_word_pairs
+    evaluate_word_analogies = Store.evaluate_word_analogies
 
     def to_keyed_vectors(self):
         """A gensim ``KeyedVectors`` of every row (the shards' arrays are concatenated in
@@ -528,42 +515,3 @@ class ShardedStore:
 def _no_rows(m: int, kk: int, single: bool) -> tuple[np.ndarray, np.ndarray]:
     scores, rows = np.empty((m, kk), np.float32), np.empty((m, kk), np.int64)
     return (scores[0], rows[0]) if single else (scores, rows)
-
-
-@functools.cache
-def _evaluation_backend() -> type:
-    """embq._evaluate's store backend for a sharded store (built on first use: importing
-    the evaluation module costs more than opening a store)."""
-    from embq._evaluate import _StoreVectors
-
-    class _ShardedVectors(_StoreVectors):
-        # The norms of every row (the evaluation normalizes the rows it reads); keys read
-        # shard by shard with the single-store reader; neighbours from the sharded search.
-        def __init__(self, store: ShardedStore, rescore=None, n_threads=None) -> None:
-            store._check_open()
-            self.store = store
-            self.n, self.dim = store.shape
-            self.rescore = rescore
-            self.n_threads = n_threads
-            self._norms = np.concatenate([s.norms for s in store.shards]).astype(np.float32)
-
-        def keys(self, limit: int) -> list[str]:
-            if not self.store.has_keys:
-                return super().keys(limit)   # its error: no keys
-            out: list[str] = []
-            for s in self.store.shards:
-                take = min(limit - len(out), len(s))
-                if take <= 0:
-                    break
-                out += _StoreVectors(s).keys(take)
-            return out
-
-        def top_k(self, queries: np.ndarray, k: int, restrict: int | None) -> np.ndarray:
-            if queries.shape[0] == 0:
-                return np.empty((0, min(k, self.n)), np.int64)
-            _, idx = self.store.search(np.ascontiguousarray(queries, np.float32), k,
-                                       metric="cosine", rescore=self.rescore,
-                                       restrict=restrict or None, n_threads=self.n_threads)
-            return np.asarray(idx, np.int64).reshape(queries.shape[0], -1)
-
-    return _ShardedVectors
