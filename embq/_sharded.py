@@ -77,33 +77,44 @@ class _ShardedIndex:
     """The row index of a sharded store: each shard's index, rows shifted by its offset.
 
     A key is looked up in the shards in order until found (keys are unique across the store,
-    which the writer of the shards guarantees); a batch goes to each shard as one
-    ``find_many`` call holding only the keys not found yet.  Each shard's kernel hashes the
-    key again: ``_kernels_store.StoreIndex`` has no lookup by a precomputed hash (FNV-1a over
-    a short key costs less than the cache miss of the probe it leads to).
+    which the writer of the shards guarantees).  It is hashed once, here, and each shard
+    probes its table with that hash; a batch is hashed once (``hash_keys``) and goes to each
+    shard as one ``find_many`` call holding only the keys not found yet, with their hashes.
     """
 
     def __init__(self, owner: ShardedStore) -> None:
+        from embq import _kernels_store
+
         self._owner = owner
         self._indexes = [s._index for s in owner._stores]
         self._offsets = [e.offset for e in owner.manifest.shards]
         self._manifest = owner.manifest
+        self._kernels = _kernels_store
 
     def find(self, key: object) -> int:
+        if not isinstance(key, str):
+            return self._indexes[0].find(key)   # its TypeError, as one store's
+        try:
+            h = self._kernels.hash_key(key)
+        except UnicodeEncodeError:
+            return -1   # a str without UTF-8 form (lone surrogates): no store holds it
         for index, off in zip(self._indexes, self._offsets):
-            r = index.find(key)
+            r = index.find_hashed(key, h)
             if r >= 0:
                 return off + r
         return -1
 
     def find_many(self, keys: list) -> np.ndarray:
+        hashes = self._kernels.hash_keys(keys)
         out = np.full(len(keys), -1, np.int64)
         pending = np.arange(len(keys))
         for index, off in zip(self._indexes, self._offsets):
             if pending.size == 0:
                 break
-            batch = keys if pending.size == len(keys) else [keys[j] for j in pending.tolist()]
-            r = index.find_many(batch)
+            if pending.size == len(keys):
+                r = index.find_many(keys, hashes)
+            else:
+                r = index.find_many([keys[j] for j in pending.tolist()], hashes[pending])
             hit = r >= 0
             out[pending[hit]] = r[hit] + off
             pending = pending[~hit]
@@ -250,8 +261,14 @@ class ShardedStore:
         """A key every shard reported absent: each shard checks its own probe sequence
         (:meth:`Store._verify_miss`), so a shard whose hash table does not match its keys is
         a StoreError naming that shard's file rather than a wrong "absent"."""
+        from embq._kernels_store import hash_key
+
+        try:
+            h = hash_key(key)
+        except UnicodeEncodeError:
+            return   # no store holds a str without UTF-8 form
         for s in self._stores:
-            s._verify_miss(key)
+            s._verify_miss(key, h)
 
     def _drop_resident_pages(self) -> None:
         """:meth:`Store._drop_resident_pages` of every shard (after a scan over all rows)."""

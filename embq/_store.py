@@ -1162,8 +1162,9 @@ class Store:
             self._verify_miss(key)
         return i
 
-    def _verify_miss(self, key: str) -> None:
-        """Check the probe sequence that just reported ``key`` absent.
+    def _verify_miss(self, key: str, key_hash: int | None = None) -> None:
+        """Check the probe sequence that just reported ``key`` absent (``key_hash``: its
+        ``hash_key``, when the caller has it already).
 
         In a linear-probing table built as docs/format.md says, every row sits in an occupied
         run of slots starting at its home slot (its hash).  A row seen on the probe whose home
@@ -1188,7 +1189,7 @@ class Store:
                                    _kernels().hash_key, verified)
         table, offsets, blob, base, mask, hash_key, verified = probe
         try:
-            start = s = hash_key(key) & mask
+            start = s = (hash_key(key) if key_hash is None else key_hash) & mask
         except UnicodeEncodeError:
             return  # a str without UTF-8 form (lone surrogates): no store holds it
         r = table[s]
