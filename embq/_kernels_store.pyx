@@ -265,25 +265,6 @@ cdef class StoreIndex:
             self.table = <const int64_t*>cnp.PyArray_DATA(t)
             self.mask = <uint64_t>(t.shape[0] - 1)
 
-    cdef inline int64_t _find(self, const uint8_t* s, Py_ssize_t n) noexcept nogil:
-        return _probe(self.table, self.mask, self.n_rows, self.offsets, self.blob,
-                      self.blob_len, s, n, _hash_bytes(s, n))
-
-    def find_hashed(self, object key, uint64_t h):
-        """:meth:`find` with the key's hash already computed (``hash_key(key)``), so a key
-        looked up in several stores is hashed once."""
-        cdef Py_ssize_t n
-        cdef const char* s
-        cdef int64_t r
-        s = _key_utf8(key, &n)
-        if s == NULL or not self.has_keys:
-            return -1
-        r = _probe(self.table, self.mask, self.n_rows, self.offsets, self.blob,
-                   self.blob_len, <const uint8_t*>s, n, h)
-        if r == _CORRUPT:
-            raise self._corrupt()
-        return r
-
     cdef _corrupt(self):
         from embq._errors import StoreError
         return StoreError("the key hash table is damaged: it points outside the key arrays "
@@ -295,19 +276,31 @@ cdef class StoreIndex:
                             "without vocabulary); index it by row number")
         return KeyError(f"Key '{key}' not present")
 
-    cpdef int64_t find(self, object key) except? -3:
-        """Row of ``key`` (a str, subclasses included), or -1 when absent (also for a store
-        without keys, and for a str that has no UTF-8 form, which no store can hold)."""
+    cdef int64_t _lookup(self, object key, uint64_t h, bint hashed) except? -3:
+        # find and find_hashed: the row of a str key or -1; ``h`` is its hash when ``hashed``.
         cdef Py_ssize_t n
         cdef const char* s
         cdef int64_t r
         s = _key_utf8(key, &n)
         if s == NULL or not self.has_keys:
             return -1
-        r = self._find(<const uint8_t*>s, n)
+        if not hashed:
+            h = _hash_bytes(<const uint8_t*>s, n)
+        r = _probe(self.table, self.mask, self.n_rows, self.offsets, self.blob,
+                   self.blob_len, <const uint8_t*>s, n, h)
         if r == _CORRUPT:
             raise self._corrupt()
         return r
+
+    cpdef int64_t find(self, object key) except? -3:
+        """Row of ``key`` (a str, subclasses included), or -1 when absent (also for a store
+        without keys, and for a str that has no UTF-8 form, which no store can hold)."""
+        return self._lookup(key, 0, False)
+
+    def find_hashed(self, object key, uint64_t h):
+        """:meth:`find` with the key's hash already computed (``hash_key(key)``), so a key
+        looked up in several stores is hashed once."""
+        return self._lookup(key, h, True)
 
     def key_vector(self, object key):
         """Dequantized float32 row of ``key`` (a str); ``KeyError`` when absent."""

@@ -603,6 +603,8 @@ def _all_scores(store: Any, qf: np.ndarray, restrict: int | None, rescore: int |
     reports for it; without, the int8 scores of :func:`search`, bit for bit. Rows are
     dequantized a block at a time: no float copy of the matrix is made.
     """
+    if hasattr(store, "shards"):
+        return store._all_scores(qf, restrict, rescore, threads)   # shard by shard
     n = len(store)
     n_eff = n if restrict is None else min(restrict, n)
     m = qf.shape[0]
@@ -701,8 +703,8 @@ def _most_similar(store: Any, items: list[tuple[Any, float, str]], topn: Any,
     q, exclude = _query_vector(store, items)
     if topn is None:
         return _all_scores(store, q[None, :], restrict, rescore, threads)[0]
-    scores, rows = search_store(store, q, topn + len(exclude), rescore=rescore,
-                                restrict=restrict, n_threads=threads)
+    scores, rows = store.search(q, topn + len(exclude), rescore=rescore, restrict=restrict,
+                                n_threads=threads)
     out = [(_key_of(store, int(r)), float(s)) for s, r in zip(scores, rows)
            if int(r) not in exclude]
     return out[:topn]
@@ -764,7 +766,7 @@ def most_similar_batch(store: Any, keys: Iterable[Any], topn: int | None = 10,
         return _all_scores(store, q, restrict, rescore, threads)
     if not keys:
         return []
-    scores, found = search_store(store, q, topn + 1, rescore=rescore, restrict=restrict,
+    scores, found = store.search(q, topn + 1, rescore=rescore, restrict=restrict,
                                  n_threads=threads)
     result = []
     for qi, own in enumerate(rows):

@@ -15,7 +15,6 @@ are written against the store's row index (``find``, ``find_many``, ``key_vector
 from __future__ import annotations
 
 import errno
-import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -175,15 +174,6 @@ def _no_global_array(name: str) -> property:
         )
 
     return property(get, doc=f"Not available: see ``shards[i].{name}``.")
-
-
-@functools.cache
-def _search_defaults() -> dict[str, Any]:
-    # The gensim-style helpers' option defaults (``rescore=4``, ...) are defined once, by
-    # embq._search; a sharded store uses the same.
-    from embq._search import most_similar
-
-    return dict(most_similar.__kwdefaults__)
 
 
 class ShardedStore:
@@ -425,90 +415,13 @@ class ShardedStore:
         return (np.concatenate(parts, axis=1) if parts
                 else np.empty((qf.shape[0], 0), np.float32))
 
-    # The gensim-style searches: embq._search's argument checks, query building and key
-    # lookups applied to this store, with its sharded search and every-row scores.
-    def _gensim_args(self, restrict_vocab: Any, topn: Any,
-                     options: dict) -> tuple[int | None, int | None, int, int | None]:
-        """``(restrict, rescore, threads, topn)`` checked by embq._search, with its defaults
-        for the options not given; an unknown option is a TypeError naming it."""
-        from embq import _search as sr
-
-        opts = {**_search_defaults(), **options}
-        if len(opts) > len(_search_defaults()):
-            name = next(k for k in options if k not in _search_defaults())
-            raise TypeError(f"got an unexpected keyword argument {name!r}")
-        restrict, rescore, threads = sr._common_args(self, restrict_vocab, opts["rescore"],
-                                                     opts["n_threads"])
-        return restrict, rescore, threads, sr._topn_arg(topn)
-
-    def most_similar(self, positive=None, negative=None, topn: int | None = 10,
-                     restrict_vocab=None, **options):
-        """gensim's ``most_similar`` over global rows; see :func:`embq._search.most_similar`
-        (options ``rescore=4``, ``n_threads=None``)."""
-        from embq import _search as sr
-
-        items = [(*sr._query_item(item, 1.0, label), label)
-                 for item, label in sr._query_items(positive, "positive")]
-        items += [(*sr._query_item(item, -1.0, label), label)
-                  for item, label in sr._query_items(negative, "negative")]
-        restrict, rescore, threads, topn = self._gensim_args(restrict_vocab, topn, options)
-        if topn == 0:
-            return []
-        q, exclude = sr._query_vector(self, items)
-        if topn is None:
-            return self._all_scores(q[None, :], restrict, rescore, threads)[0]
-        scores, rows = self.search(q, topn + len(exclude), rescore=rescore, restrict=restrict,
-                                   n_threads=threads)
-        out = [(sr._key_of(self, int(r)), float(s)) for s, r in zip(scores, rows)
-               if int(r) not in exclude]
-        return out[:topn]
-
-    def most_similar_batch(self, keys, topn: int | None = 10, restrict_vocab=None,
-                           **options):
-        """``most_similar`` for a list of keys at once; see
-        :func:`embq._search.most_similar_batch` (options ``rescore=4``, ``n_threads=None``)."""
-        from embq import _search as sr
-
-        # embq._search's own checks of the keys and options: with topn=0 it checks them and
-        # returns before looking anything up.
-        sr.most_similar_batch(self, keys, topn=0, restrict_vocab=restrict_vocab, **options)
-        keys = list(keys)
-        restrict, rescore, threads, topn = self._gensim_args(restrict_vocab, topn, options)
-        if topn == 0:
-            return [[] for _ in keys]
-        rows = np.array([self.get_index(key) for key in keys], dtype=np.int64)
-        q = self[rows] if keys else np.empty((0, self.dim), np.float32)
-        if topn is None:
-            return self._all_scores(q, restrict, rescore, threads)
-        if not keys:
-            return []
-        scores, found = self.search(q, topn + 1, rescore=rescore, restrict=restrict,
-                                    n_threads=threads)
-        return [[(sr._key_of(self, int(r)), float(s)) for s, r in zip(scores[i], found[i])
-                 if int(r) != own][:topn] for i, own in enumerate(rows.tolist())]
-
-    def similar_by_vector(self, vector, topn: int | None = 10, restrict_vocab=None,
-                          **options):
-        """Nearest keys to a vector; see :func:`embq._search.similar_by_vector` (options
-        ``rescore=4``, ``n_threads=None``)."""
-        from embq import _search as sr
-
-        # embq._search's checks of the vector (topn=0: checks only), then most_similar
-        sr.similar_by_vector(self, vector, topn=0, restrict_vocab=restrict_vocab, **options)
-        return self.most_similar(positive=[np.asarray(vector)], topn=topn,
-                                 restrict_vocab=restrict_vocab, **options)
-
-    def similar_by_key(self, key, topn: int | None = 10, restrict_vocab=None, **options):
-        """Nearest keys to a key, the key itself left out: ``most_similar(positive=[key])``
-        (options ``rescore=4``, ``n_threads=None``)."""
-        from embq import _search as sr
-
-        # embq._search's checks of the key (topn=0: checks only), then most_similar
-        sr.similar_by_key(self, key, topn=0, restrict_vocab=restrict_vocab, **options)
-        return self.most_similar(positive=[key], topn=topn, restrict_vocab=restrict_vocab,
-                                 **options)
-
-    similar_by_word = similar_by_key
+    # The gensim-style searches are Store's own: embq._search's, which search through
+    # store.search and hand the every-row scores (topn=None) to _all_scores above.
+    most_similar = Store.most_similar
+    most_similar_batch = Store.most_similar_batch
+    similar_by_vector = Store.similar_by_vector
+    similar_by_key = Store.similar_by_key
+    similar_by_word = Store.similar_by_word
 
     # -- evaluation and interop ------------------------------------------------------------------
     evaluate_word_pairs = Store.evaluate_word_pairs
