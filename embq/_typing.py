@@ -13,6 +13,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from gensim.models import KeyedVectors
+
     from embq._sharded import ShardedStore
     from embq._store import Store
 
@@ -22,6 +26,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 KeyOrRow = Union[str, int, np.integer]
 #: Either kind of opened store: both have the whole read API.
 AnyStore = Union["Store", "ShardedStore"]
+#: What the evaluations score: a store, a gensim ``KeyedVectors`` or ``(keys, vectors)``.
+Vectors = Union["Store", "ShardedStore", "KeyedVectors",
+                "tuple[Sequence[str] | None, ArrayLike]"]
 #: A store, or the path of one to open.
 StoreOrPath = Union["Store", "ShardedStore", str, "os.PathLike[str]"]
-__all__ = ["AnyStore", "ArrayLike", "KeyOrRow", "NDArray", "PathLike", "StoreOrPath"]
+__all__ = ["AnyStore", "ArrayLike", "KeyOrRow", "NDArray", "PathLike", "StoreOrPath",
+           "Vectors"]
