@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from embq._utils import human_bytes
+from embq._utils import human_bytes, size_ratio
 
 _CONNECT_SECONDS = 30  # how long --scheduler waits for the scheduler to answer
 
@@ -95,7 +95,8 @@ def summary_line(s: dict) -> str:
     return (
         f"{s['output']}: {s['rows']:,} rows x {s['dim']}{shards} from {s['format']} "
         f"{human_bytes(s['input_size'])} -> {human_bytes(s['output_size'])} "
-        f"({s['ratio']:.2f}x smaller; {s['ratio_vs_float32']:.2f}x vs float32) in "
+        f"({size_ratio(s['input_size'], s['output_size'])}; "
+        f"{size_ratio(4 * s['rows'] * s['dim'], s['output_size'], 'float32')}) in "
         f"{s['seconds']:.2f} s; error |x-x_hat|/scale mean {s['error_mean_abs_over_scale']:.4f} "
         f"max {s['error_max_abs_over_scale']:.4f}, relative L2 {s['error_mean_rel_l2']:.5f}"
     )

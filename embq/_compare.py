@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from embq._source import (
     recorded_int,
     recorded_reader_options,
 )
+
+if TYPE_CHECKING:
+    from embq._typing import AnyStore, PathLike, Vectors
 
 __all__ = ["compare_with_original"]
 
@@ -225,8 +228,8 @@ def _diff(a: float | None, b: float | None) -> float | None:
 
 
 def compare_with_original(
-    store: Any,
-    original: Any,
+    store: AnyStore,
+    original: PathLike | Vectors,
     *,
     pairs: Sequence[str | os.PathLike] | str | os.PathLike = (),
     analogies: str | os.PathLike | None = None,

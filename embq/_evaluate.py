@@ -35,12 +35,15 @@ import os
 import time
 import weakref
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from embq._errors import FormatError
 from embq._input import read_all
+
+if TYPE_CHECKING:
+    from embq._typing import AnyStore, Vectors
 
 __all__ = [
     "evaluate_store",
@@ -637,7 +640,7 @@ def _evaluate_pairs(
 
 
 def evaluate_word_pairs(
-    store: Any,
+    store: Vectors,
     pairs: str | os.PathLike,
     delimiter: str = "\t",
     encoding: str = "utf8",
@@ -814,7 +817,7 @@ def _evaluate_analogies(
 
 
 def evaluate_word_analogies(
-    store: Any,
+    store: Vectors,
     analogies: str | os.PathLike,
     restrict_vocab: int = 300000,
     case_insensitive: bool = True,
@@ -975,7 +978,7 @@ def figures_of(
 
 
 def evaluate_store(
-    store: Any,
+    store: AnyStore,
     *,
     pairs: Sequence[str | os.PathLike] | str | os.PathLike = (),
     analogies: str | os.PathLike | None = None,

@@ -10,11 +10,14 @@ codes.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embq._publish import AtomicFile
+
+if TYPE_CHECKING:
+    from embq._typing import StoreOrPath
 
 __all__ = ["EXPORT_FORMATS", "export"]
 
@@ -49,7 +52,7 @@ def _check_key(key: str, row: int, fmt: str) -> None:
 
 
 def export(
-    store: Any,
+    store: StoreOrPath,
     output: str | os.PathLike,
     *,
     format: str,
@@ -61,7 +64,7 @@ def export(
 
     Parameters
     ----------
-    store : str, os.PathLike, embq.Store or embq.ShardedStore
+    store : str, os.PathLike, Store or ShardedStore
         The store (a path, of a store file or a sharded store's directory, is opened and
         closed here).
     output : str or os.PathLike

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from embq._utils import effective_n_threads
+
+if TYPE_CHECKING:
+    from embq._typing import ArrayLike
 
 ZERO_POINT = 128
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -92,7 +95,7 @@ def _bad_row_error(x: np.ndarray, row: int) -> ValueError:
 # The definition
 
 
-def quantize_reference(matrix: Any) -> QuantizedRows:
+def quantize_reference(matrix: ArrayLike) -> QuantizedRows:
     """Quantize ``matrix`` with plain numpy; the definition the kernels match bit for bit.
 
     Per row, with ``x`` converted to float32 and all arithmetic in float32::
@@ -159,7 +162,7 @@ def quantize_reference(matrix: Any) -> QuantizedRows:
 # Kernel front ends
 
 
-def quantize(matrix: Any, *, n_threads: int | None = None) -> QuantizedRows:
+def quantize(matrix: ArrayLike, *, n_threads: int | None = None) -> QuantizedRows:
     """Quantize each row of ``matrix`` to uint8 with its own scale.
 
     The result equals :func:`quantize_reference` bit for bit.  Rows are processed in
@@ -258,9 +261,9 @@ def _normalize_rows(rows: Any, n: int) -> tuple[np.ndarray, bool]:
 
 
 def dequantize(
-    codes: Any,
-    scales: Any,
-    zero_points: Any = None,
+    codes: ArrayLike,
+    scales: ArrayLike,
+    zero_points: ArrayLike | None = None,
     rows: Sequence[int] | np.ndarray | int | slice | None = None,
     *,
     out: np.ndarray | None = None,
@@ -339,7 +342,7 @@ def dequantize(
     return result.reshape(shape) if out is None else out
 
 
-def row_norms(codes: Any, scales: Any, zero_points: Any = None, *,
+def row_norms(codes: ArrayLike, scales: ArrayLike, zero_points: ArrayLike | None = None, *,
               n_threads: int | None = None) -> np.ndarray:
     """Return the L2 norm of every dequantized row, as float32.
 

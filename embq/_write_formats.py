@@ -17,9 +17,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from embq._typing import AnyStore
 
 __all__ = ["export_parquet", "export_safetensors", "to_arrow"]
 
@@ -62,7 +67,8 @@ def _require_pyarrow() -> None:
     require()
 
 
-def to_arrow(store: Any, *, stream: bool = False, batch_rows: int | None = None):
+def to_arrow(store: AnyStore, *, stream: bool = False,
+             batch_rows: int | None = None) -> pa.Table | pa.RecordBatchReader:
     """The keys and dequantized vectors of a store as Arrow data.
 
     Parameters

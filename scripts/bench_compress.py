@@ -28,12 +28,13 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
+
+from _bench import median_time  # noqa: E402  (scripts/ is on sys.path)
 
 
 def generate(path: str, rows: int, dim: int, seed: int = 0) -> None:
@@ -59,15 +60,6 @@ def prefix_file(path: str, rows: int, dim: int, out: str, header: bool) -> int:
         for _ in range(rows):
             dst.write(src.readline())
     return os.path.getsize(out)
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 # The peak is VmHWM, which starts afresh with the new program (ru_maxrss keeps the peak of
