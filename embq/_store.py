@@ -522,12 +522,22 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _read_attrs(obj, path: str, where: str) -> dict[str, Any]:
-    """Every attribute of an HDF5 object, each checked for size before it is read."""
+def _read_attrs(obj, path: str, where: str, reading: list[str] | None = None) -> dict[str, Any]:
+    """Every attribute of an HDF5 object, each checked for size before it is read.
+
+    ``reading[0]`` (when given) names the attribute being read, for the message on damaged
+    metadata, and is restored afterwards.
+    """
     import h5py
 
     out: dict[str, Any] = {}
+    before = reading[0] if reading else None
+    listing = f"the attribute names of {where}"
+    if reading:
+        reading[0] = listing
     for name in obj.attrs:
+        if reading:
+            reading[0] = f"attribute {name!r} of {where}"
         aid = h5py.h5a.open(obj.id, name.encode("utf-8"))
         shape = aid.shape or ()
         count = 1
@@ -541,6 +551,10 @@ def _read_attrs(obj, path: str, where: str) -> dict[str, Any]:
                 path=path,
             )
         out[name] = _attr_value(obj.attrs[name])
+        if reading:
+            reading[0] = listing
+    if reading:
+        reading[0] = before
     return out
 
 
@@ -710,6 +724,17 @@ def _has_hdf5_signature(fh, file_size: int) -> bool:
     return False
 
 
+def _raise_if_heap_refused(fh, path: str, reading: str) -> None:
+    """Raise the StoreError for a global heap collection the guarded file refused to pass on.
+
+    h5py turns the refused read into an exception of its own (which one depends on the
+    call); the reason kept by the guard is the one worth reporting.
+    """
+    if fh.refusal is not None:
+        raise StoreError(f"damaged HDF5 metadata while reading {reading}: {fh.refusal}; "
+                         "refused before libhdf5 parsed it", path=path)
+
+
 def _read_layout(path: str) -> dict[str, Any]:
     """Validate the metadata of the store at ``path`` and map the file.
 
@@ -718,14 +743,18 @@ def _read_layout(path: str) -> dict[str, Any]:
     """
     import h5py
 
+    from embq._hdf5_check import GuardedFile
+
     fd = _open_regular(path)
     try:
         file_size = os.fstat(fd).st_size
-        # h5py reads the metadata through this descriptor, not through the path again.
-        with os.fdopen(os.dup(fd), "rb", buffering=0) as fh:
+        # h5py reads the metadata through this descriptor, not through the path again, and
+        # every global heap collection libhdf5 reads is checked first (see _hdf5_check).
+        with GuardedFile(os.dup(fd), file_size) as fh:
             try:
                 f = h5py.File(fh, "r")
             except (OSError, RuntimeError, ValueError, KeyError) as exc:
+                _raise_if_heap_refused(fh, path, "the superblock")
                 if not _has_hdf5_signature(fh, file_size):
                     raise StoreError(
                         "not an HDF5 file (an embq store is an HDF5 file with format='embq')",
@@ -742,6 +771,7 @@ def _read_layout(path: str) -> dict[str, Any]:
                 except (OSError, RuntimeError, KeyError, ValueError, TypeError,
                         AttributeError, IndexError, OverflowError, MemoryError) as exc:
                     # h5py reports damaged object headers, heaps and B-trees with any of these.
+                    _raise_if_heap_refused(fh, path, reading[0])
                     raise StoreError(
                         f"damaged HDF5 metadata while reading {reading[0]}: {_one_line(exc)}",
                         path=path,
@@ -765,9 +795,9 @@ def _validate(f, path: str, file_size: int, reading: list[str]) -> dict[str, Any
     """
     import h5py
 
-    attrs = _read_attrs(f, path, "the root group")
+    attrs = _read_attrs(f, path, "the root group", reading)
     fmt = attrs.get("format")
-    if fmt != FORMAT:
+    if not isinstance(fmt, str) or fmt != FORMAT:  # an array would compare element-wise
         raise StoreError(
             f"not an embq store: root attribute 'format' is {fmt!r}, expected {FORMAT!r}",
             path=path,
@@ -779,7 +809,7 @@ def _validate(f, path: str, file_size: int, reading: list[str]) -> dict[str, Any
             f"format_version {FORMAT_VERSION}",
             path=path,
         )
-    if attrs.get("scheme") != SCHEME:
+    if not isinstance(attrs.get("scheme"), str) or attrs.get("scheme") != SCHEME:
         raise StoreError(
             f"unsupported quantization scheme {attrs.get('scheme')!r}, expected {SCHEME!r}",
             path=path,
@@ -846,7 +876,8 @@ def _validate(f, path: str, file_size: int, reading: list[str]) -> dict[str, Any
                     f"larger than n_rows={n}",
                     path=path,
                 )
-            table_attrs = _read_attrs(h5py.Dataset(obj), path, "dataset 'keys/hash'")
+            table_attrs = _read_attrs(h5py.Dataset(obj), path, "dataset 'keys/hash'",
+                                      reading)
             hf, pr = table_attrs.get("hash_function"), table_attrs.get("probing")
             if hf != HASH_FUNCTION or pr != PROBING:
                 raise StoreError(
