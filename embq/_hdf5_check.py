@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 GCOL_SIGNATURE = b"GCOL"
@@ -113,14 +114,22 @@ class GuardedFile(io.FileIO):
         self.refusal: str | None = None
         self._length_size: int | None = None
 
+    def seek(self, pos: int, whence: int = 0) -> int:
+        # libhdf5 takes addresses from the file; one past 2**63 is no file offset (h5py's
+        # driver would fail with an OverflowError that names nothing).
+        if whence == 0 and pos >= 1 << 63:
+            self.refusal = f"libhdf5 was sent to byte {pos:,}, past any file"
+            raise OSError(self.refusal)
+        return super().seek(pos, whence)
+
     def readinto(self, buffer) -> int | None:  # type: ignore[override]
         pos = self.tell()
         n = super().readinto(buffer)
         if n and n >= 4 and bytes(memoryview(buffer)[:4]) == GCOL_SIGNATURE:
             why = self._check_heap(memoryview(buffer)[:n], pos)
             if why is not None:
-                self.refusal = why
-                raise OSError(why)
+                self.refusal = why + "; refused before libhdf5 parsed it"
+                raise OSError(self.refusal)
         return n
 
     def _check_heap(self, view: memoryview, pos: int) -> str | None:
@@ -139,3 +148,162 @@ class GuardedFile(io.FileIO):
                 # libhdf5's first look at a larger collection: check all of it now.
                 view = memoryview(os.pread(self.fileno(), size, pos))
         return check_global_heap(view, pos, self.file_size, length_size)
+
+
+# Object header messages (HDF5 file format specification, section IV.A).
+_MSG_ATTRIBUTE = 0x0C
+_MSG_CONTINUATION = 0x10
+_MSG_FLAG_SHARED = 0x02
+# An object header is a handful of chunks; more is a loop or a hostile file.
+_MAX_HEADER_CHUNKS = 64
+
+
+class HeaderError(ValueError):
+    """An object header that cannot be parsed as the specification lays it out."""
+
+
+def _uint(data: bytes, pos: int, size: int) -> int:
+    return int.from_bytes(data[pos:pos + size], "little")
+
+
+def _header_messages(fd: int, file_size: int, addr: int,
+                     sizeof_addr: int, sizeof_size: int) -> Iterator[tuple[int, int, bytes]]:
+    """(type, flags, body) of every message of the object header at ``addr``.
+
+    Version 1 headers (what h5py writes by default) and version 2 ("OHDR") are read,
+    continuation chunks followed; each chunk must lie inside the file and be visited once.
+    """
+    def chunk(start: int, length: int) -> bytes:
+        if start < 0 or length < 0 or start + length > file_size:
+            raise HeaderError(f"an object header chunk at byte {start:,} of {length:,} bytes "
+                              f"reaches past the end of the {file_size:,}-byte file")
+        return os.pread(fd, length, start)
+
+    head = chunk(addr, min(16, file_size - addr))
+    if head[:1] == b"\x01":
+        version, body = 1, chunk(addr + 16, _uint(head, 8, 4))
+        pending = [(1, body)]
+    elif head[:4] == b"OHDR" and len(head) >= 6 and head[4] == 2:
+        flags = head[5]
+        pos = 6 + (16 if flags & 0x20 else 0) + (4 if flags & 0x10 else 0)
+        width = 1 << (flags & 3)
+        size = _uint(chunk(addr + pos, width), 0, width)
+        version, creation_order = 2, bool(flags & 0x04)
+        pending = [(2, chunk(addr + pos + width, size))]
+    else:
+        raise HeaderError(f"no object header (version 1 or 'OHDR') at byte {addr:,}")
+    seen = {addr}
+    chunks = 0
+    while pending:
+        chunks += 1
+        if chunks > _MAX_HEADER_CHUNKS:
+            raise HeaderError(f"the object header at byte {addr:,} has more than "
+                              f"{_MAX_HEADER_CHUNKS} chunks")
+        _, data = pending.pop()
+        p = 0
+        if version == 1:
+            while p + 8 <= len(data):
+                mtype, msize, mflags = _uint(data, p, 2), _uint(data, p + 2, 2), data[p + 4]
+                p += 8
+                if p + msize > len(data):
+                    raise HeaderError(f"a message of the object header at byte {addr:,} "
+                                      "reaches past its chunk")
+                yield mtype, mflags, data[p:p + msize]
+                if mtype == _MSG_CONTINUATION:
+                    pending.append(_continuation(data[p:p + msize], seen, sizeof_addr,
+                                                 sizeof_size, chunk, 1))
+                p += msize
+        else:
+            end = len(data) - 4  # the checksum
+            if data[:4] == b"OCHK":
+                p = 4
+            hsize = 6 if creation_order else 4
+            while p + hsize <= end:
+                mtype, msize, mflags = data[p], _uint(data, p + 1, 2), data[p + 3]
+                p += hsize
+                if p + msize > end:
+                    raise HeaderError(f"a message of the object header at byte {addr:,} "
+                                      "reaches past its chunk")
+                yield mtype, mflags, data[p:p + msize]
+                if mtype == _MSG_CONTINUATION:
+                    pending.append(_continuation(data[p:p + msize], seen, sizeof_addr,
+                                                 sizeof_size, chunk, 2))
+                p += msize
+
+
+def _continuation(body: bytes, seen: set[int], sizeof_addr: int, sizeof_size: int,
+                  chunk, version: int) -> tuple[int, bytes]:
+    if len(body) < sizeof_addr + sizeof_size:
+        raise HeaderError("an object header continuation message is too short")
+    start, length = _uint(body, 0, sizeof_addr), _uint(body, sizeof_addr, sizeof_size)
+    if start in seen:
+        raise HeaderError(f"object header continuation chunks loop (byte {start:,} again)")
+    seen.add(start)
+    data = chunk(start, length)
+    if version == 2 and data[:4] != b"OCHK":
+        raise HeaderError(f"no continuation chunk signature 'OCHK' at byte {start:,}")
+    return version, data
+
+
+def _check_vlen_type(dtype: bytes, name: str) -> None:
+    """Refuse a variable-length datatype message libhdf5 would misuse.
+
+    libhdf5 takes the sequence/string nibble as it is and later calls through function
+    pointers only set for the two known kinds (a crash otherwise); padding and character set
+    are checked the same way.
+    """
+    if len(dtype) < 8 or dtype[0] & 0x0F != 9:
+        raise HeaderError(f"attribute {name!r} is read as variable-length but its datatype "
+                          "message says otherwise")
+    kind, padding, charset = dtype[1] & 0x0F, dtype[1] >> 4, dtype[2] & 0x0F
+    if kind not in (0, 1):
+        raise HeaderError(f"attribute {name!r} has a variable-length datatype of kind {kind}, "
+                          "expected 0 (sequence) or 1 (string)")
+    if kind == 1 and (padding > 2 or charset > 1):
+        raise HeaderError(f"attribute {name!r} has a variable-length string of padding "
+                          f"{padding} and character set {charset}, expected 0-2 and 0-1")
+
+
+def _padded(n: int, version: int) -> int:
+    return (n + 7) & ~7 if version == 1 else n
+
+
+def vlen_lengths(fd: int, file_size: int, header_addr: int, name: str, count: int,
+                 sizeof_addr: int, sizeof_size: int) -> list[int]:
+    """The element lengths the variable-length attribute ``name`` claims, read raw.
+
+    libhdf5 allocates (and clears) what each element's stored length says before it looks
+    into the global heap, so these are read from the attribute message itself, without
+    libhdf5: each of the ``count`` elements is a length (4 bytes), a collection address and an
+    object index (4 bytes).  Raises :class:`HeaderError` when the header or the message
+    cannot be read, the message is shared (kept elsewhere) or holds too few bytes.
+    """
+    want = name.encode("utf-8")
+    for mtype, mflags, body in _header_messages(fd, file_size, header_addr,
+                                                sizeof_addr, sizeof_size):
+        if mtype != _MSG_ATTRIBUTE:
+            continue
+        if len(body) < 8:
+            raise HeaderError("an attribute message shorter than its 8-byte header")
+        version = body[0]
+        if version not in (1, 2, 3):
+            raise HeaderError(f"an attribute message of version {version}, expected 1, 2 or 3")
+        name_size, type_size, space_size = _uint(body, 2, 2), _uint(body, 4, 2), _uint(body, 6, 2)
+        p = 8 + (1 if version == 3 else 0)
+        if body[p:p + name_size].rstrip(b"\x00") != want:
+            continue
+        if mflags & _MSG_FLAG_SHARED:
+            raise HeaderError(f"attribute {name!r} is a shared message, kept outside the header")
+        if version > 1 and body[1] & 0x01:
+            raise HeaderError(f"attribute {name!r} has a shared (committed) datatype")
+        _check_vlen_type(body[p + _padded(name_size, version):][:type_size], name)
+        p += _padded(name_size, version) + _padded(type_size, version) \
+            + _padded(space_size, version)
+        element = 8 + sizeof_addr
+        data = body[p:p + count * element]
+        if len(data) < count * element:
+            raise HeaderError(f"attribute {name!r} holds {len(body) - p} bytes of data, "
+                              f"expected {count} references of {element} bytes")
+        return [_uint(data, i * element, 4) for i in range(count)]
+    raise HeaderError(f"attribute {name!r} is not in the object header at byte "
+                      f"{header_addr:,} (kept in dense attribute storage?)")

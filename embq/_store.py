@@ -522,11 +522,57 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _read_attrs(obj, path: str, where: str, reading: list[str] | None = None) -> dict[str, Any]:
+def _check_vlen_attr(obj, aid, name: str, guard, path: str, where: str) -> None:
+    """Refuse a variable-length attribute whose elements claim more than an attribute holds.
+
+    libhdf5 allocates and clears what each element's stored length claims (up to 4 GB each)
+    before it reads the global heap, so the lengths are read raw from the object header
+    (embq._hdf5_check) first; the heap itself is checked by the guarded file when read.
+    """
+    import h5py
+
+    from embq._hdf5_check import HeaderError, vlen_lengths
+
+    htype = aid.get_type()
+    if isinstance(htype, h5py.h5t.TypeStringID) and htype.is_variable_str():
+        base = 1
+    elif (isinstance(htype, h5py.h5t.TypeVlenID)
+          and not htype.get_super().dtype.hasobject):  # no references, no vlen in vlen
+        base = htype.get_super().get_size()
+    else:
+        raise StoreError(
+            f"attribute {name!r} of {where} has type {aid.dtype} (references or "
+            "variable-length members inside it); a store's attributes are numbers, strings "
+            "and arrays of them",
+            path=path,
+        )
+    count = 1
+    for s in aid.shape or ():
+        count *= int(s)
+    sizeof_addr, sizeof_size = obj.file.id.get_create_plist().get_sizes()
+    try:
+        lengths = vlen_lengths(guard.fileno(), guard.file_size, h5py.h5o.get_info(obj.id).addr,
+                               name, count, sizeof_addr, sizeof_size)
+    except HeaderError as exc:
+        raise StoreError(f"cannot read attribute {name!r} of {where} safely: {exc}",
+                         path=path) from None
+    nbytes = sum(lengths) * base
+    if nbytes > _MAX_ATTR_BYTES:
+        raise StoreError(
+            f"attribute {name!r} of {where} claims {nbytes:,} bytes of variable-length data "
+            f"(lengths up to {max(lengths):,}); an attribute holds at most "
+            f"{_MAX_ATTR_BYTES:,} bytes in a store",
+            path=path,
+        )
+
+
+def _read_attrs(obj, path: str, where: str, reading: list[str] | None = None,
+                guard=None) -> dict[str, Any]:
     """Every attribute of an HDF5 object, each checked for size before it is read.
 
     ``reading[0]`` (when given) names the attribute being read, for the message on damaged
-    metadata, and is restored afterwards.
+    metadata, and is restored afterwards.  ``guard`` (the :class:`embq._hdf5_check.GuardedFile`
+    h5py reads through) lets variable-length values be checked before libhdf5 reads them.
     """
     import h5py
 
@@ -550,6 +596,8 @@ def _read_attrs(obj, path: str, where: str, reading: list[str] | None = None) ->
                 f"an attribute holds at most {_MAX_ATTR_BYTES:,} bytes in a store",
                 path=path,
             )
+        if guard is not None and aid.dtype.hasobject:
+            _check_vlen_attr(obj, aid, name, guard, path, where)
         out[name] = _attr_value(obj.attrs[name])
         if reading:
             reading[0] = listing
@@ -725,14 +773,14 @@ def _has_hdf5_signature(fh, file_size: int) -> bool:
 
 
 def _raise_if_heap_refused(fh, path: str, reading: str) -> None:
-    """Raise the StoreError for a global heap collection the guarded file refused to pass on.
+    """Raise the StoreError for a read the guarded file refused (a bad global heap collection).
 
     h5py turns the refused read into an exception of its own (which one depends on the
     call); the reason kept by the guard is the one worth reporting.
     """
     if fh.refusal is not None:
-        raise StoreError(f"damaged HDF5 metadata while reading {reading}: {fh.refusal}; "
-                         "refused before libhdf5 parsed it", path=path)
+        raise StoreError(f"damaged HDF5 metadata while reading {reading}: {fh.refusal}",
+                         path=path)
 
 
 def _read_layout(path: str) -> dict[str, Any]:
@@ -753,7 +801,8 @@ def _read_layout(path: str) -> dict[str, Any]:
         with GuardedFile(os.dup(fd), file_size) as fh:
             try:
                 f = h5py.File(fh, "r")
-            except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            except (OSError, RuntimeError, ValueError, KeyError, OverflowError) as exc:
+                # OverflowError: h5py's file-object driver seeking to an address past 2**63.
                 _raise_if_heap_refused(fh, path, "the superblock")
                 if not _has_hdf5_signature(fh, file_size):
                     raise StoreError(
@@ -765,7 +814,7 @@ def _read_layout(path: str) -> dict[str, Any]:
             reading = ["the root attributes"]
             with f:
                 try:
-                    layout = _validate(f, path, file_size, reading)
+                    layout = _validate(f, path, file_size, reading, guard=fh)
                 except StoreError:
                     raise
                 except (OSError, RuntimeError, KeyError, ValueError, TypeError,
@@ -787,7 +836,8 @@ def _read_layout(path: str) -> dict[str, Any]:
     return layout
 
 
-def _validate(f, path: str, file_size: int, reading: list[str]) -> dict[str, Any]:
+def _validate(f, path: str, file_size: int, reading: list[str],
+              guard=None) -> dict[str, Any]:
     """The checks of :func:`_read_layout` on the open HDF5 file ``f``.
 
     ``reading[0]`` is kept up to date with the object being read, for the message when h5py
@@ -795,7 +845,7 @@ def _validate(f, path: str, file_size: int, reading: list[str]) -> dict[str, Any
     """
     import h5py
 
-    attrs = _read_attrs(f, path, "the root group", reading)
+    attrs = _read_attrs(f, path, "the root group", reading, guard)
     fmt = attrs.get("format")
     if not isinstance(fmt, str) or fmt != FORMAT:  # an array would compare element-wise
         raise StoreError(
@@ -877,7 +927,7 @@ def _validate(f, path: str, file_size: int, reading: list[str]) -> dict[str, Any
                     path=path,
                 )
             table_attrs = _read_attrs(h5py.Dataset(obj), path, "dataset 'keys/hash'",
-                                      reading)
+                                      reading, guard)
             hf, pr = table_attrs.get("hash_function"), table_attrs.get("probing")
             if hf != HASH_FUNCTION or pr != PROBING:
                 raise StoreError(
