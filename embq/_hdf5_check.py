@@ -153,6 +153,7 @@ class GuardedFile(io.FileIO):
 # Object header messages (HDF5 file format specification, section IV.A).
 _MSG_ATTRIBUTE = 0x0C
 _MSG_CONTINUATION = 0x10
+_MSG_ATTRIBUTE_INFO = 0x15
 _MSG_FLAG_SHARED = 0x02
 # An object header is a handful of chunks; more is a loop or a hostile file.
 _MAX_HEADER_CHUNKS = 64
@@ -182,14 +183,14 @@ def _header_messages(fd: int, file_size: int, addr: int,
     head = chunk(addr, min(16, file_size - addr))
     if head[:1] == b"\x01":
         version, body = 1, chunk(addr + 16, _uint(head, 8, 4))
-        pending = [(1, body)]
+        pending = [("chunk 0", body)]
     elif head[:4] == b"OHDR" and len(head) >= 6 and head[4] == 2:
         flags = head[5]
         pos = 6 + (16 if flags & 0x20 else 0) + (4 if flags & 0x10 else 0)
         width = 1 << (flags & 3)
         size = _uint(chunk(addr + pos, width), 0, width)
         version, creation_order = 2, bool(flags & 0x04)
-        pending = [(2, chunk(addr + pos + width, size))]
+        pending = [("chunk 0", chunk(addr + pos + width, size))]
     else:
         raise HeaderError(f"no object header (version 1 or 'OHDR') at byte {addr:,}")
     seen = {addr}
@@ -199,7 +200,7 @@ def _header_messages(fd: int, file_size: int, addr: int,
         if chunks > _MAX_HEADER_CHUNKS:
             raise HeaderError(f"the object header at byte {addr:,} has more than "
                               f"{_MAX_HEADER_CHUNKS} chunks")
-        _, data = pending.pop()
+        kind, data = pending.pop()
         p = 0
         if version == 1:
             while p + 8 <= len(data):
@@ -214,9 +215,11 @@ def _header_messages(fd: int, file_size: int, addr: int,
                                                  sizeof_size, chunk, 1))
                 p += msize
         else:
-            end = len(data) - 4  # the checksum
-            if data[:4] == b"OCHK":
-                p = 4
+            # Chunk 0's size counts its messages only; a continuation chunk's counts its
+            # signature and checksum too.
+            end = len(data)
+            if kind == "continuation":
+                p, end = 4, len(data) - 4
             hsize = 6 if creation_order else 4
             while p + hsize <= end:
                 mtype, msize, mflags = data[p], _uint(data, p + 1, 2), data[p + 3]
@@ -232,7 +235,7 @@ def _header_messages(fd: int, file_size: int, addr: int,
 
 
 def _continuation(body: bytes, seen: set[int], sizeof_addr: int, sizeof_size: int,
-                  chunk, version: int) -> tuple[int, bytes]:
+                  chunk, version: int) -> tuple[str, bytes]:
     if len(body) < sizeof_addr + sizeof_size:
         raise HeaderError("an object header continuation message is too short")
     start, length = _uint(body, 0, sizeof_addr), _uint(body, sizeof_addr, sizeof_size)
@@ -242,7 +245,7 @@ def _continuation(body: bytes, seen: set[int], sizeof_addr: int, sizeof_size: in
     data = chunk(start, length)
     if version == 2 and data[:4] != b"OCHK":
         raise HeaderError(f"no continuation chunk signature 'OCHK' at byte {start:,}")
-    return version, data
+    return "continuation", data
 
 
 def _check_vlen_type(dtype: bytes, name: str) -> None:
@@ -268,42 +271,69 @@ def _padded(n: int, version: int) -> int:
     return (n + 7) & ~7 if version == 1 else n
 
 
-def vlen_lengths(fd: int, file_size: int, header_addr: int, name: str, count: int,
-                 sizeof_addr: int, sizeof_size: int) -> list[int]:
-    """The element lengths the variable-length attribute ``name`` claims, read raw.
+class AttributeMessages:
+    """The attribute messages of one object header, read raw (parsed once per object).
 
-    libhdf5 allocates (and clears) what each element's stored length says before it looks
-    into the global heap, so these are read from the attribute message itself, without
-    libhdf5: each of the ``count`` elements is a length (4 bytes), a collection address and an
-    object index (4 bytes).  Raises :class:`HeaderError` when the header or the message
-    cannot be read, the message is shared (kept elsewhere) or holds too few bytes.
+    libhdf5 allocates (and clears) what each element of a variable-length attribute says its
+    length is before it looks into the global heap, so :meth:`vlen_lengths` reads those
+    lengths from the attribute message itself, without libhdf5.  Raises :class:`HeaderError`
+    when the header cannot be read.
     """
-    want = name.encode("utf-8")
-    for mtype, mflags, body in _header_messages(fd, file_size, header_addr,
-                                                sizeof_addr, sizeof_size):
-        if mtype != _MSG_ATTRIBUTE:
-            continue
-        if len(body) < 8:
-            raise HeaderError("an attribute message shorter than its 8-byte header")
+
+    def __init__(self, fd: int, file_size: int, header_addr: int,
+                 sizeof_addr: int, sizeof_size: int) -> None:
+        self.header_addr = header_addr
+        self.sizeof_addr = sizeof_addr
+        self.dense = False
+        self.messages: dict[bytes, tuple[int, bytes, int]] = {}
+        for mtype, mflags, body in _header_messages(fd, file_size, header_addr,
+                                                    sizeof_addr, sizeof_size):
+            if mtype == _MSG_ATTRIBUTE_INFO:
+                # version, flags, [max creation index], fractal heap address, ...
+                at = 2 + (2 if len(body) > 1 and body[1] & 0x01 else 0)
+                self.dense = _uint(body, at, sizeof_addr) != (1 << 8 * sizeof_addr) - 1
+            if mtype != _MSG_ATTRIBUTE:
+                continue
+            if len(body) < 8:
+                raise HeaderError("an attribute message shorter than its 8-byte header")
+            name_size = _uint(body, 2, 2)
+            at = 9 if body[0] == 3 else 8
+            self.messages.setdefault(body[at:at + name_size].rstrip(b"\x00"),
+                                     (mflags, body, at))
+
+    def vlen_lengths(self, name: str, count: int) -> list[int]:
+        """The lengths the ``count`` elements of variable-length attribute ``name`` claim.
+
+        Each element is stored as a length (4 bytes), a collection address and an object
+        index (4 bytes).  Raises :class:`HeaderError` when the message is missing (or kept in
+        dense storage), shared (kept elsewhere), not variable-length, or too short.
+        """
+        found = self.messages.get(name.encode("utf-8"))
+        if found is None:
+            if self.dense:
+                raise HeaderError(
+                    f"attribute {name!r} is kept in dense attribute storage (a fractal heap: "
+                    "more than 8 attributes in a file written with libver='latest'), whose "
+                    "values embq cannot check before libhdf5 reads them; re-create the store "
+                    "with embq, which keeps attributes in the object header")
+            raise HeaderError(f"attribute {name!r} is not in the object header at byte "
+                              f"{self.header_addr:,}")
+        mflags, body, p = found
         version = body[0]
         if version not in (1, 2, 3):
-            raise HeaderError(f"an attribute message of version {version}, expected 1, 2 or 3")
-        name_size, type_size, space_size = _uint(body, 2, 2), _uint(body, 4, 2), _uint(body, 6, 2)
-        p = 8 + (1 if version == 3 else 0)
-        if body[p:p + name_size].rstrip(b"\x00") != want:
-            continue
+            raise HeaderError(f"attribute {name!r} has a message of version {version}, "
+                              "expected 1, 2 or 3")
         if mflags & _MSG_FLAG_SHARED:
             raise HeaderError(f"attribute {name!r} is a shared message, kept outside the header")
         if version > 1 and body[1] & 0x01:
             raise HeaderError(f"attribute {name!r} has a shared (committed) datatype")
-        _check_vlen_type(body[p + _padded(name_size, version):][:type_size], name)
-        p += _padded(name_size, version) + _padded(type_size, version) \
-            + _padded(space_size, version)
-        element = 8 + sizeof_addr
+        name_size, type_size, space_size = _uint(body, 2, 2), _uint(body, 4, 2), _uint(body, 6, 2)
+        p += _padded(name_size, version)
+        _check_vlen_type(body[p:p + type_size], name)
+        p += _padded(type_size, version) + _padded(space_size, version)
+        element = 8 + self.sizeof_addr
         data = body[p:p + count * element]
         if len(data) < count * element:
-            raise HeaderError(f"attribute {name!r} holds {len(body) - p} bytes of data, "
+            raise HeaderError(f"attribute {name!r} holds {max(0, len(body) - p)} bytes of data, "
                               f"expected {count} references of {element} bytes")
         return [_uint(data, i * element, 4) for i in range(count)]
-    raise HeaderError(f"attribute {name!r} is not in the object header at byte "
-                      f"{header_addr:,} (kept in dense attribute storage?)")

@@ -522,7 +522,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _check_vlen_attr(obj, aid, name: str, guard, path: str, where: str) -> None:
+def _check_vlen_attr(aid, name: str, messages, path: str, where: str) -> None:
     """Refuse a variable-length attribute whose elements claim more than an attribute holds.
 
     libhdf5 allocates and clears what each element's stored length claims (up to 4 GB each)
@@ -531,7 +531,7 @@ def _check_vlen_attr(obj, aid, name: str, guard, path: str, where: str) -> None:
     """
     import h5py
 
-    from embq._hdf5_check import HeaderError, vlen_lengths
+    from embq._hdf5_check import HeaderError
 
     htype = aid.get_type()
     if isinstance(htype, h5py.h5t.TypeStringID) and htype.is_variable_str():
@@ -549,10 +549,8 @@ def _check_vlen_attr(obj, aid, name: str, guard, path: str, where: str) -> None:
     count = 1
     for s in aid.shape or ():
         count *= int(s)
-    sizeof_addr, sizeof_size = obj.file.id.get_create_plist().get_sizes()
     try:
-        lengths = vlen_lengths(guard.fileno(), guard.file_size, h5py.h5o.get_info(obj.id).addr,
-                               name, count, sizeof_addr, sizeof_size)
+        lengths = messages().vlen_lengths(name, count)
     except HeaderError as exc:
         raise StoreError(f"cannot read attribute {name!r} of {where} safely: {exc}",
                          path=path) from None
@@ -577,6 +575,18 @@ def _read_attrs(obj, path: str, where: str, reading: list[str] | None = None,
     import h5py
 
     out: dict[str, Any] = {}
+    parsed: list = []
+
+    def messages():
+        # The object header's attribute messages, parsed once, when a string first needs them.
+        if not parsed:
+            from embq._hdf5_check import AttributeMessages
+
+            sizes = h5py.h5i.get_file_id(obj.id).get_create_plist().get_sizes()
+            parsed.append(AttributeMessages(guard.fileno(), guard.file_size,
+                                            h5py.h5o.get_info(obj.id).addr, *sizes))
+        return parsed[0]
+
     before = reading[0] if reading else None
     listing = f"the attribute names of {where}"
     if reading:
@@ -597,7 +607,7 @@ def _read_attrs(obj, path: str, where: str, reading: list[str] | None = None,
                 path=path,
             )
         if guard is not None and aid.dtype.hasobject:
-            _check_vlen_attr(obj, aid, name, guard, path, where)
+            _check_vlen_attr(aid, name, messages, path, where)
         out[name] = _attr_value(obj.attrs[name])
         if reading:
             reading[0] = listing
