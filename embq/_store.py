@@ -984,7 +984,10 @@ def open(path: str | os.PathLike) -> Store:
         regular file (a FIFO or a device), damaged HDF5 metadata, an object reached by a soft,
         external or user-defined link, a dataset that is not contiguous and unfiltered (chunked,
         compressed, compact, virtual, external raw storage, never written), reaches past the
-        end of the file or shares bytes with another, an attribute of more than 1 MB, key
+        end of the file or shares bytes with another, an attribute of more than 1 MB (string
+        values included, their lengths read from the object header before libhdf5 allocates
+        them), a global heap collection (where string values are kept) that libhdf5 would loop
+        on or read out of, string attributes kept in dense attribute storage, key
         offsets that do not span the key bytes, or a key hash table that does not find the
         first keys.  The message names the file and the dataset, attribute or row; see "What
         embq trusts and what it verifies" in docs/format.md, which also lists what is checked

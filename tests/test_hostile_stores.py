@@ -797,3 +797,46 @@ def test_guarded_file_refuses_impossible_addresses(tmp_path):
         with pytest.raises(OSError, match="past any file"):
             fh.seek(1 << 63)
         assert fh.refusal is not None
+
+
+def _libhdf5_walk(data, size, max_steps=1000):
+    """libhdf5's own walk over a collection (H5HG__cache_heap_deserialize), capped (a
+    512-byte collection has at most 31 objects):
+    'loops' if it does not finish, 'out' if an object reaches past the collection."""
+    p, steps = 16, 0
+    while p < size:
+        steps += 1
+        if steps > max_steps:
+            return "loops"
+        if p + 16 > size:
+            p = size
+            continue
+        index = int.from_bytes(data[p:p + 2], "little")
+        osize = int.from_bytes(data[p + 8:p + 16], "little")
+        need = osize if index == 0 else 16 + ((osize + 7) & ~7)
+        if p + need > size or (index and p + 16 + osize > size):
+            return "out"
+        p = (p + need) % (1 << 64)  # size_t arithmetic, as in C
+    return "ends"
+
+
+@settings(max_examples=300, deadline=None)
+@given(objects=strategies.lists(
+    strategies.tuples(strategies.integers(0, 4), strategies.sampled_from(
+        [0, 1, 4, 8, 15, 16, 23, 24, 40, 100, 4000, 1 << 40, (1 << 64) - 8])),
+    min_size=1, max_size=12))
+def test_check_global_heap_passes_only_walks_that_end_inside(objects):
+    from embq._hdf5_check import check_global_heap
+
+    size = 512
+    data = bytearray(_GCOL + b"\x01\x00\x00\x00" + size.to_bytes(8, "little"))
+    for index, osize in objects:
+        data += index.to_bytes(2, "little") + bytes(6) + osize.to_bytes(8, "little")
+        data += bytes((min(osize, 64) + 7) & ~7)
+    data = bytes(data[:size].ljust(size, b"\x00"))
+    verdict = check_global_heap(data, 4096, 4096 + size, 8)
+    if verdict is None:
+        assert _libhdf5_walk(data, size) == "ends"
+    walk = _libhdf5_walk(data, size)
+    if walk != "ends":
+        assert verdict is not None, walk
