@@ -248,16 +248,24 @@ def _continuation(body: bytes, seen: set[int], sizeof_addr: int, sizeof_size: in
     return "continuation", data
 
 
-def _check_vlen_type(dtype: bytes, name: str) -> None:
+def _check_vlen_type(dtype: bytes, name: str, sizeof_addr: int) -> int:
     """Refuse a variable-length datatype message libhdf5 would misuse.
 
     libhdf5 takes the sequence/string nibble as it is and later calls through function
     pointers only set for the two known kinds (a crash otherwise); padding and character set
-    are checked the same way.
+    are checked the same way.  The stored element size must be a reference's (length,
+    collection address, index): libhdf5 keeps the attribute's data at the size the message
+    says but converts each element as a full reference, reading past the data (and taking
+    whatever follows as a length to allocate) when the size is smaller.  Returns the size of
+    the base type (what one unit of an element's length costs).
     """
     if len(dtype) < 8 or dtype[0] & 0x0F != 9:
         raise HeaderError(f"attribute {name!r} is read as variable-length but its datatype "
                           "message says otherwise")
+    size = _uint(dtype, 4, 4)
+    if size != 8 + sizeof_addr:
+        raise HeaderError(f"attribute {name!r} has a variable-length datatype of {size} "
+                          f"bytes, expected {8 + sizeof_addr} (length, address, index)")
     kind, padding, charset = dtype[1] & 0x0F, dtype[1] >> 4, dtype[2] & 0x0F
     if kind not in (0, 1):
         raise HeaderError(f"attribute {name!r} has a variable-length datatype of kind {kind}, "
@@ -265,6 +273,10 @@ def _check_vlen_type(dtype: bytes, name: str) -> None:
     if kind == 1 and (padding > 2 or charset > 1):
         raise HeaderError(f"attribute {name!r} has a variable-length string of padding "
                           f"{padding} and character set {charset}, expected 0-2 and 0-1")
+    if len(dtype) < 16:
+        raise HeaderError(f"attribute {name!r} has a variable-length datatype without its "
+                          "base type")
+    return _uint(dtype, 12, 4)
 
 
 def _padded(n: int, version: int) -> int:
@@ -275,7 +287,7 @@ class AttributeMessages:
     """The attribute messages of one object header, read raw (parsed once per object).
 
     libhdf5 allocates (and clears) what each element of a variable-length attribute says its
-    length is before it looks into the global heap, so :meth:`vlen_lengths` reads those
+    length is before it looks into the global heap, so :meth:`vlen_nbytes` reads those
     lengths from the attribute message itself, without libhdf5.  Raises :class:`HeaderError`
     when the header cannot be read.
     """
@@ -301,12 +313,13 @@ class AttributeMessages:
             self.messages.setdefault(body[at:at + name_size].rstrip(b"\x00"),
                                      (mflags, body, at))
 
-    def vlen_lengths(self, name: str, count: int) -> list[int]:
-        """The lengths the ``count`` elements of variable-length attribute ``name`` claim.
+    def vlen_nbytes(self, name: str, count: int) -> list[int]:
+        """The bytes the ``count`` elements of variable-length attribute ``name`` claim.
 
-        Each element is stored as a length (4 bytes), a collection address and an object
-        index (4 bytes).  Raises :class:`HeaderError` when the message is missing (or kept in
-        dense storage), shared (kept elsewhere), not variable-length, or too short.
+        Each element is stored as a length (4 bytes, in units of the base type, whose size
+        the datatype message gives), a collection address and an object index (4 bytes).
+        Raises :class:`HeaderError` when the message is missing (or kept in dense storage),
+        shared (kept elsewhere), not variable-length, or too short.
         """
         found = self.messages.get(name.encode("utf-8"))
         if found is None:
@@ -329,11 +342,11 @@ class AttributeMessages:
             raise HeaderError(f"attribute {name!r} has a shared (committed) datatype")
         name_size, type_size, space_size = _uint(body, 2, 2), _uint(body, 4, 2), _uint(body, 6, 2)
         p += _padded(name_size, version)
-        _check_vlen_type(body[p:p + type_size], name)
+        base = _check_vlen_type(body[p:p + type_size], name, self.sizeof_addr)
         p += _padded(type_size, version) + _padded(space_size, version)
         element = 8 + self.sizeof_addr
         data = body[p:p + count * element]
         if len(data) < count * element:
             raise HeaderError(f"attribute {name!r} holds {max(0, len(body) - p)} bytes of data, "
                               f"expected {count} references of {element} bytes")
-        return [_uint(data, i * element, 4) for i in range(count)]
+        return [_uint(data, i * element, 4) * base for i in range(count)]

@@ -534,12 +534,9 @@ def _check_vlen_attr(aid, name: str, messages, path: str, where: str) -> None:
     from embq._hdf5_check import HeaderError
 
     htype = aid.get_type()
-    if isinstance(htype, h5py.h5t.TypeStringID) and htype.is_variable_str():
-        base = 1
-    elif (isinstance(htype, h5py.h5t.TypeVlenID)
-          and not htype.get_super().dtype.hasobject):  # no references, no vlen in vlen
-        base = htype.get_super().get_size()
-    else:
+    if not ((isinstance(htype, h5py.h5t.TypeStringID) and htype.is_variable_str())
+            or (isinstance(htype, h5py.h5t.TypeVlenID)  # no references, no vlen in vlen:
+                and not htype.get_super().dtype.hasobject)):
         raise StoreError(
             f"attribute {name!r} of {where} has type {aid.dtype} (references or "
             "variable-length members inside it); a store's attributes are numbers, strings "
@@ -550,15 +547,15 @@ def _check_vlen_attr(aid, name: str, messages, path: str, where: str) -> None:
     for s in aid.shape or ():
         count *= int(s)
     try:
-        lengths = messages().vlen_lengths(name, count)
+        claimed = messages().vlen_nbytes(name, count)
     except HeaderError as exc:
         raise StoreError(f"cannot read attribute {name!r} of {where} safely: {exc}",
                          path=path) from None
-    nbytes = sum(lengths) * base
+    nbytes = sum(claimed)
     if nbytes > _MAX_ATTR_BYTES:
         raise StoreError(
             f"attribute {name!r} of {where} claims {nbytes:,} bytes of variable-length data "
-            f"(lengths up to {max(lengths):,}); an attribute holds at most "
+            f"(up to {max(claimed):,} in one value); an attribute holds at most "
             f"{_MAX_ATTR_BYTES:,} bytes in a store",
             path=path,
         )

@@ -697,18 +697,32 @@ def vlen_length_4_gb(tmp_path):
 def vlen_kind_9(tmp_path):
     # A variable-length type that is neither a sequence nor a string crashes libhdf5.
     path, data = _heap_store(tmp_path)
-    gcol = data.index(_GCOL)
-    ref = _reference(data, gcol, 1)
-    dtype = data.rindex(b"\x19\x01\x01\x00\x10\x00\x00\x00", 0, ref)  # 'format''s datatype
-    data[dtype + 1] = 0x09
+    data[_format_datatype(data) + 1] = 0x09
     path.write_bytes(data)
     return path, "variable-length datatype of kind 9"
+
+
+def _format_datatype(data):
+    gcol = data.index(_GCOL)
+    ref = _reference(data, gcol, 1)
+    return data.rindex(b"\x19\x01\x01\x00\x10\x00\x00\x00", 0, ref)
+
+
+def vlen_element_size_1(tmp_path):
+    # libhdf5 keeps 1 byte of data but converts a 16-byte reference, taking what follows the
+    # data as the length to allocate (gigabytes, found by the fuzzer).
+    path, data = _heap_store(tmp_path)
+    dtype = _format_datatype(data)
+    data[dtype + 4:dtype + 8] = (1).to_bytes(4, "little")
+    path.write_bytes(data)
+    return path, "variable-length datatype of 1 bytes, expected 16"
 
 
 HEAP_DAMAGE = [
     heap_first_object_free_size_0, heap_later_object_free_size_0,
     heap_free_space_smaller_than_header, heap_object_past_collection,
     heap_collection_past_end_of_file, heap_planted_in_codes, vlen_length_4_gb, vlen_kind_9,
+    vlen_element_size_1,
 ]
 
 
@@ -840,3 +854,23 @@ def test_check_global_heap_passes_only_walks_that_end_inside(objects):
     walk = _libhdf5_walk(data, size)
     if walk != "ends":
         assert verdict is not None, walk
+
+
+def test_vlen_nbytes_counts_base_type_units(tmp_path):
+    # A length counts base-type units: with 8-byte characters, 'embq' claims 32 bytes.
+    from embq._hdf5_check import AttributeMessages
+
+    path, data = _heap_store(tmp_path)
+    dtype = _format_datatype(data)
+    data[dtype + 12:dtype + 16] = (8).to_bytes(4, "little")  # base size
+    data[dtype + 18:dtype + 20] = (64).to_bytes(2, "little")  # base precision, in bits
+    path.write_bytes(data)
+    with h5py.File(path, "r") as f:
+        addr = h5py.h5o.get_info(f.id).addr
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        messages = AttributeMessages(fd, len(data), addr, 8, 8)
+        assert messages.vlen_nbytes("format", 1) == [32]
+        assert messages.vlen_nbytes("scheme", 1) == [23]
+    finally:
+        os.close(fd)
