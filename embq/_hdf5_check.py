@@ -30,19 +30,28 @@ GCOL_SIGNATURE = b"GCOL"
 _MAX_HEAP_STEPS = 2 * 65536
 
 
-def _superblock_sizes(fd: int, file_size: int) -> tuple[int, int] | None:
-    """(size of offsets, size of lengths) from the superblock, or None if none is found."""
+def superblock_offset(fd: int, file_size: int) -> int | None:
+    """Where the HDF5 signature is (byte 0, 512, 1024, 2048, ...: a user block may precede
+    it), or None if the file has none."""
     pos = 0
-    while pos + 16 <= file_size:
-        head = os.pread(fd, 16, pos)
-        if head[:8] == _HDF5_SIGNATURE:
-            version = head[8]
-            if version in (0, 1):
-                head = os.pread(fd, 15, pos)
-                return (head[13], head[14]) if len(head) == 15 else None
-            return head[9], head[10]
+    while pos + 8 <= file_size:
+        if os.pread(fd, 8, pos) == _HDF5_SIGNATURE:
+            return pos
         pos = 512 if pos == 0 else pos * 2
     return None
+
+
+def _superblock_sizes(fd: int, file_size: int) -> tuple[int, int] | None:
+    """(size of offsets, size of lengths) from the superblock, or None if none is found."""
+    pos = superblock_offset(fd, file_size)
+    if pos is None:
+        return None
+    head = os.pread(fd, 16, pos)
+    if len(head) < 16:
+        return None
+    if head[8] in (0, 1):  # superblock versions 0 and 1 put the sizes at bytes 13 and 14
+        return head[13], head[14]
+    return head[9], head[10]
 
 
 def check_global_heap(data: bytes | memoryview, addr: int, file_size: int,

@@ -765,18 +765,10 @@ def _open_regular(path: str) -> int:
 
 
 
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
 def _has_hdf5_signature(fh, file_size: int) -> bool:
-    # The superblock sits at byte 0, 512, 1024, 2048, ... (a user block may precede it).
-    pos = 0
-    while pos + 8 <= file_size:
-        fh.seek(pos)
-        if fh.read(8) == _HDF5_SIGNATURE:
-            return True
-        pos = 512 if pos == 0 else pos * 2
-    return False
+    from embq._hdf5_check import superblock_offset
+
+    return superblock_offset(fh.fileno(), file_size) is not None
 
 
 def _raise_if_heap_refused(fh, path: str, reading: str) -> None:
