@@ -127,7 +127,7 @@ def bench_search(args) -> None:
           f"top-{K} cosine ({mflop:,.0f} G multiply-adds per search)")
 
     cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=":0")
     client = Client(cluster)
     times: dict[str, list[float]] = {"one": [], "local": [], "dask": []}
     client_peak = 0
@@ -243,7 +243,7 @@ def bench_compress(args) -> None:
         out_seq, out_par = os.path.join(work, "seq.embq"), os.path.join(work, "par.embq")
         t0 = time.perf_counter()
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=":0")
         client = Client(cluster)
         client.wait_for_workers(args.workers)
         startup = time.perf_counter() - t0

@@ -159,7 +159,7 @@ def test_query_and_evaluate_on_a_scheduler_in_a_subprocess(stores, run_python, c
     assert main(["evaluate", single, "--pairs", pairs]) == 0
     expected_eval = capsys.readouterr().out
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address=":0") as cluster:
         proc = run_python("-m", "embq", "query", sharded, *args,
                           "--scheduler", cluster.scheduler_address)
         assert proc.returncode == 0, proc.stderr
