@@ -16,13 +16,16 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embq._errors import DuplicateKeyError, StoreError
 from embq._publish import check_destination, publish
 from embq._version import __version__
+
+if TYPE_CHECKING:
+    from embq._typing import ArrayLike, KeyOrRow
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SCHEME", "Store", "StoreWriter", "open", "save"]
 
@@ -198,7 +201,8 @@ class StoreWriter:
         if self._state != "open":
             raise ValueError(f"cannot write to {self.path!r}: the store writer is {self._state}")
 
-    def append(self, matrix: Any, keys: Any = None, *, on_duplicate: str = "error") -> np.ndarray:
+    def append(self, matrix: ArrayLike, keys: Sequence[str] | None = None, *,
+               on_duplicate: str = "error") -> np.ndarray:
         """Quantize a batch of rows and append it.
 
         Parameters
@@ -228,10 +232,10 @@ class StoreWriter:
 
     def append_quantized(
         self,
-        codes: Any,
-        scales: Any,
-        zero_points: Any = None,
-        keys: Any = None,
+        codes: ArrayLike,
+        scales: ArrayLike,
+        zero_points: ArrayLike | None = None,
+        keys: Sequence[str] | None = None,
         *,
         on_duplicate: str = "error",
     ) -> np.ndarray:
@@ -443,8 +447,8 @@ def _check_attr_names(attrs: Mapping[str, Any]) -> None:
 
 def save(
     path: str | os.PathLike,
-    matrix: Any,
-    keys: Any = None,
+    matrix: ArrayLike,
+    keys: Sequence[str] | None = None,
     *,
     overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None,
@@ -1430,7 +1434,7 @@ class Store:
         """gensim's name for ``key in store``."""
         return key in self
 
-    def get_index(self, key: Any, default: int | None = None) -> int:
+    def get_index(self, key: KeyOrRow, default: int | None = None) -> int:
         """Row of ``key`` (an int in range is returned as is, as in gensim).
 
         Returns ``default`` when the key is absent and a default is given, otherwise raises
@@ -1456,7 +1460,7 @@ class Store:
             )
         raise KeyError(f"Key '{key}' not present")
 
-    def get_vector(self, key: Any, norm: bool = False) -> np.ndarray:
+    def get_vector(self, key: KeyOrRow, norm: bool = False) -> np.ndarray:
         """Dequantized float32 vector of a key (or row number).
 
         Parameters
@@ -1474,7 +1478,7 @@ class Store:
         return vec
 
     # -- indexing -----------------------------------------------------------------------------
-    def __getitem__(self, key: Any) -> np.ndarray:
+    def __getitem__(self, key: KeyOrRow | slice | Sequence[KeyOrRow] | ArrayLike) -> np.ndarray:
         if type(key) is str:
             index = self._index
             if index is not None:
