@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--normalize", action="store_true",
                    help="L2-normalize every row before quantizing")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--no-sketch", dest="sketch", action="store_false",
+                   help="leave out the sign-bit sketch (ceil(dim/8) bytes per row) that "
+                   "search --prefilter sketch scans")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="print no summary line and no warnings")
     p.add_argument("--progress", action="store_true",
@@ -75,6 +78,7 @@ def summary_line(s: dict) -> str:
         f"({s['ratio']:.2f}x smaller; {s['ratio_vs_float32']:.2f}x vs float32) in "
         f"{s['seconds']:.2f} s; error |x-x_hat|/scale mean {s['error_mean_abs_over_scale']:.4f} "
         f"max {s['error_max_abs_over_scale']:.4f}, relative L2 {s['error_mean_rel_l2']:.5f}"
+        + (f"; sketch {human_bytes(s['sketch_bytes'])}" if s.get("sketch_bytes") else "")
     )
 
 
@@ -108,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             on_duplicate=args.on_duplicate, normalize=args.normalize, overwrite=args.overwrite,
             block_rows=args.block_rows, progress=progress, warn=warn,
             shard_rows=args.shard_rows, client=client,
+            sketch=args.sketch,
         )
     if not args.quiet:
         print(summary_line(summary))

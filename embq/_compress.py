@@ -63,6 +63,7 @@ def compress(
     progress: bool = False,
     n_threads: int | None = None,
     warn: Callable[[str], None] | None = None,
+    sketch: bool = True,
 ) -> dict[str, Any]:
     """Read an embedding file (or several) and write a quantized store.
 
@@ -107,6 +108,10 @@ def compress(
         Threads for quantization.
     warn : callable, optional
         Receives warning messages; by default they are issued with :func:`warnings.warn`.
+    sketch : bool, default True
+        Write the sign-bit sketch for ``prefilter="sketch"`` searches (``ceil(dim/8)`` bytes
+        per row, computed after the last row in two passes over the written codes). Sharded
+        stores get none yet.
 
     Returns
     -------
@@ -138,6 +143,7 @@ def compress(
     from embq._readers import open_embeddings
     from embq._publish import check_destination
     from embq._recon import ReconstructionStats
+    from embq._sketch import sketch_nbytes
     from embq._store import StoreWriter
 
     if on_duplicate not in ON_DUPLICATE:
@@ -162,7 +168,7 @@ def compress(
         done_bytes = 0
         try:
             with StoreWriter(out_path, reader.dim, has_keys=has_keys, overwrite=overwrite,
-                             n_threads=n_threads) as writer:
+                             n_threads=n_threads, sketch=sketch) as writer:
                 for block in reader:
                     x = block.vectors
                     if normalize:
@@ -248,5 +254,6 @@ def compress(
         "duplicates": duplicates,
         "first_duplicate": first_dup,
         "normalized": bool(normalize),
+        "sketch_bytes": sketch_nbytes(rows, dim) if sketch else 0,
         **figures,
     }

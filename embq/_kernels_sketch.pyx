@@ -348,8 +348,10 @@ def score_candidates(const uint8_t[:, ::1] codes, const float[::1] scales, zero_
                     sb[tid, t] = scales[row]
                     if cosine:
                         nbf[tid, t] = nm[row]
-                embq_row_weights(sel_id, &sb[tid, 0], &nbf[tid, 0] if cosine else NULL, nr,
-                                 &wb[tid, 0])
+                if cosine:  # scale / norm, as the int8 search weighs a row
+                    embq_row_weights(sel_id, &sb[tid, 0], &nbf[tid, 0], nr, &wb[tid, 0])
+                else:
+                    memcpy(&wb[tid, 0], &sb[tid, 0], sizeof(float) * nr)
                 dot(&rb[tid, 0], d, nr, d, &zb[tid, 0], &qp[q, 0], ldq, &sq[q], 1, &ab[tid, 0],
                     _ROW_BLOCK)
                 for t in range(nr):
