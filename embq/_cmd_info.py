@@ -56,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
               f"format {attrs.get('format_version')}, {attrs.get('scheme')}")
         ratio = f" ({float_bytes / size:.2f}x smaller than float32)" if size and float_bytes else ""
         print(f"  {'file size':<12s} {human_bytes(size)}{ratio}")
+        if store.sketch is not None:
+            print(f"  {'sketch':<12s} {human_bytes(store.sketch.nbytes + 4 * d)} "
+                  f"({store.sketch.shape[1]} bytes per row)")
+        else:
+            print(f"  {'sketch':<12s} none (`embq sketch STORE` adds one)")
         if SOURCE_PATH in attrs:
             src = f"{attrs[SOURCE_PATH]} ({attrs.get(SOURCE_FORMAT, '?')}"
             src_size = _number(attrs.get(SOURCE_SIZE))

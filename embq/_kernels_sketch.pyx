@@ -288,18 +288,21 @@ def score_candidates(const uint8_t[:, ::1] codes, const float[::1] scales, zero_
                          f"{qp.shape[0]}, {sq.shape[0]}, {wq.shape[0]}")
     if not 1 <= k <= c:
         raise ValueError(f"k must be within [1, {c}] (the candidates per query), got {k}")
-    if scales.shape[0] != n or (zero_points is not None and len(zero_points) != n) or (
-            cosine and (norms is None or len(norms) != n)):
-        raise ValueError(f"scales, zero points and norms must have one value per row ({n})")
     if d < 1 or ldq != EMBQ_QSTRIDE(d):
         raise ValueError(f"packed queries must have {EMBQ_QSTRIDE(d)} bytes per row for "
                          f"dimension {d}, got {ldq}")
     if n_threads < 1:
         raise ValueError(f"n_threads must be >= 1, got {n_threads}")
     cand_np = np.asarray(cand)
-    if cand_np.size and (cand_np.min() < 0 or cand_np.max() >= n):
+    need = int(cand_np.max()) + 1 if cand_np.size else 0
+    if cand_np.size and (cand_np.min() < 0 or need > n):
         raise ValueError(f"candidate rows must be within [0, {n}), got "
-                         f"{cand_np.min()}..{cand_np.max()}")
+                         f"{cand_np.min()}..{need - 1}")
+    # scales, zero points and norms may cover only the first rows (a restricted search)
+    if scales.shape[0] < need or (zero_points is not None and len(zero_points) < need) or (
+            cosine and (norms is None or len(norms) < need)):
+        raise ValueError(f"scales, zero points and norms must cover every candidate row "
+                         f"(at least {need} values)")
     out_v = np.empty((m, k), dtype=np.float32)
     out_i = np.empty((m, k), dtype=np.int64)
     if m == 0:

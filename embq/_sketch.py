@@ -22,7 +22,9 @@ then ``rescore`` as in the plain search.
 
 from __future__ import annotations
 
+import builtins
 import operator
+import os
 from typing import Any
 
 import numpy as np
@@ -197,3 +199,75 @@ def prefilter_topk(codes: np.ndarray, scales: np.ndarray, zp: np.ndarray | None,
     return _kernels().score_candidates(
         codes, scales, zp, norms if cosine else None, cand, qp, sumq, wq, kc, cosine,
         VARIANTS.index(sel["search_dot"]), VARIANTS.index(sel["search_select"]), threads)
+
+
+# -- adding a sketch to a finished store -------------------------------------------------------
+
+def add_sketch(path: str | os.PathLike, output: str | os.PathLike | None = None, *,
+               overwrite: bool = False, n_threads: int | None = None) -> dict[str, Any]:
+    """Write a copy of the store at ``path`` with a sketch, to ``output`` (default: in place).
+
+    The copy is made in a temporary file next to the destination, the sketch computed from
+    the store's memory-mapped codes in two passes (:func:`write_sketch`) and the file renamed
+    into place (:func:`embq._publish.publish`): the destination is never half-written, and an
+    interruption leaves the original as it was.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An embq store file.
+    output : str or os.PathLike, optional
+        Where to write; None replaces ``path`` itself.
+    overwrite : bool, default False
+        Replace an existing ``output`` (a different file from ``path``).
+    n_threads : int, optional
+
+    Returns
+    -------
+    dict
+        ``output``, ``rows``, ``dim``, ``sketch_bytes``, ``seconds`` and ``added`` (False when
+        the store already had a sketch and was written in place: then nothing is done).
+
+    Raises
+    ------
+    embq._errors.StoreError
+        ``path`` is not a valid store.
+    embq._errors.OutputExistsError
+        ``output`` exists and ``overwrite`` is false.
+    """
+    import shutil
+    import time
+
+    import h5py
+
+    from embq._publish import AtomicFile
+    from embq._store import open as open_store
+
+    t0 = time.perf_counter()
+    src = os.fspath(path)
+    dest = src if output is None else os.fspath(output)
+    in_place = output is None or os.path.abspath(dest) == os.path.abspath(src)
+    with open_store(src) as store:
+        n, d = store.shape
+        result = {"output": dest, "rows": n, "dim": d, "sketch_bytes": sketch_nbytes(n, d),
+                  "added": True}
+        if in_place and store.sketch is not None:
+            result.update(added=False, seconds=time.perf_counter() - t0)
+            return result
+        out = AtomicFile(dest, overwrite=True if in_place else overwrite, example="vectors.h5")
+        try:
+            with builtins.open(src, "rb") as fh:
+                shutil.copyfileobj(fh, out.fh, 1 << 22)
+            out.fh.close()
+            with h5py.File(out.tmp, "r+") as f:
+                for name in ("sketch", "sketch_center"):
+                    if name in f:  # a copy to elsewhere of a sketched store: computed afresh
+                        del f[name]
+                write_sketch(f, store.codes, store.scales, store.zero_points,
+                             n_threads=n_threads)
+        except BaseException:
+            out.abort()
+            raise
+    out.commit()
+    result["seconds"] = time.perf_counter() - t0
+    return result
