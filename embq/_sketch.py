@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_OVERSAMPLE", "compute_sketch", "sketch_center", "sketch_blocks"]
+__all__ = ["DEFAULT_OVERSAMPLE", "add_sketch", "compute_sketch", "sketch_blocks", "sketch_center"]
 
 # Candidates per wanted neighbour when ``oversample`` is not given; see the table in README
 # ("Sketch prefilter") for how recall and time move with it.
@@ -69,7 +69,8 @@ def sketch_center(codes: np.ndarray, scales: np.ndarray, zero_points: np.ndarray
 
 def sketch_blocks(codes: np.ndarray, scales: np.ndarray, zero_points: np.ndarray | None,
                   center: np.ndarray, *, n_threads: int | None = None):
-    """Yield ``(start, bits)``: the sketch of rows ``start .. start + len(bits)``, block by block."""
+    """Yield ``(start, bits)``: the sketch of rows ``start .. start + len(bits)``, a block at
+    a time."""
     from embq._quantize import dequantize
 
     n, d = codes.shape
@@ -84,7 +85,7 @@ def sketch_blocks(codes: np.ndarray, scales: np.ndarray, zero_points: np.ndarray
 
 def compute_sketch(codes: Any, scales: Any, zero_points: Any = None, *,
                    n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The sketch of quantized rows, in memory: ``(sketch uint8 (n, ceil(d/8)), center float32 (d,))``.
+    """The sketch of quantized rows, in memory: ``(sketch, center)``.
 
     Parameters
     ----------
@@ -132,8 +133,8 @@ def sketch_nbytes(n: int, d: int) -> int:
 
 # -- search ----------------------------------------------------------------------------------
 
-def check_prefilter(prefilter: Any, oversample: Any, sketch: Any,
-                    sketch_center_: Any, d: int, n: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+def check_prefilter(prefilter: Any, oversample: Any, sketch: Any, sketch_center_: Any, d: int,
+                    n: int) -> tuple[np.ndarray, np.ndarray, int] | None:
     """Validate ``prefilter``/``oversample`` and the sketch arrays.
 
     Returns None for the plain scan, else ``(sketch, center, oversample)``.

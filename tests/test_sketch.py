@@ -202,7 +202,7 @@ def test_prefilter_argument_errors():
 # -- the sketch itself, the store, compress --------------------------------------------------
 
 def test_compute_sketch_definition():
-    x, (codes, scales, zp) = make(300, 21)
+    _, (codes, scales, zp) = make(300, 21)
     sk, center = compute_sketch(codes, scales, zp)
     xh = dequantize(codes, scales, zp)
     np.testing.assert_array_equal(center, (xh.astype(np.float64).sum(0) / 300).astype(np.float32))
