@@ -73,14 +73,16 @@ def sketch_blocks(codes: np.ndarray, scales: np.ndarray, zero_points: np.ndarray
     a time."""
     from embq._quantize import dequantize
 
+    from embq._utils import effective_n_threads
+
     n, d = codes.shape
     step = _block_rows(d)
-    threads = 1 if n_threads is None else n_threads
+    threads = effective_n_threads(n_threads)
     for a in range(0, n, step):
         b = min(n, a + step)
         x = dequantize(codes[a:b], scales[a:b], None if zero_points is None else zero_points[a:b],
                        n_threads=n_threads)
-        yield a, _kernels().sign_bits(x, center, max(threads, 1))
+        yield a, _kernels().sign_bits(x, center, threads)
 
 
 def compute_sketch(codes: Any, scales: Any, zero_points: Any = None, *,
