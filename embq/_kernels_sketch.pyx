@@ -16,7 +16,7 @@ import numpy as np
 
 cimport cython
 from cython.parallel cimport parallel, prange, threadid
-from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcpy
 
 from embq._kernels_common cimport EMBQ_V_COUNT, embq_openmp_enabled
@@ -82,8 +82,10 @@ def sign_bits(const float[:, ::1] x, const float[::1] center, int n_threads=1):
     Bit j is bit ``j % 8`` (least significant first) of byte ``j // 8``; padding bits are 0.
     NaN compares false, so it gives a 0 bit.
     """
-    cdef int64_t n = x.shape[0], d = x.shape[1], nb = (d + 7) // 8, i, j
-    cdef uint8_t byte
+    cdef int64_t n = x.shape[0], d = x.shape[1], nb = (d + 7) // 8, i, j, t
+    cdef uint32_t byte
+    cdef const float *xi
+    cdef const float *c
     if center.shape[0] != d:
         raise ValueError(f"center must have shape ({d},), got ({center.shape[0]},)")
     out = np.zeros((n, nb), dtype=np.uint8)
@@ -92,15 +94,17 @@ def sign_bits(const float[:, ::1] x, const float[::1] center, int n_threads=1):
     cdef uint8_t[:, ::1] o = out
     if not embq_openmp_enabled() or n * d < (1 << 20):
         n_threads = 1
+    c = &center[0]
+    # branch-free: the comparisons are as unpredictable as the data
     with nogil:
         for i in prange(n, num_threads=max(n_threads, 1), schedule="static"):
-            byte = 0
-            for j in range(d):
-                if x[i, j] > center[j]:
-                    byte = byte | <uint8_t>(1 << (j & 7))
-                if (j & 7) == 7 or j == d - 1:
-                    o[i, j >> 3] = byte
-                    byte = 0
+            xi = &x[i, 0]
+            for j in range(nb):
+                byte = 0
+                for t in range(8):
+                    if j * 8 + t < d:
+                        byte = byte | ((<uint32_t>(xi[j * 8 + t] > c[j * 8 + t])) << t)
+                o[i, j] = <uint8_t>byte
     return out
 
 
