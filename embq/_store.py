@@ -1569,9 +1569,11 @@ class Store:
         """Top-k rows for each query; see :func:`embq._search.search_store`."""
         from embq._search import search_store
 
+        # the prefilter options are forwarded only when given, like the gensim wrappers' options
+        extra = {name: value for name, value in (("prefilter", prefilter),
+                                                 ("oversample", oversample)) if value is not None}
         return search_store(self, queries, k, metric=metric, rescore=rescore,
-                            restrict=restrict, n_threads=n_threads, prefilter=prefilter,
-                            oversample=oversample)
+                            restrict=restrict, n_threads=n_threads, **extra)
 
     # The gensim-style wrappers take embq._search's keyword-only options (``rescore``, default
     # 4, and ``n_threads``) as **options and forward only those given, so the defaults are
