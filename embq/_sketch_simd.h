@@ -11,7 +11,9 @@
  * Variants (ids of _common.h): portable C (a bit-trick popcount on 64-bit words), avx2 (the
  * nibble lookup with pshufb, sums with psadbw), avx512 (VPOPCNTDQ, masked loads for the row's
  * last bytes; runs only where the CPU has avx512vpopcntdq as well as avx512bw), neon (cnt).
- * No variant reads a byte outside [rows, rows + nr * nb) or outside the queries.
+ * No variant reads a byte outside [rows, rows + nr * nb) or outside the queries.  Queries are
+ * the outer loop: a block of rows (256 x nb bytes) stays in L1 while each query's distances
+ * are written in order.
  */
 #ifndef EMBQ_SKETCH_SIMD_H
 #define EMBQ_SKETCH_SIMD_H
@@ -57,8 +59,8 @@ static inline int32_t embq_ham_tail(const uint8_t *a, const uint8_t *b, int64_t 
 static void embq_ham_portable(const uint8_t *rows, int64_t nr, int64_t nb, const uint8_t *q,
                               int64_t ldq, int64_t nq, int32_t *out, int64_t ldo) {
     int64_t r, i;
-    for (r = 0; r < nr; r++)
-        for (i = 0; i < nq; i++)
+    for (i = 0; i < nq; i++)
+        for (r = 0; r < nr; r++)
             out[i * ldo + r] = embq_ham_tail(rows + r * nb, q + i * ldq, 0, nb);
 }
 
@@ -111,8 +113,8 @@ __attribute__((target("avx2")))
 static void embq_ham_avx2(const uint8_t *rows, int64_t nr, int64_t nb, const uint8_t *q,
                           int64_t ldq, int64_t nq, int32_t *out, int64_t ldo) {
     int64_t r, i;
-    for (r = 0; r < nr; r++)
-        for (i = 0; i < nq; i++)
+    for (i = 0; i < nq; i++)
+        for (r = 0; r < nr; r++)
             out[i * ldo + r] = embq_ham1_avx2(rows + r * nb, q + i * ldq, nb);
 }
 
@@ -122,10 +124,10 @@ __attribute__((target(EMBQ_TPOPCNT)))
 static void embq_ham_avx512(const uint8_t *rows, int64_t nr, int64_t nb, const uint8_t *q,
                             int64_t ldq, int64_t nq, int32_t *out, int64_t ldo) {
     int64_t r, i, j;
-    for (r = 0; r < nr; r++) {
-        const uint8_t *a = rows + r * nb;
-        for (i = 0; i < nq; i++) {
-            const uint8_t *b = q + i * ldq;
+    for (i = 0; i < nq; i++) {
+        const uint8_t *b = q + i * ldq;
+        for (r = 0; r < nr; r++) {
+            const uint8_t *a = rows + r * nb;
             __m512i acc = _mm512_setzero_si512();
             for (j = 0; j < nb; j += 64) {
                 __mmask64 m = nb - j >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (nb - j)) - 1);
@@ -149,10 +151,10 @@ static inline int embq_cpu_has_vpopcntdq(void) {
 static void embq_ham_neon(const uint8_t *rows, int64_t nr, int64_t nb, const uint8_t *q,
                           int64_t ldq, int64_t nq, int32_t *out, int64_t ldo) {
     int64_t r, i, j;
-    for (r = 0; r < nr; r++) {
-        const uint8_t *a = rows + r * nb;
-        for (i = 0; i < nq; i++) {
-            const uint8_t *b = q + i * ldq;
+    for (i = 0; i < nq; i++) {
+        const uint8_t *b = q + i * ldq;
+        for (r = 0; r < nr; r++) {
+            const uint8_t *a = rows + r * nb;
             uint32x4_t acc = vdupq_n_u32(0);
             for (j = 0; j + 16 <= nb; j += 16) {
                 uint8x16_t x = veorq_u8(vld1q_u8(a + j), vld1q_u8(b + j));
