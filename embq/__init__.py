@@ -32,6 +32,9 @@ shares its name with a module, so imports never depend on their order.
   ``client``); ``_reshard`` -- :func:`shard` (a store to a sharded store), :func:`merge` (back).
 * ``_search``     -- :func:`search` and the gensim-style ``most_similar`` family, over the int8
   kernels of ``_kernels_search.pyx``.
+* ``_sketch``     -- :func:`compute_sketch`, :func:`add_sketch`: the sign-bit sketch a store may
+  hold and ``search(prefilter="sketch")`` scans first (kernels: ``_kernels_sketch.pyx`` over
+  ``_sketch_simd.h``).
 * ``_evaluate``   -- gensim's word-pair and analogy evaluations; ``_compare``
   (:func:`compare_with_original`) measures a store against the floats it came from.
 * ``_interop``    -- :func:`to_keyed_vectors`, :func:`from_keyed_vectors` (gensim).
@@ -71,6 +74,8 @@ if TYPE_CHECKING:  # what the lazy table below binds, for type checkers and IDEs
     from embq._search import search as search
     from embq._sharded import ShardedStore as ShardedStore
     from embq._sharded import open as open
+    from embq._sketch import add_sketch as add_sketch
+    from embq._sketch import compute_sketch as compute_sketch
     from embq._store import Store as Store
     from embq._store import StoreWriter as StoreWriter
     from embq._store import save as save
@@ -83,6 +88,8 @@ _LAZY = {
     "quantize": "embq._quantize",
     "dequantize": "embq._quantize",
     "search": "embq._search",
+    "compute_sketch": "embq._sketch",
+    "add_sketch": "embq._sketch",
     "compress": "embq._compress",
     "export": "embq._export",
     "save": "embq._store",

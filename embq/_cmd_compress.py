@@ -64,6 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--normalize", action="store_true",
                    help="L2-normalize every row before quantizing")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--no-sketch", dest="sketch", action="store_false",
+                   help="leave out the sign-bit sketch (ceil(dim/8) bytes per row) that "
+                   "search --prefilter sketch scans")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="print no summary line and no warnings")
     p.add_argument("--progress", action="store_true",
@@ -99,6 +102,7 @@ def summary_line(s: dict) -> str:
         f"{size_ratio(4 * s['rows'] * s['dim'], s['output_size'], 'float32')}) in "
         f"{s['seconds']:.2f} s; error |x-x_hat|/scale mean {s['error_mean_abs_over_scale']:.4f} "
         f"max {s['error_max_abs_over_scale']:.4f}, relative L2 {s['error_mean_rel_l2']:.5f}"
+        + (f"; sketch {human_bytes(s['sketch_bytes'])}" if s.get("sketch_bytes") else "")
     )
 
 
@@ -131,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
             block_rows=args.block_rows, progress=progress, warn=warn,
             shard_rows=args.shard_rows, client=client, tensor=args.tensor, array=args.array,
             vector_column=args.vector_column, key_column=args.key_column,
+            sketch=args.sketch,
         )
     if not args.quiet:
         print(summary_line(summary))

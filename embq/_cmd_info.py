@@ -69,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f"    {s['path']:<{width}s}  rows {s['offset']:,} to "
                       f"{s['offset'] + s['rows']:,} ({s['rows']:,} rows), "
                       f"{human_bytes(s['bytes'])}")
+        sketch = getattr(store, "sketch", None) if shards is None else None
+        if sketch is not None:
+            print(f"  {'sketch':<12s} {human_bytes(sketch.nbytes + 4 * d)} "
+                  f"({sketch.shape[1]} bytes per row)")
+        elif shards is None:
+            print(f"  {'sketch':<12s} none (`embq sketch STORE` adds one)")
         if SOURCE_PATH in attrs:
             src = f"{attrs[SOURCE_PATH]} ({attrs.get(SOURCE_FORMAT, '?')}"
             src_size = _number(attrs.get(SOURCE_SIZE))

@@ -67,6 +67,7 @@ def compress(
     array: str | None = None,
     vector_column: str | None = None,
     key_column: str | None = None,
+    sketch: bool = True,
 ) -> dict[str, Any]:
     """Read an embedding file (or several) and write a quantized store.
 
@@ -115,6 +116,10 @@ def compress(
     tensor, array, vector_column, key_column : str, optional
         Which tensor of a safetensors file, array of a ``.npz``, and columns of Parquet or
         Arrow input to read (see :func:`embq._readers.open_embeddings`).
+    sketch : bool, default True
+        Write the sign-bit sketch for ``prefilter="sketch"`` searches (``ceil(dim/8)`` bytes
+        per row, computed after the last row in two passes over the written codes). Sharded
+        stores get none yet.
 
     Returns
     -------
@@ -150,10 +155,11 @@ def compress(
             limit=limit, encoding=encoding, unicode_errors=unicode_errors,
             on_duplicate=on_duplicate, normalize=normalize, overwrite=overwrite,
             block_rows=block_rows, progress=progress, n_threads=n_threads, warn=warn)
+    from embq._publish import check_destination
     from embq._quantize import quantize
     from embq._readers import open_embeddings
-    from embq._publish import check_destination
     from embq._recon import ReconstructionStats
+    from embq._sketch import sketch_nbytes
     from embq._store import StoreWriter
 
     if on_duplicate not in ON_DUPLICATE:
@@ -179,7 +185,7 @@ def compress(
         done_bytes = 0
         try:
             with StoreWriter(out_path, reader.dim, has_keys=has_keys, overwrite=overwrite,
-                             n_threads=n_threads) as writer:
+                             n_threads=n_threads, sketch=sketch) as writer:
                 for block in reader:
                     x = block.vectors
                     if normalize:
@@ -265,5 +271,6 @@ def compress(
         "duplicates": duplicates,
         "first_duplicate": first_dup,
         "normalized": bool(normalize),
+        "sketch_bytes": sketch_nbytes(rows, dim) if sketch else 0,
         **figures,
     }

@@ -1,7 +1,7 @@
 """Report how embq was built, and list and force the kernel variants it runs.
 
 Kernels come in families (``quantize``, ``search_dot``, ``search_select``, ``parse``,
-``store``, ``eval``), each with variants named after one instruction set (``portable``,
+``store``, ``eval``, ``sketch``), each with variants named after one instruction set (``portable``,
 ``avx2``, ``avxvnni``, ``avx512``, ``avx512vnni``, ``neon``, ``neondot``: the one table of names
 and CPU checks is ``embq/_common.h``).  At import each family runs the best variant the CPU
 supports, unless the environment variable ``EMBQ_KERNELS`` says otherwise:
@@ -41,6 +41,7 @@ FAMILIES: dict[str, str] = {
     "parse": "embq._kernels_parse",
     "store": "embq._kernels_store",
     "eval": "embq._kernels_eval",
+    "sketch": "embq._kernels_sketch",
 }
 
 # One request of a spec: (families or None for a bare name, variant or "auto", exact family).

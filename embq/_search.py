@@ -171,6 +171,10 @@ def search(
     rescore: int | None = None,
     restrict: int | None = None,
     n_threads: int | None = None,
+    prefilter: str | None = None,
+    oversample: int | None = None,
+    sketch: Any = None,
+    sketch_center: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k rows of quantized ``codes`` for each query.
 
@@ -198,6 +202,17 @@ def search(
         Search only the first ``restrict`` rows (0 searches none).
     n_threads : int, optional
         Threads (None = all cores, negative counts back from all).
+    prefilter : {None, "sketch"}, default None
+        None scans every row exactly. ``"sketch"`` scores exactly only the ``k * oversample``
+        rows nearest each query in Hamming distance between sign-bit sketches (see
+        :mod:`embq._sketch`): much faster, and the scores reported are the exact ones of those
+        rows, but a true neighbour outside the candidates is missed.
+    oversample : int, optional
+        Candidates per wanted neighbour with ``prefilter="sketch"`` (default
+        ``embq._sketch.DEFAULT_OVERSAMPLE``); at least ``k * rescore`` are taken.
+    sketch, sketch_center : ndarray, optional
+        The rows' sketch (uint8 (n, ceil(d/8))) and its center (float32 (d,)), from
+        :func:`embq._sketch.compute_sketch`; needed with ``prefilter="sketch"``.
 
     Returns
     -------
@@ -215,11 +230,14 @@ def search(
         or overflow float32, and out-of-range arguments.
     """
     return _search(codes, scales, queries, k, zero_points, norms, metric, rescore, restrict,
-                   n_threads, trusted=False)
+                   n_threads, trusted=False, prefilter=prefilter, oversample=oversample,
+                   sketch=sketch, sketch_center=sketch_center)
 
 
 def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, restrict,
-            n_threads, *, trusted: bool) -> tuple[np.ndarray, np.ndarray]:
+            n_threads, *, trusted: bool, prefilter: str | None = None,
+            oversample: int | None = None, sketch: Any = None,
+            sketch_center: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`search`; ``trusted`` skips the O(n) value checks of scales and norms.
 
     A store's arrays were checked when it was written, and a single-query search is fast
@@ -240,6 +258,9 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
     if rescore is not None:
         rescore = _positive_int(rescore, "rescore")
     n_eff = n if restrict is None else min(_positive_int(restrict, "restrict", allow_zero=True), n)
+    from embq._sketch import check_prefilter
+
+    plan = check_prefilter(prefilter, oversample, sketch, sketch_center, d, n)
     qf, single = _check_queries(queries, d)
     threads = _plan_threads(effective_n_threads(n_threads), n_eff, d, qf.shape[0])
     # scanning the zero points costs O(n); only needed when the worst case could overflow
@@ -266,7 +287,7 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
         norms = None
 
     scores, rows = _search_checked(codes, scales, zp, norms, n_eff, qf, k, metric, rescore,
-                                   threads)
+                                   threads, plan=plan)
     if single:
         return scores[0], rows[0]
     return scores, rows
@@ -331,15 +352,21 @@ def _quantize_queries(qf: np.ndarray, metric: str,
 
 
 def _search_checked(codes, scales, zp, norms, n_eff, qf, k, metric, rescore, threads,
-                    mode="auto"):
+                    mode="auto", plan=None):
     m = qf.shape[0]
     kk = min(k, n_eff)
     if kk == 0 or m == 0:
         return np.empty((m, kk), np.float32), np.empty((m, kk), np.int64)
     kc = min(k * rescore, n_eff) if rescore else kk
     qp, sumq, wq, exponents = _quantize_queries(qf, metric, threads)
-    scores, rows = _kernels().topk(codes, scales, zp, norms, n_eff, qp, sumq, wq, kc,
-                                   metric == "cosine", threads, mode)
+    if plan is not None:  # prefilter="sketch" (embq._sketch)
+        from embq._sketch import prefilter_topk
+
+        scores, rows = prefilter_topk(codes, scales, zp, norms, n_eff, qf, qp, sumq, wq, kc,
+                                      metric == "cosine", plan, k, threads)
+    else:
+        scores, rows = _kernels().topk(codes, scales, zp, norms, n_eff, qp, sumq, wq, kc,
+                                       metric == "cosine", threads, mode)
     if rescore:
         scores, rows = _rescore(codes, scales, zp, qf, rows, kk, metric, threads)
     elif exponents is not None and metric == "dot":
@@ -391,15 +418,23 @@ def _rescore(codes, scales, zp, qf, cand, kk, metric, threads=1):
 
 def search_store(store: Any, queries: Any, k: int = 10, *, metric: str = "cosine",
                  rescore: int | None = None, restrict: int | None = None,
-                 n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`search` over an open :class:`embq.Store` (its memory-mapped codes, scales, norms).
+                 n_threads: int | None = None, prefilter: str | None = None,
+                 oversample: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`search` over an open :class:`embq.Store` (its memory-mapped codes, scales, norms,
+    and sketch for ``prefilter="sketch"``).
 
     The store's norms are used as stored and its scales and norms are not checked again (the
     writer checked them); nothing of size n is copied or scanned in Python.
     """
+    sketch = store.sketch if prefilter is not None else None
+    if prefilter == "sketch" and sketch is None:
+        raise ValueError(f"prefilter='sketch': the store {store.path!r} has no sketch; add one "
+                         "with `embq sketch STORE` (or compress without --no-sketch)")
     return _search(store.codes, store.scales, queries, k, store.zero_points,
                    store.norms if metric == "cosine" else None, metric, rescore, restrict,
-                   n_threads, trusted=True)
+                   n_threads, trusted=True, prefilter=prefilter, oversample=oversample,
+                   sketch=sketch, sketch_center=store.sketch_center if sketch is not None
+                   else None)
 
 
 # -- gensim-style helpers --------------------------------------------------------------------

@@ -97,6 +97,9 @@ class StoreWriter:
         Extra root attributes, merged at close (see :attr:`attrs`).
     n_threads : int, optional
         Threads for quantization (None = all cores).
+    sketch : bool, default False
+        Also write the sign-bit sketch (``sketch`` and ``sketch_center``, docs/format.md),
+        computed at :meth:`close` in two passes over the spooled codes.
 
     Raises
     ------
@@ -123,6 +126,7 @@ class StoreWriter:
         overwrite: bool = False,
         attrs: Mapping[str, Any] | None = None,
         n_threads: int | None = None,
+        sketch: bool = False,
         _max_load: float = 0.5,
     ) -> None:
         self._state = "failed"  # so __del__ is quiet if __init__ raises
@@ -139,6 +143,7 @@ class StoreWriter:
         self.attrs: dict[str, Any] = dict(attrs or {})
         _check_attr_names(self.attrs)
         self.n_threads = n_threads
+        self.sketch = bool(sketch)
         self.n_rows = 0
         check_destination(self.path, self.overwrite)
         self._spool: dict[str, Any] = {}
@@ -403,6 +408,8 @@ class StoreWriter:
                 # Contiguous, uncompressed: this is what makes the store memory-mappable.
                 ds = f.create_dataset(name, shape=shape, dtype=dtype)
                 self._copy_spool(os.path.join(self._tmpdir, name + ".raw"), ds, dtype, shape)
+            if self.sketch:
+                self._write_sketch(f, n, d)
             if self.has_keys:
                 utf8, offsets, table = self._keys.arrays()
                 g = f.create_group("keys")
@@ -417,6 +424,20 @@ class StoreWriter:
                 t.attrs["probing"] = PROBING
         publish(tmp, self.path, overwrite=self.overwrite)
         self._cleanup()
+
+    def _write_sketch(self, f, n: int, d: int) -> None:
+        """The sketch datasets, from the spooled codes memory-mapped (two passes, one block
+        of rows in memory at a time)."""
+        from embq._sketch import write_sketch
+
+        def spool(name, dtype, shape):
+            if n == 0:
+                return np.zeros(shape, dtype)
+            return np.memmap(os.path.join(self._tmpdir, name + ".raw"), dtype=dtype, mode="r",
+                             shape=shape)
+
+        write_sketch(f, spool("codes", np.uint8, (n, d)), spool("scales", np.float32, (n,)),
+                     spool("zero_points", np.uint8, (n,)), n_threads=self.n_threads)
 
     def _copy_spool(self, raw: str, ds, dtype, shape) -> None:
         n = shape[0]
@@ -885,6 +906,10 @@ def _validate(f, path: str, file_size: int, reading: list[str],
         ("zero_points", np.uint8, (n,)),
         ("norms", np.float32, (n,)),
     ]
+    # the optional sketch (docs/format.md, "Sketch"): both datasets or neither
+    if _hard_object(f, "sketch", path) is not None or \
+            _hard_object(f, "sketch_center", path) is not None:
+        expected += [("sketch", np.uint8, (n, (d + 7) // 8)), ("sketch_center", np.float32, (d,))]
     if has_keys:
         reading[0] = "the group 'keys'"
         group = _hard_object(f, "keys", path)
@@ -1172,6 +1197,12 @@ class Store:
         self._scales = _map(mm, w["scales"])
         self._zero_points = _map(mm, w["zero_points"])
         self._norms = _map(mm, w["norms"])
+        self._sketch = _map(mm, w["sketch"]) if "sketch" in w else None
+        self._sketch_center = _map(mm, w["sketch_center"]) if "sketch" in w else None
+        if self._sketch_center is not None and not np.isfinite(self._sketch_center).all():
+            bad = int(np.flatnonzero(~np.isfinite(self._sketch_center))[0])
+            raise StoreError(f"dataset 'sketch_center' holds {self._sketch_center[bad]} at "
+                             f"column {bad}, expected finite values", path=self.path)
         if self.has_keys:
             self._utf8 = _map(mm, w["keys/utf8"])
             self._utf8_offset = w["keys/utf8"][0].offset  # None when there are no key bytes
@@ -1337,6 +1368,7 @@ class Store:
         self._index = None
         self._probe = None
         self._codes = self._scales = self._zero_points = self._norms = None
+        self._sketch = self._sketch_center = None
         self._utf8 = self._offsets = self._table = None
         self._mm = None  # unmapped once no array obtained from the store refers to it
 
@@ -1400,6 +1432,19 @@ class Store:
         """float32 (n,) L2 norms of the dequantized rows, memory-mapped read-only."""
         self._check_open()
         return self._norms
+
+    @property
+    def sketch(self) -> np.ndarray | None:
+        """uint8 (n, ceil(dim/8)) sign-bit sketch of the rows, memory-mapped read-only, or None
+        when the store has none (docs/format.md, "Sketch")."""
+        self._check_open()
+        return self._sketch
+
+    @property
+    def sketch_center(self) -> np.ndarray | None:
+        """float32 (dim,) column mean of the dequantized rows the sketch is taken against."""
+        self._check_open()
+        return self._sketch_center
 
     # -- keys ---------------------------------------------------------------------------------
     @property
@@ -1608,12 +1653,15 @@ class Store:
 
     # -- delegation to the search, evaluate and interop modules -------------------------------
     def search(self, queries, k: int = 10, *, metric: str = "cosine", rescore=None,
-               restrict=None, n_threads=None):
+               restrict=None, n_threads=None, prefilter=None, oversample=None):
         """Top-k rows for each query; see :func:`embq._search.search_store`."""
         from embq._search import search_store
 
+        # the prefilter options are forwarded only when given, like the gensim wrappers' options
+        extra = {name: value for name, value in (("prefilter", prefilter),
+                                                 ("oversample", oversample)) if value is not None}
         return search_store(self, queries, k, metric=metric, rescore=rescore,
-                            restrict=restrict, n_threads=n_threads)
+                            restrict=restrict, n_threads=n_threads, **extra)
 
     # The gensim-style wrappers take embq._search's keyword-only options (``rescore``, default
     # 4, and ``n_threads``) as **options and forward only those given, so the defaults are

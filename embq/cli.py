@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "embq._cmd_evaluate",
     "embq._cmd_shard",
     "embq._cmd_merge",
+    "embq._cmd_sketch",
 )
 
 EXIT_BAD_INPUT = 2

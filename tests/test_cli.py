@@ -50,7 +50,7 @@ def test_info_config_json_matches_show_config():
 
     cfg = config()
     assert set(cfg["kernels"]) == {"quantize", "search_dot", "search_select", "parse", "store",
-                                  "eval"}
+                                  "eval", "sketch"}
     assert not any(str(v).startswith("unavailable") for v in cfg["kernels"].values())
     assert cfg["threads"] >= 1
 
@@ -97,7 +97,8 @@ def test_every_subcommand_is_registered():
     from embq.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) == {"compress", "export", "info", "query", "evaluate", "shard", "merge"}
+    assert set(sub.choices) == {"compress", "export", "info", "query", "evaluate", "shard", "merge",
+                                "sketch"}
 
 
 def test_module_entry_point_runs_in_a_subprocess(store_path, run_python):

@@ -1,0 +1,369 @@
+# cython: language_level=3
+"""Sketch kernels: sign bits of rows and queries, Hamming distances, the K nearest rows per query
+by counting, and the exact int32 scores of candidate rows.
+
+The entry points check sizes (O(1) or one pass over small arrays) so that no call reads out of
+bounds; :func:`hamming`, the test hook, checks everything. The loops run without the GIL.
+
+The candidate scan works like the int8 search (:mod:`embq._kernels_search`): rows mode (few
+queries: contiguous row chunks handed to threads, each with its own candidate sets, merged at the
+end) or queries mode (query blocks handed to threads, each scanning every row). A thread takes a
+block of ``_ROW_BLOCK`` rows against ``_QUERY_BLOCK`` queries at a time into a small distance
+buffer; no m x n matrix is built.
+"""
+
+import numpy as np
+
+cimport cython
+from cython.parallel cimport parallel, prange, threadid
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t
+from libc.string cimport memcpy
+
+from embq._kernels_common cimport EMBQ_V_COUNT, embq_openmp_enabled
+from embq._kernels_search cimport (
+    EMBQ_QSTRIDE, embq_dot_fn, embq_dot_get, embq_heap_init, embq_heap_offer, embq_heap_sort,
+    embq_row_weights,
+)
+
+from embq._config import _init_kernels
+from embq._kernels_common import VARIANTS
+
+
+cdef extern from "_sketch_simd.h" nogil:
+    ctypedef void (*embq_ham_fn)(const uint8_t *rows, int64_t nr, int64_t nb, const uint8_t *q,
+                                 int64_t ldq, int64_t nq, int32_t *out,
+                                 int64_t ldo) noexcept nogil
+    embq_ham_fn embq_ham_get(int v)
+    int embq_ham_runs(int v)
+    void embq_cand_cut(int32_t *cd, int64_t *cr, int64_t *cn, int32_t *lim, int64_t K,
+                       int32_t *hist, int32_t maxd)
+    void embq_cand_offer(const int32_t *dist, int64_t nr, int64_t row0, int32_t *cd,
+                         int64_t *cr, int64_t *cn, int32_t *lim, int64_t K, int64_t cap,
+                         int32_t *hist, int32_t maxd)
+
+
+DEF _ROW_BLOCK = 256
+DEF _QUERY_BLOCK = 32
+
+cdef int _ham_id = 0
+
+
+def kernel_variants():
+    """Return ``{"sketch": {variant: runs}}`` for the variants this build has, best last."""
+    cdef int v
+    return {"sketch": {VARIANTS[v]: bool(embq_ham_runs(v)) for v in range(EMBQ_V_COUNT)
+                       if embq_ham_get(v) != NULL}}
+
+
+def selected_kernels():
+    """Return the variant in use, e.g. ``{"sketch": "avx2"}``."""
+    return {"sketch": VARIANTS[_ham_id]}
+
+
+def _use_kernel(family, name):
+    """Run variant ``name`` of ``family`` (embq._config validates the request)."""
+    global _ham_id
+    if family != "sketch" or not kernel_variants()["sketch"].get(name):
+        raise ValueError(f"the {family} family has no variant {name!r} this CPU can run")
+    _ham_id = VARIANTS.index(name)
+
+
+_init_kernels(kernel_variants(), _use_kernel)
+
+
+def sketch_bytes(int64_t d):
+    """Bytes of one sketch row of dimension ``d``: ``ceil(d / 8)``."""
+    return (d + 7) // 8
+
+
+def sign_bits(const float[:, ::1] x, const float[::1] center, int n_threads=1):
+    """Sketch rows of ``x`` (n, d): bit j set when ``x[i, j] > center[j]``; uint8 (n, ceil(d/8)).
+
+    Bit j is bit ``j % 8`` (least significant first) of byte ``j // 8``; padding bits are 0.
+    NaN compares false, so it gives a 0 bit.
+    """
+    cdef int64_t n = x.shape[0], d = x.shape[1], nb = (d + 7) // 8, i, j, t
+    cdef uint32_t byte
+    cdef const float *xi
+    cdef const float *c
+    if center.shape[0] != d:
+        raise ValueError(f"center must have shape ({d},), got ({center.shape[0]},)")
+    out = np.zeros((n, nb), dtype=np.uint8)
+    if n == 0 or d == 0:
+        return out
+    cdef uint8_t[:, ::1] o = out
+    if not embq_openmp_enabled() or n * d < (1 << 20):
+        n_threads = 1
+    c = &center[0]
+    # branch-free: the comparisons are as unpredictable as the data
+    with nogil:
+        for i in prange(n, num_threads=max(n_threads, 1), schedule="static"):
+            xi = &x[i, 0]
+            for j in range(nb):
+                byte = 0
+                for t in range(8):
+                    if j * 8 + t < d:
+                        byte = byte | ((<uint32_t>(xi[j * 8 + t] > c[j * 8 + t])) << t)
+                o[i, j] = <uint8_t>byte
+    return out
+
+
+def hamming(sketch, queries):
+    """Hamming distances ``out[i, r] = popcount(sketch[r] XOR queries[i])``, int32 (m, n).
+
+    The test hook that exposes what the selected variant computes (the whole (m, n) matrix is
+    built: small inputs only). Checks dtypes and shapes itself.
+    """
+    sketch = np.asarray(sketch)
+    queries = np.asarray(queries)
+    for name, a in (("sketch", sketch), ("queries", queries)):
+        if a.dtype != np.uint8:
+            raise TypeError(f"{name} must be a uint8 array, got dtype {a.dtype}")
+        if a.ndim != 2:
+            raise ValueError(f"{name} must be 2-D, got shape {a.shape}")
+    if queries.shape[1] != sketch.shape[1]:
+        raise ValueError(f"queries must have shape (m, {sketch.shape[1]}) to match the sketch, "
+                         f"got {queries.shape}")
+    return _hamming(np.ascontiguousarray(sketch), np.ascontiguousarray(queries))
+
+
+cdef _hamming(const uint8_t[:, ::1] sk, const uint8_t[:, ::1] qs):
+    cdef int64_t n = sk.shape[0], nb = sk.shape[1], m = qs.shape[0]
+    out = np.zeros((m, n), dtype=np.int32)
+    if n == 0 or m == 0 or nb == 0:
+        return out
+    cdef int32_t[:, ::1] o = out
+    cdef embq_ham_fn ham = embq_ham_get(_ham_id)
+    with nogil:
+        ham(&sk[0, 0], n, nb, &qs[0, 0], nb, m, &o[0, 0], n)
+    return out
+
+
+cdef void _scan(embq_ham_fn ham, const uint8_t *sk, int64_t nb, int64_t r0, int64_t r1,
+                const uint8_t *qs, int64_t q0, int64_t q1, int32_t *cd, int64_t *cr,
+                int64_t *cn, int32_t *lim, int64_t K, int64_t cap, int32_t *dist,
+                int32_t *hist, int32_t maxd) noexcept nogil:
+    """Offer rows [r0, r1) to the candidate sets of queries [q0, q1) (set of query q at
+    index q - q0 of cd, cr (stride cap), cn and lim)."""
+    cdef int64_t rb = r0, nr, qb, nq, qi, s
+    while rb < r1:
+        nr = r1 - rb
+        if nr > _ROW_BLOCK:
+            nr = _ROW_BLOCK
+        qb = q0
+        while qb < q1:
+            nq = q1 - qb
+            if nq > _QUERY_BLOCK:
+                nq = _QUERY_BLOCK
+            ham(sk + rb * nb, nr, nb, qs + qb * nb, nb, nq, dist, _ROW_BLOCK)
+            for qi in range(nq):
+                s = qb - q0 + qi
+                embq_cand_offer(dist + qi * _ROW_BLOCK, nr, rb, cd + s * cap, cr + s * cap,
+                                cn + s, lim + s, K, cap, hist, maxd)
+            qb += nq
+        rb += nr
+
+
+def nearest(const uint8_t[:, ::1] sketch, int64_t n_rows, const uint8_t[:, ::1] qs, int64_t K,
+            int n_threads, str mode="auto"):
+    """The ``K`` rows of ``sketch[:n_rows]`` nearest each query sketch in Hamming distance.
+
+    Ties go to the lower row. Returns ``(rows, dist)``, int64 and int32 (m, K), each query's
+    rows in increasing row order with their distances. Requires 1 <= K <= n_rows <= len(sketch)
+    and query sketches as wide as the rows (a ValueError otherwise).
+    """
+    cdef int64_t n = sketch.shape[0], nb = sketch.shape[1], m = qs.shape[0]
+    cdef int64_t nchunks, c, q, b, nqb, qbs, r0, r1, q0, q1, tid, cap, e, s, t, total
+    cdef int32_t maxd = <int32_t>(8 * nb)
+    if nb < 1 or qs.shape[1] != nb:
+        raise ValueError(f"query sketches must have {nb} >= 1 bytes like the rows, got "
+                         f"{qs.shape[1]}")
+    if not 0 <= n_rows <= n:
+        raise ValueError(f"n_rows must be within [0, {n}], got {n_rows}")
+    if not 1 <= K <= n_rows:
+        raise ValueError(f"K must be within [1, n_rows={n_rows}], got {K}")
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+    out_r = np.empty((m, K), dtype=np.int64)
+    out_d = np.empty((m, K), dtype=np.int32)
+    if m == 0:
+        return out_r, out_d
+    if not embq_openmp_enabled():
+        n_threads = 1
+    cdef int nt = n_threads
+    cdef embq_ham_fn ham = embq_ham_get(_ham_id)
+    cap = 2 * K + _ROW_BLOCK
+    dist_buf = np.empty((nt, _QUERY_BLOCK * _ROW_BLOCK), dtype=np.int32)
+    hist_buf = np.empty((nt, maxd + 1), dtype=np.int32)
+    cdef int32_t[:, ::1] db = dist_buf
+    cdef int32_t[:, ::1] hb = hist_buf
+    cdef int64_t[:, ::1] orr = out_r
+    cdef int32_t[:, ::1] od = out_d
+    cdef int32_t[:, ::1] cd
+    cdef int64_t[:, ::1] cr
+    cdef int64_t[::1] cn
+    cdef int32_t[::1] lim
+    cdef int32_t[:, ::1] md
+    cdef int64_t[:, ::1] mr
+    cdef int64_t[::1] mn
+    cdef int32_t[::1] ml
+    nchunks = min(4 * nt if nt > 1 else 1, (n_rows + _ROW_BLOCK - 1) // _ROW_BLOCK)
+    if mode == "auto":
+        mode = "rows" if m < 4 * nt and nchunks > 1 else "queries"
+    if mode == "rows":
+        cand_d = np.empty((nchunks * m, cap), dtype=np.int32)
+        cand_r = np.empty((nchunks * m, cap), dtype=np.int64)
+        cand_n = np.zeros(nchunks * m, dtype=np.int64)
+        cand_l = np.full(nchunks * m, maxd + 1, dtype=np.int32)
+        cd, cr, cn, lim = cand_d, cand_r, cand_n, cand_l
+        with nogil, parallel(num_threads=nt):
+            for c in prange(nchunks, schedule="dynamic"):
+                tid = threadid()
+                r0 = c * n_rows // nchunks
+                r1 = (c + 1) * n_rows // nchunks
+                _scan(ham, &sketch[0, 0], nb, r0, r1, &qs[0, 0], 0, m, &cd[c * m, 0],
+                      &cr[c * m, 0], &cn[c * m], &lim[c * m], K, cap, &db[tid, 0],
+                      &hb[tid, 0], maxd)
+        # merge: the chunks' sets (up to cap entries each) in chunk order keep the rows
+        # increasing; one more cut gives the K best
+        merged_d = np.empty((m, nchunks * cap), dtype=np.int32)
+        merged_r = np.empty((m, nchunks * cap), dtype=np.int64)
+        merged_n = np.zeros(m, dtype=np.int64)
+        merged_l = np.zeros(m, dtype=np.int32)
+        md, mr, mn, ml = merged_d, merged_r, merged_n, merged_l
+        with nogil:
+            for q in range(m):
+                total = 0
+                for c in range(nchunks):
+                    s = c * m + q
+                    e = cn[s]
+                    memcpy(&md[q, total], &cd[s, 0], sizeof(int32_t) * e)
+                    memcpy(&mr[q, total], &cr[s, 0], sizeof(int64_t) * e)
+                    total = total + e
+                mn[q] = total
+                embq_cand_cut(&md[q, 0], &mr[q, 0], &mn[q], &ml[q], K, &hb[0, 0], maxd)
+                memcpy(&orr[q, 0], &mr[q, 0], sizeof(int64_t) * K)
+                memcpy(&od[q, 0], &md[q, 0], sizeof(int32_t) * K)
+    elif mode == "queries":
+        cand_d = np.empty((m, cap), dtype=np.int32)
+        cand_r = np.empty((m, cap), dtype=np.int64)
+        cand_n = np.zeros(m, dtype=np.int64)
+        cand_l = np.full(m, maxd + 1, dtype=np.int32)
+        cd, cr, cn, lim = cand_d, cand_r, cand_n, cand_l
+        qbs = (m + nt - 1) // nt
+        if qbs > _QUERY_BLOCK:
+            qbs = _QUERY_BLOCK
+        nqb = (m + qbs - 1) // qbs
+        with nogil, parallel(num_threads=nt):
+            for b in prange(nqb, schedule="dynamic"):
+                tid = threadid()
+                q0 = b * qbs
+                q1 = q0 + qbs
+                if q1 > m:
+                    q1 = m
+                _scan(ham, &sketch[0, 0], nb, 0, n_rows, &qs[0, 0], q0, q1, &cd[q0, 0],
+                      &cr[q0, 0], &cn[q0], &lim[q0], K, cap, &db[tid, 0], &hb[tid, 0], maxd)
+                for q in range(q0, q1):
+                    embq_cand_cut(&cd[q, 0], &cr[q, 0], &cn[q], &lim[q], K, &hb[tid, 0], maxd)
+                    memcpy(&orr[q, 0], &cr[q, 0], sizeof(int64_t) * K)
+                    memcpy(&od[q, 0], &cd[q, 0], sizeof(int32_t) * K)
+    else:
+        raise ValueError(f"mode must be 'auto', 'rows' or 'queries', got {mode!r}")
+    return out_r, out_d
+
+
+def score_candidates(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
+                     const int64_t[:, ::1] cand, const int8_t[:, ::1] qp,
+                     const int32_t[::1] sq, const float[::1] wq, int64_t k, bint cosine,
+                     int dot_id, int sel_id, int n_threads):
+    """Top-k of each query's candidate rows by the exact int32 score of the int8 search.
+
+    ``cand`` (m, c) holds row numbers (increasing order reads the codes forward); ``qp``,
+    ``sq``, ``wq`` are the packed queries of :func:`embq._kernels_search.prepare_queries`;
+    ``dot_id`` and ``sel_id`` the int8 search's variants in use. A score is
+    ``float(acc) * (w_row * w_query)`` exactly as the int8 search computes it (the same dot
+    and row-weight kernels on the gathered rows); ties go to the lower row. Returns
+    (scores float32 (m, k), rows int64 (m, k)), best first.
+    """
+    cdef int64_t m = cand.shape[0], c = cand.shape[1], n = codes.shape[0], d = codes.shape[1]
+    cdef int64_t q, a, nr, t, row, tid, ldq = qp.shape[1]
+    if qp.shape[0] != m or sq.shape[0] != m or wq.shape[0] != m:
+        raise ValueError(f"{m} candidate lists need {m} packed queries, sums and weights, got "
+                         f"{qp.shape[0]}, {sq.shape[0]}, {wq.shape[0]}")
+    if not 1 <= k <= c:
+        raise ValueError(f"k must be within [1, {c}] (the candidates per query), got {k}")
+    if d < 1 or ldq != EMBQ_QSTRIDE(d):
+        raise ValueError(f"packed queries must have {EMBQ_QSTRIDE(d)} bytes per row for "
+                         f"dimension {d}, got {ldq}")
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+    cand_np = np.asarray(cand)
+    need = int(cand_np.max()) + 1 if cand_np.size else 0
+    if cand_np.size and (cand_np.min() < 0 or need > n):
+        raise ValueError(f"candidate rows must be within [0, {n}), got "
+                         f"{cand_np.min()}..{need - 1}")
+    # scales, zero points and norms may cover only the first rows (a restricted search)
+    if scales.shape[0] < need or (zero_points is not None and len(zero_points) < need) or (
+            cosine and (norms is None or len(norms) < need)):
+        raise ValueError(f"scales, zero points and norms must cover every candidate row "
+                         f"(at least {need} values)")
+    out_v = np.empty((m, k), dtype=np.float32)
+    out_i = np.empty((m, k), dtype=np.int64)
+    if m == 0:
+        return out_v, out_i
+    cdef float[:, ::1] ov = out_v
+    cdef int64_t[:, ::1] oi = out_i
+    cdef const uint8_t[::1] zpv
+    cdef const float[::1] nv
+    cdef const uint8_t *zp = NULL
+    cdef const float *nm = NULL
+    if zero_points is not None:
+        zpv = zero_points
+        zp = &zpv[0]
+    if cosine:
+        nv = norms
+        nm = &nv[0]
+    if not embq_openmp_enabled() or m * c * d < (1 << 22):
+        n_threads = 1
+    cdef int nt = n_threads
+    cdef embq_dot_fn dot = embq_dot_get(dot_id)
+    rows_buf = np.empty((nt, _ROW_BLOCK * d), dtype=np.uint8)
+    zp_buf = np.empty((nt, _ROW_BLOCK), dtype=np.uint8)
+    sc_buf = np.empty((nt, _ROW_BLOCK), dtype=np.float32)
+    nm_buf = np.empty((nt, _ROW_BLOCK), dtype=np.float32)
+    w_buf = np.empty((nt, _ROW_BLOCK), dtype=np.float32)
+    acc_buf = np.empty((nt, _ROW_BLOCK), dtype=np.int32)
+    cdef uint8_t[:, ::1] rb = rows_buf
+    cdef uint8_t[:, ::1] zb = zp_buf
+    cdef float[:, ::1] sb = sc_buf
+    cdef float[:, ::1] nbf = nm_buf
+    cdef float[:, ::1] wb = w_buf
+    cdef int32_t[:, ::1] ab = acc_buf
+    with nogil, parallel(num_threads=nt):
+        for q in prange(m, schedule="dynamic"):
+            tid = threadid()
+            embq_heap_init(&ov[q, 0], &oi[q, 0], k)
+            a = 0
+            while a < c:
+                nr = c - a
+                if nr > _ROW_BLOCK:
+                    nr = _ROW_BLOCK
+                for t in range(nr):
+                    row = cand[q, a + t]
+                    memcpy(&rb[tid, t * d], &codes[row, 0], d)
+                    zb[tid, t] = zp[row] if zp != NULL else 128
+                    sb[tid, t] = scales[row]
+                    if cosine:
+                        nbf[tid, t] = nm[row]
+                if cosine:  # scale / norm, as the int8 search weighs a row
+                    embq_row_weights(sel_id, &sb[tid, 0], &nbf[tid, 0], nr, &wb[tid, 0])
+                else:
+                    memcpy(&wb[tid, 0], &sb[tid, 0], sizeof(float) * nr)
+                dot(&rb[tid, 0], d, nr, d, &zb[tid, 0], &qp[q, 0], ldq, &sq[q], 1, &ab[tid, 0],
+                    _ROW_BLOCK)
+                for t in range(nr):
+                    embq_heap_offer(&ov[q, 0], &oi[q, 0], k,
+                                    <float>ab[tid, t] * (wb[tid, t] * wq[q]), cand[q, a + t])
+                a = a + nr
+            embq_heap_sort(&ov[q, 0], &oi[q, 0], k)
+    return out_v, out_i
