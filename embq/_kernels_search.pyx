@@ -529,3 +529,389 @@ def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norm
     else:
         raise ValueError(f"mode must be 'auto', 'rows' or 'queries', got {mode!r}")
     return out_v, out_i
+
+
+# -- allow-lists, L2 and range search ----------------------------------------------------------
+#
+# The entry points below take an optional sorted array of allowed row numbers ``idx`` (no
+# duplicates) and search the rows it names as if they were a store of their own: heap labels
+# are positions in ``idx`` (so ties go to the lower position, which is the lower row, since
+# ``idx`` is increasing), mapped back to row numbers by the caller. A block of _ROW_BLOCK
+# allowed rows that are consecutive in the codes is read in place; any other block is first
+# gathered (codes, scales, norms, zero points) into a per-thread buffer, so a small allowed set
+# costs reading its own rows and nothing else, and a large one costs at most one copy of each
+# allowed row into a buffer that stays in cache.
+
+from libc.string cimport memcpy
+
+DEF _MODE_DOT = 0
+DEF _MODE_COSINE = 1
+DEF _MODE_L2 = 2
+
+
+@cython.final
+cdef class _JobX:
+    """One filtered / L2 / range search, shared read-only by all threads."""
+    cdef const uint8_t *codes
+    cdef const float *scales
+    cdef const uint8_t *zp
+    cdef const float *norms     # cosine: norms; l2: squared norms; dot: NULL
+    cdef const int64_t *idx     # allowed rows, increasing; NULL = rows 0, 1, 2, ...
+    cdef int64_t d
+    cdef const int8_t *qp
+    cdef int64_t ldq
+    cdef const int32_t *sumq
+    cdef const float *wq        # dot, l2: query scale; cosine: scale / norm
+    cdef const float *qn2       # l2: squared norm of each dequantized query
+    cdef int64_t k
+    cdef int mode
+    cdef embq_dot_fn dot
+    cdef embq_select_fn sel
+    cdef int dot_id
+    cdef int sel_id
+
+
+cdef inline void _block_rows(_JobX job, int64_t p, int64_t nr, uint8_t *gc, float *gs,
+                             float *gn, uint8_t *gz, const uint8_t **c, const float **s,
+                             const float **nm, const uint8_t **z) noexcept nogil:
+    """Pointers to the rows at positions [p, p + nr): in place, or gathered into gc/gs/gn/gz."""
+    cdef int64_t r, row, d = job.d
+    if job.idx == NULL:
+        row = p
+    elif job.idx[p + nr - 1] - job.idx[p] == nr - 1:
+        row = job.idx[p]   # increasing and without duplicates: consecutive rows
+    else:
+        for r in range(nr):
+            row = job.idx[p + r]
+            memcpy(gc + r * d, job.codes + row * d, d)
+            gs[r] = job.scales[row]
+            if job.norms != NULL:
+                gn[r] = job.norms[row]
+            if job.zp != NULL:
+                gz[r] = job.zp[row]
+        c[0] = gc
+        s[0] = gs
+        nm[0] = gn if job.norms != NULL else NULL
+        z[0] = gz if job.zp != NULL else NULL
+        return
+    c[0] = job.codes + row * d
+    s[0] = job.scales + row
+    nm[0] = job.norms + row if job.norms != NULL else NULL
+    z[0] = job.zp + row if job.zp != NULL else NULL
+
+
+cdef inline void _keys(_JobX job, const int32_t *acc, int64_t nr, const float *w,
+                       const float *s, const float *n2, int64_t q, float *out) noexcept nogil:
+    """Ranking keys of a block for query q (larger is better).
+
+    dot, cosine: ``float(acc) * (w_row * w_query)``, the bits the select kernels compute.
+    l2: ``-max((n2_row - 2 * t) + n2_query, 0)`` with ``t = float(acc) * (s_row * s_query)``
+    (the dot score of the dequantized row and query), all float32 in that order.
+    """
+    cdef int64_t r
+    cdef float wq = job.wq[q], qn2, t, dd
+    if job.mode == _MODE_L2:
+        qn2 = job.qn2[q]
+        for r in range(nr):
+            t = <float>acc[r] * (s[r] * wq)
+            dd = (n2[r] - (t + t)) + qn2   # t + t: 2t exactly, in float32
+            out[r] = -dd if dd > 0 else -0.0
+    else:
+        for r in range(nr):
+            out[r] = <float>acc[r] * (w[r] * wq)
+
+
+cdef void _scan_x(_JobX job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float *hv,
+                  int64_t *hi, int32_t *acc, float *wbuf, float *kbuf, uint8_t *gc, float *gs,
+                  float *gn, uint8_t *gz) noexcept nogil:
+    """Offer positions [p0, p1) to the heaps of queries [q0, q1) (heap of q at (q - q0) * k)."""
+    cdef int64_t p = p0, nr, qb, nq, qi, r, k = job.k, h
+    cdef const uint8_t *c
+    cdef const uint8_t *z
+    cdef const float *s
+    cdef const float *nm
+    cdef const float *w
+    while p < p1:
+        nr = p1 - p
+        if nr > _ROW_BLOCK:
+            nr = _ROW_BLOCK
+        _block_rows(job, p, nr, gc, gs, gn, gz, &c, &s, &nm, &z)
+        if job.mode != _MODE_L2 and q1 - q0 == 1:
+            embq_scan1(job.dot_id, job.sel_id, c, job.d, nr, job.d, z, job.qp + q0 * job.ldq,
+                       job.ldq, job.sumq[q0], s, nm, job.wq[q0], p, hv, hi, k)
+            p += nr
+            continue
+        w = s
+        if job.mode == _MODE_COSINE:
+            embq_row_weights(job.sel_id, s, nm, nr, wbuf)
+            w = wbuf
+        qb = q0
+        while qb < q1:
+            nq = q1 - qb
+            if nq > _QUERY_BLOCK:
+                nq = _QUERY_BLOCK
+            job.dot(c, job.d, nr, job.d, z, job.qp + qb * job.ldq, job.ldq, job.sumq + qb, nq,
+                    acc, _ROW_BLOCK)
+            for qi in range(nq):
+                h = (qb - q0 + qi) * k
+                if job.mode == _MODE_L2:
+                    _keys(job, acc + qi * _ROW_BLOCK, nr, w, s, nm, qb + qi, kbuf)
+                    for r in range(nr):
+                        embq_heap_offer(hv + h, hi + h, k, kbuf[r], p + r)
+                else:
+                    job.sel(acc + qi * _ROW_BLOCK, nr, w, NULL, job.wq[qb + qi], p, hv + h,
+                            hi + h, k)
+            qb += nq
+        p += nr
+
+
+cdef void _range_x(_JobX job, int64_t p0, int64_t p1, int64_t m, float thr, int64_t *counts,
+                   int64_t *offsets, float *ov, int64_t *oi, int32_t *acc, float *wbuf,
+                   float *kbuf, uint8_t *gc, float *gs, float *gn, uint8_t *gz) noexcept nogil:
+    """Positions in [p0, p1) whose key is >= thr, for all m queries.
+
+    Counting pass (``offsets`` NULL): counts[q] += matches. Filling pass: matches of query q
+    are written at ov/oi[offsets[q]], offsets[q] advanced, in increasing position order.
+    """
+    cdef int64_t p = p0, nr, qb, nq, qi, r, q, o
+    cdef const uint8_t *c
+    cdef const uint8_t *z
+    cdef const float *s
+    cdef const float *nm
+    cdef const float *w
+    while p < p1:
+        nr = p1 - p
+        if nr > _ROW_BLOCK:
+            nr = _ROW_BLOCK
+        _block_rows(job, p, nr, gc, gs, gn, gz, &c, &s, &nm, &z)
+        w = s
+        if job.mode == _MODE_COSINE:
+            embq_row_weights(job.sel_id, s, nm, nr, wbuf)
+            w = wbuf
+        qb = 0
+        while qb < m:
+            nq = m - qb
+            if nq > _QUERY_BLOCK:
+                nq = _QUERY_BLOCK
+            job.dot(c, job.d, nr, job.d, z, job.qp + qb * job.ldq, job.ldq, job.sumq + qb, nq,
+                    acc, _ROW_BLOCK)
+            for qi in range(nq):
+                q = qb + qi
+                _keys(job, acc + qi * _ROW_BLOCK, nr, w, s, nm, q, kbuf)
+                if offsets == NULL:
+                    for r in range(nr):
+                        if kbuf[r] >= thr:
+                            counts[q] += 1
+                else:
+                    o = offsets[q]
+                    for r in range(nr):
+                        if kbuf[r] >= thr:
+                            ov[o] = kbuf[r]
+                            oi[o] = p + r
+                            o += 1
+                    offsets[q] = o
+            qb += nq
+        p += nr
+
+
+cdef _JobX _make_jobx(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points,
+                      norms, idx, const int8_t[:, ::1] qp, const int32_t[::1] sq,
+                      const float[::1] wq, qn2, int64_t k, int mode):
+    cdef _JobX job = _JobX()
+    cdef const uint8_t[::1] zpv
+    cdef const float[::1] nv
+    cdef const int64_t[::1] iv
+    cdef const float[::1] q2
+    job.codes = &codes[0, 0]
+    job.scales = &scales[0]
+    job.zp = NULL
+    if zero_points is not None:
+        zpv = zero_points
+        job.zp = &zpv[0]
+    job.norms = NULL
+    if mode != _MODE_DOT:
+        nv = norms
+        job.norms = &nv[0]
+    job.idx = NULL
+    if idx is not None and len(idx) > 0:
+        iv = idx
+        job.idx = &iv[0]
+    job.qn2 = NULL
+    if mode == _MODE_L2:
+        q2 = qn2
+        job.qn2 = &q2[0]
+    job.d = codes.shape[1]
+    job.qp = &qp[0, 0]
+    job.ldq = qp.shape[1]
+    job.sumq = &sq[0]
+    job.wq = &wq[0]
+    job.k = k
+    job.mode = mode
+    job.dot = embq_dot_get(_dot_id)
+    job.sel = embq_select_get(_sel_id)
+    job.dot_id = _dot_id
+    job.sel_id = _sel_id
+    return job
+
+
+cdef int64_t _check_jobx(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points,
+                         norms, int64_t n_rows, idx, const int8_t[:, ::1] qp,
+                         const int32_t[::1] sq, const float[::1] wq, qn2, int mode,
+                         int n_threads) except -1:
+    """Sizes (O(1)) and, for ``idx``, that every row is within [0, n_rows) and increasing
+    (O(len(idx)), the one value check done here: a bad index would read out of bounds).
+    Returns the number of positions searched."""
+    cdef const int64_t[::1] iv
+    cdef int64_t j, npos, prev = -1
+    if mode not in (_MODE_DOT, _MODE_COSINE, _MODE_L2):
+        raise ValueError(f"mode must be 0 (dot), 1 (cosine) or 2 (l2), got {mode}")
+    _check_job(codes, scales, zero_points, norms, n_rows, qp, sq, wq, mode != _MODE_DOT,
+               n_threads)
+    if mode == _MODE_L2 and (qn2 is None or len(qn2) != qp.shape[0]):
+        raise ValueError(f"l2 needs one squared query norm per query ({qp.shape[0]}), got "
+                         f"{None if qn2 is None else len(qn2)}")
+    if idx is None:
+        return n_rows
+    iv = idx
+    npos = iv.shape[0]
+    for j in range(npos):
+        if iv[j] <= prev or iv[j] >= n_rows:
+            raise ValueError(f"idx must be increasing rows within [0, {n_rows}), got "
+                             f"{iv[j]} at position {j}")
+        prev = iv[j]
+    return npos
+
+
+def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
+           int64_t n_rows, idx, const int8_t[:, ::1] qp, const int32_t[::1] sq,
+           const float[::1] wq, qn2, int64_t k, int mode, int n_threads):
+    """Top-k by key over the rows ``idx`` (None: rows [0, n_rows)); returns (keys, positions),
+    each (m, k), best first, ties by lower position.
+
+    ``mode`` 0 dot, 1 cosine (``norms``: row norms), 2 l2 (``norms``: squared row norms,
+    ``qn2``: squared query norms, keys are minus the squared distances). Checks as for
+    :func:`topk`, plus ``idx`` (int64, increasing, within [0, n_rows)) and 1 <= k <= len(idx).
+    """
+    cdef int64_t npos = _check_jobx(codes, scales, zero_points, norms, n_rows, idx, qp, sq, wq,
+                                    qn2, mode, n_threads)
+    cdef int64_t m = qp.shape[0], d = codes.shape[1], nchunks, c, q, b, nqb, qbs
+    cdef int64_t p0, p1, q0, q1, tid
+    if not 1 <= k <= npos:
+        raise ValueError(f"k must be within [1, {npos}] (the rows searched), got {k}")
+    out_v = np.empty((m, k), dtype=np.float32)
+    out_i = np.empty((m, k), dtype=np.int64)
+    cdef float[:, ::1] ov = out_v
+    cdef int64_t[:, ::1] oi = out_i
+    if m == 0:
+        return out_v, out_i
+    cdef _JobX job = _make_jobx(codes, scales, zero_points, norms, idx, qp, sq, wq, qn2, k, mode)
+    if not embq_openmp_enabled():
+        n_threads = 1
+    cdef int nt = n_threads
+    acc_buf = np.empty((nt, min(m, _QUERY_BLOCK) * _ROW_BLOCK), dtype=np.int32)
+    cdef int32_t[:, ::1] accb = acc_buf
+    w_buf = np.empty((nt, 4, _ROW_BLOCK), dtype=np.float32)   # weights, keys, scales, norms
+    cdef float[:, :, ::1] wb = w_buf
+    g_buf = np.empty((nt, _ROW_BLOCK * d + _ROW_BLOCK), dtype=np.uint8)  # codes, zero points
+    cdef uint8_t[:, ::1] gb = g_buf
+    cdef float[:, :, ::1] hv
+    cdef int64_t[:, :, ::1] hi
+    nchunks = min(4 * nt if nt > 1 else 1, (npos + _ROW_BLOCK - 1) // _ROW_BLOCK)
+    if m < 16 * nt and nchunks * m * k <= (1 << 22):
+        heap_v = np.empty((nchunks, m, k), dtype=np.float32)
+        heap_i = np.empty((nchunks, m, k), dtype=np.int64)
+        hv = heap_v
+        hi = heap_i
+        with nogil, parallel(num_threads=nt):
+            for c in prange(nchunks, schedule="dynamic"):
+                tid = threadid()
+                p0 = c * npos // nchunks
+                p1 = (c + 1) * npos // nchunks
+                embq_heap_init(&hv[c, 0, 0], &hi[c, 0, 0], m * k)
+                _scan_x(job, p0, p1, 0, m, &hv[c, 0, 0], &hi[c, 0, 0], &accb[tid, 0],
+                        &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0], &wb[tid, 2, 0],
+                        &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d])
+        with nogil:
+            for q in range(m):
+                _merge(&hv[0, 0, 0], &hi[0, 0, 0], nchunks, m, k, q, &ov[q, 0], &oi[q, 0])
+    else:
+        qbs = (m + nt - 1) // nt
+        qbs = ((qbs + 3) // 4) * 4
+        if qbs > _QUERY_BLOCK:
+            qbs = _QUERY_BLOCK
+        nqb = (m + qbs - 1) // qbs
+        with nogil, parallel(num_threads=nt):
+            for b in prange(nqb, schedule="dynamic"):
+                tid = threadid()
+                q0 = b * qbs
+                q1 = q0 + qbs
+                if q1 > m:
+                    q1 = m
+                for q in range(q0, q1):
+                    embq_heap_init(&ov[q, 0], &oi[q, 0], k)
+                _scan_x(job, 0, npos, q0, q1, &ov[q0, 0], &oi[q0, 0], &accb[tid, 0],
+                        &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0], &wb[tid, 2, 0],
+                        &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d])
+                for q in range(q0, q1):
+                    embq_heap_sort(&ov[q, 0], &oi[q, 0], k)
+    return out_v, out_i
+
+
+def range_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
+            int64_t n_rows, idx, const int8_t[:, ::1] qp, const int32_t[::1] sq,
+            const float[::1] wq, qn2, float threshold, int mode, int n_threads):
+    """Every position whose key is >= ``threshold``, for each query (arguments as for
+    :func:`topk_x`). Returns (indptr (m + 1,), keys, positions): query q's matches are
+    ``[indptr[q], indptr[q + 1])``, in increasing position order (the caller sorts).
+
+    Two passes over the rows (count, then fill), so nothing grows inside the loops.
+    """
+    cdef int64_t npos = _check_jobx(codes, scales, zero_points, norms, n_rows, idx, qp, sq, wq,
+                                    qn2, mode, n_threads)
+    cdef int64_t m = qp.shape[0], d = codes.shape[1], nchunks, c, q, total, p0, p1, tid
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    if m == 0 or npos == 0:
+        return indptr, np.empty(0, np.float32), np.empty(0, np.int64)
+    cdef _JobX job = _make_jobx(codes, scales, zero_points, norms, idx, qp, sq, wq, qn2, 1, mode)
+    if not embq_openmp_enabled():
+        n_threads = 1
+    cdef int nt = n_threads
+    acc_buf = np.empty((nt, min(m, _QUERY_BLOCK) * _ROW_BLOCK), dtype=np.int32)
+    cdef int32_t[:, ::1] accb = acc_buf
+    w_buf = np.empty((nt, 4, _ROW_BLOCK), dtype=np.float32)
+    cdef float[:, :, ::1] wb = w_buf
+    g_buf = np.empty((nt, _ROW_BLOCK * d + _ROW_BLOCK), dtype=np.uint8)
+    cdef uint8_t[:, ::1] gb = g_buf
+    nchunks = min(4 * nt if nt > 1 else 1, (npos + _ROW_BLOCK - 1) // _ROW_BLOCK)
+    counts_a = np.zeros((nchunks, m), dtype=np.int64)
+    cdef int64_t[:, ::1] counts = counts_a
+    with nogil, parallel(num_threads=nt):
+        for c in prange(nchunks, schedule="dynamic"):
+            tid = threadid()
+            p0 = c * npos // nchunks
+            p1 = (c + 1) * npos // nchunks
+            _range_x(job, p0, p1, m, threshold, &counts[c, 0], NULL, NULL, NULL,
+                     &accb[tid, 0], &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0],
+                     &wb[tid, 2, 0], &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d])
+    # query-major layout: query q's matches from chunk 0, then chunk 1, ... (position order)
+    per_q = counts_a.sum(axis=0)
+    np.cumsum(per_q, out=indptr[1:])
+    total = int(indptr[m])
+    starts_a = np.ascontiguousarray(
+        (indptr[:m][None, :] + np.cumsum(counts_a, axis=0) - counts_a), dtype=np.int64)
+    cdef int64_t[:, ::1] starts = starts_a
+    out_v = np.empty(total, dtype=np.float32)
+    out_i = np.empty(total, dtype=np.int64)
+    if total == 0:
+        return indptr, out_v, out_i
+    cdef float[::1] ov = out_v
+    cdef int64_t[::1] oi = out_i
+    with nogil, parallel(num_threads=nt):
+        for c in prange(nchunks, schedule="dynamic"):
+            tid = threadid()
+            p0 = c * npos // nchunks
+            p1 = (c + 1) * npos // nchunks
+            _range_x(job, p0, p1, m, threshold, NULL, &starts[c, 0], &ov[0], &oi[0],
+                     &accb[tid, 0], &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0],
+                     &wb[tid, 2, 0], &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d])
+    return indptr, out_v, out_i

@@ -1519,13 +1519,14 @@ class Store:
         return self[list(keys)]
 
     # -- delegation to the search, evaluate and interop modules -------------------------------
-    def search(self, queries, k: int = 10, *, metric: str = "cosine", rescore=None,
-               restrict=None, n_threads=None):
-        """Top-k rows for each query; see :func:`embq._search.search_store`."""
+    def search(self, queries, k: int = 10, **options):
+        """Top-k rows for each query; see :func:`embq._search.search_store` (options
+        ``metric``, ``rescore``, ``restrict``, ``n_threads``, ``allow`` (keys, a mask or row
+        numbers), ``threshold`` and ``max_results`` for a range search). Only the options
+        given are forwarded, so their defaults live in one place."""
         from embq._search import search_store
 
-        return search_store(self, queries, k, metric=metric, rescore=rescore,
-                            restrict=restrict, n_threads=n_threads)
+        return search_store(self, queries, k, **options)
 
     # The gensim-style wrappers take embq._search's keyword-only options (``rescore``, default
     # 4, and ``n_threads``) as **options and forward only those given, so the defaults are
