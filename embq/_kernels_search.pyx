@@ -33,7 +33,7 @@ from embq._kernels_common cimport EMBQ_V_COUNT, embq_openmp_enabled, embq_varian
 from embq._kernels_search cimport (
     EMBQ_QSTRIDE, embq_dot_fn, embq_dot_get,
     embq_fill_query_tail, embq_heap_init, embq_heap_offer, embq_heap_sort, embq_row_weights,
-    embq_scan1, embq_select_fn, embq_select_get,
+    embq_prefetch_row, embq_scan1, embq_select_fn, embq_select_get,
 )
 
 from embq._config import _init_kernels
@@ -544,6 +544,7 @@ def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norm
 
 from libc.string cimport memcpy
 
+DEF _PREFETCH_AHEAD = 8   # rows the gather asks for ahead of the one it copies
 DEF _MODE_DOT = 0
 DEF _MODE_COSINE = 1
 DEF _MODE_L2 = 2
@@ -571,33 +572,75 @@ cdef class _JobX:
     cdef int sel_id
 
 
-cdef inline void _block_rows(_JobX job, int64_t p, int64_t nr, uint8_t *gc, float *gs,
-                             float *gn, uint8_t *gz, const uint8_t **c, const float **s,
-                             const float **nm, const uint8_t **z) noexcept nogil:
-    """Pointers to the rows at positions [p, p + nr): in place, or gathered into gc/gs/gn/gz."""
-    cdef int64_t r, row, d = job.d
+cdef inline int64_t _block_rows(_JobX job, int64_t p, int64_t p1, uint8_t *gc, float *gs,
+                                float *gn, uint8_t *gz, int32_t *offs, const uint8_t **c,
+                                const float **s, const float **nm, const uint8_t **z,
+                                int64_t *span) noexcept nogil:
+    """The rows of the next block of positions from ``p`` (before ``p1``); returns how many.
+
+    Three ways, by how dense the allowed rows are there: consecutive rows are read in place;
+    when at least two thirds of a window of _ROW_BLOCK rows are allowed, the whole window is scored
+    in place (``span`` rows from c/z) and ``offs[r]`` says which window row position p + r is
+    (the caller compacts the accumulators; s/nm are gathered); otherwise the allowed rows are
+    gathered into gc/gs/gn/gz. ``span`` is the number of rows to score; it equals the return
+    value except in the window case.
+    """
+    cdef int64_t r, row, d = job.d, nr, base, ext
+    nr = p1 - p
+    if nr > _ROW_BLOCK:
+        nr = _ROW_BLOCK
     if job.idx == NULL:
-        row = p
-    elif job.idx[p + nr - 1] - job.idx[p] == nr - 1:
-        row = job.idx[p]   # increasing and without duplicates: consecutive rows
+        base = p
     else:
-        for r in range(nr):
-            row = job.idx[p + r]
-            memcpy(gc + r * d, job.codes + row * d, d)
-            gs[r] = job.scales[row]
-            if job.norms != NULL:
-                gn[r] = job.norms[row]
-            if job.zp != NULL:
-                gz[r] = job.zp[row]
-        c[0] = gc
-        s[0] = gs
-        nm[0] = gn if job.norms != NULL else NULL
-        z[0] = gz if job.zp != NULL else NULL
-        return
-    c[0] = job.codes + row * d
-    s[0] = job.scales + row
-    nm[0] = job.norms + row if job.norms != NULL else NULL
-    z[0] = job.zp + row if job.zp != NULL else NULL
+        base = job.idx[p]
+        # the positions whose rows fall in the window [base, base + _ROW_BLOCK)
+        r = 1
+        while r < nr and job.idx[p + r] < base + _ROW_BLOCK:
+            r += 1
+        ext = job.idx[p + r - 1] - base + 1
+        if ext != r:
+            if 3 * r >= 2 * ext:
+                for row in range(r):
+                    offs[row] = <int32_t>(job.idx[p + row] - base)
+                    gs[row] = job.scales[job.idx[p + row]]
+                    if job.norms != NULL:
+                        gn[row] = job.norms[job.idx[p + row]]
+                c[0] = job.codes + base * d
+                z[0] = job.zp + base if job.zp != NULL else NULL
+                s[0] = gs
+                nm[0] = gn if job.norms != NULL else NULL
+                span[0] = ext
+                return r
+            for r in range(nr):
+                row = job.idx[p + r]
+                if p + r + _PREFETCH_AHEAD < p1:
+                    embq_prefetch_row(job.codes + job.idx[p + r + _PREFETCH_AHEAD] * d, d)
+                memcpy(gc + r * d, job.codes + row * d, d)
+                gs[r] = job.scales[row]
+                if job.norms != NULL:
+                    gn[r] = job.norms[row]
+                if job.zp != NULL:
+                    gz[r] = job.zp[row]
+            c[0] = gc
+            s[0] = gs
+            nm[0] = gn if job.norms != NULL else NULL
+            z[0] = gz if job.zp != NULL else NULL
+            span[0] = nr
+            return nr
+        nr = r
+    c[0] = job.codes + base * d
+    s[0] = job.scales + base
+    nm[0] = job.norms + base if job.norms != NULL else NULL
+    z[0] = job.zp + base if job.zp != NULL else NULL
+    span[0] = nr
+    return nr
+
+
+cdef inline void _compact(int32_t *a, const int32_t *offs, int64_t nr) noexcept nogil:
+    """a[r] = a[offs[r]] for increasing offs[r] >= r: in place, front to back."""
+    cdef int64_t r
+    for r in range(nr):
+        a[r] = a[offs[r]]
 
 
 cdef inline void _keys(_JobX job, const int32_t *acc, int64_t nr, const float *w,
@@ -623,20 +666,17 @@ cdef inline void _keys(_JobX job, const int32_t *acc, int64_t nr, const float *w
 
 cdef void _scan_x(_JobX job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float *hv,
                   int64_t *hi, int32_t *acc, float *wbuf, float *kbuf, uint8_t *gc, float *gs,
-                  float *gn, uint8_t *gz) noexcept nogil:
+                  float *gn, uint8_t *gz, int32_t *offs) noexcept nogil:
     """Offer positions [p0, p1) to the heaps of queries [q0, q1) (heap of q at (q - q0) * k)."""
-    cdef int64_t p = p0, nr, qb, nq, qi, r, k = job.k, h
+    cdef int64_t p = p0, nr, qb, nq, qi, r, k = job.k, h, span
     cdef const uint8_t *c
     cdef const uint8_t *z
     cdef const float *s
     cdef const float *nm
     cdef const float *w
     while p < p1:
-        nr = p1 - p
-        if nr > _ROW_BLOCK:
-            nr = _ROW_BLOCK
-        _block_rows(job, p, nr, gc, gs, gn, gz, &c, &s, &nm, &z)
-        if job.mode != _MODE_L2 and q1 - q0 == 1:
+        nr = _block_rows(job, p, p1, gc, gs, gn, gz, offs, &c, &s, &nm, &z, &span)
+        if job.mode != _MODE_L2 and q1 - q0 == 1 and span == nr:
             embq_scan1(job.dot_id, job.sel_id, c, job.d, nr, job.d, z, job.qp + q0 * job.ldq,
                        job.ldq, job.sumq[q0], s, nm, job.wq[q0], p, hv, hi, k)
             p += nr
@@ -650,9 +690,11 @@ cdef void _scan_x(_JobX job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, flo
             nq = q1 - qb
             if nq > _QUERY_BLOCK:
                 nq = _QUERY_BLOCK
-            job.dot(c, job.d, nr, job.d, z, job.qp + qb * job.ldq, job.ldq, job.sumq + qb, nq,
-                    acc, _ROW_BLOCK)
+            job.dot(c, job.d, span, job.d, z, job.qp + qb * job.ldq, job.ldq, job.sumq + qb,
+                    nq, acc, _ROW_BLOCK)
             for qi in range(nq):
+                if span != nr:
+                    _compact(acc + qi * _ROW_BLOCK, offs, nr)
                 h = (qb - q0 + qi) * k
                 if job.mode == _MODE_L2:
                     _keys(job, acc + qi * _ROW_BLOCK, nr, w, s, nm, qb + qi, kbuf)
@@ -667,23 +709,21 @@ cdef void _scan_x(_JobX job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, flo
 
 cdef void _range_x(_JobX job, int64_t p0, int64_t p1, int64_t m, float thr, int64_t *counts,
                    int64_t *offsets, float *ov, int64_t *oi, int32_t *acc, float *wbuf,
-                   float *kbuf, uint8_t *gc, float *gs, float *gn, uint8_t *gz) noexcept nogil:
+                   float *kbuf, uint8_t *gc, float *gs, float *gn, uint8_t *gz,
+                   int32_t *offs) noexcept nogil:
     """Positions in [p0, p1) whose key is >= thr, for all m queries.
 
     Counting pass (``offsets`` NULL): counts[q] += matches. Filling pass: matches of query q
     are written at ov/oi[offsets[q]], offsets[q] advanced, in increasing position order.
     """
-    cdef int64_t p = p0, nr, qb, nq, qi, r, q, o
+    cdef int64_t p = p0, nr, qb, nq, qi, r, q, o, span
     cdef const uint8_t *c
     cdef const uint8_t *z
     cdef const float *s
     cdef const float *nm
     cdef const float *w
     while p < p1:
-        nr = p1 - p
-        if nr > _ROW_BLOCK:
-            nr = _ROW_BLOCK
-        _block_rows(job, p, nr, gc, gs, gn, gz, &c, &s, &nm, &z)
+        nr = _block_rows(job, p, p1, gc, gs, gn, gz, offs, &c, &s, &nm, &z, &span)
         w = s
         if job.mode == _MODE_COSINE:
             embq_row_weights(job.sel_id, s, nm, nr, wbuf)
@@ -693,10 +733,12 @@ cdef void _range_x(_JobX job, int64_t p0, int64_t p1, int64_t m, float thr, int6
             nq = m - qb
             if nq > _QUERY_BLOCK:
                 nq = _QUERY_BLOCK
-            job.dot(c, job.d, nr, job.d, z, job.qp + qb * job.ldq, job.ldq, job.sumq + qb, nq,
-                    acc, _ROW_BLOCK)
+            job.dot(c, job.d, span, job.d, z, job.qp + qb * job.ldq, job.ldq, job.sumq + qb,
+                    nq, acc, _ROW_BLOCK)
             for qi in range(nq):
                 q = qb + qi
+                if span != nr:
+                    _compact(acc + qi * _ROW_BLOCK, offs, nr)
                 _keys(job, acc + qi * _ROW_BLOCK, nr, w, s, nm, q, kbuf)
                 if offsets == NULL:
                     for r in range(nr):
@@ -754,6 +796,8 @@ cdef _JobX _make_jobx(const uint8_t[:, ::1] codes, const float[::1] scales, zero
     return job
 
 
+@cython.boundscheck(False)
+@cython.wraparound(False)
 cdef int64_t _check_jobx(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points,
                          norms, int64_t n_rows, idx, const int8_t[:, ::1] qp,
                          const int32_t[::1] sq, const float[::1] wq, qn2, int mode,
@@ -774,11 +818,16 @@ cdef int64_t _check_jobx(const uint8_t[:, ::1] codes, const float[::1] scales, z
         return n_rows
     iv = idx
     npos = iv.shape[0]
-    for j in range(npos):
-        if iv[j] <= prev or iv[j] >= n_rows:
-            raise ValueError(f"idx must be increasing rows within [0, {n_rows}), got "
-                             f"{iv[j]} at position {j}")
-        prev = iv[j]
+    cdef int64_t bad = -1
+    with nogil:
+        for j in range(npos):
+            if iv[j] <= prev or iv[j] >= n_rows:
+                bad = j
+                break
+            prev = iv[j]
+    if bad >= 0:
+        raise ValueError(f"idx must be increasing rows within [0, {n_rows}), got "
+                         f"{iv[bad]} at position {bad}")
     return npos
 
 
@@ -814,6 +863,8 @@ def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, no
     cdef float[:, :, ::1] wb = w_buf
     g_buf = np.empty((nt, _ROW_BLOCK * d + _ROW_BLOCK), dtype=np.uint8)  # codes, zero points
     cdef uint8_t[:, ::1] gb = g_buf
+    o_buf = np.empty((nt, _ROW_BLOCK), dtype=np.int32)   # window offsets
+    cdef int32_t[:, ::1] ob = o_buf
     cdef float[:, :, ::1] hv
     cdef int64_t[:, :, ::1] hi
     nchunks = min(4 * nt if nt > 1 else 1, (npos + _ROW_BLOCK - 1) // _ROW_BLOCK)
@@ -830,7 +881,7 @@ def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, no
                 embq_heap_init(&hv[c, 0, 0], &hi[c, 0, 0], m * k)
                 _scan_x(job, p0, p1, 0, m, &hv[c, 0, 0], &hi[c, 0, 0], &accb[tid, 0],
                         &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0], &wb[tid, 2, 0],
-                        &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d])
+                        &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d], &ob[tid, 0])
         with nogil:
             for q in range(m):
                 _merge(&hv[0, 0, 0], &hi[0, 0, 0], nchunks, m, k, q, &ov[q, 0], &oi[q, 0])
@@ -851,7 +902,7 @@ def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, no
                     embq_heap_init(&ov[q, 0], &oi[q, 0], k)
                 _scan_x(job, 0, npos, q0, q1, &ov[q0, 0], &oi[q0, 0], &accb[tid, 0],
                         &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0], &wb[tid, 2, 0],
-                        &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d])
+                        &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d], &ob[tid, 0])
                 for q in range(q0, q1):
                     embq_heap_sort(&ov[q, 0], &oi[q, 0], k)
     return out_v, out_i
@@ -882,6 +933,8 @@ def range_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, n
     cdef float[:, :, ::1] wb = w_buf
     g_buf = np.empty((nt, _ROW_BLOCK * d + _ROW_BLOCK), dtype=np.uint8)
     cdef uint8_t[:, ::1] gb = g_buf
+    o_buf = np.empty((nt, _ROW_BLOCK), dtype=np.int32)   # window offsets
+    cdef int32_t[:, ::1] ob = o_buf
     nchunks = min(4 * nt if nt > 1 else 1, (npos + _ROW_BLOCK - 1) // _ROW_BLOCK)
     counts_a = np.zeros((nchunks, m), dtype=np.int64)
     cdef int64_t[:, ::1] counts = counts_a
@@ -892,7 +945,7 @@ def range_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, n
             p1 = (c + 1) * npos // nchunks
             _range_x(job, p0, p1, m, threshold, &counts[c, 0], NULL, NULL, NULL,
                      &accb[tid, 0], &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0],
-                     &wb[tid, 2, 0], &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d])
+                     &wb[tid, 2, 0], &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d], &ob[tid, 0])
     # query-major layout: query q's matches from chunk 0, then chunk 1, ... (position order)
     per_q = counts_a.sum(axis=0)
     np.cumsum(per_q, out=indptr[1:])
@@ -913,5 +966,5 @@ def range_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, n
             p1 = (c + 1) * npos // nchunks
             _range_x(job, p0, p1, m, threshold, NULL, &starts[c, 0], &ov[0], &oi[0],
                      &accb[tid, 0], &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0],
-                     &wb[tid, 2, 0], &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d])
+                     &wb[tid, 2, 0], &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d], &ob[tid, 0])
     return indptr, out_v, out_i

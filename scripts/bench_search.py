@@ -250,6 +250,40 @@ def real_recall(rescores=(None, 4)) -> None:
         print(f"{name:<56s} {f'{len(x)} x {x.shape[1]}':>12s} " + " ".join(cols))
 
 
+def allow_table(codes, scales, zp, norms, qall, threads, repeats, fractions, counts) -> None:
+    """Filtered search (``allow=``, a random set of rows) next to the unfiltered scan, same run.
+
+    The allowed rows are drawn at random (the worst case: no long runs of consecutive rows),
+    passed as row numbers; the times include turning them into the kernel's sorted list.
+    """
+    rng = np.random.default_rng(7)
+    n = len(codes)
+    print(f"\nallow-lists: {n:,} rows, random allowed rows, k={K}, {threads} thread(s)")
+    header = f"{'queries':>7} {'allowed':>8} {'ms allow':>10} {'ms full':>10} {'speed-up':>9}"
+    print(header)
+    print("-" * len(header))
+    for m in counts:
+        q = qall[:m]
+        reps = min(repeats, 3) if m >= 1000 else repeats
+
+        def full(q=q):
+            return search(codes, scales, q, K, zero_points=zp, norms=norms, n_threads=threads)
+
+        full()
+        t_full, _ = timed(full, reps)
+        for f in fractions:
+            rows = np.flatnonzero(rng.random(n) < f)
+
+            def filtered(q=q, rows=rows):
+                return search(codes, scales, q, K, zero_points=zp, norms=norms,
+                              n_threads=threads, allow=rows)
+
+            filtered()
+            t_allow, _ = timed(filtered, reps)
+            print(f"{m:>7} {f:>8.0%} {t_allow * 1e3:>10.2f} {t_full * 1e3:>10.2f} "
+                  f"{t_full / t_allow:>8.1f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -261,6 +295,10 @@ def main() -> None:
                     help="skip a peer whose run would take longer than this many seconds")
     ap.add_argument("--no-peers", action="store_true", help="only embq and numpy")
     ap.add_argument("--no-real", action="store_true", help="skip the real-data recall table")
+    ap.add_argument("--allow-fractions", default="0.01,0.5,0.99",
+                    help="fractions of allowed rows for the allow-list table ('' to skip)")
+    ap.add_argument("--only-allow", action="store_true",
+                    help="run only the allow-list table")
     args = ap.parse_args()
 
     from embq._utils import effective_n_threads
@@ -281,6 +319,11 @@ def main() -> None:
 
     counts = [int(c) for c in args.queries.split(",")]
     qall = make_queries(x, max(counts))
+    fractions = [float(f) for f in args.allow_fractions.split(",") if f]
+    if fractions:
+        allow_table(codes, scales, zp, norms, qall, threads, args.repeats, fractions, counts)
+    if args.only_allow:
+        return
     n, d = x.shape
     results: dict[int, list] = {m: [] for m in counts}
     truths: dict[int, np.ndarray] = {}
