@@ -218,14 +218,8 @@ def distances(store: Any, word_or_vector: Any, other_words: Iterable[Any] = (),
     return 1 - cosine_similarities(vec, store[rows])
 
 
-def closer_than(store: Any, key1: Any, key2: Any, *,
-                n_threads: int | None = None) -> list[Any]:
-    """Keys closer to ``key1`` than ``key2`` is (gensim's ``closer_than``), in row order.
-
-    One range search with the int8 cosine kernel from ``key1``'s row, at the threshold of
-    ``key2``'s own kernel score (so the comparison is between scores of the same
-    arithmetic); rows scoring exactly that much are not closer, and ``key1`` is left out.
-    """
+def _closer_rows(store: Any, key1: Any, key2: Any, n_threads: int | None) -> np.ndarray:
+    """Rows closer to ``key1`` than ``key2`` is, increasing (see :func:`closer_than`)."""
     from embq._search import search_store
 
     r1, r2 = store.get_index(key1), store.get_index(key2)
@@ -234,14 +228,25 @@ def closer_than(store: Any, key1: Any, key2: Any, *,
     # key2's score by the same kernel arithmetic: a search allowed only its row
     t, _ = search_store(store, vec, 1, allow=np.array([r2], np.int64), n_threads=threads)
     scores, rows = search_store(store, vec, threshold=float(t[0]), n_threads=threads)
-    rows = np.sort(rows[(scores > t[0]) & (rows != r1)])
+    return np.sort(rows[(scores > t[0]) & (rows != r1)])
+
+
+def closer_than(store: Any, key1: Any, key2: Any, *,
+                n_threads: int | None = None) -> list[Any]:
+    """Keys closer to ``key1`` than ``key2`` is (gensim's ``closer_than``), in row order.
+
+    One range search with the int8 cosine kernel from ``key1``'s row, at the threshold of
+    ``key2``'s own kernel score (so the comparison is between scores of the same
+    arithmetic); rows scoring exactly that much are not closer, and ``key1`` is left out.
+    """
+    rows = _closer_rows(store, key1, key2, n_threads)
     keys = store.index_to_key
     return [keys[int(r)] for r in rows] if keys is not None else [int(r) for r in rows]
 
 
 def rank(store: Any, key1: Any, key2: Any, *, n_threads: int | None = None) -> int:
-    """``len(closer_than(key1, key2)) + 1`` (gensim's ``rank``)."""
-    return len(closer_than(store, key1, key2, n_threads=n_threads)) + 1
+    """``len(closer_than(key1, key2)) + 1`` (gensim's ``rank``), without building the keys."""
+    return len(_closer_rows(store, key1, key2, n_threads)) + 1
 
 
 def rank_by_centrality(store: Any, words: Sequence[Any],
