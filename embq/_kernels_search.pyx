@@ -33,7 +33,7 @@ from embq._kernels_common cimport EMBQ_V_COUNT, embq_openmp_enabled, embq_varian
 from embq._kernels_search cimport (
     EMBQ_QSTRIDE, embq_dot_fn, embq_dot_get,
     embq_fill_query_tail, embq_heap_init, embq_heap_offer, embq_heap_sort, embq_row_weights,
-    embq_prefetch_row, embq_scan1, embq_select_fn, embq_select_get,
+    embq_prefetch_row, embq_scan1, embq_select_fn, embq_select_get, embq_select_one,
 )
 
 from embq._config import _init_kernels
@@ -545,6 +545,16 @@ def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norm
 from libc.string cimport memcpy
 
 DEF _PREFETCH_AHEAD = 8   # rows the gather asks for ahead of the one it copies
+# A window of _ROW_BLOCK rows is scored in place when allowed rows / window rows >= DEN / NUM.
+cdef int64_t _WIN_NUM = 3
+cdef int64_t _WIN_DEN = 1
+
+
+def _set_window_density(int64_t num, int64_t den):
+    """Benchmark hook: score a window in place when allowed / rows >= den / num."""
+    global _WIN_NUM, _WIN_DEN
+    _WIN_NUM = num
+    _WIN_DEN = den
 DEF _MODE_DOT = 0
 DEF _MODE_COSINE = 1
 DEF _MODE_L2 = 2
@@ -579,10 +589,10 @@ cdef inline int64_t _block_rows(_JobX job, int64_t p, int64_t p1, uint8_t *gc, f
     """The rows of the next block of positions from ``p`` (before ``p1``); returns how many.
 
     Three ways, by how dense the allowed rows are there: consecutive rows are read in place;
-    when at least two thirds of a window of _ROW_BLOCK rows are allowed, the whole window is scored
-    in place (``span`` rows from c/z) and ``offs[r]`` says which window row position p + r is
-    (the caller compacts the accumulators; s/nm are gathered); otherwise the allowed rows are
-    gathered into gc/gs/gn/gz. ``span`` is the number of rows to score; it equals the return
+    when at least a third of a window of _ROW_BLOCK rows is allowed, the whole window is scored
+    in place (``span`` rows from c/z/s/nm) and ``offs[r]`` says which window row position
+    p + r is (see :func:`_keys_window`); otherwise the allowed rows are gathered into
+    gc/gs/gn/gz. ``span`` is the number of rows to score; it equals the return
     value except in the window case.
     """
     cdef int64_t r, row, d = job.d, nr, base, ext
@@ -599,16 +609,13 @@ cdef inline int64_t _block_rows(_JobX job, int64_t p, int64_t p1, uint8_t *gc, f
             r += 1
         ext = job.idx[p + r - 1] - base + 1
         if ext != r:
-            if 3 * r >= 2 * ext:
+            if _WIN_NUM * r >= _WIN_DEN * ext:
                 for row in range(r):
                     offs[row] = <int32_t>(job.idx[p + row] - base)
-                    gs[row] = job.scales[job.idx[p + row]]
-                    if job.norms != NULL:
-                        gn[row] = job.norms[job.idx[p + row]]
                 c[0] = job.codes + base * d
                 z[0] = job.zp + base if job.zp != NULL else NULL
-                s[0] = gs
-                nm[0] = gn if job.norms != NULL else NULL
+                s[0] = job.scales + base
+                nm[0] = job.norms + base if job.norms != NULL else NULL
                 span[0] = ext
                 return r
             for r in range(nr):
@@ -636,13 +643,6 @@ cdef inline int64_t _block_rows(_JobX job, int64_t p, int64_t p1, uint8_t *gc, f
     return nr
 
 
-cdef inline void _compact(int32_t *a, const int32_t *offs, int64_t nr) noexcept nogil:
-    """a[r] = a[offs[r]] for increasing offs[r] >= r: in place, front to back."""
-    cdef int64_t r
-    for r in range(nr):
-        a[r] = a[offs[r]]
-
-
 cdef inline void _keys(_JobX job, const int32_t *acc, int64_t nr, const float *w,
                        const float *s, const float *n2, int64_t q, float *out) noexcept nogil:
     """Ranking keys of a block for query q (larger is better).
@@ -664,11 +664,38 @@ cdef inline void _keys(_JobX job, const int32_t *acc, int64_t nr, const float *w
             out[r] = <float>acc[r] * (w[r] * wq)
 
 
+cdef inline void _keys_window(_JobX job, const int32_t *acc, const int32_t *offs, int64_t nr,
+                              const float *s, const float *nm, int64_t q,
+                              float *out) noexcept nogil:
+    """:func:`_keys` of window rows ``offs[0..nr)`` (accumulators, scales and norms indexed by
+    window row), in one pass: the same float32 arithmetic, so the same bits."""
+    cdef int64_t r, o
+    cdef float wq = job.wq[q], qn2, t, dd, w, nv
+    if job.mode == _MODE_L2:
+        qn2 = job.qn2[q]
+        for r in range(nr):
+            o = offs[r]
+            t = <float>acc[o] * (s[o] * wq)
+            dd = (nm[o] - (t + t)) + qn2
+            out[r] = -dd if dd > 0 else -0.0
+    elif job.mode == _MODE_COSINE:
+        for r in range(nr):
+            o = offs[r]
+            nv = nm[o]
+            w = s[o] / nv if nv > 0 else 0
+            out[r] = <float>acc[o] * (w * wq)
+    else:
+        for r in range(nr):
+            o = offs[r]
+            out[r] = <float>acc[o] * (s[o] * wq)
+
+
 cdef void _scan_x(_JobX job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float *hv,
                   int64_t *hi, int32_t *acc, float *wbuf, float *kbuf, uint8_t *gc, float *gs,
                   float *gn, uint8_t *gz, int32_t *offs) noexcept nogil:
     """Offer positions [p0, p1) to the heaps of queries [q0, q1) (heap of q at (q - q0) * k)."""
     cdef int64_t p = p0, nr, qb, nq, qi, r, k = job.k, h, span
+    cdef float th
     cdef const uint8_t *c
     cdef const uint8_t *z
     cdef const float *s
@@ -682,7 +709,7 @@ cdef void _scan_x(_JobX job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, flo
             p += nr
             continue
         w = s
-        if job.mode == _MODE_COSINE:
+        if job.mode == _MODE_COSINE and span == nr:
             embq_row_weights(job.sel_id, s, nm, nr, wbuf)
             w = wbuf
         qb = q0
@@ -693,10 +720,13 @@ cdef void _scan_x(_JobX job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, flo
             job.dot(c, job.d, span, job.d, z, job.qp + qb * job.ldq, job.ldq, job.sumq + qb,
                     nq, acc, _ROW_BLOCK)
             for qi in range(nq):
-                if span != nr:
-                    _compact(acc + qi * _ROW_BLOCK, offs, nr)
                 h = (qb - q0 + qi) * k
-                if job.mode == _MODE_L2:
+                if span != nr:
+                    _keys_window(job, acc + qi * _ROW_BLOCK, offs, nr, s, nm, qb + qi, kbuf)
+                    th = hv[h]
+                    for r in range(nr):
+                        embq_select_one(kbuf[r], p + r, hv + h, hi + h, k, &th)
+                elif job.mode == _MODE_L2:
                     _keys(job, acc + qi * _ROW_BLOCK, nr, w, s, nm, qb + qi, kbuf)
                     for r in range(nr):
                         embq_heap_offer(hv + h, hi + h, k, kbuf[r], p + r)
@@ -725,7 +755,7 @@ cdef void _range_x(_JobX job, int64_t p0, int64_t p1, int64_t m, float thr, int6
     while p < p1:
         nr = _block_rows(job, p, p1, gc, gs, gn, gz, offs, &c, &s, &nm, &z, &span)
         w = s
-        if job.mode == _MODE_COSINE:
+        if job.mode == _MODE_COSINE and span == nr:
             embq_row_weights(job.sel_id, s, nm, nr, wbuf)
             w = wbuf
         qb = 0
@@ -738,8 +768,9 @@ cdef void _range_x(_JobX job, int64_t p0, int64_t p1, int64_t m, float thr, int6
             for qi in range(nq):
                 q = qb + qi
                 if span != nr:
-                    _compact(acc + qi * _ROW_BLOCK, offs, nr)
-                _keys(job, acc + qi * _ROW_BLOCK, nr, w, s, nm, q, kbuf)
+                    _keys_window(job, acc + qi * _ROW_BLOCK, offs, nr, s, nm, q, kbuf)
+                else:
+                    _keys(job, acc + qi * _ROW_BLOCK, nr, w, s, nm, q, kbuf)
                 if offsets == NULL:
                     for r in range(nr):
                         if kbuf[r] >= thr:
