@@ -585,11 +585,12 @@ cdef class _JobX:
 cdef inline int64_t _block_rows(_JobX job, int64_t p, int64_t p1, uint8_t *gc, float *gs,
                                 float *gn, uint8_t *gz, int32_t *offs, const uint8_t **c,
                                 const float **s, const float **nm, const uint8_t **z,
-                                int64_t *span) noexcept nogil:
+                                int64_t *span, bint single) noexcept nogil:
     """The rows of the next block of positions from ``p`` (before ``p1``); returns how many.
 
     Three ways, by how dense the allowed rows are there: consecutive rows are read in place;
-    when at least a third of a window of _ROW_BLOCK rows is allowed, the whole window is scored
+    when enough of a window of _ROW_BLOCK rows is allowed (a third for ``single``, one query;
+    seven eighths otherwise), the whole window is scored
     in place (``span`` rows from c/z/s/nm) and ``offs[r]`` says which window row position
     p + r is (see :func:`_keys_window`); otherwise the allowed rows are gathered into
     gc/gs/gn/gz. ``span`` is the number of rows to score; it equals the return
@@ -609,7 +610,11 @@ cdef inline int64_t _block_rows(_JobX job, int64_t p, int64_t p1, uint8_t *gc, f
             r += 1
         ext = job.idx[p + r - 1] - base + 1
         if ext != r:
-            if _WIN_NUM * r >= _WIN_DEN * ext:
+            # One query is bound by memory: scoring a window in place costs about what reading
+            # it costs, so it pays from a third allowed. Several queries are bound by
+            # arithmetic, which a gathered block halves at half allowed: only nearly full
+            # windows are scored in place.
+            if (single and _WIN_NUM * r >= _WIN_DEN * ext) or 8 * r >= 7 * ext:
                 for row in range(r):
                     offs[row] = <int32_t>(job.idx[p + row] - base)
                 c[0] = job.codes + base * d
@@ -694,22 +699,36 @@ cdef void _scan_x(_JobX job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, flo
                   int64_t *hi, int32_t *acc, float *wbuf, float *kbuf, uint8_t *gc, float *gs,
                   float *gn, uint8_t *gz, int32_t *offs) noexcept nogil:
     """Offer positions [p0, p1) to the heaps of queries [q0, q1) (heap of q at (q - q0) * k)."""
-    cdef int64_t p = p0, nr, qb, nq, qi, r, k = job.k, h, span
+    cdef int64_t p = p0, nr, qb, nq, qi, r, k = job.k, h, span, o
     cdef float th
+    cdef int32_t *a
+    cdef bint multi_win
     cdef const uint8_t *c
     cdef const uint8_t *z
     cdef const float *s
     cdef const float *nm
     cdef const float *w
     while p < p1:
-        nr = _block_rows(job, p, p1, gc, gs, gn, gz, offs, &c, &s, &nm, &z, &span)
+        nr = _block_rows(job, p, p1, gc, gs, gn, gz, offs, &c, &s, &nm, &z, &span,
+                         q1 - q0 == 1)
         if job.mode != _MODE_L2 and q1 - q0 == 1 and span == nr:
             embq_scan1(job.dot_id, job.sel_id, c, job.d, nr, job.d, z, job.qp + q0 * job.ldq,
                        job.ldq, job.sumq[q0], s, nm, job.wq[q0], p, hv, hi, k)
             p += nr
             continue
         w = s
-        if job.mode == _MODE_COSINE and span == nr:
+        multi_win = span != nr and q1 - q0 > 1 and job.mode != _MODE_L2
+        if multi_win:
+            # several queries share the window: its allowed rows' weights once, then each
+            # query's accumulators compacted and selected by the SIMD select
+            for r in range(nr):
+                o = offs[r]
+                if job.mode == _MODE_COSINE:
+                    wbuf[r] = s[o] / nm[o] if nm[o] > 0 else 0
+                else:
+                    wbuf[r] = s[o]
+            w = wbuf
+        elif job.mode == _MODE_COSINE and span == nr:
             embq_row_weights(job.sel_id, s, nm, nr, wbuf)
             w = wbuf
         qb = q0
@@ -721,7 +740,12 @@ cdef void _scan_x(_JobX job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, flo
                     nq, acc, _ROW_BLOCK)
             for qi in range(nq):
                 h = (qb - q0 + qi) * k
-                if span != nr:
+                if multi_win:
+                    a = acc + qi * _ROW_BLOCK
+                    for r in range(nr):
+                        a[r] = a[offs[r]]   # offs[r] >= r, increasing: in place
+                    job.sel(a, nr, w, NULL, job.wq[qb + qi], p, hv + h, hi + h, k)
+                elif span != nr:
                     _keys_window(job, acc + qi * _ROW_BLOCK, offs, nr, s, nm, qb + qi, kbuf)
                     th = hv[h]
                     for r in range(nr):
@@ -753,7 +777,7 @@ cdef void _range_x(_JobX job, int64_t p0, int64_t p1, int64_t m, float thr, int6
     cdef const float *nm
     cdef const float *w
     while p < p1:
-        nr = _block_rows(job, p, p1, gc, gs, gn, gz, offs, &c, &s, &nm, &z, &span)
+        nr = _block_rows(job, p, p1, gc, gs, gn, gz, offs, &c, &s, &nm, &z, &span, m == 1)
         w = s
         if job.mode == _MODE_COSINE and span == nr:
             embq_row_weights(job.sel_id, s, nm, nr, wbuf)

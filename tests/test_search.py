@@ -1185,7 +1185,7 @@ def sub_oracle(codes, scales, zp, norms, q, k, metric, rows):
     m=st.integers(1, 20),
     k=st.integers(1, 30),
     metric=st.sampled_from(["cosine", "dot", "l2"]),
-    fraction=st.sampled_from([0.0, 0.01, 0.3, 0.5, 0.6, 0.9, 1.0]),
+    fraction=st.sampled_from([0.0, 0.01, 0.3, 0.5, 0.6, 0.9, 0.97, 1.0]),
     as_mask=st.booleans(),
     threads=st.sampled_from([1, 2]),
     dup=st.booleans(),
