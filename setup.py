@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import warnings
 
@@ -65,7 +64,7 @@ def _openmp_flags(compiler) -> tuple[list[str], list[str]]:
             try:
                 objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
                 compiler.link_executable(objs, "omp_test", output_dir=tmp, extra_postargs=lflags)
-            except Exception:  # noqa: BLE001 - any compiler failure means "no OpenMP"
+            except Exception:
                 continue
             exe = os.path.join(tmp, "omp_test")
             try:

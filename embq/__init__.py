@@ -6,14 +6,28 @@ Every public name is defined in a private module and re-exported here; no public
 shares its name with a module, so imports never depend on their order.
 
 * ``_quantize``   -- :func:`quantize`, :func:`dequantize`: float rows <-> uint8 codes and scales
-  (the kernels: ``_kernels_quant.pyx`` over ``_quant.h``, the one definition of the arithmetic).
-* ``_store``      -- :func:`save`, :class:`StoreWriter`, :func:`open`, :class:`Store`: the HDF5
-  file (layout in ``docs/format.md``), its key hash table, lookups and the ``source_*``
-  attributes that say how a store was made.
-* ``_input``      -- opening files: gzip/bz2/xz detection, pipes, damaged and trailing data.
+  (the kernels: ``_kernels_quant.pyx`` over ``_quant.h``, the one definition of the arithmetic,
+  with the reconstruction-error kernel); ``_recon`` sums those errors block by block.
+* ``_config``     -- :func:`show_config`, and the one way to list and force kernel variants
+  (``EMBQ_KERNELS``, ``set_kernels``) over the one table in ``_common.h``.
+* ``_store``      -- :func:`save`, :class:`StoreWriter`, :class:`Store`: the HDF5 file (layout
+  and what is verified at open in ``docs/format.md``), its key hash table and lookups.
+* ``_source``     -- the ``source_*`` attributes compress records and compare reads back, and
+  the reader options both take.
+* ``_sharded``    -- :func:`open` (a store file or a sharded store directory) and
+  :class:`ShardedStore`: shards read as one store, searched here or on a Dask cluster
+  (``client=``); ``_manifest`` is the directory's ``manifest.json``.
+* ``_dist_search`` -- the per-shard search, the merge of top lists, and the Dask tasks
+  (workers import them from here and open their shard by path).
+* ``_input``      -- opening files: gzip/bz2/xz detection by whole magic, pipes, damaged and
+  trailing data; every reader (embeddings, pair and analogy files) goes through it.
 * ``_readers``    -- :func:`open_embeddings`, :func:`load_embeddings`, :func:`detect_format`:
-  word2vec text and binary, GloVe, fastText ``.vec``, ``.npy``, streamed in blocks.
-* ``_compress``, ``_export`` -- :func:`compress` (a file to a store) and :func:`export` (back).
+  word2vec text and binary, GloVe, fastText ``.vec``, ``.npy``, streamed in blocks, and the
+  dispatch (``_formats``) to ``_read_safetensors``, ``_read_npz``, ``_read_arrow`` (Parquet,
+  Arrow, Hugging Face datasets) over ``_read_common``; ``_keys`` reads keys files and
+  ``tokenizer.json``.
+* ``_compress``, ``_export`` -- :func:`compress` (a file to a store) and :func:`export` (back;
+  ``_write_formats`` writes Parquet and safetensors and builds ``Store.to_arrow``).
 * ``_dist_compress`` -- the sharded :func:`compress` (several inputs, ``shard_rows``, a Dask
   ``client``); ``_reshard`` -- :func:`shard` (a store to a sharded store), :func:`merge` (back).
 * ``_search``     -- :func:`search` and the gensim-style ``most_similar`` family, over the int8
@@ -22,6 +36,7 @@ shares its name with a module, so imports never depend on their order.
   (:func:`compare_with_original`) measures a store against the floats it came from.
 * ``_interop``    -- :func:`to_keyed_vectors`, :func:`from_keyed_vectors` (gensim).
 * ``_publish``    -- the one atomic "temporary file, fsync, rename" step every writer uses.
+* ``_errors``     -- :class:`FormatError`, :class:`StoreError`, :class:`DuplicateKeyError`.
 * ``cli`` and ``_cmd_*`` -- the ``embq`` command line, one module per command.
 
 Names are imported on first use, so ``import embq`` stays cheap (h5py and the kernels load
@@ -54,9 +69,10 @@ if TYPE_CHECKING:  # what the lazy table below binds, for type checkers and IDEs
     from embq._reshard import merge as merge
     from embq._reshard import shard as shard
     from embq._search import search as search
+    from embq._sharded import ShardedStore as ShardedStore
+    from embq._sharded import open as open
     from embq._store import Store as Store
     from embq._store import StoreWriter as StoreWriter
-    from embq._store import open as open
     from embq._store import save as save
 
 _LAZY = {
@@ -70,8 +86,9 @@ _LAZY = {
     "compress": "embq._compress",
     "export": "embq._export",
     "save": "embq._store",
-    "open": "embq._store",
+    "open": "embq._sharded",
     "Store": "embq._store",
+    "ShardedStore": "embq._sharded",
     "StoreWriter": "embq._store",
     "show_config": "embq._config",
     "open_embeddings": "embq._readers",

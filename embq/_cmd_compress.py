@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from embq._utils import human_bytes
+from embq._utils import human_bytes, size_ratio
 
 _CONNECT_SECONDS = 30  # how long --scheduler waits for the scheduler to answer
 
@@ -23,10 +23,14 @@ _CONNECT_SECONDS = 30  # how long --scheduler waits for the scheduler to answer
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compress",
-        help="compress an embedding file (word2vec, GloVe, fastText .vec, .npy) into a store",
+        help="compress an embedding file (word2vec, GloVe, fastText .vec, .npy, .npz, "
+        "safetensors, Parquet, Arrow, Hugging Face datasets) into a store",
         description="Read an embedding file block by block, quantize each row to uint8 with its "
         "own scale, and write an embq store. The input format is detected from the content "
-        "(word2vec text or binary, GloVe, fastText .vec, .npy; gzip/bz2/xz compressed too). "
+        "(word2vec text or binary, GloVe, fastText .vec, .npy; gzip/bz2/xz compressed too; "
+        ".npz, safetensors with float32/float16/bfloat16/float64 tensors, Parquet, Arrow IPC "
+        "and Feather files, Hugging Face save_to_disk folders, directories and globs of "
+        "Parquet files). "
         "Ends with one summary line: rows, sizes, ratio, time and reconstruction error.",
     )
     p.add_argument("inputs", metavar="INPUT", nargs="+",
@@ -34,10 +38,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "several files make a sharded store of their rows in this order")
     p.add_argument("output", metavar="OUTPUT",
                    help="store to write (a directory when the store is sharded)")
-    p.add_argument("--format", choices=("word2vec", "glove", "word2vec-binary", "npy"),
+    p.add_argument("--format", choices=("word2vec", "glove", "word2vec-binary", "npy",
+                                        "safetensors", "npz", "parquet", "arrow",
+                                        "arrow-stream", "hf-dataset"),
                    help="input format (default: detected from the content)")
     p.add_argument("--keys", metavar="FILE",
-                   help="for .npy input: text file with one key per line, one line per row")
+                   help="for .npy, .npz and safetensors input: text file with one key per "
+                   "line, one line per row (vocab.txt), or a Hugging Face tokenizer.json")
+    p.add_argument("--tensor", metavar="NAME",
+                   help="safetensors: the 2-D tensor to read (default: the only 2-D float one)")
+    p.add_argument("--array", metavar="NAME",
+                   help=".npz: the array to read (default: the only one)")
+    p.add_argument("--vector-column", metavar="NAME",
+                   help="Parquet/Arrow: the column of vectors (default: the only list-of-floats "
+                   "column)")
+    p.add_argument("--key-column", metavar="NAME",
+                   help="Parquet/Arrow: the column of keys (default: the only string column, "
+                   "or none); integer keys become their decimal strings")
     p.add_argument("--limit", type=int, metavar="N", help="read only the first N rows")
     p.add_argument("--encoding", default="utf8", help="text encoding of the keys (default utf8)")
     p.add_argument("--unicode-errors", choices=("strict", "replace", "ignore"), default="strict",
@@ -72,7 +89,8 @@ def summary_line(s: dict) -> str:
     return (
         f"{s['output']}: {s['rows']:,} rows x {s['dim']}{shards} from {s['format']} "
         f"{human_bytes(s['input_size'])} -> {human_bytes(s['output_size'])} "
-        f"({s['ratio']:.2f}x smaller; {s['ratio_vs_float32']:.2f}x vs float32) in "
+        f"({size_ratio(s['input_size'], s['output_size'])}; "
+        f"{size_ratio(4 * s['rows'] * s['dim'], s['output_size'], 'float32')}) in "
         f"{s['seconds']:.2f} s; error |x-x_hat|/scale mean {s['error_mean_abs_over_scale']:.4f} "
         f"max {s['error_max_abs_over_scale']:.4f}, relative L2 {s['error_mean_rel_l2']:.5f}"
     )
@@ -107,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
             encoding=args.encoding, unicode_errors=args.unicode_errors,
             on_duplicate=args.on_duplicate, normalize=args.normalize, overwrite=args.overwrite,
             block_rows=args.block_rows, progress=progress, warn=warn,
-            shard_rows=args.shard_rows, client=client,
+            shard_rows=args.shard_rows, client=client, tensor=args.tensor, array=args.array,
+            vector_column=args.vector_column, key_column=args.key_column,
         )
     if not args.quiet:
         print(summary_line(summary))

@@ -20,6 +20,10 @@ _READER_ARGUMENTS: dict[str, dict[str, Any]] = {
     "limit": {"type": int, "metavar": "N"},
     "encoding": {},
     "unicode_errors": {"choices": UNICODE_ERRORS},
+    "tensor": {"metavar": "NAME"},
+    "array": {"metavar": "NAME"},
+    "vector_column": {"metavar": "NAME"},
+    "key_column": {"metavar": "NAME"},
 }
 
 

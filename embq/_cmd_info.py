@@ -9,7 +9,7 @@ import numbers
 import os
 import sys
 
-from embq._utils import human_bytes
+from embq._utils import human_bytes, size_ratio
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         keys = "with keys" if store.has_keys else "no keys"
         print(f"{args.store}: embq store, {n:,} rows x {d} ({keys}), "
               f"format {attrs.get('format_version')}, {attrs.get('scheme')}")
-        ratio = f" ({float_bytes / size:.2f}x smaller than float32)" if size and float_bytes else ""
+        ratio = f" ({size_ratio(float_bytes, size, 'float32')})" if size and float_bytes else ""
         print(f"  {'file size':<12s} {human_bytes(size)}{ratio}")
         if SOURCE_PATH in attrs:
             src = f"{attrs[SOURCE_PATH]} ({attrs.get(SOURCE_FORMAT, '?')}"

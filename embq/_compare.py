@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from embq._source import (
     recorded_int,
     recorded_reader_options,
 )
+
+if TYPE_CHECKING:
+    from embq._typing import AnyStore, PathLike, Vectors
 
 __all__ = ["compare_with_original"]
 
@@ -81,15 +84,18 @@ def _load_original(store: Any, shape: tuple[int, int], original: Any, options: d
         from embq._readers import detect_format, load_embeddings
 
         path = os.fspath(original)
+        parts = {name: resolved[name] for name in ("tensor", "array", "vector_column",
+                                                    "key_column")}
         keys, vectors = load_embeddings(
             path, format=resolved["format"], limit=limit, encoding=resolved["encoding"],
-            unicode_errors=resolved["unicode_errors"], keys_path=resolved["keys"],
+            unicode_errors=resolved["unicode_errors"], keys_path=resolved["keys"], **parts,
         )
         used.update(
             format=(resolved["format"] if resolved["format"] is not None
                     else detect_format(path, resolved["encoding"])),
             keys=None if resolved["keys"] is None else os.fspath(resolved["keys"]),
             encoding=resolved["encoding"], unicode_errors=resolved["unicode_errors"],
+            **{name: value for name, value in parts.items() if value is not None},
         )
         label = path
     else:
@@ -220,8 +226,8 @@ def _diff(a: float | None, b: float | None) -> float | None:
 
 
 def compare_with_original(
-    store: Any,
-    original: Any,
+    store: AnyStore,
+    original: PathLike | Vectors,
     *,
     pairs: Sequence[str | os.PathLike] | str | os.PathLike = (),
     analogies: str | os.PathLike | None = None,
@@ -237,6 +243,10 @@ def compare_with_original(
     limit: int | None = None,
     encoding: str | None = None,
     unicode_errors: str | None = None,
+    tensor: str | None = None,
+    array: str | None = None,
+    vector_column: str | None = None,
+    key_column: str | None = None,
 ) -> dict:
     """What compression lost: the store side by side with the float vectors it came from.
 
@@ -270,15 +280,17 @@ def compare_with_original(
         Seed of the query sample.
     n_threads : int, optional
         Threads for the store search.
-    format, keys, limit, encoding, unicode_errors : optional
+    format, keys, limit, encoding, unicode_errors, tensor, array, vector_column, key_column
         How to read an ``original`` file: compress's reader options, same names and meaning
         (:data:`embq._source.READER_OPTIONS`). Not given (None), they come from what the
         store records about its source: ``limit`` from ``source_limit``; and when
         ``original`` is the store's source file (``source_path``), ``format``, ``keys``,
         ``encoding`` and ``unicode_errors`` from ``source_format``, ``source_keys_path``,
-        ``source_encoding`` and ``source_unicode_errors``; otherwise the format is detected,
-        keys are none, UTF-8, strict. ``limit`` also applies to in-memory originals; the
-        others only to files.
+        ``source_encoding`` and ``source_unicode_errors``, the tensor, array and columns
+        from ``source_tensor``, ``source_array``, ``source_vector_column`` and
+        ``source_key_column``; otherwise the format is detected, keys are none, UTF-8,
+        strict, and the parts read are the readers' defaults. ``limit`` also applies to
+        in-memory originals; the others only to files.
 
     Returns
     -------
@@ -309,7 +321,8 @@ def compare_with_original(
     if sample < 0:
         raise ValueError(f"sample must be >= 0, got {sample}")
     reader_options = {"format": format, "keys": keys, "limit": limit, "encoding": encoding,
-                      "unicode_errors": unicode_errors}
+                      "unicode_errors": unicode_errors, "tensor": tensor, "array": array,
+                      "vector_column": vector_column, "key_column": key_column}
     check_reader_options(reader_options, original)
     # Parse every test file before the (possibly slow) loading of the original, so a typo
     # in a pair file fails at once.

@@ -63,6 +63,10 @@ def compress(
     progress: bool = False,
     n_threads: int | None = None,
     warn: Callable[[str], None] | None = None,
+    tensor: str | None = None,
+    array: str | None = None,
+    vector_column: str | None = None,
+    key_column: str | None = None,
 ) -> dict[str, Any]:
     """Read an embedding file (or several) and write a quantized store.
 
@@ -87,7 +91,8 @@ def compress(
     format : str, optional
         Force the input format instead of detecting it.
     keys : str or os.PathLike, optional
-        For ``.npy`` input: a file with one key per line.
+        For ``.npy``, ``.npz`` and safetensors input: a file with one key per line, or a
+        Hugging Face ``tokenizer.json``.
     limit : int, optional
         Compress only the first ``limit`` rows.
     encoding, unicode_errors : str
@@ -107,6 +112,9 @@ def compress(
         Threads for quantization.
     warn : callable, optional
         Receives warning messages; by default they are issued with :func:`warnings.warn`.
+    tensor, array, vector_column, key_column : str, optional
+        Which tensor of a safetensors file, array of a ``.npz``, and columns of Parquet or
+        Arrow input to read (see :func:`embq._readers.open_embeddings`).
 
     Returns
     -------
@@ -128,6 +136,14 @@ def compress(
     """
     if shard_rows is not None or client is not None or not isinstance(input, (str, os.PathLike)):
         from embq._dist_compress import compress_sharded
+
+        parts = {"tensor": tensor, "array": array, "vector_column": vector_column,
+                 "key_column": key_column}
+        given = [f"{name}=" for name, value in parts.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} pick{'s' if len(given) == 1 else ''} a part of "
+                             "one input; a sharded compress (several inputs, shard_rows or "
+                             "client) reads each input's default part")
 
         return compress_sharded(
             input, output, shard_rows=shard_rows, client=client, format=format, keys=keys,
@@ -156,8 +172,9 @@ def compress(
     first_dup: tuple[str, str] | None = None
     with open_embeddings(in_path, format=format, limit=limit, encoding=encoding,
                          unicode_errors=unicode_errors, keys_path=keys,
-                         block_rows=block_rows) as reader:
-        has_keys = not (reader.format == "npy" and reader.keys_path is None)
+                         block_rows=block_rows, tensor=tensor, array=array,
+                         vector_column=vector_column, key_column=key_column) as reader:
+        has_keys = reader.has_keys
         bar = _progress_bar(progress, reader.size, os.path.basename(in_path))
         done_bytes = 0
         try:
@@ -208,9 +225,9 @@ def compress(
                                             "rows/s", refresh=False)
                 if writer.n_rows == 0:
                     raise FormatError(
-                        "the array has no rows; nothing to compress" if reader.format == "npy"
-                        else "the file holds no rows (the header announces 0); nothing to "
-                        "compress", path=reader.path)
+                        "the file holds no rows (the header announces 0); nothing to compress"
+                        if reader.format in ("word2vec", "glove", "word2vec-binary")
+                        else "the array has no rows; nothing to compress", path=reader.path)
                 rows, dim = writer.n_rows, writer.dim
                 figures = stats.result()
                 writer.attrs.update(source_attributes(

@@ -105,6 +105,7 @@ class _Input:
     count: int | None
     header_lines: int
     keys_path: str | None
+    has_keys: bool
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,34 +145,6 @@ class _ByteRange(io.RawIOBase):
         super().close()
 
 
-class _Prefixed(io.RawIOBase):
-    """``prefix`` and then the rest of ``stream``: the keys file after the lines skipped."""
-
-    def __init__(self, prefix: bytes, stream) -> None:
-        super().__init__()
-        self._prefix = prefix
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        with memoryview(b) as view:
-            if self._prefix:
-                n = min(view.nbytes, len(self._prefix))
-                view[:n] = self._prefix[:n]
-                self._prefix = self._prefix[n:]
-                return n
-            data = self._stream.read1(view.nbytes)
-            view[: len(data)] = data
-            return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._stream.close()
-        super().close()
-
-
 def _open_piece(piece: Piece, opts: Options, first_row: int = 0):
     """An :class:`~embq._readers.EmbeddingReader` positioned on the rows of ``piece``.
 
@@ -191,9 +164,8 @@ def _open_piece(piece: Piece, opts: Options, first_row: int = 0):
                                  **common)
         try:
             reader.rows_read = piece.start  # row numbers in blocks and messages stay global
-            if reader._keys_stream is not None and piece.start:
-                reader._keys_stream = _skip_lines(reader._keys_stream,
-                                                  piece.start, piece.keys_path, piece.path)
+            if piece.keys_path is not None and piece.start:
+                reader.skip_keys(piece.start)  # an embq._formats.KeysAttached
         except BaseException:
             reader.close()
             raise
@@ -211,23 +183,6 @@ def _open_piece(piece: Piece, opts: Options, first_row: int = 0):
         reader.close()
         raise
     return reader
-
-
-def _skip_lines(stream, n: int, keys_path: str | None, path: str):
-    """``stream`` (a buffered keys file) after its first ``n`` lines."""
-    left = n
-    while True:
-        chunk = stream.read1(_SCAN_BYTES)
-        if not chunk:
-            raise FormatError(
-                f"the keys file ends after {n - left:,} keys but {path} has more rows; "
-                "expected one key per row", path=keys_path, line=n - left + 1)
-        c = chunk.count(b"\n")
-        if c < left:
-            left -= c
-            continue
-        nl = np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10)[left - 1]
-        return io.BufferedReader(_Prefixed(chunk[nl + 1 :], stream))
 
 
 def _count_newlines(path: str, start: int, stop: int) -> int:
@@ -679,7 +634,7 @@ def _plan(paths: list[str], *, format: str | None, keys: str | None,
                              block_rows=block_rows) as r:
             info = _Input(path, r.format, r.compression, r.size, r.dim, r.count,
                           r.line_of_row(0) - 1 if r.format in ("word2vec", "glove") else 0,
-                          keys)
+                          keys, r.has_keys)
         if infos:
             first = infos[0]
             if info.dim != first.dim:
@@ -687,16 +642,18 @@ def _plan(paths: list[str], *, format: str | None, keys: str | None,
                     f"rows of {info.dim} values, but {first.path} (the first input) has "
                     f"{first.dim}; every input of one store must have the same dimension",
                     path=path)
-            if (info.format == "npy" and keys is None) != (first.format == "npy" and
-                                                           keys is None):
+            if info.has_keys != first.has_keys:
+                keyless = first if info.has_keys else info
+                what = ("a .npy array" if keyless.format == "npy"
+                        else f"{keyless.format} input")
                 raise FormatError(
-                    "a .npy array without keys cannot be mixed with inputs that have keys "
-                    f"({first.path if first.format != 'npy' else path} has keys)", path=path)
+                    f"{what} without keys cannot be mixed with inputs that have keys "
+                    f"({first.path if first.has_keys else path} has keys)", path=path)
         infos.append(info)
         whole = remaining is None or (info.count is not None and remaining >= info.count)
         # Absolute: a task may run in another process, started in another directory.
         kw = {"input_index": i, "path": os.path.abspath(path), "format": info.format,
-              "keys_path": os.path.abspath(keys) if keys and info.format == "npy" else None}
+              "keys_path": os.path.abspath(keys) if keys else None}
         if (shard_rows is not None and whole and exact and info.compression is None
                 and info.format == "npy" and info.count > shard_rows):
             for a in range(0, info.count, shard_rows):
@@ -902,7 +859,7 @@ def compress_sharded(
                           shard_rows=None if shard_rows is None else int(shard_rows),
                           block_rows=block_rows)
     dim = infos[0].dim
-    has_keys = not (infos[0].format == "npy" and keys is None)
+    has_keys = infos[0].has_keys
     opts = Options(dim=dim, has_keys=has_keys,
                    shard_rows=None if shard_rows is None else int(shard_rows),
                    encoding=encoding, unicode_errors=unicode_errors, normalize=bool(normalize),

@@ -13,7 +13,9 @@ differ in three ways:
   four words (``# a b c``), where embq skips every line starting with ``#`` in both kinds of
   file;
 * test files compressed with gzip, bz2 or xz are read, as gensim reads them through
-  smart_open (embq recognises them by content, gensim by the file extension);
+  smart_open (embq recognises them by content, gensim by the file extension), through the same
+  layer as embedding files (:mod:`embq._input`): damaged or cut compressed data, and data
+  after the end of the compressed stream, are refused alike;
 * all analogy questions are answered together with batched nearest-neighbour searches instead of
   one ``most_similar`` call per question;
 * the same code runs on two kinds of vectors: an embq store (int8 search through
@@ -33,11 +35,15 @@ import os
 import time
 import weakref
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from embq._errors import FormatError
+from embq._input import read_all
+
+if TYPE_CHECKING:
+    from embq._typing import AnyStore, Vectors
 
 __all__ = [
     "evaluate_store",
@@ -76,55 +82,23 @@ def _decode(raw: bytes, encoding: str, fspath: str) -> str:
         ) from None
 
 
-def _compression_of(head: bytes) -> str | None:
-    """The compression of a file from its first bytes (gzip, bz2 or xz), or None.
-
-    gensim opens test files through smart_open, which decompresses by file extension; the
-    content tells the same for every such file and also catches a compressed file without
-    the extension. The magics cannot start a text file: gzip's and xz's are not valid UTF-8,
-    and bz2's "BZh" is followed by a level digit and a 6-byte block or end-of-stream magic.
-    """
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return "xz"
-    if (len(head) >= 10 and head.startswith(b"BZh") and head[3:4] in b"123456789"
-            and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90")):
-        return "bz2"
-    return None
+# Pair and analogy files are a few MB at most (questions-words.txt: 600 KB); more is refused
+# before it fills the memory (a compression bomb, or the wrong file).
+_MAX_TEST_FILE_BYTES = 256 << 20
 
 
-def _read_bytes(path: str | os.PathLike) -> bytes:
-    """The bytes of a whole test file, decompressed when it is gzip, bz2 or xz."""
-    import bz2
-    import gzip
-    import lzma
-    import zlib
-
-    fspath = os.fspath(path)
-    with open(fspath, "rb") as fh:
-        raw = fh.read()
-    kind = _compression_of(raw[:10])
-    if kind is None:
-        return raw
-    try:
-        if kind == "gzip":
-            return gzip.decompress(raw)
-        if kind == "bz2":
-            return bz2.decompress(raw)
-        return lzma.decompress(raw)
-    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
-        raise FormatError(
-            f"cannot decompress the {kind} data ({exc}); expected a complete {kind} file",
-            path=fspath,
-        ) from None
+def _read_bytes(path: str | os.PathLike, what: str) -> tuple[str, bytes]:
+    """``(name for messages, content)`` of a whole test file, decompressed when it is gzip,
+    bz2 or xz; read through :mod:`embq._input` like every input file (damaged, cut or
+    trailing compressed data is refused)."""
+    return read_all(path, what, _MAX_TEST_FILE_BYTES)
 
 
-def _read_text(path: str | os.PathLike, encoding: str) -> str:
+def _read_text(path: str | os.PathLike, encoding: str, what: str) -> tuple[str, str]:
     """Read a whole text file, decompressing it if needed (see :func:`_decode` for decoding
     errors)."""
-    fspath = os.fspath(path)
-    return _decode(_read_bytes(fspath), encoding, fspath)
+    fspath, raw = _read_bytes(path, what)
+    return fspath, _decode(raw, encoding, fspath)
 
 
 def _object_array(items: list) -> np.ndarray:
@@ -164,10 +138,9 @@ def read_word_pairs(
         A line that is not three fields, an empty word, a score that is not a finite number, or a
         file without any pair; the message names the file and line.
     """
-    fspath = os.fspath(path)
     if not delimiter:
         raise ValueError("delimiter must be a non-empty string")
-    text = _read_text(fspath, encoding)
+    fspath, text = _read_text(path, encoding, "a word-pair file")
     words1: list[str] = []
     words2: list[str] = []
     scores: list[float] = []
@@ -327,8 +300,7 @@ def _parse_questions_bytes(raw: bytes, fspath: str) -> _Questions:
 
 
 def _parse_analogies(path: str | os.PathLike, encoding: str = "utf8") -> _Questions:
-    fspath = os.fspath(path)
-    raw = _read_bytes(fspath)
+    fspath, raw = _read_bytes(path, "an analogy file")
     if codecs.lookup(encoding).name == "utf-8":
         if raw.isascii():
             return _parse_questions_bytes(raw, fspath)
@@ -667,7 +639,7 @@ def _evaluate_pairs(
 
 
 def evaluate_word_pairs(
-    store: Any,
+    store: Vectors,
     pairs: str | os.PathLike,
     delimiter: str = "\t",
     encoding: str = "utf8",
@@ -844,7 +816,7 @@ def _evaluate_analogies(
 
 
 def evaluate_word_analogies(
-    store: Any,
+    store: Vectors,
     analogies: str | os.PathLike,
     restrict_vocab: int = 300000,
     case_insensitive: bool = True,
@@ -1005,7 +977,7 @@ def figures_of(
 
 
 def evaluate_store(
-    store: Any,
+    store: AnyStore,
     *,
     pairs: Sequence[str | os.PathLike] | str | os.PathLike = (),
     analogies: str | os.PathLike | None = None,

@@ -10,15 +10,18 @@ codes.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embq._publish import AtomicFile
 
+if TYPE_CHECKING:
+    from embq._typing import StoreOrPath
+
 __all__ = ["EXPORT_FORMATS", "export"]
 
-EXPORT_FORMATS = ("word2vec", "word2vec-binary", "glove", "npy")
+EXPORT_FORMATS = ("word2vec", "word2vec-binary", "glove", "npy", "parquet", "safetensors")
 _BLOCK_BYTES = 16 << 20
 
 
@@ -29,6 +32,13 @@ def default_keys_path(output: str) -> str:
     """
     root, ext = os.path.splitext(output)
     return (root if ext.lower() == ".npy" else output) + ".keys.txt"
+
+
+def check_key_lines(keys: list[str], start: int) -> None:
+    """Refuse a key that a keys file (one key per line) cannot hold; ``start`` is its row."""
+    for i, k in enumerate(keys):
+        if not k or "\n" in k or "\r" in k:
+            raise ValueError(f"key {k!r} of row {start + i} cannot be written one per line")
 
 
 def _check_key(key: str, row: int, fmt: str) -> None:
@@ -42,30 +52,37 @@ def _check_key(key: str, row: int, fmt: str) -> None:
 
 
 def export(
-    store: Any,
+    store: StoreOrPath,
     output: str | os.PathLike,
     *,
     format: str,
     overwrite: bool = False,
     keys_path: str | os.PathLike | None = None,
+    tensor_name: str = "embeddings",
 ) -> dict[str, Any]:
     """Write the dequantized rows of a store to an embedding file.
 
     Parameters
     ----------
-    store : str, os.PathLike or embq._store.Store
+    store : str, os.PathLike, Store or ShardedStore
         The store (a path is opened and closed here).
     output : str or os.PathLike
         File to write.
-    format : {"word2vec", "word2vec-binary", "glove", "npy"}
+    format : {"word2vec", "word2vec-binary", "glove", "npy", "parquet", "safetensors"}
         Output format. word2vec text has a ``count dim`` header and one ``KEY v1 ... vd`` line
         per row; glove the same lines without header; word2vec-binary the header then
-        ``KEY`` + space + ``d`` little-endian float32 + newline per row; npy a float32 array.
+        ``KEY`` + space + ``d`` little-endian float32 + newline per row; npy a float32 array;
+        parquet a ``key`` column and a ``vector`` column of ``fixed_size_list<float32>``;
+        safetensors one float32 tensor, the keys one per line beside it (see
+        :mod:`embq._write_formats`).
     overwrite : bool
         Replace existing output files.
     keys_path : str or os.PathLike, optional
-        For npy: where to write the keys, one per line (default: ``default_keys_path(output)``).
-        Ignored for stores without keys.
+        For npy: where to write the keys, one per line (default: ``default_keys_path(output)``);
+        for safetensors the same, default ``vocab.txt`` in the output's directory. Ignored for
+        stores without keys.
+    tensor_name : str
+        For safetensors: the name of the tensor (default ``"embeddings"``).
 
     Returns
     -------
@@ -97,6 +114,22 @@ def export(
     try:
         n, d = st.shape
         has_keys = bool(st.has_keys)
+        if format in ("parquet", "safetensors"):
+            from embq import _write_formats as wf
+
+            if format == "parquet":
+                if keys_path is not None:
+                    raise ValueError("keys_path is not used with the parquet format (the keys "
+                                     "are its 'key' column)")
+                extra = wf.export_parquet(st, files, out_path, overwrite)
+            else:
+                extra = wf.export_safetensors(st, files, out_path, overwrite,
+                                              tensor_name=tensor_name, keys_path=keys_path)
+            for f in files:
+                f.commit()
+            files = []
+            return {"rows": n, "dim": d, "format": format, "output": out_path,
+                    "size": os.path.getsize(out_path), **extra}
         if format != "npy" and not has_keys:
             raise ValueError(
                 f"the store {st.path} has no keys; the {format} format needs one per row "
@@ -128,10 +161,7 @@ def export(
             if format == "npy":
                 fh.write(x.astype("<f4", copy=False).tobytes())
                 if kfile is not None:
-                    for i, k in enumerate(keys):
-                        if "\n" in k or "\r" in k or not k:
-                            raise ValueError(f"key {k!r} of row {start + i} cannot be written "
-                                             "one per line")
+                    check_key_lines(keys, start)
                     kfile.fh.write(("\n".join(keys) + "\n").encode("utf8"))
             elif format == "word2vec-binary":
                 xb = x.astype("<f4", copy=False)

@@ -6,9 +6,14 @@ gensim is an optional dependency: it is imported only inside these functions.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from gensim.models import KeyedVectors
+
+    from embq._typing import AnyStore
 
 __all__ = ["from_keyed_vectors", "to_keyed_vectors"]
 
@@ -25,7 +30,7 @@ def _import_keyed_vectors():
 
 
 def from_keyed_vectors(
-    kv: Any,
+    kv: KeyedVectors,
     path: str | os.PathLike,
     *,
     overwrite: bool = False,
@@ -94,7 +99,7 @@ def from_keyed_vectors(
     save(path, vectors, keys, overwrite=overwrite, attrs=meta, n_threads=n_threads)
 
 
-def to_keyed_vectors(store: Any, *, n_threads: int | None = None):
+def to_keyed_vectors(store: AnyStore, *, n_threads: int | None = None) -> KeyedVectors:
     """A gensim ``KeyedVectors`` holding the store's dequantized rows.
 
     Parameters

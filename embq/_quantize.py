@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from embq._utils import effective_n_threads
 
+if TYPE_CHECKING:
+    from embq._typing import ArrayLike
+
 ZERO_POINT = 128
 _F32_MAX = float(np.finfo(np.float32).max)
 _F32_TINY = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32, 2**-126
 
-__all__ = ["QuantizedRows", "quantize", "dequantize", "row_norms", "quantize_reference", "ZERO_POINT"]
+__all__ = [
+    "ZERO_POINT", "QuantizedRows", "dequantize", "quantize", "quantize_reference", "row_norms",
+]
 
 
 class QuantizedRows(NamedTuple):
@@ -62,7 +67,8 @@ def _as_float_matrix(matrix: Any) -> np.ndarray:
         raise TypeError(f"matrix must hold float32 or float64 values, got dtype {x.dtype}")
     if x.shape[1] == 0:
         raise ValueError(
-            f"matrix has shape {x.shape}: rows of dimension 0 cannot be quantized (dim must be >= 1)"
+            f"matrix has shape {x.shape}: rows of dimension 0 cannot be quantized "
+            "(dim must be >= 1)"
         )
     return x
 
@@ -89,7 +95,7 @@ def _bad_row_error(x: np.ndarray, row: int) -> ValueError:
 # The definition
 
 
-def quantize_reference(matrix: Any) -> QuantizedRows:
+def quantize_reference(matrix: ArrayLike) -> QuantizedRows:
     """Quantize ``matrix`` with plain numpy; the definition the kernels match bit for bit.
 
     Per row, with ``x`` converted to float32 and all arithmetic in float32::
@@ -156,7 +162,7 @@ def quantize_reference(matrix: Any) -> QuantizedRows:
 # Kernel front ends
 
 
-def quantize(matrix: Any, *, n_threads: int | None = None) -> QuantizedRows:
+def quantize(matrix: ArrayLike, *, n_threads: int | None = None) -> QuantizedRows:
     """Quantize each row of ``matrix`` to uint8 with its own scale.
 
     The result equals :func:`quantize_reference` bit for bit.  Rows are processed in
@@ -221,7 +227,8 @@ def _check_per_row(values: Any, name: str, dtype: type, n: int) -> np.ndarray:
     if v.dtype != dtype:
         raise TypeError(f"{name} must be a {np.dtype(dtype).name} array, got dtype {v.dtype}")
     if v.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},) to match codes with {n} rows, got {v.shape}")
+        raise ValueError(
+            f"{name} must have shape ({n},) to match codes with {n} rows, got {v.shape}")
     return v
 
 
@@ -254,9 +261,9 @@ def _normalize_rows(rows: Any, n: int) -> tuple[np.ndarray, bool]:
 
 
 def dequantize(
-    codes: Any,
-    scales: Any,
-    zero_points: Any = None,
+    codes: ArrayLike,
+    scales: ArrayLike,
+    zero_points: ArrayLike | None = None,
     rows: Sequence[int] | np.ndarray | int | slice | None = None,
     *,
     out: np.ndarray | None = None,
@@ -335,7 +342,8 @@ def dequantize(
     return result.reshape(shape) if out is None else out
 
 
-def row_norms(codes: Any, scales: Any, zero_points: Any = None, *, n_threads: int | None = None) -> np.ndarray:
+def row_norms(codes: ArrayLike, scales: ArrayLike, zero_points: ArrayLike | None = None, *,
+              n_threads: int | None = None) -> np.ndarray:
     """Return the L2 norm of every dequantized row, as float32.
 
     Defined exactly (so that every reader of a store gets the same bits) as

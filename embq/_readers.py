@@ -9,11 +9,12 @@ Formats, detected from the content (never from the file name):
   little-endian float32 values, with or without a newline after each vector;
 * ``"npy"``: a 2-D numeric numpy array, with keys (one per line) from a separate file, or none.
 
-Any of them may be compressed with gzip, bz2 or xz (recognised by their magic bytes); damaged
-or cut compressed data, and data after the end of the compressed stream, are refused alike for
-the three. A native fastText model (``.bin`` starting with fastText's magic number) is refused
-with a hint. Pipes work like files (``-`` is standard input), and a UTF-8 byte order mark at the
-start of a text file is skipped.
+Any of them may be compressed with gzip, bz2 or xz (recognised by their whole magic numbers,
+see :mod:`embq._input`, which every input file goes through); damaged or cut compressed data,
+and data after the end of the compressed stream, are refused alike for the three. A native
+fastText model (``.bin`` starting with fastText's magic number) is refused with a hint. Pipes
+work like files (``-`` is standard input), and a UTF-8 byte order mark at the start of a text
+file is skipped.
 
 Files are read in blocks of rows: memory stays bounded by the block size whatever the file
 size. Text is parsed by :mod:`embq._kernels_parse` (values exactly as
@@ -22,21 +23,21 @@ size. Text is parsed by :mod:`embq._kernels_parse` (values exactly as
 
 from __future__ import annotations
 
-import bz2
+import ast
 import codecs
-import io
-import lzma
 import mmap
 import os
 import re
 import sys
 import tempfile
-import zlib
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
 from embq._errors import FormatError
+from embq._formats import MATRIX_FORMATS
+from embq._input import DamagedInput, Input, printable
 
 __all__ = [
     "FORMATS",
@@ -48,7 +49,7 @@ __all__ = [
     "open_embeddings",
 ]
 
-FORMATS = ("word2vec", "glove", "word2vec-binary", "npy")
+FORMATS = ("word2vec", "glove", "word2vec-binary", "npy", *MATRIX_FORMATS)
 UNICODE_ERRORS = ("strict", "replace", "ignore")
 FASTTEXT_MAGIC = 0x2F4F16BA
 #: The largest number of values per row accepted. Real embeddings have at most a few
@@ -63,7 +64,6 @@ _BLOCK_FLOAT_BYTES = 16 << 20
 # A text line of MAX_DIM values takes about 16 MB; no valid line gets near this, and the
 # buffer never grows past it (a file without newlines would otherwise be read whole).
 _MAX_LINE_BYTES = 64 << 20
-_RAW_CHUNK = 1 << 16  # small, so "near byte N" of a decompression error is near
 # During detection, the longest key looked for before a binary record's space.
 _DETECT_KEY_BYTES = 1 << 12
 # Bytes no text line holds (tab and carriage return are fine); float32 data nearly always does.
@@ -75,7 +75,6 @@ _HIGH_IN_VALUES = re.compile(rb"(?m)^[^ \t\r\n]*[ \t\r][^\n]*?[\x80-\xff]")
 _KEY_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f]")
 _FIELD_SEP = re.compile(rb"[ \t\r]+")
 _INT = re.compile(rb"[+-]?[0-9]+")
-_MAGIC = {"gzip": b"\x1f\x8b", "bz2": b"BZh", "xz": b"\xfd7zXZ\x00"}
 
 
 def _plural(n: int, word: str) -> str:
@@ -101,222 +100,7 @@ class Block(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# opening files
-
-
-def _compression_of(head: bytes) -> str | None:
-    for name, magic in _MAGIC.items():
-        if head.startswith(magic):
-            return name
-    return None
-
-
-def _new_decompressor(compression: str):
-    if compression == "gzip":
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip header and CRC-32/size trailer
-    if compression == "bz2":
-        return bz2.BZ2Decompressor()
-    return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-
-
-class _DamagedInput(FormatError):
-    """The compressed data itself is bad (damaged, cut short, or followed by other data)."""
-
-
-# After a parse error in compressed input, how much more of the file is decompressed to
-# see whether damage explains it (gzip checks its CRC only at the very end).
-_DRAIN_BYTES = 16 << 20
-
-
-class _Input(io.RawIOBase):
-    """The bytes of one input file, decompressed when it is gzip, bz2 or xz.
-
-    The compression is recognised from the first bytes read, never by seeking back, so pipes
-    and other unseekable files (``/dev/stdin``, ``-``) work like regular files. The codecs are
-    driven here rather than through ``gzip.GzipFile`` and friends so that all three treat
-    damage the same way: every failure is one :class:`FormatError` naming the file and the
-    byte of the decompressed stream reached, and data after the end of the compressed stream
-    is refused for all three (zero bytes, the padding gzip and xz allow, excepted); the
-    standard library refuses it for gzip but silently drops it for bz2 and xz.
-
-    ``pos`` counts the decompressed bytes delivered, ``raw_bytes`` the bytes read from the
-    file itself.
-    """
-
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self.raw_bytes = 0
-        self.pos = 0
-        if path == "-":
-            self.path = "<stdin>"
-            # A duplicate, so that closing the reader leaves sys.stdin usable.
-            self._raw = open(os.dup(sys.stdin.fileno()), "rb", buffering=0)  # noqa: SIM115
-        else:
-            self.path = path
-            if os.path.isdir(path):
-                raise IsADirectoryError(21, "Is a directory (expected an embedding file)", path)
-            self._raw = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
-        try:
-            head = b""
-            while len(head) < 6:
-                more = self._read_raw(6 - len(head))
-                if not more:
-                    break
-                head += more
-        except BaseException:
-            self._raw.close()
-            raise
-        self.compression = _compression_of(head)
-        self._in = head  # bytes read from the file and not yet consumed
-        self._dec = None if self.compression is None else _new_decompressor(self.compression)
-        self._finished = False
-
-    def readable(self) -> bool:
-        return True
-
-    def damage_ahead(self, limit: int = _DRAIN_BYTES) -> _DamagedInput | None:
-        """Decompress (and drop) up to ``limit`` more bytes of the file: the damage met, if any."""
-        if self._dec is None:
-            return None
-        start = self.raw_bytes
-        scratch = bytearray(1 << 20)
-        try:
-            while self.raw_bytes - start < limit and self.readinto(scratch):
-                pass
-        except _DamagedInput as exc:
-            return exc
-        return None
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                self._raw.close()
-            finally:
-                super().close()
-
-    def raw_tell(self) -> int | None:
-        """The offset in the file itself, when it is seekable."""
-        try:
-            return self._raw.tell()
-        except (OSError, ValueError):
-            return None
-
-    def _read_raw(self, n: int = _RAW_CHUNK) -> bytes:
-        try:
-            data = self._raw.read(n)
-        except OSError as exc:
-            # Say which file: the OSError of a failed read carries no file name.
-            raise OSError(exc.errno, exc.strerror or str(exc), self.path) from None
-        data = data or b""
-        self.raw_bytes += len(data)
-        return data
-
-    def readinto(self, b) -> int:
-        with memoryview(b) as view:
-            want = view.nbytes
-            if want == 0:
-                return 0
-            if self._dec is None:
-                if self._in:
-                    n = min(want, len(self._in))
-                    view[:n] = self._in[:n]
-                    self._in = self._in[n:]
-                else:
-                    try:
-                        n = self._raw.readinto(view) or 0
-                    except OSError as exc:
-                        raise OSError(exc.errno, exc.strerror or str(exc), self.path) from None
-                    self.raw_bytes += n
-            else:
-                out = self._decompress(want)
-                n = len(out)
-                view[:n] = out
-        self.pos += n
-        return n
-
-    def read_exact(self, n: int) -> bytes:
-        """Read ``n`` bytes, fewer only at the end of the data (pipes return short reads)."""
-        buf = bytearray(n)
-        got = 0
-        with memoryview(buf) as view:
-            while got < n:
-                k = self.readinto(view[got:])
-                if k == 0:
-                    break
-                got += k
-        del buf[got:]
-        return bytes(buf)
-
-    # ------------------------------------------------------------------ decompression
-
-    def _decompress(self, want: int) -> bytes:
-        while not self._finished:
-            d = self._dec
-            if d.eof:
-                self._next_stream(d.unused_data + self._in)
-                continue
-            at_end = False
-            if isinstance(d, type(zlib.decompressobj())):
-                data = self._in or self._read_raw()
-                at_end = not data
-                try:
-                    out = d.decompress(data, want)
-                except zlib.error as exc:
-                    raise self._damaged(exc) from None
-                self._in = d.unconsumed_tail
-            else:
-                data = b""
-                if d.needs_input:
-                    data = self._in or self._read_raw()
-                    at_end = not data
-                try:
-                    out = d.decompress(data, max_length=want)
-                except (OSError, EOFError, lzma.LZMAError) as exc:
-                    raise self._damaged(exc) from None
-                self._in = b""
-            if out:
-                return out
-            if at_end and not d.eof:
-                raise _DamagedInput(
-                    f"the {self.compression} data ends before the end of its compressed "
-                    f"stream, after byte {self.pos:,} of the decompressed stream; the file is "
-                    "truncated", path=self.path)
-        return b""
-
-    def _next_stream(self, rest: bytes) -> None:
-        """After the end of a compressed stream: the end of the file, or another stream."""
-        ended_at = self.raw_bytes - len(rest)
-        magic = _MAGIC[self.compression]
-        while True:
-            rest = rest.lstrip(b"\0")
-            if len(rest) >= len(magic):
-                break
-            more = self._read_raw()
-            if not more:
-                break
-            rest += more
-        if not rest:
-            self._finished = True
-            self._in = b""
-        elif rest.startswith(magic):  # concatenated streams, as `cat a.gz b.gz` makes
-            self._dec = _new_decompressor(self.compression)
-            self._in = rest
-        else:
-            raise _DamagedInput(
-                f"data that is not {self.compression} ({_printable(rest, 16)!r}) follows the "
-                f"end of the compressed stream at byte {ended_at:,} of the file; expected the "
-                "end of the file (trailing data is refused, zero-byte padding excepted)",
-                path=self.path)
-
-    def _damaged(self, exc: BaseException) -> _DamagedInput:
-        reason = str(exc) or type(exc).__name__
-        if isinstance(exc, zlib.error):
-            reason = reason.split("decompressing data: ", 1)[-1]
-            reason = {"incorrect data check": "CRC check failed",
-                      "incorrect length check": "length check failed"}.get(reason, reason)
-        return _DamagedInput(
-            f"compressed data is damaged near byte {self.pos:,} of the decompressed stream "
-            f"({self.compression}: {reason})", path=self.path)
+# format detection (files are opened by embq._input)
 
 
 def _is_float(tok: bytes) -> bool:
@@ -357,9 +141,9 @@ def _header_problem(line: bytes) -> str | None:
         return None
     if len(toks) == 2:
         bad = next(t for t in toks if not _INT.fullmatch(t))
-        return (f"the header {_printable(line)!r} holds {_printable(bad)!r}, which is not an "
+        return (f"the header {printable(line)!r} holds {printable(bad)!r}, which is not an "
                 "integer; expected 'count dim' (two integers)")
-    return (f"expected a 'count dim' header (two integers), found {_printable(line)!r} "
+    return (f"expected a 'count dim' header (two integers), found {printable(line)!r} "
             f"({_plural(len(toks), 'field')})")
 
 
@@ -468,13 +252,13 @@ def _detect_head(head: bytes, path: str, compression: str | None, at_eof: bool =
         # a row of the same shape (GloVe of dim 1 with numeric keys).
         if second_toks is None or len(second_toks) != len(toks):
             raise FormatError(_header_problem(first), path=path, line=1)
-    elif 2 <= len(toks) <= 3 and all(_is_float(t) for t in toks):
-        # Only numbers, like a header ('2.0 3', '2 3 4'): a bad header unless the next line is
-        # a row of the same shape (GloVe with numeric keys).
-        if second_toks is not None and len(second_toks) != len(toks):
-            raise FormatError(
-                f"{_header_problem(first)}; line 2 has {_plural(len(second_toks), 'field')}, so "
-                "line 1 is not a GloVe row either", path=path, line=1)
+    elif (2 <= len(toks) <= 3 and all(_is_float(t) for t in toks)
+          and second_toks is not None and len(second_toks) != len(toks)):
+        # Only numbers, like a header ('2.0 3', '2 3 4'), and the next line is not a row of
+        # the same shape (GloVe with numeric keys): a bad header.
+        raise FormatError(
+            f"{_header_problem(first)}; line 2 has {_plural(len(second_toks), 'field')}, so "
+            "line 1 is not a GloVe row either", path=path, line=1)
     if len(toks) >= 2 and not _TEXT_CONTROL.search(first) and (
         all(_is_float(t) for t in toks[1:])
         or (second_toks is not None and len(second_toks) == len(toks))
@@ -528,7 +312,12 @@ def detect_format(path: str | os.PathLike, encoding: str = "utf8") -> str:
     OSError
         When the file cannot be read.
     """
-    inp = _Input(os.fspath(path))
+    from embq._formats import sniff_format
+
+    matrix = sniff_format(os.fspath(path))
+    if matrix is not None:
+        return matrix
+    inp = Input(os.fspath(path))
     try:
         head = inp.read_exact(_SNIFF_BYTES)
         skip = _strip_bom(head, encoding)
@@ -540,11 +329,6 @@ def detect_format(path: str | os.PathLike, encoding: str = "utf8") -> str:
 
 # --------------------------------------------------------------------------------------------
 # the reader
-
-
-def _printable(b: bytes, n: int = 40) -> str:
-    s = b[:n].decode("utf8", "backslashreplace")
-    return s + ("..." if len(b) > n else "")
 
 
 def _guess_binary_dim(data: bytes, count: int, whole: bool, dim: int) -> int | None:
@@ -599,6 +383,101 @@ def _binary_chain(data: bytes, count: int, dim: int, whole: bool,
     return True, n, pos
 
 
+# .npy headers are parsed here, not by numpy: its parser is private API (and fails on hostile
+# headers with whatever it meets, AttributeError and tokenize.TokenError included). The format:
+# magic, major and minor version bytes, the header length (uint16 little-endian for 1.0,
+# uint32 for 2.0 and 3.0), then the header: a Python dict literal, latin-1 (1.0, 2.0) or
+# UTF-8 (3.0), padded with spaces and ended by a newline.
+_NPY_VERSIONS = {(1, 0): 2, (2, 0): 4, (3, 0): 4}  # version -> bytes of the length field
+# numpy writes headers of a few hundred bytes; np.load refuses more than 10,000 by default.
+_NPY_MAX_HEADER = 1 << 16
+_NPY_KEYS = frozenset({"descr", "fortran_order", "shape"})
+# Numeric dtypes whose values convert to float32 without surprise; long double (f16, f12) is
+# platform-dependent, complex, bool, datetime, object and structured dtypes are refused.
+_NPY_DESCR = re.compile(r"[<>|=]?(?:f[248]|[iu][1248])")
+_NPY_EXPECTED = ("expected a .npy header dict {'descr': '<f4', 'fortran_order': False, "
+                 "'shape': (rows, dim)}")
+
+
+def _npy_header_end(head: bytes, path: str) -> int:
+    """Bytes from the start of the file to the end of the .npy header (checks the prefix)."""
+    if not head.startswith(_NPY_MAGIC):
+        raise FormatError(f"not a .npy file (no {_NPY_MAGIC!r} magic at the start)",
+                          path=path, offset=0)
+    if len(head) < 8:
+        raise FormatError("the file ends inside the .npy magic and version; expected a .npy "
+                          "header to follow", path=path, offset=len(head))
+    version = (head[6], head[7])
+    width = _NPY_VERSIONS.get(version)
+    if width is None:
+        raise FormatError(f".npy format version {version[0]}.{version[1]}; expected 1.0, 2.0 "
+                          "or 3.0", path=path, offset=6)
+    start = 8 + width
+    if len(head) < start:
+        raise FormatError(f"the file ends inside the .npy header length (version "
+                          f"{version[0]}.{version[1]}); expected {width} bytes there",
+                          path=path, offset=len(head))
+    size = int.from_bytes(head[8:start], "little")
+    if size > _NPY_MAX_HEADER:
+        raise FormatError(f"the .npy header length is {size:,} bytes; expected at most "
+                          f"{_NPY_MAX_HEADER:,} (a header is a short dict)", path=path, offset=8)
+    return start + size
+
+
+def _parse_npy_header(head: bytes, path: str) -> tuple[tuple[int, int], bool, np.dtype, int]:
+    """``(shape, fortran_order, dtype, data offset)`` from the start of a .npy file.
+
+    Every malformed header is a :class:`FormatError` saying what was expected.
+    """
+    end = _npy_header_end(head, path)
+    version = (head[6], head[7])
+    start = 8 + _NPY_VERSIONS[version]
+    if len(head) < end:
+        raise FormatError(f"the file ends inside the .npy header: {end - start:,} bytes of "
+                          f"header announced, {len(head) - start:,} present; expected the "
+                          "whole header (the file is truncated)", path=path, offset=len(head))
+    raw = head[start:end]
+    encoding = "utf8" if version == (3, 0) else "latin1"
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"the .npy header is not valid UTF-8 ({exc.reason}); format 3.0 "
+                          "headers are UTF-8", path=path, offset=start + exc.start) from None
+    try:
+        header = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
+        reason = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+        raise FormatError(f"the .npy header {printable(raw, 60)!r} is not a Python literal "
+                          f"({printable(reason.encode(), 80)}); {_NPY_EXPECTED}",
+                          path=path, offset=start) from None
+    if not isinstance(header, dict):
+        raise FormatError(f"the .npy header is a {type(header).__name__}, not a dict; "
+                          f"{_NPY_EXPECTED}", path=path, offset=start)
+    keys = set(header)
+    if keys != _NPY_KEYS:
+        have = ", ".join(sorted(map(repr, keys)))
+        odd = ", ".join(sorted(map(repr, keys ^ _NPY_KEYS)))
+        raise FormatError(f"the .npy header has keys {{{printable(have.encode(), 80)}}} (not "
+                          f"matching: {printable(odd.encode(), 80)}); {_NPY_EXPECTED}",
+                          path=path, offset=start)
+    descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
+    if not isinstance(descr, str) or not _NPY_DESCR.fullmatch(descr):
+        raise FormatError(f"the .npy header gives descr {printable(repr(descr).encode())}; "
+                          "expected a float or integer dtype such as '<f4', '<f8', '<f2' or "
+                          "'<i2'", path=path, offset=start)
+    if not isinstance(fortran, bool):
+        raise FormatError(f"the .npy header gives fortran_order "
+                          f"{printable(repr(fortran).encode())}; expected True or False",
+                          path=path, offset=start)
+    if not (isinstance(shape, tuple)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        raise FormatError(f"the .npy header gives shape {printable(repr(shape).encode())}; "
+                          "expected a tuple of non-negative integers", path=path, offset=start)
+    if len(shape) != 2:
+        raise FormatError(f"the array has shape {shape}; expected 2-D (rows, dim)", path=path)
+    return shape, fortran, np.dtype(descr), end
+
+
 class EmbeddingReader:
     """An embedding file opened for reading in blocks of rows.
 
@@ -629,15 +508,14 @@ class EmbeddingReader:
         self,
         path: str | os.PathLike,
         *,
-        format: str | None = None,  # noqa: A002 - mirrors the CLI option
+        format: str | None = None,  # mirrors the CLI option
         limit: int | None = None,
         encoding: str = "utf8",
         unicode_errors: str = "strict",
-        keys_path: str | os.PathLike | None = None,
         block_rows: int | None = None,
     ) -> None:
         self.path = os.fspath(path)
-        self.keys_path = None if keys_path is None else os.fspath(keys_path)
+        self.keys_path: str | None = None  # keys files are attached by open_embeddings
         if format is not None and format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
         if limit is not None:
@@ -665,15 +543,14 @@ class EmbeddingReader:
         self._header_lines = 0
         self._closed = False
         self._iterated = False
-        self._input: _Input | None = None
-        self._keys_stream: io.BufferedReader | None = None
+        self._input: Input | None = None
         self._npy: np.ndarray | None = None
         self._mmap: mmap.mmap | None = None
         self._data_head = b""
         self._data_head_whole = False
         self._regular = self.path != "-" and os.path.isfile(self.path)
         self._size = os.path.getsize(self.path) if self._regular else 0
-        self._input = _Input(self.path)
+        self._input = Input(self.path)
         self.path = self._input.path
         self.compression = self._input.compression
         try:
@@ -684,10 +561,6 @@ class EmbeddingReader:
             skip = _strip_bom(head, encoding)
             self.format = format if format is not None else _detect_head(
                 head[skip:], self.path, self.compression, at_eof)
-            if self.keys_path is not None and self.format != "npy":
-                raise ValueError(
-                    f"a keys file is only used with .npy input; {self.path} is {self.format}"
-                )
             if self.format == "npy":
                 self._open_npy(head)
             else:
@@ -737,10 +610,15 @@ class EmbeddingReader:
         return got
 
     @property
-    def size(self) -> int:  # noqa: D102 - documented with the class attributes
+    def size(self) -> int:  # documented with the class attributes
         if self._regular or self._input is None:
             return self._size
         return self._input.raw_bytes
+
+    @property
+    def has_keys(self) -> bool:
+        """Whether the blocks carry keys (all formats but ``.npy`` without a keys file)."""
+        return self.format != "npy"
 
     @property
     def bytes_read(self) -> int:
@@ -807,7 +685,7 @@ class EmbeddingReader:
             toks = _fields(line)
             if len(toks) < 2:
                 raise FormatError(
-                    f"expected a key followed by values, found {_printable(line)!r}",
+                    f"expected a key followed by values, found {printable(line)!r}",
                     path=self.path, line=1,
                 )
             if len(toks) - 1 > MAX_DIM:
@@ -819,38 +697,21 @@ class EmbeddingReader:
             self._header_lines = 0
 
     def _open_npy(self, head: bytes) -> None:
-        fmt = np.lib.format
-        if not head.startswith(_NPY_MAGIC):
-            raise FormatError(f"not a .npy file (no {_NPY_MAGIC!r} magic at the start)",
-                              path=self.path, offset=0)
-        hs = io.BytesIO(head)
-        try:
-            version = fmt.read_magic(hs)
-            if version == (1, 0):
-                shape, fortran, dtype = fmt.read_array_header_1_0(hs)
-            elif version == (2, 0):
-                shape, fortran, dtype = fmt.read_array_header_2_0(hs)
-            else:
-                shape, fortran, dtype = fmt._read_array_header(hs, version)  # noqa: SLF001
-        except (ValueError, EOFError, SyntaxError) as exc:
-            raise FormatError(f"bad .npy header: {exc}", path=self.path) from None
-        shape, dtype = tuple(shape), np.dtype(dtype)
-        if len(shape) != 2:
-            raise FormatError(f"the array has shape {shape}; expected 2-D (rows, dim)",
-                              path=self.path)
-        if dtype.kind not in "fiu" or dtype.hasobject:
-            raise FormatError(f"the array has dtype {dtype}; expected floats or integers",
-                              path=self.path)
+        need = _npy_header_end(head, self.path)
+        if len(head) < need:  # a header longer than the detection read (or a cut file)
+            head += self._input.read_exact(need - len(head))
+        shape, fortran, dtype, data_offset = _parse_npy_header(head, self.path)
         if shape[1] < 1:
             raise FormatError(f"the array has shape {shape}; expected at least one column",
                               path=self.path)
         if shape[1] > MAX_DIM:
-            raise FormatError(f"the array has shape {shape}; embq reads at most {MAX_DIM:,} "
-                              "values per row", path=self.path)
-        n, d = int(shape[0]), int(shape[1])
+            raise FormatError(f"the array has shape {shape}; expected at most {MAX_DIM:,} "
+                              "values per row (embq's limit; is the header right?)",
+                              path=self.path)
+        n, d = shape
         self.count, self.dim = n, d
         self._npy_dtype = dtype
-        self._data_offset = hs.tell()
+        self._data_offset = data_offset
         self._row_bytes = d * dtype.itemsize
         self._npy_fortran = bool(fortran) and n > 1 and d > 1
         total = n * self._row_bytes
@@ -870,8 +731,6 @@ class EmbeddingReader:
             self._pending = head[self._data_offset :]  # data already read with the header
             if self._npy_fortran:
                 self._npy = self._spool_fortran(shape, dtype, total)
-        if self.keys_path is not None:
-            self._keys_stream = io.BufferedReader(_Input(self.keys_path))
 
     def _map(self, path_or_fd, offset: int, shape, dtype, order: str) -> np.ndarray:
         # A map of our own, so the pages of rows already handed out can be dropped from this
@@ -943,7 +802,7 @@ class EmbeddingReader:
         # the CRC at the end of the stream is checked: the damage is the news, so look ahead.
         try:
             yield from blocks
-        except _DamagedInput:
+        except DamagedInput:
             raise
         except FormatError as exc:
             damage = self._input.damage_ahead() if not self._input.closed else None
@@ -953,7 +812,7 @@ class EmbeddingReader:
             if found.startswith((self.path + ", ", self.path + ": ")):
                 found = found[len(self.path) + 2 :]
             inner = str(damage)[len(self.path) + 2 :]
-            raise _DamagedInput(f"{inner}, which explains the error met first ({found})",
+            raise DamagedInput(f"{inner}, which explains the error met first ({found})",
                                 path=self.path) from None
 
     def _target_rows(self) -> int | None:
@@ -971,7 +830,7 @@ class EmbeddingReader:
             return f"line {self.line_of_row(row)}"
         if self.format == "word2vec-binary":
             return f"record {row + 1}"
-        return f"row {row}" + (f" (line {row + 1} of {self.keys_path})" if self.keys_path else "")
+        return f"row {row}"
 
     def _decode_keys(self, ks, ke, r0, r1, first_row) -> list[str]:
         from embq._kernels_parse import decode_keys
@@ -989,7 +848,7 @@ class EmbeddingReader:
                     advice = self._dim_hint() or ("; pass --unicode-errors replace (or "
                                                   "ignore), or the right --encoding")
                     raise FormatError(
-                        f"key bytes {_printable(raw)!r} of {self.describe_row(row)} are not valid "
+                        f"key bytes {printable(raw)!r} of {self.describe_row(row)} are not valid "
                         f"{self.encoding} ({exc.reason} at byte {exc.start} of the key)" + advice,
                         path=self.path, line=self._line_arg(row),
                         offset=self._base + int(ks[i]) + exc.start,
@@ -1079,7 +938,7 @@ class EmbeddingReader:
         end = err_pos
         while end < self._len and self._buf[end] not in b" \t\r\n" and end - err_pos < 60:
             end += 1
-        tok = _printable(bytes(self._buf[err_pos:end]))
+        tok = printable(bytes(self._buf[err_pos:end]))
         if status == kp.NONFINITE:
             what = f"value {tok!r} is not finite; NaN and Inf cannot be quantized"
         elif status == kp.OUT_OF_RANGE:
@@ -1233,7 +1092,7 @@ class EmbeddingReader:
     def _cut_record(self, rest: bytes) -> FormatError:
         dim = self.dim
         sp = rest.find(b" ")
-        key = _printable(rest[:sp]) if 0 < sp < 200 else None
+        key = printable(rest[:sp]) if 0 < sp < 200 else None
         have = len(rest) - sp - 1 if sp >= 0 else 0
         if self.count is None:
             advice = ""
@@ -1293,48 +1152,10 @@ class EmbeddingReader:
             if self._mmap is not None and vectors.base is not None:
                 vectors = vectors.copy()  # no views of the map escape, so close() can unmap it
             self._drop_mapped_pages()
-            keys = self._read_npy_keys(r0, n) if self._keys_stream is not None else None
             self.rows_read += n
-            yield Block(keys, vectors, r0 + 1, offsets)
-        if self.limit is None or self.limit >= self.count:
-            if self._npy is None:
-                self._check_npy_end()
-            if self._keys_stream is not None:
-                line = self.count
-                for raw in self._keys_stream:
-                    line += 1
-                    if raw.strip():
-                        raise FormatError(
-                            f"the keys file has more keys than the {_plural(self.count, 'row')} "
-                            f"of {self.path}", path=self.keys_path, line=line)
-
-    def _read_npy_keys(self, r0: int, n: int) -> list[str]:
-        keys = []
-        readline = self._keys_stream.readline
-        for i in range(n):
-            raw = readline()
-            line = r0 + i + 1
-            if not raw:
-                raise FormatError(
-                    f"the keys file ends after {_plural(line - 1, 'key')} but {self.path} has "
-                    f"{_plural(self.count, 'row')}; expected one key per row",
-                    path=self.keys_path, line=line)
-            raw = raw.rstrip(b"\r\n")
-            if line == 1 and raw.startswith(_UTF8_BOM) and _is_utf8(self.encoding):
-                raw = raw[len(_UTF8_BOM):]
-            try:
-                key = raw.decode(self.encoding, self.unicode_errors)
-            except UnicodeDecodeError as exc:
-                raise FormatError(
-                    f"key bytes {_printable(raw)!r} are not valid {self.encoding} ({exc.reason} "
-                    f"at byte {exc.start} of the key); pass --unicode-errors replace (or "
-                    "ignore), or the right --encoding",
-                    path=self.keys_path, line=line) from None
-            if not key:
-                raise FormatError("empty key; expected one non-empty key per line",
-                                  path=self.keys_path, line=line)
-            keys.append(key)
-        return keys
+            yield Block(None, vectors, r0 + 1, offsets)
+        if (self.limit is None or self.limit >= self.count) and self._npy is None:
+            self._check_npy_end()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -1343,12 +1164,11 @@ class EmbeddingReader:
         if self._closed:
             return
         self._closed = True
-        for f in (self._input, self._keys_stream):
-            if f is not None:
-                try:
-                    f.close()
-                except OSError:
-                    pass
+        if self._input is not None:
+            try:
+                self._input.close()
+            except OSError:
+                pass
         self._npy = None
         if self._mmap is not None:
             try:
@@ -1357,7 +1177,7 @@ class EmbeddingReader:
                 pass
             self._mmap = None
 
-    def __enter__(self) -> "EmbeddingReader":
+    def __enter__(self) -> EmbeddingReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -1372,12 +1192,16 @@ class EmbeddingReader:
 def open_embeddings(
     path: str | os.PathLike,
     *,
-    format: str | None = None,  # noqa: A002
+    format: str | None = None,
     limit: int | None = None,
     encoding: str = "utf8",
     unicode_errors: str = "strict",
     keys_path: str | os.PathLike | None = None,
     block_rows: int | None = None,
+    tensor: str | None = None,
+    array: str | None = None,
+    vector_column: str | None = None,
+    key_column: str | None = None,
 ) -> EmbeddingReader:
     """Open an embedding file for reading in blocks of rows.
 
@@ -1396,14 +1220,24 @@ def open_embeddings(
         What to do with undecodable key bytes; ``"strict"`` raises :class:`FormatError`
         naming the line and byte offset.
     keys_path : str or os.PathLike, optional
-        For ``.npy`` input: a text file with one key per line, one line per row.
+        For ``.npy``, ``.npz`` and safetensors input: a text file with one key per line, one
+        line per row, or a Hugging Face ``tokenizer.json`` (see :mod:`embq._keys`).
     block_rows : int, optional
         Rows per yielded block; by default 8192, fewer for wide rows (about 16 MB per block).
+    tensor : str, optional
+        safetensors: the 2-D tensor to read (default: the only 2-D floating one).
+    array : str, optional
+        ``.npz``: the array to read (default: the only one).
+    vector_column, key_column : str, optional
+        Parquet and Arrow: the column of vectors (default: the only list-of-floats column)
+        and of keys (default: the only string column, or none).
 
     Returns
     -------
     EmbeddingReader
-        Iterate it for :class:`Block` objects; close it (or use ``with``).
+        Iterate it for :class:`Block` objects; close it (or use ``with``). The matrix and
+        columnar formats (:data:`embq._formats.MATRIX_FORMATS`) get readers with the same
+        interface.
 
     Raises
     ------
@@ -1414,9 +1248,26 @@ def open_embeddings(
     OSError
         When a file cannot be read.
     """
-    return EmbeddingReader(path, format=format, limit=limit, encoding=encoding,
-                           unicode_errors=unicode_errors, keys_path=keys_path,
-                           block_rows=block_rows)
+    from embq._formats import KeysAttached, check_options, open_matrix, sniff_format
+
+    where = os.fspath(path)
+    fmt = format if format is not None else sniff_format(where)
+    options = {"tensor": tensor, "array": array, "vector_column": vector_column,
+               "key_column": key_column}
+    if fmt in MATRIX_FORMATS:
+        return open_matrix(where, fmt, limit=limit, block_rows=block_rows, encoding=encoding,
+                           unicode_errors=unicode_errors, keys_path=keys_path, **options)
+    reader = EmbeddingReader(path, format=format, limit=limit, encoding=encoding,
+                             unicode_errors=unicode_errors, block_rows=block_rows)
+    try:
+        check_options(reader.format, reader.path, {**options, "keys_path": keys_path})
+        if keys_path is not None:
+            return KeysAttached(reader, os.fspath(keys_path), encoding=encoding,
+                                unicode_errors=unicode_errors)
+    except BaseException:
+        reader.close()
+        raise
+    return reader
 
 
 def load_embeddings(path: str | os.PathLike, **options) -> tuple[list[str] | None, np.ndarray]:
@@ -1437,8 +1288,7 @@ def load_embeddings(path: str | os.PathLike, **options) -> tuple[list[str] | Non
         float32 array ``(rows, dim)``.
     """
     with open_embeddings(path, **options) as reader:
-        keys: list[str] | None = None if reader.format == "npy" and reader.keys_path is None \
-            else []
+        keys: list[str] | None = [] if reader.has_keys else None
         blocks = []
         for block in reader:
             blocks.append(block.vectors)

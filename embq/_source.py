@@ -39,8 +39,15 @@ SOURCE_ROWS = "source_rows"
 SOURCE_DUPLICATES = "source_duplicates"
 #: The ``limit`` compress was given, -1 for none.
 SOURCE_LIMIT = "source_limit"
-#: Absolute path of the keys file of a ``.npy`` input; absent without one.
+#: Absolute path of the keys file (or tokenizer.json) of a ``.npy``, ``.npz`` or safetensors
+#: input; absent without one.
 SOURCE_KEYS_PATH = "source_keys_path"
+#: Which part of a file holding several was read: the tensor of a safetensors file, the array
+#: of a ``.npz``, the vector and key columns of Parquet or Arrow; absent when not used.
+SOURCE_TENSOR = "source_tensor"
+SOURCE_ARRAY = "source_array"
+SOURCE_VECTOR_COLUMN = "source_vector_column"
+SOURCE_KEY_COLUMN = "source_key_column"
 #: How the keys were decoded.
 SOURCE_ENCODING = "source_encoding"
 SOURCE_UNICODE_ERRORS = "source_unicode_errors"
@@ -52,8 +59,12 @@ NORMALIZED = "normalized"
 SOURCE_ATTRIBUTES = (
     SOURCE_PATH, SOURCE_FORMAT, SOURCE_COMPRESSION, SOURCE_SIZE, SOURCE_ROWS,
     SOURCE_DUPLICATES, SOURCE_LIMIT, SOURCE_KEYS_PATH, SOURCE_ENCODING, SOURCE_UNICODE_ERRORS,
-    SOURCE_RANGE,
+    SOURCE_TENSOR, SOURCE_ARRAY, SOURCE_VECTOR_COLUMN, SOURCE_KEY_COLUMN, SOURCE_RANGE,
 )
+#: The reader options that pick a part of the file, by name: the reader attribute that says
+#: what was read is the option's name too (``reader.tensor``), recorded as the attribute.
+_PART_OPTIONS = {"tensor": SOURCE_TENSOR, "array": SOURCE_ARRAY,
+                 "vector_column": SOURCE_VECTOR_COLUMN, "key_column": SOURCE_KEY_COLUMN}
 
 # -- the reader options ----------------------------------------------------------------------
 
@@ -71,14 +82,23 @@ class ReaderOption(NamedTuple):
 READER_OPTIONS: dict[str, ReaderOption] = {
     "format": ReaderOption(SOURCE_FORMAT, None, "format of the original (default: detected "
                            "from the content)"),
-    "keys": ReaderOption(SOURCE_KEYS_PATH, None, "for a .npy original: text file with one key "
-                         "per line (without it, a .npy of the store's shape takes the store's "
-                         "keys)"),
+    "keys": ReaderOption(SOURCE_KEYS_PATH, None, "for a .npy, .npz or safetensors original: "
+                         "text file with one key per line, or a Hugging Face tokenizer.json "
+                         "(without it, a .npy of the store's shape takes the store's keys)"),
     "limit": ReaderOption(SOURCE_LIMIT, None, "read only the first N rows of the original"),
     "encoding": ReaderOption(SOURCE_ENCODING, "utf8", "text encoding of the original's keys "
                              "(default utf8)"),
     "unicode_errors": ReaderOption(SOURCE_UNICODE_ERRORS, "strict", "undecodable key bytes "
                                    "in the original: fail (default), replace, or drop"),
+    "tensor": ReaderOption(SOURCE_TENSOR, None, "safetensors original: the 2-D tensor to read "
+                           "(default: the only 2-D floating one)"),
+    "array": ReaderOption(SOURCE_ARRAY, None, ".npz original: the array to read (default: the "
+                          "only one)"),
+    "vector_column": ReaderOption(SOURCE_VECTOR_COLUMN, None, "Parquet/Arrow original: the "
+                                  "column of vectors (default: the only list-of-floats "
+                                  "column)"),
+    "key_column": ReaderOption(SOURCE_KEY_COLUMN, None, "Parquet/Arrow original: the column "
+                               "of keys (default: the only string column, or none)"),
 }
 
 
@@ -153,6 +173,10 @@ def source_attributes(reader: Any, input_path: str, *, keys: str | os.PathLike |
     }
     if keys is not None:
         attrs[SOURCE_KEYS_PATH] = os.path.abspath(os.fspath(keys))
+    for name, attribute in _PART_OPTIONS.items():
+        value = getattr(reader, name, None)
+        if isinstance(value, str):
+            attrs[attribute] = value
     return attrs
 
 
@@ -191,7 +215,9 @@ def recorded_reader_options(attrs: Mapping[str, Any], original: Any,
     the store's source file (``source_path``, compared with :func:`os.path.samefile`),
     ``format``, ``keys``, ``encoding`` and ``unicode_errors`` from ``source_format``,
     ``source_keys_path`` (when that file still exists), ``source_encoding`` and
-    ``source_unicode_errors``. What is neither given nor recorded takes the
+    ``source_unicode_errors``, and ``tensor``, ``array``, ``vector_column`` and
+    ``key_column`` from the attributes of the same names. What is neither given nor recorded
+    takes the
     :data:`READER_OPTIONS` default (``format`` None: detected).
 
     Returns the options, by :data:`READER_OPTIONS` name, and one note in words for each
@@ -229,6 +255,11 @@ def recorded_reader_options(attrs: Mapping[str, Any], original: Any,
             out["unicode_errors"] = errors
             notes.append(f"undecodable key bytes: {errors} (the store's "
                          f"{SOURCE_UNICODE_ERRORS})")
+        for name, attribute in _PART_OPTIONS.items():
+            value = _recorded_str(attrs, attribute)
+            if out[name] is None and value is not None:
+                out[name] = value
+                notes.append(f"{name} {value!r} (the store's {attribute})")
     for name, option in READER_OPTIONS.items():
         if out[name] is None:
             out[name] = option.default

@@ -1727,6 +1727,11 @@ class Store:
             self, analogies, restrict_vocab=restrict_vocab, case_insensitive=case_insensitive,
             dummy4unknown=dummy4unknown)
 
+    def to_arrow(self, *, stream: bool = False, batch_rows: int | None = None):
+        """Keys and dequantized rows as Arrow data: see :func:`embq._write_formats.to_arrow`."""
+        from embq._write_formats import to_arrow
+        return to_arrow(self, stream=stream, batch_rows=batch_rows)
+
     def to_keyed_vectors(self):
         """A gensim ``KeyedVectors`` holding the dequantized rows; see :mod:`embq._interop`."""
         from embq._interop import to_keyed_vectors

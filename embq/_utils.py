@@ -61,3 +61,19 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000.0
     return f"{n:.1f} TB"  # pragma: no cover
+
+
+def size_ratio(before: float, after: float, than: str = "") -> str:
+    """How ``after`` bytes compare with ``before``: ``"3.47x smaller"`` or ``"411x larger"``.
+
+    Tiny inputs make stores larger than their source (the key index and HDF5 metadata have a
+    fixed cost), and "0.00x smaller" says that badly.
+    """
+    than = f" than {than}" if than else ""
+    if before <= 0 or after <= 0:
+        return f"size not comparable{than}"
+    r = before / after
+    if r >= 1:
+        return f"{r:.2f}x smaller{than}"
+    inv = after / before
+    return f"{inv:.3g}x larger{than}" if inv < 100 else f"{inv:,.0f}x larger{than}"

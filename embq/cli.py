@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from embq._version import __version__
 
@@ -115,12 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("embq: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # `embq query ... | head` closing the pipe early is not an error.
-        try:
-            sys.stdout = None  # type: ignore[assignment]
-        finally:
-            return 0
-    except (CommandError, FormatError, KeyError, ValueError, OSError, IndexError, ImportError) as exc:
+        # `embq query ... | head` closing the pipe early is not an error. Point stdout at
+        # /dev/null so the interpreter's final flush does not fail on the closed pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
+    except (CommandError, FormatError, KeyError, ValueError, OSError, IndexError,
+            ImportError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         if isinstance(exc, OutputExistsError):
             # The library says overwrite=True; here the same advice is a flag.

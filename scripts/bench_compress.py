@@ -12,6 +12,13 @@ prints MB/s and rows/s for:
 Each figure is the median of several repeats. Usage::
 
     python scripts/bench_compress.py [--rows 150000] [--dim 300] [--repeats 3]
+
+With ``--formats``, instead: ``embq compress`` of the same rows (1,000,000 x 300 by default) and
+keys as ``.npy`` (keys file), Parquet (``fixed_size_list`` and ``list`` columns), and
+safetensors float32 and float16 (keys file), each run in a fresh process: time, MB/s of the
+input file, peak memory (the child's maximum RSS) and the time relative to ``.npy``::
+
+    python scripts/bench_compress.py --formats [--rows 1000000] [--dim 300] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -21,12 +28,13 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
+
+from _bench import median_time  # noqa: E402  (scripts/ is on sys.path)
 
 
 def generate(path: str, rows: int, dim: int, seed: int = 0) -> None:
@@ -54,23 +62,113 @@ def prefix_file(path: str, rows: int, dim: int, out: str, header: bool) -> int:
     return os.path.getsize(out)
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+# The peak is VmHWM, which starts afresh with the new program (ru_maxrss keeps the peak of
+# the process that forked it, here the large benchmark process).
+_CHILD = """
+import sys, time
+sys.path.insert(0, {here!r})
+from embq._compress import compress
+t = time.perf_counter()
+compress({src!r}, {out!r}, keys={keys!r}, overwrite=True)
+t = time.perf_counter() - t
+with open("/proc/self/status") as fh:
+    hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+print(t, hwm * 1024)
+"""
+
+
+def generate_formats(data_dir: str, rows: int, dim: int) -> dict[str, tuple[str, str | None]]:
+    """The same rows and keys as .npy, Parquet (two column types) and safetensors (two dtypes)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from embq._write_formats import safetensors_header
+
+    base = os.path.join(data_dir, f"formats_{rows}x{dim}")
+    files = {
+        ".npy (keys file)": (base + ".npy", base + ".keys.txt"),
+        "Parquet fixed_size_list<float32>": (base + ".fixed.parquet", None),
+        "Parquet list<float32>": (base + ".list.parquet", None),
+        "safetensors F32 (keys file)": (base + ".f32.safetensors", base + ".keys.txt"),
+        "safetensors F16 (keys file)": (base + ".f16.safetensors", base + ".keys.txt"),
+    }
+    if all(os.path.exists(p) for p, _ in files.values()):
+        return files
+    print(f"generating {base}.* ...", flush=True)
+    rng = np.random.default_rng(0)
+    step = 100_000
+    x = np.lib.format.open_memmap(base + ".npy", "w+", np.float32, (rows, dim))
+    for s in range(0, rows, step):
+        x[s:s + step] = rng.standard_normal((min(step, rows - s), dim), np.float32) * 0.3
+    x.flush()
+    keys = [f"w{i}" for i in range(rows)]
+    with open(base + ".keys.txt", "w", encoding="utf8") as fh:
+        fh.write("\n".join(keys) + "\n")
+    for name, kind in ((".fixed.parquet", "fixed"), (".list.parquet", "list")):
+        vtype = pa.list_(pa.float32(), dim) if kind == "fixed" else pa.list_(pa.float32())
+        schema = pa.schema([("key", pa.string()), ("vector", vtype)])
+        with pq.ParquetWriter(base + name, schema) as w:
+            for s in range(0, rows, step):
+                e = min(rows, s + step)
+                values = pa.array(np.asarray(x[s:e]).reshape(-1))
+                vec = (pa.FixedSizeListArray.from_arrays(values, dim) if kind == "fixed" else
+                       pa.ListArray.from_arrays(pa.array(np.arange(0, (e - s) * dim + 1, dim,
+                                                                   dtype=np.int32)), values))
+                w.write_batch(pa.record_batch([pa.array(keys[s:e]), vec], schema=schema),
+                              row_group_size=e - s)
+    for name, dtype, code in ((".f32.safetensors", np.float32, "F32"),
+                              (".f16.safetensors", np.float16, "F16")):
+        with open(base + name, "wb") as fh:
+            fh.write(safetensors_header("embeddings", rows, dim, code))
+            for s in range(0, rows, step):
+                fh.write(np.asarray(x[s:s + step], dtype).tobytes())
+    return files
+
+
+def bench_formats(args) -> None:
+    import subprocess
+
+    data_dir = os.path.join(HERE, "bench-data")
+    os.makedirs(data_dir, exist_ok=True)
+    files = generate_formats(data_dir, args.rows, args.dim)
+    print(f"{args.rows:,} rows x {args.dim}, the same rows and keys in each format; median of "
+          f"{args.repeats}, each run in a fresh process")
+    print(f"{'input':<36s} {'MB':>7s} {'seconds':>8s} {'MB/s':>7s} {'peak MB':>8s} "
+          f"{'vs .npy':>8s}")
+    base_t = None
+    with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
+        out = os.path.join(tmp, "f.embq")
+        for name, (src, keys) in files.items():
+            runs = []
+            for _ in range(args.repeats):
+                code = _CHILD.format(here=HERE, src=src, out=out, keys=keys)
+                res = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                     text=True, check=True)
+                t, peak = res.stdout.split()
+                runs.append((float(t), int(peak)))
+            t = statistics.median(r[0] for r in runs)
+            peak = max(r[1] for r in runs)
+            size = os.path.getsize(src)
+            base_t = base_t or t
+            print(f"{name:<36s} {size / 1e6:7.0f} {t:8.2f} {size / 1e6 / t:7.0f} "
+                  f"{peak / 1e6:8.0f} {t / base_t:7.2f}x", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=150_000)
+    ap.add_argument("--formats", action="store_true",
+                    help="compare .npy, Parquet and safetensors inputs (see above)")
+    ap.add_argument("--rows", type=int, default=None)
     ap.add_argument("--dim", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--subset-rows", type=int, default=15_000,
                     help="rows given to gensim and numpy.loadtxt")
     args = ap.parse_args()
+    if args.formats:
+        args.rows = args.rows or 1_000_000
+        bench_formats(args)
+        return
+    args.rows = args.rows or 150_000
 
     from embq._compress import compress
     from embq._readers import open_embeddings
@@ -118,7 +216,8 @@ def main() -> None:
         except ImportError:
             print("gensim not installed: skipped")
         else:
-            t = median_time(lambda: KeyedVectors.load_word2vec_format(subp), max(1, args.repeats - 1))
+            t = median_time(lambda: KeyedVectors.load_word2vec_format(subp),
+                            max(1, args.repeats - 1))
             results.append((f"gensim load_word2vec_format ({sub:,} rows)", ssize / t, sub / t))
         t = median_time(lambda: np.loadtxt(subp, skiprows=1, usecols=range(1, args.dim + 1),
                                            dtype=np.float32, comments=None, delimiter=" "),

@@ -40,19 +40,12 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from _bench import median_time  # noqa: E402  (scripts/ is on sys.path)
+
 import embq  # noqa: E402
 from embq import _evaluate as ev  # noqa: E402
 from embq._compare import compare_with_original  # noqa: E402
 from embq._interop import from_keyed_vectors  # noqa: E402
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def first_call(path: str, questions: str) -> float:
@@ -178,12 +171,12 @@ def main(argv=None) -> int:
             # and numpy's matmuls) and would take the cores from the store's search: pause
             # before timing the store. gensim calls of many seconds are repeated less.
             g_reps = reps if g_first < 10 else max(1, min(reps, 3))
-            t_gensim = median_seconds(
+            t_gensim = median_time(
                 lambda kv=kv, q=questions: kv.evaluate_word_analogies(q), g_reps)
-            t_numpy = median_seconds(
+            t_numpy = median_time(
                 lambda kv=kv, q=questions: ev.evaluate_word_analogies(kv, q), reps)
             time.sleep(0.3)
-            t_store = median_seconds(
+            t_store = median_time(
                 lambda s=store, q=questions: s.evaluate_word_analogies(q), reps)
             # The first call on a freshly opened store also reads and folds its keys (later
             # calls reuse that vocabulary; the question file is parsed on every call).

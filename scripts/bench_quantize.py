@@ -13,30 +13,22 @@ and together with computing those scales (``amax`` per row), which is the same j
 from __future__ import annotations
 
 import argparse
-import statistics
+import functools
 import sys
-import time
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _bench import median_time
+
 from embq import _config, _kernels_common
 from embq._quantize import dequantize, quantize, quantize_reference
 
-
-def timeit(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``repeats`` calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+# bench_quantize times warm calls: the first one faults in the output pages.
+timeit = functools.partial(median_time, warmup=True)
 
 
 def main(argv: list[str] | None = None) -> int:

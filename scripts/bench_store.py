@@ -37,6 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from _bench import median_time  # noqa: E402  (scripts/ is on sys.path)
+
 import embq  # noqa: E402
 
 
@@ -148,16 +150,6 @@ def _open_times(kind: str, path: str, key: str, repeats: int) -> tuple[float, fl
     return statistics.median(secs), statistics.median(rss), statistics.median(cold)
 
 
-def _median_time(fn, repeats: int, number: int = 1) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(number):
-            fn()
-        times.append((time.perf_counter() - t) / number)
-    return statistics.median(times)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -198,19 +190,19 @@ def main() -> None:
     for _ in range(2):  # touch the pages both sides will read
         loop_embq()
         loop_gensim()
-    e_one = _median_time(loop_embq, args.repeats) / len(sample)
-    g_one = _median_time(loop_gensim, args.repeats) / len(sample)
+    e_one = median_time(loop_embq, args.repeats) / len(sample)
+    g_one = median_time(loop_gensim, args.repeats) / len(sample)
 
     absent = [k + "-absent" for k in sample]
     assert not any(k in store for k in absent) and not any(k in kv for k in absent)
-    e_miss = _median_time(lambda: [k in store for k in absent], args.repeats) / len(absent)
-    g_miss = _median_time(lambda: [k in kv for k in absent], args.repeats) / len(absent)
+    e_miss = median_time(lambda: [k in store for k in absent], args.repeats) / len(absent)
+    g_miss = median_time(lambda: [k in kv for k in absent], args.repeats) / len(absent)
 
     batch = [keys[i] for i in rng.integers(0, len(keys), 10_000)]
     store[batch]
     kv[batch]
-    e_batch = _median_time(lambda: store[batch], args.repeats)
-    g_batch = _median_time(lambda: kv[batch], args.repeats)
+    e_batch = median_time(lambda: store[batch], args.repeats)
+    g_batch = median_time(lambda: kv[batch], args.repeats)
     assert np.abs(store[batch] - kv[batch]).max() <= float(store.scales[:].max()) * 0.51
 
     from embq._evaluate import _read_keys_bulk
@@ -218,9 +210,9 @@ def main() -> None:
     n_keys = len(store)
     all_keys = store.index_to_key[:n_keys]
     assert all_keys == _read_keys_bulk(store_path, n_keys) == kv.index_to_key
-    e_keys = _median_time(lambda: store.index_to_key[:n_keys], args.repeats)
-    h_keys = _median_time(lambda: _read_keys_bulk(store_path, n_keys), args.repeats)
-    g_keys = _median_time(lambda: list(kv.index_to_key), args.repeats)
+    e_keys = median_time(lambda: store.index_to_key[:n_keys], args.repeats)
+    h_keys = median_time(lambda: _read_keys_bulk(store_path, n_keys), args.repeats)
+    g_keys = median_time(lambda: list(kv.index_to_key), args.repeats)
 
     rows = [
         ("open + first lookup (ms)", e_open * 1e3, g_open * 1e3, g_open / e_open),

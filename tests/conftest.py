@@ -24,7 +24,8 @@ def run_python(tmp_path_factory) -> Callable[..., subprocess.CompletedProcess]:
     cwd = tmp_path_factory.mktemp("subprocess-cwd")
     root = os.path.dirname(os.path.dirname(os.path.abspath(embq.__file__)))
 
-    def run(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    def run(*args: str, env: dict | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
         full_env = dict(os.environ if env is None else env)
         full_env["PYTHONPATH"] = root + os.pathsep + full_env.get("PYTHONPATH", "")
         return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env,

@@ -104,7 +104,8 @@ def test_module_entry_point_runs_in_a_subprocess(store_path, run_python):
     ok = run_python("-m", "embq", "info", str(store_path))
     assert ok.returncode == 0 and "5 rows x 4" in ok.stdout
     bad = run_python("-m", "embq", "info", str(store_path) + ".missing")
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.startswith("embq info: error:")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("embq info: error:")
 
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
@@ -135,3 +136,24 @@ def test_termination_signals_are_a_clean_exit(monkeypatch, capsys, signame):
     assert cleaned == [True]
     assert signal.getsignal(sig) == before and signal.getsignal(signal.SIGINT) is not \
         signal.SIG_IGN
+
+
+def test_closed_stdout_pipe_is_not_an_error(tmp_path):
+    """`embq query ... | head -1`: the reader goes away early; exit 0, no noise."""
+    import os
+    import subprocess
+    import sys
+
+    x = np.random.default_rng(0).standard_normal((20000, 8)).astype(np.float32)
+    store = tmp_path / "s.h5"
+    embq.save(store, x, [f"k{i}" for i in range(len(x))])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(embq.__file__)))
+    env = {**os.environ, "PYTHONPATH": root}
+    cmd = [sys.executable, "-m", "embq", "query", str(store), "k1", "-k", "19999"]
+    proc = subprocess.Popen(cmd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(120) == 0, err
+    assert err == ""

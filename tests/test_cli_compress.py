@@ -98,7 +98,7 @@ def test_bad_input_exit_2_no_output(tmp_path, capsys, case):
     src.write_bytes(content.encode() if isinstance(content, str) else content)
     out = tmp_path / "out.embq"
     extra = ["--on-duplicate", "error"] if case == "duplicate_error" else []
-    code, stdout, stderr = run(capsys, "compress", src, out, *extra)
+    code, _, stderr = run(capsys, "compress", src, out, *extra)
     assert code == 2
     assert stderr.startswith("embq compress: error: ") and "Traceback" not in stderr
     assert str(src) in stderr and where in stderr and what in stderr
@@ -121,7 +121,7 @@ def test_missing_input_and_output_dir(tmp_path, capsys):
 
 
 def test_unreadable_input(tmp_path, capsys, monkeypatch):
-    import embq._readers as readers
+    import embq._input as input_layer  # every input file is opened there
 
     p = tmp_path / "locked.txt"
     p.write_text("1 1\na 1\n")
@@ -135,14 +135,14 @@ def test_unreadable_input(tmp_path, capsys, monkeypatch):
     def refuse(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(readers, "open", refuse, raising=False)
+    monkeypatch.setattr(input_layer, "open", refuse, raising=False)
     code, _, err = run(capsys, "compress", p, tmp_path / "o.embq")
     assert code == 2 and err == f"embq compress: error: {p}: Permission denied\n"
     assert sorted(os.listdir(tmp_path)) == ["locked.txt"]
 
 
 def test_read_error_names_the_file(tmp_path, capsys, monkeypatch):
-    import embq._readers as readers
+    import embq._input as input_layer  # every input file is opened there
 
     p = tmp_path / "a.txt"
     p.write_text("1 1\na 1\n")
@@ -160,7 +160,7 @@ def test_read_error_names_the_file(tmp_path, capsys, monkeypatch):
         def close(self):
             self.f.close()
 
-    monkeypatch.setattr(readers, "open", lambda *a, **k: Failing(real_open(*a, **k)),
+    monkeypatch.setattr(input_layer, "open", lambda *a, **k: Failing(real_open(*a, **k)),
                         raising=False)
     code, _, err = run(capsys, "compress", p, tmp_path / "o.embq")
     assert code == 2 and err == f"embq compress: error: {p}: Input/output error\n"
@@ -297,7 +297,7 @@ def test_sigterm_mid_export_leaves_no_temporary_file(tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(embq._store.Store, "_drop_resident_pages", kill_after_first_block)
     before = signal.getsignal(signal.SIGTERM)
-    code, out, err = run(capsys, "export", s, tmp_path / "t.txt", "--format", "word2vec")
+    code, _, err = run(capsys, "export", s, tmp_path / "t.txt", "--format", "word2vec")
     assert code == 128 + signal.SIGTERM and err == "embq: terminated by SIGTERM\n"
     assert len(blocks) == 1  # stopped in the middle, not at the end
     assert sorted(os.listdir(tmp_path)) == ["s.embq"]

@@ -327,7 +327,10 @@ def test_source_attributes_are_what_compress_writes(tmp_path):
     with embq.open(path) as store:
         attrs = store.attrs
     source = {name: attrs[name] for name in attrs if name.startswith("source_")}
-    assert set(source) == set(_source.SOURCE_ATTRIBUTES) - {_source.SOURCE_KEYS_PATH}
+    # The keys file and the part of a file read (tensor, array, columns) only when used.
+    assert set(source) == set(_source.SOURCE_ATTRIBUTES) - {
+        _source.SOURCE_KEYS_PATH, _source.SOURCE_TENSOR, _source.SOURCE_ARRAY,
+        _source.SOURCE_VECTOR_COLUMN, _source.SOURCE_KEY_COLUMN, _source.SOURCE_RANGE}
     assert source == {
         _source.SOURCE_PATH: os.path.abspath(src), _source.SOURCE_FORMAT: "word2vec",
         _source.SOURCE_COMPRESSION: "none", _source.SOURCE_SIZE: os.path.getsize(src),
@@ -350,10 +353,12 @@ def test_recorded_reader_options_trust_nothing_of_the_wrong_type(tmp_path):
     src = write_file(tmp_path, "v.txt", "1 2\na 1 2\n")
     attrs = {_source.SOURCE_PATH: src, _source.SOURCE_FORMAT: "pickle",
              _source.SOURCE_LIMIT: True, _source.SOURCE_KEYS_PATH: 7,
-             _source.SOURCE_ENCODING: b"latin-1", _source.SOURCE_UNICODE_ERRORS: "surrogates"}
+             _source.SOURCE_ENCODING: b"latin-1", _source.SOURCE_UNICODE_ERRORS: "surrogates",
+             _source.SOURCE_TENSOR: 3, _source.SOURCE_KEY_COLUMN: ""}
     options, notes = _source.recorded_reader_options(attrs, src, {})
+    parts = {"tensor": None, "array": None, "vector_column": None, "key_column": None}
     assert options == {"format": None, "keys": None, "limit": None, "encoding": "utf8",
-                       "unicode_errors": "strict"}
+                       "unicode_errors": "strict", **parts}
     assert notes == []
     # Given options always win over recorded ones.
     attrs = {_source.SOURCE_PATH: src, _source.SOURCE_FORMAT: "glove", _source.SOURCE_LIMIT: 5,
@@ -366,7 +371,7 @@ def test_recorded_reader_options_trust_nothing_of_the_wrong_type(tmp_path):
     other = write_file(tmp_path, "w.txt", "1 2\na 1 2\n")
     options, notes = _source.recorded_reader_options(attrs, other, {})
     assert options == {"format": None, "keys": None, "limit": 5, "encoding": "utf8",
-                       "unicode_errors": "strict"}
+                       "unicode_errors": "strict", **parts}
     assert notes == ["first 5 rows only (the store's source_limit)"]
 
 

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 import embq
-from embq._recon import ReconstructionStats
 from embq._compress import compress
 from embq._errors import FormatError
 from embq._quantize import dequantize, quantize
+from embq._recon import ReconstructionStats
 
 
 def w2v(keys, X, header=True) -> str:
     lines = [f"{len(keys)} {X.shape[1]}"] if header else []
-    lines += [k + " " + " ".join("%.9g" % v for v in row) for k, row in zip(keys, X)]
+    lines += [k + " " + " ".join(f"{v:.9g}" for v in row) for k, row in zip(keys, X)]
     return "\n".join(lines) + "\n"
 
 
@@ -77,7 +77,7 @@ def test_compress_roundtrip_and_attrs(tmp_path, sample):
 
 
 def test_compress_limit_normalize_compressed(tmp_path, sample):
-    path, keys, X = sample
+    path, _, _ = sample
     gz = tmp_path / "in.txt.gz"
     gz.write_bytes(gzip.compress(open(path, "rb").read()))
     out = str(tmp_path / "n.embq")

@@ -127,7 +127,7 @@ def test_parser_random_decimals_match_python(tokens):
 @given(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=1,
                 max_size=50))
 def test_parser_float32_repr_roundtrip(values):
-    tokens = [repr(float(v)) for v in values] + ["%.9g" % v for v in values]
+    tokens = [repr(float(v)) for v in values] + [f"{v:.9g}" for v in values]
     res, got = parse_line_values(tokens)
     assert res[2] == kp.OK
     exp = np.array([expected_f32(t) for t in tokens], np.float32)
@@ -139,8 +139,8 @@ def test_parser_float32_repr_roundtrip(values):
     ("infinity", kp.NONFINITE), ("1e39", kp.OUT_OF_RANGE), ("-3.5e38", kp.OUT_OF_RANGE),
     ("1e400", kp.OUT_OF_RANGE), ("abc", kp.BAD_NUMBER), ("1.2.3", kp.BAD_NUMBER),
     ("1,5", kp.BAD_NUMBER), ("1e", kp.BAD_NUMBER), ("1e+", kp.BAD_NUMBER), ("-", kp.BAD_NUMBER),
-    (".", kp.BAD_NUMBER), ("0x10", kp.BAD_NUMBER), ("1_000", kp.BAD_NUMBER), ("infx", kp.BAD_NUMBER),
-    ("--1", kp.BAD_NUMBER), ("1e5.5", kp.BAD_NUMBER),
+    (".", kp.BAD_NUMBER), ("0x10", kp.BAD_NUMBER), ("1_000", kp.BAD_NUMBER),
+    ("infx", kp.BAD_NUMBER), ("--1", kp.BAD_NUMBER), ("1e5.5", kp.BAD_NUMBER),
 ])
 def test_parser_rejects(tok, status):
     res, _ = parse_line_values(["0.5", tok, "1"])
@@ -179,7 +179,7 @@ def test_word2vec_text(tmp_path, data):
     keys, X = data
     p = write(tmp_path / "a.txt", w2v_text(keys, X))
     assert detect_format(p) == "word2vec"
-    X6 = np.array([[np.float32(float("%.6f" % v)) for v in r] for r in X], np.float32)
+    X6 = np.array([[np.float32(float(f"{v:.6f}")) for v in r] for r in X], np.float32)
     check(keys, X6, *load_embeddings(p))
 
 
@@ -203,7 +203,8 @@ def test_word2vec_binary(tmp_path, data, newline):
 
 def test_binary_vector_bytes_that_look_like_newlines_and_spaces(tmp_path):
     # Values whose bytes contain 0x0a and 0x20 must not confuse record boundaries.
-    X = np.frombuffer(b"\n\n\n\x3f" + b"    " + b" \n \x3f" + b"\x20\x0a\x20\x40", "<f4").reshape(1, 4)
+    X = np.frombuffer(b"\n\n\n\x3f" + b"    " + b" \n \x3f" + b"\x20\x0a\x20\x40",
+                      "<f4").reshape(1, 4)
     X = np.repeat(X, 3, axis=0).astype(np.float32)
     keys = ["a", "b", "c"]
     p = write(tmp_path / "a.bin", w2v_binary(keys, X, newline=False))
@@ -296,7 +297,7 @@ def test_npy_problems(tmp_path, data):
 def test_keys_path_only_for_npy(tmp_path, data):
     keys, X = data
     p = write(tmp_path / "a.txt", w2v_text(keys, X))
-    with pytest.raises(ValueError, match="only used with .npy"):
+    with pytest.raises(ValueError, match=r"only used with \.npy"):
         open_embeddings(p, keys_path=p)
 
 
@@ -775,7 +776,8 @@ def test_truncated_compressed_data(tmp_path, comp):
     packed = PACK[comp](text_file())
     p = write(tmp_path / "t.vec", packed[: len(packed) - 100])
     e = err(load_embeddings, p)
-    assert f"the {comp} data ends before the end of its compressed stream" in str(e)
+    assert f"cannot decompress the {comp} data: it ends before the end of its compressed " \
+        "stream" in str(e)
     assert str(p) in str(e)
 
 
@@ -837,7 +839,7 @@ def test_pipe_input(tmp_path, data, kind):
     t.join(5)
     assert np.array_equal(np.concatenate([b.vectors for b in got]), X)
     if kind != "npy":
-        assert sum((b.keys for b in got), []) == keys
+        assert [k for b in got for k in b.keys] == keys
 
 
 def test_dash_reads_standard_input(tmp_path, data, monkeypatch):
@@ -887,3 +889,128 @@ def test_compressed_fortran_npy_is_read(tmp_path, data):
     check(keys, X, *load_embeddings(gz, keys_path=str(tmp_path / "keys.txt"), block_rows=4))
     cut = write(tmp_path / "c.npy.gz", gzip.compress((tmp_path / "f.npy").read_bytes()[:-9]))
     assert "truncated" in str(err(load_embeddings, cut))
+
+
+# --------------------------------------------------------------------------------------------
+# .npy headers, parsed by embq (numpy's parser is private and fails on hostile headers with
+# AttributeError or tokenize.TokenError)
+
+
+def npy_bytes(header: str | bytes, version=(1, 0), data: bytes = b"", pad=True) -> bytes:
+    """A .npy file written by hand: magic, version, header length, header, data."""
+    raw = header.encode("utf8") if isinstance(header, str) else header
+    width = 2 if version[0] == 1 else 4
+    if pad:  # numpy pads to a multiple of 64 and ends the header with a newline
+        total = 6 + 2 + width + len(raw) + 1
+        raw += b" " * (-total % 64) + b"\n"
+    return b"\x93NUMPY" + bytes(version) + len(raw).to_bytes(width, "little") + raw + data
+
+
+HEADER = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }"
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
+@pytest.mark.parametrize("comp", [None, "gzip"])
+def test_npy_versions_written_by_hand_are_read(tmp_path, version, comp):
+    X = np.arange(6, dtype="<f4").reshape(3, 2) / 7
+    raw = npy_bytes(HEADER, version, X.tobytes())
+    p = write(tmp_path / "v.npy", raw if comp is None else gzip.compress(raw))
+    assert detect_format(p) == "npy"
+    keys, got = load_embeddings(p)
+    assert keys is None and np.array_equal(got, X)
+    # numpy reads the same bytes to the same array.
+    if comp is None:
+        np.testing.assert_array_equal(np.load(p), X)
+
+
+def test_npy_version_3_header_is_utf8(tmp_path):
+    # Format 3.0 exists for UTF-8 headers; a key order and spacing of our own, big-endian data.
+    X = np.float64([[1.5, -2.0], [3.25, 4.0]])
+    header = "{'shape': (2, 2), 'fortran_order': True, 'descr': '>f8'}"
+    p = write(tmp_path / "u.npy", npy_bytes(header, (3, 0), X.astype(">f8").T.tobytes()))
+    np.testing.assert_array_equal(load_embeddings(p)[1], X.astype(np.float32))
+    bad = npy_bytes(b"{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1)} \xff", (3, 0))
+    e = err(load_embeddings, write(tmp_path / "b.npy", bad + bytes(4)))
+    assert "not valid UTF-8" in str(e) and e.offset == bad.index(b"\xff")
+
+
+NPY_BAD_HEADERS = [
+    # (file bytes, fragment of the message)
+    (npy_bytes(HEADER, (4, 0)), ".npy format version 4.0; expected 1.0, 2.0 or 3.0"),
+    (npy_bytes(HEADER, (1, 1)), ".npy format version 1.1; expected 1.0, 2.0 or 3.0"),
+    (b"\x93NUMPY\x01", "the file ends inside the .npy magic and version"),
+    (b"\x93NUMPY\x02\x00\x10\x00", "the file ends inside the .npy header length"),
+    (b"\x93NUMPY\x02\x00" + (1 << 30).to_bytes(4, "little"),
+     "header length is 1,073,741,824 bytes; expected at most 65,536"),
+    (npy_bytes(HEADER)[:40], "the file ends inside the .npy header: 118 bytes of header "
+                             "announced, 30 present"),
+    # did not tokenize (numpy: tokenize.TokenError)
+    (npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2)", pad=False),
+     "is not a Python literal"),
+    (npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), 'x': 1 +}"),
+     "is not a Python literal"),
+    (npy_bytes("(" * 5000 + ")" * 5000), "is not a Python literal"),
+    (npy_bytes("{'descr': __import__('os')}"), "is not a Python literal"),
+    (npy_bytes("[1, 2]"), "the .npy header is a list, not a dict"),
+    (npy_bytes("{'descr': '<f4', 'shape': (3, 2)}"),
+     "has keys {'descr', 'shape'} (not matching: 'fortran_order')"),
+    (npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), 'extra': 1}"),
+     "(not matching: 'extra')"),
+    (npy_bytes("{'descr': '<c8', 'fortran_order': False, 'shape': (3, 2)}"),
+     "gives descr '<c8'; expected a float or integer dtype"),
+    (npy_bytes("{'descr': '|O', 'fortran_order': False, 'shape': (3, 2)}"), "descr '|O'"),
+    (npy_bytes("{'descr': '<f16', 'fortran_order': False, 'shape': (3, 2)}"), "descr '<f16'"),
+    (npy_bytes("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (3, 2)}"),
+     "descr [('a', '<f4')]"),
+    (npy_bytes("{'descr': '<f4', 'fortran_order': 0, 'shape': (3, 2)}"),
+     "gives fortran_order 0; expected True or False"),
+    (npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': [3, 2]}"),
+     "gives shape [3, 2]; expected a tuple of non-negative integers"),
+    (npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (3, -2)}"), "shape (3, -2)"),
+    (npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (True, 2)}"),
+     "shape (True, 2)"),
+    (npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (3.0, 2)}"), "shape (3.0, 2)"),
+    (npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (6,)}"),
+     "the array has shape (6,); expected 2-D (rows, dim)"),
+    (npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 3)}"), "expected 2-D"),
+    (npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 0)}"),
+     "expected at least one column"),
+    (npy_bytes(f"{{'descr': '<f4', 'fortran_order': False, 'shape': (1, {1 << 30})}}"),
+     "expected at most 1,048,576 values per row"),
+]
+
+
+@pytest.mark.parametrize("comp", [None, "gzip"])
+@pytest.mark.parametrize(("content", "fragment"), NPY_BAD_HEADERS)
+def test_npy_bad_headers_are_format_errors(tmp_path, content, fragment, comp):
+    p = write(tmp_path / "bad.npy", content if comp is None else gzip.compress(content))
+    for fn, kw in ((load_embeddings, {}), (open_embeddings, {}),
+                   (load_embeddings, {"format": "npy"})):
+        e = err(fn, p, **kw)
+        assert e.path == p and fragment in str(e), str(e)
+        assert "expected" in str(e)
+
+
+def test_npy_header_longer_than_the_detection_read(tmp_path, monkeypatch):
+    import embq._readers as readers
+
+    monkeypatch.setattr(readers, "_SNIFF_BYTES", 16)
+    X = np.ones((2, 3), np.float32)
+    p = write(tmp_path / "a.npy", npy_bytes(HEADER.replace("(3, 2)", "(2, 3)"), (2, 0),
+                                            X.tobytes()))
+    np.testing.assert_array_equal(load_embeddings(p)[1], X)
+    gz = write(tmp_path / "a.npy.gz", gzip.compress((tmp_path / "a.npy").read_bytes()))
+    np.testing.assert_array_equal(load_embeddings(gz)[1], X)
+
+
+def test_npy_reader_does_not_call_numpy_header_helpers(tmp_path, data, monkeypatch):
+    _, X = data
+    np.save(tmp_path / "a.npy", X)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("numpy's header parser was called")
+
+    for name in ("read_magic", "read_array_header_1_0", "read_array_header_2_0",
+                 "_read_array_header"):
+        monkeypatch.setattr(np.lib.format, name, refuse, raising=False)
+    np.testing.assert_array_equal(load_embeddings(str(tmp_path / "a.npy"))[1], X)

@@ -898,6 +898,7 @@ def test_delegating_methods_forward(store, monkeypatch):
     fake_search.most_similar = lambda *a, **k: calls.append(("most_similar", a, k)) or "M"
     fake_search.most_similar_batch = lambda *a, **k: calls.append(("batch", a, k)) or "B"
     fake_search.similar_by_vector = lambda *a, **k: calls.append(("vector", a, k)) or "V"
+    fake_search.similar_by_key = lambda *a, **k: calls.append(("key", a, k)) or "Y"
     fake_eval = types.ModuleType("embq._evaluate")
     fake_eval.evaluate_word_pairs = lambda *a, **k: calls.append(("pairs", a, k)) or "P"
     fake_eval.evaluate_word_analogies = lambda *a, **k: calls.append(("analogies", a, k)) or "A"
@@ -915,8 +916,8 @@ def test_delegating_methods_forward(store, monkeypatch):
     assert s.most_similar(positive=["w1"], negative=["w2"], topn=4, restrict_vocab=9) == "M"
     assert calls[-1] == ("most_similar", (s,), {"positive": ["w1"], "negative": ["w2"],
                                                "topn": 4, "restrict_vocab": 9})
-    assert s.similar_by_key("w1", topn=2) == "M"
-    assert calls[-1][2]["positive"] == ["w1"] and calls[-1][2]["topn"] == 2
+    assert s.similar_by_key("w1", topn=2) == "Y"
+    assert calls[-1] == ("key", (s, "w1"), {"topn": 2, "restrict_vocab": None})
     assert s.most_similar_batch(["w1", "w2"], topn=3) == "B"
     assert s.similar_by_vector(q, topn=5) == "V"
     assert s.evaluate_word_pairs("p.tsv", restrict_vocab=10) == "P"
@@ -928,7 +929,7 @@ def test_delegating_methods_forward(store, monkeypatch):
 
 def test_public_exports():
     assert embq.save is embq._store.save
-    assert embq.open is embq._store.open
+    assert embq.open is embq._sharded.open
     assert embq.Store is embq._store.Store
     assert embq.StoreWriter is StoreWriter
     assert _kernels_store.selected_kernels() == {"store": "portable"}

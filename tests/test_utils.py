@@ -69,3 +69,13 @@ def test_human_bytes(n, text):
     from embq._utils import human_bytes
 
     assert human_bytes(n) == text
+
+
+def test_size_ratio_says_smaller_or_larger():
+    from embq._utils import size_ratio
+
+    assert size_ratio(2_000_000, 365_000) == "5.48x smaller"
+    assert size_ratio(1000, 1000, "float32") == "1.00x smaller than float32"
+    assert size_ratio(29, 11_900) == "410x larger"
+    assert size_ratio(10, 15) == "1.5x larger"
+    assert size_ratio(0, 10) == "size not comparable"

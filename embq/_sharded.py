@@ -1,0 +1,569 @@
+"""A sharded store: a directory of single-file stores read as one (layout in docs/format.md).
+
+:func:`open` opens either kind of store.  A :class:`ShardedStore` has the read API of
+:class:`embq.Store` and answers exactly as one store holding the same rows in the same order:
+global row = shard offset + local row, lookups probe the shards in order, and a search scans
+each shard (here, with the usual threads, or one Dask task per shard with ``client=``) and
+merges the shards' top lists by (score descending, row ascending).  ``restrict``,
+``restrict_vocab``, ties and the exclusions of ``most_similar`` count global rows.
+
+The lookup methods are :class:`embq.Store`'s own (``get_index``, ``__getitem__``, ...): they
+are written against the store's row index (``find``, ``find_many``, ``key_vector``,
+``row_vector``, ``gather``), which :class:`_ShardedIndex` provides over the shards.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from embq._store import Store, _IndexToKey, _KeyToIndex, _missing_key_error
+
+__all__ = ["ShardedStore", "open"]
+
+
+def open(path: str | os.PathLike, *, client: Any = None) -> Store | ShardedStore:
+    """Open a store read-only: a single store file, or a sharded store directory.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A store file, or a directory holding ``manifest.json`` and its shards.
+    client : distributed.Client, optional
+        Search a sharded store on this Dask cluster (one task per shard; the workers open
+        the shards by path, so they must see the same files).  Without it the shards are
+        searched in this process.
+
+    Returns
+    -------
+    Store or ShardedStore
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    IsADirectoryError
+        A directory without ``manifest.json``.
+    StoreError
+        The file is not a valid store; or, for a directory, the manifest is invalid or a
+        shard is missing, unreadable or not the file the manifest names (message names it).
+    ValueError
+        ``client`` given for a single store file.
+    """
+    from embq._manifest import MANIFEST_NAME, is_sharded
+
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        if not is_sharded(p):
+            raise IsADirectoryError(
+                errno.EISDIR, f"{p!r} is a directory, not a store: it has no {MANIFEST_NAME}, "
+                "so it is no sharded store either (or the sharded store's build did not "
+                "finish)", p)
+        return ShardedStore(path, client=client)
+    if client is not None:
+        raise ValueError(
+            f"client= searches a sharded store on a cluster, but {os.fspath(path)!r} is a "
+            "single store file; open it without client= (or shard it first)"
+        )
+    return Store(path)
+
+
+class _ShardedIndex:
+    """The row index of a sharded store: each shard's index, rows shifted by its offset.
+
+    A key is looked up in the shards in order until found (keys are unique across the store,
+    which the writer of the shards guarantees); a batch goes to each shard as one
+    ``find_many`` call holding only the keys not found yet.  Each shard's kernel hashes the
+    key again: ``_kernels_store.StoreIndex`` has no lookup by a precomputed hash (FNV-1a over
+    a short key costs less than the cache miss of the probe it leads to).
+    """
+
+    def __init__(self, owner: ShardedStore) -> None:
+        self._owner = owner
+        self._indexes = [s._index for s in owner._stores]
+        self._offsets = [e.offset for e in owner.manifest.shards]
+        self._manifest = owner.manifest
+
+    def find(self, key: object) -> int:
+        for index, off in zip(self._indexes, self._offsets):
+            r = index.find(key)
+            if r >= 0:
+                return off + r
+        return -1
+
+    def find_many(self, keys: list) -> np.ndarray:
+        out = np.full(len(keys), -1, np.int64)
+        pending = np.arange(len(keys))
+        for index, off in zip(self._indexes, self._offsets):
+            if pending.size == 0:
+                break
+            batch = keys if pending.size == len(keys) else [keys[j] for j in pending.tolist()]
+            r = index.find_many(batch)
+            hit = r >= 0
+            out[pending[hit]] = r[hit] + off
+            pending = pending[~hit]
+        return out
+
+    def key_vector(self, key: object) -> np.ndarray:
+        r = self.find(key)
+        if r < 0:
+            raise _missing_key_error(self._owner, key)
+        return self.row_vector(r)
+
+    def row_vector(self, r: int) -> np.ndarray:
+        shard, local = self._manifest.locate([r])
+        return self._indexes[int(shard[0])].row_vector(int(local[0]))
+
+    def gather(self, n_threads: int, rows: Any) -> np.ndarray:
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        out = np.empty((rows.shape[0], self._manifest.dim), np.float32)
+        if rows.size == 0:
+            return out
+        shard, local = self._manifest.locate(rows)
+        for s in np.unique(shard).tolist():
+            sel = shard == s
+            out[sel] = self._indexes[s].gather(n_threads, local[sel])
+        return out
+
+
+class _ShardedKeys(_IndexToKey):
+    """``index_to_key`` of a sharded store: the shards' keys one after the other, lazily.
+
+    Indexing, iteration, membership, ``index``, ``count``, equality and ``repr`` are the
+    single store's; only where keys are read differs (their shards).
+    """
+
+    def _arrays(self):
+        st = self._store
+        st._check_open()
+        return st._stores, st.manifest
+
+    def _decode(self, stores, manifest, j: int) -> str:
+        shard, local = manifest.locate([j])
+        return stores[int(shard[0])].index_to_key[int(local[0])]
+
+    def _decode_block(self, stores, manifest, start: int, stop: int) -> list[str]:
+        out: list[str] = []
+        for s, e in zip(stores, manifest.shards):
+            a, b = max(start - e.offset, 0), min(stop - e.offset, e.rows)
+            if a < b:
+                out += s.index_to_key[a:b]
+        return out
+
+
+def _no_global_array(name: str) -> property:
+    def get(self: ShardedStore) -> np.ndarray:
+        raise AttributeError(
+            f"a sharded store has no single {name!r} array: each shard has its own, "
+            f"store.shards[i].{name} (global rows store.offsets[i] to store.offsets[i + 1])"
+        )
+
+    return property(get, doc=f"Not available: see ``shards[i].{name}``.")
+
+
+@functools.cache
+def _search_defaults() -> dict[str, Any]:
+    # The gensim-style helpers' option defaults (``rescore=4``, ...) are defined once, by
+    # embq._search; a sharded store uses the same.
+    from embq._search import most_similar
+
+    return dict(most_similar.__kwdefaults__)
+
+
+class ShardedStore:
+    """A read-only sharded store (see :func:`open`): the read API of :class:`embq.Store`.
+
+    Attributes
+    ----------
+    path : str
+        The store directory.
+    manifest : embq._manifest.Manifest
+        The validated manifest.
+    client : distributed.Client or None
+        Where :meth:`search` runs; None searches in this process.
+    shards : tuple of Store
+        The open shards in row order (``codes``, ``scales``, ``zero_points`` and ``norms``
+        are per shard; a sharded store has no single array of them).
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, path: str | os.PathLike, *, client: Any = None) -> None:
+        from embq import _manifest
+        from embq._dist_search import open_shard
+
+        self._closed = True
+        self._index = None
+        self._stores: list[Store] = []
+        self.path = os.fspath(path)
+        self.manifest = _manifest.read_manifest(self.path)
+        self.client = client
+        self.dim: int = self.manifest.dim
+        self.has_keys: bool = self.manifest.has_keys
+        self._n: int = self.manifest.rows
+        # One thread per gather, as Store does: lookup batches are small.
+        self._threads = 1
+        try:
+            for i in range(len(self.manifest.shards)):
+                self._stores.append(open_shard(self.manifest, i))
+        except BaseException:
+            for s in self._stores:
+                s.close()
+            raise
+        # The store's own description; the shards' attributes stay theirs (shards[i].attrs).
+        self.attrs: dict[str, Any] = {
+            "format": _manifest.FORMAT, "format_version": _manifest.FORMAT_VERSION,
+            "scheme": self._stores[0].attrs.get("scheme"), "dim": self.dim, "n_rows": self._n,
+            "has_keys": self.has_keys, "n_shards": len(self._stores),
+        }
+        self._index = _ShardedIndex(self)
+        self._closed = False
+
+    # -- what Store already defines over its row index -----------------------------------------
+    shape = Store.shape
+    closed = Store.closed
+    __len__ = Store.__len__
+    __enter__ = Store.__enter__
+    __exit__ = Store.__exit__
+    _check_open = Store._check_open
+    _checked_index = Store._checked_index
+    _find = Store._find
+    _range_text = Store._range_text
+    __contains__ = Store.__contains__
+    has_index_for = Store.has_index_for
+    get_index = Store.get_index
+    __getitem__ = Store.__getitem__
+    _getitem = Store._getitem
+    _check_row = Store._check_row
+    _rows_from_ints = Store._rows_from_ints
+    _getitem_array = Store._getitem_array
+    _getitem_list = Store._getitem_list
+    _resolve = Store._resolve
+    vectors_for_all = Store.vectors_for_all
+
+    def _verify_miss(self, key: str) -> None:
+        """A key every shard reported absent: each shard checks its own probe sequence
+        (:meth:`Store._verify_miss`), so a shard whose hash table does not match its keys is
+        a StoreError naming that shard's file rather than a wrong "absent"."""
+        for s in self._stores:
+            s._verify_miss(key)
+
+    codes = _no_global_array("codes")
+    scales = _no_global_array("scales")
+    zero_points = _no_global_array("zero_points")
+    norms = _no_global_array("norms")
+
+    # -- basics ----------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        keys = "keys" if self.has_keys else "no keys"
+        where = "" if self.client is None else " on a Dask cluster"
+        return (f"<embq.ShardedStore {self.path!r} shape={self.shape} "
+                f"shards={len(self.manifest.shards)} {keys}{where} ({state})>")
+
+    def close(self) -> None:
+        """Close every shard.  Safe to call more than once."""
+        self._closed = True
+        self._index = None
+        for s in self._stores:
+            s.close()
+
+    def __reduce__(self):
+        raise TypeError(
+            "embq.ShardedStore objects cannot be pickled: they hold memory maps of open shard "
+            "files; pickle the path and call embq.open(path) in the other process (a search "
+            "with client= sends each Dask worker the manifest, and the worker opens its shard)"
+        )
+
+    @property
+    def shards(self) -> tuple[Store, ...]:
+        """The open shard stores, in row order."""
+        self._check_open()
+        return tuple(self._stores)
+
+    def shard(self, i: int) -> Store:
+        """Shard ``i`` (a :class:`Store`; its rows are global rows ``offsets[i]`` onwards)."""
+        return self.shards[i]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """int64 ``(n_shards + 1,)``: shard ``i`` holds global rows ``offsets[i]:offsets[i+1]``."""
+        return self.manifest.offsets
+
+    # -- keys ------------------------------------------------------------------------------------
+    @property
+    def index_to_key(self) -> Sequence[str] | None:
+        """Keys in global row order (a lazy sequence), or None without keys."""
+        self._check_open()
+        return _ShardedKeys(self) if self.has_keys else None
+
+    @property
+    def key_to_index(self):
+        """Key -> global row (a lazy mapping over the shards' hash tables), or None."""
+        self._check_open()
+        return _KeyToIndex(self) if self.has_keys else None
+
+    def get_vector(self, key: Any, norm: bool = False) -> np.ndarray:
+        """Dequantized float32 vector of a key or global row (see :meth:`Store.get_vector`)."""
+        i = self.get_index(key)
+        shard, local = self.manifest.locate([i])
+        return self._stores[int(shard[0])].get_vector(int(local[0]), norm=norm)
+
+    # -- search ----------------------------------------------------------------------------------
+    def search(self, queries, k: int = 10, *, metric: str = "cosine", rescore=None,
+               restrict=None, n_threads=None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k global rows for each query, exactly as :meth:`Store.search` on one store.
+
+        Each shard is searched for the int8 top ``k`` (``k * rescore`` with ``rescore``) of
+        its rows among the first ``restrict``; the lists are merged by (score descending,
+        row ascending); with ``rescore`` those candidates are then re-ranked once, as
+        :func:`embq._search.search` does.  With a ``client`` the shards are searched by Dask
+        tasks (``n_threads`` then counts threads per task; None shares each worker's threads
+        among the tasks it runs) and the rescoring reads the candidates' codes here.
+
+        Returns
+        -------
+        scores : ndarray of float32, shape (k,) or (m, k)
+        indices : ndarray of int64, same shape (global rows)
+        """
+        from embq import _dist_search as ds
+        from embq import _search as sr
+        from embq._utils import effective_n_threads
+
+        self._check_open()
+        if metric not in sr._METRICS:
+            raise ValueError(f"metric must be 'cosine' or 'dot', got {metric!r}")
+        k = sr._positive_int(k, "k")
+        if rescore is not None:
+            rescore = sr._positive_int(rescore, "rescore")
+        n_eff = self._n if restrict is None else min(
+            sr._positive_int(restrict, "restrict", allow_zero=True), self._n)
+        qf, single = sr._check_queries(queries, self.dim)
+        m = qf.shape[0]
+        kk = min(k, n_eff)
+        kc = min(k * rescore, n_eff) if rescore else kk
+        # Here: n_threads for the scan and the rescoring.  On a cluster: per task (None lets
+        # each worker share its threads), and the rescoring here runs on one thread.
+        task_threads = None if n_threads is None else effective_n_threads(n_threads)
+        threads = effective_n_threads(n_threads) if self.client is None else task_threads or 1
+        if not (kk and m):
+            return _no_rows(m, kk, single)
+        # A query outside embq._search's safe range is scaled by a power of two before the
+        # int8 scan (exactly what one store does); the shards then rank the scaled query, so
+        # their dot scores merge in the single store's order even where scaling them back
+        # over- or underflows, and are scaled back once, after the merge.
+        exponents = sr._query_exponents(qf)
+        scan = qf if exponents is None else np.ldexp(qf, -exponents[:, None]).astype(np.float32)
+        if self.client is None:
+            scores, rows = ds.search_local(self._stores, self.manifest, scan, kc, metric,
+                                           n_eff, threads)
+        else:
+            scores, rows = ds.search_dask(self.client, self.manifest, scan, kc, metric, n_eff,
+                                          task_threads)
+        if rescore:
+            scores, rows = self._rescore(qf, rows, kk, metric, threads)
+        elif exponents is not None and metric == "dot":
+            with np.errstate(over="ignore"):
+                scores = np.ldexp(scores, exponents[:, None]).astype(np.float32)
+        if single:
+            return scores[0], rows[0]
+        return scores, rows
+
+    def _rescore(self, qf: np.ndarray, cand: np.ndarray, kk: int, metric: str,
+                 threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """embq._search's rescoring of the merged candidates, over their gathered codes.
+
+        The candidates' rows are numbered by their rank among the sorted unique rows, so
+        the rescoring sees the same candidates in the same order and breaks ties the same
+        way as on one store.
+        """
+        from embq._dist_search import gather_codes
+        from embq._search import _rescore
+
+        uniq = np.unique(cand)
+        codes, scales, zps = gather_codes(self._stores, self.manifest, uniq)
+        pos = np.searchsorted(uniq, cand)
+        scores, picked = _rescore(codes, scales, zps, qf, pos, kk, metric, threads)
+        return scores, uniq[picked]
+
+    def _all_scores(self, qf: np.ndarray, restrict: int | None, rescore: int | None,
+                    threads: int) -> np.ndarray:
+        """embq._search's every-row cosine scores, shard by shard (each row's is its own)."""
+        from embq._dist_search import shard_restricts
+        from embq._search import _all_scores
+
+        parts = [_all_scores(s, qf, r, rescore, threads)
+                 for s, r in zip(self._stores, shard_restricts(self.manifest, restrict))
+                 if r != 0]
+        return (np.concatenate(parts, axis=1) if parts
+                else np.empty((qf.shape[0], 0), np.float32))
+
+    # The gensim-style searches: embq._search's argument checks, query building and key
+    # lookups applied to this store, with its sharded search and every-row scores.
+    def _gensim_args(self, restrict_vocab: Any, topn: Any,
+                     options: dict) -> tuple[int | None, int | None, int, int | None]:
+        """``(restrict, rescore, threads, topn)`` checked by embq._search, with its defaults
+        for the options not given; an unknown option is a TypeError naming it."""
+        from embq import _search as sr
+
+        opts = {**_search_defaults(), **options}
+        if len(opts) > len(_search_defaults()):
+            name = next(k for k in options if k not in _search_defaults())
+            raise TypeError(f"got an unexpected keyword argument {name!r}")
+        restrict, rescore, threads = sr._common_args(self, restrict_vocab, opts["rescore"],
+                                                     opts["n_threads"])
+        return restrict, rescore, threads, sr._topn_arg(topn)
+
+    def most_similar(self, positive=None, negative=None, topn: int | None = 10,
+                     restrict_vocab=None, **options):
+        """gensim's ``most_similar`` over global rows; see :func:`embq._search.most_similar`
+        (options ``rescore=4``, ``n_threads=None``)."""
+        from embq import _search as sr
+
+        items = [(*sr._query_item(item, 1.0, label), label)
+                 for item, label in sr._query_items(positive, "positive")]
+        items += [(*sr._query_item(item, -1.0, label), label)
+                  for item, label in sr._query_items(negative, "negative")]
+        restrict, rescore, threads, topn = self._gensim_args(restrict_vocab, topn, options)
+        if topn == 0:
+            return []
+        q, exclude = sr._query_vector(self, items)
+        if topn is None:
+            return self._all_scores(q[None, :], restrict, rescore, threads)[0]
+        scores, rows = self.search(q, topn + len(exclude), rescore=rescore, restrict=restrict,
+                                   n_threads=threads)
+        out = [(sr._key_of(self, int(r)), float(s)) for s, r in zip(scores, rows)
+               if int(r) not in exclude]
+        return out[:topn]
+
+    def most_similar_batch(self, keys, topn: int | None = 10, restrict_vocab=None,
+                           **options):
+        """``most_similar`` for a list of keys at once; see
+        :func:`embq._search.most_similar_batch` (options ``rescore=4``, ``n_threads=None``)."""
+        from embq import _search as sr
+
+        # embq._search's own checks of the keys and options: with topn=0 it checks them and
+        # returns before looking anything up.
+        sr.most_similar_batch(self, keys, topn=0, restrict_vocab=restrict_vocab, **options)
+        keys = list(keys)
+        restrict, rescore, threads, topn = self._gensim_args(restrict_vocab, topn, options)
+        if topn == 0:
+            return [[] for _ in keys]
+        rows = np.array([self.get_index(key) for key in keys], dtype=np.int64)
+        q = self[rows] if keys else np.empty((0, self.dim), np.float32)
+        if topn is None:
+            return self._all_scores(q, restrict, rescore, threads)
+        if not keys:
+            return []
+        scores, found = self.search(q, topn + 1, rescore=rescore, restrict=restrict,
+                                    n_threads=threads)
+        return [[(sr._key_of(self, int(r)), float(s)) for s, r in zip(scores[i], found[i])
+                 if int(r) != own][:topn] for i, own in enumerate(rows.tolist())]
+
+    def similar_by_vector(self, vector, topn: int | None = 10, restrict_vocab=None,
+                          **options):
+        """Nearest keys to a vector; see :func:`embq._search.similar_by_vector` (options
+        ``rescore=4``, ``n_threads=None``)."""
+        from embq import _search as sr
+
+        # embq._search's checks of the vector (topn=0: checks only), then most_similar
+        sr.similar_by_vector(self, vector, topn=0, restrict_vocab=restrict_vocab, **options)
+        return self.most_similar(positive=[np.asarray(vector)], topn=topn,
+                                 restrict_vocab=restrict_vocab, **options)
+
+    def similar_by_key(self, key, topn: int | None = 10, restrict_vocab=None, **options):
+        """Nearest keys to a key, the key itself left out: ``most_similar(positive=[key])``
+        (options ``rescore=4``, ``n_threads=None``)."""
+        from embq import _search as sr
+
+        # embq._search's checks of the key (topn=0: checks only), then most_similar
+        sr.similar_by_key(self, key, topn=0, restrict_vocab=restrict_vocab, **options)
+        return self.most_similar(positive=[key], topn=topn, restrict_vocab=restrict_vocab,
+                                 **options)
+
+    similar_by_word = similar_by_key
+
+    # -- evaluation and interop ------------------------------------------------------------------
+    def evaluate_word_pairs(self, pairs, delimiter: str = "\t", encoding: str = "utf8",
+                            restrict_vocab: int = 300000, case_insensitive: bool = True,
+                            dummy4unknown: bool = False):
+        """gensim's ``evaluate_word_pairs``; see :func:`embq._evaluate.evaluate_word_pairs`."""
+        from embq._evaluate import evaluate_word_pairs
+
+        return evaluate_word_pairs(
+            _evaluation_backend()(self), pairs, delimiter=delimiter, encoding=encoding,
+            restrict_vocab=restrict_vocab, case_insensitive=case_insensitive,
+            dummy4unknown=dummy4unknown)
+
+    def evaluate_word_analogies(self, analogies, restrict_vocab: int = 300000,
+                                case_insensitive: bool = True, dummy4unknown: bool = False):
+        """gensim's ``evaluate_word_analogies``; see
+        :func:`embq._evaluate.evaluate_word_analogies`."""
+        from embq._evaluate import evaluate_word_analogies
+
+        return evaluate_word_analogies(
+            _evaluation_backend()(self), analogies, restrict_vocab=restrict_vocab,
+            case_insensitive=case_insensitive, dummy4unknown=dummy4unknown)
+
+    def to_keyed_vectors(self):
+        """A gensim ``KeyedVectors`` of every row (the shards' arrays are concatenated in
+        memory for it); see :func:`embq._interop.to_keyed_vectors`."""
+        from types import SimpleNamespace
+
+        from embq._interop import to_keyed_vectors
+
+        self._check_open()
+        whole = SimpleNamespace(
+            shape=self.shape, has_keys=self.has_keys, index_to_key=self.index_to_key,
+            **{name: np.concatenate([getattr(s, name) for s in self._stores])
+               for name in ("codes", "scales", "zero_points")})
+        return to_keyed_vectors(whole)
+
+
+def _no_rows(m: int, kk: int, single: bool) -> tuple[np.ndarray, np.ndarray]:
+    scores, rows = np.empty((m, kk), np.float32), np.empty((m, kk), np.int64)
+    return (scores[0], rows[0]) if single else (scores, rows)
+
+
+@functools.cache
+def _evaluation_backend() -> type:
+    """embq._evaluate's store backend for a sharded store (built on first use: importing
+    the evaluation module costs more than opening a store)."""
+    from embq._evaluate import _StoreVectors
+
+    class _ShardedVectors(_StoreVectors):
+        # The norms of every row (the evaluation normalizes the rows it reads); keys read
+        # shard by shard with the single-store reader; neighbours from the sharded search.
+        def __init__(self, store: ShardedStore, rescore=None, n_threads=None) -> None:
+            store._check_open()
+            self.store = store
+            self.n, self.dim = store.shape
+            self.rescore = rescore
+            self.n_threads = n_threads
+            self._norms = np.concatenate([s.norms for s in store.shards]).astype(np.float32)
+
+        def keys(self, limit: int) -> list[str]:
+            if not self.store.has_keys:
+                return super().keys(limit)   # its error: no keys
+            out: list[str] = []
+            for s in self.store.shards:
+                take = min(limit - len(out), len(s))
+                if take <= 0:
+                    break
+                out += _StoreVectors(s).keys(take)
+            return out
+
+        def top_k(self, queries: np.ndarray, k: int, restrict: int | None) -> np.ndarray:
+            if queries.shape[0] == 0:
+                return np.empty((0, min(k, self.n)), np.int64)
+            _, idx = self.store.search(np.ascontiguousarray(queries, np.float32), k,
+                                       metric="cosine", rescore=self.rescore,
+                                       restrict=restrict or None, n_threads=self.n_threads)
+            return np.asarray(idx, np.int64).reshape(queries.shape[0], -1)
+
+    return _ShardedVectors

@@ -1,0 +1,159 @@
+"""A sharded store searched on a Dask cluster answers exactly as one store in one process.
+
+One LocalCluster (2 worker processes, 1 thread each) serves the whole module.  Results are
+compared with a single store saved from the same matrix (scores as bits) and with the same
+sharded store searched without a client.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from _sharded_util import uneven_sizes, write_sharded
+
+import embq
+from embq import _manifest as mf
+from embq._errors import StoreError
+
+distributed = pytest.importorskip("distributed")
+
+N, D = 500, 16
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    c = distributed.Client(cluster)
+    c.wait_for_workers(2, timeout=60)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((N, D)).astype(np.float32)
+    sizes = {p: uneven_sizes(N, p, rng) for p in (1, 2, 3, 7)}
+    for s in sizes.values():   # duplicated rows across every boundary: ties between shards
+        for b in np.cumsum(s)[:-1]:
+            x[b] = x[b - 1]
+    keys = [f"k{i}" for i in range(N)]
+    root = tmp_path_factory.mktemp("dist")
+    embq.save(root / "one.h5", x, keys)
+    paths = {p: write_sharded(root / f"s{p}.embq", x, s, keys) for p, s in sizes.items()}
+    q = rng.standard_normal((5, D)).astype(np.float32)
+    q[:2] = x[np.cumsum(sizes[7])[:2]]
+    one = embq.open(root / "one.h5")
+    yield {"x": x, "keys": keys, "one": one, "paths": paths, "sizes": sizes, "q": q}
+    one.close()
+
+
+def _same(a, b) -> None:
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0].view(np.uint32), b[0].view(np.uint32))
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+def test_cluster_equals_local_equals_one_store(client, data, parts):
+    one = data["one"]
+    sizes = data["sizes"][parts]
+    boundary = int(np.cumsum(sizes)[0])
+    with embq.open(data["paths"][parts], client=client) as remote, \
+            embq.open(data["paths"][parts]) as local:
+        assert remote.client is client and "Dask" in repr(remote)
+        for metric in ("cosine", "dot"):
+            for rescore in (None, 4):
+                for k in (1, 10, max(sizes) + 3):
+                    for restrict in (None, boundary):
+                        kw = {"metric": metric, "rescore": rescore, "restrict": restrict}
+                        want = one.search(data["q"], k, **kw)
+                        _same(remote.search(data["q"], k, **kw), want)
+                        _same(local.search(data["q"], k, **kw), want)
+        # explicit threads per task give the same answer
+        _same(remote.search(data["q"], 7, n_threads=2), one.search(data["q"], 7))
+        _same(remote.search(data["q"][0], 3), one.search(data["q"][0], 3))
+
+
+def test_most_similar_and_lookups_on_a_cluster(client, data):
+    one = data["one"]
+    with embq.open(data["paths"][7], client=client) as st:
+        b = int(np.cumsum(data["sizes"][7])[0])
+        for kw in ({}, {"rescore": None}, {"restrict_vocab": b}):
+            assert st.most_similar(f"k{b}", topn=8, **kw) == one.most_similar(f"k{b}", topn=8,
+                                                                               **kw)
+            assert st.most_similar_batch(["k1", f"k{b - 1}"], topn=4, **kw) == \
+                one.most_similar_batch(["k1", f"k{b - 1}"], topn=4, **kw)
+        rng = np.random.default_rng(2)
+        keys = [data["keys"][i] for i in rng.integers(0, N, 10_000).tolist()]
+        np.testing.assert_array_equal(st[keys], one[keys])
+        with pytest.raises(KeyError, match="Key 'absent' not present"):
+            st["absent"]
+
+
+def test_shard_replaced_after_open_fails_the_search(client, data, tmp_path):
+    path = write_sharded(tmp_path / "r.embq", data["x"], [100, 150, 250], data["keys"])
+    with embq.open(path, client=client) as st:
+        _same(st.search(data["q"], 5), data["one"].search(data["q"], 5))   # workers cache it
+        embq.save(os.path.join(path, mf.shard_name(1)), data["x"][100:250],
+                  data["keys"][100:250], overwrite=True,
+                  attrs={mf.SHARD_UUID_ATTR: mf.new_shard_uuid()})
+        with pytest.raises(StoreError, match=r"shard 1 \(shards/part-00001\.h5\).*changed"):
+            st.search(data["q"], 5)
+        # searching only the first shard does not touch the replaced one
+        _same(st.search(data["q"], 5, restrict=100),
+              data["one"].search(data["q"], 5, restrict=100))
+
+
+def test_shard_deleted_after_open_fails_the_search(client, data, tmp_path):
+    path = write_sharded(tmp_path / "d.embq", data["x"], [100, 150, 250], data["keys"])
+    with embq.open(path, client=client) as st:
+        os.remove(os.path.join(path, mf.shard_name(2)))
+        with pytest.raises(StoreError, match=r"shard 2 \(shards/part-00002\.h5\).*cannot open"):
+            st.search(data["q"], 5)
+
+
+def test_worker_lost_mid_search_never_gives_a_wrong_answer(client, tmp_path):
+    # Four shards of 20,000 rows and 4,000 queries: each task scans for about half a second
+    # on one thread, long enough to kill the worker running it.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((80_000, 64)).astype(np.float32)
+    q = rng.standard_normal((4_000, 64)).astype(np.float32)
+    path = write_sharded(tmp_path / "big.embq", x, [20_000] * 4)
+    with embq.open(path) as local:
+        want = local.search(q, 5, n_threads=2)
+    pids = client.run(os.getpid)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            with embq.open(path, client=client) as st:
+                outcome["result"] = st.search(q, 5)
+        except Exception as exc:  # any clear error is acceptable; a wrong answer is not
+            outcome["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    victim = None
+    deadline = time.monotonic() + 30
+    while victim is None and time.monotonic() < deadline and t.is_alive():
+        busy = {w: ks for w, ks in client.processing().items()
+                if any(str(k).startswith("embq-search") for k in ks)}
+        victim = next(iter(busy), None)
+        time.sleep(0.02)
+    assert victim is not None, "no search task was seen running"
+    os.kill(pids[victim], signal.SIGKILL)
+    t.join(120)
+    assert not t.is_alive()
+    if "result" in outcome:
+        _same(outcome["result"], want)
+    else:
+        assert isinstance(outcome["error"], Exception)
+    client.wait_for_workers(2, timeout=60)
+    assert pids[victim] not in client.run(os.getpid).values()   # it really was killed
