@@ -32,7 +32,11 @@ __all__ = [
     "similar_by_vector",
 ]
 
-_METRICS = ("cosine", "dot", "l2")
+# The metrics of the top-k scan that embq._sharded merges shard by shard; l2 is searched by
+# this module only (a sharded store checks against _METRICS, so it refuses l2 rather than
+# answer it as dot).
+_METRICS = ("cosine", "dot")
+_ALL_METRICS = ("cosine", "dot", "l2")
 _MODES = {"dot": 0, "cosine": 1, "l2": 2}
 _INT32_MAX = 2**31 - 1
 # Below this many multiply-adds (rows x dim x queries) a search runs on one thread: waking a
@@ -321,7 +325,7 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
         )
     scales = _check_vector(scales, n, "scales", np.float32)
     zp = None if zero_points is None else _check_vector(zero_points, n, "zero_points", np.uint8)
-    if metric not in _METRICS:
+    if metric not in _ALL_METRICS:
         raise ValueError(f"metric must be 'cosine', 'dot' or 'l2', got {metric!r}")
     k = _positive_int(k, "k")
     if rescore is not None:
