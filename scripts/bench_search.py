@@ -230,7 +230,7 @@ def real_recall(rescores=(None, 4)) -> None:
         except ImportError as exc:
             print(f"{name}: skipped ({exc.name} not installed)")
             continue
-        except Exception as exc:  # noqa: BLE001 - report and go on
+        except Exception as exc:  # report and go on
             print(f"{name}: could not load ({exc})")
             continue
         keep = np.linalg.norm(x, axis=1) > 0
@@ -246,7 +246,8 @@ def real_recall(rescores=(None, 4)) -> None:
         # the ceiling of any rescoring: exact float queries against the dequantized rows
         xh = embq.dequantize(codes, scales, zp)
         xh_norms = np.linalg.norm(xh, axis=1, keepdims=True)
-        cols.append(f"{recall(exact_top_k(xn, xh / np.where(xh_norms > 0, xh_norms, 1)), truth):>12.4f}")
+        xh_unit = xh / np.where(xh_norms > 0, xh_norms, 1)
+        cols.append(f"{recall(exact_top_k(xn, xh_unit), truth):>12.4f}")
         print(f"{name:<56s} {f'{len(x)} x {x.shape[1]}':>12s} " + " ".join(cols))
 
 
@@ -333,13 +334,13 @@ def main() -> None:
     for m in counts:
         q = qall[:m]
         reps = min(args.repeats, 3) if m >= 1000 else args.repeats
-        t_np, truth = timed(lambda: numpy_cosine_topk(xn, q, K), reps)
+        t_np, truth = timed(lambda q=q: numpy_cosine_topk(xn, q, K), reps)
         truths[m] = truth
-        t_mm, _ = timed(lambda: numpy_matmul_only(xn, q), reps)
+        t_mm, _ = timed(lambda q=q: numpy_matmul_only(xn, q), reps)
         results[m] += [("numpy float32 X@q + argpartition", t_np, truth),
                        ("numpy float32 matmul only", t_mm, None)]
         for name, kw in [("embq int8", {}), ("embq int8 rescore=4", {"rescore": 4})]:
-            def run(kw=kw):
+            def run(kw=kw, q=q):
                 return search(codes, scales, q, K, zero_points=zp, norms=norms,
                               n_threads=threads, **kw)
             # OpenBLAS worker threads busy-wait for about 0.1 s after each BLAS call and
@@ -364,14 +365,15 @@ def main() -> None:
                 skipped[m].append(f"{m:>7} {name:<30} skipped: about {est:.0f} s per run "
                                   f"(> --budget {args.budget:.0f} s)")
                 continue
-            tt, found = timed(lambda: fn(q), 1 if est > 5 else reps)
+            tt, found = timed(lambda fn=fn, q=q: fn(q), 1 if est > 5 else reps)
             last_time[name] = tt
             results[m].append((name, tt, found))
         last_m = m
 
     print(f"\n(for scale: reading the {codes.nbytes / 1e6:.0f} MB of codes once with {threads} "
           f"thread(s) takes {read_t * 1e3:.1f} ms)")
-    header = f"{'queries':>7} {'method':<30} {'ms':>10} {'GMAC/s':>8} {'vs numpy':>9} {'recall@10':>10}"
+    header = (f"{'queries':>7} {'method':<30} {'ms':>10} {'GMAC/s':>8} {'vs numpy':>9} "
+              f"{'recall@10':>10}")
     print(header)
     print("-" * len(header))
     for m in counts:
