@@ -121,6 +121,18 @@ def _check_row_values(values: np.ndarray, name: str) -> None:
     )
 
 
+def _check_read_values(values: np.ndarray, n_eff: int, idx: np.ndarray | None,
+                       name: str) -> None:
+    """:func:`_check_row_values` over the rows a search reads: the first ``n_eff``, or only
+    the allowed rows ``idx`` when they are few (a 1% allow-list then costs 1% of the check)."""
+    if idx is None or 4 * idx.size >= n_eff:
+        _check_row_values(values[:n_eff], name)
+        return
+    sub = values[idx]
+    if sub.size and not (sub.min() >= 0 and sub.max() < np.inf):
+        _check_row_values(values[:int(idx[-1]) + 1], name)   # names the first bad row
+
+
 def _check_queries(queries: Any, d: int) -> tuple[np.ndarray, bool]:
     q = np.asarray(queries)
     if q.dtype.kind not in "fiu" or q.dtype == np.bool_:
@@ -352,8 +364,10 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
             f"dimension {d} is too large for exact int32 accumulators (at most {limit} with "
             "these zero points); split the vectors or reduce the dimension"
         )
+    # the allowed rows first: only their scales and norms are read, so only they are checked
+    idx = None if allow is None else _allow_rows(allow, n, n_eff)
     if not trusted:
-        _check_row_values(scales[:n_eff], "scales")
+        _check_read_values(scales, n_eff, idx, "scales")
     if metric in ("cosine", "l2"):
         if norms is None:
             from embq._quantize import row_norms
@@ -364,11 +378,9 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
         else:
             norms = _check_vector(norms, n, "norms", np.float32)
             if not trusted:
-                _check_row_values(norms[:n_eff], "norms")
+                _check_read_values(norms, n_eff, idx, "norms")
     else:
         norms = None
-
-    idx = None if allow is None else _allow_rows(allow, n, n_eff)
     if threshold is not None:
         indptr, scores, rows = _range_checked(codes, scales, zp, norms, n_eff, idx, qf,
                                               float(threshold), metric, max_results, threads)

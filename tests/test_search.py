@@ -1384,3 +1384,20 @@ def test_store_methods_take_allow_as_keys(sample_store):
         sample_store.search(sample_store[keys[3]], 6, allow=[keys[0], "no-such-key"])
     with pytest.raises(ValueError, match="topn=None"):
         sample_store.most_similar(keys[3], topn=None, allow=allowed)
+
+
+def test_allow_checks_the_scales_and_norms_it_reads():
+    codes, scales, zp, norms = make(400, 8, 12)
+    q = np.ones(8)
+    bad = scales.copy()
+    bad[300] = np.nan
+    # a small allow-list reads only its rows: a bad value elsewhere is not read
+    _s, i = search(codes, bad, q, 3, zero_points=zp, norms=norms, allow=[1, 2, 3])
+    np.testing.assert_array_equal(i, search(codes, scales, q, 3, zero_points=zp, norms=norms,
+                                            allow=[1, 2, 3])[1])
+    with pytest.raises(ValueError, match="scales must be finite and >= 0, got nan at row 300"):
+        search(codes, bad, q, 3, zero_points=zp, norms=norms, allow=[1, 300])
+    badn = norms.copy()
+    badn[7] = -1.0
+    with pytest.raises(ValueError, match=r"norms must be finite and >= 0, got -1\.0 at row 7"):
+        search(codes, scales, q, 3, zero_points=zp, norms=badn, allow=[7, 9], metric="l2")
