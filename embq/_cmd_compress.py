@@ -73,13 +73,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-rows", type=int, metavar="N",
                    help="write a sharded store with at most N rows per shard; uncompressed "
                    "text and .npy inputs larger than that are split and read in parallel")
+    add_cluster_arguments(p, "build the sharded store", "the input and output paths")
+    p.set_defaults(func=run)
+
+
+def add_cluster_arguments(p: argparse.ArgumentParser, what: str, paths: str) -> None:
+    """``--workers N`` and ``--scheduler ADDRESS`` (one or the other), which
+    :func:`dask_client` reads: ``what`` the cluster does, ``paths`` its workers must see."""
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, metavar="N",
-                       help="build the sharded store on a local Dask cluster of N processes")
+                       help=f"{what} on a local Dask cluster of N processes")
     where.add_argument("--scheduler", metavar="ADDRESS",
-                       help="build the sharded store on the Dask cluster at ADDRESS (every "
-                       "worker must see the input and output paths)")
-    p.set_defaults(func=run)
+                       help=f"{what} on the Dask cluster at ADDRESS (every worker must see "
+                       f"{paths})")
 
 
 def summary_line(s: dict) -> str:
@@ -107,8 +113,6 @@ def run(args: argparse.Namespace) -> int:
     if args.shard_rows is not None and args.shard_rows < 1:
         raise CommandError(f"--shard-rows must be a positive number of rows, got "
                            f"{args.shard_rows}")
-    if args.workers is not None and args.workers < 1:
-        raise CommandError(f"--workers must be a positive number, got {args.workers}")
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     if len(args.inputs) > 1 and args.keys is not None:
         raise CommandError("--keys names the keys of one .npy input; it cannot be used with "
@@ -119,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"embq compress: warning: {msg}", file=sys.stderr)
 
     progress = args.progress or (not args.quiet and sys.stderr.isatty())
-    with _dask_client(args) as client, _overwrite_hint():
+    with dask_client(args) as client, _overwrite_hint():
         summary = compress(
             inputs, args.output, format=args.format, keys=args.keys, limit=args.limit,
             encoding=args.encoding, unicode_errors=args.unicode_errors,
@@ -146,13 +150,15 @@ def _overwrite_hint() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _dask_client(args: argparse.Namespace) -> Iterator[Any]:
+def dask_client(args: argparse.Namespace) -> Iterator[Any]:
     """The Dask client ``--workers`` or ``--scheduler`` asks for (None without either)."""
     from embq.cli import CommandError
 
     if args.workers is None and args.scheduler is None:
         yield None
         return
+    if args.workers is not None and args.workers < 1:
+        raise CommandError(f"--workers must be a positive number, got {args.workers}")
     flag = "--workers" if args.workers is not None else "--scheduler"
     try:
         import distributed
@@ -175,3 +181,20 @@ def _dask_client(args: argparse.Namespace) -> Iterator[Any]:
                 raise CommandError(f"cannot connect to the Dask scheduler at "
                                    f"{args.scheduler!r}: {exc}") from None
         yield client
+
+
+@contextlib.contextmanager
+def open_searched(args: argparse.Namespace) -> Iterator[Any]:
+    """``embq.open(args.store)``, on the cluster ``--workers`` or ``--scheduler`` asks for
+    (which only a sharded store can use: its shards are what the workers search)."""
+    import embq
+    from embq._manifest import is_sharded
+    from embq.cli import CommandError
+
+    if (args.workers is not None or args.scheduler is not None) and not is_sharded(args.store):
+        flag = "--workers" if args.workers is not None else "--scheduler"
+        raise CommandError(f"{flag} searches the shards of a sharded store on a cluster, but "
+                           f"{args.store} is not a sharded store; omit {flag} to search it "
+                           "here")
+    with dask_client(args) as client, embq.open(args.store, client=client) as store:
+        yield store

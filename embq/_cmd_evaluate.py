@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from embq._cmd_compress import add_cluster_arguments, open_searched
 from embq._readers import FORMATS, UNICODE_ERRORS
 from embq._source import READER_OPTIONS
 
@@ -41,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "reconstruction error, recall@k of the int8 search against exact float search, and "
         "the same test figures on the original floats side by side.",
     )
-    p.add_argument("store", help="path of an embq store")
+    p.add_argument("store", help="path of an embq store (a file, or a sharded store's "
+                   "directory)")
     p.add_argument("--against", metavar="ORIGINAL",
                    help="the embedding file the store was made from (any format compress reads); "
                    "its first --limit rows are used, later duplicate keys dropped and rows "
@@ -74,6 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="search threads, a positive count (default: all cores)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_cluster_arguments(p, "search a sharded store's shards", "the shard files")
     p.set_defaults(func=run)
 
 
@@ -182,7 +185,6 @@ def run(args: argparse.Namespace) -> int:
 
     from scipy import stats as scipy_stats
 
-    import embq
     from embq._compare import compare_with_original
     from embq._evaluate import evaluate_store
     from embq._source import check_reader_options
@@ -211,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise CommandError(f"--threads must be a positive count, got {args.threads}; use a "
                            "positive count or omit --threads to use all cores")
-    with embq.open(args.store) as store, warnings.catch_warnings():
+    with open_searched(args) as store, warnings.catch_warnings():
         # scipy warns when a correlation is undefined (constant input); the report says so
         # in its own words (nan / null), so its warning would only repeat it as noise.
         warnings.simplefilter("ignore", getattr(scipy_stats, "ConstantInputWarning", Warning))

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Print a store's metadata and compression figures, or with --config the "
         "kernels, OpenMP and thread count this build uses.",
     )
-    p.add_argument("store", nargs="?", help="path of an embq store")
+    p.add_argument("store", nargs="?", help="path of an embq store (a file, or a sharded "
+                   "store's directory)")
     p.add_argument("--config", action="store_true", help="print the build configuration")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)
@@ -45,17 +46,29 @@ def run(args: argparse.Namespace) -> int:
 
     with embq.open(args.store) as store:
         attrs = store.attrs
+        shards = _shards(store)
         if args.json:
-            print(json.dumps({"path": os.fspath(args.store), **attrs}, indent=2, default=str))
+            extra = {} if shards is None else {"shards": shards}
+            print(json.dumps({"path": os.fspath(args.store), **attrs, **extra}, indent=2,
+                             default=str))
             return 0
         n, d = store.shape
-        size = os.path.getsize(args.store)
+        size = (os.path.getsize(args.store) if shards is None
+                else os.path.getsize(store.manifest.path) + sum(s["bytes"] for s in shards))
         float_bytes = 4 * n * d
         keys = "with keys" if store.has_keys else "no keys"
         print(f"{args.store}: embq store, {n:,} rows x {d} ({keys}), "
               f"format {attrs.get('format_version')}, {attrs.get('scheme')}")
         ratio = f" ({size_ratio(float_bytes, size, 'float32')})" if size and float_bytes else ""
-        print(f"  {'file size':<12s} {human_bytes(size)}{ratio}")
+        print(f"  {'file size' if shards is None else 'total size':<12s} "
+              f"{human_bytes(size)}{ratio}")
+        if shards is not None:
+            print(f"  {'shards':<12s} {len(shards):,}")
+            width = max(len(s["path"]) for s in shards)
+            for s in shards:
+                print(f"    {s['path']:<{width}s}  rows {s['offset']:,} to "
+                      f"{s['offset'] + s['rows']:,} ({s['rows']:,} rows), "
+                      f"{human_bytes(s['bytes'])}")
         if SOURCE_PATH in attrs:
             src = f"{attrs[SOURCE_PATH]} ({attrs.get(SOURCE_FORMAT, '?')}"
             src_size = _number(attrs.get(SOURCE_SIZE))
@@ -72,6 +85,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"    {name:<26s} {_shown(attrs[name])}")
     sys.stdout.flush()
     return 0
+
+
+def _shards(store: object) -> list[dict] | None:
+    """A sharded store's shards as its manifest lists them (path, rows, global row offset,
+    bytes); None for a single store file."""
+    manifest = getattr(store, "manifest", None)
+    if manifest is None:
+        return None
+    return [{"path": e.path, "rows": e.rows, "offset": e.offset, "bytes": e.bytes}
+            for e in manifest.shards]
 
 
 def _number(value: object) -> float | None:

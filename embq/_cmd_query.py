@@ -8,6 +8,8 @@ import json
 import math
 import sys
 
+from embq._cmd_compress import add_cluster_arguments, open_searched
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -16,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Print the k nearest rows of a store for each WORD (the word itself left "
         "out) and/or each vector of a .npy file, searched on the quantized codes.",
     )
-    p.add_argument("store", help="path of an embq store")
+    p.add_argument("store", help="path of an embq store (a file, or a sharded store's "
+                   "directory)")
     p.add_argument("words", nargs="*", metavar="WORD", help="keys to look up and search for")
     p.add_argument("-k", type=int, default=None,
                    help="neighbours per query (default 10; with --threshold, a cap)")
@@ -42,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="threads (default: all cores; a negative count counts back from all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_cluster_arguments(p, "search a sharded store's shards", "the shard files")
     p.set_defaults(func=run)
 
 
@@ -146,6 +150,23 @@ def _check_modes(args: argparse.Namespace) -> None:
                 raise CommandError(f"{flag} does not take {name}")
 
 
+def _check_store_kind(args: argparse.Namespace, store) -> None:
+    """The new questions are answered by one store's kernels; a sharded store (searched shard
+    by shard, possibly on a cluster) answers top-k by cosine or dot only."""
+    from embq._store import Store
+    from embq.cli import CommandError
+
+    if isinstance(store, Store):
+        return
+    for flag, on in (("--metric l2", args.metric == "l2"),
+                     ("--threshold", args.threshold is not None),
+                     ("--allow-keys", args.allow_keys), ("--cosmul", args.cosmul),
+                     ("--doesnt-match", args.doesnt_match)):
+        if on:
+            raise CommandError(f"{flag} is not available for a sharded store ({args.store}); "
+                               "merge it into one store with embq merge, or omit " + flag)
+
+
 def _display_width(text: str) -> int:
     import unicodedata
 
@@ -159,8 +180,6 @@ def _pad(text: str, width: int) -> str:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    import embq
-    from embq._search import search_store
     from embq.cli import CommandError
 
     if not args.words and not args.vectors and not args.doesnt_match:
@@ -182,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
                            "negative one to count back from all cores (-1 = all), or omit "
                            "--threads to use all cores")
 
-    with embq.open(args.store) as store:
+    with open_searched(args) as store:
+        _check_store_kind(args, store)
         if args.doesnt_match or args.cosmul:
             return _run_gensim_style(args, store)
         allow = None
@@ -213,16 +233,17 @@ def run(args: argparse.Namespace) -> int:
         queries = np.concatenate(parts, axis=0)
         if args.threshold is not None:
             # the query word's own row may pass the threshold: ask for one more, then drop it
-            scores, found = search_store(
-                store, queries, metric=args.metric, restrict=args.restrict,
-                n_threads=args.threads, allow=allow, threshold=args.threshold,
+            scores, found = store.search(
+                queries, metric=args.metric, restrict=args.restrict, n_threads=args.threads,
+                allow=allow, threshold=args.threshold,
                 max_results=None if cap is None else cap + 1)
             if cap is None:
                 args.k = max([len(f) for f in found] + [0])
         else:
-            scores, found = search_store(store, queries, args.k + 1, metric=args.metric,
+            extra = {} if allow is None else {"allow": allow}
+            scores, found = store.search(queries, args.k + 1, metric=args.metric,
                                          rescore=args.rescore or None, restrict=args.restrict,
-                                         n_threads=args.threads, allow=allow)
+                                         n_threads=args.threads, **extra)
         keys = store.index_to_key
         results = []
         for qi, label in enumerate(labels):

@@ -157,11 +157,15 @@ def _reconstruction(store: Any, vectors: np.ndarray, block: int = 65536) -> dict
     from embq._recon import ReconstructionStats
 
     acc = ReconstructionStats()
-    codes, scales, zps = store.codes, store.scales, store.zero_points
-    for s in range(0, vectors.shape[0], block):
-        e = s + block
-        acc.update(vectors[s:e], np.asarray(codes[s:e]), np.asarray(scales[s:e]),
-                   np.asarray(zps[s:e]))
+    start = 0
+    # A sharded store's arrays are its shards' (global rows follow one another).
+    for part in getattr(store, "shards", None) or (store,):
+        codes, scales, zps = part.codes, part.scales, part.zero_points
+        for s in range(0, codes.shape[0], block):
+            e = min(s + block, codes.shape[0])
+            acc.update(vectors[start + s:start + e], np.asarray(codes[s:e]),
+                       np.asarray(scales[s:e]), np.asarray(zps[s:e]))
+        start += codes.shape[0]
     res = acc.result()
     return {
         name: float(res[name])
@@ -200,16 +204,14 @@ def _recall(
         )
         return hits / (kk * truth.shape[0])
 
-    from embq._search import search_store
-
     t0 = time.perf_counter()
-    _, found = search_store(store, queries, k, n_threads=n_threads)
+    _, found = store.search(queries, k, n_threads=n_threads)
     t1 = time.perf_counter()
     out["recall"] = recall_of(np.asarray(found).reshape(rows.size, -1))
     out["search_seconds"] = t1 - t0
     if rescore:
         t0 = time.perf_counter()
-        _, found_r = search_store(store, queries, k, rescore=rescore, n_threads=n_threads)
+        _, found_r = store.search(queries, k, rescore=rescore, n_threads=n_threads)
         out["search_rescore_seconds"] = time.perf_counter() - t0
         out["recall_rescore"] = recall_of(np.asarray(found_r).reshape(rows.size, -1))
     else:

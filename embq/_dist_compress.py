@@ -35,7 +35,6 @@ directory, the manifest is written last into it, and the directory is renamed in
 from __future__ import annotations
 
 import errno
-import io
 import math
 import os
 import secrets
@@ -51,6 +50,7 @@ from typing import Any, Callable
 import numpy as np
 
 from embq._errors import FormatError
+from embq._readers import line_end
 
 __all__ = ["compress_sharded", "find_duplicates", "read_piece", "rewrite_shard"]
 
@@ -112,108 +112,34 @@ class _Input:
 # reading a piece
 
 
-class _ByteRange(io.RawIOBase):
-    """Bytes ``[start, stop)`` of a file, for a reader that reads a range of a text file."""
+def _open_piece(piece: Piece, opts: Options, first_line: int | None = None):
+    """An :class:`~embq._readers.EmbeddingReader` of the rows of ``piece``.
 
-    def __init__(self, path: str, start: int, stop: int) -> None:
-        super().__init__()
-        self.path = path
-        self._f = open(path, "rb", buffering=0)
-        self._f.seek(start)
-        self._left = stop - start
-        self.raw_bytes = start
-        self.pos = start
-        self.compression = None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        with memoryview(b) as view:
-            n = min(view.nbytes, self._left)
-            if n <= 0:
-                return 0
-            got = self._f.readinto(view[:n]) or 0
-        self._left -= got
-        self.raw_bytes += got
-        self.pos += got
-        return got
-
-    def close(self) -> None:
-        if not self.closed:
-            self._f.close()
-        super().close()
-
-
-def _open_piece(piece: Piece, opts: Options, first_row: int = 0):
-    """An :class:`~embq._readers.EmbeddingReader` positioned on the rows of ``piece``.
-
-    ``first_row`` is the file row of a byte range's first row (for messages; 0 when
-    unknown). The reader has no option for a range yet, so this sets its position state
-    after it has read the file's header (see the report of the sharded-compress change).
+    ``first_line``: the file line of a byte range's first row.  Counting the lines before a
+    range means reading the file up to it, so a piece is first read without it (placeholder
+    line numbers: the range's first line counts as the first data line) and only a failure
+    is read again with the exact number (see :func:`read_piece`).
     """
     from embq._readers import open_embeddings
 
     common = {"format": piece.format, "encoding": opts.encoding,
-              "unicode_errors": opts.unicode_errors, "block_rows": opts.block_rows}
+              "unicode_errors": opts.unicode_errors, "block_rows": opts.block_rows,
+              "keys_path": piece.keys_path}
     if piece.kind == "file":
-        return open_embeddings(piece.path, limit=piece.limit, keys_path=piece.keys_path,
-                               **common)
+        return open_embeddings(piece.path, limit=piece.limit, **common)
     if piece.kind == "rows":
-        reader = open_embeddings(piece.path, limit=piece.stop, keys_path=piece.keys_path,
-                                 **common)
-        try:
-            reader.rows_read = piece.start  # row numbers in blocks and messages stay global
-            if piece.keys_path is not None and piece.start:
-                reader.skip_keys(piece.start)  # an embq._formats.KeysAttached
-        except BaseException:
-            reader.close()
-            raise
-        return reader
-    reader = open_embeddings(piece.path, **common)
-    try:
-        reader._input.close()
-        reader._input = _ByteRange(reader.path, piece.start, piece.stop)
-        reader._pos = reader._len = 0
-        reader._base = piece.start
-        reader._eof = False
-        reader.count = None  # the driver checks the header's count over all pieces
-        reader.rows_read = first_row
-    except BaseException:
-        reader.close()
-        raise
-    return reader
+        return open_embeddings(piece.path, row_range=(piece.start, piece.stop), **common)
+    if first_line is None:
+        first_line = 1 if piece.format == "glove" else 2
+    return open_embeddings(piece.path, byte_range=(piece.start, piece.stop),
+                           first_line=first_line, **common)
 
 
-def _count_newlines(path: str, start: int, stop: int) -> int:
-    n = 0
-    with open(path, "rb") as f:
-        f.seek(start)
-        left = stop - start
-        while left > 0:
-            chunk = f.read(min(_SCAN_BYTES * 8, left))
-            if not chunk:
-                break
-            n += chunk.count(b"\n")
-            left -= len(chunk)
-    return n
+def _exact_first_line(piece: Piece) -> int:
+    from embq._readers import count_newlines
 
-
-def _line_end(path: str, at: int, stop: int) -> int:
-    """The offset just past the newline that ends the line holding byte ``at`` (or ``stop``)."""
-    with open(path, "rb") as f:
-        f.seek(at)
-        pos = at
-        while pos < stop:
-            chunk = f.read(min(_SCAN_BYTES, stop - pos))
-            if not chunk:
-                break
-            nl = chunk.find(b"\n")
-            if nl >= 0:
-                return pos + nl + 1
-            pos += len(chunk)
-    return stop
-
+    header = 0 if piece.format == "glove" else 1
+    return header + 1 + count_newlines(piece.path, piece.data_start, piece.start)
 
 
 def _source_attrs(piece: Piece, reader, opts: Options) -> dict[str, Any]:
@@ -340,9 +266,8 @@ def read_piece(piece: Piece, opts: Options, build_dir: str) -> dict[str, Any]:
             raise
         # The line numbers of a byte range are only known relative to its start: count the
         # lines before it (only now, on this rare path) and read again for the true message.
-        first_row = _count_newlines(piece.path, piece.data_start, piece.start)
         try:
-            with _open_piece(piece, opts, first_row) as reader:
+            with _open_piece(piece, opts, _exact_first_line(piece)) as reader:
                 for _ in reader:
                     pass
         except FormatError as exact:
@@ -397,7 +322,7 @@ def _read_piece(piece: Piece, opts: Options, build_dir: str) -> dict[str, Any]:
     blank_tail = False
     if piece.kind == "bytes":
         end = (piece.start if last_offset is None
-               else _line_end(piece.path, last_offset, piece.stop))
+               else line_end(piece.path, last_offset, piece.stop))
         blank_tail = end < piece.stop
     return {"index": piece.index, "rows_read": rows_in, "blank_tail": blank_tail,
             "format": fmt, "compression": compression, "size": size, "shards": shards}
@@ -584,7 +509,7 @@ def _data_start(path: str, fmt: str, encoding: str) -> int:
         skip = _strip_bom(f.read(3), encoding)
     if fmt == "glove":
         return skip
-    return _line_end(path, skip, os.path.getsize(path))
+    return line_end(path, skip, os.path.getsize(path))
 
 
 def _split_text(info: _Input, data_start: int, shard_rows: int) -> list[tuple[int, int]]:
@@ -602,7 +527,7 @@ def _split_text(info: _Input, data_start: int, shard_rows: int) -> list[tuple[in
     cuts = [data_start]
     for k in range(1, n):
         target = data_start + (size - data_start) * k // n
-        cut = _line_end(info.path, max(target - 1, cuts[-1]), size)
+        cut = line_end(info.path, max(target - 1, cuts[-1]), size)
         if cut >= size:
             break
         if cut > cuts[-1]:

@@ -445,7 +445,10 @@ class _StoreVectors:
         self.n, self.dim = int(store.shape[0]), int(store.shape[1])
         self.rescore = rescore
         self.n_threads = n_threads
-        self._norms = np.asarray(store.norms, np.float32)
+        # A sharded store has its norms per shard (store.shards[i].norms), in row order.
+        shards = getattr(store, "shards", None)
+        self._norms = np.asarray(store.norms if shards is None
+                                 else np.concatenate([sh.norms for sh in shards]), np.float32)
 
     def keys(self, limit: int) -> list[str]:
         if not self.store.has_keys:
@@ -472,8 +475,6 @@ class _StoreVectors:
         return vec[inverse]
 
     def top_k(self, queries: np.ndarray, k: int, restrict: int | None) -> np.ndarray:
-        from embq._search import search_store
-
         if queries.shape[0] == 0:
             return np.empty((0, min(k, self.n)), np.int64)
         n_threads = self.n_threads
@@ -482,8 +483,7 @@ class _StoreVectors:
             # A few million multiply-adds take about a millisecond on one core; waking an
             # OpenMP team costs more than that when the cores are busy with other work.
             n_threads = 1
-        _, idx = search_store(
-            self.store,
+        _, idx = self.store.search(
             np.ascontiguousarray(queries, np.float32),
             k,
             metric="cosine",
@@ -498,7 +498,8 @@ def _as_backend(obj: Any, rescore: int | None = None, n_threads: int | None = No
     """Wrap a store, a gensim KeyedVectors, a (keys, vectors) pair or a backend."""
     if isinstance(obj, (_FloatVectors, _StoreVectors)):
         return obj
-    if hasattr(obj, "codes") and hasattr(obj, "scales") and hasattr(obj, "norms"):
+    if hasattr(obj, "shards") or (hasattr(obj, "codes") and hasattr(obj, "scales")
+                                  and hasattr(obj, "norms")):  # a sharded or single store
         return _StoreVectors(obj, rescore=rescore, n_threads=n_threads)
     if hasattr(obj, "index_to_key") and hasattr(obj, "vectors"):  # gensim KeyedVectors
         return _FloatVectors(list(obj.index_to_key), obj.vectors)

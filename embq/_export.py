@@ -65,7 +65,8 @@ def export(
     Parameters
     ----------
     store : str, os.PathLike, Store or ShardedStore
-        The store (a path is opened and closed here).
+        The store (a path, of a store file or a sharded store's directory, is opened and
+        closed here).
     output : str or os.PathLike
         File to write.
     format : {"word2vec", "word2vec-binary", "glove", "npy", "parquet", "safetensors"}
@@ -101,14 +102,13 @@ def export(
     embq._errors.StoreError
         The store is damaged or not a store (see :func:`embq.open`).
     """
-    from embq._store import Store
-    from embq._store import open as open_store
+    from embq._sharded import open as open_store
 
     if format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {format!r}; expected one of "
                          f"{', '.join(EXPORT_FORMATS)}")
     out_path = os.fspath(output)
-    owned = not isinstance(store, Store)
+    owned = isinstance(store, (str, os.PathLike))
     st = open_store(store) if owned else store
     files: list[AtomicFile] = []
     try:

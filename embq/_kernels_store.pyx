@@ -69,11 +69,24 @@ kernel_variants, selected_kernels, _use_kernel = _portable_only("store")
 _init_kernels(kernel_variants(), _use_kernel)
 
 
+# Keys hashed so far by this process (every path goes through _hash_bytes): lets tests check
+# that a lookup hashes each key once (see hashes_computed).  A plain counter: increments from
+# threads running at once may be lost, which only matters to a test that runs none.
+cdef uint64_t _hash_count = 0
+
+
+def hashes_computed():
+    """How many keys this process has hashed so far (a test hook; see hash_keys)."""
+    return _hash_count
+
+
 cdef inline uint64_t _hash_bytes(const uint8_t* s, Py_ssize_t n) noexcept nogil:
     # FNV-1a is simple to re-implement anywhere; its low bits are weak for short keys, so the
     # MurmurHash3 finalizer mixes the high bits down before the table takes ``h & mask``.
+    global _hash_count
     cdef uint64_t h = 0xcbf29ce484222325ULL
     cdef Py_ssize_t i
+    _hash_count += 1
     for i in range(n):
         h ^= s[i]
         h *= 0x100000001b3ULL
@@ -108,6 +121,53 @@ def hash_key(key):
     else:
         raise TypeError(f"key must be str or bytes, got {type(key).__name__}")
     return _hash_bytes(<const uint8_t*>s, n)
+
+
+def hash_keys(keys):
+    """Hash a list of str keys the way the store's hash table does, once each.
+
+    For a lookup of the same keys in several stores (the shards of a sharded store): pass the
+    result to each store index's ``find_many(keys, hashes)``.
+
+    Parameters
+    ----------
+    keys : sequence of str
+
+    Returns
+    -------
+    numpy.ndarray of uint64, shape (len(keys),)
+        The hashes; 0 for a str that has no UTF-8 form (lone surrogates), which no store
+        holds and every lookup reports absent whatever its hash.
+
+    Raises
+    ------
+    TypeError
+        An item is not a str (the message names its position).
+    """
+    # A tuple: the list could change while the GIL is released, and the tuple keeps every
+    # key (and so its UTF-8 buffer) alive until the loop is done.
+    cdef tuple ks = tuple(keys)
+    cdef Py_ssize_t m = len(ks)
+    cdef Py_ssize_t i
+    cdef cnp.npy_intp mm = m
+    cdef cnp.ndarray out = cnp.PyArray_ZEROS(1, &mm, cnp.NPY_UINT64, 0)
+    cdef uint64_t* o = <uint64_t*>cnp.PyArray_DATA(out)
+    cdef cnp.ndarray ptr_arr = np.zeros(m, np.uintp)
+    cdef cnp.ndarray len_arr = np.zeros(m, np.intp)
+    cdef size_t* ptrs = <size_t*>cnp.PyArray_DATA(ptr_arr)
+    cdef Py_ssize_t* lens = <Py_ssize_t*>cnp.PyArray_DATA(len_arr)
+    cdef const char* s
+    for i in range(m):
+        if not PyUnicode_Check(ks[i]):
+            k = ks[i]
+            raise TypeError(f"keys must be str; item {i} is {type(k).__name__} {k!r}")
+        s = _key_utf8(ks[i], &lens[i])
+        ptrs[i] = <size_t>s
+    with nogil:
+        for i in range(m):
+            if ptrs[i] != 0:
+                o[i] = _hash_bytes(<const uint8_t*>ptrs[i], lens[i])
+    return out
 
 
 cdef inline void _prefetch_row(const uint8_t* c, int64_t d) noexcept nogil:
@@ -205,10 +265,6 @@ cdef class StoreIndex:
             self.table = <const int64_t*>cnp.PyArray_DATA(t)
             self.mask = <uint64_t>(t.shape[0] - 1)
 
-    cdef inline int64_t _find(self, const uint8_t* s, Py_ssize_t n) noexcept nogil:
-        return _probe(self.table, self.mask, self.n_rows, self.offsets, self.blob,
-                      self.blob_len, s, n, _hash_bytes(s, n))
-
     cdef _corrupt(self):
         from embq._errors import StoreError
         return StoreError("the key hash table is damaged: it points outside the key arrays "
@@ -220,19 +276,31 @@ cdef class StoreIndex:
                             "without vocabulary); index it by row number")
         return KeyError(f"Key '{key}' not present")
 
-    cpdef int64_t find(self, object key) except? -3:
-        """Row of ``key`` (a str, subclasses included), or -1 when absent (also for a store
-        without keys, and for a str that has no UTF-8 form, which no store can hold)."""
+    cdef int64_t _lookup(self, object key, uint64_t h, bint hashed) except? -3:
+        # find and find_hashed: the row of a str key or -1; ``h`` is its hash when ``hashed``.
         cdef Py_ssize_t n
         cdef const char* s
         cdef int64_t r
         s = _key_utf8(key, &n)
         if s == NULL or not self.has_keys:
             return -1
-        r = self._find(<const uint8_t*>s, n)
+        if not hashed:
+            h = _hash_bytes(<const uint8_t*>s, n)
+        r = _probe(self.table, self.mask, self.n_rows, self.offsets, self.blob,
+                   self.blob_len, <const uint8_t*>s, n, h)
         if r == _CORRUPT:
             raise self._corrupt()
         return r
+
+    cpdef int64_t find(self, object key) except? -3:
+        """Row of ``key`` (a str, subclasses included), or -1 when absent (also for a store
+        without keys, and for a str that has no UTF-8 form, which no store can hold)."""
+        return self._lookup(key, 0, False)
+
+    def find_hashed(self, object key, uint64_t h):
+        """:meth:`find` with the key's hash already computed (``hash_key(key)``), so a key
+        looked up in several stores is hashed once."""
+        return self._lookup(key, h, True)
 
     def key_vector(self, object key):
         """Dequantized float32 row of ``key`` (a str); ``KeyError`` when absent."""
@@ -273,10 +341,14 @@ cdef class StoreIndex:
             raise IndexError(f"row {r} out of range for a store of {self.n_rows} rows")
         return self._row(r)
 
-    def find_many(self, keys):
+    def find_many(self, keys, hashes=None):
         """Rows of a list of str keys as int64 (-1 where absent).
 
-        Raises ``TypeError`` naming the position of the first item that is not a str.
+        ``hashes``, the keys' :func:`hash_keys` (uint64, one per key), saves hashing them
+        again when the same keys are looked up in several stores.
+
+        Raises ``TypeError`` naming the position of the first item that is not a str, and
+        ``ValueError`` for ``hashes`` of another length or dtype.
         """
         cdef list ks = keys if type(keys) is list else list(keys)
         cdef Py_ssize_t m = len(ks)
@@ -287,8 +359,19 @@ cdef class StoreIndex:
         cdef object k
         cdef const char* ptrs[_BLOCK]
         cdef Py_ssize_t lens[_BLOCK]
-        cdef uint64_t hashes[_BLOCK]
+        cdef uint64_t hbuf[_BLOCK]
         cdef bint unencodable[_BLOCK]
+        cdef cnp.ndarray hh
+        cdef const uint64_t* given = NULL
+        if hashes is not None:
+            if not (isinstance(hashes, np.ndarray) and hashes.dtype == np.uint64
+                    and hashes.shape == (m,) and hashes.flags.c_contiguous):
+                got = (f"{hashes.dtype} array of shape {hashes.shape}"
+                       if isinstance(hashes, np.ndarray) else type(hashes).__name__)
+                raise ValueError(f"hashes must be a contiguous uint64 array of {m} values "
+                                 f"(hash_keys of the keys), got {got}")
+            hh = hashes
+            given = <const uint64_t*>cnp.PyArray_DATA(hh)
         for i in range(m):
             if not PyUnicode_Check(ks[i]):
                 k = ks[i]
@@ -307,7 +390,10 @@ cdef class StoreIndex:
                 if unencodable[j]:
                     ptrs[j] = b""
                     lens[j] = 0
-            self._find_block(ptrs, lens, hashes, nb, o + i)
+            if given == NULL:
+                self._find_block(ptrs, lens, hbuf, nb, o + i, NULL)
+            else:
+                self._find_block(ptrs, lens, hbuf, nb, o + i, given + i)
             for j in range(nb):
                 if unencodable[j]:
                     o[i + j] = _MISSING
@@ -316,12 +402,12 @@ cdef class StoreIndex:
         return out
 
     cdef void _find_block(self, const char** ptrs, const Py_ssize_t* lens, uint64_t* hashes,
-                          Py_ssize_t nb, int64_t* out) noexcept nogil:
+                          Py_ssize_t nb, int64_t* out, const uint64_t* given) noexcept nogil:
         cdef Py_ssize_t j
         cdef int64_t r
         cdef uint64_t h
         for j in range(nb):
-            h = _hash_bytes(<const uint8_t*>ptrs[j], lens[j])
+            h = given[j] if given != NULL else _hash_bytes(<const uint8_t*>ptrs[j], lens[j])
             hashes[j] = h
             _prefetch(self.table + (h & self.mask))
         for j in range(nb):

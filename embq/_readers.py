@@ -81,6 +81,70 @@ def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
+_SCAN_BYTES = 1 << 20  # read size of the newline scans below
+
+
+def count_newlines(path: str, start: int, stop: int) -> int:
+    """Newlines in bytes ``[start, stop)`` of the file ``path``."""
+    n = 0
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = stop - start
+        while left > 0:
+            chunk = f.read(min(_SCAN_BYTES * 8, left))
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+            left -= len(chunk)
+    return n
+
+
+def line_end(path: str, at: int, stop: int) -> int:
+    """The offset just past the newline that ends the line holding byte ``at`` of ``path``
+    (``stop`` when no newline comes before it)."""
+    with open(path, "rb") as f:
+        f.seek(at)
+        pos = at
+        while pos < stop:
+            chunk = f.read(min(_SCAN_BYTES, stop - pos))
+            if not chunk:
+                break
+            nl = chunk.find(b"\n")
+            if nl >= 0:
+                return pos + nl + 1
+            pos += len(chunk)
+    return stop
+
+
+class _RangeInput:
+    """Bytes ``[start, stop)`` of an uncompressed file, read the way a reader reads its
+    :class:`~embq._input.Input` (``raw_bytes`` counts file offsets, as for the whole file)."""
+
+    compression = None
+    closed = False
+
+    def __init__(self, path: str, start: int, stop: int) -> None:
+        self.path = path
+        self._f = open(path, "rb", buffering=0)
+        self._f.seek(start)
+        self._left = stop - start
+        self.raw_bytes = start
+
+    def readinto(self, b) -> int:
+        with memoryview(b) as view:
+            n = min(view.nbytes, self._left)
+            if n <= 0:
+                return 0
+            got = self._f.readinto(view[:n]) or 0
+        self._left -= got
+        self.raw_bytes += got
+        return got
+
+    def close(self) -> None:
+        self.closed = True
+        self._f.close()
+
+
 class Block(NamedTuple):
     """One block of rows read from an embedding file.
 
@@ -478,6 +542,21 @@ def _parse_npy_header(head: bytes, path: str) -> tuple[tuple[int, int], bool, np
     return shape, fortran, np.dtype(descr), end
 
 
+def _range_arg(value, name: str, unit: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        a, b = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (start, stop) of {unit}, got {value!r}") \
+            from None
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in (a, b)) \
+            or not 0 <= a <= b:
+        raise ValueError(f"{name} must be a pair (start, stop) of {unit} with "
+                         f"0 <= start <= stop, got {value!r}")
+    return int(a), int(b)
+
+
 class EmbeddingReader:
     """An embedding file opened for reading in blocks of rows.
 
@@ -513,6 +592,9 @@ class EmbeddingReader:
         encoding: str = "utf8",
         unicode_errors: str = "strict",
         block_rows: int | None = None,
+        byte_range: tuple[int, int] | None = None,
+        first_line: int | None = None,
+        row_range: tuple[int, int] | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self.keys_path: str | None = None  # keys files are attached by open_embeddings
@@ -533,11 +615,26 @@ class EmbeddingReader:
             raise ValueError(
                 f"unicode_errors must be one of {', '.join(UNICODE_ERRORS)}, got {unicode_errors!r}"
             )
+        byte_range = _range_arg(byte_range, "byte_range", "bytes")
+        row_range = _range_arg(row_range, "row_range", "rows")
+        if first_line is not None and byte_range is None:
+            raise ValueError("first_line is the line of the first row of a byte_range; give "
+                             "byte_range too")
+        if first_line is not None and (isinstance(first_line, bool)
+                                       or not isinstance(first_line, (int, np.integer))
+                                       or first_line < 1):
+            raise ValueError(f"first_line must be a line number (>= 1), got {first_line!r}")
+        if limit is not None and (byte_range or row_range):
+            raise ValueError("limit cannot be combined with byte_range or row_range (a range "
+                             "says which rows to read)")
+        if byte_range and row_range:
+            raise ValueError("give byte_range (text files) or row_range (.npy), not both")
         self.limit = limit
         self.encoding = encoding
         self.unicode_errors = unicode_errors
         self._block_rows_arg = block_rows
         self.rows_read = 0
+        self._stop_row: int | None = None
         self.count: int | None = None
         self.dim = 0
         self._header_lines = 0
@@ -575,6 +672,10 @@ class EmbeddingReader:
                     # Kept to explain errors: which dim the first records really have.
                     self._data_head = bytes(self._buf[self._pos : self._len])
                     self._data_head_whole = self._eof
+            if byte_range is not None:
+                self._seek_byte_range(*byte_range, first_line)
+            if row_range is not None:
+                self._seek_row_range(*row_range)
         except BaseException:
             self.close()
             raise
@@ -696,6 +797,52 @@ class EmbeddingReader:
             self.count = None
             self._header_lines = 0
 
+    def _seek_byte_range(self, start: int, stop: int, first_line: int | None) -> None:
+        """Read only the lines that start in bytes ``[start, stop)`` (after the header) of an
+        uncompressed text file; rows, lines and offsets stay those of the whole file."""
+        if self.format not in ("word2vec", "glove") or self.compression is not None \
+                or not self._regular:
+            raise ValueError(f"byte_range reads part of an uncompressed word2vec or GloVe "
+                             f"text file; {self.path} is a {self._kind()} input")
+        data_start = self._base + self._pos
+        start, stop = max(start, data_start), min(stop, self._size)
+        if start > data_start and self._byte_at(start - 1) != b"\n":
+            start = line_end(self.path, start, self._size)   # the next line's start
+        if stop > start and self._byte_at(stop - 1) != b"\n":
+            stop = line_end(self.path, stop - 1, self._size)   # the last line read whole
+        stop = max(start, stop)
+        if first_line is None:
+            first_line = self._header_lines + 1 + count_newlines(self.path, data_start, start)
+        self._input.close()
+        self._input = _RangeInput(self.path, start, stop)
+        self._pos = self._len = 0
+        self._base = start
+        self._eof = False
+        self.count = None   # a part of the file: the header's count is for the whole file
+        self.rows_read = first_line - 1 - self._header_lines
+
+    def _kind(self) -> str:
+        """``"gzip-compressed word2vec"``, ``"npy stream"``...: what this input is."""
+        return ((f"{self.compression}-compressed " if self.compression else "") + self.format
+                + ("" if self._regular else " stream"))
+
+    def _byte_at(self, offset: int) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return f.read(1)
+
+    def _seek_row_range(self, start: int, stop: int) -> None:
+        """Read only rows ``[start, stop)`` of an uncompressed .npy file (row numbers and
+        offsets stay those of the whole array)."""
+        if self.format != "npy" or self._npy is None:
+            raise ValueError(f"row_range reads part of an uncompressed .npy file; {self.path} "
+                             f"is a {self._kind()} input")
+        if stop > self.count:
+            raise ValueError(f"row_range ({start}, {stop}) reaches past the "
+                             f"{_plural(self.count, 'row')} of {self.path}")
+        self.rows_read = start
+        self._stop_row = stop
+
     def _open_npy(self, head: bytes) -> None:
         need = _npy_header_end(head, self.path)
         if len(head) < need:  # a header longer than the detection read (or a cut file)
@@ -816,8 +963,9 @@ class EmbeddingReader:
                                 path=self.path) from None
 
     def _target_rows(self) -> int | None:
-        """Rows to read in all: min(limit, header count), or None when unknown (GloVe)."""
-        caps = [c for c in (self.limit, self.count) if c is not None]
+        """Rows to read in all: min(limit, header count), or None when unknown (GloVe); the
+        end of a row_range."""
+        caps = [c for c in (self.limit, self.count, self._stop_row) if c is not None]
         return min(caps) if caps else None
 
     def line_of_row(self, row: int) -> int:
@@ -1202,6 +1350,9 @@ def open_embeddings(
     array: str | None = None,
     vector_column: str | None = None,
     key_column: str | None = None,
+    byte_range: tuple[int, int] | None = None,
+    first_line: int | None = None,
+    row_range: tuple[int, int] | None = None,
 ) -> EmbeddingReader:
     """Open an embedding file for reading in blocks of rows.
 
@@ -1231,6 +1382,18 @@ def open_embeddings(
     vector_column, key_column : str, optional
         Parquet and Arrow: the column of vectors (default: the only list-of-floats column)
         and of keys (default: the only string column, or none).
+    byte_range : (int, int), optional
+        Uncompressed word2vec or GloVe text: read only the lines that start in bytes
+        ``[start, stop)`` of the file after its header (a line that begins before ``stop``
+        is read whole), so that consecutive ranges read every line once.  The header is
+        read for the dimension; its count is not checked (``count`` is None).  Line numbers,
+        rows and byte offsets in blocks and errors are those of the whole file.
+    first_line : int, optional
+        With ``byte_range``: the 1-based line number of the range's first line, when the
+        caller knows it; otherwise it is found by counting the lines before ``start``.
+    row_range : (int, int), optional
+        Uncompressed ``.npy``: read only rows ``[start, stop)`` (row numbers stay those of
+        the whole array); with ``keys_path``, the keys from its line ``start + 1`` on.
 
     Returns
     -------
@@ -1255,15 +1418,24 @@ def open_embeddings(
     options = {"tensor": tensor, "array": array, "vector_column": vector_column,
                "key_column": key_column}
     if fmt in MATRIX_FORMATS:
+        if byte_range is not None or row_range is not None:
+            name = "byte_range" if byte_range is not None else "row_range"
+            raise ValueError(f"{name} reads part of an uncompressed text or .npy file; "
+                             f"{where} is {fmt} input")
         return open_matrix(where, fmt, limit=limit, block_rows=block_rows, encoding=encoding,
                            unicode_errors=unicode_errors, keys_path=keys_path, **options)
     reader = EmbeddingReader(path, format=format, limit=limit, encoding=encoding,
-                             unicode_errors=unicode_errors, block_rows=block_rows)
+                             unicode_errors=unicode_errors, block_rows=block_rows,
+                             byte_range=byte_range, first_line=first_line,
+                             row_range=row_range)
     try:
         check_options(reader.format, reader.path, {**options, "keys_path": keys_path})
         if keys_path is not None:
-            return KeysAttached(reader, os.fspath(keys_path), encoding=encoding,
-                                unicode_errors=unicode_errors)
+            attached = KeysAttached(reader, os.fspath(keys_path), encoding=encoding,
+                                    unicode_errors=unicode_errors)
+            if row_range is not None and reader.rows_read:
+                attached.skip_keys(reader.rows_read)
+            return attached
     except BaseException:
         reader.close()
         raise

@@ -183,9 +183,9 @@ def merge(
         The manifest is bad, a shard is missing, damaged, or not the file the manifest names,
         or a key is in two shards (naming the shards).
     """
-    from embq._manifest import SHARD_UUID_ATTR, check_shard, read_manifest
+    from embq._dist_search import open_shard
+    from embq._manifest import read_manifest
     from embq._store import StoreWriter
-    from embq._store import open as open_store
 
     t0 = time.perf_counter()
     m = read_manifest(sharded)
@@ -193,10 +193,7 @@ def merge(
     # Check every shard before writing anything, and find the attributes they share.
     common: dict[str, Any] | None = None
     for i in range(len(m.shards)):
-        with _open_shard(m, i, open_store) as st:
-            uid = st.attrs.get(SHARD_UUID_ATTR)
-            check_shard(m, i, rows=len(st), dim=st.dim, has_keys=st.has_keys, uuid=uid,
-                        size=os.path.getsize(m.shard_path(i)))
+        with open_shard(m, i) as st:   # checked against its manifest entry
             attrs = _copy_attrs(st.attrs)
         if common is None:
             common = attrs
@@ -208,7 +205,7 @@ def merge(
         with StoreWriter(out, m.dim, has_keys=m.has_keys, overwrite=overwrite,
                          attrs=common) as w:
             for i in range(len(m.shards)):
-                with _open_shard(m, i, open_store) as st:
+                with open_shard(m, i) as st:
                     try:
                         _copy_rows(st, w, 0, len(st),
                                    iter(st.index_to_key) if st.has_keys else None, bar)
@@ -226,17 +223,6 @@ def merge(
     return {"input": m.directory, "output": out, "rows": m.rows, "dim": m.dim,
             "shards": len(m.shards), "output_size": os.path.getsize(out),
             "seconds": time.perf_counter() - t0}
-
-
-def _open_shard(m, i: int, open_store):
-    path = m.shard_path(i)
-    try:
-        return open_store(path)
-    except StoreError as exc:
-        raise StoreError(f"shard {i} ({m.shards[i].path}) of {m.directory}: {exc}") from None
-    except FileNotFoundError:
-        raise StoreError(f"shard {i} ({m.shards[i].path}) of {m.directory} is missing",
-                         path=path) from None
 
 
 def _same(a: Any, b: Any) -> bool:

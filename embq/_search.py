@@ -848,6 +848,8 @@ def _all_scores(store: Any, qf: np.ndarray, restrict: int | None, rescore: int |
     reports for it; without, the int8 scores of :func:`search`, bit for bit. Rows are
     dequantized a block at a time: no float copy of the matrix is made.
     """
+    if hasattr(store, "shards"):
+        return store._all_scores(qf, restrict, rescore, threads)   # shard by shard
     n = len(store)
     n_eff = n if restrict is None else min(restrict, n)
     m = qf.shape[0]
@@ -939,6 +941,12 @@ def most_similar(store: Any, positive: Any = None, negative: Any = None, topn: i
     return _most_similar(store, items, topn, restrict_vocab, rescore, n_threads, allow)
 
 
+def _allow_kw(allow: Any) -> dict[str, Any]:
+    """``allow=`` for ``store.search`` only when given: a sharded store's search (which has
+    no allow-lists) then still serves the most_similar family."""
+    return {} if allow is None else {"allow": allow}
+
+
 def _no_allow_with_all(allow: Any, topn: Any) -> None:
     if allow is not None and topn is None:
         raise ValueError("allow= selects the rows of a top-n search; with topn=None every "
@@ -957,8 +965,8 @@ def _most_similar(store: Any, items: list[tuple[Any, float, str]], topn: Any,
     q, exclude = _query_vector(store, items)
     if topn is None:
         return _all_scores(store, q[None, :], restrict, rescore, threads)[0]
-    scores, rows = search_store(store, q, topn + len(exclude), rescore=rescore,
-                                restrict=restrict, n_threads=threads, allow=allow)
+    scores, rows = store.search(q, topn + len(exclude), rescore=rescore, restrict=restrict,
+                                n_threads=threads, **_allow_kw(allow))
     out = [(_key_of(store, int(r)), float(s)) for s, r in zip(scores, rows)
            if int(r) not in exclude]
     return out[:topn]
@@ -1022,8 +1030,8 @@ def most_similar_batch(store: Any, keys: Iterable[Any], topn: int | None = 10,
         return _all_scores(store, q, restrict, rescore, threads)
     if not keys:
         return []
-    scores, found = search_store(store, q, topn + 1, rescore=rescore, restrict=restrict,
-                                 n_threads=threads, allow=allow)
+    scores, found = store.search(q, topn + 1, rescore=rescore, restrict=restrict,
+                                 n_threads=threads, **_allow_kw(allow))
     result = []
     for qi, own in enumerate(rows):
         hits = [(_key_of(store, int(r)), float(s)) for s, r in zip(scores[qi], found[qi])

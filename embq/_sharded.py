@@ -15,7 +15,6 @@ are written against the store's row index (``find``, ``find_many``, ``key_vector
 from __future__ import annotations
 
 import errno
-import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -77,33 +76,44 @@ class _ShardedIndex:
     """The row index of a sharded store: each shard's index, rows shifted by its offset.
 
     A key is looked up in the shards in order until found (keys are unique across the store,
-    which the writer of the shards guarantees); a batch goes to each shard as one
-    ``find_many`` call holding only the keys not found yet.  Each shard's kernel hashes the
-    key again: ``_kernels_store.StoreIndex`` has no lookup by a precomputed hash (FNV-1a over
-    a short key costs less than the cache miss of the probe it leads to).
+    which the writer of the shards guarantees).  It is hashed once, here, and each shard
+    probes its table with that hash; a batch is hashed once (``hash_keys``) and goes to each
+    shard as one ``find_many`` call holding only the keys not found yet, with their hashes.
     """
 
     def __init__(self, owner: ShardedStore) -> None:
+        from embq import _kernels_store
+
         self._owner = owner
         self._indexes = [s._index for s in owner._stores]
         self._offsets = [e.offset for e in owner.manifest.shards]
         self._manifest = owner.manifest
+        self._kernels = _kernels_store
 
     def find(self, key: object) -> int:
+        if not isinstance(key, str):
+            return self._indexes[0].find(key)   # its TypeError, as one store's
+        try:
+            h = self._kernels.hash_key(key)
+        except UnicodeEncodeError:
+            return -1   # a str without UTF-8 form (lone surrogates): no store holds it
         for index, off in zip(self._indexes, self._offsets):
-            r = index.find(key)
+            r = index.find_hashed(key, h)
             if r >= 0:
                 return off + r
         return -1
 
     def find_many(self, keys: list) -> np.ndarray:
+        hashes = self._kernels.hash_keys(keys)
         out = np.full(len(keys), -1, np.int64)
         pending = np.arange(len(keys))
         for index, off in zip(self._indexes, self._offsets):
             if pending.size == 0:
                 break
-            batch = keys if pending.size == len(keys) else [keys[j] for j in pending.tolist()]
-            r = index.find_many(batch)
+            if pending.size == len(keys):
+                r = index.find_many(keys, hashes)
+            else:
+                r = index.find_many([keys[j] for j in pending.tolist()], hashes[pending])
             hit = r >= 0
             out[pending[hit]] = r[hit] + off
             pending = pending[~hit]
@@ -164,15 +174,6 @@ def _no_global_array(name: str) -> property:
         )
 
     return property(get, doc=f"Not available: see ``shards[i].{name}``.")
-
-
-@functools.cache
-def _search_defaults() -> dict[str, Any]:
-    # The gensim-style helpers' option defaults (``rescore=4``, ...) are defined once, by
-    # embq._search; a sharded store uses the same.
-    from embq._search import most_similar
-
-    return dict(most_similar.__kwdefaults__)
 
 
 class ShardedStore:
@@ -250,8 +251,19 @@ class ShardedStore:
         """A key every shard reported absent: each shard checks its own probe sequence
         (:meth:`Store._verify_miss`), so a shard whose hash table does not match its keys is
         a StoreError naming that shard's file rather than a wrong "absent"."""
+        from embq._kernels_store import hash_key
+
+        try:
+            h = hash_key(key)
+        except UnicodeEncodeError:
+            return   # no store holds a str without UTF-8 form
         for s in self._stores:
-            s._verify_miss(key)
+            s._verify_miss(key, h)
+
+    def _drop_resident_pages(self) -> None:
+        """:meth:`Store._drop_resident_pages` of every shard (after a scan over all rows)."""
+        for s in self._stores:
+            s._drop_resident_pages()
 
     codes = _no_global_array("codes")
     scales = _no_global_array("scales")
@@ -403,112 +415,17 @@ class ShardedStore:
         return (np.concatenate(parts, axis=1) if parts
                 else np.empty((qf.shape[0], 0), np.float32))
 
-    # The gensim-style searches: embq._search's argument checks, query building and key
-    # lookups applied to this store, with its sharded search and every-row scores.
-    def _gensim_args(self, restrict_vocab: Any, topn: Any,
-                     options: dict) -> tuple[int | None, int | None, int, int | None]:
-        """``(restrict, rescore, threads, topn)`` checked by embq._search, with its defaults
-        for the options not given; an unknown option is a TypeError naming it."""
-        from embq import _search as sr
-
-        opts = {**_search_defaults(), **options}
-        if len(opts) > len(_search_defaults()):
-            name = next(k for k in options if k not in _search_defaults())
-            raise TypeError(f"got an unexpected keyword argument {name!r}")
-        restrict, rescore, threads = sr._common_args(self, restrict_vocab, opts["rescore"],
-                                                     opts["n_threads"])
-        return restrict, rescore, threads, sr._topn_arg(topn)
-
-    def most_similar(self, positive=None, negative=None, topn: int | None = 10,
-                     restrict_vocab=None, **options):
-        """gensim's ``most_similar`` over global rows; see :func:`embq._search.most_similar`
-        (options ``rescore=4``, ``n_threads=None``)."""
-        from embq import _search as sr
-
-        items = [(*sr._query_item(item, 1.0, label), label)
-                 for item, label in sr._query_items(positive, "positive")]
-        items += [(*sr._query_item(item, -1.0, label), label)
-                  for item, label in sr._query_items(negative, "negative")]
-        restrict, rescore, threads, topn = self._gensim_args(restrict_vocab, topn, options)
-        if topn == 0:
-            return []
-        q, exclude = sr._query_vector(self, items)
-        if topn is None:
-            return self._all_scores(q[None, :], restrict, rescore, threads)[0]
-        scores, rows = self.search(q, topn + len(exclude), rescore=rescore, restrict=restrict,
-                                   n_threads=threads)
-        out = [(sr._key_of(self, int(r)), float(s)) for s, r in zip(scores, rows)
-               if int(r) not in exclude]
-        return out[:topn]
-
-    def most_similar_batch(self, keys, topn: int | None = 10, restrict_vocab=None,
-                           **options):
-        """``most_similar`` for a list of keys at once; see
-        :func:`embq._search.most_similar_batch` (options ``rescore=4``, ``n_threads=None``)."""
-        from embq import _search as sr
-
-        # embq._search's own checks of the keys and options: with topn=0 it checks them and
-        # returns before looking anything up.
-        sr.most_similar_batch(self, keys, topn=0, restrict_vocab=restrict_vocab, **options)
-        keys = list(keys)
-        restrict, rescore, threads, topn = self._gensim_args(restrict_vocab, topn, options)
-        if topn == 0:
-            return [[] for _ in keys]
-        rows = np.array([self.get_index(key) for key in keys], dtype=np.int64)
-        q = self[rows] if keys else np.empty((0, self.dim), np.float32)
-        if topn is None:
-            return self._all_scores(q, restrict, rescore, threads)
-        if not keys:
-            return []
-        scores, found = self.search(q, topn + 1, rescore=rescore, restrict=restrict,
-                                    n_threads=threads)
-        return [[(sr._key_of(self, int(r)), float(s)) for s, r in zip(scores[i], found[i])
-                 if int(r) != own][:topn] for i, own in enumerate(rows.tolist())]
-
-    def similar_by_vector(self, vector, topn: int | None = 10, restrict_vocab=None,
-                          **options):
-        """Nearest keys to a vector; see :func:`embq._search.similar_by_vector` (options
-        ``rescore=4``, ``n_threads=None``)."""
-        from embq import _search as sr
-
-        # embq._search's checks of the vector (topn=0: checks only), then most_similar
-        sr.similar_by_vector(self, vector, topn=0, restrict_vocab=restrict_vocab, **options)
-        return self.most_similar(positive=[np.asarray(vector)], topn=topn,
-                                 restrict_vocab=restrict_vocab, **options)
-
-    def similar_by_key(self, key, topn: int | None = 10, restrict_vocab=None, **options):
-        """Nearest keys to a key, the key itself left out: ``most_similar(positive=[key])``
-        (options ``rescore=4``, ``n_threads=None``)."""
-        from embq import _search as sr
-
-        # embq._search's checks of the key (topn=0: checks only), then most_similar
-        sr.similar_by_key(self, key, topn=0, restrict_vocab=restrict_vocab, **options)
-        return self.most_similar(positive=[key], topn=topn, restrict_vocab=restrict_vocab,
-                                 **options)
-
-    similar_by_word = similar_by_key
+    # The gensim-style searches are Store's own: embq._search's, which search through
+    # store.search and hand the every-row scores (topn=None) to _all_scores above.
+    most_similar = Store.most_similar
+    most_similar_batch = Store.most_similar_batch
+    similar_by_vector = Store.similar_by_vector
+    similar_by_key = Store.similar_by_key
+    similar_by_word = Store.similar_by_word
 
     # -- evaluation and interop ------------------------------------------------------------------
-    def evaluate_word_pairs(self, pairs, delimiter: str = "\t", encoding: str = "utf8",
-                            restrict_vocab: int = 300000, case_insensitive: bool = True,
-                            dummy4unknown: bool = False):
-        """gensim's ``evaluate_word_pairs``; see :func:`embq._evaluate.evaluate_word_pairs`."""
-        from embq._evaluate import evaluate_word_pairs
-
-        return evaluate_word_pairs(
-            _evaluation_backend()(self), pairs, delimiter=delimiter, encoding=encoding,
-            restrict_vocab=restrict_vocab, case_insensitive=case_insensitive,
-            dummy4unknown=dummy4unknown)
-
-    def evaluate_word_analogies(self, analogies, restrict_vocab: int = 300000,
-                                case_insensitive: bool = True, dummy4unknown: bool = False):
-        """gensim's ``evaluate_word_analogies``; see
-        :func:`embq._evaluate.evaluate_word_analogies`."""
-        from embq._evaluate import evaluate_word_analogies
-
-        return evaluate_word_analogies(
-            _evaluation_backend()(self), analogies, restrict_vocab=restrict_vocab,
-            case_insensitive=case_insensitive, dummy4unknown=dummy4unknown)
+    evaluate_word_pairs = Store.evaluate_word_pairs
+    evaluate_word_analogies = Store.evaluate_word_analogies
 
     def to_keyed_vectors(self):
         """A gensim ``KeyedVectors`` of every row (the shards' arrays are concatenated in
@@ -528,42 +445,3 @@ class ShardedStore:
 def _no_rows(m: int, kk: int, single: bool) -> tuple[np.ndarray, np.ndarray]:
     scores, rows = np.empty((m, kk), np.float32), np.empty((m, kk), np.int64)
     return (scores[0], rows[0]) if single else (scores, rows)
-
-
-@functools.cache
-def _evaluation_backend() -> type:
-    """embq._evaluate's store backend for a sharded store (built on first use: importing
-    the evaluation module costs more than opening a store)."""
-    from embq._evaluate import _StoreVectors
-
-    class _ShardedVectors(_StoreVectors):
-        # The norms of every row (the evaluation normalizes the rows it reads); keys read
-        # shard by shard with the single-store reader; neighbours from the sharded search.
-        def __init__(self, store: ShardedStore, rescore=None, n_threads=None) -> None:
-            store._check_open()
-            self.store = store
-            self.n, self.dim = store.shape
-            self.rescore = rescore
-            self.n_threads = n_threads
-            self._norms = np.concatenate([s.norms for s in store.shards]).astype(np.float32)
-
-        def keys(self, limit: int) -> list[str]:
-            if not self.store.has_keys:
-                return super().keys(limit)   # its error: no keys
-            out: list[str] = []
-            for s in self.store.shards:
-                take = min(limit - len(out), len(s))
-                if take <= 0:
-                    break
-                out += _StoreVectors(s).keys(take)
-            return out
-
-        def top_k(self, queries: np.ndarray, k: int, restrict: int | None) -> np.ndarray:
-            if queries.shape[0] == 0:
-                return np.empty((0, min(k, self.n)), np.int64)
-            _, idx = self.store.search(np.ascontiguousarray(queries, np.float32), k,
-                                       metric="cosine", rescore=self.rescore,
-                                       restrict=restrict or None, n_threads=self.n_threads)
-            return np.asarray(idx, np.int64).reshape(queries.shape[0], -1)
-
-    return _ShardedVectors

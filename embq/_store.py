@@ -16,13 +16,16 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embq._errors import DuplicateKeyError, StoreError
 from embq._publish import check_destination, publish
 from embq._version import __version__
+
+if TYPE_CHECKING:
+    from embq._typing import ArrayLike, KeyOrRow
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SCHEME", "Store", "StoreWriter", "open", "save"]
 
@@ -198,7 +201,8 @@ class StoreWriter:
         if self._state != "open":
             raise ValueError(f"cannot write to {self.path!r}: the store writer is {self._state}")
 
-    def append(self, matrix: Any, keys: Any = None, *, on_duplicate: str = "error") -> np.ndarray:
+    def append(self, matrix: ArrayLike, keys: Sequence[str] | None = None, *,
+               on_duplicate: str = "error") -> np.ndarray:
         """Quantize a batch of rows and append it.
 
         Parameters
@@ -228,10 +232,10 @@ class StoreWriter:
 
     def append_quantized(
         self,
-        codes: Any,
-        scales: Any,
-        zero_points: Any = None,
-        keys: Any = None,
+        codes: ArrayLike,
+        scales: ArrayLike,
+        zero_points: ArrayLike | None = None,
+        keys: Sequence[str] | None = None,
         *,
         on_duplicate: str = "error",
     ) -> np.ndarray:
@@ -443,8 +447,8 @@ def _check_attr_names(attrs: Mapping[str, Any]) -> None:
 
 def save(
     path: str | os.PathLike,
-    matrix: Any,
-    keys: Any = None,
+    matrix: ArrayLike,
+    keys: Sequence[str] | None = None,
     *,
     overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None,
@@ -522,12 +526,75 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _read_attrs(obj, path: str, where: str) -> dict[str, Any]:
-    """Every attribute of an HDF5 object, each checked for size before it is read."""
+def _check_vlen_attr(aid, name: str, messages, path: str, where: str) -> None:
+    """Refuse a variable-length attribute whose elements claim more than an attribute holds.
+
+    libhdf5 allocates and clears what each element's stored length claims (up to 4 GB each)
+    before it reads the global heap, so the lengths are read raw from the object header
+    (embq._hdf5_check) first; the heap itself is checked by the guarded file when read.
+    """
+    import h5py
+
+    from embq._hdf5_check import HeaderError
+
+    htype = aid.get_type()
+    if not ((isinstance(htype, h5py.h5t.TypeStringID) and htype.is_variable_str())
+            or (isinstance(htype, h5py.h5t.TypeVlenID)  # no references, no vlen in vlen:
+                and not htype.get_super().dtype.hasobject)):
+        raise StoreError(
+            f"attribute {name!r} of {where} has type {aid.dtype} (references or "
+            "variable-length members inside it); a store's attributes are numbers, strings "
+            "and arrays of them",
+            path=path,
+        )
+    count = 1
+    for s in aid.shape or ():
+        count *= int(s)
+    try:
+        claimed = messages().vlen_nbytes(name, count)
+    except HeaderError as exc:
+        raise StoreError(f"cannot read attribute {name!r} of {where} safely: {exc}",
+                         path=path) from None
+    nbytes = sum(claimed)
+    if nbytes > _MAX_ATTR_BYTES:
+        raise StoreError(
+            f"attribute {name!r} of {where} claims {nbytes:,} bytes of variable-length data "
+            f"(up to {max(claimed):,} in one value); an attribute holds at most "
+            f"{_MAX_ATTR_BYTES:,} bytes in a store",
+            path=path,
+        )
+
+
+def _read_attrs(obj, path: str, where: str, reading: list[str] | None = None,
+                guard=None) -> dict[str, Any]:
+    """Every attribute of an HDF5 object, each checked for size before it is read.
+
+    ``reading[0]`` (when given) names the attribute being read, for the message on damaged
+    metadata, and is restored afterwards.  ``guard`` (the :class:`embq._hdf5_check.GuardedFile`
+    h5py reads through) lets variable-length values be checked before libhdf5 reads them.
+    """
     import h5py
 
     out: dict[str, Any] = {}
+    parsed: list = []
+
+    def messages():
+        # The object header's attribute messages, parsed once, when a string first needs them.
+        if not parsed:
+            from embq._hdf5_check import AttributeMessages
+
+            sizes = h5py.h5i.get_file_id(obj.id).get_create_plist().get_sizes()
+            parsed.append(AttributeMessages(guard.fileno(), guard.file_size,
+                                            h5py.h5o.get_info(obj.id).addr, *sizes))
+        return parsed[0]
+
+    before = reading[0] if reading else None
+    listing = f"the attribute names of {where}"
+    if reading:
+        reading[0] = listing
     for name in obj.attrs:
+        if reading:
+            reading[0] = f"attribute {name!r} of {where}"
         aid = h5py.h5a.open(obj.id, name.encode("utf-8"))
         shape = aid.shape or ()
         count = 1
@@ -540,7 +607,13 @@ def _read_attrs(obj, path: str, where: str) -> dict[str, Any]:
                 f"an attribute holds at most {_MAX_ATTR_BYTES:,} bytes in a store",
                 path=path,
             )
+        if guard is not None and aid.dtype.hasobject:
+            _check_vlen_attr(aid, name, messages, path, where)
         out[name] = _attr_value(obj.attrs[name])
+        if reading:
+            reading[0] = listing
+    if reading:
+        reading[0] = before
     return out
 
 
@@ -696,18 +769,21 @@ def _open_regular(path: str) -> int:
 
 
 
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
 def _has_hdf5_signature(fh, file_size: int) -> bool:
-    # The superblock sits at byte 0, 512, 1024, 2048, ... (a user block may precede it).
-    pos = 0
-    while pos + 8 <= file_size:
-        fh.seek(pos)
-        if fh.read(8) == _HDF5_SIGNATURE:
-            return True
-        pos = 512 if pos == 0 else pos * 2
-    return False
+    from embq._hdf5_check import superblock_offset
+
+    return superblock_offset(fh.fileno(), file_size) is not None
+
+
+def _raise_if_heap_refused(fh, path: str, reading: str) -> None:
+    """Raise the StoreError for a read the guarded file refused (a bad global heap collection).
+
+    h5py turns the refused read into an exception of its own (which one depends on the
+    call); the reason kept by the guard is the one worth reporting.
+    """
+    if fh.refusal is not None:
+        raise StoreError(f"damaged HDF5 metadata while reading {reading}: {fh.refusal}",
+                         path=path)
 
 
 def _read_layout(path: str) -> dict[str, Any]:
@@ -718,14 +794,19 @@ def _read_layout(path: str) -> dict[str, Any]:
     """
     import h5py
 
+    from embq._hdf5_check import GuardedFile
+
     fd = _open_regular(path)
     try:
         file_size = os.fstat(fd).st_size
-        # h5py reads the metadata through this descriptor, not through the path again.
-        with os.fdopen(os.dup(fd), "rb", buffering=0) as fh:
+        # h5py reads the metadata through this descriptor, not through the path again, and
+        # every global heap collection libhdf5 reads is checked first (see _hdf5_check).
+        with GuardedFile(os.dup(fd), file_size) as fh:
             try:
                 f = h5py.File(fh, "r")
-            except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            except (OSError, RuntimeError, ValueError, KeyError, OverflowError) as exc:
+                # OverflowError: h5py's file-object driver seeking to an address past 2**63.
+                _raise_if_heap_refused(fh, path, "the superblock")
                 if not _has_hdf5_signature(fh, file_size):
                     raise StoreError(
                         "not an HDF5 file (an embq store is an HDF5 file with format='embq')",
@@ -736,12 +817,13 @@ def _read_layout(path: str) -> dict[str, Any]:
             reading = ["the root attributes"]
             with f:
                 try:
-                    layout = _validate(f, path, file_size, reading)
+                    layout = _validate(f, path, file_size, reading, guard=fh)
                 except StoreError:
                     raise
                 except (OSError, RuntimeError, KeyError, ValueError, TypeError,
                         AttributeError, IndexError, OverflowError, MemoryError) as exc:
                     # h5py reports damaged object headers, heaps and B-trees with any of these.
+                    _raise_if_heap_refused(fh, path, reading[0])
                     raise StoreError(
                         f"damaged HDF5 metadata while reading {reading[0]}: {_one_line(exc)}",
                         path=path,
@@ -757,7 +839,8 @@ def _read_layout(path: str) -> dict[str, Any]:
     return layout
 
 
-def _validate(f, path: str, file_size: int, reading: list[str]) -> dict[str, Any]:
+def _validate(f, path: str, file_size: int, reading: list[str],
+              guard=None) -> dict[str, Any]:
     """The checks of :func:`_read_layout` on the open HDF5 file ``f``.
 
     ``reading[0]`` is kept up to date with the object being read, for the message when h5py
@@ -765,9 +848,9 @@ def _validate(f, path: str, file_size: int, reading: list[str]) -> dict[str, Any
     """
     import h5py
 
-    attrs = _read_attrs(f, path, "the root group")
+    attrs = _read_attrs(f, path, "the root group", reading, guard)
     fmt = attrs.get("format")
-    if fmt != FORMAT:
+    if not isinstance(fmt, str) or fmt != FORMAT:  # an array would compare element-wise
         raise StoreError(
             f"not an embq store: root attribute 'format' is {fmt!r}, expected {FORMAT!r}",
             path=path,
@@ -779,7 +862,7 @@ def _validate(f, path: str, file_size: int, reading: list[str]) -> dict[str, Any
             f"format_version {FORMAT_VERSION}",
             path=path,
         )
-    if attrs.get("scheme") != SCHEME:
+    if not isinstance(attrs.get("scheme"), str) or attrs.get("scheme") != SCHEME:
         raise StoreError(
             f"unsupported quantization scheme {attrs.get('scheme')!r}, expected {SCHEME!r}",
             path=path,
@@ -846,7 +929,8 @@ def _validate(f, path: str, file_size: int, reading: list[str]) -> dict[str, Any
                     f"larger than n_rows={n}",
                     path=path,
                 )
-            table_attrs = _read_attrs(h5py.Dataset(obj), path, "dataset 'keys/hash'")
+            table_attrs = _read_attrs(h5py.Dataset(obj), path, "dataset 'keys/hash'",
+                                      reading, guard)
             hf, pr = table_attrs.get("hash_function"), table_attrs.get("probing")
             if hf != HASH_FUNCTION or pr != PROBING:
                 raise StoreError(
@@ -893,7 +977,10 @@ def open(path: str | os.PathLike) -> Store:
         regular file (a FIFO or a device), damaged HDF5 metadata, an object reached by a soft,
         external or user-defined link, a dataset that is not contiguous and unfiltered (chunked,
         compressed, compact, virtual, external raw storage, never written), reaches past the
-        end of the file or shares bytes with another, an attribute of more than 1 MB, key
+        end of the file or shares bytes with another, an attribute of more than 1 MB (string
+        values included, their lengths read from the object header before libhdf5 allocates
+        them), a global heap collection (where string values are kept) that libhdf5 would loop
+        on or read out of, string attributes kept in dense attribute storage, key
         offsets that do not span the key bytes, or a key hash table that does not find the
         first keys.  The message names the file and the dataset, attribute or row; see "What
         embq trusts and what it verifies" in docs/format.md, which also lists what is checked
@@ -1162,8 +1249,9 @@ class Store:
             self._verify_miss(key)
         return i
 
-    def _verify_miss(self, key: str) -> None:
-        """Check the probe sequence that just reported ``key`` absent.
+    def _verify_miss(self, key: str, key_hash: int | None = None) -> None:
+        """Check the probe sequence that just reported ``key`` absent (``key_hash``: its
+        ``hash_key``, when the caller has it already).
 
         In a linear-probing table built as docs/format.md says, every row sits in an occupied
         run of slots starting at its home slot (its hash).  A row seen on the probe whose home
@@ -1188,7 +1276,7 @@ class Store:
                                    _kernels().hash_key, verified)
         table, offsets, blob, base, mask, hash_key, verified = probe
         try:
-            start = s = hash_key(key) & mask
+            start = s = (hash_key(key) if key_hash is None else key_hash) & mask
         except UnicodeEncodeError:
             return  # a str without UTF-8 form (lone surrogates): no store holds it
         r = table[s]
@@ -1346,7 +1434,7 @@ class Store:
         """gensim's name for ``key in store``."""
         return key in self
 
-    def get_index(self, key: Any, default: int | None = None) -> int:
+    def get_index(self, key: KeyOrRow, default: int | None = None) -> int:
         """Row of ``key`` (an int in range is returned as is, as in gensim).
 
         Returns ``default`` when the key is absent and a default is given, otherwise raises
@@ -1372,7 +1460,7 @@ class Store:
             )
         raise KeyError(f"Key '{key}' not present")
 
-    def get_vector(self, key: Any, norm: bool = False) -> np.ndarray:
+    def get_vector(self, key: KeyOrRow, norm: bool = False) -> np.ndarray:
         """Dequantized float32 vector of a key (or row number).
 
         Parameters
@@ -1390,7 +1478,7 @@ class Store:
         return vec
 
     # -- indexing -----------------------------------------------------------------------------
-    def __getitem__(self, key: Any) -> np.ndarray:
+    def __getitem__(self, key: KeyOrRow | slice | Sequence[KeyOrRow] | ArrayLike) -> np.ndarray:
         if type(key) is str:
             index = self._index
             if index is not None:

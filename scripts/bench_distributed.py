@@ -2,6 +2,7 @@
 
     python scripts/bench_distributed.py                    # every section, 1,000,000 x 300
     python scripts/bench_distributed.py search --rows 100000   # one section, smaller
+    python scripts/bench_distributed.py compress --files 8 --file-rows 20000
 
 Sections
 --------
@@ -15,6 +16,17 @@ search
     score bits are identical, the workers' peak resident memory (psutil, sampled every
     20 ms) against the bytes of the shards each worker maps, and this (client) process's peak
     Python allocations during the cluster search (tracemalloc) against the m x k result.
+compress
+    ``--files`` word2vec text files of ``--file-rows`` x ``--dim`` (generated once under
+    bench-data/) compressed into a sharded store by ``embq.compress(files, out)`` (a) in this
+    process, the pieces one after the other, and (b) with a LocalCluster of ``--workers``
+    worker processes x 1 thread (started beforehand; its start-up is printed apart), run
+    alternately; then (c) ``embq compress FILES... OUT --workers N`` in a fresh process, wall
+    time with the cluster's start-up.  Prints the medians, the speed-up (target >= 1.5x),
+    whether both outputs hold the same codes, each worker's peak resident memory against the
+    largest shard written plus 200 MB, and this (client) process's peak allocations during a
+    cluster compress (tracemalloc) at ``--file-rows`` and at a quarter of it: flat in the
+    row count means about equal.
 """
 
 from __future__ import annotations
@@ -115,7 +127,7 @@ def bench_search(args) -> None:
           f"top-{K} cosine ({mflop:,.0f} G multiply-adds per search)")
 
     cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=":0")
     client = Client(cluster)
     times: dict[str, list[float]] = {"one": [], "local": [], "dask": []}
     client_peak = 0
@@ -167,6 +179,121 @@ def bench_search(args) -> None:
     print(f"  per worker thread: {rate:.1f} G multiply-adds/s")
 
 
+# --------------------------------------------------------------------------------------------
+# compress
+# --------------------------------------------------------------------------------------------
+
+def _text_files(files: int, rows: int, dim: int) -> list[str]:
+    """``files`` word2vec text files of ``rows`` x ``dim`` (``%.6f`` values, keys unique
+    across files, rows drawn from a pool), generated once under bench-data/."""
+    os.makedirs(CACHE, exist_ok=True)
+    paths = []
+    for i in range(files):
+        path = os.path.join(CACHE, f"dist-{rows}x{dim}-{i}.txt")
+        if not os.path.exists(path):
+            rng = np.random.default_rng(i)
+            pool_n = min(4096, rows)
+            pool = rng.standard_normal((pool_n, dim)).astype(np.float32) * 0.3
+            texts = [" ".join(f"{v:.6f}" for v in row) for row in pool]
+            with open(path + ".part", "w", encoding="utf8") as fh:
+                fh.write(f"{rows} {dim}\n")
+                for a in range(0, rows, 10000):
+                    fh.write("".join(f"w{i * rows + j} {texts[(j * 2654435761) % pool_n]}\n"
+                                     for j in range(a, min(rows, a + 10000))))
+            os.replace(path + ".part", path)
+        paths.append(path)
+    return paths
+
+
+def _shard_codes(path: str) -> list[np.ndarray]:
+    m = mf.read_manifest(path)
+    out = []
+    for i in range(len(m.shards)):
+        with embq.open(m.shard_path(i)) as st:
+            out.append(np.array(st.codes))
+    return out
+
+
+def _client_peak(client, files: list[str], out: str) -> int:
+    """Peak allocations (tracemalloc) of this process during a cluster compress."""
+    tracemalloc.start()
+    try:
+        embq.compress(files, out, client=client, overwrite=True)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def bench_compress(args) -> None:
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    from distributed import Client, LocalCluster
+
+    files = _text_files(args.files, args.file_rows, args.dim)
+    small = _text_files(args.files, max(1, args.file_rows // 4), args.dim)
+    rows = args.files * args.file_rows
+    size = sum(os.path.getsize(p) for p in files)
+    print(f"compress: {args.files} word2vec text files, {rows:,} rows x {args.dim} in all, "
+          f"{human_bytes(size)}, {os.cpu_count()} cores")
+    work = tempfile.mkdtemp(prefix="embq-bench-", dir=CACHE)
+    try:
+        out_seq, out_par = os.path.join(work, "seq.embq"), os.path.join(work, "par.embq")
+        t0 = time.perf_counter()
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                               dashboard_address=":0")
+        client = Client(cluster)
+        client.wait_for_workers(args.workers)
+        startup = time.perf_counter() - t0
+        seqs: list[float] = []
+        pars: list[float] = []
+        try:
+            pids = client.run(os.getpid)
+            embq.compress(files[:1], out_par, client=client, overwrite=True)  # warm workers
+            base = dict(client.run(_rss))
+            with PeakRSS(pids.values()) as peak:
+                # Alternated, so that a change in the machine's load hits both alike.
+                for _ in range(args.repeats):
+                    for times, out, c in ((seqs, out_seq, None), (pars, out_par, client)):
+                        t0 = time.perf_counter()
+                        embq.compress(files, out, client=c, overwrite=True)
+                        times.append(time.perf_counter() - t0)
+            peaks = {"full": _client_peak(client, files, os.path.join(work, "c1.embq")),
+                     "quarter": _client_peak(client, small, os.path.join(work, "c2.embq"))}
+        finally:
+            client.close()
+            cluster.close()
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "embq", "compress", *files,
+                        os.path.join(work, "cli.embq"), "--workers", str(args.workers), "-q"],
+                       check=True, env={**os.environ, "PYTHONPATH": ROOT})
+        cli = time.perf_counter() - t0
+        seq, par = statistics.median(seqs), statistics.median(pars)
+        same = all(np.array_equal(a, b)
+                   for a, b in zip(_shard_codes(out_seq), _shard_codes(out_par)))
+        largest = max(e.bytes for e in mf.read_manifest(out_par).shards)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"  one after the other, this process:    {seq:8.2f} s  {rows / seq:10,.0f} rows/s "
+          f"(runs {', '.join(f'{t:.2f}' for t in seqs)})")
+    print(f"  LocalCluster {args.workers} workers x 1 thread:     {par:8.2f} s  "
+          f"{rows / par:10,.0f} rows/s  speed-up {seq / par:.2f}x (target >= 1.5; runs "
+          f"{', '.join(f'{t:.2f}' for t in pars)}; cluster start-up {startup:.1f} s apart)")
+    print(f"  embq compress --workers {args.workers} (fresh process): {cli:8.2f} s  speed-up "
+          f"{seq / cli:.2f}x (start-up and shutdown included)")
+    print(f"  same codes in both outputs: {same}")
+    limit = largest + (200 << 20)
+    for w in sorted(pids):
+        print(f"  worker {w}: peak RSS {human_bytes(peak.peak[pids[w]])} (before "
+              f"{human_bytes(base[w])}); largest shard {human_bytes(largest)} + 200 MB = "
+              f"{human_bytes(limit)}: {'within' if peak.peak[pids[w]] <= limit else 'OVER'}")
+    print(f"  client: peak allocations during a cluster compress {human_bytes(peaks['full'])} "
+          f"at {rows:,} rows, {human_bytes(peaks['quarter'])} at "
+          f"{args.files * max(1, args.file_rows // 4):,} rows")
+
+
 def _rss() -> int:
     import psutil
 
@@ -181,7 +308,7 @@ def _shard_bytes_per_worker(st, workers: list[str]) -> dict[str, int]:
     return out
 
 
-SECTIONS = {"search": bench_search}
+SECTIONS = {"search": bench_search, "compress": bench_compress}
 
 
 def main() -> None:
@@ -195,6 +322,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="threads of the one-process runs")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--files", type=int, default=8, help="compress: input files")
+    p.add_argument("--file-rows", type=int, default=20000, help="compress: rows per file")
     args = p.parse_args()
     unknown = [s for s in args.sections if s not in SECTIONS]
     if unknown:

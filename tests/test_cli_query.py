@@ -263,3 +263,21 @@ def test_bad_new_options_exit_2_with_one_line(store_path, capsys, argv, message)
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flags", [["--metric", "l2"], ["--threshold", "0.5"], ["--cosmul"],
+                                   ["--allow-keys", "ALLOW"]])
+def test_new_options_on_a_sharded_store_exit_2_with_one_line(tmp_path, capsys, flags):
+    from _sharded_util import write_sharded
+
+    x = np.random.default_rng(3).standard_normal((60, 6)).astype(np.float32)
+    keys = [f"w{i}" for i in range(60)]
+    sharded = write_sharded(tmp_path / "many.embq", x, [30, 30], keys)
+    allow = tmp_path / "allow.txt"
+    allow.write_text("w1\nw2\n", encoding="utf-8")
+    flags = [str(allow) if f == "ALLOW" else f for f in flags]
+    assert main(["query", str(sharded), "w3", "w4", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not available for a sharded store" in err
+    assert main(["query", str(sharded), "--doesnt-match", "w1", "w2", "w3"]) == 2
+    assert "not available for a sharded store" in capsys.readouterr().err

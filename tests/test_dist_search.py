@@ -28,7 +28,7 @@ N, D = 500, 16
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                                       dashboard_address=":0")
     c = distributed.Client(cluster)
     c.wait_for_workers(2, timeout=60)
     yield c

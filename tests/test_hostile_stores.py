@@ -570,3 +570,307 @@ def test_the_miss_check_never_fires_on_a_sound_table(tmp_path_factory, keys, pro
                 assert (k in store) == (want is not None)
                 assert store.get_index(k, -1) == (-1 if want is None else want)
                 assert store.key_to_index.get(k) == want
+
+
+# ------------------------------------------------------------------------------------------
+# Damaged global heap collections (where HDF5 keeps variable-length strings: the values of
+# str attributes).  libhdf5 loops forever on a free-space object of size 0, reads out of its
+# buffer on an object reaching past the collection, and allocates and clears whatever length
+# a string's reference claims; a coverage-guided fuzzer found all three.  Each file is opened
+# in a child process with a timeout, so a regression fails the test instead of hanging (or
+# crashing) the suite.
+# ------------------------------------------------------------------------------------------
+
+_GCOL = b"GCOL"
+
+
+def _heap_store(tmp_path, name="heap.embq", n=6, d=8):
+    path = tmp_path / name
+    x = np.random.default_rng(1).standard_normal((n, d)).astype(np.float32)
+    embq.save(path, x, _keys(n))
+    data = bytearray(path.read_bytes())
+    assert data.count(_GCOL) == 1, "expected one global heap collection in a fresh store"
+    return path, data
+
+
+def _heap_objects(data, gcol):
+    """(offset, index, size) of each object of the collection at ``gcol`` (8-byte lengths)."""
+    size = int.from_bytes(data[gcol + 8:gcol + 16], "little")
+    p, out = gcol + 16, []
+    while p + 16 <= gcol + size:
+        index = int.from_bytes(data[p:p + 2], "little")
+        osize = int.from_bytes(data[p + 8:p + 16], "little")
+        out.append((p, index, osize))
+        if index == 0:
+            break
+        p += 16 + ((osize + 7) & ~7)
+    return out
+
+
+def _set_object(data, offset, index, size):
+    data[offset:offset + 2] = index.to_bytes(2, "little")
+    data[offset + 8:offset + 16] = size.to_bytes(8, "little")
+
+
+def _reference(data, gcol, index):
+    """Offset of the vlen reference (length, collection, index) to object ``index``."""
+    objects = {i: s for _, i, s in _heap_objects(data, gcol)}
+    ref = objects[index].to_bytes(4, "little") + gcol.to_bytes(8, "little") \
+        + index.to_bytes(4, "little")
+    assert data.count(ref) == 1
+    return data.index(ref)
+
+
+def heap_first_object_free_size_0(tmp_path):
+    # As in most of the 27 fuzzer files: the walk meets index 0, size 0, and never advances.
+    path, data = _heap_store(tmp_path)
+    gcol = data.index(_GCOL)
+    first = _heap_objects(data, gcol)[0][0]
+    _set_object(data, first, 0, 0)
+    path.write_bytes(data)
+    return path, f"free-space object of 0 bytes at byte {first:,}"
+
+
+def heap_later_object_free_size_0(tmp_path):
+    path, data = _heap_store(tmp_path)
+    gcol = data.index(_GCOL)
+    third = _heap_objects(data, gcol)[2][0]
+    _set_object(data, third, 0, 0)
+    path.write_bytes(data)
+    return path, "would loop forever"
+
+
+def heap_free_space_smaller_than_header(tmp_path):
+    path, data = _heap_store(tmp_path)
+    gcol = data.index(_GCOL)
+    offset, index, _ = _heap_objects(data, gcol)[-1]
+    assert index == 0
+    _set_object(data, offset, 0, 8)
+    path.write_bytes(data)
+    return path, "smaller than its own 16-byte header"
+
+
+def heap_object_past_collection(tmp_path):
+    path, data = _heap_store(tmp_path)
+    gcol = data.index(_GCOL)
+    offset, index, _ = _heap_objects(data, gcol)[1]
+    _set_object(data, offset, index, 1 << 20)
+    path.write_bytes(data)
+    return path, "reaching past the collection's end"
+
+
+def heap_collection_past_end_of_file(tmp_path):
+    path, data = _heap_store(tmp_path)
+    gcol = data.index(_GCOL)
+    data[gcol + 8:gcol + 16] = (len(data) - gcol + 4096).to_bytes(8, "little")
+    path.write_bytes(data)
+    return path, f"of a {len(data):,}-byte file"
+
+
+def heap_planted_in_codes(tmp_path):
+    # A hostile file can point a string anywhere, even into a dataset's bytes: a hanging
+    # collection planted in 'codes' must be caught too (no scan of the metadata would see it).
+    path, data = _heap_store(tmp_path, n=600, d=16)
+    with h5py.File(path, "r") as f:
+        codes = f["codes"].id.get_offset()
+    gcol = data.index(_GCOL)
+    ref = _reference(data, gcol, 1)  # the first string written: 'format'
+    planted = bytearray(_GCOL + b"\x01\x00\x00\x00" + (4096).to_bytes(8, "little"))
+    planted += (1).to_bytes(2, "little") + bytes(6) + (4).to_bytes(8, "little") + b"embq" + bytes(4)
+    planted += bytes(16)  # index 0, size 0
+    data[codes:codes + len(planted)] = planted
+    data[ref + 4:ref + 12] = codes.to_bytes(8, "little")
+    path.write_bytes(data)
+    return path, f"the global heap collection at byte {codes:,} has a free-space object of 0 bytes"
+
+
+def vlen_length_4_gb(tmp_path):
+    # libhdf5 allocates and clears what a string's reference claims before reading the heap.
+    path, data = _heap_store(tmp_path)
+    gcol = data.index(_GCOL)
+    ref = _reference(data, gcol, 1)
+    data[ref:ref + 4] = (0xF7000004).to_bytes(4, "little")
+    path.write_bytes(data)
+    return path, "claims 4,143,972,356 bytes of variable-length data"
+
+
+def vlen_kind_9(tmp_path):
+    # A variable-length type that is neither a sequence nor a string crashes libhdf5.
+    path, data = _heap_store(tmp_path)
+    data[_format_datatype(data) + 1] = 0x09
+    path.write_bytes(data)
+    return path, "variable-length datatype of kind 9"
+
+
+def _format_datatype(data):
+    gcol = data.index(_GCOL)
+    ref = _reference(data, gcol, 1)
+    return data.rindex(b"\x19\x01\x01\x00\x10\x00\x00\x00", 0, ref)
+
+
+def vlen_element_size_1(tmp_path):
+    # libhdf5 keeps 1 byte of data but converts a 16-byte reference, taking what follows the
+    # data as the length to allocate (gigabytes, found by the fuzzer).
+    path, data = _heap_store(tmp_path)
+    dtype = _format_datatype(data)
+    data[dtype + 4:dtype + 8] = (1).to_bytes(4, "little")
+    path.write_bytes(data)
+    return path, "variable-length datatype of 1 bytes, expected 16"
+
+
+HEAP_DAMAGE = [
+    heap_first_object_free_size_0, heap_later_object_free_size_0,
+    heap_free_space_smaller_than_header, heap_object_past_collection,
+    heap_collection_past_end_of_file, heap_planted_in_codes, vlen_length_4_gb, vlen_kind_9,
+    vlen_element_size_1,
+]
+
+
+def _run(args, timeout=60):
+    import subprocess
+    import sys
+
+    # 2 GB of address space: far below what a 4 GB claim needs, far above what opening needs.
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
+            + args[0])
+    return subprocess.run([sys.executable, "-c", code, *args[1:]], capture_output=True,
+                          text=True, timeout=timeout, cwd=os.path.dirname(os.path.dirname(
+                              os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize("make", HEAP_DAMAGE, ids=lambda fn: fn.__name__)
+def test_damaged_heap_refused_at_open_without_hang(make, tmp_path):
+    path, what = make(tmp_path)
+    with h5py.File(path, "r"):
+        pass  # the damage is in the heap and the references only: HDF5 itself opens the file
+    r = _run(["import embq, sys\n"
+              "try:\n    embq.open(sys.argv[1])\n"
+              "except embq.StoreError as exc:\n    print(exc); sys.exit(3)\n",
+              os.fspath(path)])
+    assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
+    _check_error(r.stdout.strip(), path, what)
+    assert "of the root group" in r.stdout, r.stdout  # names the attribute being read
+
+
+@pytest.mark.parametrize("make", HEAP_DAMAGE, ids=lambda fn: fn.__name__)
+def test_damaged_heap_cli_info_exit_2(make, tmp_path):
+    path, what = make(tmp_path)
+    r = _run(["import sys; from embq.cli import main; sys.exit(main(sys.argv[1:]))",
+              "info", os.fspath(path)])
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("embq info: error: "), r.stderr
+    assert os.fspath(path) in lines[0] and what in lines[0], lines[0]
+
+
+def test_heap_checks_keep_sound_stores(tmp_path):
+    # Strings everywhere a store may hold them: embq's own, user strings and arrays of them,
+    # enough attributes for the object header to continue in a second chunk, and a copy with
+    # version 2 object headers ("OHDR", libver='latest').
+    path = tmp_path / "s.embq"
+    x = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
+    attrs = {f"note{i}": "é" * (i * 50) for i in range(40)}
+    attrs["tags"] = np.array(["x", "yy", ""], dtype=object)
+    embq.save(path, x, _keys(5), attrs=attrs)
+    st = embq.open(path)
+    assert st.attrs["note39"] == "é" * 1950 and list(st.attrs["tags"]) == ["x", "yy", ""]
+    st.close()
+    v2 = tmp_path / "v2.embq"
+    with h5py.File(path, "r") as src, h5py.File(v2, "w", libver="latest") as dst:
+        for k in ("format", "format_version", "scheme", "dim", "n_rows", "has_keys", "tags"):
+            dst.attrs[k] = src.attrs[k]
+        for name in ("codes", "scales", "zero_points", "norms", "keys"):
+            src.copy(name, dst)
+    assert b"OHDR" in v2.read_bytes()
+    with embq.open(v2) as st:
+        assert list(st.attrs["tags"]) == ["x", "yy", ""]
+        np.testing.assert_array_equal(st.get_vector("w3"), embq.open(path).get_vector("w3"))
+
+
+def test_dense_attribute_storage_is_refused_with_a_reason(tmp_path):
+    path = tmp_path / "s.embq"
+    embq.save(path, np.ones((2, 3), np.float32))
+    dense = tmp_path / "dense.embq"
+    with h5py.File(path, "r") as src, h5py.File(dense, "w", libver="latest") as dst:
+        for k, v in src.attrs.items():
+            dst.attrs[k] = v
+        for i in range(9):
+            dst.attrs[f"x{i}"] = i
+        for name in ("codes", "scales", "zero_points", "norms"):
+            src.copy(name, dst)
+    with pytest.raises(StoreError, match="dense attribute storage") as info:
+        embq.open(dense)
+    _check_error(info.value, dense, "attribute 'embq_version' of the root group")
+
+
+def test_guarded_file_refuses_impossible_addresses(tmp_path):
+    from embq._hdf5_check import GuardedFile
+
+    path = _good(tmp_path / "g.embq")
+    with GuardedFile(os.open(path, os.O_RDONLY), os.path.getsize(path)) as fh:
+        with pytest.raises(OSError, match="past any file"):
+            fh.seek(1 << 63)
+        assert fh.refusal is not None
+
+
+def _libhdf5_walk(data, size, max_steps=1000):
+    """libhdf5's own walk over a collection (H5HG__cache_heap_deserialize), capped (a
+    512-byte collection has at most 31 objects):
+    'loops' if it does not finish, 'out' if an object reaches past the collection."""
+    p, steps = 16, 0
+    while p < size:
+        steps += 1
+        if steps > max_steps:
+            return "loops"
+        if p + 16 > size:
+            p = size
+            continue
+        index = int.from_bytes(data[p:p + 2], "little")
+        osize = int.from_bytes(data[p + 8:p + 16], "little")
+        need = osize if index == 0 else 16 + ((osize + 7) & ~7)
+        if p + need > size or (index and p + 16 + osize > size):
+            return "out"
+        p = (p + need) % (1 << 64)  # size_t arithmetic, as in C
+    return "ends"
+
+
+@settings(max_examples=300, deadline=None)
+@given(objects=strategies.lists(
+    strategies.tuples(strategies.integers(0, 4), strategies.sampled_from(
+        [0, 1, 4, 8, 15, 16, 23, 24, 40, 100, 4000, 1 << 40, (1 << 64) - 8])),
+    min_size=1, max_size=12))
+def test_check_global_heap_passes_only_walks_that_end_inside(objects):
+    from embq._hdf5_check import check_global_heap
+
+    size = 512
+    data = bytearray(_GCOL + b"\x01\x00\x00\x00" + size.to_bytes(8, "little"))
+    for index, osize in objects:
+        data += index.to_bytes(2, "little") + bytes(6) + osize.to_bytes(8, "little")
+        data += bytes((min(osize, 64) + 7) & ~7)
+    data = bytes(data[:size].ljust(size, b"\x00"))
+    verdict = check_global_heap(data, 4096, 4096 + size, 8)
+    if verdict is None:
+        assert _libhdf5_walk(data, size) == "ends"
+    walk = _libhdf5_walk(data, size)
+    if walk != "ends":
+        assert verdict is not None, walk
+
+
+def test_vlen_nbytes_counts_base_type_units(tmp_path):
+    # A length counts base-type units: with 8-byte characters, 'embq' claims 32 bytes.
+    from embq._hdf5_check import AttributeMessages
+
+    path, data = _heap_store(tmp_path)
+    dtype = _format_datatype(data)
+    data[dtype + 12:dtype + 16] = (8).to_bytes(4, "little")  # base size
+    data[dtype + 18:dtype + 20] = (64).to_bytes(2, "little")  # base precision, in bits
+    path.write_bytes(data)
+    with h5py.File(path, "r") as f:
+        addr = h5py.h5o.get_info(f.id).addr
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        messages = AttributeMessages(fd, len(data), addr, 8, 8)
+        assert messages.vlen_nbytes("format", 1) == [32]
+        assert messages.vlen_nbytes("scheme", 1) == [23]
+    finally:
+        os.close(fd)

@@ -1014,3 +1014,148 @@ def test_npy_reader_does_not_call_numpy_header_helpers(tmp_path, data, monkeypat
                  "_read_array_header"):
         monkeypatch.setattr(np.lib.format, name, refuse, raising=False)
     np.testing.assert_array_equal(load_embeddings(str(tmp_path / "a.npy"))[1], X)
+
+
+# -- byte_range and row_range: part of a file, numbered as in the whole file -----------------
+
+
+def _read_all(reader) -> tuple[list | None, np.ndarray, np.ndarray | None, list[int]]:
+    """Keys, vectors, offsets and the blocks' first lines of everything ``reader`` yields."""
+    keys, vecs, offs, lines = [], [], [], []
+    with reader:
+        for block in reader:
+            if block.keys is not None:
+                keys += block.keys
+            vecs.append(block.vectors)
+            if block.offsets is not None:
+                offs.append(block.offsets)
+            lines.append(block.first_line)
+        dim = reader.dim
+    return (keys, np.concatenate(vecs) if vecs else np.empty((0, dim), np.float32),
+            np.concatenate(offs) if offs else None, lines)
+
+
+def _text_file(tmp_path, fmt: str, n: int = 300, d: int = 5, header_count: int | None = None):
+    rng = np.random.default_rng(3)
+    lines = [f"k{i}{'é' * (i % 3)} " + " ".join(f"{v:.6g}" for v in rng.standard_normal(d))
+             for i in range(n)]
+    head = "" if fmt == "glove" else f"{n if header_count is None else header_count} {d}\n"
+    path = tmp_path / f"t.{fmt}.txt"
+    path.write_bytes(("\ufeff" + head + "\n".join(lines) + "\n").encode("utf8"))
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["word2vec", "glove"])
+def test_byte_ranges_read_every_row_once_as_the_whole_file(tmp_path, fmt):
+    path = _text_file(tmp_path, fmt)
+    whole_keys, whole, whole_offs, _ = _read_all(open_embeddings(path, format=fmt))
+    size = os.path.getsize(path)
+    rng = np.random.default_rng(5)
+    for parts in (1, 2, 7):
+        # arbitrary cut points, most of them inside a line (and one inside the header)
+        cuts = [0, *sorted(rng.integers(1, size, parts - 1).tolist()), size]
+        if parts == 7:
+            cuts[1] = 3
+        keys, rows, offs = [], [], []
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            k, v, o, lines = _read_all(open_embeddings(path, format=fmt, byte_range=(a, b),
+                                                       block_rows=16))
+            if len(v):
+                # a block's first line is its first row's line in the whole file
+                row0 = whole_keys.index(k[0])
+                assert lines[0] == row0 + 1 + (fmt != "glove")
+                assert o[0] == whole_offs[row0]
+            keys += k
+            rows.append(v)
+            if o is not None:
+                offs.append(o)
+        assert keys == whole_keys
+        np.testing.assert_array_equal(np.concatenate(rows), whole)
+        np.testing.assert_array_equal(np.concatenate(offs), whole_offs)
+
+
+def test_byte_range_does_not_check_the_header_count(tmp_path):
+    path = _text_file(tmp_path, "word2vec", n=50, header_count=9999)
+    with open_embeddings(path, byte_range=(0, os.path.getsize(path))) as reader:
+        assert reader.count is None
+        assert sum(len(b.vectors) for b in reader) == 50
+
+
+@pytest.mark.parametrize("given_line", [False, True])
+@pytest.mark.parametrize("fmt", ["word2vec", "glove"])
+def test_an_error_in_a_byte_range_names_the_files_line(tmp_path, fmt, given_line):
+    path = _text_file(tmp_path, fmt, n=120)
+    data = open(path, "rb").read()
+    header = 0 if fmt == "glove" else 1
+    bad_row = 77
+    starts = [i + 1 for i, c in enumerate(data) if c == ord("\n")]   # line starts
+    line_start = starts[header + bad_row - 1]
+    end = data.index(b"\n", line_start)
+    broken = data[:end] + b" oops" + data[end:]
+    with open(path, "wb") as f:
+        f.write(broken)
+    a = starts[header + 40 - 1]           # the range starts at row 40
+    first = header + 40 + 1 if given_line else None
+    with pytest.raises(FormatError) as info:
+        _read_all(open_embeddings(path, format=fmt, byte_range=(a, len(broken)),
+                                  first_line=first, block_rows=8))
+    assert info.value.line == header + bad_row + 1
+    assert f"line {header + bad_row + 1}" in str(info.value)
+    assert path in str(info.value)
+
+
+def test_byte_range_and_row_range_are_checked(tmp_path):
+    path = _text_file(tmp_path, "word2vec", n=10)
+    gz = str(tmp_path / "t.txt.gz")
+    with open(path, "rb") as src, gzip.open(gz, "wb") as dst:
+        dst.write(src.read())
+    npy = str(tmp_path / "a.npy")
+    np.save(npy, np.ones((4, 3), np.float32))
+    with pytest.raises(ValueError, match="gzip-compressed"):
+        open_embeddings(gz, byte_range=(0, 10))
+    with pytest.raises(ValueError, match="byte_range reads part of an uncompressed"):
+        open_embeddings(npy, byte_range=(0, 10))
+    with pytest.raises(ValueError, match=r"row_range reads part of an uncompressed \.npy"):
+        open_embeddings(path, row_range=(0, 2))
+    with pytest.raises(ValueError, match="limit cannot be combined"):
+        open_embeddings(path, byte_range=(0, 10), limit=3)
+    with pytest.raises(ValueError, match="0 <= start <= stop"):
+        open_embeddings(path, byte_range=(10, 5))
+    with pytest.raises(ValueError, match="pair"):
+        open_embeddings(npy, row_range=3)
+    with pytest.raises(ValueError, match="first_line"):
+        open_embeddings(path, first_line=4)
+    with pytest.raises(ValueError, match="reaches past the 4 rows"):
+        open_embeddings(npy, row_range=(2, 5))
+
+
+@pytest.mark.parametrize("fortran", [False, True])
+def test_row_ranges_read_the_rows_of_the_whole_array(tmp_path, fortran):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((103, 6)).astype(np.float32)
+    npy = str(tmp_path / "a.npy")
+    np.save(npy, np.asfortranarray(x) if fortran else x)
+    keys_path = tmp_path / "a.keys.txt"
+    keys_path.write_text("".join(f"key{i}\n" for i in range(103)))
+    whole_keys, whole, whole_offs, _ = _read_all(open_embeddings(npy, keys_path=keys_path))
+    for a, b in ((0, 103), (0, 1), (17, 60), (60, 103), (50, 50)):
+        for kp_ in (None, keys_path):
+            keys, rows, offs, lines = _read_all(open_embeddings(
+                npy, row_range=(a, b), keys_path=kp_, block_rows=16))
+            np.testing.assert_array_equal(rows, whole[a:b])
+            if kp_ is not None:
+                assert keys == whole_keys[a:b]
+            if b > a:
+                assert lines[0] == a + 1
+                if not fortran:
+                    np.testing.assert_array_equal(offs, whole_offs[a:b])
+
+
+def test_an_error_in_a_row_range_names_the_arrays_row(tmp_path):
+    x = np.ones((50, 4), np.float32)
+    x[37, 2] = np.nan
+    npy = str(tmp_path / "a.npy")
+    np.save(npy, x)
+    with pytest.raises(FormatError, match="row 37 holds nan"):
+        _read_all(open_embeddings(npy, row_range=(30, 45), block_rows=4))
+    _read_all(open_embeddings(npy, row_range=(38, 50)))   # past the bad row: fine

@@ -251,6 +251,51 @@ def test_lookups_equal_one_store(data):
     assert "w10" in repr(st.index_to_key) or "w0" in repr(st.index_to_key)
 
 
+def test_a_key_is_hashed_once_across_the_shards(data):
+    from embq import _kernels_store as ks
+
+    one, st = data["one"], data["stores"][7]
+    rng = np.random.default_rng(12)
+    keys = [data["keys"][i] for i in rng.integers(0, N, 3000).tolist()]
+    expected = one[keys]
+    before = ks.hashes_computed()
+    got = st[keys]                               # a batch: hash_keys, then shard by shard
+    assert ks.hashes_computed() - before == len(keys)
+    np.testing.assert_array_equal(got, expected)
+    last = data["keys"][-1]                      # found in the last of 7 shards
+    before = ks.hashes_computed()
+    assert st.get_index(last) == N - 1
+    assert ks.hashes_computed() - before == 1
+    expected = one[last]
+    before = ks.hashes_computed()
+    got = st[last]
+    assert ks.hashes_computed() - before == 1
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_hash_keys_and_lookups_by_hash_equal_the_kernels_own(data):
+    from embq import _kernels_store as ks
+
+    index = data["one"]._index
+    keys = [*data["keys"][::7], "nope", "", "\ud800", "é" * 40, "w5"]
+    hashes = ks.hash_keys(keys)
+    assert hashes.dtype == np.uint64 and hashes.shape == (len(keys),)
+    assert hashes[-3] == 0                       # no UTF-8 form: absent whatever the hash
+    for k, h in zip(keys, hashes.tolist()):
+        if k != "\ud800":
+            assert ks.hash_key(k) == h
+            assert index.find_hashed(k, h) == index.find(k)
+    assert index.find_hashed("\ud800", 0) == -1
+    np.testing.assert_array_equal(index.find_many(keys, hashes), index.find_many(keys))
+    assert ks.hash_keys([]).shape == (0,)
+    with pytest.raises(TypeError, match="item 1 is int 3"):
+        ks.hash_keys(["a", 3])
+    with pytest.raises(ValueError, match="uint64 array of 2 values"):
+        index.find_many(["a", "b"], hashes[:3])
+    with pytest.raises(ValueError, match="got list"):
+        index.find_many(["a", "b"], [1, 2])
+
+
 def test_missing_keys_and_bad_indices(data):
     st = data["stores"][3]
     for get in (lambda: st["nope"], lambda: st[["w1", "nope"]], lambda: st.get_index("nope"),
