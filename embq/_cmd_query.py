@@ -1,9 +1,11 @@
-"""``embq query STORE WORD... [-k 10] [--metric cosine|dot] [--json] [--vectors FILE.npy]``."""
+"""``embq query STORE WORD... [-k 10] [--metric cosine|dot|l2] [--threshold T] [--allow-keys FILE]
+[--cosmul] [--doesnt-match] [--json] [--vectors FILE.npy]``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from embq._cmd_compress import add_cluster_arguments, open_searched
@@ -19,9 +21,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("store", help="path of an embq store (a file, or a sharded store's "
                    "directory)")
     p.add_argument("words", nargs="*", metavar="WORD", help="keys to look up and search for")
-    p.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
-    p.add_argument("--metric", choices=("cosine", "dot"), default="cosine",
-                   help="similarity (default cosine)")
+    p.add_argument("-k", type=int, default=None,
+                   help="neighbours per query (default 10; with --threshold, a cap)")
+    p.add_argument("--metric", choices=("cosine", "dot", "l2"), default="cosine",
+                   help="similarity, or l2 = squared Euclidean distance, smallest first "
+                   "(default cosine)")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="every row scoring at least T (cosine, dot) or within squared "
+                   "distance T (l2), instead of the top k")
+    p.add_argument("--allow-keys", metavar="FILE",
+                   help="return only these keys: a UTF-8 text file, one key per line")
+    p.add_argument("--cosmul", action="store_true",
+                   help="one query from all WORDs by 3CosMul (gensim's most_similar_cosmul)")
+    p.add_argument("--doesnt-match", nargs="+", metavar="WORD", default=None,
+                   help="print which of these words does not match the others (gensim's "
+                   "doesnt_match)")
     p.add_argument("--vectors", metavar="FILE.npy",
                    help="also search for the vectors in this .npy file, shape (d,) or (m, d)")
     p.add_argument("--rescore", type=int, default=4, metavar="R",
@@ -89,6 +103,70 @@ def _load_vectors(path: str, dim: int):
     return out
 
 
+def _read_allow_keys(path: str, store, store_path: str):
+    """Rows of the keys in ``path`` (one per line, UTF-8; blank lines skipped)."""
+    import numpy as np
+
+    from embq.cli import CommandError
+
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            lines = fh.read().splitlines()
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                           "expected one key per line") from None
+    rows = []
+    for lineno, key in enumerate(lines, 1):
+        if not key:
+            continue
+        row = store.get_index(key, -1) if store.has_keys else -1
+        if row < 0:
+            raise CommandError(f"{path} line {lineno}: key {key!r} is not in {store_path}")
+        rows.append(row)
+    return np.array(rows, dtype=np.int64)
+
+
+def _check_modes(args: argparse.Namespace) -> None:
+    """Refuse combinations that have no meaning, in flag terms (exit 2, one line)."""
+    from embq.cli import CommandError
+
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise CommandError(f"--threshold must be a finite number, got {args.threshold}")
+    special = [f for f, on in (("--cosmul", args.cosmul), ("--doesnt-match", args.doesnt_match))
+               if on]
+    if len(special) == 2:
+        raise CommandError("--cosmul and --doesnt-match are different questions; give one")
+    if args.doesnt_match and args.words:
+        raise CommandError("--doesnt-match takes its words after it "
+                           "(embq query STORE --doesnt-match W1 W2 W3), not other WORDs")
+    if special:
+        flag = special[0]
+        if args.cosmul and not args.words:
+            raise CommandError("--cosmul needs WORDs")
+        for name, on in (("--vectors", args.vectors), ("--threshold", args.threshold is not None),
+                         ("--allow-keys", args.allow_keys),
+                         ("--metric " + args.metric, args.metric != "cosine")):
+            if on:
+                raise CommandError(f"{flag} does not take {name}")
+
+
+def _check_store_kind(args: argparse.Namespace, store) -> None:
+    """The new questions are answered by one store's kernels; a sharded store (searched shard
+    by shard, possibly on a cluster) answers top-k by cosine or dot only."""
+    from embq._store import Store
+    from embq.cli import CommandError
+
+    if isinstance(store, Store):
+        return
+    for flag, on in (("--metric l2", args.metric == "l2"),
+                     ("--threshold", args.threshold is not None),
+                     ("--allow-keys", args.allow_keys), ("--cosmul", args.cosmul),
+                     ("--doesnt-match", args.doesnt_match)):
+        if on:
+            raise CommandError(f"{flag} is not available for a sharded store ({args.store}); "
+                               "merge it into one store with embq merge, or omit " + flag)
+
+
 def _display_width(text: str) -> int:
     import unicodedata
 
@@ -104,10 +182,14 @@ def run(args: argparse.Namespace) -> int:
 
     from embq.cli import CommandError
 
-    if not args.words and not args.vectors:
+    if not args.words and not args.vectors and not args.doesnt_match:
         raise CommandError("give at least one WORD or --vectors FILE.npy")
-    if args.k < 1:
+    if args.k is not None and args.k < 1:
         raise CommandError(f"-k must be >= 1, got {args.k}")
+    _check_modes(args)
+    cap = args.k if args.threshold is not None else None
+    if args.k is None:
+        args.k = 10
     if args.rescore < 0:
         raise CommandError(f"--rescore must be >= 0, got {args.rescore}")
     # Checked here, not left to the search, whose messages speak of the Python API
@@ -120,6 +202,12 @@ def run(args: argparse.Namespace) -> int:
                            "--threads to use all cores")
 
     with open_searched(args) as store:
+        _check_store_kind(args, store)
+        if args.doesnt_match or args.cosmul:
+            return _run_gensim_style(args, store)
+        allow = None
+        if args.allow_keys:
+            allow = _read_allow_keys(args.allow_keys, store, args.store)
         labels: list[str] = []
         own: list[int] = []
         parts = []
@@ -143,9 +231,19 @@ def run(args: argparse.Namespace) -> int:
             labels += [f"{args.vectors}[{i}]" for i in range(len(vecs))]
             own += [-1] * len(vecs)
         queries = np.concatenate(parts, axis=0)
-        scores, found = store.search(queries, args.k + 1, metric=args.metric,
-                                     rescore=args.rescore or None, restrict=args.restrict,
-                                     n_threads=args.threads)
+        if args.threshold is not None:
+            # the query word's own row may pass the threshold: ask for one more, then drop it
+            scores, found = store.search(
+                queries, metric=args.metric, restrict=args.restrict, n_threads=args.threads,
+                allow=allow, threshold=args.threshold,
+                max_results=None if cap is None else cap + 1)
+            if cap is None:
+                args.k = max([len(f) for f in found] + [0])
+        else:
+            extra = {} if allow is None else {"allow": allow}
+            scores, found = store.search(queries, args.k + 1, metric=args.metric,
+                                         rescore=args.rescore or None, restrict=args.restrict,
+                                         n_threads=args.threads, **extra)
         keys = store.index_to_key
         results = []
         for qi, label in enumerate(labels):
@@ -157,15 +255,50 @@ def run(args: argparse.Namespace) -> int:
                             for r, s in hits],
             })
 
+    return _print_results(args, results)
+
+
+def _run_gensim_style(args: argparse.Namespace, store) -> int:
+    """``--doesnt-match`` and ``--cosmul``: one question about all the words together."""
+    words = list(args.doesnt_match or args.words)
+    missing = [w for w in words if store.get_index(w, -1) < 0] if store.has_keys else words
+    if missing:
+        names = ", ".join(repr(w) for w in missing)
+        raise KeyError(f"word{'s' if len(missing) > 1 else ''} not in {args.store}: {names}")
+    if args.doesnt_match:
+        odd = store.doesnt_match(words)
+        if args.json:
+            json.dump({"store": args.store, "words": words, "doesnt_match": odd},
+                      sys.stdout, ensure_ascii=False, indent=2)
+            sys.stdout.write("\n")
+        else:
+            print(odd)
+        return 0
+    from embq._keyedvectors import most_similar_cosmul
+
+    hits = most_similar_cosmul(store, positive=list(args.words), topn=args.k,
+                               restrict_vocab=args.restrict, rescore=args.rescore or None,
+                               n_threads=args.threads)
+    results = [{"query": "cosmul(" + ", ".join(args.words) + ")",
+                "results": [{"key": k, "index": store.get_index(k), "score": s}
+                            for k, s in hits]}]
+    args.metric = "cosmul"
+    return _print_results(args, results)
+
+
+def _print_results(args: argparse.Namespace, results: list) -> int:
     if args.json:
         json.dump({"store": args.store, "metric": args.metric, "k": args.k, "queries": results},
                   sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
         return 0
+    what = (f"score >= {args.threshold:g}" if args.threshold is not None and args.metric != "l2"
+            else f"distance <= {args.threshold:g}" if args.threshold is not None
+            else f"top {args.k}")
     for i, res in enumerate(results):
         if i:
             print()
-        print(f"{res['query']}  ({args.metric}, top {args.k})")
+        print(f"{res['query']}  ({args.metric}, {what})")
         width = max([_display_width(str(h["key"])) for h in res["results"]] + [3])
         print(f"  {'rank':>4}  {_pad('key', width)}  {'score':>8}  {'row':>8}")
         for rank, h in enumerate(res["results"], 1):

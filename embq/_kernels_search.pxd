@@ -23,3 +23,5 @@ cdef extern from "_search_simd.h" nogil:
     void embq_heap_init(float *hv, int64_t *hi, int64_t k)
     void embq_heap_offer(float *hv, int64_t *hi, int64_t k, float v, int64_t i)
     void embq_heap_sort(float *hv, int64_t *hi, int64_t k)
+    void embq_prefetch_row(const uint8_t *c, int64_t d)
+    void embq_select_one(float s, int64_t row, float *hv, int64_t *hi, int64_t k, float *th)

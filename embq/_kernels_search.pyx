@@ -33,7 +33,7 @@ from embq._kernels_common cimport EMBQ_V_COUNT, embq_openmp_enabled, embq_varian
 from embq._kernels_search cimport (
     EMBQ_QSTRIDE, embq_dot_fn, embq_dot_get,
     embq_fill_query_tail, embq_heap_init, embq_heap_offer, embq_heap_sort, embq_row_weights,
-    embq_scan1, embq_select_fn, embq_select_get,
+    embq_prefetch_row, embq_scan1, embq_select_fn, embq_select_get, embq_select_one,
 )
 
 from embq._config import _init_kernels
@@ -529,3 +529,497 @@ def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norm
     else:
         raise ValueError(f"mode must be 'auto', 'rows' or 'queries', got {mode!r}")
     return out_v, out_i
+
+
+# -- allow-lists, L2 and range search ----------------------------------------------------------
+#
+# The entry points below take an optional sorted array of allowed row numbers ``idx`` (no
+# duplicates) and search the rows it names as if they were a store of their own: heap labels
+# are positions in ``idx`` (so ties go to the lower position, which is the lower row, since
+# ``idx`` is increasing), mapped back to row numbers by the caller. A block of _ROW_BLOCK
+# allowed rows that are consecutive in the codes is read in place; any other block is first
+# gathered (codes, scales, norms, zero points) into a per-thread buffer, so a small allowed set
+# costs reading its own rows and nothing else, and a large one costs at most one copy of each
+# allowed row into a buffer that stays in cache.
+
+from libc.string cimport memcpy
+
+DEF _PREFETCH_AHEAD = 8   # rows the gather asks for ahead of the one it copies
+# A window of _ROW_BLOCK rows is scored in place when allowed rows / window rows >= DEN / NUM.
+cdef int64_t _WIN_NUM = 3
+cdef int64_t _WIN_DEN = 1
+
+
+def _set_window_density(int64_t num, int64_t den):
+    """Benchmark hook: score a window in place when allowed / rows >= den / num."""
+    global _WIN_NUM, _WIN_DEN
+    _WIN_NUM = num
+    _WIN_DEN = den
+DEF _MODE_DOT = 0
+DEF _MODE_COSINE = 1
+DEF _MODE_L2 = 2
+
+
+@cython.final
+cdef class _JobX:
+    """One filtered / L2 / range search, shared read-only by all threads."""
+    cdef const uint8_t *codes
+    cdef const float *scales
+    cdef const uint8_t *zp
+    cdef const float *norms     # cosine: norms; l2: squared norms; dot: NULL
+    cdef const int64_t *idx     # allowed rows, increasing; NULL = rows 0, 1, 2, ...
+    cdef int64_t d
+    cdef const int8_t *qp
+    cdef int64_t ldq
+    cdef const int32_t *sumq
+    cdef const float *wq        # dot, l2: query scale; cosine: scale / norm
+    cdef const float *qn2       # l2: squared norm of each dequantized query
+    cdef int64_t k
+    cdef int mode
+    cdef embq_dot_fn dot
+    cdef embq_select_fn sel
+    cdef int dot_id
+    cdef int sel_id
+
+
+cdef inline int64_t _block_rows(_JobX job, int64_t p, int64_t p1, uint8_t *gc, float *gs,
+                                float *gn, uint8_t *gz, int32_t *offs, const uint8_t **c,
+                                const float **s, const float **nm, const uint8_t **z,
+                                int64_t *span, bint single) noexcept nogil:
+    """The rows of the next block of positions from ``p`` (before ``p1``); returns how many.
+
+    Three ways, by how dense the allowed rows are there: consecutive rows are read in place;
+    when enough of a window of _ROW_BLOCK rows is allowed (a third for ``single``, one query;
+    seven eighths otherwise), the whole window is scored
+    in place (``span`` rows from c/z/s/nm) and ``offs[r]`` says which window row position
+    p + r is (see :func:`_keys_window`); otherwise the allowed rows are gathered into
+    gc/gs/gn/gz. ``span`` is the number of rows to score; it equals the return
+    value except in the window case.
+    """
+    cdef int64_t r, row, d = job.d, nr, base, ext
+    nr = p1 - p
+    if nr > _ROW_BLOCK:
+        nr = _ROW_BLOCK
+    if job.idx == NULL:
+        base = p
+    else:
+        base = job.idx[p]
+        # the positions whose rows fall in the window [base, base + _ROW_BLOCK)
+        r = 1
+        while r < nr and job.idx[p + r] < base + _ROW_BLOCK:
+            r += 1
+        ext = job.idx[p + r - 1] - base + 1
+        if ext != r:
+            # One query is bound by memory: scoring a window in place costs about what reading
+            # it costs, so it pays from a third allowed. Several queries are bound by
+            # arithmetic, which a gathered block halves at half allowed: only nearly full
+            # windows are scored in place.
+            if (single and _WIN_NUM * r >= _WIN_DEN * ext) or 8 * r >= 7 * ext:
+                for row in range(r):
+                    offs[row] = <int32_t>(job.idx[p + row] - base)
+                c[0] = job.codes + base * d
+                z[0] = job.zp + base if job.zp != NULL else NULL
+                s[0] = job.scales + base
+                nm[0] = job.norms + base if job.norms != NULL else NULL
+                span[0] = ext
+                return r
+            for r in range(nr):
+                row = job.idx[p + r]
+                if p + r + _PREFETCH_AHEAD < p1:
+                    embq_prefetch_row(job.codes + job.idx[p + r + _PREFETCH_AHEAD] * d, d)
+                memcpy(gc + r * d, job.codes + row * d, d)
+                gs[r] = job.scales[row]
+                if job.norms != NULL:
+                    gn[r] = job.norms[row]
+                if job.zp != NULL:
+                    gz[r] = job.zp[row]
+            c[0] = gc
+            s[0] = gs
+            nm[0] = gn if job.norms != NULL else NULL
+            z[0] = gz if job.zp != NULL else NULL
+            span[0] = nr
+            return nr
+        nr = r
+    c[0] = job.codes + base * d
+    s[0] = job.scales + base
+    nm[0] = job.norms + base if job.norms != NULL else NULL
+    z[0] = job.zp + base if job.zp != NULL else NULL
+    span[0] = nr
+    return nr
+
+
+cdef inline void _keys(_JobX job, const int32_t *acc, int64_t nr, const float *w,
+                       const float *s, const float *n2, int64_t q, float *out) noexcept nogil:
+    """Ranking keys of a block for query q (larger is better).
+
+    dot, cosine: ``float(acc) * (w_row * w_query)``, the bits the select kernels compute.
+    l2: ``-max((n2_row - 2 * t) + n2_query, 0)`` with ``t = float(acc) * (s_row * s_query)``
+    (the dot score of the dequantized row and query), all float32 in that order.
+    """
+    cdef int64_t r
+    cdef float wq = job.wq[q], qn2, t, dd
+    if job.mode == _MODE_L2:
+        qn2 = job.qn2[q]
+        for r in range(nr):
+            t = <float>acc[r] * (s[r] * wq)
+            dd = (n2[r] - (t + t)) + qn2   # t + t: 2t exactly, in float32
+            out[r] = -dd if dd > 0 else -0.0
+    else:
+        for r in range(nr):
+            out[r] = <float>acc[r] * (w[r] * wq)
+
+
+cdef inline void _keys_window(_JobX job, const int32_t *acc, const int32_t *offs, int64_t nr,
+                              const float *s, const float *nm, int64_t q,
+                              float *out) noexcept nogil:
+    """:func:`_keys` of window rows ``offs[0..nr)`` (accumulators, scales and norms indexed by
+    window row), in one pass: the same float32 arithmetic, so the same bits."""
+    cdef int64_t r, o
+    cdef float wq = job.wq[q], qn2, t, dd, w, nv
+    if job.mode == _MODE_L2:
+        qn2 = job.qn2[q]
+        for r in range(nr):
+            o = offs[r]
+            t = <float>acc[o] * (s[o] * wq)
+            dd = (nm[o] - (t + t)) + qn2
+            out[r] = -dd if dd > 0 else -0.0
+    elif job.mode == _MODE_COSINE:
+        for r in range(nr):
+            o = offs[r]
+            nv = nm[o]
+            w = s[o] / nv if nv > 0 else 0
+            out[r] = <float>acc[o] * (w * wq)
+    else:
+        for r in range(nr):
+            o = offs[r]
+            out[r] = <float>acc[o] * (s[o] * wq)
+
+
+cdef void _scan_x(_JobX job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float *hv,
+                  int64_t *hi, int32_t *acc, float *wbuf, float *kbuf, uint8_t *gc, float *gs,
+                  float *gn, uint8_t *gz, int32_t *offs) noexcept nogil:
+    """Offer positions [p0, p1) to the heaps of queries [q0, q1) (heap of q at (q - q0) * k)."""
+    cdef int64_t p = p0, nr, qb, nq, qi, r, k = job.k, h, span, o
+    cdef float th
+    cdef int32_t *a
+    cdef bint multi_win
+    cdef const uint8_t *c
+    cdef const uint8_t *z
+    cdef const float *s
+    cdef const float *nm
+    cdef const float *w
+    while p < p1:
+        nr = _block_rows(job, p, p1, gc, gs, gn, gz, offs, &c, &s, &nm, &z, &span,
+                         q1 - q0 == 1)
+        if job.mode != _MODE_L2 and q1 - q0 == 1 and span == nr:
+            embq_scan1(job.dot_id, job.sel_id, c, job.d, nr, job.d, z, job.qp + q0 * job.ldq,
+                       job.ldq, job.sumq[q0], s, nm, job.wq[q0], p, hv, hi, k)
+            p += nr
+            continue
+        w = s
+        multi_win = span != nr and q1 - q0 > 1 and job.mode != _MODE_L2
+        if multi_win:
+            # several queries share the window: its allowed rows' weights once, then each
+            # query's accumulators compacted and selected by the SIMD select
+            for r in range(nr):
+                o = offs[r]
+                if job.mode == _MODE_COSINE:
+                    wbuf[r] = s[o] / nm[o] if nm[o] > 0 else 0
+                else:
+                    wbuf[r] = s[o]
+            w = wbuf
+        elif job.mode == _MODE_COSINE and span == nr:
+            embq_row_weights(job.sel_id, s, nm, nr, wbuf)
+            w = wbuf
+        qb = q0
+        while qb < q1:
+            nq = q1 - qb
+            if nq > _QUERY_BLOCK:
+                nq = _QUERY_BLOCK
+            job.dot(c, job.d, span, job.d, z, job.qp + qb * job.ldq, job.ldq, job.sumq + qb,
+                    nq, acc, _ROW_BLOCK)
+            for qi in range(nq):
+                h = (qb - q0 + qi) * k
+                if multi_win:
+                    a = acc + qi * _ROW_BLOCK
+                    for r in range(nr):
+                        a[r] = a[offs[r]]   # offs[r] >= r, increasing: in place
+                    job.sel(a, nr, w, NULL, job.wq[qb + qi], p, hv + h, hi + h, k)
+                elif span != nr:
+                    _keys_window(job, acc + qi * _ROW_BLOCK, offs, nr, s, nm, qb + qi, kbuf)
+                    th = hv[h]
+                    for r in range(nr):
+                        embq_select_one(kbuf[r], p + r, hv + h, hi + h, k, &th)
+                elif job.mode == _MODE_L2:
+                    _keys(job, acc + qi * _ROW_BLOCK, nr, w, s, nm, qb + qi, kbuf)
+                    for r in range(nr):
+                        embq_heap_offer(hv + h, hi + h, k, kbuf[r], p + r)
+                else:
+                    job.sel(acc + qi * _ROW_BLOCK, nr, w, NULL, job.wq[qb + qi], p, hv + h,
+                            hi + h, k)
+            qb += nq
+        p += nr
+
+
+cdef void _range_x(_JobX job, int64_t p0, int64_t p1, int64_t m, float thr, int64_t *counts,
+                   int64_t *offsets, float *ov, int64_t *oi, int32_t *acc, float *wbuf,
+                   float *kbuf, uint8_t *gc, float *gs, float *gn, uint8_t *gz,
+                   int32_t *offs) noexcept nogil:
+    """Positions in [p0, p1) whose key is >= thr, for all m queries.
+
+    Counting pass (``offsets`` NULL): counts[q] += matches. Filling pass: matches of query q
+    are written at ov/oi[offsets[q]], offsets[q] advanced, in increasing position order.
+    """
+    cdef int64_t p = p0, nr, qb, nq, qi, r, q, o, span
+    cdef const uint8_t *c
+    cdef const uint8_t *z
+    cdef const float *s
+    cdef const float *nm
+    cdef const float *w
+    while p < p1:
+        nr = _block_rows(job, p, p1, gc, gs, gn, gz, offs, &c, &s, &nm, &z, &span, m == 1)
+        w = s
+        if job.mode == _MODE_COSINE and span == nr:
+            embq_row_weights(job.sel_id, s, nm, nr, wbuf)
+            w = wbuf
+        qb = 0
+        while qb < m:
+            nq = m - qb
+            if nq > _QUERY_BLOCK:
+                nq = _QUERY_BLOCK
+            job.dot(c, job.d, span, job.d, z, job.qp + qb * job.ldq, job.ldq, job.sumq + qb,
+                    nq, acc, _ROW_BLOCK)
+            for qi in range(nq):
+                q = qb + qi
+                if span != nr:
+                    _keys_window(job, acc + qi * _ROW_BLOCK, offs, nr, s, nm, q, kbuf)
+                else:
+                    _keys(job, acc + qi * _ROW_BLOCK, nr, w, s, nm, q, kbuf)
+                if offsets == NULL:
+                    for r in range(nr):
+                        if kbuf[r] >= thr:
+                            counts[q] += 1
+                else:
+                    o = offsets[q]
+                    for r in range(nr):
+                        if kbuf[r] >= thr:
+                            ov[o] = kbuf[r]
+                            oi[o] = p + r
+                            o += 1
+                    offsets[q] = o
+            qb += nq
+        p += nr
+
+
+cdef _JobX _make_jobx(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points,
+                      norms, idx, const int8_t[:, ::1] qp, const int32_t[::1] sq,
+                      const float[::1] wq, qn2, int64_t k, int mode):
+    cdef _JobX job = _JobX()
+    cdef const uint8_t[::1] zpv
+    cdef const float[::1] nv
+    cdef const int64_t[::1] iv
+    cdef const float[::1] q2
+    job.codes = &codes[0, 0]
+    job.scales = &scales[0]
+    job.zp = NULL
+    if zero_points is not None:
+        zpv = zero_points
+        job.zp = &zpv[0]
+    job.norms = NULL
+    if mode != _MODE_DOT:
+        nv = norms
+        job.norms = &nv[0]
+    job.idx = NULL
+    if idx is not None and len(idx) > 0:
+        iv = idx
+        job.idx = &iv[0]
+    job.qn2 = NULL
+    if mode == _MODE_L2:
+        q2 = qn2
+        job.qn2 = &q2[0]
+    job.d = codes.shape[1]
+    job.qp = &qp[0, 0]
+    job.ldq = qp.shape[1]
+    job.sumq = &sq[0]
+    job.wq = &wq[0]
+    job.k = k
+    job.mode = mode
+    job.dot = embq_dot_get(_dot_id)
+    job.sel = embq_select_get(_sel_id)
+    job.dot_id = _dot_id
+    job.sel_id = _sel_id
+    return job
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef int64_t _check_jobx(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points,
+                         norms, int64_t n_rows, idx, const int8_t[:, ::1] qp,
+                         const int32_t[::1] sq, const float[::1] wq, qn2, int mode,
+                         int n_threads) except -1:
+    """Sizes (O(1)) and, for ``idx``, that every row is within [0, n_rows) and increasing
+    (O(len(idx)), the one value check done here: a bad index would read out of bounds).
+    Returns the number of positions searched."""
+    cdef const int64_t[::1] iv
+    cdef int64_t j, npos, prev = -1
+    if mode not in (_MODE_DOT, _MODE_COSINE, _MODE_L2):
+        raise ValueError(f"mode must be 0 (dot), 1 (cosine) or 2 (l2), got {mode}")
+    _check_job(codes, scales, zero_points, norms, n_rows, qp, sq, wq, mode != _MODE_DOT,
+               n_threads)
+    if mode == _MODE_L2 and (qn2 is None or len(qn2) != qp.shape[0]):
+        raise ValueError(f"l2 needs one squared query norm per query ({qp.shape[0]}), got "
+                         f"{None if qn2 is None else len(qn2)}")
+    if idx is None:
+        return n_rows
+    iv = idx
+    npos = iv.shape[0]
+    cdef int64_t bad = -1
+    with nogil:
+        for j in range(npos):
+            if iv[j] <= prev or iv[j] >= n_rows:
+                bad = j
+                break
+            prev = iv[j]
+    if bad >= 0:
+        raise ValueError(f"idx must be increasing rows within [0, {n_rows}), got "
+                         f"{iv[bad]} at position {bad}")
+    return npos
+
+
+def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
+           int64_t n_rows, idx, const int8_t[:, ::1] qp, const int32_t[::1] sq,
+           const float[::1] wq, qn2, int64_t k, int mode, int n_threads):
+    """Top-k by key over the rows ``idx`` (None: rows [0, n_rows)); returns (keys, positions),
+    each (m, k), best first, ties by lower position.
+
+    ``mode`` 0 dot, 1 cosine (``norms``: row norms), 2 l2 (``norms``: squared row norms,
+    ``qn2``: squared query norms, keys are minus the squared distances). Checks as for
+    :func:`topk`, plus ``idx`` (int64, increasing, within [0, n_rows)) and 1 <= k <= len(idx).
+    """
+    cdef int64_t npos = _check_jobx(codes, scales, zero_points, norms, n_rows, idx, qp, sq, wq,
+                                    qn2, mode, n_threads)
+    cdef int64_t m = qp.shape[0], d = codes.shape[1], nchunks, c, q, b, nqb, qbs
+    cdef int64_t p0, p1, q0, q1, tid
+    if not 1 <= k <= npos:
+        raise ValueError(f"k must be within [1, {npos}] (the rows searched), got {k}")
+    out_v = np.empty((m, k), dtype=np.float32)
+    out_i = np.empty((m, k), dtype=np.int64)
+    cdef float[:, ::1] ov = out_v
+    cdef int64_t[:, ::1] oi = out_i
+    if m == 0:
+        return out_v, out_i
+    cdef _JobX job = _make_jobx(codes, scales, zero_points, norms, idx, qp, sq, wq, qn2, k, mode)
+    if not embq_openmp_enabled():
+        n_threads = 1
+    cdef int nt = n_threads
+    acc_buf = np.empty((nt, min(m, _QUERY_BLOCK) * _ROW_BLOCK), dtype=np.int32)
+    cdef int32_t[:, ::1] accb = acc_buf
+    w_buf = np.empty((nt, 4, _ROW_BLOCK), dtype=np.float32)   # weights, keys, scales, norms
+    cdef float[:, :, ::1] wb = w_buf
+    g_buf = np.empty((nt, _ROW_BLOCK * d + _ROW_BLOCK), dtype=np.uint8)  # codes, zero points
+    cdef uint8_t[:, ::1] gb = g_buf
+    o_buf = np.empty((nt, _ROW_BLOCK), dtype=np.int32)   # window offsets
+    cdef int32_t[:, ::1] ob = o_buf
+    cdef float[:, :, ::1] hv
+    cdef int64_t[:, :, ::1] hi
+    nchunks = min(4 * nt if nt > 1 else 1, (npos + _ROW_BLOCK - 1) // _ROW_BLOCK)
+    if m < 16 * nt and nchunks * m * k <= (1 << 22):
+        heap_v = np.empty((nchunks, m, k), dtype=np.float32)
+        heap_i = np.empty((nchunks, m, k), dtype=np.int64)
+        hv = heap_v
+        hi = heap_i
+        with nogil, parallel(num_threads=nt):
+            for c in prange(nchunks, schedule="dynamic"):
+                tid = threadid()
+                p0 = c * npos // nchunks
+                p1 = (c + 1) * npos // nchunks
+                embq_heap_init(&hv[c, 0, 0], &hi[c, 0, 0], m * k)
+                _scan_x(job, p0, p1, 0, m, &hv[c, 0, 0], &hi[c, 0, 0], &accb[tid, 0],
+                        &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0], &wb[tid, 2, 0],
+                        &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d], &ob[tid, 0])
+        with nogil:
+            for q in range(m):
+                _merge(&hv[0, 0, 0], &hi[0, 0, 0], nchunks, m, k, q, &ov[q, 0], &oi[q, 0])
+    else:
+        qbs = (m + nt - 1) // nt
+        qbs = ((qbs + 3) // 4) * 4
+        if qbs > _QUERY_BLOCK:
+            qbs = _QUERY_BLOCK
+        nqb = (m + qbs - 1) // qbs
+        with nogil, parallel(num_threads=nt):
+            for b in prange(nqb, schedule="dynamic"):
+                tid = threadid()
+                q0 = b * qbs
+                q1 = q0 + qbs
+                if q1 > m:
+                    q1 = m
+                for q in range(q0, q1):
+                    embq_heap_init(&ov[q, 0], &oi[q, 0], k)
+                _scan_x(job, 0, npos, q0, q1, &ov[q0, 0], &oi[q0, 0], &accb[tid, 0],
+                        &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0], &wb[tid, 2, 0],
+                        &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d], &ob[tid, 0])
+                for q in range(q0, q1):
+                    embq_heap_sort(&ov[q, 0], &oi[q, 0], k)
+    return out_v, out_i
+
+
+def range_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
+            int64_t n_rows, idx, const int8_t[:, ::1] qp, const int32_t[::1] sq,
+            const float[::1] wq, qn2, float threshold, int mode, int n_threads):
+    """Every position whose key is >= ``threshold``, for each query (arguments as for
+    :func:`topk_x`). Returns (indptr (m + 1,), keys, positions): query q's matches are
+    ``[indptr[q], indptr[q + 1])``, in increasing position order (the caller sorts).
+
+    Two passes over the rows (count, then fill), so nothing grows inside the loops.
+    """
+    cdef int64_t npos = _check_jobx(codes, scales, zero_points, norms, n_rows, idx, qp, sq, wq,
+                                    qn2, mode, n_threads)
+    cdef int64_t m = qp.shape[0], d = codes.shape[1], nchunks, c, q, total, p0, p1, tid
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    if m == 0 or npos == 0:
+        return indptr, np.empty(0, np.float32), np.empty(0, np.int64)
+    cdef _JobX job = _make_jobx(codes, scales, zero_points, norms, idx, qp, sq, wq, qn2, 1, mode)
+    if not embq_openmp_enabled():
+        n_threads = 1
+    cdef int nt = n_threads
+    acc_buf = np.empty((nt, min(m, _QUERY_BLOCK) * _ROW_BLOCK), dtype=np.int32)
+    cdef int32_t[:, ::1] accb = acc_buf
+    w_buf = np.empty((nt, 4, _ROW_BLOCK), dtype=np.float32)
+    cdef float[:, :, ::1] wb = w_buf
+    g_buf = np.empty((nt, _ROW_BLOCK * d + _ROW_BLOCK), dtype=np.uint8)
+    cdef uint8_t[:, ::1] gb = g_buf
+    o_buf = np.empty((nt, _ROW_BLOCK), dtype=np.int32)   # window offsets
+    cdef int32_t[:, ::1] ob = o_buf
+    nchunks = min(4 * nt if nt > 1 else 1, (npos + _ROW_BLOCK - 1) // _ROW_BLOCK)
+    counts_a = np.zeros((nchunks, m), dtype=np.int64)
+    cdef int64_t[:, ::1] counts = counts_a
+    with nogil, parallel(num_threads=nt):
+        for c in prange(nchunks, schedule="dynamic"):
+            tid = threadid()
+            p0 = c * npos // nchunks
+            p1 = (c + 1) * npos // nchunks
+            _range_x(job, p0, p1, m, threshold, &counts[c, 0], NULL, NULL, NULL,
+                     &accb[tid, 0], &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0],
+                     &wb[tid, 2, 0], &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d], &ob[tid, 0])
+    # query-major layout: query q's matches from chunk 0, then chunk 1, ... (position order)
+    per_q = counts_a.sum(axis=0)
+    np.cumsum(per_q, out=indptr[1:])
+    total = int(indptr[m])
+    starts_a = np.ascontiguousarray(
+        (indptr[:m][None, :] + np.cumsum(counts_a, axis=0) - counts_a), dtype=np.int64)
+    cdef int64_t[:, ::1] starts = starts_a
+    out_v = np.empty(total, dtype=np.float32)
+    out_i = np.empty(total, dtype=np.int64)
+    if total == 0:
+        return indptr, out_v, out_i
+    cdef float[::1] ov = out_v
+    cdef int64_t[::1] oi = out_i
+    with nogil, parallel(num_threads=nt):
+        for c in prange(nchunks, schedule="dynamic"):
+            tid = threadid()
+            p0 = c * npos // nchunks
+            p1 = (c + 1) * npos // nchunks
+            _range_x(job, p0, p1, m, threshold, NULL, &starts[c, 0], &ov[0], &oi[0],
+                     &accb[tid, 0], &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0],
+                     &wb[tid, 2, 0], &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d], &ob[tid, 0])
+    return indptr, out_v, out_i

@@ -32,7 +32,12 @@ __all__ = [
     "similar_by_vector",
 ]
 
+# The metrics of the top-k scan that embq._sharded merges shard by shard; l2 is searched by
+# this module only (a sharded store checks against _METRICS, so it refuses l2 rather than
+# answer it as dot).
 _METRICS = ("cosine", "dot")
+_ALL_METRICS = ("cosine", "dot", "l2")
+_MODES = {"dot": 0, "cosine": 1, "l2": 2}
 _INT32_MAX = 2**31 - 1
 # Below this many multiply-adds (rows x dim x queries) a search runs on one thread: waking a
 # second thread and joining it costs more than it saves, and on a machine whose other cores are
@@ -116,6 +121,18 @@ def _check_row_values(values: np.ndarray, name: str) -> None:
     )
 
 
+def _check_read_values(values: np.ndarray, n_eff: int, idx: np.ndarray | None,
+                       name: str) -> None:
+    """:func:`_check_row_values` over the rows a search reads: the first ``n_eff``, or only
+    the allowed rows ``idx`` when they are few (a 1% allow-list then costs 1% of the check)."""
+    if idx is None or 4 * idx.size >= n_eff:
+        _check_row_values(values[:n_eff], name)
+        return
+    sub = values[idx]
+    if sub.size and not (sub.min() >= 0 and sub.max() < np.inf):
+        _check_row_values(values[:int(idx[-1]) + 1], name)   # names the first bad row
+
+
 def _check_queries(queries: Any, d: int) -> tuple[np.ndarray, bool]:
     q = np.asarray(queries)
     if q.dtype.kind not in "fiu" or q.dtype == np.bool_:
@@ -171,12 +188,15 @@ def search(
     rescore: int | None = None,
     restrict: int | None = None,
     n_threads: int | None = None,
+    allow: Any = None,
+    threshold: float | None = None,
+    max_results: int | None = None,
     prefilter: str | None = None,
     oversample: int | None = None,
     sketch: Any = None,
     sketch_center: Any = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k rows of quantized ``codes`` for each query.
+) -> tuple[Any, Any]:
+    """Top-k rows of quantized ``codes`` for each query, or every row past a threshold.
 
     Parameters
     ----------
@@ -195,13 +215,27 @@ def search(
     norms : ndarray of float32, shape (n,), optional
         L2 norms of the dequantized rows (:func:`embq._quantize.row_norms`), finite and >= 0;
         computed when needed and not given.
-    metric : {"cosine", "dot"}
+    metric : {"cosine", "dot", "l2"}
+        ``"l2"`` reports squared Euclidean distances, smallest first (see the module notes).
     rescore : int, optional
-        Re-rank the best ``k * rescore`` rows with the float query against dequantized rows.
+        Re-rank the best ``k * rescore`` rows with the float query against dequantized rows
+        (top-k only).
     restrict : int, optional
         Search only the first ``restrict`` rows (0 searches none).
     n_threads : int, optional
         Threads (None = all cores, negative counts back from all).
+    allow : array_like of bool, shape (n,), or array_like of int, optional
+        Search only these rows: a boolean mask over all n rows, or row numbers (any order,
+        repeats ignored). The result is that of a search over a store holding only the
+        allowed rows (same scores, same ties), with rows numbered as in ``codes``; ``k``
+        results come back whenever ``k`` rows are allowed. Combined with ``restrict``, only
+        allowed rows below ``restrict`` are searched.
+    threshold : float, optional
+        Range search: instead of the top ``k``, every row scoring at least ``threshold``
+        (cosine, dot) or at a squared distance of at most ``threshold`` (l2); ``k`` is then
+        not used. Sorted like top-k.
+    max_results : int, optional
+        With ``threshold``: keep at most this many (the best) per query.
     prefilter : {None, "sketch"}, default None
         None scans every row exactly. ``"sketch"`` scores exactly only the ``k * oversample``
         rows nearest each query in Hamming distance between sign-bit sketches (see
@@ -218,7 +252,9 @@ def search(
     -------
     scores : ndarray of float32, shape (k,) or (m, k)
     indices : ndarray of int64, same shape
-        Best first; equal scores by increasing row.
+        Best first; equal scores by increasing row. With ``threshold``: for one query
+        (shape (d,)) two 1-D arrays; for (m, d) queries two lists of m such arrays (views
+        into the arrays :func:`search_range` returns).
 
     Raises
     ------
@@ -230,14 +266,81 @@ def search(
         or overflow float32, and out-of-range arguments.
     """
     return _search(codes, scales, queries, k, zero_points, norms, metric, rescore, restrict,
-                   n_threads, trusted=False, prefilter=prefilter, oversample=oversample,
+                   n_threads, trusted=False, allow=allow, threshold=threshold,
+                   max_results=max_results, prefilter=prefilter, oversample=oversample,
                    sketch=sketch, sketch_center=sketch_center)
 
 
+def search_range(
+    codes: Any,
+    scales: Any,
+    queries: Any,
+    threshold: float,
+    *,
+    zero_points: Any = None,
+    norms: Any = None,
+    metric: str = "cosine",
+    restrict: int | None = None,
+    n_threads: int | None = None,
+    allow: Any = None,
+    max_results: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Range search in CSR form: every row scoring at least ``threshold`` (cosine, dot) or
+    within squared distance ``threshold`` (l2), for each query.
+
+    Arguments as for :func:`search`. Returns ``(indptr, scores, rows)``: the matches of query
+    ``q`` are ``scores[indptr[q]:indptr[q + 1]]`` and ``rows[...]``, best first, ties by lower
+    row (a single (d,) query is treated as one row of queries).
+    """
+    q = np.asarray(queries)
+    return _search(codes, scales, q.reshape(1, -1) if q.ndim == 1 else q, 1, zero_points,
+                   norms, metric, None, restrict, n_threads, trusted=False, allow=allow,
+                   threshold=threshold, max_results=max_results, csr=True)
+
+
+def _allow_rows(allow: Any, n: int, n_eff: int) -> np.ndarray:
+    """An allow-list as increasing unique row numbers within [0, n_eff), int64.
+
+    A boolean mask must cover all ``n`` rows; row numbers must be within [0, n) (negative
+    numbers are refused rather than counted from the end).
+    """
+    if isinstance(allow, (str, bytes)) or (isinstance(allow, (list, tuple)) and any(
+            isinstance(a, str) for a in allow)):
+        raise TypeError("allow must be a boolean mask or row numbers; keys (str) are taken "
+                        "by the Store methods (store.search(..., allow=keys))")
+    arr = np.asarray(allow)
+    if arr.ndim != 1:
+        raise ValueError(f"allow must be 1-D (a mask of length {n} or row numbers), got "
+                         f"shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        if arr.shape[0] != n:
+            raise ValueError(f"a boolean allow mask must have one entry per row ({n}), got "
+                             f"{arr.shape[0]}")
+        rows = np.flatnonzero(arr[:n_eff])
+    elif arr.dtype.kind in "iu" or arr.size == 0:
+        rows = arr.astype(np.int64)
+        if rows.size:
+            lo, hi = int(rows.min()), int(rows.max())
+            if lo < 0 or hi >= n:
+                bad = lo if lo < 0 else hi
+                pos = int(np.flatnonzero(rows == bad)[0])
+                raise ValueError(f"allow[{pos}] = {bad} is not a row number: expected "
+                                 f"0 <= row < {n}")
+            if not (rows[1:] > rows[:-1]).all():
+                rows = np.unique(rows)
+            if hi >= n_eff:
+                rows = rows[:np.searchsorted(rows, n_eff)]
+    else:
+        raise TypeError(f"allow must be a boolean mask or integer row numbers, got dtype "
+                        f"{arr.dtype}")
+    return np.ascontiguousarray(rows, dtype=np.int64)
+
+
 def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, restrict,
-            n_threads, *, trusted: bool, prefilter: str | None = None,
+            n_threads, *, trusted: bool, allow: Any = None, threshold: Any = None,
+            max_results: Any = None, csr: bool = False, prefilter: str | None = None,
             oversample: int | None = None, sketch: Any = None,
-            sketch_center: Any = None) -> tuple[np.ndarray, np.ndarray]:
+            sketch_center: Any = None) -> tuple[Any, ...]:
     """:func:`search`; ``trusted`` skips the O(n) value checks of scales and norms.
 
     A store's arrays were checked when it was written, and a single-query search is fast
@@ -252,11 +355,23 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
         )
     scales = _check_vector(scales, n, "scales", np.float32)
     zp = None if zero_points is None else _check_vector(zero_points, n, "zero_points", np.uint8)
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be 'cosine' or 'dot', got {metric!r}")
+    if metric not in _ALL_METRICS:
+        raise ValueError(f"metric must be 'cosine', 'dot' or 'l2', got {metric!r}")
     k = _positive_int(k, "k")
     if rescore is not None:
         rescore = _positive_int(rescore, "rescore")
+    if threshold is not None:
+        if isinstance(threshold, (bool, np.bool_)) or not isinstance(
+                threshold, (int, float, np.integer, np.floating)):
+            raise TypeError(f"threshold must be a real number, got {_describe(threshold)}")
+        if not np.isfinite(float(threshold)):
+            raise ValueError(f"threshold must be finite, got {threshold}")
+        if rescore is not None:
+            raise ValueError("rescore applies to top-k searches, not with threshold=")
+        if max_results is not None:
+            max_results = _positive_int(max_results, "max_results")
+    elif max_results is not None:
+        raise ValueError("max_results caps a range search: give threshold= too")
     n_eff = n if restrict is None else min(_positive_int(restrict, "restrict", allow_zero=True), n)
     from embq._sketch import check_prefilter
 
@@ -270,9 +385,11 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
             f"dimension {d} is too large for exact int32 accumulators (at most {limit} with "
             "these zero points); split the vectors or reduce the dimension"
         )
+    # the allowed rows first: only their scales and norms are read, so only they are checked
+    idx = None if allow is None else _allow_rows(allow, n, n_eff)
     if not trusted:
-        _check_row_values(scales[:n_eff], "scales")
-    if metric == "cosine":
+        _check_read_values(scales, n_eff, idx, "scales")
+    if metric in ("cosine", "l2"):
         if norms is None:
             from embq._quantize import row_norms
 
@@ -282,12 +399,26 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
         else:
             norms = _check_vector(norms, n, "norms", np.float32)
             if not trusted:
-                _check_row_values(norms[:n_eff], "norms")
+                _check_read_values(norms, n_eff, idx, "norms")
     else:
         norms = None
-
-    scores, rows = _search_checked(codes, scales, zp, norms, n_eff, qf, k, metric, rescore,
-                                   threads, plan=plan)
+    if plan is not None and (threshold is not None or idx is not None or metric == "l2"):
+        raise ValueError("prefilter='sketch' is for top-k cosine or dot searches of all rows; "
+                         "it does not combine with allow=, threshold= or metric='l2'")
+    if threshold is not None:
+        indptr, scores, rows = _range_checked(codes, scales, zp, norms, n_eff, idx, qf,
+                                              float(threshold), metric, max_results, threads)
+        if csr:
+            return indptr, scores, rows
+        if single:
+            return scores, rows
+        return np.split(scores, indptr[1:-1]), np.split(rows, indptr[1:-1])
+    if idx is None and metric != "l2":
+        scores, rows = _search_checked(codes, scales, zp, norms, n_eff, qf, k, metric,
+                                       rescore, threads, plan=plan)
+    else:
+        scores, rows = _search_x(codes, scales, zp, norms, n_eff, idx, qf, k, metric,
+                                 rescore, threads)
     if single:
         return scores[0], rows[0]
     return scores, rows
@@ -377,6 +508,93 @@ def _search_checked(codes, scales, zp, norms, n_eff, qf, k, metric, rescore, thr
     return scores, rows
 
 
+def _l2_queries(qf: np.ndarray, threads: int):
+    """Quantized queries for l2: (packed, sums, scales, squared norms of the dequantized
+    queries). No power-of-two rescue (a distance is not invariant under scaling): a query
+    so large that its squared norm overflows float32 gets infinite distances."""
+    from embq._quantize import quantize
+
+    qc, qs, _ = quantize(qf, n_threads=threads if qf.size >= _SERIAL_QUERY_VALUES else 1)
+    qs = np.asarray(qs, dtype=np.float32)
+    packed, sumq, wq = _kernels().prepare_queries(qc, qs, False)
+    v = qc.astype(np.int64) - 128
+    ss = np.einsum("ij,ij->i", v, v).astype(np.float64)
+    qn = (qs.astype(np.float64) * np.sqrt(ss)).astype(np.float32)
+    with np.errstate(over="ignore"):
+        qn2 = qn * qn
+    return packed, sumq, wq, qn2
+
+
+def _prepared(qf, metric, norms, threads, *, rescue: bool):
+    """Queries and row norms as :func:`embq._kernels_search.topk_x` reads them:
+    (packed, sums, weights, squared query norms or None, norms argument, exponents)."""
+    if metric == "l2":
+        qp, sumq, wq, qn2 = _l2_queries(qf, threads)
+        with np.errstate(over="ignore"):
+            return qp, sumq, wq, qn2, norms * norms, None
+    if rescue:
+        qp, sumq, wq, exponents = _quantize_queries(qf, metric, threads)
+    else:
+        from embq._quantize import quantize
+
+        qc, qs, _ = quantize(qf, n_threads=threads if qf.size >= _SERIAL_QUERY_VALUES else 1)
+        qp, sumq, wq = _kernels().prepare_queries(qc, np.asarray(qs, np.float32),
+                                                  metric == "cosine")
+        exponents = None
+    return qp, sumq, wq, None, norms if metric == "cosine" else None, exponents
+
+
+def _search_x(codes, scales, zp, norms, n_eff, idx, qf, k, metric, rescore, threads):
+    """Top-k over an allow-list and/or by l2, on :func:`embq._kernels_search.topk_x`."""
+    m = qf.shape[0]
+    npos = n_eff if idx is None else idx.shape[0]
+    kk = min(k, npos)
+    if kk == 0 or m == 0:
+        return np.empty((m, kk), np.float32), np.empty((m, kk), np.int64)
+    kc = min(k * rescore, npos) if rescore else kk
+    threads = _plan_threads(threads, npos, codes.shape[1], m)
+    qp, sumq, wq, qn2, nrm, exponents = _prepared(qf, metric, norms, threads, rescue=True)
+    keys, pos = _kernels().topk_x(codes, scales, zp, nrm, n_eff, idx, qp, sumq, wq, qn2, kc,
+                                  _MODES[metric], threads)
+    rows = pos if idx is None else idx[pos]
+    scores = -keys if metric == "l2" else keys
+    if rescore:
+        scores, rows = _rescore(codes, scales, zp, qf, rows, kk, metric, threads)
+    elif exponents is not None and metric == "dot":
+        with np.errstate(over="ignore"):
+            scores = np.ldexp(scores, exponents[:, None]).astype(np.float32)
+    return scores, rows
+
+
+def _range_checked(codes, scales, zp, norms, n_eff, idx, qf, threshold, metric, max_results,
+                   threads):
+    """Range search: (indptr, scores, rows), each query's matches best first."""
+    m = qf.shape[0]
+    npos = n_eff if idx is None else idx.shape[0]
+    threads = _plan_threads(threads, npos, codes.shape[1], m)
+    # cosine is invariant under the power-of-two rescue; dot and l2 are searched unscaled so
+    # that the threshold means the same thing for every query
+    qp, sumq, wq, qn2, nrm, _ = _prepared(qf, metric, norms, threads,
+                                          rescue=metric == "cosine")
+    with np.errstate(over="ignore"):
+        thr = np.float32(threshold)
+    key = -thr if metric == "l2" else thr
+    if m == 0 or npos == 0:
+        return np.zeros(m + 1, np.int64), np.empty(0, np.float32), np.empty(0, np.int64)
+    indptr, keys, pos = _kernels().range_x(codes, scales, zp, nrm, n_eff, idx, qp, sumq, wq,
+                                           qn2, float(key), _MODES[metric], threads)
+    qid = np.repeat(np.arange(m, dtype=np.int64), np.diff(indptr))
+    order = np.lexsort((pos, -keys, qid))   # per query: best key first, then lower row
+    keys, pos = keys[order], pos[order]
+    if max_results is not None and keys.size:
+        rank = np.arange(keys.size, dtype=np.int64) - np.repeat(indptr[:-1], np.diff(indptr))
+        keep = rank < max_results
+        keys, pos = keys[keep], pos[keep]
+        indptr = np.concatenate(([0], np.cumsum(np.minimum(np.diff(indptr), max_results))))
+    rows = pos if idx is None else idx[pos]
+    return indptr, (-keys if metric == "l2" else keys), rows
+
+
 def _rescore(codes, scales, zp, qf, cand, kk, metric, threads=1):
     """Re-rank candidate rows (m, c) by the float query against the dequantized rows."""
     from embq._quantize import dequantize
@@ -396,7 +614,11 @@ def _rescore(codes, scales, zp, qf, cand, kk, metric, threads=1):
                               n_threads=threads if rows.size * d >= _SERIAL_MACS else 1)
         x = x.reshape(b - a, c, d).astype(np.float64)
         q = qf[a:b].astype(np.float64)
-        s = np.einsum("icd,id->ic", x, q)
+        if metric == "l2":
+            diff = x - q[:, None, :]
+            s = -np.einsum("icd,icd->ic", diff, diff)   # ranked as a similarity
+        else:
+            s = np.einsum("icd,id->ic", x, q)
         if metric == "cosine":
             denom = np.sqrt(np.einsum("icd,icd->ic", x, x)) * np.linalg.norm(q, axis=1)[:, None]
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -411,30 +633,56 @@ def _rescore(codes, scales, zp, qf, cand, kk, metric, threads=1):
         if big.any():
             rank[big] = s[big]
         pick = np.lexsort((idx, -rank), axis=-1)[:, :kk]
-        out_s[a:b] = np.take_along_axis(s32, pick, axis=1)
+        out_s[a:b] = np.take_along_axis(-s32 if metric == "l2" else s32, pick, axis=1)
         out_i[a:b] = np.take_along_axis(idx, pick, axis=1)
     return out_s, out_i
 
 
 def search_store(store: Any, queries: Any, k: int = 10, *, metric: str = "cosine",
                  rescore: int | None = None, restrict: int | None = None,
-                 n_threads: int | None = None, prefilter: str | None = None,
-                 oversample: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 n_threads: int | None = None, allow: Any = None,
+                 threshold: float | None = None, max_results: int | None = None,
+                 prefilter: str | None = None,
+                 oversample: int | None = None) -> tuple[Any, Any]:
     """:func:`search` over an open :class:`embq.Store` (its memory-mapped codes, scales, norms,
     and sketch for ``prefilter="sketch"``).
 
     The store's norms are used as stored and its scales and norms are not checked again (the
-    writer checked them); nothing of size n is copied or scanned in Python.
+    writer checked them); nothing of size n is copied or scanned in Python. ``allow`` may
+    also be a list of keys (str).
     """
     sketch = store.sketch if prefilter is not None else None
     if prefilter == "sketch" and sketch is None:
         raise ValueError(f"prefilter='sketch': the store {store.path!r} has no sketch; add one "
                          "with `embq sketch STORE` (or compress without --no-sketch)")
     return _search(store.codes, store.scales, queries, k, store.zero_points,
-                   store.norms if metric == "cosine" else None, metric, rescore, restrict,
-                   n_threads, trusted=True, prefilter=prefilter, oversample=oversample,
-                   sketch=sketch, sketch_center=store.sketch_center if sketch is not None
-                   else None)
+                   store.norms if metric in ("cosine", "l2") else None, metric, rescore,
+                   restrict, n_threads, trusted=True, allow=_store_allow(store, allow),
+                   threshold=threshold, max_results=max_results, prefilter=prefilter,
+                   oversample=oversample, sketch=sketch,
+                   sketch_center=store.sketch_center if sketch is not None else None)
+
+
+def _store_allow(store: Any, allow: Any) -> Any:
+    """A Store's allow-list: keys (str) become row numbers; masks and row numbers pass."""
+    if allow is None or isinstance(allow, np.ndarray):
+        return allow
+    if isinstance(allow, str):
+        raise TypeError(f"allow must be a list of keys, a boolean mask or row numbers, got "
+                        f"{_describe(allow)}; pass [{allow!r}] for one key")
+    items = list(allow)
+    if any(isinstance(a, str) for a in items):
+        rows = np.empty(len(items), np.int64)
+        for j, key in enumerate(items):
+            if not isinstance(key, str):
+                raise TypeError(f"allow mixes keys and other values: allow[{j}] is "
+                                f"{_describe(key)}")
+            try:
+                rows[j] = store.get_index(key)
+            except KeyError:
+                raise KeyError(f"allow[{j}]: key {key!r} not present") from None
+        return rows
+    return np.asarray(items) if items else np.empty(0, np.int64)
 
 
 # -- gensim-style helpers --------------------------------------------------------------------
@@ -672,7 +920,8 @@ def _all_scores(store: Any, qf: np.ndarray, restrict: int | None, rescore: int |
 
 def most_similar(store: Any, positive: Any = None, negative: Any = None, topn: int | None = 10,
                  restrict_vocab: int | None = None, *, rescore: int | None = 4,
-                 n_threads: int | None = None) -> list[tuple[Any, float]] | np.ndarray:
+                 n_threads: int | None = None,
+                 allow: Any = None) -> list[tuple[Any, float]] | np.ndarray:
     """Keys most similar to a combination of keys and/or vectors (gensim's ``most_similar``).
 
     Positive items count +1, negative -1 (an ``(item, weight)`` pair uses its weight as given,
@@ -694,6 +943,9 @@ def most_similar(store: Any, positive: Any = None, negative: Any = None, topn: i
         (so scores match float cosine on the dequantized vectors); None keeps int8 scores.
         With ``topn=None`` it chooses between those two kinds of scores for every row.
     n_threads : int, optional
+    allow : list of keys, boolean mask (n,) or row numbers, optional
+        Return only these rows (see :func:`search`; applied inside the scan, so ``topn``
+        results come back whenever that many allowed rows remain). Not with ``topn=None``.
 
     Returns
     -------
@@ -724,22 +976,35 @@ def most_similar(store: Any, positive: Any = None, negative: Any = None, topn: i
              for item, label in _query_items(positive, "positive")]
     items += [(*_query_item(item, -1.0, label), label)
               for item, label in _query_items(negative, "negative")]
-    return _most_similar(store, items, topn, restrict_vocab, rescore, n_threads)
+    return _most_similar(store, items, topn, restrict_vocab, rescore, n_threads, allow)
+
+
+def _allow_kw(allow: Any) -> dict[str, Any]:
+    """``allow=`` for ``store.search`` only when given: a sharded store's search (which has
+    no allow-lists) then still serves the most_similar family."""
+    return {} if allow is None else {"allow": allow}
+
+
+def _no_allow_with_all(allow: Any, topn: Any) -> None:
+    if allow is not None and topn is None:
+        raise ValueError("allow= selects the rows of a top-n search; with topn=None every "
+                         "row's score is returned, so give topn or leave allow out")
 
 
 def _most_similar(store: Any, items: list[tuple[Any, float, str]], topn: Any,
-                  restrict_vocab: Any, rescore: Any,
-                  n_threads: Any) -> list[tuple[Any, float]] | np.ndarray:
+                  restrict_vocab: Any, rescore: Any, n_threads: Any,
+                  allow: Any = None) -> list[tuple[Any, float]] | np.ndarray:
     """:func:`most_similar` on checked ``(key or vector, weight, label)`` items."""
     restrict, rescore, threads = _common_args(store, restrict_vocab, rescore, n_threads)
     topn = _topn_arg(topn)
+    _no_allow_with_all(allow, topn)
     if topn == 0:
         return []
     q, exclude = _query_vector(store, items)
     if topn is None:
         return _all_scores(store, q[None, :], restrict, rescore, threads)[0]
     scores, rows = store.search(q, topn + len(exclude), rescore=rescore, restrict=restrict,
-                                n_threads=threads)
+                                n_threads=threads, **_allow_kw(allow))
     out = [(_key_of(store, int(r)), float(s)) for s, r in zip(scores, rows)
            if int(r) not in exclude]
     return out[:topn]
@@ -747,7 +1012,8 @@ def _most_similar(store: Any, items: list[tuple[Any, float, str]], topn: Any,
 
 def most_similar_batch(store: Any, keys: Iterable[Any], topn: int | None = 10,
                        restrict_vocab: int | None = None, *, rescore: int | None = 4,
-                       n_threads: int | None = None) -> list[list[tuple[Any, float]]] | np.ndarray:
+                       n_threads: int | None = None,
+                       allow: Any = None) -> list[list[tuple[Any, float]]] | np.ndarray:
     """``most_similar(key)`` for many keys in one batched search; each leaves itself out.
 
     Parameters
@@ -759,7 +1025,7 @@ def most_similar_batch(store: Any, keys: Iterable[Any], topn: int | None = 10,
     topn : int or None, default 10
         As in :func:`most_similar`: an int < 1 gives an empty list per key (keys are not
         looked up); None gives every row's score for every key.
-    restrict_vocab, rescore, n_threads
+    restrict_vocab, rescore, n_threads, allow
         As in :func:`most_similar`.
 
     Returns
@@ -792,6 +1058,7 @@ def most_similar_batch(store: Any, keys: Iterable[Any], topn: int | None = 10,
                             f"{_describe(key)}{hint}")
     restrict, rescore, threads = _common_args(store, restrict_vocab, rescore, n_threads)
     topn = _topn_arg(topn)
+    _no_allow_with_all(allow, topn)
     if topn == 0:
         return [[] for _ in keys]
     rows = np.array([store.get_index(key) for key in keys], dtype=np.int64)
@@ -802,7 +1069,7 @@ def most_similar_batch(store: Any, keys: Iterable[Any], topn: int | None = 10,
     if not keys:
         return []
     scores, found = store.search(q, topn + 1, rescore=rescore, restrict=restrict,
-                                 n_threads=threads)
+                                 n_threads=threads, **_allow_kw(allow))
     result = []
     for qi, own in enumerate(rows):
         hits = [(_key_of(store, int(r)), float(s)) for s, r in zip(scores[qi], found[qi])
@@ -813,7 +1080,8 @@ def most_similar_batch(store: Any, keys: Iterable[Any], topn: int | None = 10,
 
 def similar_by_vector(store: Any, vector: Any, topn: int | None = 10,
                       restrict_vocab: int | None = None, *, rescore: int | None = 4,
-                      n_threads: int | None = None) -> list[tuple[Any, float]] | np.ndarray:
+                      n_threads: int | None = None,
+                 allow: Any = None) -> list[tuple[Any, float]] | np.ndarray:
     """Keys most similar to a vector by cosine (gensim's ``similar_by_vector``).
 
     Arguments and results as for :func:`most_similar` with ``positive=[vector]``; the vector
@@ -837,12 +1105,13 @@ def similar_by_vector(store: Any, vector: Any, topn: int | None = 10,
     if vec.ndim != 1:
         raise ValueError(f"vector must be 1-D (d,), got shape {vec.shape}")
     return _most_similar(store, [(vec, 1.0, "vector")], topn, restrict_vocab, rescore,
-                         n_threads)
+                         n_threads, allow)
 
 
 def similar_by_key(store: Any, key: Any, topn: int | None = 10,
                    restrict_vocab: int | None = None, *, rescore: int | None = 4,
-                   n_threads: int | None = None) -> list[tuple[Any, float]] | np.ndarray:
+                   n_threads: int | None = None,
+                 allow: Any = None) -> list[tuple[Any, float]] | np.ndarray:
     """Keys most similar to a key, the key itself left out (gensim's ``similar_by_key``).
 
     Arguments and results as for :func:`most_similar` with ``positive=[key]``.
@@ -859,4 +1128,5 @@ def similar_by_key(store: Any, key: Any, topn: int | None = 10,
                 if isinstance(key, (bytes, bytearray, memoryview)) else
                 "; for a vector, use similar_by_vector" if isinstance(key, np.ndarray) else "")
         raise TypeError(f"key must be a str or an int row number, got {_describe(key)}{hint}")
-    return _most_similar(store, [(key, 1.0, "key")], topn, restrict_vocab, rescore, n_threads)
+    return _most_similar(store, [(key, 1.0, "key")], topn, restrict_vocab, rescore, n_threads,
+                         allow)

@@ -782,4 +782,15 @@ static void embq_scan1(int dot_id, int sel_id, const uint8_t *codes, int64_t ldc
     }
 }
 
+/* Ask for the cache lines of a row of d bytes at c (the allow-list gather prefetches a few
+ * rows ahead: the rows are increasing but with gaps, which the hardware prefetcher misses). */
+static inline void embq_prefetch_row(const uint8_t *c, int64_t d) {
+#if defined(__GNUC__) || defined(__clang__)
+    int64_t j;
+    for (j = 0; j < d; j += 64) __builtin_prefetch(c + j, 0, 0);
+#else
+    (void)c; (void)d;
+#endif
+}
+
 #endif /* EMBQ_SEARCH_SIMD_H */

@@ -1652,16 +1652,15 @@ class Store:
         return self[list(keys)]
 
     # -- delegation to the search, evaluate and interop modules -------------------------------
-    def search(self, queries, k: int = 10, *, metric: str = "cosine", rescore=None,
-               restrict=None, n_threads=None, prefilter=None, oversample=None):
-        """Top-k rows for each query; see :func:`embq._search.search_store`."""
+    def search(self, queries, k: int = 10, **options):
+        """Top-k rows for each query; see :func:`embq._search.search_store` (options
+        ``metric``, ``rescore``, ``restrict``, ``n_threads``, ``allow`` (keys, a mask or row
+        numbers), ``threshold`` and ``max_results`` for a range search, ``prefilter`` and
+        ``oversample`` for the sketch). Only the options given are forwarded, so their
+        defaults live in one place."""
         from embq._search import search_store
 
-        # the prefilter options are forwarded only when given, like the gensim wrappers' options
-        extra = {name: value for name, value in (("prefilter", prefilter),
-                                                 ("oversample", oversample)) if value is not None}
-        return search_store(self, queries, k, metric=metric, rescore=rescore,
-                            restrict=restrict, n_threads=n_threads, **extra)
+        return search_store(self, queries, k, **options)
 
     # The gensim-style wrappers take embq._search's keyword-only options (``rescore``, default
     # 4, and ``n_threads``) as **options and forward only those given, so the defaults are
@@ -1699,6 +1698,148 @@ class Store:
         return similar_by_key(self, key, topn=topn, restrict_vocab=restrict_vocab, **options)
 
     similar_by_word = similar_by_key
+
+    # -- the rest of gensim's KeyedVectors (embq._keyedvectors) -------------------------------
+    @property
+    def vector_size(self) -> int:
+        """gensim's name for ``dim``."""
+        return self.dim
+
+    @property
+    def vectors(self):
+        """Read-only array-like of the dequantized rows (dequantized on access, block by
+        block; ``numpy.asarray(store.vectors)`` is the full float32 copy)."""
+        from embq._keyedvectors import LazyVectors
+
+        return LazyVectors(self, normed=False)
+
+    def get_normed_vectors(self):
+        """Read-only array-like of the unit rows (see ``vectors``)."""
+        from embq._keyedvectors import LazyVectors
+
+        return LazyVectors(self, normed=True)
+
+    def similarity(self, w1, w2):
+        """gensim's ``similarity``; see :func:`embq._keyedvectors.similarity`."""
+        from embq._keyedvectors import similarity
+
+        return similarity(self, w1, w2)
+
+    def distance(self, w1, w2):
+        """gensim's ``distance`` (``1 - similarity``)."""
+        from embq._keyedvectors import distance
+
+        return distance(self, w1, w2)
+
+    def n_similarity(self, ws1, ws2):
+        """gensim's ``n_similarity``; see :func:`embq._keyedvectors.n_similarity`."""
+        from embq._keyedvectors import n_similarity
+
+        return n_similarity(self, ws1, ws2)
+
+    def distances(self, word_or_vector, other_words=(), **options):
+        """gensim's ``distances``; see :func:`embq._keyedvectors.distances`."""
+        from embq._keyedvectors import distances
+
+        return distances(self, word_or_vector, other_words, **options)
+
+    @staticmethod
+    def cosine_similarities(vector_1, vectors_all):
+        """gensim's static ``cosine_similarities`` on plain arrays."""
+        from embq._keyedvectors import cosine_similarities
+
+        return cosine_similarities(vector_1, vectors_all)
+
+    def get_mean_vector(self, keys, weights=None, pre_normalize: bool = True,
+                        post_normalize: bool = False, ignore_missing: bool = True):
+        """gensim's ``get_mean_vector``; see :func:`embq._keyedvectors.get_mean_vector`."""
+        from embq._keyedvectors import get_mean_vector
+
+        return get_mean_vector(self, keys, weights, pre_normalize, post_normalize,
+                               ignore_missing)
+
+    def most_similar_cosmul(self, positive=None, negative=None, topn=10, restrict_vocab=None,
+                            **options):
+        """gensim's ``most_similar_cosmul``; see
+        :func:`embq._keyedvectors.most_similar_cosmul` (options ``rescore=4``,
+        ``n_threads``)."""
+        from embq._keyedvectors import most_similar_cosmul
+
+        return most_similar_cosmul(self, positive, negative, topn, restrict_vocab, **options)
+
+    def doesnt_match(self, words):
+        """gensim's ``doesnt_match``."""
+        from embq._keyedvectors import doesnt_match
+
+        return doesnt_match(self, words)
+
+    def rank_by_centrality(self, words, use_norm: bool = True):
+        """gensim's ``rank_by_centrality``."""
+        from embq._keyedvectors import rank_by_centrality
+
+        return rank_by_centrality(self, words, use_norm)
+
+    def relative_cosine_similarity(self, wa, wb, topn: int = 10):
+        """gensim's ``relative_cosine_similarity``."""
+        from embq._keyedvectors import relative_cosine_similarity
+
+        return relative_cosine_similarity(self, wa, wb, topn)
+
+    def closer_than(self, key1, key2, **options):
+        """gensim's ``closer_than`` (one range search); see
+        :func:`embq._keyedvectors.closer_than`."""
+        from embq._keyedvectors import closer_than
+
+        return closer_than(self, key1, key2, **options)
+
+    words_closer_than = closer_than
+
+    def rank(self, key1, key2, **options):
+        """gensim's ``rank`` (``len(closer_than(key1, key2)) + 1``)."""
+        from embq._keyedvectors import rank
+
+        return rank(self, key1, key2, **options)
+
+    def save_word2vec_format(self, fname, fvocab=None, binary: bool = False, total_vec=None,
+                             write_header: bool = True, prefix: str = "",
+                             append: bool = False, sort_attr: str = "count"):
+        """gensim's ``save_word2vec_format`` through ``embq export``; see
+        :func:`embq._keyedvectors.save_word2vec_format`."""
+        from embq._keyedvectors import save_word2vec_format
+
+        return save_word2vec_format(self, fname, fvocab, binary, total_vec, write_header,
+                                    prefix, append, sort_attr)
+
+    def fill_norms(self, force: bool = False) -> None:
+        """Nothing to do: a store's norms are stored. ``force=True`` (recompute, a mutation)
+        raises."""
+        if force:
+            from embq._keyedvectors import read_only_error
+
+            raise read_only_error("fill_norms(force=True)")
+
+    def add_vectors(self, *args, **kwargs):
+        """Refused: a store is read-only."""
+        from embq._keyedvectors import read_only_error
+
+        raise read_only_error("add_vectors")
+
+    def add_vector(self, *args, **kwargs):
+        """Refused: a store is read-only."""
+        from embq._keyedvectors import read_only_error
+
+        raise read_only_error("add_vector")
+
+    def sort_by_descending_frequency(self, *args, **kwargs):
+        """Refused: a store is read-only."""
+        from embq._keyedvectors import read_only_error
+
+        raise read_only_error("sort_by_descending_frequency")
+
+    def __setitem__(self, key, value):
+        from embq._keyedvectors import read_only_error
+
+        raise read_only_error("store[key] = vector")
 
     def evaluate_word_pairs(self, pairs, delimiter: str = "\t", encoding: str = "utf8",
                             restrict_vocab: int = 300000, case_insensitive: bool = True,

@@ -294,7 +294,7 @@ def real_recall(rescores=(None, 4), sketch: bool = True) -> None:
         except ImportError as exc:
             print(f"{name}: skipped ({exc.name} not installed)")
             continue
-        except Exception as exc:  # noqa: BLE001 - report and go on
+        except Exception as exc:  # report and go on
             print(f"{name}: could not load ({exc})")
             continue
         keep = np.linalg.norm(x, axis=1) > 0
@@ -310,7 +310,8 @@ def real_recall(rescores=(None, 4), sketch: bool = True) -> None:
         # the ceiling of any rescoring: exact float queries against the dequantized rows
         xh = embq.dequantize(codes, scales, zp)
         xh_norms = np.linalg.norm(xh, axis=1, keepdims=True)
-        cols.append(f"{recall(exact_top_k(xn, xh / np.where(xh_norms > 0, xh_norms, 1)), truth):>12.4f}")
+        xh_unit = xh / np.where(xh_norms > 0, xh_norms, 1)
+        cols.append(f"{recall(exact_top_k(xn, xh_unit), truth):>12.4f}")
         if sketch:  # prefilter="sketch" with the default oversample, no rescore
             from embq._sketch import compute_sketch
 
@@ -319,6 +320,40 @@ def real_recall(rescores=(None, 4), sketch: bool = True) -> None:
                            sketch_center=center)[1]
             cols.append(f"{recall(found, truth):>8.4f}")
         print(f"{name:<56s} {f'{len(x)} x {x.shape[1]}':>12s} " + " ".join(cols))
+
+
+def allow_table(codes, scales, zp, norms, qall, threads, repeats, fractions, counts) -> None:
+    """Filtered search (``allow=``, a random set of rows) next to the unfiltered scan, same run.
+
+    The allowed rows are drawn at random (the worst case: no long runs of consecutive rows),
+    passed as row numbers; the times include turning them into the kernel's sorted list.
+    """
+    rng = np.random.default_rng(7)
+    n = len(codes)
+    print(f"\nallow-lists: {n:,} rows, random allowed rows, k={K}, {threads} thread(s)")
+    header = f"{'queries':>7} {'allowed':>8} {'ms allow':>10} {'ms full':>10} {'speed-up':>9}"
+    print(header)
+    print("-" * len(header))
+    for m in counts:
+        q = qall[:m]
+        reps = min(repeats, 3) if m >= 1000 else repeats
+
+        def full(q=q):
+            return search(codes, scales, q, K, zero_points=zp, norms=norms, n_threads=threads)
+
+        full()
+        t_full, _ = timed(full, reps)
+        for f in fractions:
+            rows = np.flatnonzero(rng.random(n) < f)
+
+            def filtered(q=q, rows=rows):
+                return search(codes, scales, q, K, zero_points=zp, norms=norms,
+                              n_threads=threads, allow=rows)
+
+            filtered()
+            t_allow, _ = timed(filtered, reps)
+            print(f"{m:>7} {f:>8.0%} {t_allow * 1e3:>10.2f} {t_full * 1e3:>10.2f} "
+                  f"{t_full / t_allow:>8.1f}x")
 
 
 def main() -> None:
@@ -334,6 +369,10 @@ def main() -> None:
     ap.add_argument("--no-real", action="store_true", help="skip the real-data recall table")
     ap.add_argument("--no-sketch", action="store_true",
                     help="skip the sketch prefilter section and column")
+    ap.add_argument("--allow-fractions", default="0.01,0.5,0.99",
+                    help="fractions of allowed rows for the allow-list table ('' to skip)")
+    ap.add_argument("--only-allow", action="store_true",
+                    help="run only the allow-list table")
     args = ap.parse_args()
 
     from embq._utils import effective_n_threads
@@ -354,6 +393,11 @@ def main() -> None:
 
     counts = [int(c) for c in args.queries.split(",")]
     qall = make_queries(x, max(counts))
+    fractions = [float(f) for f in args.allow_fractions.split(",") if f]
+    if fractions:
+        allow_table(codes, scales, zp, norms, qall, threads, args.repeats, fractions, counts)
+    if args.only_allow:
+        return
     n, d = x.shape
     results: dict[int, list] = {m: [] for m in counts}
     truths: dict[int, np.ndarray] = {}
@@ -363,13 +407,13 @@ def main() -> None:
     for m in counts:
         q = qall[:m]
         reps = min(args.repeats, 3) if m >= 1000 else args.repeats
-        t_np, truth = timed(lambda: numpy_cosine_topk(xn, q, K), reps)
+        t_np, truth = timed(lambda q=q: numpy_cosine_topk(xn, q, K), reps)
         truths[m] = truth
-        t_mm, _ = timed(lambda: numpy_matmul_only(xn, q), reps)
+        t_mm, _ = timed(lambda q=q: numpy_matmul_only(xn, q), reps)
         results[m] += [("numpy float32 X@q + argpartition", t_np, truth),
                        ("numpy float32 matmul only", t_mm, None)]
         for name, kw in [("embq int8", {}), ("embq int8 rescore=4", {"rescore": 4})]:
-            def run(kw=kw):
+            def run(kw=kw, q=q):
                 return search(codes, scales, q, K, zero_points=zp, norms=norms,
                               n_threads=threads, **kw)
             # OpenBLAS worker threads busy-wait for about 0.1 s after each BLAS call and
@@ -394,14 +438,15 @@ def main() -> None:
                 skipped[m].append(f"{m:>7} {name:<30} skipped: about {est:.0f} s per run "
                                   f"(> --budget {args.budget:.0f} s)")
                 continue
-            tt, found = timed(lambda: fn(q), 1 if est > 5 else reps)
+            tt, found = timed(lambda fn=fn, q=q: fn(q), 1 if est > 5 else reps)
             last_time[name] = tt
             results[m].append((name, tt, found))
         last_m = m
 
     print(f"\n(for scale: reading the {codes.nbytes / 1e6:.0f} MB of codes once with {threads} "
           f"thread(s) takes {read_t * 1e3:.1f} ms)")
-    header = f"{'queries':>7} {'method':<30} {'ms':>10} {'GMAC/s':>8} {'vs numpy':>9} {'recall@10':>10}"
+    header = (f"{'queries':>7} {'method':<30} {'ms':>10} {'GMAC/s':>8} {'vs numpy':>9} "
+              f"{'recall@10':>10}")
     print(header)
     print("-" * len(header))
     for m in counts:

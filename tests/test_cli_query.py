@@ -181,3 +181,103 @@ def test_empty_npy_in_a_subprocess_exits_2_without_traceback(store_path, tmp_pat
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert str(tmp_path / "e.npy") in proc.stderr
+
+
+# -- l2, --threshold, --allow-keys, --cosmul, --doesnt-match ----------------------------------
+
+def _json(capsys):
+    return json.loads(capsys.readouterr().out)
+
+
+def test_metric_l2_lists_smallest_distances_first(store_path, capsys):
+    assert main(["query", store_path, "king", "--metric", "l2", "--json", "-k", "4"]) == 0
+    res = _json(capsys)["queries"][0]["results"]
+    assert len(res) == 4 and all(r["key"] != "king" for r in res)
+    d = [r["score"] for r in res]
+    assert d == sorted(d) and d[0] >= 0
+    with embq.open(store_path) as store:
+        _s, i = store.search(store["king"], 5, metric="l2", rescore=4)
+        keys = [store.index_to_key[int(r)] for r in i if store.index_to_key[int(r)] != "king"]
+    assert [r["key"] for r in res] == keys[:4]
+
+
+def test_threshold_returns_every_row_past_it_and_k_caps(store_path, capsys):
+    assert main(["query", store_path, "cat", "--threshold", "0.3", "--json"]) == 0
+    res = _json(capsys)["queries"][0]["results"]
+    with embq.open(store_path) as store:
+        _s, i = store.search(store["cat"], threshold=0.3)
+        expect = [int(r) for r in i if int(r) != store.get_index("cat")]
+    assert [r["index"] for r in res] == expect and all(r["score"] >= 0.3 for r in res)
+    assert main(["query", store_path, "cat", "--threshold", "0.3", "-k", "2", "--json"]) == 0
+    assert [r["index"] for r in _json(capsys)["queries"][0]["results"]] == expect[:2]
+    assert main(["query", store_path, "cat", "--threshold", "0.3"]) == 0
+    assert "cat  (cosine, score >= 0.3)" in capsys.readouterr().out
+
+
+def test_allow_keys_file(store_path, tmp_path, capsys):
+    with embq.open(store_path) as store:
+        keys = list(store.index_to_key)
+    allowed = keys[::5][:40]
+    f = tmp_path / "allow.txt"
+    f.write_text("\n".join(allowed) + "\n\n", encoding="utf-8")
+    assert main(["query", store_path, "cat", "--allow-keys", str(f), "--json", "-k", "6"]) == 0
+    res = _json(capsys)["queries"][0]["results"]
+    assert len(res) == 6 and {r["key"] for r in res} <= set(allowed)
+    bad = tmp_path / "bad.txt"
+    bad.write_text(allowed[0] + "\nno-such-key-q\n", encoding="utf-8")
+    assert main(["query", store_path, "cat", "--allow-keys", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "bad.txt line 2: key 'no-such-key-q' is not in" in err
+
+
+def test_cosmul_and_doesnt_match(store_path, capsys):
+    assert main(["query", store_path, "king", "woman", "--cosmul", "--json", "-k", "3"]) == 0
+    out = _json(capsys)
+    with embq.open(store_path) as store:
+        expect = store.most_similar_cosmul(positive=["king", "woman"], topn=3)
+        odd = store.doesnt_match(["cat", "dog", "king"])
+    assert [(r["key"], r["score"]) for r in out["queries"][0]["results"]] == \
+        [(k, s) for k, s in expect]
+    assert main(["query", store_path, "--doesnt-match", "cat", "dog", "king"]) == 0
+    assert capsys.readouterr().out.strip() == odd
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["cat", "--threshold", "nan"], "--threshold must be a finite number"),
+    (["cat", "--threshold", "x"], "invalid float value"),
+    (["cat", "--metric", "euclid"], "invalid choice"),
+    (["cat", "--cosmul", "--doesnt-match", "dog"], "give one"),
+    (["cat", "--doesnt-match", "dog", "king"], "takes its words after it"),
+    (["cat", "--cosmul", "--metric", "l2"], "--cosmul does not take --metric l2"),
+    (["--threshold", "0.5", "--doesnt-match", "cat", "dog"],
+     "--doesnt-match does not take --threshold"),
+    (["--doesnt-match", "cat", "no-such-word-z"], "no-such-word-z"),
+    (["cat", "--allow-keys", "/nonexistent/allow.txt"], "allow.txt"),
+])
+def test_bad_new_options_exit_2_with_one_line(store_path, capsys, argv, message):
+    try:
+        code = main(["query", store_path, *argv])
+    except SystemExit as exc:   # argparse's own errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flags", [["--metric", "l2"], ["--threshold", "0.5"], ["--cosmul"],
+                                   ["--allow-keys", "ALLOW"]])
+def test_new_options_on_a_sharded_store_exit_2_with_one_line(tmp_path, capsys, flags):
+    from _sharded_util import write_sharded
+
+    x = np.random.default_rng(3).standard_normal((60, 6)).astype(np.float32)
+    keys = [f"w{i}" for i in range(60)]
+    sharded = write_sharded(tmp_path / "many.embq", x, [30, 30], keys)
+    allow = tmp_path / "allow.txt"
+    allow.write_text("w1\nw2\n", encoding="utf-8")
+    flags = [str(allow) if f == "ALLOW" else f for f in flags]
+    assert main(["query", str(sharded), "w3", "w4", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not available for a sharded store" in err
+    assert main(["query", str(sharded), "--doesnt-match", "w1", "w2", "w3"]) == 2
+    assert "not available for a sharded store" in capsys.readouterr().err

@@ -441,7 +441,7 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(TypeError, match="k must be an int"):
         search(codes, scales, q, 2.5)
     with pytest.raises(ValueError, match="metric"):
-        search(codes, scales, q, metric="l2")
+        search(codes, scales, q, metric="euclidean")
     with pytest.raises(ValueError, match="rescore"):
         search(codes, scales, q, rescore=0)
     with pytest.raises(ValueError, match="restrict"):
@@ -1131,3 +1131,273 @@ def test_most_similar_with_huge_weights_and_sums_beyond_float64(sample_store):
         assert not np.isfinite(big + big).all()
     assert most_similar(sample_store, [big, big], topn=8) == most_similar(
         sample_store, [v, v], topn=8)
+
+
+# -- allow-lists, l2, range search ------------------------------------------------------------
+
+def l2_oracle_all(codes, scales, zp, norms, queries):
+    """Every squared l2 distance by the documented float32 formula:
+    ``max((n_row**2 - 2 t) + n_query**2, 0)``, ``t = float32(acc) * (s_row * s_query)``."""
+    q = np.atleast_2d(np.asarray(queries, np.float32))
+    qc, qs, qz = quantize(q)
+    qint = (qc.astype(np.int16) - 128).astype(np.int8)
+    acc = numpy_acc(codes, zp, qint)
+    t = acc.astype(np.float32) * (scales[None, :].astype(np.float32) * qs[:, None])
+    n2 = (norms * norms).astype(np.float32)
+    qn = row_norms(qc, qs, qz)
+    qn2 = (qn * qn).astype(np.float32)
+    d2 = (n2[None, :] - (t + t)) + qn2[:, None]
+    return np.maximum(d2, np.float32(0)).astype(np.float32)
+
+
+def l2_oracle(codes, scales, zp, norms, queries, k):
+    d2 = l2_oracle_all(codes, scales, zp, norms, queries)
+    rows = np.broadcast_to(np.arange(d2.shape[1]), d2.shape)
+    order = np.lexsort((rows, d2), axis=-1)[:, : min(k, d2.shape[1])]
+    return np.take_along_axis(d2, order, 1), order.astype(np.int64)
+
+
+def all_scores_oracle(codes, scales, zp, norms, queries, metric):
+    """(m, n) scores (cosine, dot) or squared distances (l2) of every row."""
+    if metric == "l2":
+        return l2_oracle_all(codes, scales, zp, norms, queries)
+    n = len(codes)
+    s, i = oracle(codes, scales, zp, norms, queries, n, metric)
+    out = np.empty_like(s)
+    np.put_along_axis(out, i, s, axis=1)
+    return out
+
+
+def sub_oracle(codes, scales, zp, norms, q, k, metric, rows):
+    """Search over a store holding only ``rows``, row numbers mapped back."""
+    sub = (codes[rows], scales[rows], None if zp is None else zp[rows], norms[rows])
+    if metric == "l2":
+        s, i = l2_oracle(*sub, q, k)
+    else:
+        s, i = oracle(*sub, q, k, metric)
+    return s, rows[i]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 1500),
+    d=st.integers(1, 90),
+    m=st.integers(1, 20),
+    k=st.integers(1, 30),
+    metric=st.sampled_from(["cosine", "dot", "l2"]),
+    fraction=st.sampled_from([0.0, 0.01, 0.3, 0.5, 0.6, 0.9, 0.97, 1.0]),
+    as_mask=st.booleans(),
+    threads=st.sampled_from([1, 2]),
+    dup=st.booleans(),
+    zp_random=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_allow_equals_a_search_over_only_the_allowed_rows(n, d, m, k, metric, fraction,
+                                                          as_mask, threads, dup, zp_random,
+                                                          seed):
+    codes, scales, zp, norms = make(n, d, seed, dup=dup, zero_rows=True, zp_random=zp_random)
+    rng = np.random.default_rng(seed + 2)
+    mask = rng.random(n) < fraction
+    if fraction >= 0.9 and n > 600:
+        mask[300:600] = True   # long consecutive runs: blocks read in place
+    rows = np.flatnonzero(mask)
+    q = rng.standard_normal((m, d)).astype(np.float32)
+    allow = mask if as_mask else rng.permutation(np.concatenate([rows, rows[:3]]))
+    got_s, got_i = search(codes, scales, q, k, zero_points=zp, norms=norms, metric=metric,
+                          allow=allow, n_threads=threads)
+    exp_s, exp_i = sub_oracle(codes, scales, zp, norms, q, k, metric, rows)
+    assert got_i.shape == (m, min(k, rows.size))
+    np.testing.assert_array_equal(got_i, exp_i)
+    np.testing.assert_array_equal(got_s, exp_s)
+
+
+def test_allow_single_query_fused_scan_every_variant():
+    codes, scales, zp, norms = make(5000, 70, 3, dup=True)
+    rng = np.random.default_rng(4)
+    q = rng.standard_normal(70).astype(np.float32)
+    for fraction in (0.005, 0.5, 1.0):
+        rows = np.flatnonzero(rng.random(5000) < fraction)
+        for dot in DOT_KERNELS:
+            for sel in SELECT_KERNELS:
+                _config.set_kernels({"search_dot": dot, "search_select": sel})
+                for metric in ("cosine", "dot"):
+                    s, i = search(codes, scales, q, 25, zero_points=zp, norms=norms,
+                                  metric=metric, allow=rows)
+                    es, ei = sub_oracle(codes, scales, zp, norms, q, 25, metric, rows)
+                    np.testing.assert_array_equal(i, ei[0])
+                    np.testing.assert_array_equal(s, es[0])
+
+
+def test_allow_returns_k_whenever_k_rows_are_allowed_and_restrict_intersects():
+    codes, scales, zp, norms = make(2000, 16, 5)
+    q = np.random.default_rng(6).standard_normal(16)
+    # the allowed rows are the ones least similar: a search-then-filter would return none
+    _s_all, i_all = search(codes, scales, q, 2000, zero_points=zp, norms=norms)
+    worst = i_all[-12:]
+    _s, i = search(codes, scales, q, 10, zero_points=zp, norms=norms, allow=worst)
+    assert i.shape == (10,) and set(i) <= set(worst)
+    np.testing.assert_array_equal(i, i_all[-12:-2])
+    # restrict keeps the allowed rows below it
+    _s, i = search(codes, scales, q, 10, zero_points=zp, norms=norms, allow=worst,
+                  restrict=int(np.sort(worst)[5]))
+    assert i.shape == (5,) and (i < np.sort(worst)[5]).all()
+    _s, i = search(codes, scales, q, 10, zero_points=zp, norms=norms, allow=[])
+    assert i.shape == (0,)
+
+
+def test_allow_bad_values_are_named():
+    codes, scales, _zp, _norms = make(50, 8, 7)
+    q = np.ones(8)
+    with pytest.raises(ValueError, match=r"allow\[1\] = 50 is not a row number.*< 50"):
+        search(codes, scales, q, allow=[3, 50])
+    with pytest.raises(ValueError, match=r"allow\[0\] = -1"):
+        search(codes, scales, q, allow=[-1, 2])
+    with pytest.raises(ValueError, match="one entry per row \\(50\\), got 49"):
+        search(codes, scales, q, allow=np.ones(49, bool))
+    with pytest.raises(TypeError, match="keys \\(str\\) are taken by the Store methods"):
+        search(codes, scales, q, allow=["cat"])
+    with pytest.raises(TypeError, match="dtype float64"):
+        search(codes, scales, q, allow=np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="must be 1-D"):
+        search(codes, scales, q, allow=np.ones((5, 10), bool))
+
+
+def test_kernel_refuses_unsorted_or_out_of_range_idx():
+    codes, scales, zp, _norms = make(50, 8, 7)
+    from embq._search import _quantize_queries
+    qp, sq, wq, _ = _quantize_queries(np.ones((1, 8), np.float32), "dot", 1)
+    for idx in ([3, 2], [1, 50], [-1], [4, 4]):
+        with pytest.raises(ValueError, match="idx must be increasing"):
+            ks.topk_x(codes, scales, zp, None, 50, np.array(idx, np.int64), qp, sq, wq, None,
+                      1, 0, 1)
+        with pytest.raises(ValueError, match="idx must be increasing"):
+            ks.range_x(codes, scales, zp, None, 50, np.array(idx, np.int64), qp, sq, wq,
+                       None, 0.0, 0, 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 800), d=st.integers(1, 70), m=st.integers(1, 12),
+       k=st.integers(1, 30), threads=st.sampled_from([1, 2]), dup=st.booleans(),
+       zp_random=st.booleans(), seed=st.integers(0, 2**16))
+def test_l2_matches_the_float32_oracle_bit_for_bit(n, d, m, k, threads, dup, zp_random, seed):
+    codes, scales, zp, norms = make(n, d, seed, dup=dup, zero_rows=True, zp_random=zp_random)
+    q = np.random.default_rng(seed + 1).standard_normal((m, d)).astype(np.float32)
+    got_s, got_i = search(codes, scales, q, k, zero_points=zp, norms=norms, metric="l2",
+                          n_threads=threads)
+    exp_s, exp_i = l2_oracle(codes, scales, zp, norms, q, k)
+    np.testing.assert_array_equal(got_i, exp_i)
+    np.testing.assert_array_equal(got_s, exp_s)
+
+
+def test_l2_is_the_distance_of_the_dequantized_vectors_and_rescore_reranks():
+    codes, scales, zp, norms = make(3000, 48, 8)
+    q = np.random.default_rng(9).standard_normal((4, 48)).astype(np.float32)
+    x = dequantize(codes, scales, zp).astype(np.float64)
+    true = ((x[None, :, :] - q[:, None, :].astype(np.float64)) ** 2).sum(-1)
+    s, i = search(codes, scales, q, 20, zero_points=zp, norms=norms, metric="l2")
+    # close to the float distance (the query is quantized too: relative error ~1e-2)
+    np.testing.assert_allclose(s, np.take_along_axis(true, i, 1), rtol=0.05)
+    assert (np.diff(s, axis=1) >= 0).all()
+    s, i = search(codes, scales, q, 20, zero_points=zp, norms=norms, metric="l2", rescore=4)
+    cand = search(codes, scales, q, 80, zero_points=zp, norms=norms, metric="l2")[1]
+    exp = np.take_along_axis(true, cand, 1)
+    order = np.lexsort((cand, exp), axis=-1)[:, :20]
+    np.testing.assert_array_equal(i, np.take_along_axis(cand, order, 1))
+    np.testing.assert_allclose(s, np.take_along_axis(exp, order, 1).astype(np.float32),
+                               rtol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 700), d=st.integers(1, 60), m=st.integers(1, 8),
+       metric=st.sampled_from(["cosine", "dot", "l2"]), quantile=st.floats(0, 1),
+       allow_fraction=st.sampled_from([None, 0.2, 0.8]), cap=st.sampled_from([None, 1, 7]),
+       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**16))
+def test_range_search_returns_every_row_past_the_threshold(n, d, m, metric, quantile,
+                                                           allow_fraction, cap, threads, seed):
+    from embq._search import search_range
+
+    codes, scales, zp, norms = make(n, d, seed, dup=True, zero_rows=True)
+    rng = np.random.default_rng(seed + 3)
+    q = rng.standard_normal((m, d)).astype(np.float32)
+    rows = np.arange(n) if allow_fraction is None else np.flatnonzero(
+        rng.random(n) < allow_fraction)
+    allow = None if allow_fraction is None else rows
+    full = all_scores_oracle(codes, scales, zp, norms, q, metric) if n else np.zeros((m, 0))
+    t = float(np.quantile(full, quantile)) if full.size else 0.5
+    indptr, s, i = search_range(codes, scales, q, t, zero_points=zp, norms=norms, metric=metric,
+                                allow=allow, max_results=cap, n_threads=threads)
+    assert indptr.shape == (m + 1,) and indptr[0] == 0
+    lists = search(codes, scales, q, threshold=t, zero_points=zp, norms=norms, metric=metric,
+                   allow=allow, max_results=cap, n_threads=threads)
+    for j in range(m):
+        sc = full[j, rows]
+        keep = sc <= np.float32(t) if metric == "l2" else sc >= np.float32(t)
+        r, v = rows[keep], sc[keep]
+        order = np.lexsort((r, v if metric == "l2" else -v))[:cap]
+        np.testing.assert_array_equal(i[indptr[j]:indptr[j + 1]], r[order])
+        np.testing.assert_array_equal(s[indptr[j]:indptr[j + 1]], v[order])
+        np.testing.assert_array_equal(lists[1][j], r[order])
+        np.testing.assert_array_equal(lists[0][j], v[order])
+
+
+def test_range_search_single_query_and_bad_arguments():
+    codes, scales, zp, norms = make(300, 12, 10)
+    q = np.random.default_rng(11).standard_normal(12)
+    s, i = search(codes, scales, q, threshold=0.2, zero_points=zp, norms=norms)
+    assert s.ndim == 1 and (s >= np.float32(0.2)).all()
+    top_s, top_i = search(codes, scales, q, len(s), zero_points=zp, norms=norms)
+    np.testing.assert_array_equal(i, top_i)
+    np.testing.assert_array_equal(s, top_s)
+    with pytest.raises(ValueError, match="rescore applies to top-k"):
+        search(codes, scales, q, threshold=0.2, rescore=2)
+    with pytest.raises(ValueError, match="threshold must be finite"):
+        search(codes, scales, q, threshold=float("nan"))
+    with pytest.raises(TypeError, match="threshold must be a real number"):
+        search(codes, scales, q, threshold="0.5")
+    with pytest.raises(ValueError, match="give threshold= too"):
+        search(codes, scales, q, max_results=3)
+    with pytest.raises(ValueError, match="'cosine', 'dot' or 'l2'"):
+        search(codes, scales, q, metric="euclid")
+
+
+def test_store_methods_take_allow_as_keys(sample_store):
+    keys = list(sample_store.index_to_key)
+    allowed = keys[::7]
+    rows = np.array([sample_store.get_index(k) for k in allowed])
+    mask = np.zeros(len(sample_store), bool)
+    mask[rows] = True
+    got = sample_store.most_similar(keys[3], topn=5, allow=allowed)
+    assert [k for k, _ in got] == [k for k, _ in sample_store.most_similar(
+        keys[3], topn=5, allow=mask)]
+    assert all(k in set(allowed) for k, _ in got) and len(got) == 5
+    assert sample_store.similar_by_vector(sample_store[keys[3]], topn=4, allow=rows) == \
+        sample_store.most_similar(positive=[sample_store[keys[3]]], topn=4, allow=allowed)
+    batch = sample_store.most_similar_batch(keys[:3], topn=4, allow=allowed)
+    for got_b, key in zip(batch, keys[:3]):
+        one = sample_store.most_similar(key, topn=4, allow=allowed)
+        # the batch searches the raw row, most_similar the unit row: last-bit differences
+        assert [k for k, _ in got_b] == [k for k, _ in one]
+        np.testing.assert_allclose([v for _, v in got_b], [v for _, v in one], rtol=1e-6)
+    _s, i = sample_store.search(sample_store[keys[3]], 6, allow=allowed)
+    assert set(i) <= set(rows)
+    with pytest.raises(KeyError, match=r"allow\[1\]: key 'no-such-key' not present"):
+        sample_store.search(sample_store[keys[3]], 6, allow=[keys[0], "no-such-key"])
+    with pytest.raises(ValueError, match="topn=None"):
+        sample_store.most_similar(keys[3], topn=None, allow=allowed)
+
+
+def test_allow_checks_the_scales_and_norms_it_reads():
+    codes, scales, zp, norms = make(400, 8, 12)
+    q = np.ones(8)
+    bad = scales.copy()
+    bad[300] = np.nan
+    # a small allow-list reads only its rows: a bad value elsewhere is not read
+    _s, i = search(codes, bad, q, 3, zero_points=zp, norms=norms, allow=[1, 2, 3])
+    np.testing.assert_array_equal(i, search(codes, scales, q, 3, zero_points=zp, norms=norms,
+                                            allow=[1, 2, 3])[1])
+    with pytest.raises(ValueError, match="scales must be finite and >= 0, got nan at row 300"):
+        search(codes, bad, q, 3, zero_points=zp, norms=norms, allow=[1, 300])
+    badn = norms.copy()
+    badn[7] = -1.0
+    with pytest.raises(ValueError, match=r"norms must be finite and >= 0, got -1\.0 at row 7"):
+        search(codes, scales, q, 3, zero_points=zp, norms=badn, allow=[7, 9], metric="l2")

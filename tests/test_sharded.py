@@ -153,7 +153,7 @@ def test_search_arguments_are_checked_like_one_store(data):
     st = data["stores"][3]
     q = _queries(data)
     for kwargs, exc in (({"k": 0}, ValueError), ({"k": 1.5}, TypeError),
-                        ({"metric": "l2"}, ValueError), ({"rescore": 0}, ValueError),
+                        ({"metric": "euclid"}, ValueError), ({"rescore": 0}, ValueError),
                         ({"restrict": -1}, ValueError)):
         with pytest.raises(exc):
             data["one"].search(q, **{"k": 3, **kwargs})
