@@ -65,7 +65,8 @@ def _in_memory(original: Any) -> tuple[list[str] | None, Any, str]:
     )
 
 
-def _load_original(store: Any, shape: tuple[int, int], original: Any, options: dict) -> _Original:
+def _load_original(store: AnyStore, shape: tuple[int, int], original: Any,
+                   options: dict) -> _Original:
     """The original vectors, read and adjusted the way ``embq compress`` made the store.
 
     ``options`` holds the reader options given (None = not given, already checked by
@@ -152,7 +153,7 @@ def _load_original(store: Any, shape: tuple[int, int], original: Any, options: d
     return _Original(keys, vectors, label, used, notes)
 
 
-def _reconstruction(store: Any, vectors: np.ndarray, block: int = 65536) -> dict:
+def _reconstruction(store: AnyStore, vectors: np.ndarray, block: int = 65536) -> dict:
     """Reconstruction error of the store against the original rows, streamed in row blocks."""
     from embq._recon import ReconstructionStats
 
@@ -179,7 +180,7 @@ def _reconstruction(store: Any, vectors: np.ndarray, block: int = 65536) -> dict
 
 
 def _recall(
-    store: Any, original: _FloatVectors, sample: int, k: int, rescore: int | None,
+    store: AnyStore, original: _FloatVectors, sample: int, k: int, rescore: int | None,
     seed: int, n_threads: int | None,
 ) -> dict:
     """recall@k of the store's search, with and without rescore, against exact float search

@@ -440,7 +440,7 @@ class _StoreVectors:
 
     kind = "store"
 
-    def __init__(self, store: Any, rescore: int | None = None, n_threads: int | None = None):
+    def __init__(self, store: AnyStore, rescore: int | None = None, n_threads: int | None = None):
         self.store = store
         self.n, self.dim = int(store.shape[0]), int(store.shape[1])
         self.rescore = rescore

@@ -14,11 +14,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embq._search import _all_scores, _common_args, _describe, _key_of, _topn_arg
+
+if TYPE_CHECKING:
+    from embq._typing import AnyStore
 
 __all__ = ["LazyVectors", "read_only_error"]
 
@@ -46,7 +49,7 @@ class LazyVectors:
     array. Assignment raises (the store is read-only).
     """
 
-    def __init__(self, store: Any, normed: bool) -> None:
+    def __init__(self, store: AnyStore, normed: bool) -> None:
         self._store = store
         self._normed = normed
 
@@ -132,17 +135,17 @@ def _unitvec(v: np.ndarray) -> np.ndarray:
     return (v / nrm).astype(v.dtype, copy=False) if nrm > 0 else v
 
 
-def similarity(store: Any, w1: Any, w2: Any) -> np.float32:
+def similarity(store: AnyStore, w1: Any, w2: Any) -> np.float32:
     """Cosine similarity of two keys (gensim's ``similarity``), on the dequantized rows."""
     return np.dot(_unitvec(store[w1]), _unitvec(store[w2]))
 
 
-def distance(store: Any, w1: Any, w2: Any) -> np.float32:
+def distance(store: AnyStore, w1: Any, w2: Any) -> np.float32:
     """``1 - similarity(w1, w2)``."""
     return 1 - similarity(store, w1, w2)
 
 
-def get_mean_vector(store: Any, keys: Any, weights: Any = None, pre_normalize: bool = True,
+def get_mean_vector(store: AnyStore, keys: Any, weights: Any = None, pre_normalize: bool = True,
                     post_normalize: bool = False, ignore_missing: bool = True) -> np.ndarray:
     """gensim's ``get_mean_vector``: the weighted mean of keys (unit rows when
     ``pre_normalize``) and vectors, divided by the sum of |weights| of the items used."""
@@ -172,7 +175,7 @@ def get_mean_vector(store: Any, keys: Any, weights: Any = None, pre_normalize: b
     return mean
 
 
-def n_similarity(store: Any, ws1: Sequence[Any], ws2: Sequence[Any]) -> np.float32:
+def n_similarity(store: AnyStore, ws1: Sequence[Any], ws2: Sequence[Any]) -> np.float32:
     """Cosine of the means of two sets of keys (gensim's ``n_similarity``)."""
     if not (len(ws1) and len(ws2)):
         raise ZeroDivisionError("At least one of the passed list is empty.")
@@ -188,7 +191,7 @@ def cosine_similarities(vector_1: np.ndarray, vectors_all: np.ndarray) -> np.nda
     return np.dot(vectors_all, vector_1) / (norm * all_norms)
 
 
-def _input_vector(store: Any, word_or_vector: Any) -> np.ndarray:
+def _input_vector(store: AnyStore, word_or_vector: Any) -> np.ndarray:
     if isinstance(word_or_vector, (str, int, np.integer)) and not isinstance(
             word_or_vector, (bool, np.bool_)):
         return store.get_vector(word_or_vector)
@@ -201,7 +204,7 @@ def _input_vector(store: Any, word_or_vector: Any) -> np.ndarray:
     return vec.astype(np.float32)
 
 
-def distances(store: Any, word_or_vector: Any, other_words: Iterable[Any] = (),
+def distances(store: AnyStore, word_or_vector: Any, other_words: Iterable[Any] = (),
               *, n_threads: int | None = None) -> np.ndarray:
     """``1 - cosine`` from a key or vector to other keys (gensim's ``distances``).
 
@@ -218,7 +221,7 @@ def distances(store: Any, word_or_vector: Any, other_words: Iterable[Any] = (),
     return 1 - cosine_similarities(vec, store[rows])
 
 
-def _closer_rows(store: Any, key1: Any, key2: Any, n_threads: int | None) -> np.ndarray:
+def _closer_rows(store: AnyStore, key1: Any, key2: Any, n_threads: int | None) -> np.ndarray:
     """Rows closer to ``key1`` than ``key2`` is, increasing (see :func:`closer_than`)."""
     from embq._search import search_store
 
@@ -231,7 +234,7 @@ def _closer_rows(store: Any, key1: Any, key2: Any, n_threads: int | None) -> np.
     return np.sort(rows[(scores > t[0]) & (rows != r1)])
 
 
-def closer_than(store: Any, key1: Any, key2: Any, *,
+def closer_than(store: AnyStore, key1: Any, key2: Any, *,
                 n_threads: int | None = None) -> list[Any]:
     """Keys closer to ``key1`` than ``key2`` is (gensim's ``closer_than``), in row order.
 
@@ -244,12 +247,12 @@ def closer_than(store: Any, key1: Any, key2: Any, *,
     return [keys[int(r)] for r in rows] if keys is not None else [int(r) for r in rows]
 
 
-def rank(store: Any, key1: Any, key2: Any, *, n_threads: int | None = None) -> int:
+def rank(store: AnyStore, key1: Any, key2: Any, *, n_threads: int | None = None) -> int:
     """``len(closer_than(key1, key2)) + 1`` (gensim's ``rank``), without building the keys."""
     return len(_closer_rows(store, key1, key2, n_threads)) + 1
 
 
-def rank_by_centrality(store: Any, words: Sequence[Any],
+def rank_by_centrality(store: AnyStore, words: Sequence[Any],
                        use_norm: bool = True) -> list[tuple[np.float32, Any]]:
     """gensim's ``rank_by_centrality``: (cosine to the mean, word), most central first;
     words not in the store are ignored with a warning."""
@@ -265,12 +268,12 @@ def rank_by_centrality(store: Any, words: Sequence[Any],
     return sorted(zip(dists, used), reverse=True)
 
 
-def doesnt_match(store: Any, words: Sequence[Any]) -> Any:
+def doesnt_match(store: AnyStore, words: Sequence[Any]) -> Any:
     """The word furthest from the mean of the others (gensim's ``doesnt_match``)."""
     return rank_by_centrality(store, words)[-1][1]
 
 
-def relative_cosine_similarity(store: Any, wa: Any, wb: Any, topn: int = 10) -> float:
+def relative_cosine_similarity(store: AnyStore, wa: Any, wb: Any, topn: int = 10) -> float:
     """gensim's ``relative_cosine_similarity``: ``similarity(wa, wb)`` over the sum of
     ``wa``'s ``topn`` neighbour scores."""
     sims = store.similar_by_word(wa, topn)
@@ -279,7 +282,7 @@ def relative_cosine_similarity(store: Any, wa: Any, wb: Any, topn: int = 10) -> 
     return float(similarity(store, wa, wb)) / sum(s for _, s in sims)
 
 
-def most_similar_cosmul(store: Any, positive: Any = None, negative: Any = None,
+def most_similar_cosmul(store: AnyStore, positive: Any = None, negative: Any = None,
                         topn: int | None = 10, restrict_vocab: int | None = None, *,
                         rescore: int | None = 4,
                         n_threads: int | None = None) -> list[tuple[Any, float]] | np.ndarray:
@@ -346,7 +349,7 @@ def most_similar_cosmul(store: Any, positive: Any = None, negative: Any = None,
     return out[:topn]
 
 
-def save_word2vec_format(store: Any, fname: str | os.PathLike, fvocab: Any = None,
+def save_word2vec_format(store: AnyStore, fname: str | os.PathLike, fvocab: Any = None,
                          binary: bool = False, total_vec: Any = None, write_header: bool = True,
                          prefix: str = "", append: bool = False,
                          sort_attr: str = "count") -> None:

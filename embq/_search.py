@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embq._utils import effective_n_threads
+
+if TYPE_CHECKING:
+    from embq._typing import AnyStore, ArrayLike
 
 __all__ = [
     "most_similar",
@@ -177,18 +180,18 @@ def max_exact_dim(zero_points: np.ndarray | None = None) -> int:
 # -- the search ------------------------------------------------------------------------------
 
 def search(
-    codes: Any,
-    scales: Any,
-    queries: Any,
+    codes: ArrayLike,
+    scales: ArrayLike,
+    queries: ArrayLike,
     k: int = 10,
     *,
-    zero_points: Any = None,
-    norms: Any = None,
+    zero_points: ArrayLike | None = None,
+    norms: ArrayLike | None = None,
     metric: str = "cosine",
     rescore: int | None = None,
     restrict: int | None = None,
     n_threads: int | None = None,
-    allow: Any = None,
+    allow: ArrayLike | None = None,
     threshold: float | None = None,
     max_results: int | None = None,
     prefilter: str | None = None,
@@ -272,17 +275,17 @@ def search(
 
 
 def search_range(
-    codes: Any,
-    scales: Any,
-    queries: Any,
+    codes: ArrayLike,
+    scales: ArrayLike,
+    queries: ArrayLike,
     threshold: float,
     *,
-    zero_points: Any = None,
-    norms: Any = None,
+    zero_points: ArrayLike | None = None,
+    norms: ArrayLike | None = None,
     metric: str = "cosine",
     restrict: int | None = None,
     n_threads: int | None = None,
-    allow: Any = None,
+    allow: ArrayLike | None = None,
     max_results: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Range search in CSR form: every row scoring at least ``threshold`` (cosine, dot) or
@@ -638,7 +641,7 @@ def _rescore(codes, scales, zp, qf, cand, kk, metric, threads=1):
     return out_s, out_i
 
 
-def search_store(store: Any, queries: Any, k: int = 10, *, metric: str = "cosine",
+def search_store(store: AnyStore, queries: Any, k: int = 10, *, metric: str = "cosine",
                  rescore: int | None = None, restrict: int | None = None,
                  n_threads: int | None = None, allow: Any = None,
                  threshold: float | None = None, max_results: int | None = None,
@@ -663,7 +666,7 @@ def search_store(store: Any, queries: Any, k: int = 10, *, metric: str = "cosine
                    sketch_center=store.sketch_center if sketch is not None else None)
 
 
-def _store_allow(store: Any, allow: Any) -> Any:
+def _store_allow(store: AnyStore, allow: Any) -> Any:
     """A Store's allow-list: keys (str) become row numbers; masks and row numbers pass."""
     if allow is None or isinstance(allow, np.ndarray):
         return allow
@@ -763,12 +766,12 @@ def _query_item(item: Any, sign: float, label: str) -> tuple[Any, float]:
                     f"{_describe(item)}{hint}")
 
 
-def _key_of(store: Any, row: int) -> Any:
+def _key_of(store: AnyStore, row: int) -> Any:
     keys = store.index_to_key
     return keys[row] if keys is not None else row
 
 
-def _checked_vector(store: Any, item: np.ndarray, label: str) -> np.ndarray:
+def _checked_vector(store: AnyStore, item: np.ndarray, label: str) -> np.ndarray:
     """A query vector as float64, or the error that says what is wrong with it."""
     # checked one by one: numpy cannot average vectors of different lengths, and its error
     # would not say which item is wrong
@@ -802,7 +805,8 @@ def _unit(vec: np.ndarray) -> np.ndarray:
     return v / nrm if nrm > 0 else v
 
 
-def _query_vector(store: Any, items: list[tuple[Any, float, str]]) -> tuple[np.ndarray, set[int]]:
+def _query_vector(store: AnyStore,
+                  items: list[tuple[Any, float, str]]) -> tuple[np.ndarray, set[int]]:
     """gensim's query: the unit-normalized weighted mean of unit keys and raw vectors.
 
     ``items`` are ``(key or vector, weight, label)``, checked by :func:`_query_item`. Returns
@@ -850,7 +854,7 @@ def _query_vector(store: Any, items: list[tuple[Any, float, str]]) -> tuple[np.n
     return _unit(mean).astype(np.float32), exclude
 
 
-def _common_args(store: Any, restrict_vocab: Any, rescore: Any,
+def _common_args(store: AnyStore, restrict_vocab: Any, rescore: Any,
                  n_threads: Any) -> tuple[int | None, int | None, int]:
     """Check the arguments shared by the gensim-style helpers, before anything is looked up.
 
@@ -877,7 +881,7 @@ def _topn_arg(topn: Any) -> int | None:
     return _positive_int(topn, "topn")
 
 
-def _all_scores(store: Any, qf: np.ndarray, restrict: int | None, rescore: int | None,
+def _all_scores(store: AnyStore, qf: np.ndarray, restrict: int | None, rescore: int | None,
                 threads: int) -> np.ndarray:
     """Cosine scores of every row (the first ``restrict``) for each query: float32 (m, n).
 
@@ -918,7 +922,7 @@ def _all_scores(store: Any, qf: np.ndarray, restrict: int | None, rescore: int |
                                  threads)
 
 
-def most_similar(store: Any, positive: Any = None, negative: Any = None, topn: int | None = 10,
+def most_similar(store: AnyStore, positive: Any = None, negative: Any = None, topn: int | None = 10,
                  restrict_vocab: int | None = None, *, rescore: int | None = 4,
                  n_threads: int | None = None,
                  allow: Any = None) -> list[tuple[Any, float]] | np.ndarray:
@@ -991,7 +995,7 @@ def _no_allow_with_all(allow: Any, topn: Any) -> None:
                          "row's score is returned, so give topn or leave allow out")
 
 
-def _most_similar(store: Any, items: list[tuple[Any, float, str]], topn: Any,
+def _most_similar(store: AnyStore, items: list[tuple[Any, float, str]], topn: Any,
                   restrict_vocab: Any, rescore: Any, n_threads: Any,
                   allow: Any = None) -> list[tuple[Any, float]] | np.ndarray:
     """:func:`most_similar` on checked ``(key or vector, weight, label)`` items."""
@@ -1010,7 +1014,7 @@ def _most_similar(store: Any, items: list[tuple[Any, float, str]], topn: Any,
     return out[:topn]
 
 
-def most_similar_batch(store: Any, keys: Iterable[Any], topn: int | None = 10,
+def most_similar_batch(store: AnyStore, keys: Iterable[Any], topn: int | None = 10,
                        restrict_vocab: int | None = None, *, rescore: int | None = 4,
                        n_threads: int | None = None,
                        allow: Any = None) -> list[list[tuple[Any, float]]] | np.ndarray:
@@ -1078,7 +1082,7 @@ def most_similar_batch(store: Any, keys: Iterable[Any], topn: int | None = 10,
     return result
 
 
-def similar_by_vector(store: Any, vector: Any, topn: int | None = 10,
+def similar_by_vector(store: AnyStore, vector: Any, topn: int | None = 10,
                       restrict_vocab: int | None = None, *, rescore: int | None = 4,
                       n_threads: int | None = None,
                  allow: Any = None) -> list[tuple[Any, float]] | np.ndarray:
@@ -1108,7 +1112,7 @@ def similar_by_vector(store: Any, vector: Any, topn: int | None = 10,
                          n_threads, allow)
 
 
-def similar_by_key(store: Any, key: Any, topn: int | None = 10,
+def similar_by_key(store: AnyStore, key: Any, topn: int | None = 10,
                    restrict_vocab: int | None = None, *, rescore: int | None = 4,
                    n_threads: int | None = None,
                  allow: Any = None) -> list[tuple[Any, float]] | np.ndarray:
