@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import bz2
+import glob
 import gzip
 import hashlib
 import io
@@ -55,8 +56,11 @@ from collections.abc import Callable
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Fuzz the checkout this script belongs to, not whichever embq is installed.
-sys.path.insert(0, ROOT)
+# Fuzz the checkout this script belongs to when its extensions are built in place (a
+# developer's tree); a fresh clone has none, and then the installed embq is the one to fuzz.
+if glob.glob(os.path.join(ROOT, "embq", "_kernels_parse*.so")) or glob.glob(
+        os.path.join(ROOT, "embq", "_kernels_parse*.pyd")):
+    sys.path.insert(0, ROOT)
 EMBEDDING_TARGETS = ("word2vec", "glove", "vec", "word2vec-binary", "npy")
 TARGETS = (*EMBEDDING_TARGETS, "pairs", "analogies", "store")
 _ALL_TARGETS = (*TARGETS, "selftest")
