@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import math
 import os
@@ -195,7 +196,11 @@ def run(args: argparse.Namespace) -> int:
                              args.against, spell=flag)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    for path in [args.against, args.keys, args.analogies, *args.pairs]:
+    # ORIGINAL may be a glob of Parquet files, read as one input as compress reads it.
+    if (args.against is not None and not os.path.exists(args.against)
+            and not glob.glob(args.against)):
+        raise CommandError(f"{args.against}: no such file (nor files matching it)")
+    for path in [args.keys, args.analogies, *args.pairs]:
         if path is not None and not os.path.exists(path):
             raise CommandError(f"{path}: no such file")
     if args.sample < 0:

@@ -162,6 +162,13 @@ def test_directory_and_glob_of_parquet(tmp_path):
     assert_same_store(compressed(tmp_path, str(d / "part-*.parquet"), name="glob"), ref)
     keys2, v = load_embeddings(str(d / "part-*.parquet"), limit=60)
     assert keys2 == keys[:60] and v.tobytes() == x[:60].tobytes()
+    # evaluate --against takes the glob too, and lines it up with the store exactly.
+    from embq.cli import main
+
+    store = compressed(tmp_path, str(d / "part-*.parquet"), name="glob2")
+    assert main(["evaluate", str(store), "--against", str(d / "part-*.parquet"), "--json",
+                 "--sample", "20"]) == 0
+    assert main(["evaluate", str(store), "--against", str(d / "nothing-*.parquet")]) == 2
 
 
 def test_bad_columns(tmp_path, capsys):
