@@ -200,6 +200,51 @@ cdef inline int64_t _probe(const int64_t* table, uint64_t mask, int64_t n_rows,
     return _CORRUPT
 
 
+cdef inline int _check_probe(const int64_t* table, uint64_t mask, int64_t n_rows,
+                             const int64_t* offsets, const uint8_t* blob, int64_t blob_len,
+                             uint64_t start, uint8_t* verified, int64_t max_key,
+                             int64_t* bad) noexcept nogil:
+    """Check the probe sequence from slot ``start`` up to its empty slot (a miss just ended
+    there): every row met must sit in an unbroken run of occupied slots from its home slot.
+
+    0: consistent.  1: not; ``bad`` = (slot, row, home slot, the empty slot between).
+    2: the table points out of bounds.  ``verified`` has one bit per slot, set once the slot is
+    found consistent: that is a property of the read-only table, so later misses over the same
+    slots only read bits.  Keys longer than ``max_key`` bytes are not hashed (see
+    Store._CHECK_MAX_KEY_BYTES); the check stops there, as if consistent.
+    """
+    cdef uint64_t s = start, t, home, probes
+    cdef int64_t r, a, b
+    for probes in range(mask + 1):
+        r = table[s]
+        if r == -1:
+            return 0
+        if not (verified[s >> 3] >> (s & 7)) & 1:
+            if r < 0 or r >= n_rows:
+                return 2
+            a = offsets[r]
+            b = offsets[r + 1]
+            if a < 0 or b < a or b > blob_len:
+                return 2
+            if b - a > max_key:
+                return 0
+            home = _hash_bytes(blob + a, b - a) & mask
+            if ((s - home) & mask) > ((s - start) & mask):
+                # the row's home is before this probe's start: the slots between must be full
+                t = home
+                while t != start:
+                    if table[t] == -1:
+                        bad[0] = <int64_t>s
+                        bad[1] = r
+                        bad[2] = <int64_t>home
+                        bad[3] = <int64_t>t
+                        return 1
+                    t = (t + 1) & mask
+            verified[s >> 3] |= <uint8_t>(1 << (s & 7))
+        s = (s + 1) & mask
+    return 0  # a full cycle: the lookup has already reported the table as damaged
+
+
 cdef class StoreIndex:
     """Read side: key lookups and dequantizing gathers over a store's memory-mapped arrays.
 
@@ -221,6 +266,8 @@ cdef class StoreIndex:
     cdef uint64_t mask
     cdef readonly bint has_keys
     cdef readonly object path
+    cdef object _verified   # one bit per hash slot (check_miss), made on first use
+    cdef uint8_t* _ver
 
     def __init__(self, codes, scales, zero_points, utf8=None, offsets=None, table=None,
                  path=None):
@@ -301,6 +348,40 @@ cdef class StoreIndex:
         """:meth:`find` with the key's hash already computed (``hash_key(key)``), so a key
         looked up in several stores is hashed once."""
         return self._lookup(key, h, True)
+
+    def check_miss(self, object key, key_hash=None, int64_t max_key_bytes=1 << 16):
+        """Check the hash table along the probe of ``key``, which a lookup just found absent.
+
+        ``key_hash``: its hash when the caller has it.  Returns None when the probe is
+        consistent (so "absent" is right), else ``(slot, row, home, empty)``: ``slot`` holds
+        ``row``, whose key hashes to slot ``home``, but slot ``empty`` between them is empty,
+        so the table does not match the keys.  Only misses need this: a hit is proven by the
+        key bytes themselves.
+        """
+        cdef Py_ssize_t n
+        cdef const char* s
+        cdef uint64_t h
+        cdef int64_t bad[4]
+        cdef int rc
+        if not self.has_keys:
+            return None
+        if key_hash is None:
+            s = _key_utf8(key, &n)
+            if s == NULL:
+                return None  # no UTF-8 form (lone surrogates): no store holds it
+            h = _hash_bytes(<const uint8_t*>s, n)
+        else:
+            h = key_hash
+        if self._ver == NULL:
+            self._verified = np.zeros((self.mask + 1 + 7) // 8, np.uint8)
+            self._ver = <uint8_t*>cnp.PyArray_DATA(self._verified)
+        rc = _check_probe(self.table, self.mask, self.n_rows, self.offsets, self.blob,
+                          self.blob_len, h & self.mask, self._ver, max_key_bytes, bad)
+        if rc == 2:
+            raise self._corrupt()
+        if rc == 1:
+            return (bad[0], bad[1], bad[2], bad[3])
+        return None
 
     def key_vector(self, object key):
         """Dequantized float32 row of ``key`` (a str); ``KeyError`` when absent."""

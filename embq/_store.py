@@ -1211,7 +1211,6 @@ class Store:
             self._check_offsets()
         else:
             self._utf8 = self._offsets = self._table = None
-        self._probe = None  # memoryviews for the Python-level table check, made on first use
         # Gathers run on one thread: a lookup batch is a few MB, and waking OpenMP workers on a
         # busy machine costs more than it saves.
         self._threads = 1
@@ -1290,55 +1289,15 @@ class Store:
         match the keys: then "absent" may be wrong, and a StoreError says so instead.  Only
         misses pay for this; hits are proven by the key bytes themselves.
         """
-        probe = self._probe
-        if probe is None:
-            # Plain memoryviews: indexing one is several times cheaper than indexing numpy.
-            table, offsets = (memoryview(a).cast("B").cast("q")
-                              for a in (self._table, self._offsets))
-            # Key bytes are sliced from the file's map itself: a slice of an mmap is a bytes
-            # object at once, several times cheaper than slicing a memoryview and copying it.
-            base = self._utf8_offset
-            blob = self._mm if base is not None else b""
-            # One bit per slot, set once the slot is found consistent: that is a property of
-            # the (read-only) table, not of the key looked up, so repeated misses over the same
-            # slots only read bits.  T / 8 bytes, made on the first miss that needs it.
-            verified = bytearray((len(table) + 7) // 8)
-            probe = self._probe = (table, offsets, blob, base or 0, len(table) - 1,
-                                   _kernels().hash_key, verified)
-        table, offsets, blob, base, mask, hash_key, verified = probe
-        try:
-            start = s = (hash_key(key) if key_hash is None else key_hash) & mask
-        except UnicodeEncodeError:
-            return  # a str without UTF-8 form (lone surrogates): no store holds it
-        r = table[s]
-        while r != -1:
-            if verified[s >> 3] >> (s & 7) & 1:
-                s = (s + 1) & mask
-                if s == start:
-                    return
-                r = table[s]
-                continue
-            a, b = offsets[r], offsets[r + 1]
-            if b - a > self._CHECK_MAX_KEY_BYTES:
-                return  # not copied to be hashed; see _CHECK_MAX_KEY_BYTES
-            home = hash_key(blob[base + a:base + b]) & mask
-            if ((s - home) & mask) > ((s - start) & mask):
-                # The row's home is before this probe's start: the slots between must be full.
-                t = home
-                while t != start:
-                    if table[t] == -1:
-                        raise StoreError(
-                            f"the key hash table 'keys/hash' does not match the keys: slot {s} "
-                            f"holds row {r}, whose key hashes to slot {home}, but slot {t} "
-                            f"between them is empty; a lookup of {key!r} cannot be answered",
-                            path=self.path,
-                        )
-                    t = (t + 1) & mask
-            verified[s >> 3] |= 1 << (s & 7)
-            s = (s + 1) & mask
-            if s == start:
-                return  # a full cycle: the kernel has already reported this table as damaged
-            r = table[s]
+        bad = self._checked_index().check_miss(key, key_hash, self._CHECK_MAX_KEY_BYTES)
+        if bad is not None:
+            slot, row, home, empty = bad
+            raise StoreError(
+                f"the key hash table 'keys/hash' does not match the keys: slot {slot} holds "
+                f"row {row}, whose key hashes to slot {home}, but slot {empty} between them "
+                f"is empty; a lookup of {key!r} cannot be answered",
+                path=self.path,
+            )
 
     # -- basics -------------------------------------------------------------------------------
     @property
@@ -1366,7 +1325,6 @@ class Store:
         """
         self._closed = True
         self._index = None
-        self._probe = None
         self._codes = self._scales = self._zero_points = self._norms = None
         self._sketch = self._sketch_center = None
         self._utf8 = self._offsets = self._table = None
