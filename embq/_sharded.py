@@ -328,55 +328,94 @@ class ShardedStore:
 
     # -- search ----------------------------------------------------------------------------------
     def search(self, queries, k: int = 10, *, metric: str = "cosine", rescore=None,
-               restrict=None, n_threads=None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k global rows for each query, exactly as :meth:`Store.search` on one store.
+               restrict=None, n_threads=None, allow=None, threshold=None, max_results=None,
+               prefilter=None, oversample=None) -> tuple[Any, Any]:
+        """Search exactly as :meth:`Store.search` on one store holding all the rows.
 
-        Each shard is searched for the int8 top ``k`` (``k * rescore`` with ``rescore``) of
-        its rows among the first ``restrict``; the lists are merged by (score descending,
-        row ascending); with ``rescore`` those candidates are then re-ranked once, as
-        :func:`embq._search.search` does.  With a ``client`` the shards are searched by Dask
-        tasks (``n_threads`` then counts threads per task; None shares each worker's threads
-        among the tasks it runs) and the rescoring reads the candidates' codes here.
+        Options as :func:`embq._search.search_store`: ``metric`` ("cosine", "dot", "l2"),
+        ``rescore``, ``restrict``, ``n_threads``, ``allow`` (keys, a boolean mask over the
+        global rows, or global row numbers), ``threshold``/``max_results`` (range search) and
+        ``prefilter="sketch"``/``oversample`` (the store must have been built or sketched
+        with one sketch over all its shards).
+
+        Each shard answers for its own rows (only its allowed local rows are sent to it); the
+        answers merge as the single store orders them: top lists by (score descending, or l2
+        distance ascending; then row), range matches per query likewise, cut to
+        ``max_results``; prefilter candidates by (Hamming distance, row), cut to the single
+        store's ``K = k * oversample``, then the best by exact score.  ``rescore`` re-ranks
+        the merged candidates once, as :func:`embq._search.search` does.  With a ``client``
+        the shards are searched by Dask tasks (``n_threads`` then counts threads per task;
+        None shares each worker's threads among the tasks it runs) and the rescoring reads
+        the candidates' codes here.
 
         Returns
         -------
         scores : ndarray of float32, shape (k,) or (m, k)
         indices : ndarray of int64, same shape (global rows)
+            With ``threshold``: two 1-D arrays for one query, two lists of m arrays for
+            (m, d) queries.
         """
         from embq import _dist_search as ds
         from embq import _search as sr
         from embq._utils import effective_n_threads
 
         self._check_open()
-        if metric not in sr._METRICS:
-            raise ValueError(f"metric must be 'cosine' or 'dot', got {metric!r}")
+        if metric not in sr._ALL_METRICS:
+            raise ValueError(f"metric must be 'cosine', 'dot' or 'l2', got {metric!r}")
         k = sr._positive_int(k, "k")
         if rescore is not None:
             rescore = sr._positive_int(rescore, "rescore")
+        threshold, max_results = _range_args(threshold, max_results, rescore)
         n_eff = self._n if restrict is None else min(
             sr._positive_int(restrict, "restrict", allow_zero=True), self._n)
+        oversample = self._prefilter_plan(prefilter, oversample)
         qf, single = sr._check_queries(queries, self.dim)
+        idx = None if allow is None else sr._allow_rows(sr._store_allow(self, allow), self._n,
+                                                        n_eff)
+        if oversample is not None and (threshold is not None or idx is not None
+                                       or metric == "l2"):
+            raise ValueError("prefilter='sketch' is for top-k cosine or dot searches of all "
+                             "rows; it does not combine with allow=, threshold= or "
+                             "metric='l2'")
         m = qf.shape[0]
-        kk = min(k, n_eff)
-        kc = min(k * rescore, n_eff) if rescore else kk
+        npos = n_eff if idx is None else idx.shape[0]
         # Here: n_threads for the scan and the rescoring.  On a cluster: per task (None lets
         # each worker share its threads), and the rescoring here runs on one thread.
         task_threads = None if n_threads is None else effective_n_threads(n_threads)
         threads = effective_n_threads(n_threads) if self.client is None else task_threads or 1
+        jobs = ds.shard_jobs(self.manifest, None if n_eff == self._n else n_eff, idx)
+        if threshold is not None:
+            spec = ds.ShardSearch(1, metric, threshold, max_results)
+            indptr, scores, rows = self._run(qf, spec, jobs if m and npos else [], threads,
+                                             task_threads)
+            if single:
+                return scores, rows
+            return np.split(scores, indptr[1:-1]), np.split(rows, indptr[1:-1])
+        kk = min(k, npos)
+        kc = min(k * rescore, npos) if rescore else kk
         if not (kk and m):
             return _no_rows(m, kk, single)
-        # A query outside embq._search's safe range is scaled by a power of two before the
-        # int8 scan (exactly what one store does); the shards then rank the scaled query, so
-        # their dot scores merge in the single store's order even where scaling them back
-        # over- or underflows, and are scaled back once, after the merge.
-        exponents = sr._query_exponents(qf)
-        scan = qf if exponents is None else np.ldexp(qf, -exponents[:, None]).astype(np.float32)
-        if self.client is None:
-            scores, rows = ds.search_local(self._stores, self.manifest, scan, kc, metric,
-                                           n_eff, threads)
+        exponents = None
+        if oversample is not None:
+            # The shards take the float queries as they are (their sketches are of those),
+            # each returning its K nearest rows scored; the K nearest of all and then the
+            # best kc of those are chosen here, as the single store chooses them.
+            n_cand = min(n_eff, max(kc, k * oversample))
+            scores, rows, _ = self._run(qf, ds.ShardSearch(n_cand, metric, prefilter=True),
+                                        jobs, threads, task_threads)
+            scores, rows = ds.best_scored(scores, rows, kc)
         else:
-            scores, rows = ds.search_dask(self.client, self.manifest, scan, kc, metric, n_eff,
-                                          task_threads)
+            # A query outside embq._search's safe range is scaled by a power of two before
+            # the int8 scan (exactly what one store does); the shards then rank the scaled
+            # query, so their dot scores merge in the single store's order even where
+            # scaling them back over- or underflows, and are scaled back once, after the
+            # merge.  l2 distances are not scale-invariant: one store never scales for them.
+            if metric != "l2":
+                exponents = sr._query_exponents(qf)
+            scan = qf if exponents is None else np.ldexp(
+                qf, -exponents[:, None]).astype(np.float32)
+            scores, rows = self._run(scan, ds.ShardSearch(kc, metric), jobs, threads,
+                                     task_threads)
         if rescore:
             scores, rows = self._rescore(qf, rows, kk, metric, threads)
         elif exponents is not None and metric == "dot":
@@ -385,6 +424,48 @@ class ShardedStore:
         if single:
             return scores[0], rows[0]
         return scores, rows
+
+    def _run(self, queries: np.ndarray, spec: Any, jobs: list, threads: int,
+             task_threads: int | None) -> tuple[np.ndarray, ...]:
+        """The shards' merged answer to ``spec``: here, or on the client's cluster."""
+        from embq import _dist_search as ds
+
+        if self.client is None:
+            return ds.search_local(self._stores, self.manifest, queries, spec, jobs, threads)
+        return ds.search_dask(self.client, self.manifest, queries, spec, jobs, task_threads)
+
+    def _prefilter_plan(self, prefilter: Any, oversample: Any) -> int | None:
+        """Check ``prefilter``/``oversample`` as one store does; the oversample to use, or
+        None for the plain scan.  A store whose manifest records no sketch of all its shards
+        (built before sharded sketches, or with ``--no-sketch``) is refused, saying how to
+        add one: shards sketched one by one have centers of their own, and their Hamming
+        distances would not be the single store's."""
+        from embq._sketch import check_prefilter
+
+        if prefilter == "sketch" and not self.manifest.sketch:
+            raise ValueError(
+                f"prefilter='sketch': the sharded store {self.path!r} has no sketch of all its "
+                f"shards; add one with `embq sketch {self.path}` (or compress without "
+                "--no-sketch)")
+        s0 = self._stores[0]
+        with_sketch = prefilter is not None and self.manifest.sketch
+        plan = check_prefilter(prefilter, oversample, s0.sketch if with_sketch else None,
+                               s0.sketch_center if with_sketch else None, self.dim, len(s0))
+        return None if plan is None else plan[2]
+
+    @property
+    def sketch(self) -> None:
+        """Not available: each shard has its rows' sketch, ``shards[i].sketch``."""
+        raise AttributeError(
+            "a sharded store has no single 'sketch' array: each shard has its own rows' "
+            "sketch, store.shards[i].sketch (against the one center, store.sketch_center)")
+
+    @property
+    def sketch_center(self) -> np.ndarray | None:
+        """float32 (dim,): the center of the store's sketch (the column mean of all rows),
+        which every shard holds; None when the store has no sketch of all its shards."""
+        self._check_open()
+        return self._stores[0].sketch_center if self.manifest.sketch else None
 
     def _rescore(self, qf: np.ndarray, cand: np.ndarray, kk: int, metric: str,
                  threads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -440,6 +521,27 @@ class ShardedStore:
             **{name: np.concatenate([getattr(s, name) for s in self._stores])
                for name in ("codes", "scales", "zero_points")})
         return to_keyed_vectors(whole)
+
+
+def _range_args(threshold: Any, max_results: Any,
+                rescore: int | None) -> tuple[float | None, int | None]:
+    """``threshold`` and ``max_results`` checked as :func:`embq._search.search` checks them."""
+    from embq._search import _describe, _positive_int
+
+    if threshold is None:
+        if max_results is not None:
+            raise ValueError("max_results caps a range search: give threshold= too")
+        return None, None
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(
+            threshold, (int, float, np.integer, np.floating)):
+        raise TypeError(f"threshold must be a real number, got {_describe(threshold)}")
+    if not np.isfinite(float(threshold)):
+        raise ValueError(f"threshold must be finite, got {threshold}")
+    if rescore is not None:
+        raise ValueError("rescore applies to top-k searches, not with threshold=")
+    if max_results is not None:
+        max_results = _positive_int(max_results, "max_results")
+    return float(threshold), max_results
 
 
 def _no_rows(m: int, kk: int, single: bool) -> tuple[np.ndarray, np.ndarray]:
