@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from embq._keyedvectors import LazyVectors
 from embq._store import Store, _IndexToKey, _KeyToIndex, _missing_key_error
 
 __all__ = ["ShardedStore", "open"]
@@ -166,6 +167,24 @@ class _ShardedKeys(_IndexToKey):
         return out
 
 
+class _ShardedVectors(LazyVectors):
+    """``vectors`` of a sharded store (:class:`embq._keyedvectors.LazyVectors`): rows
+    dequantized by their shards (the same kernel, the same bits), norms read from them."""
+
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        st = self._store
+        st._check_open()
+        x = st._index.gather(1, rows)
+        if self._normed:
+            nrm = np.empty(rows.shape[0], np.float32)
+            shard, local = st.manifest.locate(rows)
+            for i in np.unique(shard).tolist():
+                sel = shard == i
+                nrm[sel] = np.asarray(st._stores[i].norms)[local[sel]]
+            x /= np.where(nrm > 0, nrm, np.float32(1))[:, None]
+        return x
+
+
 def _no_global_array(name: str) -> property:
     def get(self: ShardedStore) -> np.ndarray:
         raise AttributeError(
@@ -221,9 +240,28 @@ class ShardedStore:
             "format": _manifest.FORMAT, "format_version": _manifest.FORMAT_VERSION,
             "scheme": self._stores[0].attrs.get("scheme"), "dim": self.dim, "n_rows": self._n,
             "has_keys": self.has_keys, "n_shards": len(self._stores),
+            "sketch": self.manifest.sketch,
         }
+        if self.manifest.sketch:
+            self._check_sketch_centers()
         self._index = _ShardedIndex(self)
         self._closed = False
+
+    def _check_sketch_centers(self) -> None:
+        """Every shard of a store with a sketch holds the same center (the whole store's):
+        a shard whose center differs was not sketched with the others, and its Hamming
+        distances would not be the single store's."""
+        from embq._errors import StoreError
+
+        first = self._stores[0].sketch_center
+        for i, st in enumerate(self._stores[1:], 1):
+            if st.sketch_center.tobytes() != first.tobytes():
+                e = self.manifest.shards[i]
+                self.close()
+                raise StoreError(
+                    f"shard {i} ({e.path}) of {self.manifest.directory}: its sketch_center "
+                    "differs from shard 0's; every shard of a sharded store must hold the "
+                    "center of all its rows", path=self.manifest.shard_path(i))
 
     # -- what Store already defines over its row index -----------------------------------------
     shape = Store.shape
@@ -497,12 +535,84 @@ class ShardedStore:
                 else np.empty((qf.shape[0], 0), np.float32))
 
     # The gensim-style searches are Store's own: embq._search's, which search through
-    # store.search and hand the every-row scores (topn=None) to _all_scores above.
+    # store.search (allow= included) and hand the every-row scores (topn=None) to
+    # _all_scores above.
     most_similar = Store.most_similar
     most_similar_batch = Store.most_similar_batch
     similar_by_vector = Store.similar_by_vector
     similar_by_key = Store.similar_by_key
     similar_by_word = Store.similar_by_word
+
+    # -- the rest of gensim's KeyedVectors ---------------------------------------------------
+    # Store's own methods (embq._keyedvectors), which read rows through the API above (keys,
+    # get_vector, store[...], search, _all_scores).
+    vector_size = Store.vector_size
+    similarity = Store.similarity
+    distance = Store.distance
+    n_similarity = Store.n_similarity
+    distances = Store.distances
+    cosine_similarities = Store.__dict__["cosine_similarities"]   # the staticmethod itself
+    get_mean_vector = Store.get_mean_vector
+    doesnt_match = Store.doesnt_match
+    rank_by_centrality = Store.rank_by_centrality
+    relative_cosine_similarity = Store.relative_cosine_similarity
+    save_word2vec_format = Store.save_word2vec_format
+    to_arrow = Store.to_arrow
+    fill_norms = Store.fill_norms
+    add_vectors = Store.add_vectors
+    add_vector = Store.add_vector
+    sort_by_descending_frequency = Store.sort_by_descending_frequency
+    __setitem__ = Store.__setitem__
+
+    @property
+    def vectors(self):
+        """Read-only array-like of the dequantized rows, read from their shards on access
+        (see :attr:`Store.vectors`)."""
+        return _ShardedVectors(self, normed=False)
+
+    def get_normed_vectors(self):
+        """Read-only array-like of the unit rows (see ``vectors``)."""
+        return _ShardedVectors(self, normed=True)
+
+    def most_similar_cosmul(self, positive=None, negative=None, topn=10, restrict_vocab=None,
+                            **options):
+        """gensim's ``most_similar_cosmul`` (see :meth:`Store.most_similar_cosmul`).
+
+        With ``rescore`` (the default, 4) and a ``topn``, embq._keyedvectors dequantizes the
+        candidates from one ``codes`` array, which a sharded store does not have: that is
+        refused (pass ``rescore=None`` for the int8 scores, or merge the store).
+        """
+        from embq._keyedvectors import most_similar_cosmul
+
+        if options.get("rescore", 4) is not None and topn is not None and not (
+                isinstance(topn, (int, np.integer)) and topn < 1):
+            raise NotImplementedError(
+                "most_similar_cosmul with rescore on a sharded store: the rescoring reads one "
+                "store's codes array; pass rescore=None (int8 scores), or merge the shards "
+                "into one store (embq merge)")
+        return most_similar_cosmul(self, positive, negative, topn, restrict_vocab, **options)
+
+    def closer_than(self, key1, key2, *, n_threads=None) -> list:
+        """gensim's ``closer_than``: keys closer to ``key1`` than ``key2`` is, in row order
+        (see :func:`embq._keyedvectors.closer_than`; here through :meth:`search`)."""
+        rows = self._closer_rows(key1, key2, n_threads)
+        keys = self.index_to_key
+        return [keys[int(r)] for r in rows] if keys is not None else [int(r) for r in rows]
+
+    words_closer_than = closer_than
+
+    def rank(self, key1, key2, *, n_threads=None) -> int:
+        """gensim's ``rank``: ``len(closer_than(key1, key2)) + 1``."""
+        return len(self._closer_rows(key1, key2, n_threads)) + 1
+
+    def _closer_rows(self, key1: Any, key2: Any, n_threads: Any) -> np.ndarray:
+        """embq._keyedvectors' closer-than rows, with this store's search: ``key2``'s own
+        kernel score (a search allowed only its row), then one range search at it."""
+        r1, r2 = self.get_index(key1), self.get_index(key2)
+        vec = self.get_vector(r1)
+        t, _ = self.search(vec, 1, allow=np.array([r2], np.int64), n_threads=n_threads)
+        scores, rows = self.search(vec, threshold=float(t[0]), n_threads=n_threads)
+        return np.sort(rows[(scores > t[0]) & (rows != r1)])
 
     # -- evaluation and interop ------------------------------------------------------------------
     evaluate_word_pairs = Store.evaluate_word_pairs
