@@ -81,6 +81,65 @@ def test_cluster_equals_local_equals_one_store(client, data, parts):
         _same(remote.search(data["q"][0], 3), one.search(data["q"][0], 3))
 
 
+def _same_any(a, b) -> None:
+    """_same, also for the lists of a range search of (m, d) queries."""
+    if isinstance(b[0], list):
+        assert len(a[0]) == len(b[0])
+        for x, y in zip(zip(*a), zip(*b)):
+            _same(x, y)
+    else:
+        _same(a, b)
+
+
+@pytest.mark.parametrize("parts", [1, 3, 7])
+def test_options_on_a_cluster_equal_one_store(client, data, parts, tmp_path):
+    """allow=, l2, range search and the sketch prefilter: tasks get only their shard's
+    allowed local rows, and the merged answers are one store's, bit for bit."""
+    from embq._reshard import sketch_sharded
+    from embq._sketch import add_sketch
+
+    one_path = str(tmp_path / "one.h5")
+    embq.save(one_path, data["x"], data["keys"], n_threads=1)
+    add_sketch(one_path)
+    path = write_sharded(tmp_path / "s.embq", data["x"], data["sizes"][parts], data["keys"])
+    sketch_sharded(path)
+    q = data["q"]
+    mask = np.random.default_rng(4).random(N) < 0.2
+    keys = [data["keys"][i] for i in np.flatnonzero(mask)]
+    cases = [
+        (10, {"allow": mask}), (10, {"allow": keys, "metric": "dot", "rescore": 2}),
+        (3, {"allow": np.flatnonzero(mask)[:2]}), (5, {"allow": []}),
+        (10, {"metric": "l2"}), (N + 3, {"metric": "l2", "rescore": 3, "restrict": 260}),
+        (1, {"threshold": 0.4}), (1, {"threshold": 40.0, "metric": "l2", "max_results": 6}),
+        (1, {"threshold": 2.0, "metric": "dot", "allow": mask}),
+        (7, {"prefilter": "sketch", "oversample": 3}),
+        (4, {"prefilter": "sketch", "oversample": 2, "rescore": 2, "restrict": 300}),
+    ]
+    with embq.open(one_path) as one, embq.open(path, client=client) as remote:
+        for k, kw in cases:
+            want = one.search(q, k, **kw)
+            _same_any(remote.search(q, k, **kw), want)
+            _same_any(remote.search(q, k, n_threads=2, **kw), want)
+        assert remote.closer_than("k3", "k40") == one.closer_than("k3", "k40")
+        assert remote.most_similar("k3", topn=5, allow=keys) == one.most_similar(
+            "k3", topn=5, allow=keys)
+
+
+def test_tasks_receive_local_allowed_rows_only(data):
+    from embq import _dist_search as ds
+
+    path = data["paths"][7]
+    m = mf.read_manifest(path)
+    allow = np.array([0, 5, int(m.offsets[3]), int(m.offsets[3]) + 1, N - 1], np.int64)
+    jobs = ds.shard_jobs(m, None, allow)
+    got = {i: a.tolist() for i, _r, a in jobs}
+    want: dict = {}
+    for g in allow.tolist():
+        s, loc = m.locate([g])
+        want.setdefault(int(s[0]), []).append(int(loc[0]))
+    assert got == want   # shards without allowed rows get no task at all
+
+
 def test_most_similar_and_lookups_on_a_cluster(client, data):
     one = data["one"]
     with embq.open(data["paths"][7], client=client) as st:
