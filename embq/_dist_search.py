@@ -8,7 +8,11 @@ pages stay in that machine's page cache.
 
 The int8 score of a row depends only on the row and the query, so a shard's top-k is the
 single store's top-k restricted to the shard's rows, and merging the shards' lists by (score
-descending, row ascending) gives exactly the single store's answer, ties included.
+descending, row ascending) gives exactly the single store's answer, ties included.  The same
+holds for l2 distances (merged smallest first), for range matches (each query's matches of all
+shards, sorted and cut as one store does) and, because every shard's sketch is taken against
+the whole store's center, for the sketch prefilter's Hamming distances (each shard's K nearest,
+merged by (distance, row) and cut to K, are the single store's K nearest).
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@
 :class:`embq.Store` and answers exactly as one store holding the same rows in the same order:
 global row = shard offset + local row, lookups probe the shards in order, and a search scans
 each shard (here, with the usual threads, or one Dask task per shard with ``client=``) and
-merges the shards' top lists by (score descending, row ascending).  ``restrict``,
-``restrict_vocab``, ties and the exclusions of ``most_similar`` count global rows.
+merges the shards' top lists by (score descending, row ascending; l2 distance ascending).
+``restrict``, ``restrict_vocab``, ``allow``, ties and the exclusions of ``most_similar`` count
+global rows; range searches and the sketch prefilter merge as docs/format.md ("Sharded store")
+describes.
 
 The lookup methods are :class:`embq.Store`'s own (``get_index``, ``__getitem__``, ...): they
 are written against the store's row index (``find``, ``find_many``, ``key_vector``,
