@@ -441,9 +441,18 @@ class ShardedStore:
             # each returning its K nearest rows scored; the K nearest of all and then the
             # best kc of those are chosen here, as the single store chooses them.
             n_cand = min(n_eff, max(kc, k * oversample))
-            scores, rows, _ = self._run(qf, ds.ShardSearch(n_cand, metric, prefilter=True),
+            scores, cand, _ = self._run(qf, ds.ShardSearch(n_cand, metric, prefilter=True),
                                         jobs, threads, task_threads)
-            scores, rows = ds.best_scored(scores, rows, kc)
+            scores, rows = ds.best_scored(scores, cand, kc)
+            if metric == "dot" and sr._query_exponents(qf) is not None:
+                # One store ranks the candidates of a query outside the safe range by their
+                # dot scores with the scaled query; the shards' scores are scaled back and
+                # may have overflowed to equal infinities. Rank each query's candidates
+                # again the same way: a search allowed only them (a rare case: queries of
+                # magnitude beyond 2**64 or below 2**-64).
+                for i in range(m):
+                    scores[i], rows[i] = self.search(qf[i], kc, metric="dot", allow=cand[i],
+                                                     n_threads=n_threads)
         else:
             # A query outside embq._search's safe range is scaled by a power of two before
             # the int8 scan (exactly what one store does); the shards then rank the scaled

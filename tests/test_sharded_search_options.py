@@ -180,6 +180,14 @@ def test_sketch_prefilter_equals_one_store(data, parts):
                 got = sh.search(q, k, **kw)
                 _same(got, one.search(q, k, **kw))
     _same(sh.search(q[2], 3, prefilter="sketch"), one.search(q[2], 3, prefilter="sketch"))
+    # queries beyond the safe range: their dot scores overflow to equal infinities, which
+    # one store ranks by the scaled query's scores
+    for e in (124, -120):
+        far = q * np.float32(2.0 ** e)
+        for kw in ({"metric": "dot"}, {"metric": "dot", "rescore": 2}, {}):
+            kw = {**kw, "prefilter": "sketch", "oversample": 4}
+            _same(sh.search(far, 6, **kw), one.search(far, 6, **kw))
+    assert np.isinf(one.search(q * np.float32(2.0 ** 124), 6, metric="dot")[0]).any()
     # with few candidates the prefilter misses neighbours, exactly as one store does
     plain = sh.search(q, 10)
     pre = sh.search(q, 10, prefilter="sketch", oversample=1)
@@ -295,6 +303,24 @@ def test_sketch_sharded_failure_leaves_the_store(data, tmp_path, monkeypatch):
         sketch_sharded(path)
     assert sorted(os.listdir(os.path.join(path, "shards"))) == before
     assert open(os.path.join(path, "manifest.json"), "rb").read() == manifest
+    with embq.open(path) as sh:
+        assert not sh.manifest.sketch
+
+
+def test_manifest_sketch_field_is_checked(data, tmp_path):
+    path = write_sharded(tmp_path / "s.embq", data["x"], [300, 300], data["keys"])
+    mpath = os.path.join(path, "manifest.json")
+    doc = json.loads(open(mpath).read())
+    assert doc["sketch"] is False
+    for bad in (1, "true", None):
+        doc["sketch"] = bad
+        with open(mpath, "w") as fh:
+            json.dump(doc, fh)
+        with pytest.raises(StoreError, match=r"'sketch' is .*, expected true or false"):
+            embq.open(path)
+    del doc["sketch"]   # a manifest from before sharded sketches
+    with open(mpath, "w") as fh:
+        json.dump(doc, fh)
     with embq.open(path) as sh:
         assert not sh.manifest.sketch
 
