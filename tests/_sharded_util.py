@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 import embq
 from embq import _manifest as mf
@@ -37,3 +39,20 @@ def uneven_sizes(n: int, parts: int, rng: np.random.Generator) -> list[int]:
         return [n]
     cuts = np.sort(rng.choice(np.arange(1, n), size=parts - 1, replace=False))
     return np.diff(np.concatenate([[0], cuts, [n]])).astype(int).tolist()
+
+
+# Few distinct values: many rows repeat, so ties (also across shards) are the common case.
+TIE_VALUES = st.sampled_from([-2.0, -1.0, 0.0, 0.5, 1.0, 3.0])
+
+
+def draw_split(draw: st.DataObject) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """A small matrix of few distinct values, its split into shards (empty ones allowed) and
+    1 to 3 queries of the same values: ``(x, sizes, queries)``."""
+    n = draw.draw(st.integers(1, 30), label="n")
+    d = draw.draw(st.integers(1, 5), label="d")
+    x = draw.draw(arrays(np.float32, (n, d), elements=TIE_VALUES), label="x")
+    cuts = sorted(draw.draw(st.lists(st.integers(0, n), max_size=4), label="cuts"))
+    sizes = np.diff([0, *cuts, n]).tolist()
+    q = draw.draw(arrays(np.float32, (draw.draw(st.integers(1, 3)), d), elements=TIE_VALUES),
+                  label="queries")
+    return x, sizes, q

@@ -44,6 +44,19 @@ def _run(argv, capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+def _same_json(stores, argv: list[str], capsys) -> dict:
+    """``argv`` (a command, then its arguments after STORE) prints the same JSON for the single
+    store and the sharded one, their paths aside; returns it."""
+    single, sharded, _ = stores
+    code1, one, _ = _run([argv[0], single, *argv[1:]], capsys)
+    code2, many, _ = _run([argv[0], sharded, *argv[1:]], capsys)
+    assert code1 == code2 == 0
+    a, b = json.loads(one), json.loads(many)
+    assert a.pop("store") == single and b.pop("store") == sharded
+    assert a == b
+    return a
+
+
 def test_info_lists_the_shards_and_the_total_size(stores, capsys):
     _, sharded, _ = stores
     code, out, _ = _run(["info", sharded], capsys)
@@ -77,28 +90,18 @@ def test_query_equals_the_single_store(stores, extra, capsys, tmp_path):
     extra = [str(allow) if a == "ALLOW" else a for a in extra]
     vec = tmp_path / "q.npy"
     np.save(vec, np.random.default_rng(1).standard_normal((3, D)).astype(np.float32))
-    args = ["w10", "w300", "w149", "--vectors", str(vec), "--json", *extra]
-    code1, one, _ = _run(["query", single, *args], capsys)
-    code2, many, _ = _run(["query", sharded, *args], capsys)
-    assert code1 == code2 == 0
-    a, b = json.loads(one), json.loads(many)
-    assert a.pop("store") == single and b.pop("store") == sharded
-    assert a == b
+    _same_json(stores, ["query", "w10", "w300", "w149", "--vectors", str(vec), "--json",
+                        *extra], capsys)
     code1, one, _ = _run(["query", single, "w10", "w299", *extra], capsys)
     code2, many, _ = _run(["query", sharded, "w10", "w299", *extra], capsys)
-    assert one == many
+    assert code1 == code2 == 0 and one == many
 
 
 def test_query_cosmul_and_doesnt_match_on_a_sharded_store(stores, capsys):
-    single, sharded, _ = stores
+    sharded = stores[1]
     for args in (["--doesnt-match", "w1", "w2", "w300", "--json"],
                  ["w1", "w2", "--cosmul", "--rescore", "0", "-k", "4", "--json"]):
-        code1, one, _ = _run(["query", single, *args], capsys)
-        code2, many, _ = _run(["query", sharded, *args], capsys)
-        assert code1 == code2 == 0
-        a, b = json.loads(one), json.loads(many)
-        assert a.pop("store") == single and b.pop("store") == sharded
-        assert a == b
+        _same_json(stores, ["query", *args], capsys)
     # 3CosMul's float re-ranking reads one store's codes: refused in one line, saying what to do
     code, out, err = _run(["query", sharded, "w1", "w2", "--cosmul"], capsys)
     assert code == 2 and out == ""

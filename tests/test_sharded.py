@@ -12,10 +12,9 @@ import pickle
 
 import numpy as np
 import pytest
-from _sharded_util import uneven_sizes, write_sharded
+from _sharded_util import draw_split, uneven_sizes, write_sharded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 import embq
 from embq import _manifest as mf
@@ -99,21 +98,12 @@ def test_search_equals_one_store(data, parts, metric, rescore):
           one.search(q[0], 5, metric=metric, rescore=rescore))
 
 
-# Few distinct values: many rows repeat, so ties (also across shards) are the common case.
-_VALUES = st.sampled_from([-2.0, -1.0, 0.0, 0.5, 1.0, 3.0])
-
-
 @settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(draw=st.data())
 def test_any_split_equals_one_store(tmp_path_factory, draw):
-    n = draw.draw(st.integers(1, 30), label="n")
-    d = draw.draw(st.integers(1, 5), label="d")
-    x = draw.draw(arrays(np.float32, (n, d), elements=_VALUES), label="x")
-    cuts = sorted(draw.draw(st.lists(st.integers(0, n), max_size=4), label="cuts"))
-    sizes = np.diff([0, *cuts, n]).tolist()          # empty shards allowed
-    q = draw.draw(arrays(np.float32, (draw.draw(st.integers(1, 3)), d), elements=_VALUES),
-                  label="queries")
+    x, sizes, q = draw_split(draw)
+    n = x.shape[0]
     k = draw.draw(st.integers(1, n + 3), label="k")
     restrict = draw.draw(st.none() | st.integers(0, n + 2), label="restrict")
     rescore = draw.draw(st.sampled_from([None, 1, 3]), label="rescore")

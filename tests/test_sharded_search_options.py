@@ -15,10 +15,9 @@ import os
 
 import numpy as np
 import pytest
-from _sharded_util import uneven_sizes, write_sharded
+from _sharded_util import draw_split, uneven_sizes, write_sharded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 import embq
 from embq import _manifest as mf
@@ -131,21 +130,12 @@ def test_range_search_equals_one_store(data, parts):
     assert all(len(r) == N for r in got[1])
 
 
-# Few distinct values: many rows repeat, so ties (also across shards) are the common case.
-_VALUES = st.sampled_from([-2.0, -1.0, 0.0, 0.5, 1.0, 3.0])
-
-
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(draw=st.data())
 def test_any_split_and_options_equal_one_store(tmp_path_factory, draw):
-    n = draw.draw(st.integers(1, 30), label="n")
-    d = draw.draw(st.integers(1, 5), label="d")
-    x = draw.draw(arrays(np.float32, (n, d), elements=_VALUES), label="x")
-    cuts = sorted(draw.draw(st.lists(st.integers(0, n), max_size=4), label="cuts"))
-    sizes = np.diff([0, *cuts, n]).tolist()
-    q = draw.draw(arrays(np.float32, (draw.draw(st.integers(1, 3)), d), elements=_VALUES),
-                  label="queries")
+    x, sizes, q = draw_split(draw)
+    n = x.shape[0]
     metric = draw.draw(st.sampled_from(["cosine", "dot", "l2"]), label="metric")
     allow = draw.draw(st.none() | st.lists(st.integers(0, n - 1), max_size=n), label="allow")
     restrict = draw.draw(st.none() | st.integers(0, n + 2), label="restrict")
