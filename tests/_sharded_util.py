@@ -56,3 +56,17 @@ def draw_split(draw: st.DataObject) -> tuple[np.ndarray, list[int], np.ndarray]:
     q = draw.draw(arrays(np.float32, (draw.draw(st.integers(1, 3)), d), elements=TIE_VALUES),
                   label="queries")
     return x, sizes, q
+
+
+def assert_same(got, want) -> None:
+    """Two search results are identical: rows equal, scores equal bit for bit (also the lists
+    of arrays a range search returns for (m, d) queries)."""
+    if isinstance(want[0], list):
+        assert isinstance(got[0], list) and len(got[0]) == len(want[0])
+        for g, w in zip(zip(*got), zip(*want)):
+            assert_same(g, w)
+        return
+    assert got[1].dtype == want[1].dtype == np.int64
+    assert got[0].dtype == want[0].dtype == np.float32
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0].view(np.uint32), want[0].view(np.uint32))

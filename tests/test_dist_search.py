@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from _sharded_util import assert_same as _same
 from _sharded_util import uneven_sizes, write_sharded
 
 import embq
@@ -55,11 +56,6 @@ def data(tmp_path_factory):
     one.close()
 
 
-def _same(a, b) -> None:
-    np.testing.assert_array_equal(a[1], b[1])
-    np.testing.assert_array_equal(a[0].view(np.uint32), b[0].view(np.uint32))
-
-
 @pytest.mark.parametrize("parts", [1, 2, 3, 7])
 def test_cluster_equals_local_equals_one_store(client, data, parts):
     one = data["one"]
@@ -79,16 +75,6 @@ def test_cluster_equals_local_equals_one_store(client, data, parts):
         # explicit threads per task give the same answer
         _same(remote.search(data["q"], 7, n_threads=2), one.search(data["q"], 7))
         _same(remote.search(data["q"][0], 3), one.search(data["q"][0], 3))
-
-
-def _same_any(a, b) -> None:
-    """_same, also for the lists of a range search of (m, d) queries."""
-    if isinstance(b[0], list):
-        assert len(a[0]) == len(b[0])
-        for x, y in zip(zip(*a), zip(*b)):
-            _same(x, y)
-    else:
-        _same(a, b)
 
 
 @pytest.mark.parametrize("parts", [1, 3, 7])
@@ -118,8 +104,8 @@ def test_options_on_a_cluster_equal_one_store(client, data, parts, tmp_path):
     with embq.open(one_path) as one, embq.open(path, client=client) as remote:
         for k, kw in cases:
             want = one.search(q, k, **kw)
-            _same_any(remote.search(q, k, **kw), want)
-            _same_any(remote.search(q, k, n_threads=2, **kw), want)
+            _same(remote.search(q, k, **kw), want)
+            _same(remote.search(q, k, n_threads=2, **kw), want)
         assert remote.closer_than("k3", "k40") == one.closer_than("k3", "k40")
         assert remote.most_similar("k3", topn=5, allow=keys) == one.most_similar(
             "k3", topn=5, allow=keys)

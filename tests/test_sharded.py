@@ -12,6 +12,7 @@ import pickle
 
 import numpy as np
 import pytest
+from _sharded_util import assert_same as _same
 from _sharded_util import draw_split, uneven_sizes, write_sharded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,14 +23,6 @@ from embq._errors import StoreError
 
 N, D = 600, 24
 SHARD_COUNTS = (1, 2, 3, 7)
-
-
-def _same(a, b) -> None:
-    """Two (scores, rows) results are identical: rows equal, scores equal bit for bit."""
-    assert a[1].dtype == b[1].dtype == np.int64
-    assert a[0].dtype == b[0].dtype == np.float32
-    np.testing.assert_array_equal(a[1], b[1])
-    np.testing.assert_array_equal(a[0].view(np.uint32), b[0].view(np.uint32))
 
 
 @pytest.fixture(scope="module")

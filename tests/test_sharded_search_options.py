@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 import pytest
+from _sharded_util import assert_same as _same
 from _sharded_util import draw_split, uneven_sizes, write_sharded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,19 +28,6 @@ from embq._sketch import add_sketch, compute_sketch
 
 N, D = 600, 24
 PARTS = (1, 2, 3, 7, "empty")
-
-
-def _same(got, want) -> None:
-    """Identical results: top-k arrays, or the lists of a range search of (m, d) queries."""
-    if isinstance(want[0], list):
-        assert isinstance(got[0], list) and len(got[0]) == len(want[0])
-        for g, w in zip(zip(*got), zip(*want)):
-            _same(g, w)
-        return
-    assert got[1].dtype == want[1].dtype == np.int64
-    assert got[0].dtype == want[0].dtype == np.float32
-    np.testing.assert_array_equal(got[1], want[1])
-    np.testing.assert_array_equal(got[0].view(np.uint32), want[0].view(np.uint32))
 
 
 @pytest.fixture(scope="module")
