@@ -33,6 +33,17 @@ def write_sharded(directory: str | os.PathLike, matrix: np.ndarray,
     return directory
 
 
+def tie_boundaries(x: np.ndarray, splits: Sequence[Sequence[int]]) -> None:
+    """Make the first row of every shard of every split repeat the last row of the shard
+    before it (in place), so equal scores straddle each boundary: the lower row must win,
+    as in one store."""
+    n = x.shape[0]
+    for sizes in splits:
+        for b in np.cumsum(sizes)[:-1]:
+            if 0 < b < n:
+                x[b] = x[b - 1]
+
+
 def uneven_sizes(n: int, parts: int, rng: np.random.Generator) -> list[int]:
     """``parts`` sizes summing to ``n``, uneven (random cut points), each >= 1 when n allows."""
     if parts == 1:

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 from _sharded_util import assert_same as _same
-from _sharded_util import uneven_sizes, write_sharded
+from _sharded_util import tie_boundaries, uneven_sizes, write_sharded
 
 import embq
 from embq import _manifest as mf
@@ -42,9 +42,7 @@ def data(tmp_path_factory):
     rng = np.random.default_rng(21)
     x = rng.standard_normal((N, D)).astype(np.float32)
     sizes = {p: uneven_sizes(N, p, rng) for p in (1, 2, 3, 7)}
-    for s in sizes.values():   # duplicated rows across every boundary: ties between shards
-        for b in np.cumsum(s)[:-1]:
-            x[b] = x[b - 1]
+    tie_boundaries(x, sizes.values())   # ties between shards
     keys = [f"k{i}" for i in range(N)]
     root = tmp_path_factory.mktemp("dist")
     embq.save(root / "one.h5", x, keys)

@@ -13,7 +13,7 @@ import pickle
 import numpy as np
 import pytest
 from _sharded_util import assert_same as _same
-from _sharded_util import draw_split, uneven_sizes, write_sharded
+from _sharded_util import draw_split, tie_boundaries, uneven_sizes, write_sharded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,12 +33,7 @@ def data(tmp_path_factory):
     x = rng.standard_normal((N, D)).astype(np.float32)
     sizes = {p: uneven_sizes(N, p, rng) for p in SHARD_COUNTS}
     sizes["empty"] = [250, 0, 350]
-    # The first row of every shard repeats the last row of the shard before it, so equal
-    # scores straddle each boundary (the lower row must win, as in one store).
-    for s in sizes.values():
-        for b in np.cumsum(s)[:-1]:
-            if 0 < b < N:
-                x[b] = x[b - 1]
+    tie_boundaries(x, sizes.values())
     keys = [f"w{i}" for i in range(N)]
     root = tmp_path_factory.mktemp("sharded")
     embq.save(root / "one.h5", x, keys)
