@@ -287,7 +287,9 @@ class _Merger:
 # Set bits of every byte value: the Hamming distance of two packed sketches is the sum of
 # _POPCOUNT over the bytes of their XOR.
 _POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1,
-                                                                             dtype=np.int32)
+                                                                             dtype=np.uint8)
+# Bytes of gathered sketches per block of queries in hamming().
+_HAMMING_BLOCK = 1 << 22
 
 
 def query_sketch(queries: np.ndarray, center: np.ndarray) -> np.ndarray:
@@ -297,8 +299,17 @@ def query_sketch(queries: np.ndarray, center: np.ndarray) -> np.ndarray:
 
 def hamming(sketch: np.ndarray, rows: np.ndarray, qsk: np.ndarray) -> np.ndarray:
     """Hamming distances (m, c) int32 between the sketches of ``rows`` (m, c) and of the
-    queries ``qsk`` (m, nb)."""
-    return _POPCOUNT[np.asarray(sketch)[rows] ^ qsk[:, None, :]].sum(axis=2, dtype=np.int32)
+    queries ``qsk`` (m, nb), a block of queries at a time (a few MB of gathered bits)."""
+    m, c = rows.shape
+    out = np.empty((m, c), np.int32)
+    sk = np.asarray(sketch)
+    step = max(1, _HAMMING_BLOCK // max(1, c * qsk.shape[1]))
+    for a in range(0, m, step):
+        b = min(m, a + step)
+        x = sk[rows[a:b]]
+        np.bitwise_xor(x, qsk[a:b, None, :], out=x)
+        out[a:b] = _POPCOUNT[x].sum(axis=2, dtype=np.int32)
+    return out
 
 
 def _search_one(store: Store, offset: int, queries: np.ndarray, spec: ShardSearch,

@@ -169,6 +169,27 @@ def test_sketch_prefilter_equals_one_store(data, parts):
     assert not np.array_equal(plain[1], pre[1])
 
 
+def test_hamming_and_query_sketch_against_numpy(monkeypatch):
+    from embq import _dist_search as ds
+
+    rng = np.random.default_rng(8)
+    for d in (1, 7, 8, 29):
+        x = rng.standard_normal((50, d)).astype(np.float32)
+        center = rng.standard_normal(d).astype(np.float32)
+        center[0] = x[3, 0]   # equal values give a 0 bit
+        bits = ds.query_sketch(x, center)
+        want = np.packbits(x > center, axis=1, bitorder="little")
+        assert bits.tobytes() == want.tobytes()
+        q = ds.query_sketch(x[:4], np.zeros(d, np.float32))
+        rows = rng.integers(0, 50, (4, 9))
+        oracle = np.unpackbits(bits[rows] ^ q[:, None, :], axis=2).sum(axis=2)
+        for block in (1, 1 << 22):   # a block of one query, and all at once
+            monkeypatch.setattr(ds, "_HAMMING_BLOCK", block)
+            got = ds.hamming(bits, rows, q)
+            assert got.dtype == np.int32
+            np.testing.assert_array_equal(got, oracle)
+
+
 def test_global_center_is_the_single_stores(data):
     one = data["one"]
     for p in PARTS:
