@@ -151,20 +151,17 @@ def _check_modes(args: argparse.Namespace) -> None:
 
 
 def _check_store_kind(args: argparse.Namespace, store) -> None:
-    """The new questions are answered by one store's kernels; a sharded store (searched shard
-    by shard, possibly on a cluster) answers top-k by cosine or dot only."""
+    """A sharded store answers every question one store does (shard by shard, possibly on a
+    cluster), except --cosmul's float re-ranking, which reads one store's codes."""
     from embq._store import Store
     from embq.cli import CommandError
 
     if isinstance(store, Store):
         return
-    for flag, on in (("--metric l2", args.metric == "l2"),
-                     ("--threshold", args.threshold is not None),
-                     ("--allow-keys", args.allow_keys), ("--cosmul", args.cosmul),
-                     ("--doesnt-match", args.doesnt_match)):
-        if on:
-            raise CommandError(f"{flag} is not available for a sharded store ({args.store}); "
-                               "merge it into one store with embq merge, or omit " + flag)
+    if args.cosmul and args.rescore:
+        raise CommandError(f"--cosmul re-ranks by float scores (--rescore {args.rescore}), "
+                           f"which a sharded store ({args.store}) cannot do; add --rescore 0 "
+                           "for int8 scores, or merge it into one store with embq merge")
 
 
 def _display_width(text: str) -> int:

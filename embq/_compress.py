@@ -13,6 +13,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -23,6 +24,36 @@ from embq._source import NORMALIZED, source_attributes
 __all__ = ["compress"]
 
 ON_DUPLICATE = ("warn", "error")
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """The options every compress takes, one store or sharded (:func:`compress` documents
+    them), checked once, here.  The sharded path (:mod:`embq._dist_compress`) receives them
+    as this object."""
+
+    format: str | None
+    keys: str | os.PathLike | None
+    limit: int | None
+    encoding: str
+    unicode_errors: str
+    on_duplicate: str
+    normalize: bool
+    overwrite: bool
+    block_rows: int | None
+    progress: bool
+    n_threads: int | None
+    warn: Callable[[str], None]
+    sketch: bool
+
+    def __post_init__(self) -> None:
+        if self.on_duplicate not in ON_DUPLICATE:
+            raise ValueError(f"on_duplicate must be 'warn' or 'error', got "
+                             f"{self.on_duplicate!r}")
+        limit = self.limit
+        if limit is not None and (isinstance(limit, bool) or
+                                  not isinstance(limit, (int, np.integer)) or limit < 1):
+            raise ValueError(f"limit must be a positive number of rows or None, got {limit!r}")
 
 
 def l2_normalize_rows(x: np.ndarray) -> np.ndarray:
@@ -118,8 +149,9 @@ def compress(
         Arrow input to read (see :func:`embq._readers.open_embeddings`).
     sketch : bool, default True
         Write the sign-bit sketch for ``prefilter="sketch"`` searches (``ceil(dim/8)`` bytes
-        per row, computed after the last row in two passes over the written codes). Sharded
-        stores get none yet.
+        per row, computed after the last row in two passes over the written codes). A sharded
+        store gets the sketch of all its rows: one center over every shard, then each
+        shard's bits (see "Sharded store" in docs/format.md).
 
     Returns
     -------
@@ -139,9 +171,15 @@ def compress(
         The output's directory is missing, the output is a directory, or the input is
         unreadable.
     """
-    if shard_rows is not None or client is not None or not isinstance(input, (str, os.PathLike)):
-        from embq._dist_compress import compress_sharded
+    if warn is None:
+        def warn(msg: str) -> None:
+            warnings.warn(msg, UserWarning, stacklevel=4)
 
+    opts = CompressOptions(
+        format=format, keys=keys, limit=limit, encoding=encoding, unicode_errors=unicode_errors,
+        on_duplicate=on_duplicate, normalize=normalize, overwrite=overwrite,
+        block_rows=block_rows, progress=progress, n_threads=n_threads, warn=warn, sketch=sketch)
+    if shard_rows is not None or client is not None or not isinstance(input, (str, os.PathLike)):
         parts = {"tensor": tensor, "array": array, "vector_column": vector_column,
                  "key_column": key_column}
         given = [f"{name}=" for name, value in parts.items() if value is not None]
@@ -149,12 +187,22 @@ def compress(
             raise ValueError(f"{', '.join(given)} pick{'s' if len(given) == 1 else ''} a part of "
                              "one input; a sharded compress (several inputs, shard_rows or "
                              "client) reads each input's default part")
+        paths = [os.fspath(p) for p in input] if not isinstance(input, (str, os.PathLike)) \
+            else [os.fspath(input)]
+        if not paths:
+            raise ValueError("no input given; pass one embedding file or a list of them")
+        if len(paths) > 1 or shard_rows is not None or client is not None:
+            from embq._dist_compress import compress_sharded
 
-        return compress_sharded(
-            input, output, shard_rows=shard_rows, client=client, format=format, keys=keys,
-            limit=limit, encoding=encoding, unicode_errors=unicode_errors,
-            on_duplicate=on_duplicate, normalize=normalize, overwrite=overwrite,
-            block_rows=block_rows, progress=progress, n_threads=n_threads, warn=warn)
+            return compress_sharded(paths, output, opts, shard_rows=shard_rows, client=client)
+        input = paths[0]   # a list of one input, without shard_rows or client: one store
+    return _compress_one(input, output, opts, tensor=tensor, array=array,
+                         vector_column=vector_column, key_column=key_column)
+
+
+def _compress_one(input: str | os.PathLike, output: str | os.PathLike, opts: CompressOptions,
+                  **parts: str | None) -> dict[str, Any]:
+    """:func:`compress` of one input into one store file."""
     from embq._publish import check_destination
     from embq._quantize import quantize
     from embq._readers import open_embeddings
@@ -162,39 +210,32 @@ def compress(
     from embq._sketch import sketch_nbytes
     from embq._store import StoreWriter
 
-    if on_duplicate not in ON_DUPLICATE:
-        raise ValueError(f"on_duplicate must be 'warn' or 'error', got {on_duplicate!r}")
     in_path = os.fspath(input)
     out_path = os.fspath(output)
-    if warn is None:
-        def warn(msg: str) -> None:
-            warnings.warn(msg, UserWarning, stacklevel=3)
-
     t0 = time.perf_counter()
     # The same check the store writer makes, done here before the input is even opened.
-    check_destination(out_path, overwrite)
+    check_destination(out_path, opts.overwrite)
     stats = ReconstructionStats()
     duplicates = 0
     first_dup: tuple[str, str] | None = None
-    with open_embeddings(in_path, format=format, limit=limit, encoding=encoding,
-                         unicode_errors=unicode_errors, keys_path=keys,
-                         block_rows=block_rows, tensor=tensor, array=array,
-                         vector_column=vector_column, key_column=key_column) as reader:
+    with open_embeddings(in_path, format=opts.format, limit=opts.limit, encoding=opts.encoding,
+                         unicode_errors=opts.unicode_errors, keys_path=opts.keys,
+                         block_rows=opts.block_rows, **parts) as reader:
         has_keys = reader.has_keys
-        bar = _progress_bar(progress, reader.size, os.path.basename(in_path))
+        bar = _progress_bar(opts.progress, reader.size, os.path.basename(in_path))
         done_bytes = 0
         try:
-            with StoreWriter(out_path, reader.dim, has_keys=has_keys, overwrite=overwrite,
-                             n_threads=n_threads, sketch=sketch) as writer:
+            with StoreWriter(out_path, reader.dim, has_keys=has_keys, overwrite=opts.overwrite,
+                             n_threads=opts.n_threads, sketch=opts.sketch) as writer:
                 for block in reader:
                     x = block.vectors
-                    if normalize:
+                    if opts.normalize:
                         x = l2_normalize_rows(x)
-                    q = quantize(x, n_threads=n_threads)
+                    q = quantize(x, n_threads=opts.n_threads)
                     try:
                         mask = writer.append_quantized(
                             q.codes, q.scales, q.zero_points, block.keys,
-                            on_duplicate="error" if on_duplicate == "error" else "skip",
+                            on_duplicate="error" if opts.on_duplicate == "error" else "skip",
                         )
                     except DuplicateKeyError as exc:
                         # No row was ever skipped in this mode, so store rows are file rows.
@@ -237,9 +278,9 @@ def compress(
                 rows, dim = writer.n_rows, writer.dim
                 figures = stats.result()
                 writer.attrs.update(source_attributes(
-                    reader, in_path, keys=keys, limit=limit, encoding=encoding,
-                    unicode_errors=unicode_errors, duplicates=duplicates))
-                writer.attrs[NORMALIZED] = np.bool_(normalize)
+                    reader, in_path, keys=opts.keys, limit=opts.limit, encoding=opts.encoding,
+                    unicode_errors=opts.unicode_errors, duplicates=duplicates))
+                writer.attrs[NORMALIZED] = np.bool_(opts.normalize)
                 writer.attrs.update({k: np.float64(v) for k, v in figures.items()})
         finally:
             if bar is not None:
@@ -252,7 +293,7 @@ def compress(
     output_size = os.path.getsize(out_path)
     if duplicates:
         key, where = first_dup
-        warn(f"{duplicates:,} duplicate key{'s' if duplicates != 1 else ''} in {src}; kept "
+        opts.warn(f"{duplicates:,} duplicate key{'s' if duplicates != 1 else ''} in {src}; kept "
              f"the first occurrence of each (the first duplicate is {key!r} on {where}; use "
              "--on-duplicate error to fail instead)")
     float_bytes = rows * dim * 4
@@ -270,7 +311,7 @@ def compress(
         "seconds": seconds,
         "duplicates": duplicates,
         "first_duplicate": first_dup,
-        "normalized": bool(normalize),
-        "sketch_bytes": sketch_nbytes(rows, dim) if sketch else 0,
+        "normalized": bool(opts.normalize),
+        "sketch_bytes": sketch_nbytes(rows, dim) if opts.sketch else 0,
         **figures,
     }

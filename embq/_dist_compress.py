@@ -41,16 +41,18 @@ import secrets
 import shutil
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from embq._errors import FormatError
 from embq._readers import line_end
+
+if TYPE_CHECKING:
+    from embq._compress import CompressOptions
 
 __all__ = ["compress_sharded", "find_duplicates", "read_piece", "rewrite_shard"]
 
@@ -725,81 +727,52 @@ def _check_files(pieces: list[Piece], infos: list[_Input], results: list[dict],
 
 
 def compress_sharded(
-    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    paths: Sequence[str],
     output: str | os.PathLike,
+    options: CompressOptions,
     *,
     shard_rows: int | None = None,
     client: Any = None,
-    format: str | None = None,
-    keys: str | os.PathLike | None = None,
-    limit: int | None = None,
-    encoding: str = "utf8",
-    unicode_errors: str = "strict",
-    on_duplicate: str = "warn",
-    normalize: bool = False,
-    overwrite: bool = False,
-    block_rows: int | None = None,
-    progress: bool = False,
-    n_threads: int | None = None,
-    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """The sharded path of :func:`embq.compress` (which documents the parameters).
-
-    A list of one input without ``shard_rows`` or ``client`` is an ordinary compress.
-    """
-    from embq._compress import ON_DUPLICATE, compress
+    """The sharded path of :func:`embq.compress` (which documents the parameters and checks
+    ``options``): ``paths`` are the inputs, in order (at least one)."""
     from embq._manifest import entry_for, shard_name, write_manifest
+    from embq._reshard import sharded_sketch_nbytes
 
-    paths = ([os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike))
-             else [os.fspath(p) for p in inputs])
-    if not paths:
-        raise ValueError("no input given; pass one embedding file or a list of them")
-    options = {"format": format, "keys": keys, "limit": limit, "encoding": encoding,
-               "unicode_errors": unicode_errors, "on_duplicate": on_duplicate,
-               "normalize": normalize, "overwrite": overwrite, "block_rows": block_rows,
-               "progress": progress, "n_threads": n_threads, "warn": warn}
-    if len(paths) == 1 and shard_rows is None and client is None:
-        return compress(paths[0], output, **options)
-    if on_duplicate not in ON_DUPLICATE:
-        raise ValueError(f"on_duplicate must be 'warn' or 'error', got {on_duplicate!r}")
     if shard_rows is not None and (isinstance(shard_rows, bool) or
                                    not isinstance(shard_rows, (int, np.integer))
                                    or shard_rows < 1):
         raise ValueError(f"shard_rows must be a positive number of rows or None, got "
                          f"{shard_rows!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))
-                              or limit < 1):
-        raise ValueError(f"limit must be a positive number of rows or None, got {limit!r}")
-    if keys is not None and len(paths) > 1:
+    if options.keys is not None and len(paths) > 1:
         raise ValueError("keys= names the keys of one .npy input; with several inputs, "
                          "give each .npy array its own store or a text file with keys")
-    if warn is None:
-        def warn(msg: str) -> None:
-            warnings.warn(msg, UserWarning, stacklevel=4)
     out = os.path.abspath(os.fspath(output))
-    _check_output(out, overwrite)
+    _check_output(out, options.overwrite)
     t0 = time.perf_counter()
-    pieces, infos = _plan(paths, format=format, keys=None if keys is None else os.fspath(keys),
-                          limit=limit, encoding=encoding, unicode_errors=unicode_errors,
+    keys = None if options.keys is None else os.fspath(options.keys)
+    pieces, infos = _plan(paths, format=options.format, keys=keys, limit=options.limit,
+                          encoding=options.encoding, unicode_errors=options.unicode_errors,
                           shard_rows=None if shard_rows is None else int(shard_rows),
-                          block_rows=block_rows)
+                          block_rows=options.block_rows)
     dim = infos[0].dim
     has_keys = infos[0].has_keys
     opts = Options(dim=dim, has_keys=has_keys,
                    shard_rows=None if shard_rows is None else int(shard_rows),
-                   encoding=encoding, unicode_errors=unicode_errors, normalize=bool(normalize),
-                   block_rows=block_rows,
-                   n_threads=n_threads if n_threads is not None or client is None else 1,
-                   limit=limit)
+                   encoding=options.encoding, unicode_errors=options.unicode_errors,
+                   normalize=bool(options.normalize), block_rows=options.block_rows,
+                   n_threads=(options.n_threads if options.n_threads is not None or client is None
+                              else 1),
+                   limit=options.limit)
     runner = _Runner(client)
     build = _make_build_dir(out)
     bar = None
     try:
         known = [x.count for x in infos]
         total = None if None in known else sum(known)
-        if total is not None and limit is not None:
-            total = min(total, limit)
-        if progress:
+        if total is not None and options.limit is not None:
+            total = min(total, options.limit)
+        if options.progress:
             from tqdm import tqdm
 
             bar = tqdm(total=total, unit="rows", unit_scale=True, file=sys.stderr,
@@ -810,20 +783,26 @@ def compress_sharded(
                 bar.update(res["rows_read"])
 
         results = runner.run(read_piece, [(p, opts, build) for p in pieces], advance)
-        summary = _finish(pieces, infos, results, opts, build, runner, limit, on_duplicate)
+        summary = _finish(pieces, infos, results, opts, build, runner, options.limit,
+                          options.on_duplicate)
         if summary["rows"] == 0:
             raise FormatError("the inputs hold no rows; nothing to compress", path=paths[0])
+        final = summary.pop("final")
+        names = [shard_name(i) for i in range(len(final))]
+        for name, (rel, _rows) in zip(names, final):
+            os.rename(os.path.join(build, rel), os.path.join(build, name))
+        if options.sketch:
+            _sketch_shards(build, names, runner, opts.n_threads)
         entries = []
         offset = 0
-        for i, (rel, rows) in enumerate(summary.pop("final")):
-            name = shard_name(i)
-            os.rename(os.path.join(build, rel), os.path.join(build, name))
+        for name, (_rel, rows) in zip(names, final):
             entries.append(entry_for(build, name, rows=rows, offset=offset))
             offset += rows
         shutil.rmtree(os.path.join(build, _HASH_DIR))
-        write_manifest(build, dim=dim, has_keys=has_keys, shards=entries)
+        write_manifest(build, dim=dim, has_keys=has_keys, shards=entries,
+                       sketch=bool(options.sketch))
         output_size = sum(e.bytes for e in entries)
-        publish_directory(build, out, overwrite)
+        publish_directory(build, out, options.overwrite)
     except BaseException:
         _remove_tree(build)
         raise
@@ -834,9 +813,9 @@ def compress_sharded(
     dups = summary["duplicates"]
     if dups:
         key, where, first = summary["first_duplicate"]
-        warn(f"{dups:,} duplicate key{'s' if dups != 1 else ''} in the inputs; kept the first "
-             f"occurrence of each (the first duplicate is {key!r} on {where}, first seen on "
-             f"{first}; use --on-duplicate error to fail instead)")
+        options.warn(f"{dups:,} duplicate key{'s' if dups != 1 else ''} in the inputs; kept the "
+                     f"first occurrence of each (the first duplicate is {key!r} on {where}, "
+                     f"first seen on {first}; use --on-duplicate error to fail instead)")
     input_size = sum(x.size for x in infos)
     formats = sorted({x.format for x in infos})
     rows = summary["rows"]
@@ -855,9 +834,31 @@ def compress_sharded(
         "seconds": seconds,
         "duplicates": dups,
         "first_duplicate": (summary["first_duplicate"][:2] if dups else None),
-        "normalized": bool(normalize),
+        "normalized": bool(options.normalize),
+        "sketch_bytes": (sharded_sketch_nbytes([e.rows for e in entries], dim)
+                         if options.sketch else 0),
         **summary["figures"],
     }
+
+
+def _sketch_shards(build: str, names: list[str], runner: _Runner,
+                   n_threads: int | None) -> None:
+    """Give every finished shard the sketch of the whole store: the center over all the
+    shards' rows (read here, block by block, as one store's writer reads its rows), then one
+    task per shard writing its rows' bits against it."""
+    from embq._reshard import global_center, write_shard_sketch
+    from embq._store import open as open_store
+
+    paths = [os.path.join(build, name) for name in names]
+    stores = []
+    try:
+        for path in paths:
+            stores.append(open_store(path))
+        center = global_center(stores, n_threads=n_threads)
+    finally:
+        for st in stores:
+            st.close()
+    runner.run(write_shard_sketch, [(path, center, n_threads) for path in paths])
 
 
 def _finish(pieces: list[Piece], infos: list[_Input], results: list[dict], opts: Options,

@@ -8,7 +8,11 @@ pages stay in that machine's page cache.
 
 The int8 score of a row depends only on the row and the query, so a shard's top-k is the
 single store's top-k restricted to the shard's rows, and merging the shards' lists by (score
-descending, row ascending) gives exactly the single store's answer, ties included.
+descending, row ascending) gives exactly the single store's answer, ties included.  The same
+holds for l2 distances (merged smallest first), for range matches (each query's matches of all
+shards, sorted and cut as one store does) and, because every shard's sketch is taken against
+the whole store's center, for the sketch prefilter's Hamming distances (each shard's K nearest,
+merged by (distance, row) and cut to K, are the single store's K nearest).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import threading
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,13 +33,20 @@ if TYPE_CHECKING:
     from embq._store import Store
 
 __all__ = [
+    "ShardSearch",
+    "best_scored",
     "cached_shard",
     "gather_codes",
+    "hamming",
+    "merge_nearest",
+    "merge_range",
     "merge_topk",
     "open_shard",
+    "query_sketch",
     "search_dask",
     "search_local",
     "search_shard",
+    "shard_jobs",
     "shard_restricts",
 ]
 
@@ -65,7 +77,8 @@ def open_shard(manifest: Manifest, i: int) -> Store:
         raise StoreError(f"{where}: cannot open it ({reason})", path=path) from exc
     try:
         check_shard(manifest, i, rows=len(store), dim=store.dim, has_keys=store.has_keys,
-                    uuid=store.attrs.get(SHARD_UUID_ATTR), size=size)
+                    uuid=store.attrs.get(SHARD_UUID_ATTR), size=size,
+                    has_sketch=store.sketch is not None)
     except BaseException:
         store.close()
         raise
@@ -110,7 +123,35 @@ def cached_shard(manifest: Manifest, i: int) -> Store:
         return store
 
 
-# -- restrict and merge --------------------------------------------------------------------------
+# -- what a shard searches, and how the shards' answers merge ------------------------------------
+
+@dataclass(frozen=True)
+class ShardSearch:
+    """One search as every shard runs it (the queries travel separately, scattered once).
+
+    Attributes
+    ----------
+    k : int
+        Top-k: rows per shard (``k * rescore`` when the merged list is rescored).  With
+        ``prefilter``: the candidates ``K`` the single store would take.
+    metric : str
+    threshold, max_results
+        A range search (``k`` unused).
+    prefilter : bool
+        ``prefilter="sketch"``: each shard returns its ``K`` rows nearest in Hamming
+        distance, all of them scored exactly, with their distances.
+    """
+
+    k: int
+    metric: str
+    threshold: float | None = None
+    max_results: int | None = None
+    prefilter: bool = False
+
+
+# Jobs of one search: (shard index, its restrict, its allowed local rows or None).
+Job = tuple[int, "int | None", "np.ndarray | None"]
+
 
 def shard_restricts(manifest: Manifest, restrict: int | None) -> list[int | None]:
     """Per shard, the ``restrict`` that searches exactly its rows among the first ``restrict``.
@@ -126,60 +167,203 @@ def shard_restricts(manifest: Manifest, restrict: int | None) -> list[int | None
     return out
 
 
+def shard_jobs(manifest: Manifest, restrict: int | None, allow: np.ndarray | None) -> list[Job]:
+    """The shards a search reads: each with its ``restrict`` and, for an allow-list
+    (increasing unique global rows, all below ``restrict``), its allowed *local* rows.
+
+    Shards with nothing to search are left out, so a task never receives a global mask.
+    """
+    jobs: list[Job] = []
+    offsets = manifest.offsets
+    for i, r in enumerate(shard_restricts(manifest, restrict)):
+        if r == 0:
+            continue
+        if allow is None:
+            jobs.append((i, r, None))
+            continue
+        a, b = np.searchsorted(allow, offsets[i:i + 2])
+        if b > a:
+            jobs.append((i, r, allow[a:b] - offsets[i]))
+    return jobs
+
+
 def merge_topk(scores_a: np.ndarray, rows_a: np.ndarray, scores_b: np.ndarray,
-               rows_b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+               rows_b: np.ndarray, k: int, *,
+               ascending: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Merge two per-query top lists (m, a) and (m, b) into the best ``k`` of each row.
 
-    Best first by score, equal scores by the lower row, as the single-store kernels order them.
+    Best first by score (the smallest first when ``ascending``: l2 distances), equal scores
+    by the lower row, as the single-store kernels order them.
     """
     scores = np.concatenate([scores_a, scores_b], axis=1)
     rows = np.concatenate([rows_a, rows_b], axis=1)
     if scores.shape[1] == 0:
         return scores, rows
+    pick = np.lexsort((rows, scores if ascending else -scores), axis=-1)[:, :k]
+    return np.take_along_axis(scores, pick, axis=1), np.take_along_axis(rows, pick, axis=1)
+
+
+def merge_nearest(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...],
+                  k: int) -> tuple[np.ndarray, ...]:
+    """Merge two per-query candidate lists ``(scores, rows, distances)``, each (m, c), into
+    the ``k`` of smallest Hamming distance, equal distances by the lower row: the sketch
+    prefilter's selection over all rows, which is the selection over every shard's own."""
+    parts = [np.concatenate([x, y], axis=1) for x, y in zip(a, b)]
+    if parts[0].shape[1] == 0:
+        return tuple(parts)
+    pick = np.lexsort((parts[1], parts[2]), axis=-1)[:, :k]
+    return tuple(np.take_along_axis(p, pick, axis=1) for p in parts)
+
+
+def best_scored(scores: np.ndarray, rows: np.ndarray,
+                k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of each query's scored candidates: score descending, then lower row."""
     pick = np.lexsort((rows, -scores), axis=-1)[:, :k]
     return np.take_along_axis(scores, pick, axis=1), np.take_along_axis(rows, pick, axis=1)
 
 
-def _empty(m: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.empty((m, 0), np.float32), np.empty((m, 0), np.int64)
+def merge_range(parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], m: int,
+                metric: str, max_results: int | None) -> tuple[np.ndarray, ...]:
+    """The shards' range results ``(indptr, scores, global rows)`` as one CSR answer.
+
+    Each query's matches are sorted as :func:`embq._search._range_checked` sorts them (best
+    first: score descending, l2 distance ascending; equal ones by the lower row) and cut to
+    ``max_results``; every shard already kept its own best ``max_results``, which hold the
+    overall best.
+    """
+    if not parts:
+        return np.zeros(m + 1, np.int64), np.empty(0, np.float32), np.empty(0, np.int64)
+    qid = np.concatenate([np.repeat(np.arange(m, dtype=np.int64), np.diff(p[0]))
+                          for p in parts])
+    scores = np.concatenate([p[1] for p in parts])
+    rows = np.concatenate([p[2] for p in parts])
+    order = np.lexsort((rows, scores if metric == "l2" else -scores, qid))
+    scores, rows, qid = scores[order], rows[order], qid[order]
+    counts = np.bincount(qid, minlength=m)
+    if max_results is not None and scores.size:
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        keep = np.arange(scores.size, dtype=np.int64) - np.repeat(starts, counts) < max_results
+        scores, rows = scores[keep], rows[keep]
+        counts = np.minimum(counts, max_results)
+    indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    return indptr, scores, rows
+
+
+def _empty(m: int, spec: ShardSearch) -> tuple[np.ndarray, ...]:
+    if spec.threshold is not None:
+        return ()
+    base = (np.empty((m, 0), np.float32), np.empty((m, 0), np.int64))
+    return (*base, np.empty((m, 0), np.int32)) if spec.prefilter else base
+
+
+class _Merger:
+    """Merges the shards' answers to one search as they arrive (in any order)."""
+
+    def __init__(self, m: int, spec: ShardSearch) -> None:
+        self.m = m
+        self.spec = spec
+        self.best = _empty(m, spec)
+        self.ranges: dict[int, tuple[np.ndarray, ...]] = {}
+
+    def add(self, i: int, part: tuple[np.ndarray, ...]) -> None:
+        spec = self.spec
+        if spec.threshold is not None:
+            self.ranges[i] = part   # merged once, at the end
+        elif spec.prefilter:
+            self.best = merge_nearest(self.best, part, spec.k)
+        else:
+            self.best = merge_topk(*self.best, *part, spec.k, ascending=spec.metric == "l2")
+
+    def result(self) -> tuple[np.ndarray, ...]:
+        spec = self.spec
+        if spec.threshold is not None:
+            return merge_range([self.ranges[i] for i in sorted(self.ranges)], self.m,
+                               spec.metric, spec.max_results)
+        return self.best
 
 
 # -- the per-shard search ------------------------------------------------------------------------
 
-def _search_one(store: Store, offset: int, queries: np.ndarray, k: int, metric: str,
-                restrict: int | None, n_threads: int) -> tuple[np.ndarray, np.ndarray]:
+# Set bits of every byte value: the Hamming distance of two packed sketches is the sum of
+# _POPCOUNT over the bytes of their XOR.
+_POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1,
+                                                                             dtype=np.uint8)
+# Bytes of gathered sketches per block of queries in hamming().
+_HAMMING_BLOCK = 1 << 22
+
+
+def query_sketch(queries: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """The queries' sketches: bit j set when ``q[j] > center[j]`` (docs/format.md, "Sketch")."""
+    return np.packbits(queries > center[None, :], axis=1, bitorder="little")
+
+
+def hamming(sketch: np.ndarray, rows: np.ndarray, qsk: np.ndarray) -> np.ndarray:
+    """Hamming distances (m, c) int32 between the sketches of ``rows`` (m, c) and of the
+    queries ``qsk`` (m, nb), a block of queries at a time (a few MB of gathered bits)."""
+    m, c = rows.shape
+    out = np.empty((m, c), np.int32)
+    sk = np.asarray(sketch)
+    step = max(1, _HAMMING_BLOCK // max(1, c * qsk.shape[1]))
+    for a in range(0, m, step):
+        b = min(m, a + step)
+        x = sk[rows[a:b]]
+        np.bitwise_xor(x, qsk[a:b, None, :], out=x)
+        out[a:b] = _POPCOUNT[x].sum(axis=2, dtype=np.int32)
+    return out
+
+
+def _search_one(store: Store, offset: int, queries: np.ndarray, spec: ShardSearch,
+                restrict: int | None, allow: np.ndarray | None,
+                n_threads: int) -> tuple[np.ndarray, ...]:
+    """One shard's answer, rows global: top-k ``(scores, rows)``; with the prefilter
+    ``(scores, rows, Hamming distances)``; for a range search CSR ``(indptr, scores, rows)``."""
     from embq._search import search_store
 
-    scores, rows = search_store(store, queries, k, metric=metric, restrict=restrict,
-                                n_threads=n_threads)
+    kw: dict[str, Any] = {"metric": spec.metric, "restrict": restrict, "n_threads": n_threads}
+    if allow is not None:
+        kw["allow"] = allow
+    if spec.threshold is not None:
+        scores, rows = search_store(store, queries, threshold=spec.threshold,
+                                    max_results=spec.max_results, **kw)
+        indptr = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum([len(r) for r in rows], out=indptr[1:])
+        if not rows:
+            return indptr, np.empty(0, np.float32), np.empty(0, np.int64)
+        return indptr, np.concatenate(scores), np.concatenate(rows) + offset
+    if spec.prefilter:
+        # oversample=1 with k=K: the shard's K nearest by Hamming distance, all scored
+        scores, rows = search_store(store, queries, spec.k, prefilter="sketch", oversample=1,
+                                    **kw)
+        dist = hamming(store.sketch, rows, query_sketch(queries, store.sketch_center))
+        return scores, rows + offset, dist
+    scores, rows = search_store(store, queries, spec.k, **kw)
     return scores, rows + offset
 
 
-def search_shard(manifest: Manifest, i: int, queries: np.ndarray, k: int, metric: str,
-                 restrict: int | None, n_threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """Dask task: the int8 top-``k`` of shard ``i`` for float32 ``queries`` (m, d).
+def search_shard(manifest: Manifest, i: int, queries: np.ndarray, spec: ShardSearch,
+                 restrict: int | None, allow: np.ndarray | None,
+                 n_threads: int) -> tuple[np.ndarray, ...]:
+    """Dask task: shard ``i``'s answer to ``spec`` for float32 ``queries`` (m, d).
 
-    Opens the shard by path on the worker (cached between tasks) and returns float32 scores
-    and int64 *global* rows, shape (m, min(k, rows searched)).  ``n_threads`` is explicit:
-    Dask workers run with ``OMP_NUM_THREADS=1``.
+    Opens the shard by path on the worker (cached between tasks) and returns what
+    :func:`_search_one` does, with *global* rows.  ``allow`` holds the shard's allowed local
+    rows (never a mask over the whole store).  ``n_threads`` is explicit: Dask workers run
+    with ``OMP_NUM_THREADS=1``.
     """
     store = cached_shard(manifest, i)
-    return _search_one(store, manifest.shards[i].offset, queries, k, metric, restrict,
+    return _search_one(store, manifest.shards[i].offset, queries, spec, restrict, allow,
                        n_threads)
 
 
-def search_local(stores: Sequence[Store], manifest: Manifest, queries: np.ndarray, k: int,
-                 metric: str, restrict: int | None,
-                 n_threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """The int8 top-``k`` over every shard, in this process, shard after shard."""
-    best = _empty(queries.shape[0])
-    for i, r in enumerate(shard_restricts(manifest, restrict)):
-        if r == 0:
-            continue
-        part = _search_one(stores[i], manifest.shards[i].offset, queries, k, metric, r,
-                           n_threads)
-        best = merge_topk(*best, *part, k)
-    return best
+def search_local(stores: Sequence[Store], manifest: Manifest, queries: np.ndarray,
+                 spec: ShardSearch, jobs: Sequence[Job],
+                 n_threads: int) -> tuple[np.ndarray, ...]:
+    """The merged answer over the shards of ``jobs``, in this process, shard after shard."""
+    merger = _Merger(queries.shape[0], spec)
+    for i, r, allow in jobs:
+        merger.add(i, _search_one(stores[i], manifest.shards[i].offset, queries, spec, r,
+                                  allow, n_threads))
+    return merger.result()
 
 
 def _worker_plan(client: Any, jobs: list[int],
@@ -205,39 +389,37 @@ def _worker_plan(client: Any, jobs: list[int],
     return [[w] for w in chosen], threads
 
 
-def search_dask(client: Any, manifest: Manifest, queries: np.ndarray, k: int, metric: str,
-                restrict: int | None,
-                n_threads: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The int8 top-``k`` over every shard, one Dask task per shard.
+def search_dask(client: Any, manifest: Manifest, queries: np.ndarray, spec: ShardSearch,
+                jobs: Sequence[Job], n_threads: int | None) -> tuple[np.ndarray, ...]:
+    """The merged answer over the shards of ``jobs``, one Dask task per shard.
 
-    The queries and the manifest are scattered once; results are merged as they arrive, so
-    this process holds at most two (m, k) lists.  Any task that fails (after Dask's own
-    retries on lost workers) fails the whole search: the remaining tasks are cancelled and
-    the error is raised, never a partial answer.
+    The queries and the manifest are scattered once; top lists are merged as they arrive,
+    so this process holds at most two of them (range results are kept until all are in).
+    Any task that fails (after Dask's own retries on lost workers) fails the whole search:
+    the remaining tasks are cancelled and the error is raised, never a partial answer.
     """
     from distributed import as_completed
 
-    restricts = shard_restricts(manifest, restrict)
-    jobs = [i for i, r in enumerate(restricts) if r != 0]
-    best = _empty(queries.shape[0])
+    merger = _Merger(queries.shape[0], spec)
     if not jobs:
-        return best
-    chosen, threads = _worker_plan(client, jobs, n_threads)
+        return merger.result()
+    chosen, threads = _worker_plan(client, [j[0] for j in jobs], n_threads)
     q_future, m_future = client.scatter([queries, manifest], broadcast=True, hash=False)
     token = uuid.uuid4().hex
     futures = [
-        client.submit(search_shard, m_future, i, q_future, k, metric, restricts[i], t,
+        client.submit(search_shard, m_future, i, q_future, spec, r, allow, t,
                       key=f"embq-search-{token}-{i}", workers=w,
                       allow_other_workers=w is not None, pure=False)
-        for i, w, t in zip(jobs, chosen, threads)
+        for (i, r, allow), w, t in zip(jobs, chosen, threads)
     ]
+    shard_of = {f.key: i for f, (i, _, _) in zip(futures, jobs)}
     try:
         for future in as_completed(futures):
-            best = merge_topk(*best, *future.result(), k)
+            merger.add(shard_of[future.key], future.result())
     finally:
         client.cancel(futures)
         del q_future, m_future
-    return best
+    return merger.result()
 
 
 # -- rescoring -----------------------------------------------------------------------------------

@@ -100,6 +100,9 @@ class Manifest:
     rows: int
     has_keys: bool
     shards: tuple[ShardEntry, ...]
+    # Every shard holds the sketch of the whole store: the same sketch_center (the column mean
+    # over all shards' rows) and its rows' bits against it (docs/format.md, "Sharded store").
+    sketch: bool = False
 
     @property
     def path(self) -> str:
@@ -246,7 +249,10 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         offset += n_i
     if offset != rows:
         raise _bad(mpath, f"'rows' is {rows}, but the shards hold {offset}")
-    return Manifest(directory, dim, rows, has_keys, tuple(entries))
+    sketch = obj.get("sketch", False)   # absent in stores written before sharded sketches
+    if not isinstance(sketch, bool):
+        raise _bad(mpath, f"'sketch' is {sketch!r}, expected true or false")
+    return Manifest(directory, dim, rows, has_keys, tuple(entries), sketch)
 
 
 def write_manifest(
@@ -255,6 +261,7 @@ def write_manifest(
     dim: int,
     has_keys: bool,
     shards: Sequence[ShardEntry],
+    sketch: bool = False,
 ) -> str:
     """Write ``manifest.json`` into ``directory`` atomically; this commits the sharded store.
 
@@ -266,6 +273,10 @@ def write_manifest(
     has_keys : bool
     shards : sequence of ShardEntry
         In row order, offsets contiguous from 0.
+    sketch : bool, default False
+        Every shard holds the sketch of the whole store (one ``sketch_center``, the column
+        mean over all shards' rows); only then may the store be searched with
+        ``prefilter="sketch"``.
 
     Returns
     -------
@@ -293,6 +304,7 @@ def write_manifest(
         "dim": int(dim),
         "rows": int(offset),
         "has_keys": bool(has_keys),
+        "sketch": bool(sketch),
         "shards": [
             {"path": s.path, "rows": int(s.rows), "offset": int(s.offset),
              "bytes": int(s.bytes), "uuid": s.uuid}
@@ -329,7 +341,7 @@ def entry_for(directory: str | os.PathLike, relpath: str, *, rows: int, offset: 
 
 
 def check_shard(manifest: Manifest, i: int, *, rows: int, dim: int, has_keys: bool,
-                uuid: Any, size: int) -> None:
+                uuid: Any, size: int, has_sketch: bool = False) -> None:
     """Raise :class:`StoreError` naming shard ``i`` if it is not the file the manifest names.
 
     Parameters
@@ -343,6 +355,8 @@ def check_shard(manifest: Manifest, i: int, *, rows: int, dim: int, has_keys: bo
         Its ``shard_uuid`` root attribute (None when missing).
     size : int
         Its file size in bytes.
+    has_sketch : bool
+        Whether it holds a sketch (required when the manifest says the store has one).
     """
     e = manifest.shards[i]
     where = f"shard {i} ({e.path}) of {manifest.directory}"
@@ -359,3 +373,5 @@ def check_shard(manifest: Manifest, i: int, *, rows: int, dim: int, has_keys: bo
         raise bad(f"has dimension {dim}, the store has {manifest.dim}")
     if has_keys != manifest.has_keys:
         raise bad(f"has_keys is {has_keys}, the store's is {manifest.has_keys}")
+    if manifest.sketch and not has_sketch:
+        raise bad("has no sketch, but the manifest says every shard holds one")

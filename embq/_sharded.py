@@ -4,8 +4,10 @@
 :class:`embq.Store` and answers exactly as one store holding the same rows in the same order:
 global row = shard offset + local row, lookups probe the shards in order, and a search scans
 each shard (here, with the usual threads, or one Dask task per shard with ``client=``) and
-merges the shards' top lists by (score descending, row ascending).  ``restrict``,
-``restrict_vocab``, ties and the exclusions of ``most_similar`` count global rows.
+merges the shards' top lists by (score descending, row ascending; l2 distance ascending).
+``restrict``, ``restrict_vocab``, ``allow``, ties and the exclusions of ``most_similar`` count
+global rows; range searches and the sketch prefilter merge as docs/format.md ("Sharded store")
+describes.
 
 The lookup methods are :class:`embq.Store`'s own (``get_index``, ``__getitem__``, ...): they
 are written against the store's row index (``find``, ``find_many``, ``key_vector``,
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from embq._keyedvectors import LazyVectors
 from embq._store import Store, _IndexToKey, _KeyToIndex, _missing_key_error
 
 __all__ = ["ShardedStore", "open"]
@@ -166,6 +169,24 @@ class _ShardedKeys(_IndexToKey):
         return out
 
 
+class _ShardedVectors(LazyVectors):
+    """``vectors`` of a sharded store (:class:`embq._keyedvectors.LazyVectors`): rows
+    dequantized by their shards (the same kernel, the same bits), norms read from them."""
+
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        st = self._store
+        st._check_open()
+        x = st._index.gather(1, rows)
+        if self._normed:
+            nrm = np.empty(rows.shape[0], np.float32)
+            shard, local = st.manifest.locate(rows)
+            for i in np.unique(shard).tolist():
+                sel = shard == i
+                nrm[sel] = np.asarray(st._stores[i].norms)[local[sel]]
+            x /= np.where(nrm > 0, nrm, np.float32(1))[:, None]
+        return x
+
+
 def _no_global_array(name: str) -> property:
     def get(self: ShardedStore) -> np.ndarray:
         raise AttributeError(
@@ -221,9 +242,28 @@ class ShardedStore:
             "format": _manifest.FORMAT, "format_version": _manifest.FORMAT_VERSION,
             "scheme": self._stores[0].attrs.get("scheme"), "dim": self.dim, "n_rows": self._n,
             "has_keys": self.has_keys, "n_shards": len(self._stores),
+            "sketch": self.manifest.sketch,
         }
+        if self.manifest.sketch:
+            self._check_sketch_centers()
         self._index = _ShardedIndex(self)
         self._closed = False
+
+    def _check_sketch_centers(self) -> None:
+        """Every shard of a store with a sketch holds the same center (the whole store's):
+        a shard whose center differs was not sketched with the others, and its Hamming
+        distances would not be the single store's."""
+        from embq._errors import StoreError
+
+        first = self._stores[0].sketch_center
+        for i, st in enumerate(self._stores[1:], 1):
+            if st.sketch_center.tobytes() != first.tobytes():
+                e = self.manifest.shards[i]
+                self.close()
+                raise StoreError(
+                    f"shard {i} ({e.path}) of {self.manifest.directory}: its sketch_center "
+                    "differs from shard 0's; every shard of a sharded store must hold the "
+                    "center of all its rows", path=self.manifest.shard_path(i))
 
     # -- what Store already defines over its row index -----------------------------------------
     shape = Store.shape
@@ -328,55 +368,103 @@ class ShardedStore:
 
     # -- search ----------------------------------------------------------------------------------
     def search(self, queries, k: int = 10, *, metric: str = "cosine", rescore=None,
-               restrict=None, n_threads=None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k global rows for each query, exactly as :meth:`Store.search` on one store.
+               restrict=None, n_threads=None, allow=None, threshold=None, max_results=None,
+               prefilter=None, oversample=None) -> tuple[Any, Any]:
+        """Search exactly as :meth:`Store.search` on one store holding all the rows.
 
-        Each shard is searched for the int8 top ``k`` (``k * rescore`` with ``rescore``) of
-        its rows among the first ``restrict``; the lists are merged by (score descending,
-        row ascending); with ``rescore`` those candidates are then re-ranked once, as
-        :func:`embq._search.search` does.  With a ``client`` the shards are searched by Dask
-        tasks (``n_threads`` then counts threads per task; None shares each worker's threads
-        among the tasks it runs) and the rescoring reads the candidates' codes here.
+        Options as :func:`embq._search.search_store`: ``metric`` ("cosine", "dot", "l2"),
+        ``rescore``, ``restrict``, ``n_threads``, ``allow`` (keys, a boolean mask over the
+        global rows, or global row numbers), ``threshold``/``max_results`` (range search) and
+        ``prefilter="sketch"``/``oversample`` (the store must have been built or sketched
+        with one sketch over all its shards).
+
+        Each shard answers for its own rows (only its allowed local rows are sent to it); the
+        answers merge as the single store orders them: top lists by (score descending, or l2
+        distance ascending; then row), range matches per query likewise, cut to
+        ``max_results``; prefilter candidates by (Hamming distance, row), cut to the single
+        store's ``K = k * oversample``, then the best by exact score.  ``rescore`` re-ranks
+        the merged candidates once, as :func:`embq._search.search` does.  With a ``client``
+        the shards are searched by Dask tasks (``n_threads`` then counts threads per task;
+        None shares each worker's threads among the tasks it runs) and the rescoring reads
+        the candidates' codes here.
 
         Returns
         -------
         scores : ndarray of float32, shape (k,) or (m, k)
         indices : ndarray of int64, same shape (global rows)
+            With ``threshold``: two 1-D arrays for one query, two lists of m arrays for
+            (m, d) queries.
         """
         from embq import _dist_search as ds
         from embq import _search as sr
         from embq._utils import effective_n_threads
 
         self._check_open()
-        if metric not in sr._METRICS:
-            raise ValueError(f"metric must be 'cosine' or 'dot', got {metric!r}")
+        if metric not in sr._ALL_METRICS:
+            raise ValueError(f"metric must be 'cosine', 'dot' or 'l2', got {metric!r}")
         k = sr._positive_int(k, "k")
         if rescore is not None:
             rescore = sr._positive_int(rescore, "rescore")
+        threshold, max_results = _range_args(threshold, max_results, rescore)
         n_eff = self._n if restrict is None else min(
             sr._positive_int(restrict, "restrict", allow_zero=True), self._n)
+        oversample = self._prefilter_plan(prefilter, oversample)
         qf, single = sr._check_queries(queries, self.dim)
+        idx = None if allow is None else sr._allow_rows(sr._store_allow(self, allow), self._n,
+                                                        n_eff)
+        if oversample is not None and (threshold is not None or idx is not None
+                                       or metric == "l2"):
+            raise ValueError("prefilter='sketch' is for top-k cosine or dot searches of all "
+                             "rows; it does not combine with allow=, threshold= or "
+                             "metric='l2'")
         m = qf.shape[0]
-        kk = min(k, n_eff)
-        kc = min(k * rescore, n_eff) if rescore else kk
+        npos = n_eff if idx is None else idx.shape[0]
         # Here: n_threads for the scan and the rescoring.  On a cluster: per task (None lets
         # each worker share its threads), and the rescoring here runs on one thread.
         task_threads = None if n_threads is None else effective_n_threads(n_threads)
         threads = effective_n_threads(n_threads) if self.client is None else task_threads or 1
+        jobs = ds.shard_jobs(self.manifest, None if n_eff == self._n else n_eff, idx)
+        if threshold is not None:
+            spec = ds.ShardSearch(1, metric, threshold, max_results)
+            indptr, scores, rows = self._run(qf, spec, jobs if m and npos else [], threads,
+                                             task_threads)
+            if single:
+                return scores, rows
+            return np.split(scores, indptr[1:-1]), np.split(rows, indptr[1:-1])
+        kk = min(k, npos)
+        kc = min(k * rescore, npos) if rescore else kk
         if not (kk and m):
             return _no_rows(m, kk, single)
-        # A query outside embq._search's safe range is scaled by a power of two before the
-        # int8 scan (exactly what one store does); the shards then rank the scaled query, so
-        # their dot scores merge in the single store's order even where scaling them back
-        # over- or underflows, and are scaled back once, after the merge.
-        exponents = sr._query_exponents(qf)
-        scan = qf if exponents is None else np.ldexp(qf, -exponents[:, None]).astype(np.float32)
-        if self.client is None:
-            scores, rows = ds.search_local(self._stores, self.manifest, scan, kc, metric,
-                                           n_eff, threads)
+        exponents = None
+        if oversample is not None:
+            # The shards take the float queries as they are (their sketches are of those),
+            # each returning its K nearest rows scored; the K nearest of all and then the
+            # best kc of those are chosen here, as the single store chooses them.
+            n_cand = min(n_eff, max(kc, k * oversample))
+            scores, cand, _ = self._run(qf, ds.ShardSearch(n_cand, metric, prefilter=True),
+                                        jobs, threads, task_threads)
+            scores, rows = ds.best_scored(scores, cand, kc)
+            if metric == "dot" and sr._query_exponents(qf) is not None:
+                # One store ranks the candidates of a query outside the safe range by their
+                # dot scores with the scaled query; the shards' scores are scaled back and
+                # may have overflowed to equal infinities. Rank each query's candidates
+                # again the same way: a search allowed only them (a rare case: queries of
+                # magnitude beyond 2**64 or below 2**-64).
+                for i in range(m):
+                    scores[i], rows[i] = self.search(qf[i], kc, metric="dot", allow=cand[i],
+                                                     n_threads=n_threads)
         else:
-            scores, rows = ds.search_dask(self.client, self.manifest, scan, kc, metric, n_eff,
-                                          task_threads)
+            # A query outside embq._search's safe range is scaled by a power of two before
+            # the int8 scan (exactly what one store does); the shards then rank the scaled
+            # query, so their dot scores merge in the single store's order even where
+            # scaling them back over- or underflows, and are scaled back once, after the
+            # merge.  l2 distances are not scale-invariant: one store never scales for them.
+            if metric != "l2":
+                exponents = sr._query_exponents(qf)
+            scan = qf if exponents is None else np.ldexp(
+                qf, -exponents[:, None]).astype(np.float32)
+            scores, rows = self._run(scan, ds.ShardSearch(kc, metric), jobs, threads,
+                                     task_threads)
         if rescore:
             scores, rows = self._rescore(qf, rows, kk, metric, threads)
         elif exponents is not None and metric == "dot":
@@ -385,6 +473,48 @@ class ShardedStore:
         if single:
             return scores[0], rows[0]
         return scores, rows
+
+    def _run(self, queries: np.ndarray, spec: Any, jobs: list, threads: int,
+             task_threads: int | None) -> tuple[np.ndarray, ...]:
+        """The shards' merged answer to ``spec``: here, or on the client's cluster."""
+        from embq import _dist_search as ds
+
+        if self.client is None:
+            return ds.search_local(self._stores, self.manifest, queries, spec, jobs, threads)
+        return ds.search_dask(self.client, self.manifest, queries, spec, jobs, task_threads)
+
+    def _prefilter_plan(self, prefilter: Any, oversample: Any) -> int | None:
+        """Check ``prefilter``/``oversample`` as one store does; the oversample to use, or
+        None for the plain scan.  A store whose manifest records no sketch of all its shards
+        (built before sharded sketches, or with ``--no-sketch``) is refused, saying how to
+        add one: shards sketched one by one have centers of their own, and their Hamming
+        distances would not be the single store's."""
+        from embq._sketch import check_prefilter
+
+        if prefilter == "sketch" and not self.manifest.sketch:
+            raise ValueError(
+                f"prefilter='sketch': the sharded store {self.path!r} has no sketch of all its "
+                f"shards; add one with `embq sketch {self.path}` (or compress without "
+                "--no-sketch)")
+        s0 = self._stores[0]
+        with_sketch = prefilter is not None and self.manifest.sketch
+        plan = check_prefilter(prefilter, oversample, s0.sketch if with_sketch else None,
+                               s0.sketch_center if with_sketch else None, self.dim, len(s0))
+        return None if plan is None else plan[2]
+
+    @property
+    def sketch(self) -> None:
+        """Not available: each shard has its rows' sketch, ``shards[i].sketch``."""
+        raise AttributeError(
+            "a sharded store has no single 'sketch' array: each shard has its own rows' "
+            "sketch, store.shards[i].sketch (against the one center, store.sketch_center)")
+
+    @property
+    def sketch_center(self) -> np.ndarray | None:
+        """float32 (dim,): the center of the store's sketch (the column mean of all rows),
+        which every shard holds; None when the store has no sketch of all its shards."""
+        self._check_open()
+        return self._stores[0].sketch_center if self.manifest.sketch else None
 
     def _rescore(self, qf: np.ndarray, cand: np.ndarray, kk: int, metric: str,
                  threads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -416,12 +546,84 @@ class ShardedStore:
                 else np.empty((qf.shape[0], 0), np.float32))
 
     # The gensim-style searches are Store's own: embq._search's, which search through
-    # store.search and hand the every-row scores (topn=None) to _all_scores above.
+    # store.search (allow= included) and hand the every-row scores (topn=None) to
+    # _all_scores above.
     most_similar = Store.most_similar
     most_similar_batch = Store.most_similar_batch
     similar_by_vector = Store.similar_by_vector
     similar_by_key = Store.similar_by_key
     similar_by_word = Store.similar_by_word
+
+    # -- the rest of gensim's KeyedVectors ---------------------------------------------------
+    # Store's own methods (embq._keyedvectors), which read rows through the API above (keys,
+    # get_vector, store[...], search, _all_scores).
+    vector_size = Store.vector_size
+    similarity = Store.similarity
+    distance = Store.distance
+    n_similarity = Store.n_similarity
+    distances = Store.distances
+    cosine_similarities = Store.__dict__["cosine_similarities"]   # the staticmethod itself
+    get_mean_vector = Store.get_mean_vector
+    doesnt_match = Store.doesnt_match
+    rank_by_centrality = Store.rank_by_centrality
+    relative_cosine_similarity = Store.relative_cosine_similarity
+    save_word2vec_format = Store.save_word2vec_format
+    to_arrow = Store.to_arrow
+    fill_norms = Store.fill_norms
+    add_vectors = Store.add_vectors
+    add_vector = Store.add_vector
+    sort_by_descending_frequency = Store.sort_by_descending_frequency
+    __setitem__ = Store.__setitem__
+
+    @property
+    def vectors(self):
+        """Read-only array-like of the dequantized rows, read from their shards on access
+        (see :attr:`Store.vectors`)."""
+        return _ShardedVectors(self, normed=False)
+
+    def get_normed_vectors(self):
+        """Read-only array-like of the unit rows (see ``vectors``)."""
+        return _ShardedVectors(self, normed=True)
+
+    def most_similar_cosmul(self, positive=None, negative=None, topn=10, restrict_vocab=None,
+                            **options):
+        """gensim's ``most_similar_cosmul`` (see :meth:`Store.most_similar_cosmul`).
+
+        With ``rescore`` (the default, 4) and a ``topn``, embq._keyedvectors dequantizes the
+        candidates from one ``codes`` array, which a sharded store does not have: that is
+        refused (pass ``rescore=None`` for the int8 scores, or merge the store).
+        """
+        from embq._keyedvectors import most_similar_cosmul
+
+        if options.get("rescore", 4) is not None and topn is not None and not (
+                isinstance(topn, (int, np.integer)) and topn < 1):
+            raise NotImplementedError(
+                "most_similar_cosmul with rescore on a sharded store: the rescoring reads one "
+                "store's codes array; pass rescore=None (int8 scores), or merge the shards "
+                "into one store (embq merge)")
+        return most_similar_cosmul(self, positive, negative, topn, restrict_vocab, **options)
+
+    def closer_than(self, key1, key2, *, n_threads=None) -> list:
+        """gensim's ``closer_than``: keys closer to ``key1`` than ``key2`` is, in row order
+        (see :func:`embq._keyedvectors.closer_than`; here through :meth:`search`)."""
+        rows = self._closer_rows(key1, key2, n_threads)
+        keys = self.index_to_key
+        return [keys[int(r)] for r in rows] if keys is not None else [int(r) for r in rows]
+
+    words_closer_than = closer_than
+
+    def rank(self, key1, key2, *, n_threads=None) -> int:
+        """gensim's ``rank``: ``len(closer_than(key1, key2)) + 1``."""
+        return len(self._closer_rows(key1, key2, n_threads)) + 1
+
+    def _closer_rows(self, key1: Any, key2: Any, n_threads: Any) -> np.ndarray:
+        """embq._keyedvectors' closer-than rows, with this store's search: ``key2``'s own
+        kernel score (a search allowed only its row), then one range search at it."""
+        r1, r2 = self.get_index(key1), self.get_index(key2)
+        vec = self.get_vector(r1)
+        t, _ = self.search(vec, 1, allow=np.array([r2], np.int64), n_threads=n_threads)
+        scores, rows = self.search(vec, threshold=float(t[0]), n_threads=n_threads)
+        return np.sort(rows[(scores > t[0]) & (rows != r1)])
 
     # -- evaluation and interop ------------------------------------------------------------------
     evaluate_word_pairs = Store.evaluate_word_pairs
@@ -440,6 +642,27 @@ class ShardedStore:
             **{name: np.concatenate([getattr(s, name) for s in self._stores])
                for name in ("codes", "scales", "zero_points")})
         return to_keyed_vectors(whole)
+
+
+def _range_args(threshold: Any, max_results: Any,
+                rescore: int | None) -> tuple[float | None, int | None]:
+    """``threshold`` and ``max_results`` checked as :func:`embq._search.search` checks them."""
+    from embq._search import _describe, _positive_int
+
+    if threshold is None:
+        if max_results is not None:
+            raise ValueError("max_results caps a range search: give threshold= too")
+        return None, None
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(
+            threshold, (int, float, np.integer, np.floating)):
+        raise TypeError(f"threshold must be a real number, got {_describe(threshold)}")
+    if not np.isfinite(float(threshold)):
+        raise ValueError(f"threshold must be finite, got {threshold}")
+    if rescore is not None:
+        raise ValueError("rescore applies to top-k searches, not with threshold=")
+    if max_results is not None:
+        max_results = _positive_int(max_results, "max_results")
+    return float(threshold), max_results
 
 
 def _no_rows(m: int, kk: int, single: bool) -> tuple[np.ndarray, np.ndarray]:

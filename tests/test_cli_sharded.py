@@ -44,6 +44,19 @@ def _run(argv, capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+def _same_json(stores, argv: list[str], capsys) -> dict:
+    """``argv`` (a command, then its arguments after STORE) prints the same JSON for the single
+    store and the sharded one, their paths aside; returns it."""
+    single, sharded, _ = stores
+    code1, one, _ = _run([argv[0], single, *argv[1:]], capsys)
+    code2, many, _ = _run([argv[0], sharded, *argv[1:]], capsys)
+    assert code1 == code2 == 0
+    a, b = json.loads(one), json.loads(many)
+    assert a.pop("store") == single and b.pop("store") == sharded
+    assert a == b
+    return a
+
+
 def test_info_lists_the_shards_and_the_total_size(stores, capsys):
     _, sharded, _ = stores
     code, out, _ = _run(["info", sharded], capsys)
@@ -64,22 +77,44 @@ def test_info_lists_the_shards_and_the_total_size(stores, capsys):
     assert [s["bytes"] for s in doc["shards"]] == [os.path.getsize(p) for p in paths]
 
 
-@pytest.mark.parametrize("extra", [[], ["--metric", "dot", "--rescore", "0"],
-                                   ["--restrict", "150", "-k", "4"], ["-k", "200"]])
+@pytest.mark.parametrize("extra", [
+    [], ["--metric", "dot", "--rescore", "0"], ["--restrict", "150", "-k", "4"], ["-k", "200"],
+    ["--metric", "l2"], ["--metric", "l2", "--rescore", "0", "-k", "3"],
+    ["--threshold", "0.3"], ["--threshold", "12", "--metric", "l2", "-k", "5"],
+    ["--allow-keys", "ALLOW", "-k", "6"], ["--allow-keys", "ALLOW", "--threshold", "0.1"],
+])
 def test_query_equals_the_single_store(stores, extra, capsys, tmp_path):
     single, sharded, _ = stores
+    allow = tmp_path / "allow.txt"
+    allow.write_text("".join(f"w{i}\n" for i in range(0, N, 7)), encoding="utf-8")
+    extra = [str(allow) if a == "ALLOW" else a for a in extra]
     vec = tmp_path / "q.npy"
     np.save(vec, np.random.default_rng(1).standard_normal((3, D)).astype(np.float32))
-    args = ["w10", "w300", "w149", "--vectors", str(vec), "--json", *extra]
-    code1, one, _ = _run(["query", single, *args], capsys)
-    code2, many, _ = _run(["query", sharded, *args], capsys)
-    assert code1 == code2 == 0
-    a, b = json.loads(one), json.loads(many)
-    assert a.pop("store") == single and b.pop("store") == sharded
-    assert a == b
+    _same_json(stores, ["query", "w10", "w300", "w149", "--vectors", str(vec), "--json",
+                        *extra], capsys)
     code1, one, _ = _run(["query", single, "w10", "w299", *extra], capsys)
     code2, many, _ = _run(["query", sharded, "w10", "w299", *extra], capsys)
-    assert one == many
+    assert code1 == code2 == 0 and one == many
+
+
+def test_query_cosmul_and_doesnt_match_on_a_sharded_store(stores, capsys):
+    sharded = stores[1]
+    for args in (["--doesnt-match", "w1", "w2", "w300", "--json"],
+                 ["w1", "w2", "--cosmul", "--rescore", "0", "-k", "4", "--json"]):
+        _same_json(stores, ["query", *args], capsys)
+    # 3CosMul's float re-ranking reads one store's codes: refused in one line, saying what to do
+    code, out, err = _run(["query", sharded, "w1", "w2", "--cosmul"], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "--rescore 0" in err and "embq merge" in err
+
+
+def test_query_allow_keys_names_a_missing_key(stores, capsys, tmp_path):
+    _, sharded, _ = stores
+    allow = tmp_path / "allow.txt"
+    allow.write_text("w1\nnot-a-key\n", encoding="utf-8")
+    code, out, err = _run(["query", sharded, "w3", "--allow-keys", str(allow)], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "allow.txt line 2: key 'not-a-key' is not in" in err
 
 
 @pytest.mark.parametrize("fmt", ["word2vec", "npy", "glove"])
@@ -183,3 +218,11 @@ def test_query_with_workers(stores, capsys):
     got = json.loads(capsys.readouterr().out)
     assert expected.pop("store") == single and got.pop("store") == sharded
     assert got == expected
+    # l2 range search on the cluster
+    args = ["w10", "w300", "--metric", "l2", "--threshold", "14", "--json"]
+    assert main(["query", single, *args]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    assert main(["query", sharded, *args, "--workers", "1"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert expected.pop("store") == single and got.pop("store") == sharded
+    assert got == expected and expected["queries"][0]["results"]

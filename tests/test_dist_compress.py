@@ -63,12 +63,25 @@ def _arrays(path) -> dict:
     if os.path.isdir(path):
         m = read_manifest(path)
         parts = [_arrays(m.shard_path(i)) for i in range(len(m.shards))]
-        return {k: ([key for p in parts for key in p[k]] if k == "keys"
-                    else np.concatenate([p[k] for p in parts])) for k in parts[0]}
+        out = {k: ([key for p in parts for key in p[k]] if k == "keys"
+                   else np.concatenate([p[k] for p in parts]))
+               for k in parts[0] if k != "sketch_center"}
+        if "sketch_center" in parts[0]:
+            # one center, the whole store's, in every shard
+            assert m.sketch
+            for p in parts[1:]:
+                assert p["sketch_center"].tobytes() == parts[0]["sketch_center"].tobytes()
+            out["sketch_center"] = parts[0]["sketch_center"]
+        else:
+            assert not m.sketch
+        return out
     with embq.open(path) as st:
-        return {"codes": np.array(st.codes), "scales": np.array(st.scales),
-                "zero_points": np.array(st.zero_points), "norms": np.array(st.norms),
-                "keys": list(st.index_to_key) if st.has_keys else []}
+        out = {"codes": np.array(st.codes), "scales": np.array(st.scales),
+               "zero_points": np.array(st.zero_points), "norms": np.array(st.norms),
+               "keys": list(st.index_to_key) if st.has_keys else []}
+        if st.sketch is not None:
+            out.update(sketch=np.array(st.sketch), sketch_center=np.array(st.sketch_center))
+        return out
 
 
 def _assert_same(a: dict, b: dict) -> None:
@@ -87,7 +100,8 @@ def _check_manifest(path, shard_rows=None) -> None:
     for i, e in enumerate(m.shards):
         with embq.open(m.shard_path(i)) as st:
             check_shard(m, i, rows=len(st), dim=st.dim, has_keys=st.has_keys,
-                        uuid=st.attrs.get("shard_uuid"), size=os.path.getsize(m.shard_path(i)))
+                        uuid=st.attrs.get("shard_uuid"), size=os.path.getsize(m.shard_path(i)),
+                        has_sketch=st.sketch is not None)
         assert e.rows >= 1
         if shard_rows is not None:
             assert e.rows <= shard_rows

@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 import pytest
-from _sharded_util import uneven_sizes, write_sharded
+from _sharded_util import assert_same as _same
+from _sharded_util import tie_boundaries, uneven_sizes, write_sharded
 
 import embq
 from embq import _manifest as mf
@@ -41,9 +42,7 @@ def data(tmp_path_factory):
     rng = np.random.default_rng(21)
     x = rng.standard_normal((N, D)).astype(np.float32)
     sizes = {p: uneven_sizes(N, p, rng) for p in (1, 2, 3, 7)}
-    for s in sizes.values():   # duplicated rows across every boundary: ties between shards
-        for b in np.cumsum(s)[:-1]:
-            x[b] = x[b - 1]
+    tie_boundaries(x, sizes.values())   # ties between shards
     keys = [f"k{i}" for i in range(N)]
     root = tmp_path_factory.mktemp("dist")
     embq.save(root / "one.h5", x, keys)
@@ -53,11 +52,6 @@ def data(tmp_path_factory):
     one = embq.open(root / "one.h5")
     yield {"x": x, "keys": keys, "one": one, "paths": paths, "sizes": sizes, "q": q}
     one.close()
-
-
-def _same(a, b) -> None:
-    np.testing.assert_array_equal(a[1], b[1])
-    np.testing.assert_array_equal(a[0].view(np.uint32), b[0].view(np.uint32))
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 7])
@@ -79,6 +73,55 @@ def test_cluster_equals_local_equals_one_store(client, data, parts):
         # explicit threads per task give the same answer
         _same(remote.search(data["q"], 7, n_threads=2), one.search(data["q"], 7))
         _same(remote.search(data["q"][0], 3), one.search(data["q"][0], 3))
+
+
+@pytest.mark.parametrize("parts", [1, 3, 7])
+def test_options_on_a_cluster_equal_one_store(client, data, parts, tmp_path):
+    """allow=, l2, range search and the sketch prefilter: tasks get only their shard's
+    allowed local rows, and the merged answers are one store's, bit for bit."""
+    from embq._reshard import sketch_sharded
+    from embq._sketch import add_sketch
+
+    one_path = str(tmp_path / "one.h5")
+    embq.save(one_path, data["x"], data["keys"], n_threads=1)
+    add_sketch(one_path)
+    path = write_sharded(tmp_path / "s.embq", data["x"], data["sizes"][parts], data["keys"])
+    sketch_sharded(path)
+    q = data["q"]
+    mask = np.random.default_rng(4).random(N) < 0.2
+    keys = [data["keys"][i] for i in np.flatnonzero(mask)]
+    cases = [
+        (10, {"allow": mask}), (10, {"allow": keys, "metric": "dot", "rescore": 2}),
+        (3, {"allow": np.flatnonzero(mask)[:2]}), (5, {"allow": []}),
+        (10, {"metric": "l2"}), (N + 3, {"metric": "l2", "rescore": 3, "restrict": 260}),
+        (1, {"threshold": 0.4}), (1, {"threshold": 40.0, "metric": "l2", "max_results": 6}),
+        (1, {"threshold": 2.0, "metric": "dot", "allow": mask}),
+        (7, {"prefilter": "sketch", "oversample": 3}),
+        (4, {"prefilter": "sketch", "oversample": 2, "rescore": 2, "restrict": 300}),
+    ]
+    with embq.open(one_path) as one, embq.open(path, client=client) as remote:
+        for k, kw in cases:
+            want = one.search(q, k, **kw)
+            _same(remote.search(q, k, **kw), want)
+            _same(remote.search(q, k, n_threads=2, **kw), want)
+        assert remote.closer_than("k3", "k40") == one.closer_than("k3", "k40")
+        assert remote.most_similar("k3", topn=5, allow=keys) == one.most_similar(
+            "k3", topn=5, allow=keys)
+
+
+def test_tasks_receive_local_allowed_rows_only(data):
+    from embq import _dist_search as ds
+
+    path = data["paths"][7]
+    m = mf.read_manifest(path)
+    allow = np.array([0, 5, int(m.offsets[3]), int(m.offsets[3]) + 1, N - 1], np.int64)
+    jobs = ds.shard_jobs(m, None, allow)
+    got = {i: a.tolist() for i, _r, a in jobs}
+    want: dict = {}
+    for g in allow.tolist():
+        s, loc = m.locate([g])
+        want.setdefault(int(s[0]), []).append(int(loc[0]))
+    assert got == want   # shards without allowed rows get no task at all
 
 
 def test_most_similar_and_lookups_on_a_cluster(client, data):

@@ -12,10 +12,10 @@ import pickle
 
 import numpy as np
 import pytest
-from _sharded_util import uneven_sizes, write_sharded
+from _sharded_util import assert_same as _same
+from _sharded_util import draw_split, tie_boundaries, uneven_sizes, write_sharded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 import embq
 from embq import _manifest as mf
@@ -23,14 +23,6 @@ from embq._errors import StoreError
 
 N, D = 600, 24
 SHARD_COUNTS = (1, 2, 3, 7)
-
-
-def _same(a, b) -> None:
-    """Two (scores, rows) results are identical: rows equal, scores equal bit for bit."""
-    assert a[1].dtype == b[1].dtype == np.int64
-    assert a[0].dtype == b[0].dtype == np.float32
-    np.testing.assert_array_equal(a[1], b[1])
-    np.testing.assert_array_equal(a[0].view(np.uint32), b[0].view(np.uint32))
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +33,7 @@ def data(tmp_path_factory):
     x = rng.standard_normal((N, D)).astype(np.float32)
     sizes = {p: uneven_sizes(N, p, rng) for p in SHARD_COUNTS}
     sizes["empty"] = [250, 0, 350]
-    # The first row of every shard repeats the last row of the shard before it, so equal
-    # scores straddle each boundary (the lower row must win, as in one store).
-    for s in sizes.values():
-        for b in np.cumsum(s)[:-1]:
-            if 0 < b < N:
-                x[b] = x[b - 1]
+    tie_boundaries(x, sizes.values())
     keys = [f"w{i}" for i in range(N)]
     root = tmp_path_factory.mktemp("sharded")
     embq.save(root / "one.h5", x, keys)
@@ -99,21 +86,12 @@ def test_search_equals_one_store(data, parts, metric, rescore):
           one.search(q[0], 5, metric=metric, rescore=rescore))
 
 
-# Few distinct values: many rows repeat, so ties (also across shards) are the common case.
-_VALUES = st.sampled_from([-2.0, -1.0, 0.0, 0.5, 1.0, 3.0])
-
-
 @settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(draw=st.data())
 def test_any_split_equals_one_store(tmp_path_factory, draw):
-    n = draw.draw(st.integers(1, 30), label="n")
-    d = draw.draw(st.integers(1, 5), label="d")
-    x = draw.draw(arrays(np.float32, (n, d), elements=_VALUES), label="x")
-    cuts = sorted(draw.draw(st.lists(st.integers(0, n), max_size=4), label="cuts"))
-    sizes = np.diff([0, *cuts, n]).tolist()          # empty shards allowed
-    q = draw.draw(arrays(np.float32, (draw.draw(st.integers(1, 3)), d), elements=_VALUES),
-                  label="queries")
+    x, sizes, q = draw_split(draw)
+    n = x.shape[0]
     k = draw.draw(st.integers(1, n + 3), label="k")
     restrict = draw.draw(st.none() | st.integers(0, n + 2), label="restrict")
     rescore = draw.draw(st.sampled_from([None, 1, 3]), label="rescore")
