@@ -69,12 +69,20 @@ def run(args: argparse.Namespace) -> int:
                 print(f"    {s['path']:<{width}s}  rows {s['offset']:,} to "
                       f"{s['offset'] + s['rows']:,} ({s['rows']:,} rows), "
                       f"{human_bytes(s['bytes'])}")
-        sketch = getattr(store, "sketch", None) if shards is None else None
-        if sketch is not None:
-            print(f"  {'sketch':<12s} {human_bytes(sketch.nbytes + 4 * d)} "
-                  f"({sketch.shape[1]} bytes per row)")
-        elif shards is None:
-            print(f"  {'sketch':<12s} none (`embq sketch STORE` adds one)")
+        if shards is not None:
+            if store.manifest.sketch:
+                from embq._reshard import sharded_sketch_nbytes
+
+                nb = sharded_sketch_nbytes([s["rows"] for s in shards], d)
+                print(f"  {'sketch':<12s} {human_bytes(nb)} ({(d + 7) // 8} bytes per row, "
+                      "one center over all shards)")
+            else:
+                print(f"  {'sketch':<12s} none (`embq sketch {args.store}` adds one)")
+        elif store.sketch is not None:
+            print(f"  {'sketch':<12s} {human_bytes(store.sketch.nbytes + 4 * d)} "
+                  f"({store.sketch.shape[1]} bytes per row)")
+        else:
+            print(f"  {'sketch':<12s} none (`embq sketch {args.store}` adds one)")
         if SOURCE_PATH in attrs:
             src = f"{attrs[SOURCE_PATH]} ({attrs.get(SOURCE_FORMAT, '?')}"
             src_size = _number(attrs.get(SOURCE_SIZE))

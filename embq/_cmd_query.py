@@ -1,5 +1,6 @@
 """``embq query STORE WORD... [-k 10] [--metric cosine|dot|l2] [--threshold T] [--allow-keys FILE]
-[--cosmul] [--doesnt-match] [--json] [--vectors FILE.npy]``."""
+[--cosmul] [--doesnt-match] [--prefilter sketch [--oversample N]] [--json]
+[--vectors FILE.npy]``."""
 
 from __future__ import annotations
 
@@ -42,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="re-rank the best k*R by float scores (default 4; 0 = int8 scores only)")
     p.add_argument("--restrict", type=int, default=None, metavar="N",
                    help="search only the first N rows (a positive number)")
+    p.add_argument("--prefilter", choices=("sketch",), default=None,
+                   help="scan the store's sign-bit sketch first, then score only the "
+                   "k*OVERSAMPLE nearest rows exactly (top-k cosine or dot; the store needs "
+                   "a sketch: embq compress writes one, embq sketch STORE adds one)")
+    p.add_argument("--oversample", type=int, default=None, metavar="N",
+                   help="candidates per neighbour with --prefilter sketch (default 200)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads (default: all cores; a negative count counts back from all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -130,6 +137,19 @@ def _check_modes(args: argparse.Namespace) -> None:
     """Refuse combinations that have no meaning, in flag terms (exit 2, one line)."""
     from embq.cli import CommandError
 
+    if args.oversample is not None and args.prefilter is None:
+        raise CommandError("--oversample sets the candidates of --prefilter sketch; add "
+                           "--prefilter sketch")
+    if args.oversample is not None and args.oversample < 1:
+        raise CommandError(f"--oversample must be >= 1, got {args.oversample}")
+    if args.prefilter is not None:
+        clash = [f for f, on in (("--threshold", args.threshold is not None),
+                                 ("--metric l2", args.metric == "l2"),
+                                 ("--cosmul", args.cosmul),
+                                 ("--doesnt-match", args.doesnt_match)) if on]
+        if clash:
+            raise CommandError(f"--prefilter sketch ranks top-k cosine or dot neighbours by "
+                               f"angle; it does not combine with {clash[0]}")
     if args.threshold is not None and not math.isfinite(args.threshold):
         raise CommandError(f"--threshold must be a finite number, got {args.threshold}")
     special = [f for f, on in (("--cosmul", args.cosmul), ("--doesnt-match", args.doesnt_match))
@@ -150,18 +170,11 @@ def _check_modes(args: argparse.Namespace) -> None:
                 raise CommandError(f"{flag} does not take {name}")
 
 
-def _check_store_kind(args: argparse.Namespace, store) -> None:
-    """A sharded store answers every question one store does (shard by shard, possibly on a
-    cluster), except --cosmul's float re-ranking, which reads one store's codes."""
-    from embq._store import Store
-    from embq.cli import CommandError
-
-    if isinstance(store, Store):
-        return
-    if args.cosmul and args.rescore:
-        raise CommandError(f"--cosmul re-ranks by float scores (--rescore {args.rescore}), "
-                           f"which a sharded store ({args.store}) cannot do; add --rescore 0 "
-                           "for int8 scores, or merge it into one store with embq merge")
+def _has_sketch(store) -> bool:
+    """Whether ``store`` (a Store, or a ShardedStore with one sketch over all its shards)
+    can answer a prefiltered search."""
+    manifest = getattr(store, "manifest", None)
+    return bool(manifest.sketch) if manifest is not None else store.sketch is not None
 
 
 def _display_width(text: str) -> int:
@@ -199,12 +212,14 @@ def run(args: argparse.Namespace) -> int:
                            "--threads to use all cores")
 
     with open_searched(args) as store:
-        _check_store_kind(args, store)
         if args.doesnt_match or args.cosmul:
             return _run_gensim_style(args, store)
         allow = None
         if args.allow_keys:
             allow = _read_allow_keys(args.allow_keys, store, args.store)
+        if args.prefilter and not _has_sketch(store):
+            raise CommandError(f"--prefilter sketch: {args.store} has no sketch; add one with "
+                               f"embq sketch {args.store}")
         labels: list[str] = []
         own: list[int] = []
         parts = []
@@ -238,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
                 args.k = max([len(f) for f in found] + [0])
         else:
             extra = {} if allow is None else {"allow": allow}
+            if args.prefilter:
+                extra.update(prefilter=args.prefilter, oversample=args.oversample)
             scores, found = store.search(queries, args.k + 1, metric=args.metric,
                                          rescore=args.rescore or None, restrict=args.restrict,
                                          n_threads=args.threads, **extra)

@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dequantized value above the column mean) and write it into the store, through a "
         "temporary file renamed into place. A store that already has one is left as it is.",
     )
-    p.add_argument("store", metavar="STORE", help="embq store file")
+    p.add_argument("store", metavar="STORE",
+                   help="embq store file, or a sharded store's directory (every shard gets the "
+                   "sketch, with one center over all shards)")
     p.add_argument("--output", "-o", metavar="FILE",
                    help="write the sketched copy here instead of replacing STORE")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
@@ -23,11 +25,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from embq._cmd_compress import _overwrite_hint
+    from embq._manifest import is_sharded
     from embq._sketch import add_sketch
     from embq._utils import human_bytes
+    from embq.cli import CommandError
 
-    with _overwrite_hint():
-        s = add_sketch(args.store, args.output, overwrite=args.overwrite)
+    if is_sharded(args.store):
+        if args.output is not None:
+            raise CommandError(f"{args.store} is a sharded store, whose shards are sketched in "
+                               "place (each through a temporary file); omit --output")
+        from embq._reshard import sketch_sharded
+
+        s = sketch_sharded(args.store)
+    else:
+        with _overwrite_hint():
+            s = add_sketch(args.store, args.output, overwrite=args.overwrite)
     if not args.quiet:
         if s["added"]:
             print(f"{s['output']}: sketch of {s['rows']:,} rows x {s['dim']} added, "

@@ -223,14 +223,13 @@ def distances(store: AnyStore, word_or_vector: Any, other_words: Iterable[Any] =
 
 def _closer_rows(store: AnyStore, key1: Any, key2: Any, n_threads: int | None) -> np.ndarray:
     """Rows closer to ``key1`` than ``key2`` is, increasing (see :func:`closer_than`)."""
-    from embq._search import search_store
-
     r1, r2 = store.get_index(key1), store.get_index(key2)
     _, _, threads = _common_args(store, None, None, n_threads)
     vec = store.get_vector(r1)
-    # key2's score by the same kernel arithmetic: a search allowed only its row
-    t, _ = search_store(store, vec, 1, allow=np.array([r2], np.int64), n_threads=threads)
-    scores, rows = search_store(store, vec, threshold=float(t[0]), n_threads=threads)
+    # key2's score by the same kernel arithmetic: a search allowed only its row (the store's
+    # own search, so a sharded store answers it shard by shard)
+    t, _ = store.search(vec, 1, allow=np.array([r2], np.int64), n_threads=threads)
+    scores, rows = store.search(vec, threshold=float(t[0]), n_threads=threads)
     return np.sort(rows[(scores > t[0]) & (rows != r1)])
 
 
@@ -331,11 +330,9 @@ def most_similar_cosmul(store: AnyStore, positive: Any = None, negative: Any = N
     c = min(len(dists), want * rescore if rescore else want)
     cand = np.argpartition(-dists, c - 1)[:c] if c < len(dists) else np.arange(len(dists))
     if rescore:
-        from embq._quantize import dequantize
-
         cand = np.sort(cand)
-        x = dequantize(store.codes, store.scales, store.zero_points,
-                       rows=cand).astype(np.float64)
+        # the store's own row reader: a sharded store reads each row from its shard
+        x = np.asarray(store.vectors[cand], dtype=np.float64)
         xn = np.linalg.norm(x, axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             cos = np.where(xn[None, :] * tn[:, None] > 0,

@@ -585,45 +585,10 @@ class ShardedStore:
         """Read-only array-like of the unit rows (see ``vectors``)."""
         return _ShardedVectors(self, normed=True)
 
-    def most_similar_cosmul(self, positive=None, negative=None, topn=10, restrict_vocab=None,
-                            **options):
-        """gensim's ``most_similar_cosmul`` (see :meth:`Store.most_similar_cosmul`).
-
-        With ``rescore`` (the default, 4) and a ``topn``, embq._keyedvectors dequantizes the
-        candidates from one ``codes`` array, which a sharded store does not have: that is
-        refused (pass ``rescore=None`` for the int8 scores, or merge the store).
-        """
-        from embq._keyedvectors import most_similar_cosmul
-
-        if options.get("rescore", 4) is not None and topn is not None and not (
-                isinstance(topn, (int, np.integer)) and topn < 1):
-            raise NotImplementedError(
-                "most_similar_cosmul with rescore on a sharded store: the rescoring reads one "
-                "store's codes array; pass rescore=None (int8 scores), or merge the shards "
-                "into one store (embq merge)")
-        return most_similar_cosmul(self, positive, negative, topn, restrict_vocab, **options)
-
-    def closer_than(self, key1, key2, *, n_threads=None) -> list:
-        """gensim's ``closer_than``: keys closer to ``key1`` than ``key2`` is, in row order
-        (see :func:`embq._keyedvectors.closer_than`; here through :meth:`search`)."""
-        rows = self._closer_rows(key1, key2, n_threads)
-        keys = self.index_to_key
-        return [keys[int(r)] for r in rows] if keys is not None else [int(r) for r in rows]
-
-    words_closer_than = closer_than
-
-    def rank(self, key1, key2, *, n_threads=None) -> int:
-        """gensim's ``rank``: ``len(closer_than(key1, key2)) + 1``."""
-        return len(self._closer_rows(key1, key2, n_threads)) + 1
-
-    def _closer_rows(self, key1: Any, key2: Any, n_threads: Any) -> np.ndarray:
-        """embq._keyedvectors' closer-than rows, with this store's search: ``key2``'s own
-        kernel score (a search allowed only its row), then one range search at it."""
-        r1, r2 = self.get_index(key1), self.get_index(key2)
-        vec = self.get_vector(r1)
-        t, _ = self.search(vec, 1, allow=np.array([r2], np.int64), n_threads=n_threads)
-        scores, rows = self.search(vec, threshold=float(t[0]), n_threads=n_threads)
-        return np.sort(rows[(scores > t[0]) & (rows != r1)])
+    most_similar_cosmul = Store.most_similar_cosmul
+    closer_than = Store.closer_than
+    words_closer_than = Store.words_closer_than
+    rank = Store.rank
 
     # -- evaluation and interop ------------------------------------------------------------------
     evaluate_word_pairs = Store.evaluate_word_pairs

@@ -265,19 +265,38 @@ def test_bad_new_options_exit_2_with_one_line(store_path, capsys, argv, message)
     assert message in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("flags", [["--metric", "l2"], ["--threshold", "0.5"], ["--cosmul"],
-                                   ["--allow-keys", "ALLOW"]])
-def test_new_options_on_a_sharded_store_exit_2_with_one_line(tmp_path, capsys, flags):
-    from _sharded_util import write_sharded
+def test_prefilter_sketch_equals_the_library_search(store_path, tmp_path, capsys):
+    sketched = str(tmp_path / "sketched.embq")
+    assert main(["sketch", store_path, "--output", sketched, "--quiet"]) == 0
+    for over in (None, 3):
+        flags = ["--prefilter", "sketch"] + ([] if over is None else ["--oversample", str(over)])
+        assert main(["query", sketched, "cat", "king", "--json", "-k", "4", *flags]) == 0
+        out = _json(capsys)["queries"]
+        with embq.open(sketched) as store:
+            rows = [store.get_index(w) for w in ("cat", "king")]
+            scores, found = store.search(store[rows], 5, prefilter="sketch", oversample=over,
+                                         rescore=4)
+        for qi, q in enumerate(out):
+            expect = [(int(r), float(s)) for s, r in zip(scores[qi], found[qi])
+                      if int(r) != rows[qi]][:4]
+            assert [(r["index"], r["score"]) for r in q["results"]] == expect
 
-    x = np.random.default_rng(3).standard_normal((60, 6)).astype(np.float32)
-    keys = [f"w{i}" for i in range(60)]
-    sharded = write_sharded(tmp_path / "many.embq", x, [30, 30], keys)
-    allow = tmp_path / "allow.txt"
-    allow.write_text("w1\nw2\n", encoding="utf-8")
-    flags = [str(allow) if f == "ALLOW" else f for f in flags]
-    assert main(["query", str(sharded), "w3", "w4", *flags]) == 2
+
+@pytest.mark.parametrize("argv, message", [
+    (["cat", "--oversample", "5"], "add --prefilter sketch"),
+    (["cat", "--prefilter", "sketch", "--oversample", "0"], "--oversample must be >= 1"),
+    (["cat", "--prefilter", "sketch", "--metric", "l2"], "does not combine with --metric l2"),
+    (["cat", "--prefilter", "sketch", "--threshold", "0.3"], "does not combine with --threshold"),
+    (["cat", "--prefilter", "sketch"], "has no sketch; add one with embq sketch"),
+    (["cat", "--prefilter", "bits"], "invalid choice"),
+])
+def test_bad_prefilter_flags_exit_2_with_one_line(store_path, capsys, argv, message):
+    try:
+        code = main(["query", store_path, *argv])
+    except SystemExit as exc:   # argparse's own errors
+        code = exc.code
+    assert code == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "not available for a sharded store" in err
-    assert main(["query", str(sharded), "--doesnt-match", "w1", "w2", "w3"]) == 2
-    assert "not available for a sharded store" in capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    if "invalid choice" not in message:   # argparse prints its usage before its one line
+        assert len(err.splitlines()) == 1

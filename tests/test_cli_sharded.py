@@ -98,14 +98,10 @@ def test_query_equals_the_single_store(stores, extra, capsys, tmp_path):
 
 
 def test_query_cosmul_and_doesnt_match_on_a_sharded_store(stores, capsys):
-    sharded = stores[1]
     for args in (["--doesnt-match", "w1", "w2", "w300", "--json"],
-                 ["w1", "w2", "--cosmul", "--rescore", "0", "-k", "4", "--json"]):
+                 ["w1", "w2", "--cosmul", "--rescore", "0", "-k", "4", "--json"],
+                 ["w1", "w2", "--cosmul", "-k", "4", "--json"]):
         _same_json(stores, ["query", *args], capsys)
-    # 3CosMul's float re-ranking reads one store's codes: refused in one line, saying what to do
-    code, out, err = _run(["query", sharded, "w1", "w2", "--cosmul"], capsys)
-    assert code == 2 and out == ""
-    assert err.count("\n") == 1 and "--rescore 0" in err and "embq merge" in err
 
 
 def test_query_allow_keys_names_a_missing_key(stores, capsys, tmp_path):
@@ -226,3 +222,31 @@ def test_query_with_workers(stores, capsys):
     got = json.loads(capsys.readouterr().out)
     assert expected.pop("store") == single and got.pop("store") == sharded
     assert got == expected and expected["queries"][0]["results"]
+
+
+def test_sketch_a_sharded_store_then_query_with_the_prefilter(tmp_path, capsys):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((N, D)).astype(np.float32)
+    keys = [f"w{i}" for i in range(N)]
+    single = str(tmp_path / "one.h5")
+    embq.save(single, x, keys, n_threads=1)
+    assert main(["sketch", single, "--quiet"]) == 0
+    sharded = write_sharded(tmp_path / "many.embq", x, SIZES, keys)
+    code, out, _ = _run(["info", sharded], capsys)
+    assert code == 0 and f"none (`embq sketch {sharded}` adds one)" in out
+    code, _, err = _run(["query", sharded, "w3", "--prefilter", "sketch"], capsys)
+    assert code == 2 and "has no sketch; add one with embq sketch" in err
+    code, _, err = _run(["sketch", sharded, "--output", str(tmp_path / "x.h5")], capsys)
+    assert code == 2 and "omit --output" in err and err.count("\n") == 1
+    code, out, _ = _run(["sketch", sharded], capsys)
+    assert code == 0 and "sketch" in out
+    code, out, _ = _run(["info", sharded], capsys)
+    assert code == 0 and "one center over all shards" in out
+    for flags in (["--prefilter", "sketch"], ["--prefilter", "sketch", "--oversample", "2"]):
+        argv = ["w3", "w299", "-k", "5", "--json", *flags]
+        code1, one, _ = _run(["query", single, *argv], capsys)
+        code2, many, _ = _run(["query", sharded, *argv], capsys)
+        assert code1 == code2 == 0
+        a, b = json.loads(one), json.loads(many)
+        assert a.pop("store") == single and b.pop("store") == sharded
+        assert a == b

@@ -422,8 +422,10 @@ def test_gensim_methods_equal_one_store(data):
         one.most_similar_cosmul(["w1", "w2"], ["w3"], topn=5, rescore=None)
     np.testing.assert_array_equal(sh.most_similar_cosmul(["w1"], topn=None),
                                   one.most_similar_cosmul(["w1"], topn=None))
-    with pytest.raises(NotImplementedError, match="most_similar_cosmul with rescore"):
-        sh.most_similar_cosmul(["w1", "w2"], topn=5)
+    assert sh.most_similar_cosmul(["w1", "w2"], ["w3"], topn=5) == \
+        one.most_similar_cosmul(["w1", "w2"], ["w3"], topn=5)
+    assert sh.rank("w1", "w7") == one.rank("w1", "w7")
+    assert sh.closer_than("w1", "w7") == one.closer_than("w1", "w7")
     for name in ("add_vector", "add_vectors", "sort_by_descending_frequency"):
         with pytest.raises(TypeError, match=name):
             getattr(sh, name)("x", v)
