@@ -40,6 +40,7 @@ cdef extern from "_sketch_simd.h" nogil:
         int64_t cap
         int32_t *hist
         int32_t maxd
+        int32_t *shared
     ctypedef void (*embq_hscan_fn)(const uint8_t *rows, const int64_t *idx, int64_t r0,
                                    int64_t r1, int64_t nb, const uint8_t *q, int64_t nq,
                                    const embq_cands *c) noexcept nogil
@@ -47,12 +48,14 @@ cdef extern from "_sketch_simd.h" nogil:
     int embq_hscan_runs(int v)
     void embq_cand_cut(int32_t *cd, int64_t *cr, int64_t *cn, int32_t *lim, int64_t K,
                        int32_t *hist, int32_t maxd)
+    void embq_prefetch_bytes(const uint8_t *p, int64_t n)
 
 
 DEF _ROW_BLOCK = 256      # candidate rows gathered at a time by score_candidates
 DEF _QUERY_BLOCK = 32     # queries per task of the queries mode
 DEF _BLOCK_BYTES = 16384  # sketch bytes per block of the scan (within L1 with the queries)
 DEF _MIN_CHUNK = 256      # fewest rows per chunk of the rows mode
+DEF _GATHER_AHEAD = 6     # candidate rows prefetched ahead of the one score_candidates copies
 
 cdef int _ham_id = 0
 
@@ -172,6 +175,7 @@ cdef _hamming(const uint8_t[:, ::1] sk, const uint8_t[:, ::1] qs, idx):
     c.cap = npos
     c.hist = &h[0]
     c.maxd = maxd
+    c.shared = NULL
     cdef embq_hscan_fn scan = embq_hscan_get(_ham_id)
     with nogil:
         scan(&sk[0, 0], ip, 0, npos, nb, &qs[0, 0], m, &c)
@@ -219,7 +223,7 @@ cdef void _scan(embq_hscan_fn scan, const uint8_t *sk, const int64_t *idx, int64
 
 
 cdef embq_cands _sets(int32_t *cd, int64_t *cr, int64_t *cn, int32_t *lim, int64_t K,
-                      int64_t cap, int32_t *hist, int32_t maxd) noexcept nogil:
+                      int64_t cap, int32_t *hist, int32_t maxd, int32_t *shared) noexcept nogil:
     cdef embq_cands c
     c.cd = cd
     c.cr = cr
@@ -229,15 +233,18 @@ cdef embq_cands _sets(int32_t *cd, int64_t *cr, int64_t *cn, int32_t *lim, int64
     c.cap = cap
     c.hist = hist
     c.maxd = maxd
+    c.shared = shared
     return c
 
 
 def nearest(const uint8_t[:, ::1] sketch, int64_t n_rows, const uint8_t[:, ::1] qs, int64_t K,
-            int n_threads, str mode="auto", rows=None):
+            int n_threads, str mode="auto", rows=None, int64_t n_chunks=0):
     """The ``K`` rows of ``sketch[:n_rows]`` nearest each query sketch in Hamming distance.
 
     With ``rows`` (strictly increasing row numbers below ``n_rows``, an allow-list) only those
-    rows are scanned and ``K`` is at most ``len(rows)``. Ties go to the lower row. Returns
+    rows are scanned and ``K`` is at most ``len(rows)``. ``mode`` and ``n_chunks`` (the row chunks
+    of the rows mode, 0 for the default) change the work split, never the result. Ties go to
+    the lower row. Returns
     ``(rows, dist)``, int64 and int32 (m, K), each query's rows in increasing row order with
     their distances. Requires 1 <= K <= the rows scanned, n_rows <= len(sketch) and query
     sketches as wide as the rows (a ValueError otherwise).
@@ -278,12 +285,17 @@ def nearest(const uint8_t[:, ::1] sketch, int64_t n_rows, const uint8_t[:, ::1] 
     cdef int64_t[:, ::1] cr
     cdef int64_t[::1] cn
     cdef int32_t[::1] lim
+    cdef int32_t[::1] sh
     cdef int32_t[:, ::1] md
     cdef int64_t[:, ::1] mr
     cdef int64_t[::1] mn
     cdef int32_t[::1] ml
     cdef embq_cands cs
-    nchunks = min(4 * nt if nt > 1 else 1, (npos + _MIN_CHUNK - 1) // _MIN_CHUNK)
+    if n_chunks < 0:
+        raise ValueError(f"n_chunks must be >= 0, got {n_chunks}")
+    nchunks = n_chunks if n_chunks else min(4 * nt if nt > 1 else 1,
+                                            (npos + _MIN_CHUNK - 1) // _MIN_CHUNK)
+    nchunks = min(nchunks, npos)
     if mode == "auto":
         mode = "rows" if m < 4 * nt and nchunks > 1 else "queries"
     if mode == "rows":
@@ -292,14 +304,17 @@ def nearest(const uint8_t[:, ::1] sketch, int64_t n_rows, const uint8_t[:, ::1] 
         cand_r = np.empty((nchunks * m, cap), dtype=np.int64)
         cand_n = np.zeros(nchunks * m, dtype=np.int64)
         cand_l = np.full(nchunks * m, maxd + 1, dtype=np.int32)
-        cd, cr, cn, lim = cand_d, cand_r, cand_n, cand_l
+        # each query's bound shared by its chunks (embq_cands): a chunk that starts late
+        # refuses at once what another chunk's K nearest already beat
+        bound = np.full(m, maxd, dtype=np.int32)
+        cd, cr, cn, lim, sh = cand_d, cand_r, cand_n, cand_l, bound
         with nogil, parallel(num_threads=nt):
             for c in prange(nchunks, schedule="dynamic"):
                 tid = threadid()
                 p0 = c * npos // nchunks
                 p1 = (c + 1) * npos // nchunks
                 cs = _sets(&cd[c * m, 0], &cr[c * m, 0], &cn[c * m], &lim[c * m], K, cap,
-                           &hb[tid, 0], maxd)
+                           &hb[tid, 0], maxd, &sh[0])
                 _scan(scan, &sketch[0, 0], ip, nb, p0, p1, &qs[0, 0], m, &cs)
         # merge: the chunks' sets (up to cap entries each) in chunk order keep the rows
         # increasing; one more cut gives the K best
@@ -339,7 +354,7 @@ def nearest(const uint8_t[:, ::1] sketch, int64_t n_rows, const uint8_t[:, ::1] 
                 if q1 > m:
                     q1 = m
                 cs = _sets(&cd[q0, 0], &cr[q0, 0], &cn[q0], &lim[q0], K, cap, &hb[tid, 0],
-                           maxd)
+                           maxd, NULL)
                 _scan(scan, &sketch[0, 0], ip, nb, 0, npos, &qs[q0, 0], q1 - q0, &cs)
                 for q in range(q0, q1):
                     embq_cand_cut(&cd[q, 0], &cr[q, 0], &cn[q], &lim[q], K, &hb[tid, 0], maxd)
@@ -428,6 +443,8 @@ def score_candidates(const uint8_t[:, ::1] codes, const float[::1] scales, zero_
                     nr = _ROW_BLOCK
                 for t in range(nr):
                     row = cand[q, a + t]
+                    if a + t + _GATHER_AHEAD < c:  # the rows are scattered: ask for them early
+                        embq_prefetch_bytes(&codes[cand[q, a + t + _GATHER_AHEAD], 0], d)
                     memcpy(&rb[tid, t * d], &codes[row, 0], d)
                     zb[tid, t] = zp[row] if zp != NULL else 128
                     sb[tid, t] = scales[row]
