@@ -19,8 +19,11 @@
  *             are loaded once for four queries);
  *   avx2      the same loops with the POPCNT instruction.  Every CPU with AVX2 has POPCNT
  *             (x86-64-v3 includes it; Intel and AMD shipped it years before AVX2), so the avx2
- *             check covers it.  Zen 3 retires four POPCNTs per cycle: this runs about 6x faster
- *             than the per-pair pshufb nibble lookup this variant used before (1M x 384 bits);
+ *             check covers it.  On Zen 3 this counts a pair of 48-byte rows about twice as
+ *             fast as the per-pair pshufb nibble lookup (with psadbw and a horizontal sum per
+ *             pair) that this variant used before, and as fast at 128 to 512 bytes, where
+ *             the lookup's one horizontal sum per pair weighs less (measured, so no separate
+ *             path for wide rows);
  *   avx512    one query x one row at a time with VPOPCNTQ on masked 64-byte loads (runs only
  *             where the CPU has avx512vpopcntdq as well as avx512bw);
  *   neon      one query x one row at a time with CNT on 16-byte vectors.
