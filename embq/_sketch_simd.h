@@ -216,11 +216,53 @@ static inline int32_t embq_hd_rest(const uint8_t *a, const uint8_t *b, int64_t f
     return s;
 }
 
+/* Rows [r0, r1) against the four queries q0 .. q3 (sets s .. s+3), the row at position r being
+ * ROW(r).  Each accumulator starts at minus its set's limit, so that a row some set admits
+ * shows as a negative sum: one test per row for the four. */
+#define EMBQ_SCAN4_ROWS(POP, NW, TM, ROW, PF)                                                \
+    for (r = r0; r < r1; r++) {                                                               \
+        const int64_t row = ROW(r);                                                           \
+        const uint8_t *a = rows + row * nb;                                                   \
+        int32_t d0 = -l0, d1 = -l1, d2 = -l2, d3 = -l3;                                       \
+        PF(r);                                                                                \
+        for (w = 0; w < NW; w++) {                                                            \
+            const uint64_t x = embq_ld64(a + 8 * w);                                          \
+            d0 += POP(x ^ embq_ld64(q0 + 8 * w));                                             \
+            d1 += POP(x ^ embq_ld64(q1 + 8 * w));                                             \
+            d2 += POP(x ^ embq_ld64(q2 + 8 * w));                                             \
+            d3 += POP(x ^ embq_ld64(q3 + 8 * w));                                             \
+        }                                                                                     \
+        if (TM == 1) {                                                                        \
+            const uint64_t x = embq_ld64(a + nb - 8);                                         \
+            d0 += POP((x ^ embq_ld64(q0 + nb - 8)) & tmask);                                  \
+            d1 += POP((x ^ embq_ld64(q1 + nb - 8)) & tmask);                                  \
+            d2 += POP((x ^ embq_ld64(q2 + nb - 8)) & tmask);                                  \
+            d3 += POP((x ^ embq_ld64(q3 + nb - 8)) & tmask);                                  \
+        } else if (TM == 2) {                                                                 \
+            const uint64_t x = embq_ld_short(a, nb);                                          \
+            d0 += POP(x ^ embq_ld_short(q0, nb));                                             \
+            d1 += POP(x ^ embq_ld_short(q1, nb));                                             \
+            d2 += POP(x ^ embq_ld_short(q2, nb));                                             \
+            d3 += POP(x ^ embq_ld_short(q3, nb));                                             \
+        }                                                                                     \
+        if ((d0 | d1 | d2 | d3) < 0) {  /* rarely, once the sets are full */                  \
+            if (d0 < 0) l0 = embq_cand_add(c, s, d0 + l0, row);                               \
+            if (d1 < 0) l1 = embq_cand_add(c, s + 1, d1 + l1, row);                           \
+            if (d2 < 0) l2 = embq_cand_add(c, s + 2, d2 + l2, row);                           \
+            if (d3 < 0) l3 = embq_cand_add(c, s + 3, d3 + l3, row);                           \
+        }                                                                                     \
+    }
+
+#define EMBQ_ROW_AT(r) (r)
+#define EMBQ_ROW_LISTED(r) idx[r]
+#define EMBQ_NO_PREFETCH(r) ((void)0)
+
 /* The word scan of a variant whose popcount of a uint64_t is POP(x): NAME##_body with the word
  * count NW and tail mode TM as arguments (constants in the fixed-length copies, so the word
  * loops unroll), and NAME, which picks the copy for nb.  Queries go four at a time (each row's
- * words are loaded once for the four), the last nq % 4 one at a time (its words in qw, kept in
- * registers by the fixed-length copies). */
+ * words are loaded once for the four; compute-bound, so only an allow-list's scattered rows
+ * are prefetched), the last nq % 4 one at a time (memory-bound: prefetched; the query's words
+ * in qw, kept in registers by the fixed-length copies). */
 #define EMBQ_DEFINE_WORD_SCAN(NAME, ATTR, POP)                                                \
 ATTR EMBQ_FORCE_INLINE void NAME##_body(const uint8_t *rows, const int64_t *idx, int64_t r0,  \
                                         int64_t r1, int64_t nb, const uint8_t *q, int64_t nq, \
@@ -231,38 +273,10 @@ ATTR EMBQ_FORCE_INLINE void NAME##_body(const uint8_t *rows, const int64_t *idx,
         const uint8_t *q0 = q + s * nb, *q1 = q0 + nb, *q2 = q1 + nb, *q3 = q2 + nb;          \
         int32_t l0 = embq_cand_limit(c, s), l1 = embq_cand_limit(c, s + 1);                   \
         int32_t l2 = embq_cand_limit(c, s + 2), l3 = embq_cand_limit(c, s + 3);               \
-        for (r = r0; r < r1; r++) {                                                           \
-            const int64_t row = idx ? idx[r] : r;                                             \
-            const uint8_t *a = rows + row * nb;                                               \
-            int32_t d0 = 0, d1 = 0, d2 = 0, d3 = 0;                                           \
-            EMBQ_PREFETCH_ROW(r);                                                             \
-            for (w = 0; w < NW; w++) {                                                        \
-                const uint64_t x = embq_ld64(a + 8 * w);                                      \
-                d0 += POP(x ^ embq_ld64(q0 + 8 * w));                                         \
-                d1 += POP(x ^ embq_ld64(q1 + 8 * w));                                         \
-                d2 += POP(x ^ embq_ld64(q2 + 8 * w));                                         \
-                d3 += POP(x ^ embq_ld64(q3 + 8 * w));                                         \
-            }                                                                                 \
-            if (TM == 1) {                                                                    \
-                const uint64_t x = embq_ld64(a + nb - 8);                                     \
-                d0 += POP((x ^ embq_ld64(q0 + nb - 8)) & tmask);                              \
-                d1 += POP((x ^ embq_ld64(q1 + nb - 8)) & tmask);                              \
-                d2 += POP((x ^ embq_ld64(q2 + nb - 8)) & tmask);                              \
-                d3 += POP((x ^ embq_ld64(q3 + nb - 8)) & tmask);                              \
-            } else if (TM == 2) {                                                             \
-                const uint64_t x = embq_ld_short(a, nb);                                      \
-                d0 += POP(x ^ embq_ld_short(q0, nb));                                         \
-                d1 += POP(x ^ embq_ld_short(q1, nb));                                         \
-                d2 += POP(x ^ embq_ld_short(q2, nb));                                         \
-                d3 += POP(x ^ embq_ld_short(q3, nb));                                         \
-            }                                                                                 \
-            /* one branch, rarely taken once the sets are full */                             \
-            if ((d0 < l0) | (d1 < l1) | (d2 < l2) | (d3 < l3)) {                              \
-                if (d0 < l0) l0 = embq_cand_add(c, s, d0, row);                               \
-                if (d1 < l1) l1 = embq_cand_add(c, s + 1, d1, row);                           \
-                if (d2 < l2) l2 = embq_cand_add(c, s + 2, d2, row);                           \
-                if (d3 < l3) l3 = embq_cand_add(c, s + 3, d3, row);                           \
-            }                                                                                 \
+        if (idx) {                                                                            \
+            EMBQ_SCAN4_ROWS(POP, NW, TM, EMBQ_ROW_LISTED, EMBQ_PREFETCH_ROW)                  \
+        } else {                                                                              \
+            EMBQ_SCAN4_ROWS(POP, NW, TM, EMBQ_ROW_AT, EMBQ_NO_PREFETCH)                       \
         }                                                                                     \
     }                                                                                         \
     for (; s < nq; s++) {                                                                     \
