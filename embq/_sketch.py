@@ -219,10 +219,14 @@ def prefilter_topk(codes: np.ndarray, scales: np.ndarray, zp: np.ndarray | None,
     n_scan = n_eff if rows is None else len(rows)
     n_cand = min(n_scan, max(kc, k * oversample))
     m = qf.shape[0]
-    scan_threads = 1 if n_scan * sketch.shape[1] * m < SERIAL_SCAN_BYTES else threads
-    qsk = _kernels().sign_bits(qf, center, threads)
-    cand, _ = _kernels().nearest(sketch, sketch.shape[0] if rows is not None else n_eff, qsk,
-                                 n_cand, scan_threads, rows=rows)
+    if n_cand == n_scan:  # every row scanned is a candidate: nothing to choose
+        every = np.arange(n_scan, dtype=np.int64) if rows is None else rows
+        cand = np.ascontiguousarray(np.broadcast_to(every, (m, n_scan)))
+    else:
+        scan_threads = 1 if n_scan * sketch.shape[1] * m < SERIAL_SCAN_BYTES else threads
+        qsk = _kernels().sign_bits(qf, center, threads)
+        cand, _ = _kernels().nearest(sketch, sketch.shape[0] if rows is not None else n_eff,
+                                     qsk, n_cand, scan_threads, rows=rows)
     sel = _kernels_search.selected_kernels()
     return _kernels().score_candidates(
         codes, scales, zp, norms if cosine else None, cand, qp, sumq, wq, kc, cosine,
