@@ -49,6 +49,7 @@ cdef extern from "_sketch_simd.h" nogil:
     void embq_cand_cut(int32_t *cd, int64_t *cr, int64_t *cn, int32_t *lim, int64_t K,
                        int32_t *hist, int32_t maxd)
     void embq_prefetch_bytes(const uint8_t *p, int64_t n)
+    void embq_prefetch(const void *p)
 
 
 DEF _ROW_BLOCK = 256      # candidate rows gathered at a time by score_candidates
@@ -379,7 +380,7 @@ def score_candidates(const uint8_t[:, ::1] codes, const float[::1] scales, zero_
     (scores float32 (m, k), rows int64 (m, k)), best first.
     """
     cdef int64_t m = cand.shape[0], c = cand.shape[1], n = codes.shape[0], d = codes.shape[1]
-    cdef int64_t q, a, nr, t, row, tid, ldq = qp.shape[1]
+    cdef int64_t q, a, nr, t, row, ahead, tid, ldq = qp.shape[1]
     if qp.shape[0] != m or sq.shape[0] != m or wq.shape[0] != m:
         raise ValueError(f"{m} candidate lists need {m} packed queries, sums and weights, got "
                          f"{qp.shape[0]}, {sq.shape[0]}, {wq.shape[0]}")
@@ -444,7 +445,13 @@ def score_candidates(const uint8_t[:, ::1] codes, const float[::1] scales, zero_
                 for t in range(nr):
                     row = cand[q, a + t]
                     if a + t + _GATHER_AHEAD < c:  # the rows are scattered: ask for them early
-                        embq_prefetch_bytes(&codes[cand[q, a + t + _GATHER_AHEAD], 0], d)
+                        ahead = cand[q, a + t + _GATHER_AHEAD]
+                        embq_prefetch_bytes(&codes[ahead, 0], d)
+                        embq_prefetch(&scales[ahead])
+                        if zp != NULL:
+                            embq_prefetch(&zp[ahead])
+                        if cosine:
+                            embq_prefetch(&nm[ahead])
                     memcpy(&rb[tid, t * d], &codes[row, 0], d)
                     zb[tid, t] = zp[row] if zp != NULL else 128
                     sb[tid, t] = scales[row]

@@ -88,6 +88,8 @@ typedef struct {
     }                                                                                       \
 } while (0)
 
+static inline void embq_prefetch(const void *p) { EMBQ_PREFETCH((const char *)p); }
+
 /* Ask the cache for the n >= 1 bytes at p (every 64-byte line): the candidate rows that
  * score_candidates gathers are scattered over the codes. */
 static inline void embq_prefetch_bytes(const uint8_t *p, int64_t n) {
