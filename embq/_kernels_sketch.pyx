@@ -7,9 +7,10 @@ bounds; :func:`hamming`, the test hook, checks everything. The loops run without
 
 The candidate scan works like the int8 search (:mod:`embq._kernels_search`): rows mode (few
 queries: contiguous row chunks handed to threads, each with its own candidate sets, merged at the
-end) or queries mode (query blocks handed to threads, each scanning every row). A thread takes a
-block of ``_ROW_BLOCK`` rows against ``_QUERY_BLOCK`` queries at a time into a small distance
-buffer; no m x n matrix is built.
+end) or queries mode (blocks of up to ``_QUERY_BLOCK`` queries handed to threads, each scanning
+every row). The scan kernels (``_sketch_simd.h``) compare each distance with its candidate set's
+limit as they compute it: no distance is stored, no m x n matrix is built. An allow-list is
+scanned in place (the rows at its positions), not copied.
 """
 
 import numpy as np
@@ -30,20 +31,32 @@ from embq._kernels_common import VARIANTS
 
 
 cdef extern from "_sketch_simd.h" nogil:
-    ctypedef void (*embq_ham_fn)(const uint8_t *rows, int64_t nr, int64_t nb, const uint8_t *q,
-                                 int64_t ldq, int64_t nq, int32_t *out,
-                                 int64_t ldo) noexcept nogil
-    embq_ham_fn embq_ham_get(int v)
-    int embq_ham_runs(int v)
+    ctypedef struct embq_cands:
+        int32_t *cd
+        int64_t *cr
+        int64_t *cn
+        int32_t *lim
+        int64_t K
+        int64_t cap
+        int32_t *hist
+        int32_t maxd
+        int32_t *shared
+    ctypedef void (*embq_hscan_fn)(const uint8_t *rows, const int64_t *idx, int64_t r0,
+                                   int64_t r1, int64_t nb, const uint8_t *q, int64_t nq,
+                                   const embq_cands *c) noexcept nogil
+    embq_hscan_fn embq_hscan_get(int v)
+    int embq_hscan_runs(int v)
     void embq_cand_cut(int32_t *cd, int64_t *cr, int64_t *cn, int32_t *lim, int64_t K,
                        int32_t *hist, int32_t maxd)
-    void embq_cand_offer(const int32_t *dist, int64_t nr, int64_t row0, int32_t *cd,
-                         int64_t *cr, int64_t *cn, int32_t *lim, int64_t K, int64_t cap,
-                         int32_t *hist, int32_t maxd)
+    void embq_prefetch_bytes(const uint8_t *p, int64_t n)
+    void embq_prefetch(const void *p)
 
 
-DEF _ROW_BLOCK = 256
-DEF _QUERY_BLOCK = 32
+DEF _ROW_BLOCK = 256      # candidate rows gathered at a time by score_candidates
+DEF _QUERY_BLOCK = 32     # queries per task of the queries mode
+DEF _BLOCK_BYTES = 16384  # sketch bytes per block of the scan (within L1 with the queries)
+DEF _MIN_CHUNK = 256      # fewest rows per chunk of the rows mode
+DEF _GATHER_AHEAD = 6     # candidate rows prefetched ahead of the one score_candidates copies
 
 cdef int _ham_id = 0
 
@@ -51,8 +64,8 @@ cdef int _ham_id = 0
 def kernel_variants():
     """Return ``{"sketch": {variant: runs}}`` for the variants this build has, best last."""
     cdef int v
-    return {"sketch": {VARIANTS[v]: bool(embq_ham_runs(v)) for v in range(EMBQ_V_COUNT)
-                       if embq_ham_get(v) != NULL}}
+    return {"sketch": {VARIANTS[v]: bool(embq_hscan_runs(v)) for v in range(EMBQ_V_COUNT)
+                       if embq_hscan_get(v) != NULL}}
 
 
 def selected_kernels():
@@ -108,11 +121,14 @@ def sign_bits(const float[:, ::1] x, const float[::1] center, int n_threads=1):
     return out
 
 
-def hamming(sketch, queries):
-    """Hamming distances ``out[i, r] = popcount(sketch[r] XOR queries[i])``, int32 (m, n).
+def hamming(sketch, queries, rows=None):
+    """Hamming distances ``out[i, j] = popcount(sketch[r_j] XOR queries[i])``, int32 (m, c).
 
-    The test hook that exposes what the selected variant computes (the whole (m, n) matrix is
-    built: small inputs only). Checks dtypes and shapes itself.
+    ``r_j`` is ``rows[j]`` (increasing row numbers) or, without ``rows``, ``j`` for every row.
+    The test hook that exposes what the selected variant's scan computes: it runs the scan with
+    candidate sets large enough to admit every row, so each row's distance is recorded as the
+    scan computed it (the whole (m, c) matrix is built: small inputs only). Checks dtypes and
+    shapes itself.
     """
     sketch = np.asarray(sketch)
     queries = np.asarray(queries)
@@ -124,64 +140,128 @@ def hamming(sketch, queries):
     if queries.shape[1] != sketch.shape[1]:
         raise ValueError(f"queries must have shape (m, {sketch.shape[1]}) to match the sketch, "
                          f"got {queries.shape}")
-    return _hamming(np.ascontiguousarray(sketch), np.ascontiguousarray(queries))
+    idx = None if rows is None else _checked_rows(rows, sketch.shape[0])
+    return _hamming(np.ascontiguousarray(sketch), np.ascontiguousarray(queries), idx)
 
 
-cdef _hamming(const uint8_t[:, ::1] sk, const uint8_t[:, ::1] qs):
-    cdef int64_t n = sk.shape[0], nb = sk.shape[1], m = qs.shape[0]
-    out = np.zeros((m, n), dtype=np.int32)
-    if n == 0 or m == 0 or nb == 0:
+cdef _hamming(const uint8_t[:, ::1] sk, const uint8_t[:, ::1] qs, idx):
+    cdef int64_t nb = sk.shape[1], m = qs.shape[0]
+    cdef int64_t npos = sk.shape[0] if idx is None else len(idx)
+    cdef int32_t maxd = <int32_t>(8 * nb)
+    out = np.zeros((m, npos), dtype=np.int32)
+    if npos == 0 or m == 0 or nb == 0:
         return out
+    cand_r = np.empty((m, npos), dtype=np.int64)
+    cand_n = np.zeros(m, dtype=np.int64)
+    cand_l = np.full(m, maxd + 1, dtype=np.int32)
+    hist = np.empty(maxd + 1, dtype=np.int32)
     cdef int32_t[:, ::1] o = out
-    cdef embq_ham_fn ham = embq_ham_get(_ham_id)
+    cdef int64_t[:, ::1] cr = cand_r
+    cdef int64_t[::1] cn = cand_n
+    cdef int32_t[::1] lim = cand_l
+    cdef int32_t[::1] h = hist
+    cdef const int64_t[::1] iv
+    cdef const int64_t *ip = NULL
+    if idx is not None:
+        iv = idx
+        ip = &iv[0]
+    cdef embq_cands c
+    # every distance is at most maxd < lim, and a set of npos entries is never full before
+    # its last row: every row enters, in order, with its distance
+    c.cd = &o[0, 0]
+    c.cr = &cr[0, 0]
+    c.cn = &cn[0]
+    c.lim = &lim[0]
+    c.K = npos
+    c.cap = npos
+    c.hist = &h[0]
+    c.maxd = maxd
+    c.shared = NULL
+    cdef embq_hscan_fn scan = embq_hscan_get(_ham_id)
     with nogil:
-        ham(&sk[0, 0], n, nb, &qs[0, 0], nb, m, &o[0, 0], n)
+        scan(&sk[0, 0], ip, 0, npos, nb, &qs[0, 0], m, &c)
     return out
 
 
-cdef void _scan(embq_ham_fn ham, const uint8_t *sk, int64_t nb, int64_t r0, int64_t r1,
-                const uint8_t *qs, int64_t q0, int64_t q1, int32_t *cd, int64_t *cr,
-                int64_t *cn, int32_t *lim, int64_t K, int64_t cap, int32_t *dist,
-                int32_t *hist, int32_t maxd) noexcept nogil:
-    """Offer rows [r0, r1) to the candidate sets of queries [q0, q1) (set of query q at
-    index q - q0 of cd, cr (stride cap), cn and lim)."""
-    cdef int64_t rb = r0, nr, qb, nq, qi, s
-    while rb < r1:
-        nr = r1 - rb
-        if nr > _ROW_BLOCK:
-            nr = _ROW_BLOCK
-        qb = q0
-        while qb < q1:
-            nq = q1 - qb
-            if nq > _QUERY_BLOCK:
-                nq = _QUERY_BLOCK
-            ham(sk + rb * nb, nr, nb, qs + qb * nb, nb, nq, dist, _ROW_BLOCK)
-            for qi in range(nq):
-                s = qb - q0 + qi
-                embq_cand_offer(dist + qi * _ROW_BLOCK, nr, rb, cd + s * cap, cr + s * cap,
-                                cn + s, lim + s, K, cap, hist, maxd)
-            qb += nq
-        rb += nr
+cdef _checked_rows(rows, int64_t n_rows):
+    """``rows`` as an int64 array of strictly increasing row numbers below ``n_rows``."""
+    arr = np.asarray(rows)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError(f"rows must be a 1-D array of row numbers, got {arr.dtype} "
+                         f"{arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    cdef const int64_t[::1] v = arr
+    cdef int64_t i, n = v.shape[0], bad = -1
+    with nogil:
+        for i in range(n):
+            if v[i] < 0 or v[i] >= n_rows or (i > 0 and v[i] <= v[i - 1]):
+                bad = i
+                break
+    if bad >= 0:
+        raise ValueError(f"rows must be strictly increasing row numbers within [0, {n_rows}), "
+                         f"got rows[{bad}] = {v[bad]}"
+                         + (f" after {v[bad - 1]}" if bad > 0 else ""))
+    return arr
+
+
+cdef void _scan(embq_hscan_fn scan, const uint8_t *sk, const int64_t *idx, int64_t nb,
+                int64_t p0, int64_t p1, const uint8_t *qs, int64_t nq,
+                const embq_cands *c) noexcept nogil:
+    """Offer the rows at positions [p0, p1) to the sets of the nq queries at qs (the first nq
+    sets of c), a block of rows at a time: the block stays in L1 while every group of four
+    queries passes over it. One group needs no blocking."""
+    cdef int64_t step = _BLOCK_BYTES // nb, pb = p0, pe
+    if step < 16:
+        step = 16
+    if nq <= 4:
+        step = p1 - p0
+    while pb < p1:
+        pe = pb + step
+        if pe > p1:
+            pe = p1
+        scan(sk, idx, pb, pe, nb, qs, nq, c)
+        pb = pe
+
+
+cdef embq_cands _sets(int32_t *cd, int64_t *cr, int64_t *cn, int32_t *lim, int64_t K,
+                      int64_t cap, int32_t *hist, int32_t maxd, int32_t *shared) noexcept nogil:
+    cdef embq_cands c
+    c.cd = cd
+    c.cr = cr
+    c.cn = cn
+    c.lim = lim
+    c.K = K
+    c.cap = cap
+    c.hist = hist
+    c.maxd = maxd
+    c.shared = shared
+    return c
 
 
 def nearest(const uint8_t[:, ::1] sketch, int64_t n_rows, const uint8_t[:, ::1] qs, int64_t K,
-            int n_threads, str mode="auto"):
+            int n_threads, str mode="auto", rows=None, int64_t n_chunks=0):
     """The ``K`` rows of ``sketch[:n_rows]`` nearest each query sketch in Hamming distance.
 
-    Ties go to the lower row. Returns ``(rows, dist)``, int64 and int32 (m, K), each query's
-    rows in increasing row order with their distances. Requires 1 <= K <= n_rows <= len(sketch)
-    and query sketches as wide as the rows (a ValueError otherwise).
+    With ``rows`` (strictly increasing row numbers below ``n_rows``, an allow-list) only those
+    rows are scanned and ``K`` is at most ``len(rows)``. ``mode`` and ``n_chunks`` (the row chunks
+    of the rows mode, 0 for the default) change the work split, never the result. Ties go to
+    the lower row. Returns
+    ``(rows, dist)``, int64 and int32 (m, K), each query's rows in increasing row order with
+    their distances. Requires 1 <= K <= the rows scanned, n_rows <= len(sketch) and query
+    sketches as wide as the rows (a ValueError otherwise).
     """
-    cdef int64_t n = sketch.shape[0], nb = sketch.shape[1], m = qs.shape[0]
-    cdef int64_t nchunks, c, q, b, nqb, qbs, r0, r1, q0, q1, tid, cap, e, s, t, total
+    cdef int64_t n = sketch.shape[0], nb = sketch.shape[1], m = qs.shape[0], npos
+    cdef int64_t nchunks, c, q, b, nqb, qbs, p0, p1, q0, q1, tid, cap, e, s, total
     cdef int32_t maxd = <int32_t>(8 * nb)
     if nb < 1 or qs.shape[1] != nb:
         raise ValueError(f"query sketches must have {nb} >= 1 bytes like the rows, got "
                          f"{qs.shape[1]}")
     if not 0 <= n_rows <= n:
         raise ValueError(f"n_rows must be within [0, {n}], got {n_rows}")
-    if not 1 <= K <= n_rows:
-        raise ValueError(f"K must be within [1, n_rows={n_rows}], got {K}")
+    idx = None if rows is None else _checked_rows(rows, n_rows)
+    npos = n_rows if idx is None else len(idx)
+    if not 1 <= K <= npos:
+        raise ValueError(f"K must be within [1, {npos}] (the rows scanned), got {K}")
     if n_threads < 1:
         raise ValueError(f"n_threads must be >= 1, got {n_threads}")
     out_r = np.empty((m, K), dtype=np.int64)
@@ -191,11 +271,14 @@ def nearest(const uint8_t[:, ::1] sketch, int64_t n_rows, const uint8_t[:, ::1] 
     if not embq_openmp_enabled():
         n_threads = 1
     cdef int nt = n_threads
-    cdef embq_ham_fn ham = embq_ham_get(_ham_id)
-    cap = 2 * K + _ROW_BLOCK
-    dist_buf = np.empty((nt, _QUERY_BLOCK * _ROW_BLOCK), dtype=np.int32)
+    cdef embq_hscan_fn scan = embq_hscan_get(_ham_id)
+    cdef const int64_t[::1] iv
+    cdef const int64_t *ip = NULL
+    if idx is not None:
+        iv = idx
+        ip = &iv[0]
+    cap = 2 * K + 256
     hist_buf = np.empty((nt, maxd + 1), dtype=np.int32)
-    cdef int32_t[:, ::1] db = dist_buf
     cdef int32_t[:, ::1] hb = hist_buf
     cdef int64_t[:, ::1] orr = out_r
     cdef int32_t[:, ::1] od = out_d
@@ -203,27 +286,37 @@ def nearest(const uint8_t[:, ::1] sketch, int64_t n_rows, const uint8_t[:, ::1] 
     cdef int64_t[:, ::1] cr
     cdef int64_t[::1] cn
     cdef int32_t[::1] lim
+    cdef int32_t[::1] sh
     cdef int32_t[:, ::1] md
     cdef int64_t[:, ::1] mr
     cdef int64_t[::1] mn
     cdef int32_t[::1] ml
-    nchunks = min(4 * nt if nt > 1 else 1, (n_rows + _ROW_BLOCK - 1) // _ROW_BLOCK)
+    cdef embq_cands cs
+    if n_chunks < 0:
+        raise ValueError(f"n_chunks must be >= 0, got {n_chunks}")
+    nchunks = n_chunks if n_chunks else min(4 * nt if nt > 1 else 1,
+                                            (npos + _MIN_CHUNK - 1) // _MIN_CHUNK)
+    nchunks = min(nchunks, npos)
     if mode == "auto":
         mode = "rows" if m < 4 * nt and nchunks > 1 else "queries"
     if mode == "rows":
+        nchunks = max(nchunks, 1)
         cand_d = np.empty((nchunks * m, cap), dtype=np.int32)
         cand_r = np.empty((nchunks * m, cap), dtype=np.int64)
         cand_n = np.zeros(nchunks * m, dtype=np.int64)
         cand_l = np.full(nchunks * m, maxd + 1, dtype=np.int32)
-        cd, cr, cn, lim = cand_d, cand_r, cand_n, cand_l
+        # each query's bound shared by its chunks (embq_cands): a chunk that starts late
+        # refuses at once what another chunk's K nearest already beat
+        bound = np.full(m, maxd, dtype=np.int32)
+        cd, cr, cn, lim, sh = cand_d, cand_r, cand_n, cand_l, bound
         with nogil, parallel(num_threads=nt):
             for c in prange(nchunks, schedule="dynamic"):
                 tid = threadid()
-                r0 = c * n_rows // nchunks
-                r1 = (c + 1) * n_rows // nchunks
-                _scan(ham, &sketch[0, 0], nb, r0, r1, &qs[0, 0], 0, m, &cd[c * m, 0],
-                      &cr[c * m, 0], &cn[c * m], &lim[c * m], K, cap, &db[tid, 0],
-                      &hb[tid, 0], maxd)
+                p0 = c * npos // nchunks
+                p1 = (c + 1) * npos // nchunks
+                cs = _sets(&cd[c * m, 0], &cr[c * m, 0], &cn[c * m], &lim[c * m], K, cap,
+                           &hb[tid, 0], maxd, &sh[0])
+                _scan(scan, &sketch[0, 0], ip, nb, p0, p1, &qs[0, 0], m, &cs)
         # merge: the chunks' sets (up to cap entries each) in chunk order keep the rows
         # increasing; one more cut gives the K best
         merged_d = np.empty((m, nchunks * cap), dtype=np.int32)
@@ -261,8 +354,9 @@ def nearest(const uint8_t[:, ::1] sketch, int64_t n_rows, const uint8_t[:, ::1] 
                 q1 = q0 + qbs
                 if q1 > m:
                     q1 = m
-                _scan(ham, &sketch[0, 0], nb, 0, n_rows, &qs[0, 0], q0, q1, &cd[q0, 0],
-                      &cr[q0, 0], &cn[q0], &lim[q0], K, cap, &db[tid, 0], &hb[tid, 0], maxd)
+                cs = _sets(&cd[q0, 0], &cr[q0, 0], &cn[q0], &lim[q0], K, cap, &hb[tid, 0],
+                           maxd, NULL)
+                _scan(scan, &sketch[0, 0], ip, nb, 0, npos, &qs[q0, 0], q1 - q0, &cs)
                 for q in range(q0, q1):
                     embq_cand_cut(&cd[q, 0], &cr[q, 0], &cn[q], &lim[q], K, &hb[tid, 0], maxd)
                     memcpy(&orr[q, 0], &cr[q, 0], sizeof(int64_t) * K)
@@ -286,7 +380,7 @@ def score_candidates(const uint8_t[:, ::1] codes, const float[::1] scales, zero_
     (scores float32 (m, k), rows int64 (m, k)), best first.
     """
     cdef int64_t m = cand.shape[0], c = cand.shape[1], n = codes.shape[0], d = codes.shape[1]
-    cdef int64_t q, a, nr, t, row, tid, ldq = qp.shape[1]
+    cdef int64_t q, a, nr, t, row, ahead, tid, ldq = qp.shape[1]
     if qp.shape[0] != m or sq.shape[0] != m or wq.shape[0] != m:
         raise ValueError(f"{m} candidate lists need {m} packed queries, sums and weights, got "
                          f"{qp.shape[0]}, {sq.shape[0]}, {wq.shape[0]}")
@@ -350,6 +444,14 @@ def score_candidates(const uint8_t[:, ::1] codes, const float[::1] scales, zero_
                     nr = _ROW_BLOCK
                 for t in range(nr):
                     row = cand[q, a + t]
+                    if a + t + _GATHER_AHEAD < c:  # the rows are scattered: ask for them early
+                        ahead = cand[q, a + t + _GATHER_AHEAD]
+                        embq_prefetch_bytes(&codes[ahead, 0], d)
+                        embq_prefetch(&scales[ahead])
+                        if zp != NULL:
+                            embq_prefetch(&zp[ahead])
+                        if cosine:
+                            embq_prefetch(&nm[ahead])
                     memcpy(&rb[tid, t * d], &codes[row, 0], d)
                     zb[tid, t] = zp[row] if zp != NULL else 128
                     sb[tid, t] = scales[row]

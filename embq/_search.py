@@ -405,9 +405,10 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
                 _check_read_values(norms, n_eff, idx, "norms")
     else:
         norms = None
-    if plan is not None and (threshold is not None or idx is not None or metric == "l2"):
-        raise ValueError("prefilter='sketch' is for top-k cosine or dot searches of all rows; "
-                         "it does not combine with allow=, threshold= or metric='l2'")
+    if plan is not None and (threshold is not None or metric == "l2"):
+        raise ValueError("prefilter='sketch' is for top-k cosine or dot searches: the sketch "
+                         "ranks rows by angle, so it cannot find every row within a threshold= "
+                         "nor rank by metric='l2' (a distance that depends on the lengths)")
     if threshold is not None:
         indptr, scores, rows = _range_checked(codes, scales, zp, norms, n_eff, idx, qf,
                                               float(threshold), metric, max_results, threads)
@@ -416,7 +417,10 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
         if single:
             return scores, rows
         return np.split(scores, indptr[1:-1]), np.split(rows, indptr[1:-1])
-    if idx is None and metric != "l2":
+    if plan is not None and idx is not None:  # the sketch scan over the allowed rows only
+        scores, rows = _search_checked(codes, scales, zp, norms, idx.shape[0], qf, k, metric,
+                                       rescore, threads, plan=plan._replace(rows=idx))
+    elif idx is None and metric != "l2":
         scores, rows = _search_checked(codes, scales, zp, norms, n_eff, qf, k, metric,
                                        rescore, threads, plan=plan)
     else:
@@ -924,8 +928,8 @@ def _all_scores(store: AnyStore, qf: np.ndarray, restrict: int | None, rescore: 
 
 def most_similar(store: AnyStore, positive: Any = None, negative: Any = None, topn: int | None = 10,
                  restrict_vocab: int | None = None, *, rescore: int | None = 4,
-                 n_threads: int | None = None,
-                 allow: Any = None) -> list[tuple[Any, float]] | np.ndarray:
+                 n_threads: int | None = None, allow: Any = None, prefilter: str | None = None,
+                 oversample: int | None = None) -> list[tuple[Any, float]] | np.ndarray:
     """Keys most similar to a combination of keys and/or vectors (gensim's ``most_similar``).
 
     Positive items count +1, negative -1 (an ``(item, weight)`` pair uses its weight as given,
@@ -950,6 +954,11 @@ def most_similar(store: AnyStore, positive: Any = None, negative: Any = None, to
     allow : list of keys, boolean mask (n,) or row numbers, optional
         Return only these rows (see :func:`search`; applied inside the scan, so ``topn``
         results come back whenever that many allowed rows remain). Not with ``topn=None``.
+    prefilter : {None, "sketch"}, default None
+        ``"sketch"`` scores exactly only the rows nearest the query by sign-bit sketch (the
+        store needs a sketch; see :func:`search_store`). Not with ``topn=None``.
+    oversample : int, optional
+        Candidates per wanted result with ``prefilter="sketch"`` (see :func:`search`).
 
     Returns
     -------
@@ -980,35 +989,44 @@ def most_similar(store: AnyStore, positive: Any = None, negative: Any = None, to
              for item, label in _query_items(positive, "positive")]
     items += [(*_query_item(item, -1.0, label), label)
               for item, label in _query_items(negative, "negative")]
-    return _most_similar(store, items, topn, restrict_vocab, rescore, n_threads, allow)
+    return _most_similar(store, items, topn, restrict_vocab, rescore, n_threads, allow,
+                         prefilter, oversample)
 
 
-def _allow_kw(allow: Any) -> dict[str, Any]:
-    """``allow=`` for ``store.search`` only when given: a sharded store's search (which has
-    no allow-lists) then still serves the most_similar family."""
-    return {} if allow is None else {"allow": allow}
+def _allow_kw(allow: Any, prefilter: Any = None, oversample: Any = None) -> dict[str, Any]:
+    """``allow=``, ``prefilter=`` and ``oversample=`` for ``store.search`` only when given: a
+    sharded store's search (which has neither allow-lists nor sketches) then still serves the
+    most_similar family."""
+    given = {"allow": allow, "prefilter": prefilter, "oversample": oversample}
+    return {name: value for name, value in given.items() if value is not None}
 
 
-def _no_allow_with_all(allow: Any, topn: Any) -> None:
+def _no_allow_with_all(allow: Any, topn: Any, prefilter: Any = None,
+                       oversample: Any = None) -> None:
     if allow is not None and topn is None:
         raise ValueError("allow= selects the rows of a top-n search; with topn=None every "
                          "row's score is returned, so give topn or leave allow out")
+    if (prefilter is not None or oversample is not None) and topn is None:
+        raise ValueError("prefilter= and oversample= choose the candidates of a top-n search; "
+                         "with topn=None every row's score is returned, so give topn or leave "
+                         "them out")
 
 
 def _most_similar(store: AnyStore, items: list[tuple[Any, float, str]], topn: Any,
-                  restrict_vocab: Any, rescore: Any, n_threads: Any,
-                  allow: Any = None) -> list[tuple[Any, float]] | np.ndarray:
+                  restrict_vocab: Any, rescore: Any, n_threads: Any, allow: Any = None,
+                  prefilter: Any = None,
+                  oversample: Any = None) -> list[tuple[Any, float]] | np.ndarray:
     """:func:`most_similar` on checked ``(key or vector, weight, label)`` items."""
     restrict, rescore, threads = _common_args(store, restrict_vocab, rescore, n_threads)
     topn = _topn_arg(topn)
-    _no_allow_with_all(allow, topn)
+    _no_allow_with_all(allow, topn, prefilter, oversample)
     if topn == 0:
         return []
     q, exclude = _query_vector(store, items)
     if topn is None:
         return _all_scores(store, q[None, :], restrict, rescore, threads)[0]
     scores, rows = store.search(q, topn + len(exclude), rescore=rescore, restrict=restrict,
-                                n_threads=threads, **_allow_kw(allow))
+                                n_threads=threads, **_allow_kw(allow, prefilter, oversample))
     out = [(_key_of(store, int(r)), float(s)) for s, r in zip(scores, rows)
            if int(r) not in exclude]
     return out[:topn]
@@ -1016,8 +1034,9 @@ def _most_similar(store: AnyStore, items: list[tuple[Any, float, str]], topn: An
 
 def most_similar_batch(store: AnyStore, keys: Iterable[Any], topn: int | None = 10,
                        restrict_vocab: int | None = None, *, rescore: int | None = 4,
-                       n_threads: int | None = None,
-                       allow: Any = None) -> list[list[tuple[Any, float]]] | np.ndarray:
+                       n_threads: int | None = None, allow: Any = None,
+                       prefilter: str | None = None, oversample: int | None = None
+                       ) -> list[list[tuple[Any, float]]] | np.ndarray:
     """``most_similar(key)`` for many keys in one batched search; each leaves itself out.
 
     Parameters
@@ -1029,7 +1048,7 @@ def most_similar_batch(store: AnyStore, keys: Iterable[Any], topn: int | None = 
     topn : int or None, default 10
         As in :func:`most_similar`: an int < 1 gives an empty list per key (keys are not
         looked up); None gives every row's score for every key.
-    restrict_vocab, rescore, n_threads, allow
+    restrict_vocab, rescore, n_threads, allow, prefilter, oversample
         As in :func:`most_similar`.
 
     Returns
@@ -1062,7 +1081,7 @@ def most_similar_batch(store: AnyStore, keys: Iterable[Any], topn: int | None = 
                             f"{_describe(key)}{hint}")
     restrict, rescore, threads = _common_args(store, restrict_vocab, rescore, n_threads)
     topn = _topn_arg(topn)
-    _no_allow_with_all(allow, topn)
+    _no_allow_with_all(allow, topn, prefilter, oversample)
     if topn == 0:
         return [[] for _ in keys]
     rows = np.array([store.get_index(key) for key in keys], dtype=np.int64)
@@ -1073,7 +1092,7 @@ def most_similar_batch(store: AnyStore, keys: Iterable[Any], topn: int | None = 
     if not keys:
         return []
     scores, found = store.search(q, topn + 1, rescore=rescore, restrict=restrict,
-                                 n_threads=threads, **_allow_kw(allow))
+                                 n_threads=threads, **_allow_kw(allow, prefilter, oversample))
     result = []
     for qi, own in enumerate(rows):
         hits = [(_key_of(store, int(r)), float(s)) for s, r in zip(scores[qi], found[qi])
@@ -1084,8 +1103,9 @@ def most_similar_batch(store: AnyStore, keys: Iterable[Any], topn: int | None = 
 
 def similar_by_vector(store: AnyStore, vector: Any, topn: int | None = 10,
                       restrict_vocab: int | None = None, *, rescore: int | None = 4,
-                      n_threads: int | None = None,
-                 allow: Any = None) -> list[tuple[Any, float]] | np.ndarray:
+                      n_threads: int | None = None, allow: Any = None,
+                      prefilter: str | None = None,
+                      oversample: int | None = None) -> list[tuple[Any, float]] | np.ndarray:
     """Keys most similar to a vector by cosine (gensim's ``similar_by_vector``).
 
     Arguments and results as for :func:`most_similar` with ``positive=[vector]``; the vector
@@ -1109,13 +1129,14 @@ def similar_by_vector(store: AnyStore, vector: Any, topn: int | None = 10,
     if vec.ndim != 1:
         raise ValueError(f"vector must be 1-D (d,), got shape {vec.shape}")
     return _most_similar(store, [(vec, 1.0, "vector")], topn, restrict_vocab, rescore,
-                         n_threads, allow)
+                         n_threads, allow, prefilter, oversample)
 
 
 def similar_by_key(store: AnyStore, key: Any, topn: int | None = 10,
                    restrict_vocab: int | None = None, *, rescore: int | None = 4,
-                   n_threads: int | None = None,
-                 allow: Any = None) -> list[tuple[Any, float]] | np.ndarray:
+                   n_threads: int | None = None, allow: Any = None,
+                   prefilter: str | None = None,
+                   oversample: int | None = None) -> list[tuple[Any, float]] | np.ndarray:
     """Keys most similar to a key, the key itself left out (gensim's ``similar_by_key``).
 
     Arguments and results as for :func:`most_similar` with ``positive=[key]``.
@@ -1133,4 +1154,4 @@ def similar_by_key(store: AnyStore, key: Any, topn: int | None = 10,
                 "; for a vector, use similar_by_vector" if isinstance(key, np.ndarray) else "")
         raise TypeError(f"key must be a str or an int row number, got {_describe(key)}{hint}")
     return _most_similar(store, [(key, 1.0, "key")], topn, restrict_vocab, rescore, n_threads,
-                         allow)
+                         allow, prefilter, oversample)

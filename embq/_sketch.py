@@ -25,7 +25,7 @@ from __future__ import annotations
 import builtins
 import operator
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,6 +36,13 @@ __all__ = ["DEFAULT_OVERSAMPLE", "add_sketch", "compute_sketch", "sketch_blocks"
 DEFAULT_OVERSAMPLE = 200
 # Float32 bytes of dequantized rows per block of the two passes.
 BLOCK_BYTES = 1 << 23
+# A Hamming scan of fewer sketch bytes than this (rows x bytes per row x queries) runs on one
+# thread: one query over 1,000,000 x 384 (48 MB, about 3.5 ms on one Zen 3 core) included.
+# Waking a second thread and joining it saves at most half of that, and on a machine whose
+# other cores are busy the join can wait several milliseconds for a core (measured: median
+# 11 ms on one thread against 16.5 ms on two, the same best time). The results do not
+# depend on it.
+SERIAL_SCAN_BYTES = 1 << 26
 
 
 def _kernels():
@@ -134,11 +141,23 @@ def sketch_nbytes(n: int, d: int) -> int:
 
 # -- search ----------------------------------------------------------------------------------
 
+class SketchPlan(NamedTuple):
+    """A checked ``prefilter="sketch"`` request: the rows' sketch (uint8 (n, ceil(d/8))), its
+    center (float32 (d,)), the candidates per wanted neighbour, and the allow-list (strictly
+    increasing int64 row numbers) the scan is limited to, or None for every row."""
+
+    sketch: np.ndarray
+    center: np.ndarray
+    oversample: int
+    rows: np.ndarray | None = None
+
+
 def check_prefilter(prefilter: Any, oversample: Any, sketch: Any, sketch_center_: Any, d: int,
-                    n: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+                    n: int) -> SketchPlan | None:
     """Validate ``prefilter``/``oversample`` and the sketch arrays.
 
-    Returns None for the plain scan, else ``(sketch, center, oversample)``.
+    Returns None for the plain scan, else a :class:`SketchPlan` over every row (the caller
+    sets ``rows`` for an allow-list).
     """
     if prefilter is None:
         if oversample is not None:
@@ -176,27 +195,38 @@ def check_prefilter(prefilter: Any, oversample: Any, sketch: Any, sketch_center_
     if not np.isfinite(center).all():
         bad = int(np.flatnonzero(~np.isfinite(center))[0])
         raise ValueError(f"sketch_center must be finite, got {center[bad]} at column {bad}")
-    return np.ascontiguousarray(sk), center, oversample
+    return SketchPlan(np.ascontiguousarray(sk), center, oversample)
 
 
 def prefilter_topk(codes: np.ndarray, scales: np.ndarray, zp: np.ndarray | None,
                    norms: np.ndarray | None, n_eff: int, qf: np.ndarray, qp: np.ndarray,
                    sumq: np.ndarray, wq: np.ndarray, kc: int, cosine: bool,
-                   plan: tuple[np.ndarray, np.ndarray, int], k: int,
-                   threads: int) -> tuple[np.ndarray, np.ndarray]:
+                   plan: SketchPlan, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``kc`` best rows by exact int32 score among each query's ``k * oversample`` nearest
-    in Hamming distance (at least ``kc``, at most ``n_eff``).
+    in Hamming distance (at least ``kc``, at most the rows scanned).
 
-    ``qp``, ``sumq`` and ``wq`` are the packed queries of the int8 search, so a score here
-    has the bits the plain search gives that row.
+    The rows scanned are the first ``n_eff``, or with ``plan.rows`` (an allow-list within
+    them) those rows, and then ``n_eff`` is their number. ``qp``, ``sumq`` and ``wq`` are the
+    packed queries of the int8 search, so a score here has the bits the plain search gives
+    that row. An allow-list gives what a store of the allowed rows alone (the same sketch
+    rows, the same center) would: rows are compared by number, and the allowed rows keep
+    their order.
     """
     from embq import _kernels_search
     from embq._kernels_common import VARIANTS
 
-    sketch, center, oversample = plan
-    n_cand = min(n_eff, max(kc, k * oversample))
-    qsk = _kernels().sign_bits(qf, center, threads)
-    cand, _ = _kernels().nearest(sketch, n_eff, qsk, n_cand, threads)
+    sketch, center, oversample, rows = plan
+    n_scan = n_eff if rows is None else len(rows)
+    n_cand = min(n_scan, max(kc, k * oversample))
+    m = qf.shape[0]
+    if n_cand == n_scan:  # every row scanned is a candidate: nothing to choose
+        every = np.arange(n_scan, dtype=np.int64) if rows is None else rows
+        cand = np.ascontiguousarray(np.broadcast_to(every, (m, n_scan)))
+    else:
+        scan_threads = 1 if n_scan * sketch.shape[1] * m < SERIAL_SCAN_BYTES else threads
+        qsk = _kernels().sign_bits(qf, center, threads)
+        cand, _ = _kernels().nearest(sketch, sketch.shape[0] if rows is not None else n_eff,
+                                     qsk, n_cand, scan_threads, rows=rows)
     sel = _kernels_search.selected_kernels()
     return _kernels().score_candidates(
         codes, scales, zp, norms if cosine else None, cand, qp, sumq, wq, kc, cosine,

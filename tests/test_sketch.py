@@ -98,26 +98,82 @@ def test_hamming_all_ones_and_zeros(variant):
         np.testing.assert_array_equal(ksk.hamming(a, a), np.zeros((3, 3)))
 
 
-@settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 700), nb=st.integers(1, 20), m=st.integers(1, 9),
+# every width the word loops treat differently: under 8 bytes, tails of 1..7 bytes, the
+# fixed-length copies (48, 64, 96, 128) and their neighbours
+WIDTHS = list(range(1, 71)) + [95, 96, 97, 127, 128, 129]
+
+
+@pytest.mark.parametrize("variant", SKETCH_KERNELS)
+def test_hamming_every_width_and_query_count(variant):
+    rng = np.random.default_rng(11)
+    _config.set_kernels({"sketch": variant})
+    for nb in WIDTHS:
+        # rows not a multiple of anything, queries in groups of four and left over
+        sk = rng.integers(0, 256, (37, nb), dtype=np.uint8)
+        for m in (1, 3, 4, 7):
+            qs = rng.integers(0, 256, (m, nb), dtype=np.uint8)
+            np.testing.assert_array_equal(ksk.hamming(sk, qs), hamming_oracle(sk, qs),
+                                          err_msg=f"nb={nb} m={m}")
+
+
+@pytest.mark.parametrize("variant", SKETCH_KERNELS)
+def test_hamming_of_listed_rows(variant):
+    rng = np.random.default_rng(12)
+    _config.set_kernels({"sketch": variant})
+    for nb in (3, 8, 38, 48, 100):
+        sk = rng.integers(0, 256, (300, nb), dtype=np.uint8)
+        qs = rng.integers(0, 256, (6, nb), dtype=np.uint8)
+        rows = np.flatnonzero(rng.random(300) < 0.3)
+        np.testing.assert_array_equal(ksk.hamming(sk, qs, rows=rows),
+                                      hamming_oracle(sk[rows], qs))
+    with pytest.raises(ValueError, match=r"strictly increasing.*rows\[2\] = 4 after 7"):
+        ksk.hamming(sk, qs, rows=[1, 7, 4])
+    with pytest.raises(ValueError, match=r"within \[0, 300\), got rows\[0\] = 300"):
+        ksk.hamming(sk, qs, rows=[300])
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 1500), nb=st.sampled_from(WIDTHS), m=st.integers(1, 11),
        kfrac=st.floats(0, 1), seed=st.integers(0, 2**31), mode=st.sampled_from(
-           ["auto", "rows", "queries"]), threads=st.integers(1, 3),
-       variant=st.sampled_from(SKETCH_KERNELS), narrow=st.booleans())
-def test_nearest_is_the_oracles_set(n, nb, m, kfrac, seed, mode, threads, variant, narrow):
+           ["auto", "rows", "queries"]), threads=st.integers(1, 3), chunks=st.integers(0, 9),
+       variant=st.sampled_from(SKETCH_KERNELS), narrow=st.booleans(), allow=st.booleans())
+def test_nearest_is_the_oracles_set(n, nb, m, kfrac, seed, mode, threads, chunks, variant,
+                                    narrow, allow):
     rng = np.random.default_rng(seed)
     # few distinct bits (narrow) make many ties at the threshold
     hi = 2 if narrow else 256
     sk = rng.integers(0, hi, (n, nb), dtype=np.uint8)
     qs = rng.integers(0, hi, (m, nb), dtype=np.uint8)
-    K = max(1, int(kfrac * n))
+    rows = np.flatnonzero(rng.random(n) < 0.5) if allow else None
+    if rows is not None and rows.size == 0:
+        rows = np.array([n - 1])
+    npos = n if rows is None else len(rows)
+    K = max(1, int(kfrac * npos))
     _config.set_kernels({"sketch": variant})
-    rows, dist = ksk.nearest(sk, n, qs, K, threads, mode)
-    oracle = hamming_oracle(sk, qs)
+    got, dist = ksk.nearest(sk, n, qs, K, threads, mode, rows=rows, n_chunks=chunks)
+    listed = np.arange(n) if rows is None else rows
+    oracle = hamming_oracle(sk[listed], qs)
     expect = nearest_oracle(oracle, K)
     for i in range(m):
-        assert set(rows[i].tolist()) == expect[i]
-        assert (np.diff(rows[i]) > 0).all()
-        np.testing.assert_array_equal(dist[i], oracle[i][rows[i]])
+        assert set(got[i].tolist()) == {int(listed[j]) for j in expect[i]}
+        assert (np.diff(got[i]) > 0).all()
+        np.testing.assert_array_equal(dist[i], hamming_oracle(sk[got[i]], qs[i:i + 1])[0])
+
+
+@pytest.mark.parametrize("variant", SKETCH_KERNELS)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_nearest_chunks_sharing_bounds(variant, threads):
+    # many chunks, each cut many times, with ties at every threshold: a bound published by one
+    # chunk must never refuse a row that ties into the K nearest of another
+    rng = np.random.default_rng(threads)
+    _config.set_kernels({"sketch": variant})
+    sk = rng.integers(0, 2, (6000, 5), dtype=np.uint8)
+    qs = rng.integers(0, 2, (3, 5), dtype=np.uint8)
+    oracle = hamming_oracle(sk, qs)
+    for K in (1, 7, 40):
+        for chunks in (2, 9, 31):
+            got, _ = ksk.nearest(sk, 6000, qs, K, threads, "rows", n_chunks=chunks)
+            assert [set(r.tolist()) for r in got] == nearest_oracle(oracle, K)
 
 
 def test_nearest_restricted_rows_and_bad_sizes():
@@ -135,6 +191,12 @@ def test_nearest_restricted_rows_and_bad_sizes():
         ksk.nearest(sk, 500, qs[:, :5].copy(), 3, 1)
     with pytest.raises(TypeError, match="uint8"):
         ksk.hamming(sk.astype(np.int16), qs)
+    with pytest.raises(ValueError, match=r"K must be within \[1, 2\]"):
+        ksk.nearest(sk, 300, qs, 3, 1, rows=[5, 9])
+    with pytest.raises(ValueError, match=r"within \[0, 300\), got rows\[1\] = 300"):
+        ksk.nearest(sk, 300, qs, 1, 1, rows=[5, 300])
+    with pytest.raises(ValueError, match="n_chunks must be >= 0"):
+        ksk.nearest(sk, 300, qs, 1, 1, n_chunks=-1)
 
 
 # -- search ----------------------------------------------------------------------------------
@@ -173,6 +235,81 @@ def test_prefilter_with_every_candidate_is_the_plain_search():
     one = search(codes, scales, q[0], 7, zero_points=zp, prefilter="sketch", sketch=sk,
                  sketch_center=center)
     assert one[0].shape == (7,)
+
+
+def _sub_search(codes, scales, zp, norms, sk, center, q, k, keep, **kwargs):
+    """The oracle of a sketch search with an allow-list: the same search over a store holding
+    only the allowed rows (their codes, scales, norms and sketch rows; the same center), its
+    rows mapped back."""
+    s, r = search(codes[keep], scales[keep], q, k, zero_points=zp[keep],
+                  norms=None if norms is None else norms[keep], prefilter="sketch",
+                  sketch=sk[keep], sketch_center=center, **kwargs)
+    return s, keep[r]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_prefilter_with_allow_is_a_store_of_the_allowed_rows(metric, threads):
+    x, (codes, scales, zp) = make(3000, 72, seed=9)
+    norms = row_norms(codes, scales, zp)
+    sk, center = compute_sketch(codes, scales, zp)
+    rng = np.random.default_rng(1)
+    q = x[rng.integers(0, 3000, 7)] + 0.3 * rng.standard_normal((7, 72)).astype(np.float32)
+    mask = rng.random(3000) < 0.3
+    keep = np.flatnonzero(mask)
+    for kwargs in ({"oversample": 4}, {"oversample": 3, "rescore": 2}, {}):
+        want = _sub_search(codes, scales, zp, norms, sk, center, q, 10, keep, metric=metric,
+                           n_threads=threads, **kwargs)
+        for allow in (mask, keep, list(keep[::-1])):  # a mask, rows, rows in any order
+            got = search(codes, scales, q, 10, zero_points=zp, norms=norms, metric=metric,
+                         prefilter="sketch", sketch=sk, sketch_center=center, allow=allow,
+                         n_threads=threads, **kwargs)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+            assert np.isin(got[1], keep).all()
+    # fewer allowed rows than k or than the candidates: every allowed row, ranked exactly
+    few = keep[:6]
+    got = search(codes, scales, q, 10, zero_points=zp, metric=metric, prefilter="sketch",
+                 sketch=sk, sketch_center=center, allow=few)
+    plain = search(codes, scales, q, 10, zero_points=zp, metric=metric, allow=few)
+    assert got[1].shape == (7, 6)
+    np.testing.assert_array_equal(got[0], plain[0])
+    np.testing.assert_array_equal(got[1], plain[1])
+    none = search(codes, scales, q[0], 10, zero_points=zp, prefilter="sketch", sketch=sk,
+                  sketch_center=center, allow=np.zeros(3000, bool))
+    assert none[0].shape == (0,) and none[1].shape == (0,)
+
+
+def test_prefilter_with_restrict_and_allow():
+    x, (codes, scales, zp) = make(2000, 50, seed=10)
+    sk, center = compute_sketch(codes, scales, zp)
+    q = x[[3, 1500, 777]] + 0.05
+    # restrict: a store of the first rows (same sketch rows and center)
+    got = search(codes, scales, q, 8, zero_points=zp, prefilter="sketch", oversample=5,
+                 sketch=sk, sketch_center=center, restrict=1200)
+    want = search(codes[:1200], scales[:1200], q, 8, zero_points=zp[:1200],
+                  prefilter="sketch", oversample=5, sketch=sk[:1200], sketch_center=center)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[1].max() < 1200
+    # restrict and allow: the allowed rows below restrict
+    allow = np.arange(0, 2000, 3)
+    got = search(codes, scales, q, 8, zero_points=zp, prefilter="sketch", oversample=5,
+                 sketch=sk, sketch_center=center, restrict=1200, allow=allow)
+    want = _sub_search(codes, scales, zp, None, sk, center, q, 8, allow[allow < 1200],
+                       oversample=5)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_prefilter_refuses_threshold_and_l2():
+    x, (codes, scales, zp) = make(50, 16)
+    sk, center = compute_sketch(codes, scales, zp)
+    kw = dict(prefilter="sketch", sketch=sk, sketch_center=center)
+    with pytest.raises(ValueError, match=r"ranks rows by angle.*threshold="):
+        search(codes, scales, x[0], zero_points=zp, threshold=0.5, **kw)
+    with pytest.raises(ValueError, match=r"ranks rows by angle.*metric='l2'"):
+        search(codes, scales, x[0], zero_points=zp, metric="l2", **kw)
 
 
 def test_prefilter_argument_errors():
@@ -304,3 +441,51 @@ def test_open_refuses_a_bad_sketch(tmp_path, change):
               "only_one": "missing dataset 'sketch_center'", "nan": "at column 5"}[change]
     with pytest.raises(StoreError, match=expect):
         embq.open(path)
+
+
+# -- the most_similar family --------------------------------------------------------------
+
+@pytest.fixture
+def keyed_store(tmp_path):
+    x, _ = make(1200, 32, seed=12)
+    path = tmp_path / "kv.h5"
+    with StoreWriter(path, 32, has_keys=True, sketch=True) as w:
+        w.append(x, keys=[f"w{i}" for i in range(1200)])
+    with embq.open(path) as store:
+        yield store
+
+
+def test_most_similar_family_takes_the_sketch(keyed_store):
+    s = keyed_store
+    sk = dict(prefilter="sketch", oversample=3)
+    # with the sketch: what store.search with the same options gives
+    q = np.asarray(s["w5"], np.float32)
+    scores, rows = s.search(q / np.linalg.norm(q), 6, rescore=4, **sk)
+    want = [(f"w{r}", float(v)) for v, r in zip(scores, rows) if r != 5][:5]
+    assert s.most_similar("w5", topn=5, **sk) == want
+    assert s.similar_by_key("w5", topn=5, **sk) == want
+    # the batch searches the stored vectors as they are (the sketch of a query depends on
+    # its length: the center is subtracted)
+    scores, rows = s.search(s[["w5", "w9"]], 6, rescore=4, **sk)
+    assert s.most_similar_batch(["w5", "w9"], topn=5, **sk) == [
+        [(f"w{r}", float(v)) for v, r in zip(scores[i], rows[i]) if r != own][:5]
+        for i, own in enumerate((5, 9))]
+    scores, rows = s.search(q / np.linalg.norm(q), 5, rescore=4, **sk)  # unit, as searched
+    assert s.similar_by_vector(s["w5"], topn=5, **sk) == [
+        (f"w{r}", float(v)) for v, r in zip(scores, rows)]
+    # few candidates change the answer (so the options do reach the search) ...
+    assert s.most_similar("w5", topn=20, prefilter="sketch", oversample=1) != \
+        s.most_similar("w5", topn=20)
+    # ... every candidate gives the plain search, and the default is the plain search
+    for key in ("w5", "w700"):
+        full = s.most_similar(key, topn=10, prefilter="sketch", oversample=1000)
+        assert full == s.most_similar(key, topn=10)
+    # with allow= and restrict_vocab too
+    allow = [f"w{i}" for i in range(0, 1200, 2)]
+    got = s.most_similar("w5", topn=5, allow=allow, restrict_vocab=900, **sk)
+    assert all(int(key[1:]) % 2 == 0 and int(key[1:]) < 900 for key, _ in got)
+    assert len(got) == 5
+    with pytest.raises(ValueError, match="prefilter= and oversample= choose the candidates"):
+        s.most_similar("w5", topn=None, prefilter="sketch")
+    with pytest.raises(ValueError, match="oversample is only used with prefilter='sketch'"):
+        s.similar_by_key("w5", oversample=3)
