@@ -535,22 +535,36 @@ static inline void embq_select_one(float s, int64_t row, float *hv, int64_t *hi,
     }
 }
 
-static void embq_select_portable(const int32_t *acc, int64_t nr, const float *scales,
-                               const float *norms, float wq, int64_t row0, float *hv, int64_t *hi,
-                               int64_t k) {
+/* Heap label of candidate r: labels[r] (the rows of an allow-list) when a label array is given,
+ * else row0 + r. Labels must increase with r (the ties rule of embq_select_one). */
+#define EMBQ_LABEL(row0, labels, r) ((labels) ? (labels)[r] : (row0) + (r))
+
+/* The select kernels: score nr candidates, (float)acc[r] * (embq_row_weight(r) * wq), and offer
+ * them to the heap labelled EMBQ_LABEL(row0, labels, r). Each variant is written once with the
+ * label array and instantiated twice (always inlined): labels NULL (the embq_select_fn entry
+ * points, rows row0, row0 + 1, ...) and labels given (embq_select_labeled). */
+static inline __attribute__((always_inline)) void embq_select_portable_impl(
+        const int32_t *acc, int64_t nr, const float *scales, const float *norms, float wq,
+        int64_t row0, const int64_t *labels, float *hv, int64_t *hi, int64_t k) {
     float th = hv[0];
     int64_t r;
     for (r = 0; r < nr; r++) {
         float s = (float)acc[r] * (embq_row_weight(scales, norms, r) * wq);
-        embq_select_one(s, row0 + r, hv, hi, k, &th);
+        embq_select_one(s, EMBQ_LABEL(row0, labels, r), hv, hi, k, &th);
     }
 }
 
-#if EMBQ_HAVE_X86_DISPATCH
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
-static void embq_select_avx512(const int32_t *acc, int64_t nr, const float *scales,
+static void embq_select_portable(const int32_t *acc, int64_t nr, const float *scales,
                                const float *norms, float wq, int64_t row0, float *hv, int64_t *hi,
                                int64_t k) {
+    embq_select_portable_impl(acc, nr, scales, norms, wq, row0, NULL, hv, hi, k);
+}
+
+#if EMBQ_HAVE_X86_DISPATCH
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2"), always_inline))
+static inline void embq_select_avx512_impl(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, int64_t row0, const int64_t *labels, float *hv,
+        int64_t *hi, int64_t k) {
     float th = hv[0];
     float buf[16];
     const __m512 vq = _mm512_set1_ps(wq);
@@ -566,7 +580,8 @@ static void embq_select_avx512(const int32_t *acc, int64_t nr, const float *scal
         if (th == -INFINITY) {
             int t;
             _mm512_storeu_ps(buf, s);
-            for (t = 0; t < 16; t++) embq_select_one(buf[t], row0 + r + t, hv, hi, k, &th);
+            for (t = 0; t < 16; t++)
+                embq_select_one(buf[t], EMBQ_LABEL(row0, labels, r + t), hv, hi, k, &th);
         } else {
             __mmask16 m = _mm512_cmp_ps_mask(s, _mm512_set1_ps(th), _CMP_GT_OQ);
             if (m) {
@@ -574,21 +589,33 @@ static void embq_select_avx512(const int32_t *acc, int64_t nr, const float *scal
                 while (m) {
                     int t = __builtin_ctz((unsigned)m);
                     m &= (__mmask16)(m - 1);
-                    embq_select_one(buf[t], row0 + r + t, hv, hi, k, &th);
+                    embq_select_one(buf[t], EMBQ_LABEL(row0, labels, r + t), hv, hi, k, &th);
                 }
             }
         }
     }
     for (; r < nr; r++) {
         float s = (float)acc[r] * (embq_row_weight(scales, norms, r) * wq);
-        embq_select_one(s, row0 + r, hv, hi, k, &th);
+        embq_select_one(s, EMBQ_LABEL(row0, labels, r), hv, hi, k, &th);
     }
 }
 
-__attribute__((target("avx2")))
-static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *scales,
-                             const float *norms, float wq, int64_t row0, float *hv, int64_t *hi,
-                             int64_t k) {
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
+static void embq_select_avx512(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, int64_t row0, float *hv, int64_t *hi, int64_t k) {
+    embq_select_avx512_impl(acc, nr, scales, norms, wq, row0, NULL, hv, hi, k);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
+static void embq_select_avx512_labeled(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, const int64_t *labels, float *hv, int64_t *hi, int64_t k) {
+    embq_select_avx512_impl(acc, nr, scales, norms, wq, 0, labels, hv, hi, k);
+}
+
+__attribute__((target("avx2"), always_inline))
+static inline void embq_select_avx2_impl(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, int64_t row0, const int64_t *labels, float *hv,
+        int64_t *hi, int64_t k) {
     float th = hv[0];
     float buf[8];
     const __m256 vq = _mm256_set1_ps(wq);
@@ -607,7 +634,8 @@ static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *scales
         if (th == -INFINITY) {
             int t;
             _mm256_storeu_ps(buf, s);
-            for (t = 0; t < 8; t++) embq_select_one(buf[t], row0 + r + t, hv, hi, k, &th);
+            for (t = 0; t < 8; t++)
+                embq_select_one(buf[t], EMBQ_LABEL(row0, labels, r + t), hv, hi, k, &th);
             continue;
         }
         m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(s, _mm256_set1_ps(th), _CMP_GT_OQ));
@@ -616,15 +644,28 @@ static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *scales
             while (m) {
                 int t = __builtin_ctz(m);
                 m &= m - 1;
-                embq_select_one(buf[t], row0 + r + t, hv, hi, k, &th);
+                embq_select_one(buf[t], EMBQ_LABEL(row0, labels, r + t), hv, hi, k, &th);
             }
         }
     }
     for (; r < nr; r++) {
         float s = (float)acc[r] * (embq_row_weight(scales, norms, r) * wq);
-        embq_select_one(s, row0 + r, hv, hi, k, &th);
+        embq_select_one(s, EMBQ_LABEL(row0, labels, r), hv, hi, k, &th);
     }
 }
+
+__attribute__((target("avx2")))
+static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, int64_t row0, float *hv, int64_t *hi, int64_t k) {
+    embq_select_avx2_impl(acc, nr, scales, norms, wq, row0, NULL, hv, hi, k);
+}
+
+__attribute__((target("avx2")))
+static void embq_select_avx2_labeled(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, const int64_t *labels, float *hv, int64_t *hi, int64_t k) {
+    embq_select_avx2_impl(acc, nr, scales, norms, wq, 0, labels, hv, hi, k);
+}
+
 /* One query against rows [0, nr), fused: AVX-512 VNNI dot products of four rows per step, the
  * next four rows prefetched (across block boundaries too, so the stream never stalls), and every
  * EMBQ_SCAN1_BLOCK rows scored and offered to the heap (hv, hi, k) by embq_select_avx512. Same
@@ -711,6 +752,25 @@ static inline embq_select_fn embq_select_get(int v) {
 #endif
     default: return NULL;
     }
+}
+
+/* Select variant sel_id with heap labels labels[0..nr) (increasing): the allow-list scan offers
+ * the rows it gathered or picked out of a window under their own row numbers. */
+static void embq_select_labeled(int sel_id, const int32_t *acc, int64_t nr, const float *scales,
+                                const float *norms, float wq, const int64_t *labels, float *hv,
+                                int64_t *hi, int64_t k) {
+#if EMBQ_HAVE_X86_DISPATCH
+    if (sel_id == EMBQ_V_AVX512) {
+        embq_select_avx512_labeled(acc, nr, scales, norms, wq, labels, hv, hi, k);
+        return;
+    }
+    if (sel_id == EMBQ_V_AVX2) {
+        embq_select_avx2_labeled(acc, nr, scales, norms, wq, labels, hv, hi, k);
+        return;
+    }
+#endif
+    (void)sel_id;
+    embq_select_portable_impl(acc, nr, scales, norms, wq, 0, labels, hv, hi, k);
 }
 
 /* out[r] = embq_row_weight(scales, norms, r) for r < nr, with the SIMD width of the selected
