@@ -26,7 +26,7 @@ import numpy as np
 
 cimport cython
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport sqrt
+from libc.math cimport INFINITY, NAN, sqrt
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 
 from embq._kernels_common cimport EMBQ_V_COUNT, embq_openmp_enabled, embq_variant_runs
@@ -421,6 +421,26 @@ cdef inline void _window_weights(_Job job, const _Block *b, const int32_t *offs,
             out[r] = b.s[offs[r]]
 
 
+cdef inline void _window_nan_weights(_Job job, const _Block *b, const int32_t *offs,
+                                     int64_t nr, float *out) noexcept nogil:
+    """Weights of every row of a window (``b.span``), NaN for the rows not allowed.
+
+    A NaN weight gives a NaN score, which the select kernels never keep once the heap's
+    worst entry is a real score (> -inf): every test they make then is an ordered compare
+    (``s > worst``), false for NaN. So the window goes through the dense scan unchanged.
+    """
+    cdef int64_t r, j, prev = 0
+    cdef float nan = NAN
+    if job.mode == _MODE_COSINE:
+        embq_row_weights(job.sel_id, b.s, b.nm, b.span, out)
+    else:
+        memcpy(out, b.s, b.span * sizeof(float))
+    for r in range(nr):
+        for j in range(prev, offs[r]):
+            out[j] = nan
+        prev = offs[r] + 1
+
+
 cdef inline void _keys(_Job job, const int32_t *acc, int64_t nr, const float *w,
                        const float *s, const float *n2, int64_t q, float *out) noexcept nogil:
     """Ranking keys of nr rows for query q (larger is better); w, s, n2 indexed like acc.
@@ -481,6 +501,14 @@ cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float 
         if single and not l2 and b.kind == _CONTIG:
             embq_scan1(job.dot_id, job.sel_id, b.c, d, nr, d, b.z, job.qp + q0 * job.ldq,
                        job.ldq, job.sumq[q0], b.s, b.nm, job.wq[q0], b.base, hv, hi, k)
+            p += nr
+            continue
+        if single and not l2 and b.kind == _WINDOW and hv[0] > -INFINITY:
+            # the heap is full of real scores: the whole window through the dense scan, the
+            # rows not allowed weighted NaN (see _window_nan_weights)
+            _window_nan_weights(job, &b, wk.offs, nr, wk.w)
+            embq_scan1(job.dot_id, job.sel_id, b.c, d, b.span, d, b.z, job.qp + q0 * job.ldq,
+                       job.ldq, job.sumq[q0], wk.w, NULL, job.wq[q0], b.base, hv, hi, k)
             p += nr
             continue
         s = b.s
