@@ -243,6 +243,8 @@ cdef extern from "_search_simd.h" nogil:
     void embq_select_labeled(int sel_id, const int32_t *acc, int64_t nr, const float *scales,
                              const float *norms, float wq, const int64_t *labels, float *hv,
                              int64_t *hi, int64_t k)
+    int64_t embq_rows_first_bad(int sel_id, const int64_t *rows, int64_t n,
+                                int64_t n_rows)
 
 DEF _PREFETCH_AHEAD = 8   # rows the gather asks for ahead of the one it copies
 # One query: a window of _ROW_BLOCK rows is scored in place when allowed / rows >= DEN / NUM.
@@ -347,10 +349,10 @@ cdef inline int64_t _block_rows(_Job job, int64_t p, int64_t p1, _Work *wk, _Blo
     Three ways, by how dense the allowed rows are there: consecutive rows are read in place
     (_CONTIG); when enough of a window of _ROW_BLOCK rows is allowed (a third for ``single``,
     one query; seven eighths otherwise), the whole window is scored in place (_WINDOW, ``span``
-    rows) and ``wk.offs[r]`` says which window row position p + r is; otherwise the allowed
-    rows are gathered into the thread's buffers (_GATHERED).
+    rows; :func:`_window_offs` says where its allowed rows are); otherwise the allowed rows
+    are gathered into the thread's buffers (_GATHERED).
     """
-    cdef int64_t r, row, d = job.d, nr, base, ext
+    cdef int64_t r, row, d = job.d, nr, base, ext, lo, hi, mid
     nr = p1 - p
     if nr > _ROW_BLOCK:
         nr = _ROW_BLOCK
@@ -359,10 +361,20 @@ cdef inline int64_t _block_rows(_Job job, int64_t p, int64_t p1, _Work *wk, _Blo
         base = p
     else:
         base = job.idx[p]
-        # the positions whose rows fall in the window [base, base + _ROW_BLOCK)
-        r = 1
-        while r < nr and job.idx[p + r] < base + _ROW_BLOCK:
-            r += 1
+        # r: the positions whose rows fall in the window [base, base + _ROW_BLOCK), by
+        # bisection (idx is increasing; a scan would cost as much as the window's selection)
+        if job.idx[p + nr - 1] < base + _ROW_BLOCK:
+            r = nr
+        else:
+            lo = 1          # idx[p + lo - 1] is in the window
+            hi = nr - 1     # idx[p + hi] is not
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if job.idx[p + mid] < base + _ROW_BLOCK:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            r = lo
         ext = job.idx[p + r - 1] - base + 1
         if ext != r:
             # One query is bound by memory: scoring a window in place costs about what reading
@@ -370,8 +382,6 @@ cdef inline int64_t _block_rows(_Job job, int64_t p, int64_t p1, _Work *wk, _Blo
             # arithmetic, which a gathered block halves at half allowed: only nearly full
             # windows are scored in place.
             if (single and _WIN_NUM * r >= _WIN_DEN * ext) or 8 * r >= 7 * ext:
-                for row in range(r):
-                    wk.offs[row] = <int32_t>(job.idx[p + row] - base)
                 b.kind = _WINDOW
                 nr = r
             else:
@@ -395,13 +405,28 @@ cdef inline int64_t _block_rows(_Job job, int64_t p, int64_t p1, _Work *wk, _Blo
                 return nr
         else:
             nr = r
+        # the allowed rows of the next block: the hardware prefetcher does not follow reads
+        # a window apart, and a miss here would stall the stream of codes
+        ext = p1 - (p + nr)
+        if ext > _ROW_BLOCK:
+            ext = _ROW_BLOCK
+        if ext > 0:
+            embq_prefetch_row(<const uint8_t *>(job.idx + p + nr), ext * sizeof(int64_t))
     b.c = job.codes + base * d
     b.s = job.scales + base
     b.nm = job.norms + base if job.norms != NULL else NULL
     b.z = job.zp + base if job.zp != NULL else NULL
     b.base = base
-    b.span = ext if b.kind == _WINDOW else nr
+    b.span = job.idx[p + nr - 1] - base + 1 if b.kind == _WINDOW else nr
     return nr
+
+
+cdef inline void _window_offs(const _Block *b, const int64_t *rows, int64_t nr,
+                              int32_t *offs) noexcept nogil:
+    """offs[r]: the row of the window (from ``b.base``) that allowed row ``rows[r]`` is."""
+    cdef int64_t r
+    for r in range(nr):
+        offs[r] = <int32_t>(rows[r] - b.base)
 
 
 @cython.cdivision(True)
@@ -421,24 +446,26 @@ cdef inline void _window_weights(_Job job, const _Block *b, const int32_t *offs,
             out[r] = b.s[offs[r]]
 
 
-cdef inline void _window_nan_weights(_Job job, const _Block *b, const int32_t *offs,
-                                     int64_t nr, float *out) noexcept nogil:
-    """Weights of every row of a window (``b.span``), NaN for the rows not allowed.
+@cython.cdivision(True)
+cdef inline void _window_nan_weights(_Job job, const _Block *b, const int64_t *rows, int64_t nr,
+                                     float *tmp, float *out) noexcept nogil:
+    """Weights of every row of a window (``b.span`` rows from ``b.base``), NaN for the rows not
+    allowed; ``rows[0..nr)`` are the allowed ones.
 
     A NaN weight gives a NaN score, which the select kernels never keep once the heap's
     worst entry is a real score (> -inf): every test they make then is an ordered compare
     (``s > worst``), false for NaN. So the window goes through the dense scan unchanged.
     """
-    cdef int64_t r, j, prev = 0
-    cdef float nan = NAN
+    cdef int64_t r, o
+    cdef const float *w = b.s
     if job.mode == _MODE_COSINE:
-        embq_row_weights(job.sel_id, b.s, b.nm, b.span, out)
-    else:
-        memcpy(out, b.s, b.span * sizeof(float))
+        embq_row_weights(job.sel_id, b.s, b.nm, b.span, tmp)
+        w = tmp
+    for r in range(b.span):
+        out[r] = NAN
     for r in range(nr):
-        for j in range(prev, offs[r]):
-            out[j] = nan
-        prev = offs[r] + 1
+        o = rows[r] - b.base
+        out[o] = w[o]
 
 
 cdef inline void _keys(_Job job, const int32_t *acc, int64_t nr, const float *w,
@@ -506,7 +533,7 @@ cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float 
         if single and not l2 and b.kind == _WINDOW and hv[0] > -INFINITY:
             # the heap is full of real scores: the whole window through the dense scan, the
             # rows not allowed weighted NaN (see _window_nan_weights)
-            _window_nan_weights(job, &b, wk.offs, nr, wk.w)
+            _window_nan_weights(job, &b, lab, nr, wk.keys, wk.w)
             embq_scan1(job.dot_id, job.sel_id, b.c, d, b.span, d, b.z, job.qp + q0 * job.ldq,
                        job.ldq, job.sumq[q0], wk.w, NULL, job.wq[q0], b.base, hv, hi, k)
             p += nr
@@ -514,6 +541,7 @@ cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float 
         s = b.s
         nm = b.nm
         if b.kind == _WINDOW:
+            _window_offs(&b, lab, nr, wk.offs)
             if l2:   # picked per query with the accumulators, into the thread's buffers
                 s = wk.gs
                 nm = wk.gn
@@ -570,6 +598,7 @@ cdef void _range(_Job job, int64_t p0, int64_t p1, int64_t m, float thr, int64_t
         s = b.s
         nm = b.nm
         if b.kind == _WINDOW:
+            _window_offs(&b, lab, nr, wk.offs)
             if l2:
                 s = wk.gs
                 nm = wk.gn
@@ -670,8 +699,6 @@ cdef int64_t _check_job(const uint8_t[:, ::1] codes, const float[::1] scales, ze
     values (query range, finite scales, the int32 bound on d) are the caller's to check.
     """
     cdef int64_t m = qp.shape[0], d = codes.shape[1]
-    cdef const int64_t[::1] iv
-    cdef int64_t j, npos, prev = -1, bad = -1
     if mode not in (_MODE_DOT, _MODE_COSINE, _MODE_L2):
         raise ValueError(f"mode must be 0 (dot), 1 (cosine) or 2 (l2), got {mode}")
     if d < 1:
@@ -699,17 +726,22 @@ cdef int64_t _check_job(const uint8_t[:, ::1] codes, const float[::1] scales, ze
                          f"{None if qn2 is None else len(qn2)}")
     if idx is None:
         return n_rows
-    iv = idx
-    npos = iv.shape[0]
-    with nogil:
-        for j in range(npos):
-            if iv[j] <= prev or iv[j] >= n_rows:
-                bad = j
-                break
-            prev = iv[j]
+    return check_rows(idx, n_rows)
+
+
+def check_rows(const int64_t[::1] idx, int64_t n_rows):
+    """Check that ``idx`` (int64) holds increasing rows within [0, n_rows); returns its length.
+
+    The one value check of the allow-list entry points (a bad row would read out of bounds),
+    O(len(idx)) at SIMD width; a ValueError names the first bad position otherwise.
+    """
+    cdef int64_t npos = idx.shape[0], bad = -1
+    if npos > 0:
+        with nogil:
+            bad = embq_rows_first_bad(_sel_id, &idx[0], npos, n_rows)
     if bad >= 0:
         raise ValueError(f"idx must be increasing rows within [0, {n_rows}), got "
-                         f"{iv[bad]} at position {bad}")
+                         f"{idx[bad]} at position {bad}")
     return npos
 
 

@@ -321,15 +321,22 @@ def _allow_rows(allow: Any, n: int, n_eff: int) -> np.ndarray:
                              f"{arr.shape[0]}")
         rows = np.flatnonzero(arr[:n_eff])
     elif arr.dtype.kind in "iu" or arr.size == 0:
-        rows = arr.astype(np.int64)
+        rows = arr.astype(np.int64, copy=False)
         if rows.size:
-            lo, hi = int(rows.min()), int(rows.max())
+            # increasing rows (the usual list) need no copy, and their range is their ends:
+            # a filtered search of one query costs about a pass over the rows, so every pass
+            # over them here would show
+            increasing = bool((rows[1:] > rows[:-1]).all())
+            if increasing:
+                lo, hi = int(rows[0]), int(rows[-1])
+            else:
+                lo, hi = int(rows.min()), int(rows.max())
             if lo < 0 or hi >= n:
                 bad = lo if lo < 0 else hi
                 pos = int(np.flatnonzero(rows == bad)[0])
                 raise ValueError(f"allow[{pos}] = {bad} is not a row number: expected "
                                  f"0 <= row < {n}")
-            if not (rows[1:] > rows[:-1]).all():
+            if not increasing:
                 rows = np.unique(rows)
             if hi >= n_eff:
                 rows = rows[:np.searchsorted(rows, n_eff)]

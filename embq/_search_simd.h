@@ -842,6 +842,67 @@ static void embq_scan1(int dot_id, int sel_id, const uint8_t *codes, int64_t ldc
     }
 }
 
+/* First position of rows[0..n) that breaks "increasing, within [0, n_rows)", or -1 (at the SIMD
+ * width of select variant sel_id): the check
+ * every allow-list gets before a scan reads the rows it names. Branch-free over blocks (a
+ * filtered search of one query costs about one pass over the codes, so this pass must cost
+ * next to nothing), the position found only once a block fails. */
+static inline int64_t embq_rows_scan_bad(const int64_t *rows, int64_t j0, int64_t j1) {
+    int64_t j;
+    for (j = j0; j < j1; j++)
+        if (rows[j] <= rows[j - 1]) return j;
+    return -1;
+}
+
+#if EMBQ_HAVE_X86_DISPATCH
+__attribute__((target("avx2")))
+static int64_t embq_rows_first_bad_avx2(const int64_t *rows, int64_t n) {
+    int64_t j0 = 1, j1, j;
+    while (j0 < n) {
+        __m256i ok = _mm256_set1_epi64x(-1);
+        j1 = n - j0 > 1024 ? j0 + 1024 : n;
+        for (j = j0; j + 4 <= j1; j += 4)
+            ok = _mm256_and_si256(ok, _mm256_cmpgt_epi64(
+                _mm256_loadu_si256((const __m256i *)(rows + j)),
+                _mm256_loadu_si256((const __m256i *)(rows + j - 1))));
+        if (_mm256_movemask_epi8(ok) != -1) return embq_rows_scan_bad(rows, j0, j1);
+        for (; j < j1; j++)
+            if (rows[j] <= rows[j - 1]) return j;
+        j0 = j1;
+    }
+    return -1;
+}
+#endif
+
+static int64_t embq_rows_first_bad(int sel_id, const int64_t *rows, int64_t n,
+                                   int64_t n_rows) {
+    int64_t j0 = 1, j1, j, bad = -1, lo, hi;
+    if (n == 0) return -1;
+    if (rows[0] < 0 || rows[0] >= n_rows) return 0;
+#if EMBQ_HAVE_X86_DISPATCH
+    if (sel_id == EMBQ_V_AVX2 || sel_id == EMBQ_V_AVX512) {
+        bad = embq_rows_first_bad_avx2(rows, n);
+        j0 = n;
+    }
+#endif
+    while (j0 < n) {
+        int fail = 0;
+        j1 = n - j0 > 1024 ? j0 + 1024 : n;
+        for (j = j0; j < j1; j++) fail |= rows[j] <= rows[j - 1];
+        if (fail) { bad = embq_rows_scan_bad(rows, j0, j1); break; }
+        j0 = j1;
+    }
+    /* increasing before bad (or the end): the first row >= n_rows there, by bisection */
+    hi = (bad >= 0 ? bad : n) - 1;
+    if (rows[hi] < n_rows) return bad;
+    lo = 0;
+    while (hi - lo > 1) {   /* rows[lo] < n_rows <= rows[hi] */
+        int64_t mid = lo + (hi - lo) / 2;
+        if (rows[mid] < n_rows) lo = mid; else hi = mid;
+    }
+    return hi;
+}
+
 /* Ask for the cache lines of a row of d bytes at c (the allow-list gather prefetches a few
  * rows ahead: the rows are increasing but with gaps, which the hardware prefetcher misses). */
 static inline void embq_prefetch_row(const uint8_t *c, int64_t d) {

@@ -1445,6 +1445,39 @@ def test_l2_is_the_distance_of_the_dequantized_vectors_and_rescore_reranks():
                                rtol=1e-6)
 
 
+@pytest.mark.parametrize("select", SELECT_KERNELS)
+def test_kernel_idx_check_names_the_first_bad_position(select):
+    # the allow-list check runs at the select variant's SIMD width over blocks of 1024 rows;
+    # whatever the width it must name the first position that is out of order or range
+    _config.set_kernels({"search_select": select})
+    rng = np.random.default_rng(28)
+    for length in (1, 2, 3, 4, 5, 8, 1023, 1024, 1025, 1026, 3000, 5000):
+        n_rows = 3 * length + 10
+        good = np.sort(rng.choice(n_rows, length, replace=False)).astype(np.int64)
+        for at in sorted({0, 1, length // 2, length - 1, max(length - 2, 0), 1024, 1025}):
+            if at >= length:
+                continue
+            for defect in ("repeat", "down", "too-big", "negative"):
+                idx = good.copy()
+                if defect == "repeat" and at > 0:
+                    idx[at] = idx[at - 1]
+                elif defect == "down" and at > 0:
+                    idx[at] = idx[at - 1] - 1
+                elif defect == "too-big":
+                    idx[at:] = n_rows + np.arange(length - at)
+                elif defect == "negative":
+                    idx[at] = -1
+                ok = (idx >= 0) & (idx < n_rows)
+                ok[1:] &= idx[1:] > idx[:-1]
+                first = int(np.flatnonzero(~ok)[0]) if not ok.all() else None
+                if first is None:
+                    continue
+                with pytest.raises(ValueError, match=rf"got {idx[first]} at position {first}$"):
+                    ks.check_rows(idx, n_rows)
+        assert ks.check_rows(good, n_rows) == length       # a valid list passes
+        assert ks.check_rows(good, int(good[-1]) + 1) == length
+
+
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(0, 700), d=st.integers(1, 60), m=st.integers(1, 8),
        metric=st.sampled_from(["cosine", "dot", "l2"]), quantile=st.floats(0, 1),
