@@ -505,9 +505,15 @@ cdef inline void _pick(const _Block *b, const int32_t *offs, int64_t nr, int32_t
 cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float *hv,
                 int64_t *hi, _Work *wk) noexcept nogil:
     """Offer positions [p0, p1) to the heaps of queries [q0, q1) (heap of query q at
-    (q - q0) * k), labelled by row."""
+    (q - q0) * k), labelled by row.
+
+    A window (dot, cosine) is scored whole with NaN weights on the rows not allowed (see
+    :func:`_window_nan_weights`) for every query whose heap already holds k scores above
+    -inf; a query whose heap does not yet gets the allowed rows picked out of the window
+    (:func:`_pick`) and offered under their row numbers.
+    """
     cdef int64_t p = p0, nr, qb, nq, qi, r, h, k = job.k, d = job.d
-    cdef bint single = q1 - q0 == 1, l2 = job.mode == _MODE_L2
+    cdef bint single = q1 - q0 == 1, l2 = job.mode == _MODE_L2, picked
     cdef float th
     cdef int32_t *a
     cdef const float *w
@@ -530,25 +536,25 @@ cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float 
                        job.ldq, job.sumq[q0], b.s, b.nm, job.wq[q0], b.base, hv, hi, k)
             p += nr
             continue
-        if single and not l2 and b.kind == _WINDOW and hv[0] > -INFINITY:
-            # the heap is full of real scores: the whole window through the dense scan, the
-            # rows not allowed weighted NaN (see _window_nan_weights)
-            _window_nan_weights(job, &b, lab, nr, wk.keys, wk.w)
-            embq_scan1(job.dot_id, job.sel_id, b.c, d, b.span, d, b.z, job.qp + q0 * job.ldq,
-                       job.ldq, job.sumq[q0], wk.w, NULL, job.wq[q0], b.base, hv, hi, k)
-            p += nr
-            continue
         s = b.s
         nm = b.nm
-        if b.kind == _WINDOW:
+        picked = False
+        if b.kind == _WINDOW and not l2:
+            _window_nan_weights(job, &b, lab, nr, wk.keys, wk.w)
+            if single and hv[0] > -INFINITY:
+                # one stream through the dense scan (the fused loop where there is one)
+                embq_scan1(job.dot_id, job.sel_id, b.c, d, b.span, d, b.z,
+                           job.qp + q0 * job.ldq, job.ldq, job.sumq[q0], wk.w, NULL,
+                           job.wq[q0], b.base, hv, hi, k)
+                p += nr
+                continue
+        elif b.kind == _WINDOW:
+            # l2: scales and squared norms picked per query with the accumulators
             _window_offs(&b, lab, nr, wk.offs)
-            if l2:   # picked per query with the accumulators, into the thread's buffers
-                s = wk.gs
-                nm = wk.gn
-            else:
-                _window_weights(job, &b, wk.offs, nr, wk.w)
-            w = wk.w
-        else:
+            s = wk.gs
+            nm = wk.gn
+        w = wk.w
+        if b.kind != _WINDOW:
             w = _block_weights(job, b.s, b.nm, nr, wk.w)
         qb = q0
         while qb < q1:
@@ -560,14 +566,24 @@ cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float 
             for qi in range(nq):
                 h = (qb - q0 + qi) * k
                 a = wk.acc + qi * _ROW_BLOCK
-                if b.kind == _WINDOW:
-                    _pick(&b, wk.offs, nr, a, wk.gs if l2 else NULL, wk.gn)
                 if l2:
+                    if b.kind == _WINDOW:
+                        _pick(&b, wk.offs, nr, a, wk.gs, wk.gn)
                     _keys(job, a, nr, w, s, nm, qb + qi, wk.keys)
                     th = hv[h]
                     for r in range(nr):
                         embq_select_one(wk.keys[r], lab[r] if lab != NULL else b.base + r,
                                         hv + h, hi + h, k, &th)
+                elif b.kind == _WINDOW and hv[h] > -INFINITY:
+                    job.sel(a, b.span, w, NULL, job.wq[qb + qi], b.base, hv + h, hi + h, k)
+                elif b.kind == _WINDOW:
+                    if not picked:   # the allowed rows' weights, once for the window
+                        _window_offs(&b, lab, nr, wk.offs)
+                        _window_weights(job, &b, wk.offs, nr, wk.gs)
+                        picked = True
+                    _pick(&b, wk.offs, nr, a, NULL, NULL)
+                    embq_select_labeled(job.sel_id, a, nr, wk.gs, NULL, job.wq[qb + qi], lab,
+                                        hv + h, hi + h, k)
                 elif lab != NULL:
                     embq_select_labeled(job.sel_id, a, nr, w, NULL, job.wq[qb + qi], lab,
                                         hv + h, hi + h, k)
