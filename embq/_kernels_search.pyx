@@ -803,7 +803,8 @@ cdef _Job _make_job(const uint8_t[:, ::1] codes, const float[::1] scales, zero_p
 
 
 def _work_buffers(int64_t nt, int64_t m, int64_t d):
-    """One buffer per thread for :func:`_work_at` (rows 64-byte multiples)."""
+    """One buffer per thread for :func:`_work_at` (rows 64-byte multiples); ``d`` 0 leaves out
+    the gathered codes (no allow-list, nothing is gathered)."""
     return np.empty((nt, (_work_bytes(m, d) + 63) // 64 * 64), dtype=np.uint8)
 
 
@@ -828,7 +829,7 @@ def all_scores(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points
     if not embq_openmp_enabled():
         n_threads = 1
     cdef int nt = n_threads
-    cdef uint8_t[:, ::1] wb = _work_buffers(nt, m, codes.shape[1])
+    cdef uint8_t[:, ::1] wb = _work_buffers(nt, m, 0)
     cdef _Work wk
     # a few blocks of rows per thread, each a multiple of _ROW_BLOCK rows
     nblocks = (n_rows + _ROW_BLOCK - 1) // _ROW_BLOCK
@@ -895,7 +896,7 @@ def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, no
     if not embq_openmp_enabled():
         n_threads = 1
     cdef int nt = n_threads
-    cdef uint8_t[:, ::1] wb = _work_buffers(nt, m, codes.shape[1])
+    cdef uint8_t[:, ::1] wb = _work_buffers(nt, m, 0 if idx is None else codes.shape[1])
     cdef _Work wk
     cdef float[:, :, ::1] hv
     cdef int64_t[:, :, ::1] hi
@@ -970,7 +971,7 @@ def range_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, n
     if not embq_openmp_enabled():
         n_threads = 1
     cdef int nt = n_threads
-    cdef uint8_t[:, ::1] wb = _work_buffers(nt, m, codes.shape[1])
+    cdef uint8_t[:, ::1] wb = _work_buffers(nt, m, 0 if idx is None else codes.shape[1])
     cdef _Work wk
     nchunks = min(4 * nt if nt > 1 else 1, (npos + _ROW_BLOCK - 1) // _ROW_BLOCK)
     counts_a = np.zeros((nchunks, m), dtype=np.int64)
