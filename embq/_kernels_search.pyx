@@ -446,26 +446,37 @@ cdef inline void _window_weights(_Job job, const _Block *b, const int32_t *offs,
             out[r] = b.s[offs[r]]
 
 
-@cython.cdivision(True)
 cdef inline void _window_nan_weights(_Job job, const _Block *b, const int64_t *rows, int64_t nr,
                                      float *tmp, float *out) noexcept nogil:
     """Weights of every row of a window (``b.span`` rows from ``b.base``), NaN for the rows not
-    allowed; ``rows[0..nr)`` are the allowed ones.
+    allowed; ``rows[0..nr)`` are the allowed ones (the first is ``b.base``, the last the
+    window's last row); ``tmp`` a buffer of ``b.span`` floats.
 
     A NaN weight gives a NaN score, which the select kernels never keep once the heap's
     worst entry is a real score (> -inf): every test they make then is an ordered compare
     (``s > worst``), false for NaN. So the window goes through the dense scan unchanged.
+    The weights of the whole window at SIMD width, then: in a nearly full window NaN in its
+    few gaps; otherwise NaN everywhere and the allowed rows' weights copied back, branch-free
+    (gaps of random lengths would cost a mispredicted branch per allowed row).
     """
-    cdef int64_t r, o
-    cdef const float *w = b.s
+    cdef int64_t r, j, prev = 0, o
+    cdef float *w = out if 8 * nr >= 7 * b.span else tmp
     if job.mode == _MODE_COSINE:
-        embq_row_weights(job.sel_id, b.s, b.nm, b.span, tmp)
-        w = tmp
-    for r in range(b.span):
-        out[r] = NAN
-    for r in range(nr):
-        o = rows[r] - b.base
-        out[o] = w[o]
+        embq_row_weights(job.sel_id, b.s, b.nm, b.span, w)
+    else:
+        memcpy(w, b.s, b.span * sizeof(float))
+    if w == out:
+        for r in range(1, nr):
+            o = rows[r] - b.base
+            for j in range(prev + 1, o):
+                out[j] = NAN
+            prev = o
+    else:
+        for r in range(b.span):
+            out[r] = NAN
+        for r in range(nr):
+            o = rows[r] - b.base
+            out[o] = w[o]
 
 
 cdef inline void _keys(_Job job, const int32_t *acc, int64_t nr, const float *w,
@@ -540,6 +551,8 @@ cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float 
         nm = b.nm
         picked = False
         if b.kind == _WINDOW and not l2:
+            # the window's first rows are on their way while its weights are worked out
+            embq_prefetch_row(b.c, 8 * d)
             _window_nan_weights(job, &b, lab, nr, wk.keys, wk.w)
             if single and hv[0] > -INFINITY:
                 # one stream through the dense scan (the fused loop where there is one)
