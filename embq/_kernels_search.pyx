@@ -1,8 +1,8 @@
 # cython: language_level=3
 """Search kernels: exact int32 scores of uint8 rows against int8 queries, streamed into top-k heaps.
 
-The entry points check sizes (O(1)) so that no call can make a loop read out of bounds;
-:func:`raw_acc`, the test hook, checks everything. Values (query range, the int32 bound on
+The entry points check sizes (O(1)) and allow-lists (:func:`check_rows`, O(len)) so that no
+call can make a loop read out of bounds; :func:`raw_acc`, the test hook, checks everything. Values (query range, the int32 bound on
 ``d``, finite scales) are checked by the caller, ``embq._search``. The loops run without the GIL
 and never raise.
 
@@ -20,6 +20,10 @@ offered to the heaps. No m x n score matrix is ever built.
 A single query is bound by memory bandwidth, not arithmetic: its chunks go through
 ``embq_scan1`` (``_search_simd.h``), one C loop per chunk that computes, scores and selects with
 the next rows prefetched, which keeps it close to the time of reading the codes once.
+
+One scan (:func:`_scan`) serves every top-k search: all rows (the dense case), an allow-list
+(sorted row numbers), and l2 (keys are minus squared distances); :func:`topk` is the dense case
+of :func:`topk_x`. Heap entries are labelled by row number throughout.
 """
 
 import numpy as np

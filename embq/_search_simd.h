@@ -538,12 +538,17 @@ static inline void embq_select_one(float s, int64_t row, float *hv, int64_t *hi,
 /* Heap label of candidate r: labels[r] (the rows of an allow-list) when a label array is given,
  * else row0 + r. Labels must increase with r (the ties rule of embq_select_one). */
 #define EMBQ_LABEL(row0, labels, r) ((labels) ? (labels)[r] : (row0) + (r))
+#if defined(__GNUC__) || defined(__clang__)
+#define EMBQ_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define EMBQ_ALWAYS_INLINE
+#endif
 
 /* The select kernels: score nr candidates, (float)acc[r] * (embq_row_weight(r) * wq), and offer
  * them to the heap labelled EMBQ_LABEL(row0, labels, r). Each variant is written once with the
  * label array and instantiated twice (always inlined): labels NULL (the embq_select_fn entry
  * points, rows row0, row0 + 1, ...) and labels given (embq_select_labeled). */
-static inline __attribute__((always_inline)) void embq_select_portable_impl(
+static inline EMBQ_ALWAYS_INLINE void embq_select_portable_impl(
         const int32_t *acc, int64_t nr, const float *scales, const float *norms, float wq,
         int64_t row0, const int64_t *labels, float *hv, int64_t *hi, int64_t k) {
     float th = hv[0];
