@@ -463,18 +463,23 @@ cdef inline void _window_nan_weights(_Job job, const _Block *b, const int64_t *r
     few gaps; otherwise NaN everywhere and the allowed rows' weights copied back, branch-free
     (gaps of random lengths would cost a mispredicted branch per allowed row).
     """
-    cdef int64_t r, j, prev = 0, o
+    cdef int64_t r, j, prev, o
     cdef float *w = out if 8 * nr >= 7 * b.span else tmp
     if job.mode == _MODE_COSINE:
         embq_row_weights(job.sel_id, b.s, b.nm, b.span, w)
     else:
         memcpy(w, b.s, b.span * sizeof(float))
     if w == out:
-        for r in range(1, nr):
+        r = 1
+        while r < nr:
+            if r + 16 <= nr and rows[r + 15] - rows[r - 1] == 16:
+                r += 16   # rows[r - 1 .. r + 15] consecutive (increasing, no repeats): no gap
+                continue
+            prev = rows[r - 1] - b.base
             o = rows[r] - b.base
             for j in range(prev + 1, o):
                 out[j] = NAN
-            prev = o
+            r += 1
     else:
         for r in range(b.span):
             out[r] = NAN
