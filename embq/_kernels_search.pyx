@@ -1,8 +1,8 @@
 # cython: language_level=3
 """Search kernels: exact int32 scores of uint8 rows against int8 queries, streamed into top-k heaps.
 
-The entry points check sizes (O(1)) so that no call can make a loop read out of bounds;
-:func:`raw_acc`, the test hook, checks everything. Values (query range, the int32 bound on
+The entry points check sizes (O(1)) and allow-lists (:func:`check_rows`, O(len)) so that no
+call can make a loop read out of bounds; :func:`raw_acc`, the test hook, checks everything. Values (query range, the int32 bound on
 ``d``, finite scales) are checked by the caller, ``embq._search``. The loops run without the GIL
 and never raise.
 
@@ -20,13 +20,17 @@ offered to the heaps. No m x n score matrix is ever built.
 A single query is bound by memory bandwidth, not arithmetic: its chunks go through
 ``embq_scan1`` (``_search_simd.h``), one C loop per chunk that computes, scores and selects with
 the next rows prefetched, which keeps it close to the time of reading the codes once.
+
+One scan (:func:`_scan`) serves every top-k search: all rows (the dense case), an allow-list
+(sorted row numbers), and l2 (keys are minus squared distances); :func:`topk` is the dense case
+of :func:`topk_x`. Heap entries are labelled by row number throughout.
 """
 
 import numpy as np
 
 cimport cython
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport sqrt
+from libc.math cimport INFINITY, NAN, sqrt
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 
 from embq._kernels_common cimport EMBQ_V_COUNT, embq_openmp_enabled, embq_variant_runs
@@ -225,327 +229,29 @@ cdef _raw_acc(const uint8_t[:, ::1] codes, zero_points, const int8_t[:, ::1] qin
     return out
 
 
-@cython.final
-cdef class _Job:
-    """Pointers and sizes of one search, shared read-only by all threads."""
-    cdef const uint8_t *codes
-    cdef const float *scales
-    cdef const uint8_t *zp
-    cdef const float *norms
-    cdef int64_t d
-    cdef const int8_t *qp
-    cdef int64_t ldq
-    cdef const int32_t *sumq
-    cdef const float *wq
-    cdef int64_t k
-    cdef bint cosine
-    cdef embq_dot_fn dot
-    cdef embq_select_fn sel
-    cdef int dot_id
-    cdef int sel_id
-
-
-cdef inline const float* _block_weights(_Job job, int64_t rb, int64_t nr,
-                                        float *wbuf) noexcept nogil:
-    """Row weights of rows [rb, rb + nr), shared by every query of a block: the scales (dot)
-    or scale / norm (cosine; 0 for a zero row), so scoring is one multiply per row."""
-    if job.cosine:
-        embq_row_weights(job.sel_id, job.scales + rb, job.norms + rb, nr, wbuf)
-        return wbuf
-    return job.scales + rb
-
-
-cdef void _scan(_Job job, int64_t r0, int64_t r1, int64_t q0, int64_t q1, float *hv,
-                int64_t *hi, int32_t *acc, float *wbuf) noexcept nogil:
-    """Offer rows [r0, r1) to the heaps of queries [q0, q1) (heap of query q at (q - q0) * k)."""
-    cdef int64_t rb = r0, nr, qb, nq, qi, k = job.k
-    cdef const uint8_t *zp
-    cdef const float *w
-    while rb < r1:
-        nr = r1 - rb
-        if nr > _ROW_BLOCK:
-            nr = _ROW_BLOCK
-        zp = job.zp + rb if job.zp != NULL else NULL
-        w = _block_weights(job, rb, nr, wbuf)
-        qb = q0
-        while qb < q1:
-            nq = q1 - qb
-            if nq > _QUERY_BLOCK:
-                nq = _QUERY_BLOCK
-            job.dot(job.codes + rb * job.d, job.d, nr, job.d, zp, job.qp + qb * job.ldq, job.ldq,
-                    job.sumq + qb, nq, acc, _ROW_BLOCK)
-            for qi in range(nq):
-                job.sel(acc + qi * _ROW_BLOCK, nr, w, NULL, job.wq[qb + qi], rb,
-                        hv + (qb - q0 + qi) * k, hi + (qb - q0 + qi) * k, k)
-            qb += nq
-        rb += nr
-
-
-cdef void _merge(const float *hv, const int64_t *hi, int64_t nchunks, int64_t m, int64_t k,
-                 int64_t q, float *ov, int64_t *oi) noexcept nogil:
-    """Merge query q's heaps of every chunk (laid out (nchunks, m, k)) into a sorted top-k."""
-    cdef int64_t c, t, base
-    embq_heap_init(ov, oi, k)
-    for c in range(nchunks):
-        base = (c * m + q) * k
-        for t in range(k):
-            embq_heap_offer(ov, oi, k, hv[base + t], hi[base + t])
-    embq_heap_sort(ov, oi, k)
-
-
-cdef void _scan_chunk(_Job job, int64_t r0, int64_t r1, int64_t m, float *hv, int64_t *hi,
-                     int32_t *acc, float *wbuf) noexcept nogil:
-    """Rows mode: offer rows [r0, r1) to all m queries' heaps (one query: the fused scan)."""
-    if m == 1:
-        embq_scan1(job.dot_id, job.sel_id, job.codes + r0 * job.d, job.d, r1 - r0, job.d,
-                   job.zp + r0 if job.zp != NULL else NULL, job.qp, job.ldq, job.sumq[0],
-                   job.scales + r0, job.norms + r0 if job.cosine else NULL, job.wq[0], r0,
-                   hv, hi, job.k)
-    else:
-        _scan(job, r0, r1, 0, m, hv, hi, acc, wbuf)
-
-
-cdef _check_job(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
-                int64_t n_rows, const int8_t[:, ::1] qp, const int32_t[::1] sq,
-                const float[::1] wq, bint cosine, int n_threads):
-    """The O(1) checks that keep :func:`topk` and :func:`all_scores` inside their arrays.
-
-    The values (query range, finite scales, the int32 bound on d) are the caller's to check;
-    these are only the sizes, so a wrong call raises instead of reading out of bounds.
-    """
-    cdef int64_t m = qp.shape[0], d = codes.shape[1]
-    if d < 1:
-        raise ValueError(f"codes must have dimension >= 1, got shape ({codes.shape[0]}, {d})")
-    if qp.shape[1] != EMBQ_QSTRIDE(d) or sq.shape[0] != m or wq.shape[0] != m:
-        raise ValueError(
-            f"packed queries must have shape ({m}, {EMBQ_QSTRIDE(d)}) with {m} sums and weights, "
-            f"got ({qp.shape[0]}, {qp.shape[1]}), {sq.shape[0]}, {wq.shape[0]}")
-    if not 0 <= n_rows <= codes.shape[0]:
-        raise ValueError(f"n_rows must be within [0, {codes.shape[0]}], got {n_rows}")
-    if scales.shape[0] < n_rows:
-        raise ValueError(f"scales must hold at least n_rows={n_rows} values, got "
-                         f"{scales.shape[0]}")
-    if zero_points is not None and len(zero_points) < n_rows:
-        raise ValueError(f"zero_points must hold at least n_rows={n_rows} values, got "
-                         f"{len(zero_points)}")
-    if cosine and (norms is None or len(norms) < n_rows):
-        raise ValueError(f"cosine needs norms of at least n_rows={n_rows} values, got "
-                         f"{None if norms is None else len(norms)}")
-    if n_threads < 1:
-        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
-
-
-cdef void _score_rows(_Job job, int64_t r0, int64_t r1, int64_t m, float *out, int64_t ldo,
-                      int32_t *acc, float *wbuf) noexcept nogil:
-    """Scores of rows [r0, r1) for all m queries into out[q * ldo + r] (no selection).
-
-    The same arithmetic as the selection kernels, ``float(acc) * (w_row * w_query)``, so a
-    score here has the bits :func:`topk` reports for that row.
-    """
-    cdef int64_t rb = r0, nr, qb, nq, qi, r
-    cdef const uint8_t *zp
-    cdef const float *w
-    cdef float wqi
-    cdef float *o
-    cdef int32_t *a
-    while rb < r1:
-        nr = r1 - rb
-        if nr > _ROW_BLOCK:
-            nr = _ROW_BLOCK
-        zp = job.zp + rb if job.zp != NULL else NULL
-        w = _block_weights(job, rb, nr, wbuf)
-        qb = 0
-        while qb < m:
-            nq = m - qb
-            if nq > _QUERY_BLOCK:
-                nq = _QUERY_BLOCK
-            job.dot(job.codes + rb * job.d, job.d, nr, job.d, zp, job.qp + qb * job.ldq, job.ldq,
-                    job.sumq + qb, nq, acc, _ROW_BLOCK)
-            for qi in range(nq):
-                wqi = job.wq[qb + qi]
-                o = out + (qb + qi) * ldo + rb
-                a = acc + qi * _ROW_BLOCK
-                for r in range(nr):
-                    o[r] = <float>a[r] * (w[r] * wqi)
-            qb += nq
-        rb += nr
-
-
-cdef _Job _make_job(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
-                    const int8_t[:, ::1] qp, const int32_t[::1] sq, const float[::1] wq,
-                    int64_t k, bint cosine):
-    cdef _Job job = _Job()
-    cdef const uint8_t[::1] zpv
-    cdef const float[::1] nv
-    job.codes = &codes[0, 0]
-    job.scales = &scales[0]
-    job.zp = NULL
-    if zero_points is not None:
-        zpv = zero_points
-        job.zp = &zpv[0]
-    job.norms = NULL
-    if cosine:
-        nv = norms
-        job.norms = &nv[0]
-    job.d = codes.shape[1]
-    job.qp = &qp[0, 0]
-    job.ldq = qp.shape[1]
-    job.sumq = &sq[0]
-    job.wq = &wq[0]
-    job.k = k
-    job.cosine = cosine
-    job.dot = embq_dot_get(_dot_id)
-    job.sel = embq_select_get(_sel_id)
-    job.dot_id = _dot_id
-    job.sel_id = _sel_id
-    return job
-
-
-def all_scores(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
-               int64_t n_rows, const int8_t[:, ::1] qp, const int32_t[::1] sq,
-               const float[::1] wq, bint cosine, int n_threads):
-    """Scores of every row of ``codes[:n_rows]`` for each query, float32 (m, n_rows), in row order.
-
-    What gensim's ``most_similar(topn=None)`` returns, on the int8 scores. Arguments as for
-    :func:`topk` (same guarantees from the caller); the rows are split over threads in
-    blocks, each block scored for every query.
-    """
-    cdef int64_t m = qp.shape[0], nblocks, b, r0, r1, tid
-    _check_job(codes, scales, zero_points, norms, n_rows, qp, sq, wq, cosine, n_threads)
-    out = np.empty((m, n_rows), dtype=np.float32)
-    if m == 0 or n_rows == 0:
-        return out
-    cdef float[:, ::1] o = out
-    cdef _Job job = _make_job(codes, scales, zero_points, norms, qp, sq, wq, 1, cosine)
-    if not embq_openmp_enabled():
-        n_threads = 1
-    cdef int nt = n_threads
-    acc_buf = np.empty((nt, min(m, _QUERY_BLOCK) * _ROW_BLOCK), dtype=np.int32)
-    cdef int32_t[:, ::1] accb = acc_buf
-    w_buf = np.empty((nt, _ROW_BLOCK), dtype=np.float32)
-    cdef float[:, ::1] wb = w_buf
-    # a few blocks of rows per thread, each a multiple of _ROW_BLOCK rows
-    nblocks = (n_rows + _ROW_BLOCK - 1) // _ROW_BLOCK
-    if nblocks > 4 * nt:
-        nblocks = 4 * nt
-    with nogil, parallel(num_threads=nt):
-        for b in prange(nblocks, schedule="dynamic"):
-            tid = threadid()
-            r0 = b * n_rows // nblocks
-            r1 = (b + 1) * n_rows // nblocks
-            _score_rows(job, r0, r1, m, &o[0, 0], n_rows, &accb[tid, 0], &wb[tid, 0])
-    return out
-
-
-def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
-         int64_t n_rows, const int8_t[:, ::1] qp, const int32_t[::1] sq,
-         const float[::1] wq, int64_t k, bint cosine, int n_threads, str mode="auto"):
-    """Top-k rows of ``codes[:n_rows]`` for each query; returns (scores (m, k), rows (m, k)).
-
-    ``qp``, ``sq``, ``wq`` are the packed queries, their sums and weights from
-    :func:`prepare_queries`. Sizes are checked here (1 <= k <= n_rows <= len(codes), len(scales)
-    and of norms and zero points >= n_rows, norms given when ``cosine``, n_threads >= 1; a
-    ValueError otherwise); the caller guarantees the values: query values within [-127, 127]
-    and d small enough for int32 accumulators.
-    """
-    cdef int64_t m = qp.shape[0], d = codes.shape[1]
-    cdef int64_t nchunks, c, q, t, b, nqb, qbs, r0, r1, q0, q1, tid
-    cdef _Job job
-    _check_job(codes, scales, zero_points, norms, n_rows, qp, sq, wq, cosine, n_threads)
-    if not 1 <= k <= n_rows:
-        raise ValueError(f"k must be within [1, n_rows={n_rows}], got {k}")
-    out_v = np.empty((m, k), dtype=np.float32)
-    out_i = np.empty((m, k), dtype=np.int64)
-    cdef float[:, ::1] ov = out_v
-    cdef int64_t[:, ::1] oi = out_i
-    if m == 0:
-        return out_v, out_i
-
-    job = _make_job(codes, scales, zero_points, norms, qp, sq, wq, k, cosine)
-
-    if not embq_openmp_enabled():
-        n_threads = 1
-    cdef int nt = n_threads
-    # one (queries x rows) accumulator block per thread; a block never holds more than
-    # min(m, _QUERY_BLOCK) queries
-    acc_buf = np.empty((nt, min(m, _QUERY_BLOCK) * _ROW_BLOCK), dtype=np.int32)
-    cdef int32_t[:, ::1] accb = acc_buf
-    w_buf = np.empty((nt, _ROW_BLOCK), dtype=np.float32)
-    cdef float[:, ::1] wb = w_buf
-
-    # Rows mode while the per-chunk heaps stay small and there are too few queries to keep every
-    # thread busy with whole query blocks; queries mode otherwise.
-    nchunks = min(4 * nt if nt > 1 else 1, (n_rows + _ROW_BLOCK - 1) // _ROW_BLOCK)
-    if mode == "auto":
-        mode = "rows" if (m < 16 * nt or nchunks * m * k > (1 << 22)) else "queries"
-        if nchunks * m * k > (1 << 22):
-            mode = "queries"
-    cdef float[:, :, ::1] hv
-    cdef int64_t[:, :, ::1] hi
-    if mode == "rows":
-        heap_v = np.empty((nchunks, m, k), dtype=np.float32)
-        heap_i = np.empty((nchunks, m, k), dtype=np.int64)
-        hv = heap_v
-        hi = heap_i
-        # a few chunks per thread, handed out dynamically: a thread slowed down by another
-        # process does not hold the others up, and each chunk is still one long stream
-        with nogil, parallel(num_threads=nt):
-            for c in prange(nchunks, schedule="dynamic"):
-                tid = threadid()
-                r0 = c * n_rows // nchunks
-                r1 = (c + 1) * n_rows // nchunks
-                embq_heap_init(&hv[c, 0, 0], &hi[c, 0, 0], m * k)
-                _scan_chunk(job, r0, r1, m, &hv[c, 0, 0], &hi[c, 0, 0], &accb[tid, 0],
-                            &wb[tid, 0])
-        # merging a few small heaps is quicker than waking the threads again
-        if nt > 1 and nchunks * m * k > _SERIAL_MERGE:
-            with nogil:
-                for q in prange(m, num_threads=nt, schedule="static"):
-                    _merge(&hv[0, 0, 0], &hi[0, 0, 0], nchunks, m, k, q, &ov[q, 0], &oi[q, 0])
-        else:
-            with nogil:
-                for q in range(m):
-                    _merge(&hv[0, 0, 0], &hi[0, 0, 0], nchunks, m, k, q, &ov[q, 0], &oi[q, 0])
-    elif mode == "queries":
-        # blocks of a multiple of 4 queries (the micro-kernel's width), at least one per thread
-        qbs = (m + nt - 1) // nt
-        qbs = ((qbs + 3) // 4) * 4
-        if qbs > _QUERY_BLOCK:
-            qbs = _QUERY_BLOCK
-        nqb = (m + qbs - 1) // qbs
-        with nogil, parallel(num_threads=nt):
-            for b in prange(nqb, schedule="dynamic"):
-                tid = threadid()
-                q0 = b * qbs
-                q1 = q0 + qbs
-                if q1 > m:
-                    q1 = m
-                for q in range(q0, q1):
-                    embq_heap_init(&ov[q, 0], &oi[q, 0], k)
-                _scan(job, 0, n_rows, q0, q1, &ov[q0, 0], &oi[q0, 0], &accb[tid, 0],
-                      &wb[tid, 0])
-                for q in range(q0, q1):
-                    embq_heap_sort(&ov[q, 0], &oi[q, 0], k)
-    else:
-        raise ValueError(f"mode must be 'auto', 'rows' or 'queries', got {mode!r}")
-    return out_v, out_i
-
-
-# -- allow-lists, L2 and range search ----------------------------------------------------------
+# -- the scan --------------------------------------------------------------------------------
 #
-# The entry points below take an optional sorted array of allowed row numbers ``idx`` (no
-# duplicates) and search the rows it names as if they were a store of their own: heap labels
-# are positions in ``idx`` (so ties go to the lower position, which is the lower row, since
-# ``idx`` is increasing), mapped back to row numbers by the caller. A block of _ROW_BLOCK
-# allowed rows that are consecutive in the codes is read in place; any other block is first
-# gathered (codes, scales, norms, zero points) into a per-thread buffer, so a small allowed set
-# costs reading its own rows and nothing else, and a large one costs at most one copy of each
-# allowed row into a buffer that stays in cache.
+# Every search walks "positions": the rows it searches in increasing order. Without an
+# allow-list (idx None) position p is row p; with one, position p is row idx[p] (idx sorted, no
+# duplicates), and the rows it names are searched as if they were a store of their own. Heap
+# entries are labelled by row number either way, so ties (the lower row wins) are those of the
+# store of the allowed rows and the caller needs no mapping. A block of allowed rows that are
+# consecutive in the codes is read in place; a window of _ROW_BLOCK rows that is mostly allowed
+# is scored whole in place and its allowed rows picked out; any other block is first gathered
+# (codes, scales, norms, zero points) into a per-thread buffer, so a small allowed set costs
+# reading its own rows and nothing else.
 
 from libc.string cimport memcpy
 
+cdef extern from "_search_simd.h" nogil:
+    void embq_select_labeled(int sel_id, const int32_t *acc, int64_t nr, const float *scales,
+                             const float *norms, float wq, const int64_t *labels, float *hv,
+                             int64_t *hi, int64_t k)
+    int64_t embq_rows_first_bad(int sel_id, const int64_t *rows, int64_t n,
+                                int64_t n_rows)
+
 DEF _PREFETCH_AHEAD = 8   # rows the gather asks for ahead of the one it copies
-# A window of _ROW_BLOCK rows is scored in place when allowed rows / window rows >= DEN / NUM.
+# One query: a window of _ROW_BLOCK rows is scored in place when allowed / rows >= DEN / NUM.
 cdef int64_t _WIN_NUM = 3
 cdef int64_t _WIN_DEN = 1
 
@@ -555,19 +261,25 @@ def _set_window_density(int64_t num, int64_t den):
     global _WIN_NUM, _WIN_DEN
     _WIN_NUM = num
     _WIN_DEN = den
+
+
 DEF _MODE_DOT = 0
 DEF _MODE_COSINE = 1
 DEF _MODE_L2 = 2
+# kinds of block (_block_rows)
+DEF _CONTIG = 0     # consecutive rows, read in place
+DEF _WINDOW = 1     # a window of rows read in place, allowed ones at offs
+DEF _GATHERED = 2   # rows copied into the thread's buffers
 
 
 @cython.final
-cdef class _JobX:
-    """One filtered / L2 / range search, shared read-only by all threads."""
+cdef class _Job:
+    """Pointers and sizes of one search, shared read-only by all threads."""
     cdef const uint8_t *codes
     cdef const float *scales
     cdef const uint8_t *zp
     cdef const float *norms     # cosine: norms; l2: squared norms; dot: NULL
-    cdef const int64_t *idx     # allowed rows, increasing; NULL = rows 0, 1, 2, ...
+    cdef const int64_t *idx     # allowed rows, increasing; NULL = every row
     cdef int64_t d
     cdef const int8_t *qp
     cdef int64_t ldq
@@ -582,32 +294,91 @@ cdef class _JobX:
     cdef int sel_id
 
 
-cdef inline int64_t _block_rows(_JobX job, int64_t p, int64_t p1, uint8_t *gc, float *gs,
-                                float *gn, uint8_t *gz, int32_t *offs, const uint8_t **c,
-                                const float **s, const float **nm, const uint8_t **z,
-                                int64_t *span, bint single) noexcept nogil:
+cdef struct _Work:
+    # one thread's buffers, carved out of one allocation by _work_at
+    int32_t *acc        # (queries of a block) x _ROW_BLOCK accumulators
+    float *w            # row weights of a block
+    float *keys         # l2 and range: keys of a block for one query
+    float *gs           # gathered scales
+    float *gn           # gathered norms
+    int32_t *offs       # window: offset in the window of each allowed row
+    uint8_t *gz         # gathered zero points
+    uint8_t *gc         # gathered codes, _ROW_BLOCK x d
+
+
+cdef struct _Block:
+    const uint8_t *c
+    const float *s
+    const float *nm
+    const uint8_t *z
+    int64_t base        # first row (_CONTIG, _WINDOW)
+    int64_t span        # rows to score: the window's length, else the positions
+    int kind
+
+
+cdef int64_t _work_bytes(int64_t m, int64_t d):
+    cdef int64_t mq = min(m, _QUERY_BLOCK)
+    return (mq + 5) * _ROW_BLOCK * 4 + _ROW_BLOCK * (d + 1)
+
+
+cdef inline _Work _work_at(uint8_t *b, int64_t m) noexcept nogil:
+    cdef _Work w
+    cdef int64_t mq = m if m < _QUERY_BLOCK else _QUERY_BLOCK
+    w.acc = <int32_t *>b
+    b += mq * _ROW_BLOCK * 4
+    w.w = <float *>b
+    w.keys = w.w + _ROW_BLOCK
+    w.gs = w.keys + _ROW_BLOCK
+    w.gn = w.gs + _ROW_BLOCK
+    w.offs = <int32_t *>(w.gn + _ROW_BLOCK)
+    w.gz = <uint8_t *>(w.offs + _ROW_BLOCK)
+    w.gc = w.gz + _ROW_BLOCK
+    return w
+
+
+cdef inline const float* _block_weights(_Job job, const float *s, const float *nm, int64_t nr,
+                                        float *wbuf) noexcept nogil:
+    """Row weights of nr rows, shared by every query of a block: the scales (dot, l2) or
+    scale / norm (cosine; 0 for a zero row), so scoring is one multiply per row."""
+    if job.mode == _MODE_COSINE:
+        embq_row_weights(job.sel_id, s, nm, nr, wbuf)
+        return wbuf
+    return s
+
+
+cdef inline int64_t _block_rows(_Job job, int64_t p, int64_t p1, _Work *wk, _Block *b,
+                                bint single) noexcept nogil:
     """The rows of the next block of positions from ``p`` (before ``p1``); returns how many.
 
-    Three ways, by how dense the allowed rows are there: consecutive rows are read in place;
-    when enough of a window of _ROW_BLOCK rows is allowed (a third for ``single``, one query;
-    seven eighths otherwise), the whole window is scored
-    in place (``span`` rows from c/z/s/nm) and ``offs[r]`` says which window row position
-    p + r is (see :func:`_keys_window`); otherwise the allowed rows are gathered into
-    gc/gs/gn/gz. ``span`` is the number of rows to score; it equals the return
-    value except in the window case.
+    Three ways, by how dense the allowed rows are there: consecutive rows are read in place
+    (_CONTIG); when enough of a window of _ROW_BLOCK rows is allowed (a third for ``single``,
+    one query; seven eighths otherwise), the whole window is scored in place (_WINDOW, ``span``
+    rows; :func:`_window_offs` says where its allowed rows are); otherwise the allowed rows
+    are gathered into the thread's buffers (_GATHERED).
     """
-    cdef int64_t r, row, d = job.d, nr, base, ext
+    cdef int64_t r, row, d = job.d, nr, base, ext, lo, hi, mid
     nr = p1 - p
     if nr > _ROW_BLOCK:
         nr = _ROW_BLOCK
+    b.kind = _CONTIG
     if job.idx == NULL:
         base = p
     else:
         base = job.idx[p]
-        # the positions whose rows fall in the window [base, base + _ROW_BLOCK)
-        r = 1
-        while r < nr and job.idx[p + r] < base + _ROW_BLOCK:
-            r += 1
+        # r: the positions whose rows fall in the window [base, base + _ROW_BLOCK), by
+        # bisection (idx is increasing; a scan would cost as much as the window's selection)
+        if job.idx[p + nr - 1] < base + _ROW_BLOCK:
+            r = nr
+        else:
+            lo = 1          # idx[p + lo - 1] is in the window
+            hi = nr - 1     # idx[p + hi] is not
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if job.idx[p + mid] < base + _ROW_BLOCK:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            r = lo
         ext = job.idx[p + r - 1] - base + 1
         if ext != r:
             # One query is bound by memory: scoring a window in place costs about what reading
@@ -615,42 +386,111 @@ cdef inline int64_t _block_rows(_JobX job, int64_t p, int64_t p1, uint8_t *gc, f
             # arithmetic, which a gathered block halves at half allowed: only nearly full
             # windows are scored in place.
             if (single and _WIN_NUM * r >= _WIN_DEN * ext) or 8 * r >= 7 * ext:
-                for row in range(r):
-                    offs[row] = <int32_t>(job.idx[p + row] - base)
-                c[0] = job.codes + base * d
-                z[0] = job.zp + base if job.zp != NULL else NULL
-                s[0] = job.scales + base
-                nm[0] = job.norms + base if job.norms != NULL else NULL
-                span[0] = ext
-                return r
-            for r in range(nr):
-                row = job.idx[p + r]
-                if p + r + _PREFETCH_AHEAD < p1:
-                    embq_prefetch_row(job.codes + job.idx[p + r + _PREFETCH_AHEAD] * d, d)
-                memcpy(gc + r * d, job.codes + row * d, d)
-                gs[r] = job.scales[row]
-                if job.norms != NULL:
-                    gn[r] = job.norms[row]
-                if job.zp != NULL:
-                    gz[r] = job.zp[row]
-            c[0] = gc
-            s[0] = gs
-            nm[0] = gn if job.norms != NULL else NULL
-            z[0] = gz if job.zp != NULL else NULL
-            span[0] = nr
-            return nr
-        nr = r
-    c[0] = job.codes + base * d
-    s[0] = job.scales + base
-    nm[0] = job.norms + base if job.norms != NULL else NULL
-    z[0] = job.zp + base if job.zp != NULL else NULL
-    span[0] = nr
+                b.kind = _WINDOW
+                nr = r
+            else:
+                for r in range(nr):
+                    row = job.idx[p + r]
+                    if p + r + _PREFETCH_AHEAD < p1:
+                        embq_prefetch_row(job.codes + job.idx[p + r + _PREFETCH_AHEAD] * d, d)
+                    memcpy(wk.gc + r * d, job.codes + row * d, d)
+                    wk.gs[r] = job.scales[row]
+                    if job.norms != NULL:
+                        wk.gn[r] = job.norms[row]
+                    if job.zp != NULL:
+                        wk.gz[r] = job.zp[row]
+                b.c = wk.gc
+                b.s = wk.gs
+                b.nm = wk.gn if job.norms != NULL else NULL
+                b.z = wk.gz if job.zp != NULL else NULL
+                b.base = base
+                b.span = nr
+                b.kind = _GATHERED
+                return nr
+        else:
+            nr = r
+        # the allowed rows of the next block: the hardware prefetcher does not follow reads
+        # a window apart, and a miss here would stall the stream of codes
+        ext = p1 - (p + nr)
+        if ext > _ROW_BLOCK:
+            ext = _ROW_BLOCK
+        if ext > 0:
+            embq_prefetch_row(<const uint8_t *>(job.idx + p + nr), ext * sizeof(int64_t))
+    b.c = job.codes + base * d
+    b.s = job.scales + base
+    b.nm = job.norms + base if job.norms != NULL else NULL
+    b.z = job.zp + base if job.zp != NULL else NULL
+    b.base = base
+    b.span = job.idx[p + nr - 1] - base + 1 if b.kind == _WINDOW else nr
     return nr
 
 
-cdef inline void _keys(_JobX job, const int32_t *acc, int64_t nr, const float *w,
+cdef inline void _window_offs(const _Block *b, const int64_t *rows, int64_t nr,
+                              int32_t *offs) noexcept nogil:
+    """offs[r]: the row of the window (from ``b.base``) that allowed row ``rows[r]`` is."""
+    cdef int64_t r
+    for r in range(nr):
+        offs[r] = <int32_t>(rows[r] - b.base)
+
+
+@cython.cdivision(True)
+cdef inline void _window_weights(_Job job, const _Block *b, const int32_t *offs, int64_t nr,
+                                 float *out) noexcept nogil:
+    """Weights of the allowed rows of a window, in position order (the bits of
+    embq_row_weight: IEEE division is correctly rounded)."""
+    cdef int64_t r, o
+    cdef float nv
+    if job.mode == _MODE_COSINE:
+        for r in range(nr):
+            o = offs[r]
+            nv = b.nm[o]
+            out[r] = b.s[o] / nv if nv > 0 else 0
+    else:
+        for r in range(nr):
+            out[r] = b.s[offs[r]]
+
+
+cdef inline void _window_nan_weights(_Job job, const _Block *b, const int64_t *rows, int64_t nr,
+                                     float *tmp, float *out) noexcept nogil:
+    """Weights of every row of a window (``b.span`` rows from ``b.base``), NaN for the rows not
+    allowed; ``rows[0..nr)`` are the allowed ones (the first is ``b.base``, the last the
+    window's last row); ``tmp`` a buffer of ``b.span`` floats.
+
+    A NaN weight gives a NaN score, which the select kernels never keep once the heap's
+    worst entry is a real score (> -inf): every test they make then is an ordered compare
+    (``s > worst``), false for NaN. So the window goes through the dense scan unchanged.
+    The weights of the whole window at SIMD width, then: in a nearly full window NaN in its
+    few gaps; otherwise NaN everywhere and the allowed rows' weights copied back, branch-free
+    (gaps of random lengths would cost a mispredicted branch per allowed row).
+    """
+    cdef int64_t r, j, prev, o
+    cdef float *w = out if 8 * nr >= 7 * b.span else tmp
+    if job.mode == _MODE_COSINE:
+        embq_row_weights(job.sel_id, b.s, b.nm, b.span, w)
+    else:
+        memcpy(w, b.s, b.span * sizeof(float))
+    if w == out:
+        r = 1
+        while r < nr:
+            if r + 16 <= nr and rows[r + 15] - rows[r - 1] == 16:
+                r += 16   # rows[r - 1 .. r + 15] consecutive (increasing, no repeats): no gap
+                continue
+            prev = rows[r - 1] - b.base
+            o = rows[r] - b.base
+            for j in range(prev + 1, o):
+                out[j] = NAN
+            r += 1
+    else:
+        for r in range(b.span):
+            out[r] = NAN
+        for r in range(nr):
+            o = rows[r] - b.base
+            out[o] = w[o]
+
+
+cdef inline void _keys(_Job job, const int32_t *acc, int64_t nr, const float *w,
                        const float *s, const float *n2, int64_t q, float *out) noexcept nogil:
-    """Ranking keys of a block for query q (larger is better).
+    """Ranking keys of nr rows for query q (larger is better); w, s, n2 indexed like acc.
 
     dot, cosine: ``float(acc) * (w_row * w_query)``, the bits the select kernels compute.
     l2: ``-max((n2_row - 2 * t) + n2_query, 0)`` with ``t = float(acc) * (s_row * s_query)``
@@ -669,152 +509,285 @@ cdef inline void _keys(_JobX job, const int32_t *acc, int64_t nr, const float *w
             out[r] = <float>acc[r] * (w[r] * wq)
 
 
-cdef inline void _keys_window(_JobX job, const int32_t *acc, const int32_t *offs, int64_t nr,
-                              const float *s, const float *nm, int64_t q,
-                              float *out) noexcept nogil:
-    """:func:`_keys` of window rows ``offs[0..nr)`` (accumulators, scales and norms indexed by
-    window row), in one pass: the same float32 arithmetic, so the same bits."""
-    cdef int64_t r, o
-    cdef float wq = job.wq[q], qn2, t, dd, w, nv
-    if job.mode == _MODE_L2:
-        qn2 = job.qn2[q]
+cdef inline void _pick(const _Block *b, const int32_t *offs, int64_t nr, int32_t *acc,
+                       float *s, float *nm) noexcept nogil:
+    """Move the allowed rows of a window to the front, in place: accumulators, and for l2 the
+    scales and squared norms (s, nm may be NULL). offs[r] >= r and increasing."""
+    cdef int64_t r
+    for r in range(nr):
+        acc[r] = acc[offs[r]]
+    if s != NULL:
         for r in range(nr):
-            o = offs[r]
-            t = <float>acc[o] * (s[o] * wq)
-            dd = (nm[o] - (t + t)) + qn2
-            out[r] = -dd if dd > 0 else -0.0
-    elif job.mode == _MODE_COSINE:
-        for r in range(nr):
-            o = offs[r]
-            nv = nm[o]
-            w = s[o] / nv if nv > 0 else 0
-            out[r] = <float>acc[o] * (w * wq)
-    else:
-        for r in range(nr):
-            o = offs[r]
-            out[r] = <float>acc[o] * (s[o] * wq)
+            s[r] = b.s[offs[r]]
+            nm[r] = b.nm[offs[r]]
 
 
-cdef void _scan_x(_JobX job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float *hv,
-                  int64_t *hi, int32_t *acc, float *wbuf, float *kbuf, uint8_t *gc, float *gs,
-                  float *gn, uint8_t *gz, int32_t *offs) noexcept nogil:
-    """Offer positions [p0, p1) to the heaps of queries [q0, q1) (heap of q at (q - q0) * k)."""
-    cdef int64_t p = p0, nr, qb, nq, qi, r, k = job.k, h, span, o
+cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float *hv,
+                int64_t *hi, _Work *wk) noexcept nogil:
+    """Offer positions [p0, p1) to the heaps of queries [q0, q1) (heap of query q at
+    (q - q0) * k), labelled by row.
+
+    A window (dot, cosine) is scored whole with NaN weights on the rows not allowed (see
+    :func:`_window_nan_weights`) for every query whose heap already holds k scores above
+    -inf; a query whose heap does not yet gets the allowed rows picked out of the window
+    (:func:`_pick`) and offered under their row numbers.
+    """
+    cdef int64_t p = p0, nr, qb, nq, qi, r, h, k = job.k, d = job.d
+    cdef bint single = q1 - q0 == 1, l2 = job.mode == _MODE_L2, picked
     cdef float th
     cdef int32_t *a
-    cdef bint multi_win
-    cdef const uint8_t *c
-    cdef const uint8_t *z
+    cdef const float *w
     cdef const float *s
     cdef const float *nm
-    cdef const float *w
+    cdef const int64_t *lab
+    cdef _Block b
+    if single and not l2 and job.idx == NULL:
+        # every row, one query: one fused stream over the whole range
+        embq_scan1(job.dot_id, job.sel_id, job.codes + p0 * d, d, p1 - p0, d,
+                   job.zp + p0 if job.zp != NULL else NULL, job.qp + q0 * job.ldq, job.ldq,
+                   job.sumq[q0], job.scales + p0,
+                   job.norms + p0 if job.norms != NULL else NULL, job.wq[q0], p0, hv, hi, k)
+        return
     while p < p1:
-        nr = _block_rows(job, p, p1, gc, gs, gn, gz, offs, &c, &s, &nm, &z, &span,
-                         q1 - q0 == 1)
-        if job.mode != _MODE_L2 and q1 - q0 == 1 and span == nr:
-            embq_scan1(job.dot_id, job.sel_id, c, job.d, nr, job.d, z, job.qp + q0 * job.ldq,
-                       job.ldq, job.sumq[q0], s, nm, job.wq[q0], p, hv, hi, k)
+        nr = _block_rows(job, p, p1, wk, &b, single)
+        lab = job.idx + p if b.kind != _CONTIG else NULL
+        if single and not l2 and b.kind == _CONTIG:
+            embq_scan1(job.dot_id, job.sel_id, b.c, d, nr, d, b.z, job.qp + q0 * job.ldq,
+                       job.ldq, job.sumq[q0], b.s, b.nm, job.wq[q0], b.base, hv, hi, k)
             p += nr
             continue
-        w = s
-        multi_win = span != nr and q1 - q0 > 1 and job.mode != _MODE_L2
-        if multi_win:
-            # several queries share the window: its allowed rows' weights once, then each
-            # query's accumulators compacted and selected by the SIMD select
-            for r in range(nr):
-                o = offs[r]
-                if job.mode == _MODE_COSINE:
-                    wbuf[r] = s[o] / nm[o] if nm[o] > 0 else 0
-                else:
-                    wbuf[r] = s[o]
-            w = wbuf
-        elif job.mode == _MODE_COSINE and span == nr:
-            embq_row_weights(job.sel_id, s, nm, nr, wbuf)
-            w = wbuf
+        s = b.s
+        nm = b.nm
+        picked = False
+        if b.kind == _WINDOW and not l2:
+            # the window's first rows are on their way while its weights are worked out
+            embq_prefetch_row(b.c, 8 * d)
+            _window_nan_weights(job, &b, lab, nr, wk.keys, wk.w)
+            if single and hv[0] > -INFINITY:
+                # one stream through the dense scan (the fused loop where there is one)
+                embq_scan1(job.dot_id, job.sel_id, b.c, d, b.span, d, b.z,
+                           job.qp + q0 * job.ldq, job.ldq, job.sumq[q0], wk.w, NULL,
+                           job.wq[q0], b.base, hv, hi, k)
+                p += nr
+                continue
+        elif b.kind == _WINDOW:
+            # l2: scales and squared norms picked per query with the accumulators
+            _window_offs(&b, lab, nr, wk.offs)
+            s = wk.gs
+            nm = wk.gn
+        w = wk.w
+        if b.kind != _WINDOW:
+            w = _block_weights(job, b.s, b.nm, nr, wk.w)
         qb = q0
         while qb < q1:
             nq = q1 - qb
             if nq > _QUERY_BLOCK:
                 nq = _QUERY_BLOCK
-            job.dot(c, job.d, span, job.d, z, job.qp + qb * job.ldq, job.ldq, job.sumq + qb,
-                    nq, acc, _ROW_BLOCK)
+            job.dot(b.c, d, b.span, d, b.z, job.qp + qb * job.ldq, job.ldq, job.sumq + qb,
+                    nq, wk.acc, _ROW_BLOCK)
             for qi in range(nq):
                 h = (qb - q0 + qi) * k
-                if multi_win:
-                    a = acc + qi * _ROW_BLOCK
-                    for r in range(nr):
-                        a[r] = a[offs[r]]   # offs[r] >= r, increasing: in place
-                    job.sel(a, nr, w, NULL, job.wq[qb + qi], p, hv + h, hi + h, k)
-                elif span != nr:
-                    _keys_window(job, acc + qi * _ROW_BLOCK, offs, nr, s, nm, qb + qi, kbuf)
+                a = wk.acc + qi * _ROW_BLOCK
+                if l2:
+                    if b.kind == _WINDOW:
+                        _pick(&b, wk.offs, nr, a, wk.gs, wk.gn)
+                    _keys(job, a, nr, w, s, nm, qb + qi, wk.keys)
                     th = hv[h]
                     for r in range(nr):
-                        embq_select_one(kbuf[r], p + r, hv + h, hi + h, k, &th)
-                elif job.mode == _MODE_L2:
-                    _keys(job, acc + qi * _ROW_BLOCK, nr, w, s, nm, qb + qi, kbuf)
-                    for r in range(nr):
-                        embq_heap_offer(hv + h, hi + h, k, kbuf[r], p + r)
+                        embq_select_one(wk.keys[r], lab[r] if lab != NULL else b.base + r,
+                                        hv + h, hi + h, k, &th)
+                elif b.kind == _WINDOW and hv[h] > -INFINITY:
+                    job.sel(a, b.span, w, NULL, job.wq[qb + qi], b.base, hv + h, hi + h, k)
+                elif b.kind == _WINDOW:
+                    if not picked:   # the allowed rows' weights, once for the window
+                        _window_offs(&b, lab, nr, wk.offs)
+                        _window_weights(job, &b, wk.offs, nr, wk.gs)
+                        picked = True
+                    _pick(&b, wk.offs, nr, a, NULL, NULL)
+                    embq_select_labeled(job.sel_id, a, nr, wk.gs, NULL, job.wq[qb + qi], lab,
+                                        hv + h, hi + h, k)
+                elif lab != NULL:
+                    embq_select_labeled(job.sel_id, a, nr, w, NULL, job.wq[qb + qi], lab,
+                                        hv + h, hi + h, k)
                 else:
-                    job.sel(acc + qi * _ROW_BLOCK, nr, w, NULL, job.wq[qb + qi], p, hv + h,
-                            hi + h, k)
+                    job.sel(a, nr, w, NULL, job.wq[qb + qi], b.base, hv + h, hi + h, k)
             qb += nq
         p += nr
 
 
-cdef void _range_x(_JobX job, int64_t p0, int64_t p1, int64_t m, float thr, int64_t *counts,
-                   int64_t *offsets, float *ov, int64_t *oi, int32_t *acc, float *wbuf,
-                   float *kbuf, uint8_t *gc, float *gs, float *gn, uint8_t *gz,
-                   int32_t *offs) noexcept nogil:
-    """Positions in [p0, p1) whose key is >= thr, for all m queries.
+cdef void _range(_Job job, int64_t p0, int64_t p1, int64_t m, float thr, int64_t *counts,
+                 int64_t *offsets, float *ov, int64_t *oi, _Work *wk) noexcept nogil:
+    """Rows of positions [p0, p1) whose key is >= thr, for all m queries.
 
     Counting pass (``offsets`` NULL): counts[q] += matches. Filling pass: matches of query q
-    are written at ov/oi[offsets[q]], offsets[q] advanced, in increasing position order.
+    are written at ov/oi[offsets[q]], offsets[q] advanced, in increasing row order.
     """
-    cdef int64_t p = p0, nr, qb, nq, qi, r, q, o, span
-    cdef const uint8_t *c
-    cdef const uint8_t *z
+    cdef int64_t p = p0, nr, qb, nq, qi, r, q, o
+    cdef bint l2 = job.mode == _MODE_L2
+    cdef int32_t *a
+    cdef const float *w
     cdef const float *s
     cdef const float *nm
-    cdef const float *w
+    cdef const int64_t *lab
+    cdef _Block b
     while p < p1:
-        nr = _block_rows(job, p, p1, gc, gs, gn, gz, offs, &c, &s, &nm, &z, &span, m == 1)
-        w = s
-        if job.mode == _MODE_COSINE and span == nr:
-            embq_row_weights(job.sel_id, s, nm, nr, wbuf)
-            w = wbuf
+        nr = _block_rows(job, p, p1, wk, &b, m == 1)
+        lab = job.idx + p if b.kind != _CONTIG else NULL
+        s = b.s
+        nm = b.nm
+        if b.kind == _WINDOW:
+            _window_offs(&b, lab, nr, wk.offs)
+            if l2:
+                s = wk.gs
+                nm = wk.gn
+            else:
+                _window_weights(job, &b, wk.offs, nr, wk.w)
+            w = wk.w
+        else:
+            w = _block_weights(job, b.s, b.nm, nr, wk.w)
         qb = 0
         while qb < m:
             nq = m - qb
             if nq > _QUERY_BLOCK:
                 nq = _QUERY_BLOCK
-            job.dot(c, job.d, span, job.d, z, job.qp + qb * job.ldq, job.ldq, job.sumq + qb,
-                    nq, acc, _ROW_BLOCK)
+            job.dot(b.c, job.d, b.span, job.d, b.z, job.qp + qb * job.ldq, job.ldq,
+                    job.sumq + qb, nq, wk.acc, _ROW_BLOCK)
             for qi in range(nq):
                 q = qb + qi
-                if span != nr:
-                    _keys_window(job, acc + qi * _ROW_BLOCK, offs, nr, s, nm, q, kbuf)
-                else:
-                    _keys(job, acc + qi * _ROW_BLOCK, nr, w, s, nm, q, kbuf)
+                a = wk.acc + qi * _ROW_BLOCK
+                if b.kind == _WINDOW:
+                    _pick(&b, wk.offs, nr, a, wk.gs if l2 else NULL, wk.gn)
+                _keys(job, a, nr, w, s, nm, q, wk.keys)
                 if offsets == NULL:
                     for r in range(nr):
-                        if kbuf[r] >= thr:
+                        if wk.keys[r] >= thr:
                             counts[q] += 1
                 else:
                     o = offsets[q]
                     for r in range(nr):
-                        if kbuf[r] >= thr:
-                            ov[o] = kbuf[r]
-                            oi[o] = p + r
+                        if wk.keys[r] >= thr:
+                            ov[o] = wk.keys[r]
+                            oi[o] = lab[r] if lab != NULL else b.base + r
                             o += 1
                     offsets[q] = o
             qb += nq
         p += nr
 
 
-cdef _JobX _make_jobx(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points,
-                      norms, idx, const int8_t[:, ::1] qp, const int32_t[::1] sq,
-                      const float[::1] wq, qn2, int64_t k, int mode):
-    cdef _JobX job = _JobX()
+cdef void _merge(const float *hv, const int64_t *hi, int64_t nchunks, int64_t m, int64_t k,
+                 int64_t q, float *ov, int64_t *oi) noexcept nogil:
+    """Merge query q's heaps of every chunk (laid out (nchunks, m, k)) into a sorted top-k."""
+    cdef int64_t c, t, base
+    embq_heap_init(ov, oi, k)
+    for c in range(nchunks):
+        base = (c * m + q) * k
+        for t in range(k):
+            embq_heap_offer(ov, oi, k, hv[base + t], hi[base + t])
+    embq_heap_sort(ov, oi, k)
+
+
+cdef void _score_rows(_Job job, int64_t r0, int64_t r1, int64_t m, float *out, int64_t ldo,
+                      _Work *wk) noexcept nogil:
+    """Scores of rows [r0, r1) for all m queries into out[q * ldo + r] (no selection).
+
+    The same arithmetic as the selection kernels, ``float(acc) * (w_row * w_query)``, so a
+    score here has the bits :func:`topk` reports for that row.
+    """
+    cdef int64_t rb = r0, nr, qb, nq, qi, r
+    cdef const uint8_t *zp
+    cdef const float *w
+    cdef float wqi
+    cdef float *o
+    cdef int32_t *a
+    while rb < r1:
+        nr = r1 - rb
+        if nr > _ROW_BLOCK:
+            nr = _ROW_BLOCK
+        zp = job.zp + rb if job.zp != NULL else NULL
+        w = _block_weights(job, job.scales + rb, job.norms + rb if job.norms != NULL else NULL,
+                           nr, wk.w)
+        qb = 0
+        while qb < m:
+            nq = m - qb
+            if nq > _QUERY_BLOCK:
+                nq = _QUERY_BLOCK
+            job.dot(job.codes + rb * job.d, job.d, nr, job.d, zp, job.qp + qb * job.ldq, job.ldq,
+                    job.sumq + qb, nq, wk.acc, _ROW_BLOCK)
+            for qi in range(nq):
+                wqi = job.wq[qb + qi]
+                o = out + (qb + qi) * ldo + rb
+                a = wk.acc + qi * _ROW_BLOCK
+                for r in range(nr):
+                    o[r] = <float>a[r] * (w[r] * wqi)
+            qb += nq
+        rb += nr
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef int64_t _check_job(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points,
+                        norms, int64_t n_rows, idx, const int8_t[:, ::1] qp,
+                        const int32_t[::1] sq, const float[::1] wq, qn2, int mode,
+                        int n_threads) except -1:
+    """The checks that keep every entry point inside its arrays; returns the number of
+    positions searched (n_rows, or len(idx)).
+
+    Sizes (O(1)) and, for ``idx``, that every row is within [0, n_rows) and increasing
+    (O(len(idx)), the one value check done here: a bad index would read out of bounds). The
+    values (query range, finite scales, the int32 bound on d) are the caller's to check.
+    """
+    cdef int64_t m = qp.shape[0], d = codes.shape[1]
+    if mode not in (_MODE_DOT, _MODE_COSINE, _MODE_L2):
+        raise ValueError(f"mode must be 0 (dot), 1 (cosine) or 2 (l2), got {mode}")
+    if d < 1:
+        raise ValueError(f"codes must have dimension >= 1, got shape ({codes.shape[0]}, {d})")
+    if qp.shape[1] != EMBQ_QSTRIDE(d) or sq.shape[0] != m or wq.shape[0] != m:
+        raise ValueError(
+            f"packed queries must have shape ({m}, {EMBQ_QSTRIDE(d)}) with {m} sums and weights, "
+            f"got ({qp.shape[0]}, {qp.shape[1]}), {sq.shape[0]}, {wq.shape[0]}")
+    if not 0 <= n_rows <= codes.shape[0]:
+        raise ValueError(f"n_rows must be within [0, {codes.shape[0]}], got {n_rows}")
+    if scales.shape[0] < n_rows:
+        raise ValueError(f"scales must hold at least n_rows={n_rows} values, got "
+                         f"{scales.shape[0]}")
+    if zero_points is not None and len(zero_points) < n_rows:
+        raise ValueError(f"zero_points must hold at least n_rows={n_rows} values, got "
+                         f"{len(zero_points)}")
+    if mode != _MODE_DOT and (norms is None or len(norms) < n_rows):
+        raise ValueError(f"{'cosine' if mode == _MODE_COSINE else 'l2'} needs norms of at "
+                         f"least n_rows={n_rows} values, got "
+                         f"{None if norms is None else len(norms)}")
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+    if mode == _MODE_L2 and (qn2 is None or len(qn2) != m):
+        raise ValueError(f"l2 needs one squared query norm per query ({m}), got "
+                         f"{None if qn2 is None else len(qn2)}")
+    if idx is None:
+        return n_rows
+    return check_rows(idx, n_rows)
+
+
+def check_rows(const int64_t[::1] idx, int64_t n_rows):
+    """Check that ``idx`` (int64) holds increasing rows within [0, n_rows); returns its length.
+
+    The one value check of the allow-list entry points (a bad row would read out of bounds),
+    O(len(idx)) at SIMD width; a ValueError names the first bad position otherwise.
+    """
+    cdef int64_t npos = idx.shape[0], bad = -1
+    if npos > 0:
+        with nogil:
+            bad = embq_rows_first_bad(_sel_id, &idx[0], npos, n_rows)
+    if bad >= 0:
+        raise ValueError(f"idx must be increasing rows within [0, {n_rows}), got "
+                         f"{idx[bad]} at position {bad}")
+    return npos
+
+
+cdef _Job _make_job(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points,
+                    norms, idx, const int8_t[:, ::1] qp, const int32_t[::1] sq,
+                    const float[::1] wq, qn2, int64_t k, int mode):
+    """The job of a search that :func:`_check_job` accepted."""
+    cdef _Job job = _Job()
     cdef const uint8_t[::1] zpv
     cdef const float[::1] nv
     cdef const int64_t[::1] iv
@@ -851,96 +824,135 @@ cdef _JobX _make_jobx(const uint8_t[:, ::1] codes, const float[::1] scales, zero
     return job
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
-cdef int64_t _check_jobx(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points,
-                         norms, int64_t n_rows, idx, const int8_t[:, ::1] qp,
-                         const int32_t[::1] sq, const float[::1] wq, qn2, int mode,
-                         int n_threads) except -1:
-    """Sizes (O(1)) and, for ``idx``, that every row is within [0, n_rows) and increasing
-    (O(len(idx)), the one value check done here: a bad index would read out of bounds).
-    Returns the number of positions searched."""
-    cdef const int64_t[::1] iv
-    cdef int64_t j, npos, prev = -1
-    if mode not in (_MODE_DOT, _MODE_COSINE, _MODE_L2):
-        raise ValueError(f"mode must be 0 (dot), 1 (cosine) or 2 (l2), got {mode}")
-    _check_job(codes, scales, zero_points, norms, n_rows, qp, sq, wq, mode != _MODE_DOT,
+def _work_buffers(int64_t nt, int64_t m, int64_t d):
+    """One buffer per thread for :func:`_work_at` (rows 64-byte multiples); ``d`` 0 leaves out
+    the gathered codes (no allow-list, nothing is gathered)."""
+    return np.empty((nt, (_work_bytes(m, d) + 63) // 64 * 64), dtype=np.uint8)
+
+
+def all_scores(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
+               int64_t n_rows, const int8_t[:, ::1] qp, const int32_t[::1] sq,
+               const float[::1] wq, bint cosine, int n_threads):
+    """Scores of every row of ``codes[:n_rows]`` for each query, float32 (m, n_rows), in row order.
+
+    What gensim's ``most_similar(topn=None)`` returns, on the int8 scores. Arguments as for
+    :func:`topk` (same guarantees from the caller); the rows are split over threads in
+    blocks, each block scored for every query.
+    """
+    cdef int64_t m = qp.shape[0], nblocks, b, r0, r1, tid
+    cdef int mode = _MODE_COSINE if cosine else _MODE_DOT
+    _check_job(codes, scales, zero_points, norms, n_rows, None, qp, sq, wq, None, mode,
                n_threads)
-    if mode == _MODE_L2 and (qn2 is None or len(qn2) != qp.shape[0]):
-        raise ValueError(f"l2 needs one squared query norm per query ({qp.shape[0]}), got "
-                         f"{None if qn2 is None else len(qn2)}")
-    if idx is None:
-        return n_rows
-    iv = idx
-    npos = iv.shape[0]
-    cdef int64_t bad = -1
-    with nogil:
-        for j in range(npos):
-            if iv[j] <= prev or iv[j] >= n_rows:
-                bad = j
-                break
-            prev = iv[j]
-    if bad >= 0:
-        raise ValueError(f"idx must be increasing rows within [0, {n_rows}), got "
-                         f"{iv[bad]} at position {bad}")
-    return npos
+    out = np.empty((m, n_rows), dtype=np.float32)
+    if m == 0 or n_rows == 0:
+        return out
+    cdef float[:, ::1] o = out
+    cdef _Job job = _make_job(codes, scales, zero_points, norms, None, qp, sq, wq, None, 1, mode)
+    if not embq_openmp_enabled():
+        n_threads = 1
+    cdef int nt = n_threads
+    cdef uint8_t[:, ::1] wb = _work_buffers(nt, m, 0)
+    cdef _Work wk
+    # a few blocks of rows per thread, each a multiple of _ROW_BLOCK rows
+    nblocks = (n_rows + _ROW_BLOCK - 1) // _ROW_BLOCK
+    if nblocks > 4 * nt:
+        nblocks = 4 * nt
+    with nogil, parallel(num_threads=nt):
+        for b in prange(nblocks, schedule="dynamic"):
+            tid = threadid()
+            wk = _work_at(&wb[tid, 0], m)
+            r0 = b * n_rows // nblocks
+            r1 = (b + 1) * n_rows // nblocks
+            _score_rows(job, r0, r1, m, &o[0, 0], n_rows, &wk)
+    return out
+
+
+def topk(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
+         int64_t n_rows, const int8_t[:, ::1] qp, const int32_t[::1] sq,
+         const float[::1] wq, int64_t k, bint cosine, int n_threads, str mode="auto"):
+    """Top-k rows of ``codes[:n_rows]`` for each query; returns (scores (m, k), rows (m, k)).
+
+    ``qp``, ``sq``, ``wq`` are the packed queries, their sums and weights from
+    :func:`prepare_queries`. Sizes are checked here (1 <= k <= n_rows <= len(codes), len(scales)
+    and of norms and zero points >= n_rows, norms given when ``cosine``, n_threads >= 1; a
+    ValueError otherwise); the caller guarantees the values: query values within [-127, 127]
+    and d small enough for int32 accumulators. ``mode`` forces the schedule ("rows",
+    "queries"; see :func:`topk_x`). The dense case of :func:`topk_x`.
+    """
+    if 1 <= n_rows and not 1 <= k <= n_rows:
+        raise ValueError(f"k must be within [1, n_rows={n_rows}], got {k}")
+    return topk_x(codes, scales, zero_points, norms, n_rows, None, qp, sq, wq, None, k,
+                  _MODE_COSINE if cosine else _MODE_DOT, n_threads, mode)
 
 
 def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
            int64_t n_rows, idx, const int8_t[:, ::1] qp, const int32_t[::1] sq,
-           const float[::1] wq, qn2, int64_t k, int mode, int n_threads):
-    """Top-k by key over the rows ``idx`` (None: rows [0, n_rows)); returns (keys, positions),
-    each (m, k), best first, ties by lower position.
+           const float[::1] wq, qn2, int64_t k, int mode, int n_threads,
+           str schedule="auto"):
+    """Top-k by key over the rows ``idx`` (None: rows [0, n_rows)); returns (keys, rows),
+    each (m, k), best first, ties by lower row.
 
     ``mode`` 0 dot, 1 cosine (``norms``: row norms), 2 l2 (``norms``: squared row norms,
     ``qn2``: squared query norms, keys are minus the squared distances). Checks as for
     :func:`topk`, plus ``idx`` (int64, increasing, within [0, n_rows)) and 1 <= k <= len(idx).
+
+    ``schedule``: "rows" (few queries) cuts the rows into a few chunks per thread, each with
+    its own heap per query, merged at the end; "queries" hands blocks of queries to the
+    threads, each scanning every row into the output heaps; "auto" picks rows mode for fewer
+    than 16 queries per thread while the chunk heaps stay small.
     """
-    cdef int64_t npos = _check_jobx(codes, scales, zero_points, norms, n_rows, idx, qp, sq, wq,
-                                    qn2, mode, n_threads)
-    cdef int64_t m = qp.shape[0], d = codes.shape[1], nchunks, c, q, b, nqb, qbs
-    cdef int64_t p0, p1, q0, q1, tid
+    cdef int64_t npos = _check_job(codes, scales, zero_points, norms, n_rows, idx, qp, sq, wq,
+                                   qn2, mode, n_threads)
+    cdef int64_t m = qp.shape[0], nchunks, c, q, b, nqb, qbs, p0, p1, q0, q1, tid
     if not 1 <= k <= npos:
         raise ValueError(f"k must be within [1, {npos}] (the rows searched), got {k}")
+    if schedule not in ("auto", "rows", "queries"):
+        raise ValueError(f"schedule must be 'auto', 'rows' or 'queries', got {schedule!r}")
     out_v = np.empty((m, k), dtype=np.float32)
     out_i = np.empty((m, k), dtype=np.int64)
     cdef float[:, ::1] ov = out_v
     cdef int64_t[:, ::1] oi = out_i
     if m == 0:
         return out_v, out_i
-    cdef _JobX job = _make_jobx(codes, scales, zero_points, norms, idx, qp, sq, wq, qn2, k, mode)
+    cdef _Job job = _make_job(codes, scales, zero_points, norms, idx, qp, sq, wq, qn2, k, mode)
     if not embq_openmp_enabled():
         n_threads = 1
     cdef int nt = n_threads
-    acc_buf = np.empty((nt, min(m, _QUERY_BLOCK) * _ROW_BLOCK), dtype=np.int32)
-    cdef int32_t[:, ::1] accb = acc_buf
-    w_buf = np.empty((nt, 4, _ROW_BLOCK), dtype=np.float32)   # weights, keys, scales, norms
-    cdef float[:, :, ::1] wb = w_buf
-    g_buf = np.empty((nt, _ROW_BLOCK * d + _ROW_BLOCK), dtype=np.uint8)  # codes, zero points
-    cdef uint8_t[:, ::1] gb = g_buf
-    o_buf = np.empty((nt, _ROW_BLOCK), dtype=np.int32)   # window offsets
-    cdef int32_t[:, ::1] ob = o_buf
+    cdef uint8_t[:, ::1] wb = _work_buffers(nt, m, 0 if idx is None else codes.shape[1])
+    cdef _Work wk
     cdef float[:, :, ::1] hv
     cdef int64_t[:, :, ::1] hi
+    # Rows mode while the per-chunk heaps stay small and there are too few queries to keep every
+    # thread busy with whole query blocks; queries mode otherwise.
     nchunks = min(4 * nt if nt > 1 else 1, (npos + _ROW_BLOCK - 1) // _ROW_BLOCK)
-    if m < 16 * nt and nchunks * m * k <= (1 << 22):
+    if schedule == "auto":
+        schedule = "rows" if m < 16 * nt and nchunks * m * k <= (1 << 22) else "queries"
+    if schedule == "rows":
         heap_v = np.empty((nchunks, m, k), dtype=np.float32)
         heap_i = np.empty((nchunks, m, k), dtype=np.int64)
         hv = heap_v
         hi = heap_i
+        # a few chunks per thread, handed out dynamically: a thread slowed down by another
+        # process does not hold the others up, and each chunk is still one long stream
         with nogil, parallel(num_threads=nt):
             for c in prange(nchunks, schedule="dynamic"):
                 tid = threadid()
+                wk = _work_at(&wb[tid, 0], m)
                 p0 = c * npos // nchunks
                 p1 = (c + 1) * npos // nchunks
                 embq_heap_init(&hv[c, 0, 0], &hi[c, 0, 0], m * k)
-                _scan_x(job, p0, p1, 0, m, &hv[c, 0, 0], &hi[c, 0, 0], &accb[tid, 0],
-                        &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0], &wb[tid, 2, 0],
-                        &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d], &ob[tid, 0])
-        with nogil:
-            for q in range(m):
-                _merge(&hv[0, 0, 0], &hi[0, 0, 0], nchunks, m, k, q, &ov[q, 0], &oi[q, 0])
+                _scan(job, p0, p1, 0, m, &hv[c, 0, 0], &hi[c, 0, 0], &wk)
+        # merging a few small heaps is quicker than waking the threads again
+        if nt > 1 and nchunks * m * k > _SERIAL_MERGE:
+            with nogil:
+                for q in prange(m, num_threads=nt, schedule="static"):
+                    _merge(&hv[0, 0, 0], &hi[0, 0, 0], nchunks, m, k, q, &ov[q, 0], &oi[q, 0])
+        else:
+            with nogil:
+                for q in range(m):
+                    _merge(&hv[0, 0, 0], &hi[0, 0, 0], nchunks, m, k, q, &ov[q, 0], &oi[q, 0])
     else:
+        # blocks of a multiple of 4 queries (the micro-kernel's width), at least one per thread
         qbs = (m + nt - 1) // nt
         qbs = ((qbs + 3) // 4) * 4
         if qbs > _QUERY_BLOCK:
@@ -949,15 +961,14 @@ def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, no
         with nogil, parallel(num_threads=nt):
             for b in prange(nqb, schedule="dynamic"):
                 tid = threadid()
+                wk = _work_at(&wb[tid, 0], m)
                 q0 = b * qbs
                 q1 = q0 + qbs
                 if q1 > m:
                     q1 = m
                 for q in range(q0, q1):
                     embq_heap_init(&ov[q, 0], &oi[q, 0], k)
-                _scan_x(job, 0, npos, q0, q1, &ov[q0, 0], &oi[q0, 0], &accb[tid, 0],
-                        &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0], &wb[tid, 2, 0],
-                        &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d], &ob[tid, 0])
+                _scan(job, 0, npos, q0, q1, &ov[q0, 0], &oi[q0, 0], &wk)
                 for q in range(q0, q1):
                     embq_heap_sort(&ov[q, 0], &oi[q, 0], k)
     return out_v, out_i
@@ -966,42 +977,35 @@ def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, no
 def range_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, norms,
             int64_t n_rows, idx, const int8_t[:, ::1] qp, const int32_t[::1] sq,
             const float[::1] wq, qn2, float threshold, int mode, int n_threads):
-    """Every position whose key is >= ``threshold``, for each query (arguments as for
-    :func:`topk_x`). Returns (indptr (m + 1,), keys, positions): query q's matches are
-    ``[indptr[q], indptr[q + 1])``, in increasing position order (the caller sorts).
+    """Every row (of ``idx``, or of [0, n_rows)) whose key is >= ``threshold``, for each query
+    (arguments as for :func:`topk_x`). Returns (indptr (m + 1,), keys, rows): query q's
+    matches are ``[indptr[q], indptr[q + 1])``, in increasing row order (the caller sorts).
 
     Two passes over the rows (count, then fill), so nothing grows inside the loops.
     """
-    cdef int64_t npos = _check_jobx(codes, scales, zero_points, norms, n_rows, idx, qp, sq, wq,
-                                    qn2, mode, n_threads)
-    cdef int64_t m = qp.shape[0], d = codes.shape[1], nchunks, c, q, total, p0, p1, tid
+    cdef int64_t npos = _check_job(codes, scales, zero_points, norms, n_rows, idx, qp, sq, wq,
+                                   qn2, mode, n_threads)
+    cdef int64_t m = qp.shape[0], nchunks, c, total, p0, p1, tid
     indptr = np.zeros(m + 1, dtype=np.int64)
     if m == 0 or npos == 0:
         return indptr, np.empty(0, np.float32), np.empty(0, np.int64)
-    cdef _JobX job = _make_jobx(codes, scales, zero_points, norms, idx, qp, sq, wq, qn2, 1, mode)
+    cdef _Job job = _make_job(codes, scales, zero_points, norms, idx, qp, sq, wq, qn2, 1, mode)
     if not embq_openmp_enabled():
         n_threads = 1
     cdef int nt = n_threads
-    acc_buf = np.empty((nt, min(m, _QUERY_BLOCK) * _ROW_BLOCK), dtype=np.int32)
-    cdef int32_t[:, ::1] accb = acc_buf
-    w_buf = np.empty((nt, 4, _ROW_BLOCK), dtype=np.float32)
-    cdef float[:, :, ::1] wb = w_buf
-    g_buf = np.empty((nt, _ROW_BLOCK * d + _ROW_BLOCK), dtype=np.uint8)
-    cdef uint8_t[:, ::1] gb = g_buf
-    o_buf = np.empty((nt, _ROW_BLOCK), dtype=np.int32)   # window offsets
-    cdef int32_t[:, ::1] ob = o_buf
+    cdef uint8_t[:, ::1] wb = _work_buffers(nt, m, 0 if idx is None else codes.shape[1])
+    cdef _Work wk
     nchunks = min(4 * nt if nt > 1 else 1, (npos + _ROW_BLOCK - 1) // _ROW_BLOCK)
     counts_a = np.zeros((nchunks, m), dtype=np.int64)
     cdef int64_t[:, ::1] counts = counts_a
     with nogil, parallel(num_threads=nt):
         for c in prange(nchunks, schedule="dynamic"):
             tid = threadid()
+            wk = _work_at(&wb[tid, 0], m)
             p0 = c * npos // nchunks
             p1 = (c + 1) * npos // nchunks
-            _range_x(job, p0, p1, m, threshold, &counts[c, 0], NULL, NULL, NULL,
-                     &accb[tid, 0], &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0],
-                     &wb[tid, 2, 0], &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d], &ob[tid, 0])
-    # query-major layout: query q's matches from chunk 0, then chunk 1, ... (position order)
+            _range(job, p0, p1, m, threshold, &counts[c, 0], NULL, NULL, NULL, &wk)
+    # query-major layout: query q's matches from chunk 0, then chunk 1, ... (row order)
     per_q = counts_a.sum(axis=0)
     np.cumsum(per_q, out=indptr[1:])
     total = int(indptr[m])
@@ -1017,9 +1021,8 @@ def range_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, n
     with nogil, parallel(num_threads=nt):
         for c in prange(nchunks, schedule="dynamic"):
             tid = threadid()
+            wk = _work_at(&wb[tid, 0], m)
             p0 = c * npos // nchunks
             p1 = (c + 1) * npos // nchunks
-            _range_x(job, p0, p1, m, threshold, NULL, &starts[c, 0], &ov[0], &oi[0],
-                     &accb[tid, 0], &wb[tid, 0, 0], &wb[tid, 1, 0], &gb[tid, 0],
-                     &wb[tid, 2, 0], &wb[tid, 3, 0], &gb[tid, _ROW_BLOCK * d], &ob[tid, 0])
+            _range(job, p0, p1, m, threshold, NULL, &starts[c, 0], &ov[0], &oi[0], &wk)
     return indptr, out_v, out_i

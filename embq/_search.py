@@ -321,15 +321,22 @@ def _allow_rows(allow: Any, n: int, n_eff: int) -> np.ndarray:
                              f"{arr.shape[0]}")
         rows = np.flatnonzero(arr[:n_eff])
     elif arr.dtype.kind in "iu" or arr.size == 0:
-        rows = arr.astype(np.int64)
+        rows = arr.astype(np.int64, copy=False)
         if rows.size:
-            lo, hi = int(rows.min()), int(rows.max())
+            # increasing rows (the usual list) need no copy, and their range is their ends:
+            # a filtered search of one query costs about a pass over the rows, so every pass
+            # over them here would show
+            increasing = bool((rows[1:] > rows[:-1]).all())
+            if increasing:
+                lo, hi = int(rows[0]), int(rows[-1])
+            else:
+                lo, hi = int(rows.min()), int(rows.max())
             if lo < 0 or hi >= n:
                 bad = lo if lo < 0 else hi
                 pos = int(np.flatnonzero(rows == bad)[0])
                 raise ValueError(f"allow[{pos}] = {bad} is not a row number: expected "
                                  f"0 <= row < {n}")
-            if not (rows[1:] > rows[:-1]).all():
+            if not increasing:
                 rows = np.unique(rows)
             if hi >= n_eff:
                 rows = rows[:np.searchsorted(rows, n_eff)]
@@ -561,9 +568,8 @@ def _search_x(codes, scales, zp, norms, n_eff, idx, qf, k, metric, rescore, thre
     kc = min(k * rescore, npos) if rescore else kk
     threads = _plan_threads(threads, npos, codes.shape[1], m)
     qp, sumq, wq, qn2, nrm, exponents = _prepared(qf, metric, norms, threads, rescue=True)
-    keys, pos = _kernels().topk_x(codes, scales, zp, nrm, n_eff, idx, qp, sumq, wq, qn2, kc,
-                                  _MODES[metric], threads)
-    rows = pos if idx is None else idx[pos]
+    keys, rows = _kernels().topk_x(codes, scales, zp, nrm, n_eff, idx, qp, sumq, wq, qn2, kc,
+                                   _MODES[metric], threads)
     scores = -keys if metric == "l2" else keys
     if rescore:
         scores, rows = _rescore(codes, scales, zp, qf, rows, kk, metric, threads)
@@ -588,17 +594,16 @@ def _range_checked(codes, scales, zp, norms, n_eff, idx, qf, threshold, metric, 
     key = -thr if metric == "l2" else thr
     if m == 0 or npos == 0:
         return np.zeros(m + 1, np.int64), np.empty(0, np.float32), np.empty(0, np.int64)
-    indptr, keys, pos = _kernels().range_x(codes, scales, zp, nrm, n_eff, idx, qp, sumq, wq,
-                                           qn2, float(key), _MODES[metric], threads)
+    indptr, keys, rows = _kernels().range_x(codes, scales, zp, nrm, n_eff, idx, qp, sumq, wq,
+                                            qn2, float(key), _MODES[metric], threads)
     qid = np.repeat(np.arange(m, dtype=np.int64), np.diff(indptr))
-    order = np.lexsort((pos, -keys, qid))   # per query: best key first, then lower row
-    keys, pos = keys[order], pos[order]
+    order = np.lexsort((rows, -keys, qid))   # per query: best key first, then lower row
+    keys, rows = keys[order], rows[order]
     if max_results is not None and keys.size:
         rank = np.arange(keys.size, dtype=np.int64) - np.repeat(indptr[:-1], np.diff(indptr))
         keep = rank < max_results
-        keys, pos = keys[keep], pos[keep]
+        keys, rows = keys[keep], rows[keep]
         indptr = np.concatenate(([0], np.cumsum(np.minimum(np.diff(indptr), max_results))))
-    rows = pos if idx is None else idx[pos]
     return indptr, (-keys if metric == "l2" else keys), rows
 
 

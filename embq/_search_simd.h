@@ -535,22 +535,41 @@ static inline void embq_select_one(float s, int64_t row, float *hv, int64_t *hi,
     }
 }
 
-static void embq_select_portable(const int32_t *acc, int64_t nr, const float *scales,
-                               const float *norms, float wq, int64_t row0, float *hv, int64_t *hi,
-                               int64_t k) {
+/* Heap label of candidate r: labels[r] (the rows of an allow-list) when a label array is given,
+ * else row0 + r. Labels must increase with r (the ties rule of embq_select_one). */
+#define EMBQ_LABEL(row0, labels, r) ((labels) ? (labels)[r] : (row0) + (r))
+#if defined(__GNUC__) || defined(__clang__)
+#define EMBQ_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define EMBQ_ALWAYS_INLINE
+#endif
+
+/* The select kernels: score nr candidates, (float)acc[r] * (embq_row_weight(r) * wq), and offer
+ * them to the heap labelled EMBQ_LABEL(row0, labels, r). Each variant is written once with the
+ * label array and instantiated twice (always inlined): labels NULL (the embq_select_fn entry
+ * points, rows row0, row0 + 1, ...) and labels given (embq_select_labeled). */
+static inline EMBQ_ALWAYS_INLINE void embq_select_portable_impl(
+        const int32_t *acc, int64_t nr, const float *scales, const float *norms, float wq,
+        int64_t row0, const int64_t *labels, float *hv, int64_t *hi, int64_t k) {
     float th = hv[0];
     int64_t r;
     for (r = 0; r < nr; r++) {
         float s = (float)acc[r] * (embq_row_weight(scales, norms, r) * wq);
-        embq_select_one(s, row0 + r, hv, hi, k, &th);
+        embq_select_one(s, EMBQ_LABEL(row0, labels, r), hv, hi, k, &th);
     }
 }
 
-#if EMBQ_HAVE_X86_DISPATCH
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
-static void embq_select_avx512(const int32_t *acc, int64_t nr, const float *scales,
+static void embq_select_portable(const int32_t *acc, int64_t nr, const float *scales,
                                const float *norms, float wq, int64_t row0, float *hv, int64_t *hi,
                                int64_t k) {
+    embq_select_portable_impl(acc, nr, scales, norms, wq, row0, NULL, hv, hi, k);
+}
+
+#if EMBQ_HAVE_X86_DISPATCH
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2"), always_inline))
+static inline void embq_select_avx512_impl(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, int64_t row0, const int64_t *labels, float *hv,
+        int64_t *hi, int64_t k) {
     float th = hv[0];
     float buf[16];
     const __m512 vq = _mm512_set1_ps(wq);
@@ -566,7 +585,8 @@ static void embq_select_avx512(const int32_t *acc, int64_t nr, const float *scal
         if (th == -INFINITY) {
             int t;
             _mm512_storeu_ps(buf, s);
-            for (t = 0; t < 16; t++) embq_select_one(buf[t], row0 + r + t, hv, hi, k, &th);
+            for (t = 0; t < 16; t++)
+                embq_select_one(buf[t], EMBQ_LABEL(row0, labels, r + t), hv, hi, k, &th);
         } else {
             __mmask16 m = _mm512_cmp_ps_mask(s, _mm512_set1_ps(th), _CMP_GT_OQ);
             if (m) {
@@ -574,21 +594,33 @@ static void embq_select_avx512(const int32_t *acc, int64_t nr, const float *scal
                 while (m) {
                     int t = __builtin_ctz((unsigned)m);
                     m &= (__mmask16)(m - 1);
-                    embq_select_one(buf[t], row0 + r + t, hv, hi, k, &th);
+                    embq_select_one(buf[t], EMBQ_LABEL(row0, labels, r + t), hv, hi, k, &th);
                 }
             }
         }
     }
     for (; r < nr; r++) {
         float s = (float)acc[r] * (embq_row_weight(scales, norms, r) * wq);
-        embq_select_one(s, row0 + r, hv, hi, k, &th);
+        embq_select_one(s, EMBQ_LABEL(row0, labels, r), hv, hi, k, &th);
     }
 }
 
-__attribute__((target("avx2")))
-static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *scales,
-                             const float *norms, float wq, int64_t row0, float *hv, int64_t *hi,
-                             int64_t k) {
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
+static void embq_select_avx512(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, int64_t row0, float *hv, int64_t *hi, int64_t k) {
+    embq_select_avx512_impl(acc, nr, scales, norms, wq, row0, NULL, hv, hi, k);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
+static void embq_select_avx512_labeled(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, const int64_t *labels, float *hv, int64_t *hi, int64_t k) {
+    embq_select_avx512_impl(acc, nr, scales, norms, wq, 0, labels, hv, hi, k);
+}
+
+__attribute__((target("avx2"), always_inline))
+static inline void embq_select_avx2_impl(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, int64_t row0, const int64_t *labels, float *hv,
+        int64_t *hi, int64_t k) {
     float th = hv[0];
     float buf[8];
     const __m256 vq = _mm256_set1_ps(wq);
@@ -607,7 +639,8 @@ static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *scales
         if (th == -INFINITY) {
             int t;
             _mm256_storeu_ps(buf, s);
-            for (t = 0; t < 8; t++) embq_select_one(buf[t], row0 + r + t, hv, hi, k, &th);
+            for (t = 0; t < 8; t++)
+                embq_select_one(buf[t], EMBQ_LABEL(row0, labels, r + t), hv, hi, k, &th);
             continue;
         }
         m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(s, _mm256_set1_ps(th), _CMP_GT_OQ));
@@ -616,15 +649,28 @@ static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *scales
             while (m) {
                 int t = __builtin_ctz(m);
                 m &= m - 1;
-                embq_select_one(buf[t], row0 + r + t, hv, hi, k, &th);
+                embq_select_one(buf[t], EMBQ_LABEL(row0, labels, r + t), hv, hi, k, &th);
             }
         }
     }
     for (; r < nr; r++) {
         float s = (float)acc[r] * (embq_row_weight(scales, norms, r) * wq);
-        embq_select_one(s, row0 + r, hv, hi, k, &th);
+        embq_select_one(s, EMBQ_LABEL(row0, labels, r), hv, hi, k, &th);
     }
 }
+
+__attribute__((target("avx2")))
+static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, int64_t row0, float *hv, int64_t *hi, int64_t k) {
+    embq_select_avx2_impl(acc, nr, scales, norms, wq, row0, NULL, hv, hi, k);
+}
+
+__attribute__((target("avx2")))
+static void embq_select_avx2_labeled(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, const int64_t *labels, float *hv, int64_t *hi, int64_t k) {
+    embq_select_avx2_impl(acc, nr, scales, norms, wq, 0, labels, hv, hi, k);
+}
+
 /* One query against rows [0, nr), fused: AVX-512 VNNI dot products of four rows per step, the
  * next four rows prefetched (across block boundaries too, so the stream never stalls), and every
  * EMBQ_SCAN1_BLOCK rows scored and offered to the heap (hv, hi, k) by embq_select_avx512. Same
@@ -713,6 +759,25 @@ static inline embq_select_fn embq_select_get(int v) {
     }
 }
 
+/* Select variant sel_id with heap labels labels[0..nr) (increasing): the allow-list scan offers
+ * the rows it gathered or picked out of a window under their own row numbers. */
+static void embq_select_labeled(int sel_id, const int32_t *acc, int64_t nr, const float *scales,
+                                const float *norms, float wq, const int64_t *labels, float *hv,
+                                int64_t *hi, int64_t k) {
+#if EMBQ_HAVE_X86_DISPATCH
+    if (sel_id == EMBQ_V_AVX512) {
+        embq_select_avx512_labeled(acc, nr, scales, norms, wq, labels, hv, hi, k);
+        return;
+    }
+    if (sel_id == EMBQ_V_AVX2) {
+        embq_select_avx2_labeled(acc, nr, scales, norms, wq, labels, hv, hi, k);
+        return;
+    }
+#endif
+    (void)sel_id;
+    embq_select_portable_impl(acc, nr, scales, norms, wq, 0, labels, hv, hi, k);
+}
+
 /* out[r] = embq_row_weight(scales, norms, r) for r < nr, with the SIMD width of the selected
  * select variant. Several queries share a block of rows, so their weights are computed once. */
 #if EMBQ_HAVE_X86_DISPATCH
@@ -780,6 +845,67 @@ static void embq_scan1(int dot_id, int sel_id, const uint8_t *codes, int64_t ldc
             EMBQ_SCAN1_BLOCK);
         sel(acc, nb, scales + rb, norms ? norms + rb : NULL, wq, row0 + rb, hv, hi, k);
     }
+}
+
+/* First position of rows[0..n) that breaks "increasing, within [0, n_rows)", or -1 (at the SIMD
+ * width of select variant sel_id): the check
+ * every allow-list gets before a scan reads the rows it names. Branch-free over blocks (a
+ * filtered search of one query costs about one pass over the codes, so this pass must cost
+ * next to nothing), the position found only once a block fails. */
+static inline int64_t embq_rows_scan_bad(const int64_t *rows, int64_t j0, int64_t j1) {
+    int64_t j;
+    for (j = j0; j < j1; j++)
+        if (rows[j] <= rows[j - 1]) return j;
+    return -1;
+}
+
+#if EMBQ_HAVE_X86_DISPATCH
+__attribute__((target("avx2")))
+static int64_t embq_rows_first_bad_avx2(const int64_t *rows, int64_t n) {
+    int64_t j0 = 1, j1, j;
+    while (j0 < n) {
+        __m256i ok = _mm256_set1_epi64x(-1);
+        j1 = n - j0 > 1024 ? j0 + 1024 : n;
+        for (j = j0; j + 4 <= j1; j += 4)
+            ok = _mm256_and_si256(ok, _mm256_cmpgt_epi64(
+                _mm256_loadu_si256((const __m256i *)(rows + j)),
+                _mm256_loadu_si256((const __m256i *)(rows + j - 1))));
+        if (_mm256_movemask_epi8(ok) != -1) return embq_rows_scan_bad(rows, j0, j1);
+        for (; j < j1; j++)
+            if (rows[j] <= rows[j - 1]) return j;
+        j0 = j1;
+    }
+    return -1;
+}
+#endif
+
+static int64_t embq_rows_first_bad(int sel_id, const int64_t *rows, int64_t n,
+                                   int64_t n_rows) {
+    int64_t j0 = 1, j1, j, bad = -1, lo, hi;
+    if (n == 0) return -1;
+    if (rows[0] < 0 || rows[0] >= n_rows) return 0;
+#if EMBQ_HAVE_X86_DISPATCH
+    if (sel_id == EMBQ_V_AVX2 || sel_id == EMBQ_V_AVX512) {
+        bad = embq_rows_first_bad_avx2(rows, n);
+        j0 = n;
+    }
+#endif
+    while (j0 < n) {
+        int fail = 0;
+        j1 = n - j0 > 1024 ? j0 + 1024 : n;
+        for (j = j0; j < j1; j++) fail |= rows[j] <= rows[j - 1];
+        if (fail) { bad = embq_rows_scan_bad(rows, j0, j1); break; }
+        j0 = j1;
+    }
+    /* increasing before bad (or the end): the first row >= n_rows there, by bisection */
+    hi = (bad >= 0 ? bad : n) - 1;
+    if (rows[hi] < n_rows) return bad;
+    lo = 0;
+    while (hi - lo > 1) {   /* rows[lo] < n_rows <= rows[hi] */
+        int64_t mid = lo + (hi - lo) / 2;
+        if (rows[mid] < n_rows) lo = mid; else hi = mid;
+    }
+    return hi;
 }
 
 /* Ask for the cache lines of a row of d bytes at c (the allow-list gather prefetches a few

@@ -1228,6 +1228,144 @@ def test_allow_single_query_fused_scan_every_variant():
                     np.testing.assert_array_equal(s, es[0])
 
 
+def windowed_allow(n, densities, rng):
+    """Allowed rows drawn window by window (256 rows, the kernel's block), window w at
+    density ``densities[w % len(densities)]``."""
+    mask = np.zeros(n, bool)
+    for w, start in enumerate(range(0, n, 256)):
+        stop = min(n, start + 256)
+        mask[start:stop] = rng.random(stop - start) < densities[w % len(densities)]
+    return np.flatnonzero(mask)
+
+
+def tied_store(n, d, seed):
+    """A store whose row 5 is copied every 37 rows (equal scores in every window and across
+    window edges), with queries that rank those copies first."""
+    codes, scales, zp, norms = make(n, d, seed, zero_rows=True, zp_random=True)
+    copies = np.arange(3, n, 37)
+    for a in (codes, scales, zp, norms):
+        a[copies] = a[5]
+    return codes, scales, zp, norms
+
+
+# every density of window: full, nearly full (>= 7/8: in place for several queries), above and
+# below a third (in place for one query), sparse (gathered), empty
+WINDOW_DENSITIES = [1.0, 0.99, 0.9, 0.875, 0.6, 0.5, 0.34, 0.33, 0.2, 0.05, 0.004, 0.0]
+
+
+@pytest.mark.parametrize("select", SELECT_KERNELS)
+@pytest.mark.parametrize("window", [(3, 1), (1000, 1), (1, 2)],
+                         ids=["default", "every-window-in-place", "never-in-place"])
+def test_allow_windows_at_every_density_match_the_oracle(select, window):
+    # One query scores a window in place through the dense scan with NaN weights on the rows
+    # not allowed (once its heap holds k real scores; before that the allowed rows are picked
+    # out); several queries pick the allowed rows out of nearly full windows; sparse blocks are
+    # gathered. Every path labels its heap entries by row: ties must go to the lower row
+    # within a window, across window edges and across the chunks of two threads.
+    _config.set_kernels({"search_select": select})
+    n, d = 256 * 30 + 77, 40
+    codes, scales, zp, norms = tied_store(n, d, 21)
+    rng = np.random.default_rng(22)
+    rows = windowed_allow(n, WINDOW_DENSITIES, rng)
+    x5 = dequantize(codes[5:6], scales[5:6], zp[5:6])[0]
+    queries = np.vstack([x5, rng.standard_normal((69, d)).astype(np.float32)])
+    ks._set_window_density(*window)
+    try:
+        for m in (1, 3, 70):
+            q = queries[:m]
+            for metric in ("cosine", "dot", "l2"):
+                for k in (1, 10, 300, rows.size):
+                    exp_s, exp_i = sub_oracle(codes, scales, zp, norms, q, k, metric, rows)
+                    for threads in (1, 2):
+                        got_s, got_i = search(codes, scales, q, k, zero_points=zp, norms=norms,
+                                              metric=metric, allow=rows, n_threads=threads)
+                        np.testing.assert_array_equal(got_i, exp_i, err_msg=f"{m} {metric} {k}")
+                        np.testing.assert_array_equal(got_s, exp_s, err_msg=f"{m} {metric} {k}")
+    finally:
+        ks._set_window_density(3, 1)
+
+
+@pytest.mark.parametrize("window", [(3, 1), (1000, 1), (1, 2)],
+                         ids=["default", "every-window-in-place", "never-in-place"])
+def test_range_search_windows_at_every_density_match_the_oracle(window):
+    from embq._search import search_range
+
+    n, d = 256 * 14 + 5, 24
+    codes, scales, zp, norms = tied_store(n, d, 23)
+    rng = np.random.default_rng(24)
+    rows = windowed_allow(n, WINDOW_DENSITIES, rng)
+    q = rng.standard_normal((3, d)).astype(np.float32)
+    ks._set_window_density(*window)
+    try:
+        for metric in ("cosine", "dot", "l2"):
+            full = all_scores_oracle(codes, scales, zp, norms, q, metric)
+            t = float(np.quantile(full, 0.7 if metric == "l2" else 0.3))
+            for m in (1, 3):
+                indptr, s, i = search_range(codes, scales, q[:m], t, zero_points=zp,
+                                            norms=norms, metric=metric, allow=rows,
+                                            n_threads=2)
+                for j in range(m):
+                    sc = full[j, rows]
+                    keep = sc <= np.float32(t) if metric == "l2" else sc >= np.float32(t)
+                    r, v = rows[keep], sc[keep]
+                    order = np.lexsort((r, v if metric == "l2" else -v))
+                    np.testing.assert_array_equal(i[indptr[j]:indptr[j + 1]], r[order])
+                    np.testing.assert_array_equal(s[indptr[j]:indptr[j + 1]], v[order])
+    finally:
+        ks._set_window_density(3, 1)
+
+
+@pytest.mark.parametrize("select", SELECT_KERNELS)
+def test_allow_windows_with_infinite_scores_keep_only_allowed_rows(select):
+    # Scores of -inf (and NaN, ranked as -inf) from allowed rows: a heap whose worst entry is
+    # -inf must not take the NaN-weighted rows a window does not allow, so that path waits
+    # until the heap holds k scores above -inf. Kernel level: weights this large are refused
+    # by the front end.
+    _config.set_kernels({"search_select": select})
+    n, d = 256 * 8, 16
+    rng = np.random.default_rng(27)
+    codes = rng.integers(0, 256, (n, d), dtype=np.uint8)
+    codes[::11] = 128                                    # acc 0: 0 * inf is NaN
+    scales = np.where(rng.random(n) < 0.5, 1e-3, 100.0).astype(np.float32)
+    rows = windowed_allow(n, WINDOW_DENSITIES, rng)
+    qc, qs, _ = quantize(rng.standard_normal((1, d)).astype(np.float32))
+    qp, sq, _ = ks.prepare_queries(qc, qs, False)
+    wq = np.full(1, 1e38, np.float32)                    # 100 * 1e38 overflows to inf
+    qint = (qc.astype(np.int16) - 128).astype(np.int8)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sc = numpy_acc(codes, None, qint)[0].astype(np.float32) * (scales * wq[0])
+    sc[np.isnan(sc)] = -np.inf
+    assert np.isneginf(sc[rows]).sum() > 10
+    ks._set_window_density(1000, 1)
+    try:
+        for k in (5, rows.size - 3, rows.size):
+            order = np.lexsort((rows, -sc[rows]))[:k]
+            s, i = ks.topk_x(codes, scales, None, None, n, rows, qp, sq, wq, None, k, 0, 1)
+            np.testing.assert_array_equal(i[0], rows[order])
+            np.testing.assert_array_equal(s[0], sc[rows][order])
+    finally:
+        ks._set_window_density(3, 1)
+
+
+def test_kernels_label_heap_entries_by_row():
+    # topk_x returns row numbers (not positions in idx), best first, ties by lower row, for
+    # every schedule
+    codes, scales, zp, norms = tied_store(3000, 16, 25)
+    rows = windowed_allow(3000, WINDOW_DENSITIES, np.random.default_rng(26))
+    x5 = dequantize(codes[5:6], scales[5:6], zp[5:6])
+    from embq._search import _quantize_queries
+    qp, sq, wq, _ = _quantize_queries(np.repeat(x5, 2, axis=0), "cosine", 1)
+    exp_s, exp_i = sub_oracle(codes, scales, zp, norms, np.repeat(x5, 2, axis=0), 40, "cosine",
+                              rows)
+    for schedule in ("rows", "queries"):
+        s, i = ks.topk_x(codes, scales, zp, norms, 3000, rows, qp, sq, wq, None, 40, 1, 2,
+                         schedule)
+        np.testing.assert_array_equal(i, exp_i)
+        np.testing.assert_array_equal(s, exp_s)
+    with pytest.raises(ValueError, match="schedule must be 'auto', 'rows' or 'queries'"):
+        ks.topk_x(codes, scales, zp, norms, 3000, rows, qp, sq, wq, None, 40, 1, 2, "both")
+
+
 def test_allow_returns_k_whenever_k_rows_are_allowed_and_restrict_intersects():
     codes, scales, zp, norms = make(2000, 16, 5)
     q = np.random.default_rng(6).standard_normal(16)
@@ -1305,6 +1443,39 @@ def test_l2_is_the_distance_of_the_dequantized_vectors_and_rescore_reranks():
     np.testing.assert_array_equal(i, np.take_along_axis(cand, order, 1))
     np.testing.assert_allclose(s, np.take_along_axis(exp, order, 1).astype(np.float32),
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("select", SELECT_KERNELS)
+def test_kernel_idx_check_names_the_first_bad_position(select):
+    # the allow-list check runs at the select variant's SIMD width over blocks of 1024 rows;
+    # whatever the width it must name the first position that is out of order or range
+    _config.set_kernels({"search_select": select})
+    rng = np.random.default_rng(28)
+    for length in (1, 2, 3, 4, 5, 8, 1023, 1024, 1025, 1026, 3000, 5000):
+        n_rows = 3 * length + 10
+        good = np.sort(rng.choice(n_rows, length, replace=False)).astype(np.int64)
+        for at in sorted({0, 1, length // 2, length - 1, max(length - 2, 0), 1024, 1025}):
+            if at >= length:
+                continue
+            for defect in ("repeat", "down", "too-big", "negative"):
+                idx = good.copy()
+                if defect == "repeat" and at > 0:
+                    idx[at] = idx[at - 1]
+                elif defect == "down" and at > 0:
+                    idx[at] = idx[at - 1] - 1
+                elif defect == "too-big":
+                    idx[at:] = n_rows + np.arange(length - at)
+                elif defect == "negative":
+                    idx[at] = -1
+                ok = (idx >= 0) & (idx < n_rows)
+                ok[1:] &= idx[1:] > idx[:-1]
+                first = int(np.flatnonzero(~ok)[0]) if not ok.all() else None
+                if first is None:
+                    continue
+                with pytest.raises(ValueError, match=rf"got {idx[first]} at position {first}$"):
+                    ks.check_rows(idx, n_rows)
+        assert ks.check_rows(good, n_rows) == length       # a valid list passes
+        assert ks.check_rows(good, int(good[-1]) + 1) == length
 
 
 @settings(max_examples=40, deadline=None)
