@@ -346,6 +346,33 @@ def _allow_rows(allow: Any, n: int, n_eff: int) -> np.ndarray:
     return np.ascontiguousarray(rows, dtype=np.int64)
 
 
+def _range_args(threshold: Any, max_results: Any,
+                rescore: int | None) -> tuple[float | None, int | None]:
+    """``threshold`` and ``max_results`` of a range search, checked (None, None: top-k)."""
+    if threshold is None:
+        if max_results is not None:
+            raise ValueError("max_results caps a range search: give threshold= too")
+        return None, None
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(
+            threshold, (int, float, np.integer, np.floating)):
+        raise TypeError(f"threshold must be a real number, got {_describe(threshold)}")
+    if not np.isfinite(float(threshold)):
+        raise ValueError(f"threshold must be finite, got {threshold}")
+    if rescore is not None:
+        raise ValueError("rescore applies to top-k searches, not with threshold=")
+    if max_results is not None:
+        max_results = _positive_int(max_results, "max_results")
+    return float(threshold), max_results
+
+
+def _check_sketch_search(prefiltered: bool, threshold: float | None, metric: str) -> None:
+    """The searches the sketch prefilter can answer: top-k by cosine or dot."""
+    if prefiltered and (threshold is not None or metric == "l2"):
+        raise ValueError("prefilter='sketch' is for top-k cosine or dot searches: the sketch "
+                         "ranks rows by angle, so it cannot find every row within a threshold= "
+                         "nor rank by metric='l2' (a distance that depends on the lengths)")
+
+
 def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, restrict,
             n_threads, *, trusted: bool, allow: Any = None, threshold: Any = None,
             max_results: Any = None, csr: bool = False, prefilter: str | None = None,
@@ -370,22 +397,12 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
     k = _positive_int(k, "k")
     if rescore is not None:
         rescore = _positive_int(rescore, "rescore")
-    if threshold is not None:
-        if isinstance(threshold, (bool, np.bool_)) or not isinstance(
-                threshold, (int, float, np.integer, np.floating)):
-            raise TypeError(f"threshold must be a real number, got {_describe(threshold)}")
-        if not np.isfinite(float(threshold)):
-            raise ValueError(f"threshold must be finite, got {threshold}")
-        if rescore is not None:
-            raise ValueError("rescore applies to top-k searches, not with threshold=")
-        if max_results is not None:
-            max_results = _positive_int(max_results, "max_results")
-    elif max_results is not None:
-        raise ValueError("max_results caps a range search: give threshold= too")
+    threshold, max_results = _range_args(threshold, max_results, rescore)
     n_eff = n if restrict is None else min(_positive_int(restrict, "restrict", allow_zero=True), n)
     from embq._sketch import check_prefilter
 
     plan = check_prefilter(prefilter, oversample, sketch, sketch_center, d, n)
+    _check_sketch_search(plan is not None, threshold, metric)
     qf, single = _check_queries(queries, d)
     threads = _plan_threads(effective_n_threads(n_threads), n_eff, d, qf.shape[0])
     # scanning the zero points costs O(n); only needed when the worst case could overflow
@@ -412,10 +429,6 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
                 _check_read_values(norms, n_eff, idx, "norms")
     else:
         norms = None
-    if plan is not None and (threshold is not None or metric == "l2"):
-        raise ValueError("prefilter='sketch' is for top-k cosine or dot searches: the sketch "
-                         "ranks rows by angle, so it cannot find every row within a threshold= "
-                         "nor rank by metric='l2' (a distance that depends on the lengths)")
     if threshold is not None:
         indptr, scores, rows = _range_checked(codes, scales, zp, norms, n_eff, idx, qf,
                                               float(threshold), metric, max_results, threads)

@@ -405,18 +405,14 @@ class ShardedStore:
         k = sr._positive_int(k, "k")
         if rescore is not None:
             rescore = sr._positive_int(rescore, "rescore")
-        threshold, max_results = _range_args(threshold, max_results, rescore)
+        threshold, max_results = sr._range_args(threshold, max_results, rescore)
         n_eff = self._n if restrict is None else min(
             sr._positive_int(restrict, "restrict", allow_zero=True), self._n)
         oversample = self._prefilter_plan(prefilter, oversample)
+        sr._check_sketch_search(oversample is not None, threshold, metric)
         qf, single = sr._check_queries(queries, self.dim)
         idx = None if allow is None else sr._allow_rows(sr._store_allow(self, allow), self._n,
                                                         n_eff)
-        if oversample is not None and (threshold is not None or idx is not None
-                                       or metric == "l2"):
-            raise ValueError("prefilter='sketch' is for top-k cosine or dot searches of all "
-                             "rows; it does not combine with allow=, threshold= or "
-                             "metric='l2'")
         m = qf.shape[0]
         npos = n_eff if idx is None else idx.shape[0]
         # Here: n_threads for the scan and the rescoring.  On a cluster: per task (None lets
@@ -607,27 +603,6 @@ class ShardedStore:
             **{name: np.concatenate([getattr(s, name) for s in self._stores])
                for name in ("codes", "scales", "zero_points")})
         return to_keyed_vectors(whole)
-
-
-def _range_args(threshold: Any, max_results: Any,
-                rescore: int | None) -> tuple[float | None, int | None]:
-    """``threshold`` and ``max_results`` checked as :func:`embq._search.search` checks them."""
-    from embq._search import _describe, _positive_int
-
-    if threshold is None:
-        if max_results is not None:
-            raise ValueError("max_results caps a range search: give threshold= too")
-        return None, None
-    if isinstance(threshold, (bool, np.bool_)) or not isinstance(
-            threshold, (int, float, np.integer, np.floating)):
-        raise TypeError(f"threshold must be a real number, got {_describe(threshold)}")
-    if not np.isfinite(float(threshold)):
-        raise ValueError(f"threshold must be finite, got {threshold}")
-    if rescore is not None:
-        raise ValueError("rescore applies to top-k searches, not with threshold=")
-    if max_results is not None:
-        max_results = _positive_int(max_results, "max_results")
-    return float(threshold), max_results
 
 
 def _no_rows(m: int, kk: int, single: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -211,9 +211,12 @@ def test_prefilter_errors(data, tmp_path):
                                              r"`embq sketch .*plain\.embq`"):
             old.search(q, 3, prefilter="sketch")
         _same(old.search(q, 3), data["one"].search(q, 3))   # plain search unaffected
-    for kw, msg in (({"allow": [1, 2]}, "does not combine"),
-                    ({"threshold": 0.5}, "does not combine"),
-                    ({"metric": "l2"}, "does not combine"),
+    # with an allow-list the sketch answers as a store of the allowed rows, sharded or not
+    allow = np.arange(0, len(data["keys"]), 3)
+    _same(sh.search(q, 3, prefilter="sketch", oversample=2, allow=allow),
+          data["one"].search(q, 3, prefilter="sketch", oversample=2, allow=allow))
+    for kw, msg in (({"threshold": 0.5}, "ranks rows by angle"),
+                    ({"metric": "l2"}, "ranks rows by angle"),
                     ({"prefilter": "bits"}, "prefilter must be None or 'sketch'"),
                     ({"oversample": 0}, "oversample must be >= 1")):
         kw = {"prefilter": "sketch", **kw}
