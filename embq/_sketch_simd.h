@@ -255,6 +255,32 @@ static inline int32_t embq_hd_rest(const uint8_t *a, const uint8_t *b, int64_t f
         }                                                                                     \
     }
 
+/* Rows [r, r1) against the one query qa (set s, limit l0), the row at position r being ROW(r):
+ * its words in qw (or read from qa beyond 16 words). */
+#define EMBQ_SCAN1_ROWS(POP, NW, TM, ROW, PF)                                                 \
+    for (; r < r1; r++) {                                                                     \
+        const int64_t row = ROW(r);                                                           \
+        const uint8_t *a = rows + row * nb;                                                   \
+        int32_t d0 = 0;                                                                       \
+        PF(r);                                                                                \
+        for (w = 0; w < NW; w++)                                                              \
+            d0 += POP(embq_ld64(a + 8 * w) ^ (inreg ? qw[w] : embq_ld64(qa + 8 * w)));        \
+        if (TM == 1) d0 += POP((embq_ld64(a + nb - 8) ^ qt) & tmask);                         \
+        else if (TM == 2) d0 += POP(embq_ld_short(a, nb) ^ qt);                               \
+        if (d0 < l0) l0 = embq_cand_add(c, s, d0, row);                                       \
+    }
+
+/* EMBQ_PREFETCH_ROW for consecutive rows (a is row r): no allow-list to look at. */
+#define EMBQ_PREFETCH_NEXT(r) do {                                                          \
+    if ((r) + EMBQ_PF_AHEAD < r1) {                                                         \
+        EMBQ_PREFETCH(a + EMBQ_PF_AHEAD * nb);                                              \
+        EMBQ_PREFETCH(a + EMBQ_PF_AHEAD * nb + nb - 1);                                     \
+    }                                                                                       \
+} while (0)
+
+/* No vector path for one query: the word loop takes every row from r0 on. */
+#define EMBQ_ONE48_NONE(rows, idx, r0, r1, qa, s, c, lp) (r0)
+
 #define EMBQ_ROW_AT(r) (r)
 #define EMBQ_ROW_LISTED(r) idx[r]
 #define EMBQ_NO_PREFETCH(r) ((void)0)
@@ -264,8 +290,10 @@ static inline int32_t embq_hd_rest(const uint8_t *a, const uint8_t *b, int64_t f
  * loops unroll), and NAME, which picks the copy for nb.  Queries go four at a time (each row's
  * words are loaded once for the four; compute-bound, so only an allow-list's scattered rows
  * are prefetched), the last nq % 4 one at a time (memory-bound: prefetched; the query's words
- * in qw, kept in registers by the fixed-length copies). */
-#define EMBQ_DEFINE_WORD_SCAN(NAME, ATTR, POP)                                                \
+ * in qw, kept in registers by the fixed-length copies).  ONE48(rows, idx, r0, r1, qa, s, c,
+ * &l0), a variant's own loop for one query over 48-byte rows, takes the rows from r0 up to
+ * the position it returns and the word loop the rest. */
+#define EMBQ_DEFINE_WORD_SCAN(NAME, ATTR, POP, ONE48)                                         \
 ATTR EMBQ_FORCE_INLINE void NAME##_body(const uint8_t *rows, const int64_t *idx, int64_t r0,  \
                                         int64_t r1, int64_t nb, const uint8_t *q, int64_t nq, \
                                         const embq_cands *c, const int64_t NW, const int TM) { \
@@ -286,20 +314,16 @@ ATTR EMBQ_FORCE_INLINE void NAME##_body(const uint8_t *rows, const int64_t *idx,
         uint64_t qw[16], qt = 0;                                                              \
         int32_t l0 = embq_cand_limit(c, s);                                                   \
         const int inreg = NW <= 16;                                                           \
+        r = r0;                                                                               \
+        if (NW == 6 && TM == 0) r = ONE48(rows, idx, r0, r1, qa, s, c, &l0);                  \
         if (inreg)                                                                            \
             for (w = 0; w < NW; w++) qw[w] = embq_ld64(qa + 8 * w);                           \
         if (TM == 1) qt = embq_ld64(qa + nb - 8);                                             \
         else if (TM == 2) qt = embq_ld_short(qa, nb);                                         \
-        for (r = r0; r < r1; r++) {                                                           \
-            const int64_t row = idx ? idx[r] : r;                                             \
-            const uint8_t *a = rows + row * nb;                                               \
-            int32_t d0 = 0;                                                                   \
-            EMBQ_PREFETCH_ROW(r);                                                             \
-            for (w = 0; w < NW; w++)                                                          \
-                d0 += POP(embq_ld64(a + 8 * w) ^ (inreg ? qw[w] : embq_ld64(qa + 8 * w)));    \
-            if (TM == 1) d0 += POP((embq_ld64(a + nb - 8) ^ qt) & tmask);                     \
-            else if (TM == 2) d0 += POP(embq_ld_short(a, nb) ^ qt);                           \
-            if (d0 < l0) l0 = embq_cand_add(c, s, d0, row);                                   \
+        if (idx) {                                                                            \
+            EMBQ_SCAN1_ROWS(POP, NW, TM, EMBQ_ROW_LISTED, EMBQ_PREFETCH_ROW)                  \
+        } else {                                                                              \
+            EMBQ_SCAN1_ROWS(POP, NW, TM, EMBQ_ROW_AT, EMBQ_PREFETCH_NEXT)                     \
         }                                                                                     \
     }                                                                                         \
 }                                                                                             \
@@ -332,12 +356,120 @@ ATTR static void NAME(const uint8_t *rows, const int64_t *idx, int64_t r0, int64
 }
 
 #define EMBQ_NO_TARGET
-EMBQ_DEFINE_WORD_SCAN(embq_hscan_portable, EMBQ_NO_TARGET, embq_popcount64)
+EMBQ_DEFINE_WORD_SCAN(embq_hscan_portable, EMBQ_NO_TARGET, embq_popcount64, EMBQ_ONE48_NONE)
 
 #if EMBQ_HAVE_X86_DISPATCH
 
+#define EMBQ_T_AVX2 __attribute__((target("avx2,popcnt")))
+
+/* Bytes whose bits are set in x, per byte (0..8): the pshufb lookup of each nibble. */
+EMBQ_T_AVX2 static inline __m256i embq_bytecount_avx2(__m256i x) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(x, m4)),
+                           _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), m4)));
+}
+
+/* Distances of the 48-byte rows at a and b to a query: 64-bit lanes 0 + 1 sum to a's, 2 + 3
+ * to b's.  Row a's bytes go to the low 128-bit halves of three vectors, b's to the high ones:
+ * for b = a + 48 by three 32-byte loads (then one blend and one lane swap), the query's
+ * matching bytes in p0, p1, p2; otherwise by 16-byte halves, the query's thirds in both
+ * halves of t0, t1, t2.  A carry-save step turns each row's three thirds into ones + 2 * twos
+ * (the same bits counted), so two lookups per pair of rows, not three. */
+EMBQ_T_AVX2 EMBQ_FORCE_INLINE __m256i embq_hd48x2_avx2(const uint8_t *a, const uint8_t *b,
+                                                      const __m256i *qv, const int adjacent) {
+    __m256i x0, x1, x2, t, ones, twos, c2;
+    if (adjacent) {
+        const __m256i y0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a), qv[0]);
+        const __m256i y2 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(a + 64)),
+                                            qv[2]);
+        x1 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(a + 32)), qv[1]);
+        x0 = _mm256_blend_epi32(y0, y2, 0xF0);          /* a[0:16], b[16:32] */
+        x2 = _mm256_permute2x128_si256(y0, y2, 0x21);   /* a[16:32], b[0:16] */
+    } else {
+        x0 = _mm256_xor_si256(_mm256_loadu2_m128i((const __m128i *)b, (const __m128i *)a),
+                              qv[3]);
+        x1 = _mm256_xor_si256(
+            _mm256_loadu2_m128i((const __m128i *)(b + 16), (const __m128i *)(a + 16)), qv[4]);
+        x2 = _mm256_xor_si256(
+            _mm256_loadu2_m128i((const __m128i *)(b + 32), (const __m128i *)(a + 32)), qv[5]);
+    }
+    t = _mm256_xor_si256(x0, x1);
+    ones = _mm256_xor_si256(t, x2);
+    twos = _mm256_or_si256(_mm256_and_si256(x0, x1), _mm256_and_si256(t, x2));
+    c2 = embq_bytecount_avx2(twos);
+    return _mm256_sad_epu8(_mm256_add_epi8(_mm256_add_epi8(c2, c2), embq_bytecount_avx2(ones)),
+                           _mm256_setzero_si256());
+}
+
+/* One query against 48-byte rows (d = 384), four rows per step: their distances side by side
+ * in one vector, compared with the limit at once, so the loop branches only when some row
+ * may enter (rare once the set is full); those rows are then offered in order, each against
+ * the limit its predecessor left.  Consecutive rows are prefetched once per 64-byte line
+ * (three lines per step), listed rows at both ends.  Takes the positions [r0, r1 - (r1 - r0)
+ * % 4) and returns the first it did not take; *lp is the set's limit, in and out. */
+EMBQ_T_AVX2 EMBQ_FORCE_INLINE int64_t embq_one48_avx2_body(const uint8_t *rows,
+                                                           const int64_t *idx, int64_t r0,
+                                                           int64_t r1, const uint8_t *qa,
+                                                           int64_t s, const embq_cands *c,
+                                                           int32_t *lp, const int listed) {
+    const __m128i h0 = _mm_loadu_si128((const __m128i *)qa);
+    const __m128i h1 = _mm_loadu_si128((const __m128i *)(qa + 16));
+    const __m128i h2 = _mm_loadu_si128((const __m128i *)(qa + 32));
+    /* the query's bytes beside rows r, r + 1 read as 32-byte pieces, then its thirds */
+    const __m256i qv[6] = {_mm256_set_m128i(h1, h0), _mm256_set_m128i(h0, h2),
+                           _mm256_set_m128i(h2, h1), _mm256_set_m128i(h0, h0),
+                           _mm256_set_m128i(h1, h1), _mm256_set_m128i(h2, h2)};
+    int32_t l0 = *lp;
+    __m256i lim = _mm256_set1_epi64x(l0);
+    int64_t r = r0, j;
+    for (; r + 4 <= r1; r += 4) {
+        const int64_t ra = listed ? idx[r] : r, rb = listed ? idx[r + 1] : r + 1;
+        const int64_t rc = listed ? idx[r + 2] : r + 2, rd = listed ? idx[r + 3] : r + 3;
+        __m256i sab, scd, dist;
+        if (r + 4 + EMBQ_PF_AHEAD <= r1) {
+            if (listed) {
+                for (j = 0; j < 4; j++) {
+                    const uint8_t *p = rows + idx[r + EMBQ_PF_AHEAD + j] * 48;
+                    EMBQ_PREFETCH(p);
+                    EMBQ_PREFETCH(p + 47);
+                }
+            } else {
+                const uint8_t *p = rows + (r + EMBQ_PF_AHEAD) * 48;
+                EMBQ_PREFETCH(p);
+                EMBQ_PREFETCH(p + 64);
+                EMBQ_PREFETCH(p + 128);
+            }
+        }
+        sab = embq_hd48x2_avx2(rows + ra * 48, rows + rb * 48, qv, !listed);
+        scd = embq_hd48x2_avx2(rows + rc * 48, rows + rd * 48, qv, !listed);
+        /* lanes (a, c, b, d) */
+        dist = _mm256_add_epi64(_mm256_unpacklo_epi64(sab, scd), _mm256_unpackhi_epi64(sab, scd));
+        if (!_mm256_testz_si256(_mm256_cmpgt_epi64(lim, dist), _mm256_set1_epi64x(-1))) {
+            int64_t dd[4];
+            _mm256_storeu_si256((__m256i *)dd, dist);
+            if (dd[0] < l0) l0 = embq_cand_add(c, s, (int32_t)dd[0], ra);
+            if (dd[2] < l0) l0 = embq_cand_add(c, s, (int32_t)dd[2], rb);
+            if (dd[1] < l0) l0 = embq_cand_add(c, s, (int32_t)dd[1], rc);
+            if (dd[3] < l0) l0 = embq_cand_add(c, s, (int32_t)dd[3], rd);
+            lim = _mm256_set1_epi64x(l0);
+        }
+    }
+    *lp = l0;
+    return r;
+}
+
+/* The copies without and with an allow-list. */
+EMBQ_T_AVX2 static int64_t embq_one48_avx2(const uint8_t *rows, const int64_t *idx, int64_t r0,
+                                           int64_t r1, const uint8_t *qa, int64_t s,
+                                           const embq_cands *c, int32_t *lp) {
+    if (idx) return embq_one48_avx2_body(rows, idx, r0, r1, qa, s, c, lp, 1);
+    return embq_one48_avx2_body(rows, idx, r0, r1, qa, s, c, lp, 0);
+}
+
 #define EMBQ_POPCNT64(x) ((int)__builtin_popcountll(x))
-EMBQ_DEFINE_WORD_SCAN(embq_hscan_avx2, __attribute__((target("avx2,popcnt"))), EMBQ_POPCNT64)
+EMBQ_DEFINE_WORD_SCAN(embq_hscan_avx2, EMBQ_T_AVX2, EMBQ_POPCNT64, embq_one48_avx2)
 
 #define EMBQ_TPOPCNT "avx512f,avx512bw,avx512vpopcntdq,avx2,popcnt"
 

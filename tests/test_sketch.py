@@ -176,6 +176,32 @@ def test_nearest_chunks_sharing_bounds(variant, threads):
             assert [set(r.tolist()) for r in got] == nearest_oracle(oracle, K)
 
 
+@pytest.mark.parametrize("variant", SKETCH_KERNELS)
+@pytest.mark.parametrize("narrow", [False, True])
+def test_nearest_one_query_48_bytes(variant, narrow):
+    # d = 384 has its own one-query loop (avx2: four rows per step, compared with the limit
+    # together, rows prefetched ahead): row counts around its step and its prefetch distance,
+    # sets cut many times (small K) or rarely, allow-lists, chunks that start mid-step
+    rng = np.random.default_rng(48 + narrow)
+    _config.set_kernels({"sketch": variant})
+    hi = 2 if narrow else 256
+    sk = rng.integers(0, hi, (3001, 48), dtype=np.uint8)
+    for n in (1, 3, 4, 5, 67, 68, 69, 70, 71, 3001):
+        q = rng.integers(0, hi, (1, 48), dtype=np.uint8)
+        for rows in (None, np.flatnonzero(rng.random(n) < 0.6)):
+            if rows is not None and rows.size == 0:
+                continue
+            listed = np.arange(n) if rows is None else rows
+            oracle = hamming_oracle(sk[listed], q)
+            for K in sorted({1, min(3, len(listed)), max(1, len(listed) // 7), len(listed)}):
+                for threads, mode, chunks in ((1, "queries", 0), (2, "rows", 7)):
+                    got, dist = ksk.nearest(sk, n, q, K, threads, mode, rows=rows,
+                                            n_chunks=chunks)
+                    assert set(got[0].tolist()) == {int(listed[j])
+                                                    for j in nearest_oracle(oracle, K)[0]}
+                    np.testing.assert_array_equal(dist[0], hamming_oracle(sk[got[0]], q)[0])
+
+
 def test_nearest_restricted_rows_and_bad_sizes():
     rng = np.random.default_rng(3)
     sk = rng.integers(0, 256, (500, 6), dtype=np.uint8)
