@@ -37,12 +37,13 @@ DEFAULT_OVERSAMPLE = 200
 # Float32 bytes of dequantized rows per block of the two passes.
 BLOCK_BYTES = 1 << 23
 # A Hamming scan of fewer sketch bytes than this (rows x bytes per row x queries) runs on one
-# thread: one query over 1,000,000 x 384 (48 MB, about 3.5 ms on one Zen 3 core) included.
-# Waking a second thread and joining it saves at most half of that, and on a machine whose
-# other cores are busy the join can wait several milliseconds for a core (measured: median
-# 11 ms on one thread against 16.5 ms on two, the same best time). The results do not
-# depend on it.
-SERIAL_SCAN_BYTES = 1 << 26
+# thread: waking and joining a second one costs tens of microseconds on an idle machine, and
+# on one whose other cores are busy the join can wait for a core. Larger scans are
+# memory-bound and use the search's threads: one query over 1,000,000 x 384 (48 MB) takes
+# the whole prefilter search from 3.8-4.0 ms on one thread to 2.6-2.8 ms on two (Zen 3,
+# 2 cores, medians of interleaved runs; the int8 scan of that store takes 15 ms). The
+# results do not depend on it.
+SERIAL_SCAN_BYTES = 1 << 24
 
 
 def _kernels():
