@@ -57,6 +57,7 @@ DEF _QUERY_BLOCK = 32     # queries per task of the queries mode
 DEF _BLOCK_BYTES = 16384  # sketch bytes per block of the scan (within L1 with the queries)
 DEF _MIN_CHUNK = 256      # fewest rows per chunk of the rows mode
 DEF _GATHER_AHEAD = 6     # candidate rows prefetched ahead of the one score_candidates copies
+DEF _SCORE_THREADED_BYTES = 1 << 19  # code bytes gathered by score_candidates worth threads
 
 cdef int _ham_id = 0
 
@@ -417,9 +418,17 @@ def score_candidates(const uint8_t[:, ::1] codes, const float[::1] scales, zero_
     if cosine:
         nv = norms
         nm = &nv[0]
-    if not embq_openmp_enabled() or m * c * d < (1 << 22):
+    if not embq_openmp_enabled() or m * c * d < _SCORE_THREADED_BYTES:
         n_threads = 1
     cdef int nt = n_threads
+    # fewer queries than threads: each query's candidates split into nt parts, each part's
+    # top-k in its own heap, merged at the end (the order of (score, row) is total, so the
+    # merge keeps exactly the k best); the gathers are latency-bound, so the parts overlap
+    cdef int64_t nparts = nt if m < nt else 1, ntask = m * nparts, task, part, a1
+    part_v = np.empty((ntask, k), dtype=np.float32) if nparts > 1 else out_v
+    part_i = np.empty((ntask, k), dtype=np.int64) if nparts > 1 else out_i
+    cdef float[:, ::1] pv = part_v
+    cdef int64_t[:, ::1] pi = part_i
     cdef embq_dot_fn dot = embq_dot_get(dot_id)
     rows_buf = np.empty((nt, _ROW_BLOCK * d), dtype=np.uint8)
     zp_buf = np.empty((nt, _ROW_BLOCK), dtype=np.uint8)
@@ -434,17 +443,20 @@ def score_candidates(const uint8_t[:, ::1] codes, const float[::1] scales, zero_
     cdef float[:, ::1] wb = w_buf
     cdef int32_t[:, ::1] ab = acc_buf
     with nogil, parallel(num_threads=nt):
-        for q in prange(m, schedule="dynamic"):
+        for task in prange(ntask, schedule="dynamic"):
             tid = threadid()
-            embq_heap_init(&ov[q, 0], &oi[q, 0], k)
-            a = 0
-            while a < c:
-                nr = c - a
+            q = task // nparts
+            part = task % nparts
+            embq_heap_init(&pv[task, 0], &pi[task, 0], k)
+            a = c * part // nparts
+            a1 = c * (part + 1) // nparts
+            while a < a1:
+                nr = a1 - a
                 if nr > _ROW_BLOCK:
                     nr = _ROW_BLOCK
                 for t in range(nr):
                     row = cand[q, a + t]
-                    if a + t + _GATHER_AHEAD < c:  # the rows are scattered: ask for them early
+                    if a + t + _GATHER_AHEAD < a1:  # the rows are scattered: ask for them early
                         ahead = cand[q, a + t + _GATHER_AHEAD]
                         embq_prefetch_bytes(&codes[ahead, 0], d)
                         embq_prefetch(&scales[ahead])
@@ -464,8 +476,17 @@ def score_candidates(const uint8_t[:, ::1] codes, const float[::1] scales, zero_
                 dot(&rb[tid, 0], d, nr, d, &zb[tid, 0], &qp[q, 0], ldq, &sq[q], 1, &ab[tid, 0],
                     _ROW_BLOCK)
                 for t in range(nr):
-                    embq_heap_offer(&ov[q, 0], &oi[q, 0], k,
+                    embq_heap_offer(&pv[task, 0], &pi[task, 0], k,
                                     <float>ab[tid, t] * (wb[tid, t] * wq[q]), cand[q, a + t])
                 a = a + nr
-            embq_heap_sort(&ov[q, 0], &oi[q, 0], k)
+            if nparts == 1:
+                embq_heap_sort(&ov[q, 0], &oi[q, 0], k)
+    if nparts > 1:
+        with nogil:
+            for q in range(m):
+                embq_heap_init(&ov[q, 0], &oi[q, 0], k)
+                for task in range(q * nparts, (q + 1) * nparts):
+                    for t in range(k):
+                        embq_heap_offer(&ov[q, 0], &oi[q, 0], k, pv[task, t], pi[task, t])
+                embq_heap_sort(&ov[q, 0], &oi[q, 0], k)
     return out_v, out_i

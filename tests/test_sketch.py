@@ -248,6 +248,36 @@ def test_prefilter_scores_equal_int8_oracle_on_candidates(metric, d):
         np.testing.assert_array_equal(s[i], exact[i][order])
 
 
+@pytest.mark.parametrize("m", [1, 2, 4])
+def test_score_candidates_split_over_threads(monkeypatch, m):
+    # fewer queries than threads: each query's candidates are scored in parts, one heap per
+    # part, merged; every row twice (equal scores), so the merge must keep the lower rows
+    x, (codes, scales, zp) = make(1500, 300, seed=5)
+    codes, scales, zp = (np.concatenate([a, a]) for a in (codes, scales, zp))
+    norms = row_norms(codes, scales, zp)
+    sk, center = compute_sketch(codes, scales, zp)
+    rng = np.random.default_rng(m)
+    q = x[rng.integers(0, 1500, m)] + 0.2 * rng.standard_normal((m, 300)).astype(np.float32)
+    calls = []
+    real = ksk.score_candidates
+    monkeypatch.setattr(ksk, "score_candidates", lambda *a: calls.append(a) or real(*a))
+    k, over = 10, 200  # 2000 candidates of 300 bytes per query: enough for threads
+    search(codes, scales, q, k, zero_points=zp, prefilter="sketch", oversample=over,
+           sketch=sk, sketch_center=center)
+    (args,) = calls
+    dist = hamming_oracle(sk, ksk.sign_bits(q, center))
+    cands = [np.array(sorted(c)) for c in nearest_oracle(dist, k * over)]
+    np.testing.assert_array_equal(args[4], np.array(cands))
+    exact = int8_scores(codes, scales, zp, norms, q, cands, "cosine")
+    for threads in (1, 2, 3):
+        s, r = real(*args[:-1], threads)
+        for i in range(m):
+            order = np.lexsort((cands[i], -exact[i]))[:k]
+            assert (exact[i][order][:-1] == exact[i][order][1:]).any()  # ties in the top k
+            np.testing.assert_array_equal(r[i], cands[i][order])
+            np.testing.assert_array_equal(s[i], exact[i][order])
+
+
 def test_prefilter_with_every_candidate_is_the_plain_search():
     x, (codes, scales, zp) = make(800, 40, seed=1)
     sk, center = compute_sketch(codes, scales, zp)
