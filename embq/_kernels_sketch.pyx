@@ -55,6 +55,7 @@ cdef extern from "_sketch_simd.h" nogil:
 DEF _ROW_BLOCK = 256      # candidate rows gathered at a time by score_candidates
 DEF _QUERY_BLOCK = 32     # queries per task of the queries mode
 DEF _BLOCK_BYTES = 16384  # sketch bytes per block of the scan (within L1 with the queries)
+DEF _L2_BLOCK_BYTES = 1 << 17  # sketch bytes per block for two or three queries (within L2)
 DEF _MIN_CHUNK = 256      # fewest rows per chunk of the rows mode
 DEF _GATHER_AHEAD = 6     # candidate rows prefetched ahead of the one score_candidates copies
 DEF _SCORE_THREADED_BYTES = 1 << 19  # code bytes gathered by score_candidates worth threads
@@ -210,12 +211,16 @@ cdef void _scan(embq_hscan_fn scan, const uint8_t *sk, const int64_t *idx, int64
                 const embq_cands *c) noexcept nogil:
     """Offer the rows at positions [p0, p1) to the sets of the nq queries at qs (the first nq
     sets of c), a block of rows at a time: the block stays in L1 while every group of four
-    queries passes over it. One group needs no blocking."""
+    queries passes over it. One group needs no blocking; two or three queries, which pass one
+    after the other, take blocks that stay in L2 (the L1 blocks would cut their prefetching
+    short at every block's end)."""
     cdef int64_t step = _BLOCK_BYTES // nb, pb = p0, pe
+    if nq == 1 or nq == 4:
+        step = p1 - p0
+    elif nq < 4:
+        step = _L2_BLOCK_BYTES // nb
     if step < 16:
         step = 16
-    if nq <= 4:
-        step = p1 - p0
     while pb < p1:
         pe = pb + step
         if pe > p1:

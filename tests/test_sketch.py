@@ -202,6 +202,28 @@ def test_nearest_one_query_48_bytes(variant, narrow):
                     np.testing.assert_array_equal(dist[0], hamming_oracle(sk[got[0]], q)[0])
 
 
+@pytest.mark.parametrize("variant", SKETCH_KERNELS)
+def test_nearest_two_or_three_queries_in_blocks(variant):
+    # two or three queries pass over the rows one after the other in blocks of 128 KB: rows
+    # enough for several blocks, each set's limit carried from block to block
+    rng = np.random.default_rng(23)
+    _config.set_kernels({"sketch": variant})
+    for nb in (48, 64):
+        sk = rng.integers(0, 4, (9001, nb), dtype=np.uint8)
+        for m in (2, 3):
+            qs = rng.integers(0, 4, (m, nb), dtype=np.uint8)
+            for rows in (None, np.flatnonzero(rng.random(9001) < 0.8)):
+                listed = np.arange(9001) if rows is None else rows
+                oracle = hamming_oracle(sk[listed], qs)
+                for K in (1, 60, 4000):
+                    got, dist = ksk.nearest(sk, 9001, qs, K, 1, rows=rows)
+                    assert [set(r.tolist()) for r in got] == [
+                        {int(listed[j]) for j in e} for e in nearest_oracle(oracle, K)]
+                    for i in range(m):
+                        np.testing.assert_array_equal(dist[i], hamming_oracle(sk[got[i]],
+                                                                              qs[i:i + 1])[0])
+
+
 def test_nearest_restricted_rows_and_bad_sizes():
     rng = np.random.default_rng(3)
     sk = rng.integers(0, 256, (500, 6), dtype=np.uint8)
