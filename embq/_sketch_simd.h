@@ -169,6 +169,22 @@ static EMBQ_NOINLINE int32_t embq_cand_add(const embq_cands *c, int64_t s, int32
     return embq_cand_limit(c, s);
 }
 
+/* embq_cand_add with its common case inline: a set that is not full takes the entry and keeps
+ * its limit lim (a shared bound tightened meanwhile is read at the next call that cuts or
+ * at the next scan; until then the looser limit only admits more).  For the loops where
+ * admissions are frequent enough (the first rows, a large K) for the call to show. */
+static inline int32_t embq_cand_push(const embq_cands *c, int64_t s, int32_t dist, int64_t row,
+                                     int32_t lim) {
+    const int64_t n = c->cn[s];
+    if (n < c->cap) {
+        c->cd[s * c->cap + n] = dist;
+        c->cr[s * c->cap + n] = row;
+        c->cn[s] = n + 1;
+        return lim;
+    }
+    return embq_cand_add(c, s, dist, row);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Distances on 64-bit words. */
 
@@ -455,10 +471,10 @@ EMBQ_T_AVX2 EMBQ_FORCE_INLINE int64_t embq_one48_avx2_body(const uint8_t *rows,
         if (!_mm256_testz_si256(_mm256_cmpgt_epi64(lim, dist), _mm256_set1_epi64x(-1))) {
             int64_t dd[4];
             _mm256_storeu_si256((__m256i *)dd, dist);
-            if (dd[0] < l0) l0 = embq_cand_add(c, s, (int32_t)dd[0], ra);
-            if (dd[2] < l0) l0 = embq_cand_add(c, s, (int32_t)dd[2], rb);
-            if (dd[1] < l0) l0 = embq_cand_add(c, s, (int32_t)dd[1], rc);
-            if (dd[3] < l0) l0 = embq_cand_add(c, s, (int32_t)dd[3], rd);
+            if (dd[0] < l0) l0 = embq_cand_push(c, s, (int32_t)dd[0], ra, l0);
+            if (dd[2] < l0) l0 = embq_cand_push(c, s, (int32_t)dd[2], rb, l0);
+            if (dd[1] < l0) l0 = embq_cand_push(c, s, (int32_t)dd[1], rc, l0);
+            if (dd[3] < l0) l0 = embq_cand_push(c, s, (int32_t)dd[3], rd, l0);
             lim = _mm256_set1_epi64x(l0);
         }
     }
