@@ -286,7 +286,7 @@ static inline int32_t embq_hd_rest(const uint8_t *a, const uint8_t *b, int64_t f
             d0 += POP(embq_ld64(a + 8 * w) ^ (inreg ? qw[w] : embq_ld64(qa + 8 * w)));        \
         if (TM == 1) d0 += POP((embq_ld64(a + nb - 8) ^ qt) & tmask);                         \
         else if (TM == 2) d0 += POP(embq_ld_short(a, nb) ^ qt);                               \
-        if (d0 < l0) l0 = embq_cand_add(c, s, d0, row);                                       \
+        if (d0 < l0) l0 = embq_cand_push(c, s, d0, row, l0);                                  \
     }
 
 /* EMBQ_PREFETCH_ROW for consecutive rows (a is row r): no allow-list to look at. */
