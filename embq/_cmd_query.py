@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "k*OVERSAMPLE nearest rows exactly (top-k cosine or dot; the store needs "
                    "a sketch: embq compress writes one, embq sketch STORE adds one)")
     p.add_argument("--oversample", type=int, default=None, metavar="N",
-                   help="candidates per neighbour with --prefilter sketch (default 200)")
+                   help="candidates per neighbour with --prefilter sketch (default 300)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads (default: all cores; a negative count counts back from all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
