@@ -1514,7 +1514,10 @@ def test_kernel_idx_check_names_the_first_bad_position(select):
                     continue
                 with pytest.raises(ValueError, match=rf"got {idx[first]} at position {first}$"):
                     ks.check_rows(idx, n_rows)
+                assert ks.first_bad_row(idx, n_rows) == first
         assert ks.check_rows(good, n_rows) == length       # a valid list passes
+        assert ks.first_bad_row(good, n_rows) == -1
+        assert ks.first_bad_row(good[:0], n_rows) == -1
         assert ks.check_rows(good, int(good[-1]) + 1) == length
 
 
