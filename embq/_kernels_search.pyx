@@ -555,6 +555,8 @@ cdef inline int64_t _long_window(_Job job, int64_t p, int64_t p1, int64_t q0, fl
         nr = _LONG_SPAN
     if nr <= _ROW_BLOCK:
         return 0
+    if _WIN_NUM * (_ROW_BLOCK + 1) < _WIN_DEN * (job.idx[p + _ROW_BLOCK] - job.idx[p] + 1):
+        return 0    # sparse from the start (a small allow-list): no bisection over far rows
     r = _window_end(job.idx, p, nr, _LONG_SPAN)
     if r <= _ROW_BLOCK:
         return 0
