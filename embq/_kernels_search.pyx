@@ -44,6 +44,8 @@ from embq._config import _init_kernels
 from embq._kernels_common import VARIANTS
 
 DEF _ROW_BLOCK = 256
+# One query, allow-list: the longest window (rows of codes) scored in one stream by embq_scan1
+DEF _LONG_SPAN = 4096
 DEF _QUERY_BLOCK = 64
 # rows mode merges the per-chunk heaps on one thread below this many entries
 DEF _SERIAL_MERGE = 1 << 16
@@ -296,6 +298,8 @@ cdef class _Job:
 
 cdef struct _Work:
     # one thread's buffers, carved out of one allocation by _work_at
+    float *lw           # one query: NaN-weights of a long window (_LONG_SPAN), NULL otherwise
+    float *lt           # and their scratch (_LONG_SPAN)
     int32_t *acc        # (queries of a block) x _ROW_BLOCK accumulators
     float *w            # row weights of a block
     float *keys         # l2 and range: keys of a block for one query
@@ -318,12 +322,18 @@ cdef struct _Block:
 
 cdef int64_t _work_bytes(int64_t m, int64_t d):
     cdef int64_t mq = min(m, _QUERY_BLOCK)
-    return (mq + 5) * _ROW_BLOCK * 4 + _ROW_BLOCK * (d + 1)
+    return (mq + 5) * _ROW_BLOCK * 4 + _ROW_BLOCK * (d + 1) + (2 * _LONG_SPAN * 4 if m == 1 else 0)
 
 
 cdef inline _Work _work_at(uint8_t *b, int64_t m) noexcept nogil:
     cdef _Work w
     cdef int64_t mq = m if m < _QUERY_BLOCK else _QUERY_BLOCK
+    w.lw = NULL
+    w.lt = NULL
+    if m == 1:
+        w.lw = <float *>b
+        w.lt = w.lw + _LONG_SPAN
+        b += 2 * _LONG_SPAN * 4
     w.acc = <int32_t *>b
     b += mq * _ROW_BLOCK * 4
     w.w = <float *>b
@@ -346,6 +356,24 @@ cdef inline const float* _block_weights(_Job job, const float *s, const float *n
     return s
 
 
+cdef inline int64_t _window_end(const int64_t *idx, int64_t p, int64_t nr,
+                                int64_t span) noexcept nogil:
+    """How many of the positions [p, p + nr) have their row in [idx[p], idx[p] + span), by
+    bisection (idx is increasing; a scan would cost as much as the window's selection)."""
+    cdef int64_t lo, hi, mid, end = idx[p] + span
+    if idx[p + nr - 1] < end:
+        return nr
+    lo = 1          # idx[p + lo - 1] is in the window
+    hi = nr - 1     # idx[p + hi] is not
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if idx[p + mid] < end:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 cdef inline int64_t _block_rows(_Job job, int64_t p, int64_t p1, _Work *wk, _Block *b,
                                 bint single) noexcept nogil:
     """The rows of the next block of positions from ``p`` (before ``p1``); returns how many.
@@ -356,7 +384,7 @@ cdef inline int64_t _block_rows(_Job job, int64_t p, int64_t p1, _Work *wk, _Blo
     rows; :func:`_window_offs` says where its allowed rows are); otherwise the allowed rows
     are gathered into the thread's buffers (_GATHERED).
     """
-    cdef int64_t r, row, d = job.d, nr, base, ext, lo, hi, mid
+    cdef int64_t r, row, d = job.d, nr, base, ext
     nr = p1 - p
     if nr > _ROW_BLOCK:
         nr = _ROW_BLOCK
@@ -365,20 +393,8 @@ cdef inline int64_t _block_rows(_Job job, int64_t p, int64_t p1, _Work *wk, _Blo
         base = p
     else:
         base = job.idx[p]
-        # r: the positions whose rows fall in the window [base, base + _ROW_BLOCK), by
-        # bisection (idx is increasing; a scan would cost as much as the window's selection)
-        if job.idx[p + nr - 1] < base + _ROW_BLOCK:
-            r = nr
-        else:
-            lo = 1          # idx[p + lo - 1] is in the window
-            hi = nr - 1     # idx[p + hi] is not
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if job.idx[p + mid] < base + _ROW_BLOCK:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            r = lo
+        # r: the positions whose rows fall in the window [base, base + _ROW_BLOCK)
+        r = _window_end(job.idx, p, nr, _ROW_BLOCK)
         ext = job.idx[p + r - 1] - base + 1
         if ext != r:
             # One query is bound by memory: scoring a window in place costs about what reading
@@ -522,6 +538,57 @@ cdef inline void _pick(const _Block *b, const int32_t *offs, int64_t nr, int32_t
             nm[r] = b.nm[offs[r]]
 
 
+cdef inline int64_t _long_window(_Job job, int64_t p, int64_t p1, int64_t q0, float *hv,
+                                 int64_t *hi, _Work *wk) noexcept nogil:
+    """One query, allow-list, heap already holding k scores above -inf: score the window of up
+    to _LONG_SPAN rows from row ``idx[p]`` in one embq_scan1 stream with NaN weights on the
+    rows not allowed (:func:`_window_nan_weights`); returns the positions done, or 0 when the
+    window is too sparse for that (then :func:`_block_rows` takes over).
+
+    Windows of _ROW_BLOCK rows would restart the fused scan (and lose its prefetch stream)
+    every few hundred rows; a long window costs about what the unfiltered scan of its rows
+    costs.
+    """
+    cdef int64_t nr = p1 - p, r, ext, d = job.d
+    cdef _Block b
+    if nr > _LONG_SPAN:
+        nr = _LONG_SPAN
+    if nr <= _ROW_BLOCK:
+        return 0
+    if _WIN_NUM * (_ROW_BLOCK + 1) < _WIN_DEN * (job.idx[p + _ROW_BLOCK] - job.idx[p] + 1):
+        return 0    # sparse from the start (a small allow-list): no bisection over far rows
+    r = _window_end(job.idx, p, nr, _LONG_SPAN)
+    if r <= _ROW_BLOCK:
+        return 0
+    ext = job.idx[p + r - 1] - job.idx[p] + 1
+    if _WIN_NUM * r < _WIN_DEN * ext:
+        return 0
+    b.base = job.idx[p]
+    b.span = ext
+    b.c = job.codes + b.base * d
+    b.s = job.scales + b.base
+    b.nm = job.norms + b.base if job.norms != NULL else NULL
+    b.z = job.zp + b.base if job.zp != NULL else NULL
+    b.kind = _WINDOW
+    # the allow-list of the next window: the hardware prefetcher does not follow reads a
+    # window apart
+    ext = p1 - (p + r)
+    if ext > _ROW_BLOCK:
+        ext = _ROW_BLOCK
+    if ext > 0:
+        embq_prefetch_row(<const uint8_t *>(job.idx + p + r), ext * sizeof(int64_t))
+    if r == b.span:
+        # consecutive rows: the dense scan with their own weights
+        embq_scan1(job.dot_id, job.sel_id, b.c, d, r, d, b.z, job.qp + q0 * job.ldq, job.ldq,
+                   job.sumq[q0], b.s, b.nm, job.wq[q0], b.base, hv, hi, job.k)
+        return r
+    embq_prefetch_row(b.c, 8 * d)
+    _window_nan_weights(job, &b, job.idx + p, r, wk.lt, wk.lw)
+    embq_scan1(job.dot_id, job.sel_id, b.c, d, b.span, d, b.z, job.qp + q0 * job.ldq, job.ldq,
+               job.sumq[q0], wk.lw, NULL, job.wq[q0], b.base, hv, hi, job.k)
+    return r
+
+
 cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float *hv,
                 int64_t *hi, _Work *wk) noexcept nogil:
     """Offer positions [p0, p1) to the heaps of queries [q0, q1) (heap of query q at
@@ -549,6 +616,11 @@ cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float 
                    job.norms + p0 if job.norms != NULL else NULL, job.wq[q0], p0, hv, hi, k)
         return
     while p < p1:
+        if single and not l2 and wk.lw != NULL and hv[0] > -INFINITY:
+            nr = _long_window(job, p, p1, q0, hv, hi, wk)
+            if nr > 0:
+                p += nr
+                continue
         nr = _block_rows(job, p, p1, wk, &b, single)
         lab = job.idx + p if b.kind != _CONTIG else NULL
         if single and not l2 and b.kind == _CONTIG:
@@ -767,16 +839,28 @@ cdef int64_t _check_job(const uint8_t[:, ::1] codes, const float[::1] scales, ze
     return check_rows(idx, n_rows)
 
 
+def first_bad_row(const int64_t[::1] idx, int64_t n_rows):
+    """The first position of ``idx`` (int64) whose row is out of [0, n_rows) or not above the
+    one before, or -1 when ``idx`` is increasing rows within range.
+
+    At SIMD width and without temporaries, so a front end can tell a valid allow-list (the
+    usual case) from one it must sort or refuse in one pass well under a millisecond per
+    million rows.
+    """
+    cdef int64_t npos = idx.shape[0], bad = -1
+    if npos > 0:
+        with nogil:
+            bad = embq_rows_first_bad(_sel_id, &idx[0], npos, n_rows)
+    return bad
+
+
 def check_rows(const int64_t[::1] idx, int64_t n_rows):
     """Check that ``idx`` (int64) holds increasing rows within [0, n_rows); returns its length.
 
     The one value check of the allow-list entry points (a bad row would read out of bounds),
     O(len(idx)) at SIMD width; a ValueError names the first bad position otherwise.
     """
-    cdef int64_t npos = idx.shape[0], bad = -1
-    if npos > 0:
-        with nogil:
-            bad = embq_rows_first_bad(_sel_id, &idx[0], npos, n_rows)
+    cdef int64_t npos = idx.shape[0], bad = first_bad_row(idx, n_rows)
     if bad >= 0:
         raise ValueError(f"idx must be increasing rows within [0, {n_rows}), got "
                          f"{idx[bad]} at position {bad}")

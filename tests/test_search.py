@@ -1285,6 +1285,46 @@ def test_allow_windows_at_every_density_match_the_oracle(select, window):
         ks._set_window_density(3, 1)
 
 
+@pytest.mark.parametrize("select", SELECT_KERNELS)
+def test_allow_long_windows_of_one_query_match_the_oracle(select):
+    # One query streams windows of up to 4096 rows (_LONG_SPAN) through the dense scan: spans
+    # far past one block of 256, at the cap, runs of consecutive rows longer than the cap, and
+    # allow-lists whose first and last rows sit on the edges of the two threads' chunks, with
+    # zero rows (weight 0, not NaN) outside the list and ties across every edge.
+    _config.set_kernels({"search_select": select})
+    n, d = 4096 * 3 + 300, 20
+    codes, scales, zp, norms = tied_store(n, d, 31)
+    rng = np.random.default_rng(32)
+    x5 = dequantize(codes[5:6], scales[5:6], zp[5:6])[0]
+    queries = np.vstack([x5, rng.standard_normal((2, d)).astype(np.float32)])
+    dense = np.flatnonzero(rng.random(n) < 0.5)
+    runs = np.concatenate([np.arange(0, 5000), np.arange(5001, n, 2)[:1500],
+                           np.arange(9000, n)])
+    lists = {
+        "half": dense,
+        "most": np.flatnonzero(rng.random(n) < 0.97),
+        "third": np.flatnonzero(rng.random(n) < 0.36),
+        "runs": runs,
+        "all": np.arange(n),
+        "mixed": windowed_allow(n, [0.6, 0.5, 0.4, 0.02, 1.0, 0.45], rng),
+    }
+    for name, rows in lists.items():
+        # chunk edges (positions c * len // nchunks) moved onto the first and last rows
+        for rows_ in (rows, rows[len(rows) // 8: len(rows) - len(rows) // 8]):
+            for metric in ("cosine", "dot"):
+                for k in (1, 10, 60):
+                    for q in queries:
+                        exp_s, exp_i = sub_oracle(codes, scales, zp, norms, q[None], k, metric,
+                                                  rows_)
+                        for threads in (1, 2):
+                            got_s, got_i = search(codes, scales, q, k, zero_points=zp,
+                                                  norms=norms, metric=metric, allow=rows_,
+                                                  n_threads=threads)
+                            msg = f"{name} {metric} {k} {threads}"
+                            np.testing.assert_array_equal(got_i, exp_i[0], err_msg=msg)
+                            np.testing.assert_array_equal(got_s, exp_s[0], err_msg=msg)
+
+
 @pytest.mark.parametrize("window", [(3, 1), (1000, 1), (1, 2)],
                          ids=["default", "every-window-in-place", "never-in-place"])
 def test_range_search_windows_at_every_density_match_the_oracle(window):
@@ -1474,7 +1514,10 @@ def test_kernel_idx_check_names_the_first_bad_position(select):
                     continue
                 with pytest.raises(ValueError, match=rf"got {idx[first]} at position {first}$"):
                     ks.check_rows(idx, n_rows)
+                assert ks.first_bad_row(idx, n_rows) == first
         assert ks.check_rows(good, n_rows) == length       # a valid list passes
+        assert ks.first_bad_row(good, n_rows) == -1
+        assert ks.first_bad_row(good[:0], n_rows) == -1
         assert ks.check_rows(good, int(good[-1]) + 1) == length
 
 
