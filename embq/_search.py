@@ -326,7 +326,8 @@ def _allow_rows(allow: Any, n: int, n_eff: int) -> np.ndarray:
             # increasing rows (the usual list) need no copy, and their range is their ends:
             # a filtered search of one query costs about a pass over the rows, so every pass
             # over them here would show
-            increasing = bool((rows[1:] > rows[:-1]).all())
+            # (in range too: the kernel's one SIMD pass; anything else takes the path below)
+            increasing = _kernels().first_bad_row(np.ascontiguousarray(rows), n) < 0
             if increasing:
                 lo, hi = int(rows[0]), int(rows[-1])
             else:
