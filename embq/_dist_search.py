@@ -42,7 +42,6 @@ __all__ = [
     "merge_range",
     "merge_topk",
     "open_shard",
-    "query_sketch",
     "search_dask",
     "search_local",
     "search_shard",
@@ -292,11 +291,6 @@ _POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(a
 _HAMMING_BLOCK = 1 << 22
 
 
-def query_sketch(queries: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """The queries' sketches: bit j set when ``q[j] > center[j]`` (docs/format.md, "Sketch")."""
-    return np.packbits(queries > center[None, :], axis=1, bitorder="little")
-
-
 def hamming(sketch: np.ndarray, rows: np.ndarray, qsk: np.ndarray) -> np.ndarray:
     """Hamming distances (m, c) int32 between the sketches of ``rows`` (m, c) and of the
     queries ``qsk`` (m, nb), a block of queries at a time (a few MB of gathered bits)."""
@@ -334,7 +328,11 @@ def _search_one(store: Store, offset: int, queries: np.ndarray, spec: ShardSearc
         # oversample=1 with k=K: the shard's K nearest by Hamming distance, all scored
         scores, rows = search_store(store, queries, spec.k, prefilter="sketch", oversample=1,
                                     **kw)
-        dist = hamming(store.sketch, rows, query_sketch(queries, store.sketch_center))
+        # the queries' sketches by the kernel the single store's prefilter uses: the same bits
+        from embq._kernels_sketch import sign_bits
+
+        qsk = sign_bits(np.ascontiguousarray(queries, np.float32), store.sketch_center)
+        dist = hamming(store.sketch, rows, qsk)
         return scores, rows + offset, dist
     scores, rows = search_store(store, queries, spec.k, **kw)
     return scores, rows + offset
