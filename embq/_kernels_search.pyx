@@ -854,16 +854,70 @@ def first_bad_row(const int64_t[::1] idx, int64_t n_rows):
     return bad
 
 
-def check_rows(const int64_t[::1] idx, int64_t n_rows):
-    """Check that ``idx`` (int64) holds increasing rows within [0, n_rows); returns its length.
+@cython.final
+cdef class Rows:
+    """An allow-list that passed the check: increasing int64 row numbers within [0, n_rows),
+    contiguous, in a read-only array.
+
+    Made by :func:`allow_list` (and :meth:`below`) only. The scans of this module and of
+    ``embq._kernels_sketch`` take it without a second pass over it: a one-query filtered
+    search costs about one pass over the codes, and each pass over a large allow-list adds
+    a few percent to it.
+    """
+    cdef readonly object array
+    cdef readonly int64_t n_rows
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Rows are made by allow_list(rows, n_rows), which checks them")
+
+    def __len__(self):
+        return self.array.shape[0]
+
+    def below(self, int64_t n_rows):
+        """The rows below ``n_rows`` (at most this list's bound), as a Rows."""
+        if not 0 <= n_rows <= self.n_rows:
+            raise ValueError(f"n_rows must be within [0, {self.n_rows}], got {n_rows}")
+        return _rows(self.array[:np.searchsorted(self.array, n_rows)], n_rows)
+
+
+cdef Rows _rows(arr, int64_t n_rows):
+    cdef Rows r = Rows.__new__(Rows)
+    view = arr.view()
+    view.flags.writeable = False
+    r.array = view
+    r.n_rows = n_rows
+    return r
+
+
+def allow_list(idx, int64_t n_rows):
+    """``idx`` (a contiguous int64 array) as a :class:`Rows` if it holds increasing rows
+    within [0, n_rows), else the first position that does not (an int; see
+    :func:`first_bad_row`). One pass."""
+    arr = np.asarray(idx)
+    cdef int64_t bad = first_bad_row(arr, n_rows)
+    if bad >= 0:
+        return bad
+    return _rows(arr, n_rows)
+
+
+def check_rows(idx, int64_t n_rows):
+    """Check that ``idx`` (int64, or a :class:`Rows` made for at most ``n_rows`` rows) holds
+    increasing rows within [0, n_rows); returns its length.
 
     The one value check of the allow-list entry points (a bad row would read out of bounds),
-    O(len(idx)) at SIMD width; a ValueError names the first bad position otherwise.
+    O(len(idx)) at SIMD width for an array; a ValueError names the first bad position
+    otherwise.
     """
-    cdef int64_t npos = idx.shape[0], bad = first_bad_row(idx, n_rows)
+    if isinstance(idx, Rows):
+        if (<Rows>idx).n_rows > n_rows:
+            raise ValueError(f"idx was checked for rows within [0, {(<Rows>idx).n_rows}), "
+                             f"more than n_rows={n_rows}")
+        return len(idx)
+    cdef const int64_t[::1] v = idx
+    cdef int64_t npos = v.shape[0], bad = first_bad_row(v, n_rows)
     if bad >= 0:
         raise ValueError(f"idx must be increasing rows within [0, {n_rows}), got "
-                         f"{idx[bad]} at position {bad}")
+                         f"{v[bad]} at position {bad}")
     return npos
 
 
@@ -888,7 +942,7 @@ cdef _Job _make_job(const uint8_t[:, ::1] codes, const float[::1] scales, zero_p
         job.norms = &nv[0]
     job.idx = NULL
     if idx is not None and len(idx) > 0:
-        iv = idx
+        iv = idx.array if isinstance(idx, Rows) else idx
         job.idx = &iv[0]
     job.qn2 = NULL
     if mode == _MODE_L2:

@@ -28,6 +28,7 @@ from embq._kernels_search cimport (
 
 from embq._config import _init_kernels
 from embq._kernels_common import VARIANTS
+from embq._kernels_search import Rows, allow_list
 
 
 cdef extern from "_sketch_simd.h" nogil:
@@ -186,23 +187,24 @@ cdef _hamming(const uint8_t[:, ::1] sk, const uint8_t[:, ::1] qs, idx):
 
 
 cdef _checked_rows(rows, int64_t n_rows):
-    """``rows`` as an int64 array of strictly increasing row numbers below ``n_rows``."""
+    """``rows`` as an int64 array of strictly increasing row numbers below ``n_rows``: a
+    :class:`embq._kernels_search.Rows` checked for at most ``n_rows`` rows as it is, anything
+    else through the same SIMD pass (:func:`embq._kernels_search.allow_list`)."""
+    if isinstance(rows, Rows):
+        if rows.n_rows > n_rows:
+            raise ValueError(f"rows were checked for row numbers below {rows.n_rows}, more than "
+                             f"n_rows={n_rows}")
+        return rows.array
     arr = np.asarray(rows)
     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
         raise ValueError(f"rows must be a 1-D array of row numbers, got {arr.dtype} "
                          f"{arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=np.int64)
-    cdef const int64_t[::1] v = arr
-    cdef int64_t i, n = v.shape[0], bad = -1
-    with nogil:
-        for i in range(n):
-            if v[i] < 0 or v[i] >= n_rows or (i > 0 and v[i] <= v[i - 1]):
-                bad = i
-                break
-    if bad >= 0:
+    bad = allow_list(arr, n_rows)
+    if isinstance(bad, int):
         raise ValueError(f"rows must be strictly increasing row numbers within [0, {n_rows}), "
-                         f"got rows[{bad}] = {v[bad]}"
-                         + (f" after {v[bad - 1]}" if bad > 0 else ""))
+                         f"got rows[{bad}] = {arr[bad]}"
+                         + (f" after {arr[bad - 1]}" if bad > 0 else ""))
     return arr
 
 

@@ -301,8 +301,10 @@ def search_range(
                    threshold=threshold, max_results=max_results, csr=True)
 
 
-def _allow_rows(allow: Any, n: int, n_eff: int) -> np.ndarray:
-    """An allow-list as increasing unique row numbers within [0, n_eff), int64.
+def _allow_rows(allow: Any, n: int, n_eff: int) -> Any:
+    """An allow-list as increasing unique row numbers within [0, n_eff): a checked
+    :class:`embq._kernels_search.Rows` (its ``array`` int64), which the scans take without
+    checking it again.
 
     A boolean mask must cover all ``n`` rows; row numbers must be within [0, n) (negative
     numbers are refused rather than counted from the end).
@@ -319,32 +321,26 @@ def _allow_rows(allow: Any, n: int, n_eff: int) -> np.ndarray:
         if arr.shape[0] != n:
             raise ValueError(f"a boolean allow mask must have one entry per row ({n}), got "
                              f"{arr.shape[0]}")
-        rows = np.flatnonzero(arr[:n_eff])
+        rows = _kernels().allow_list(np.flatnonzero(arr[:n_eff]), n_eff)
     elif arr.dtype.kind in "iu" or arr.size == 0:
-        rows = arr.astype(np.int64, copy=False)
-        if rows.size:
-            # increasing rows (the usual list) need no copy, and their range is their ends:
-            # a filtered search of one query costs about a pass over the rows, so every pass
-            # over them here would show
-            # (in range too: the kernel's one SIMD pass; anything else takes the path below)
-            increasing = _kernels().first_bad_row(np.ascontiguousarray(rows), n) < 0
-            if increasing:
-                lo, hi = int(rows[0]), int(rows[-1])
-            else:
-                lo, hi = int(rows.min()), int(rows.max())
-            if lo < 0 or hi >= n:
-                bad = lo if lo < 0 else hi
-                pos = int(np.flatnonzero(rows == bad)[0])
-                raise ValueError(f"allow[{pos}] = {bad} is not a row number: expected "
-                                 f"0 <= row < {n}")
-            if not increasing:
-                rows = np.unique(rows)
-            if hi >= n_eff:
-                rows = rows[:np.searchsorted(rows, n_eff)]
+        flat = np.ascontiguousarray(arr, dtype=np.int64)
+        # increasing rows (the usual list) need no copy and no second pass: the kernel's
+        # one SIMD pass checks them for the scans, which then take them as they are
+        rows = _kernels().allow_list(flat, n)
+        if not isinstance(rows, int):
+            return rows.below(n_eff) if n_eff < n else rows
+        lo, hi = int(flat.min()), int(flat.max())
+        if lo < 0 or hi >= n:
+            bad = lo if lo < 0 else hi
+            pos = int(np.flatnonzero(flat == bad)[0])
+            raise ValueError(f"allow[{pos}] = {bad} is not a row number: expected "
+                             f"0 <= row < {n}")
+        unique = np.unique(flat)
+        rows = _kernels().allow_list(unique[:np.searchsorted(unique, n_eff)], n_eff)
     else:
         raise TypeError(f"allow must be a boolean mask or integer row numbers, got dtype "
                         f"{arr.dtype}")
-    return np.ascontiguousarray(rows, dtype=np.int64)
+    return rows
 
 
 def _range_args(threshold: Any, max_results: Any,
@@ -415,8 +411,9 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
         )
     # the allowed rows first: only their scales and norms are read, so only they are checked
     idx = None if allow is None else _allow_rows(allow, n, n_eff)
+    allowed = None if idx is None else idx.array
     if not trusted:
-        _check_read_values(scales, n_eff, idx, "scales")
+        _check_read_values(scales, n_eff, allowed, "scales")
     if metric in ("cosine", "l2"):
         if norms is None:
             from embq._quantize import row_norms
@@ -427,7 +424,7 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
         else:
             norms = _check_vector(norms, n, "norms", np.float32)
             if not trusted:
-                _check_read_values(norms, n_eff, idx, "norms")
+                _check_read_values(norms, n_eff, allowed, "norms")
     else:
         norms = None
     if threshold is not None:
@@ -439,7 +436,7 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
             return scores, rows
         return np.split(scores, indptr[1:-1]), np.split(rows, indptr[1:-1])
     if plan is not None and idx is not None:  # the sketch scan over the allowed rows only
-        scores, rows = _search_checked(codes, scales, zp, norms, idx.shape[0], qf, k, metric,
+        scores, rows = _search_checked(codes, scales, zp, norms, len(idx), qf, k, metric,
                                        rescore, threads, plan=plan._replace(rows=idx))
     elif idx is None and metric != "l2":
         scores, rows = _search_checked(codes, scales, zp, norms, n_eff, qf, k, metric,
@@ -575,7 +572,7 @@ def _prepared(qf, metric, norms, threads, *, rescue: bool):
 def _search_x(codes, scales, zp, norms, n_eff, idx, qf, k, metric, rescore, threads):
     """Top-k over an allow-list and/or by l2, on :func:`embq._kernels_search.topk_x`."""
     m = qf.shape[0]
-    npos = n_eff if idx is None else idx.shape[0]
+    npos = n_eff if idx is None else len(idx)
     kk = min(k, npos)
     if kk == 0 or m == 0:
         return np.empty((m, kk), np.float32), np.empty((m, kk), np.int64)
@@ -597,7 +594,7 @@ def _range_checked(codes, scales, zp, norms, n_eff, idx, qf, threshold, metric, 
                    threads):
     """Range search: (indptr, scores, rows), each query's matches best first."""
     m = qf.shape[0]
-    npos = n_eff if idx is None else idx.shape[0]
+    npos = n_eff if idx is None else len(idx)
     threads = _plan_threads(threads, npos, codes.shape[1], m)
     # cosine is invariant under the power-of-two rescue; dot and l2 are searched unscaled so
     # that the threshold means the same thing for every query

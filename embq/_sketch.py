@@ -146,13 +146,13 @@ def sketch_nbytes(n: int, d: int) -> int:
 
 class SketchPlan(NamedTuple):
     """A checked ``prefilter="sketch"`` request: the rows' sketch (uint8 (n, ceil(d/8))), its
-    center (float32 (d,)), the candidates per wanted neighbour, and the allow-list (strictly
-    increasing int64 row numbers) the scan is limited to, or None for every row."""
+    center (float32 (d,)), the candidates per wanted neighbour, and the allow-list the scan is
+    limited to (a checked :class:`embq._kernels_search.Rows`), or None for every row."""
 
     sketch: np.ndarray
     center: np.ndarray
     oversample: int
-    rows: np.ndarray | None = None
+    rows: Any = None
 
 
 def check_prefilter(prefilter: Any, oversample: Any, sketch: Any, sketch_center_: Any, d: int,
@@ -223,7 +223,7 @@ def prefilter_topk(codes: np.ndarray, scales: np.ndarray, zp: np.ndarray | None,
     n_cand = min(n_scan, max(kc, k * oversample))
     m = qf.shape[0]
     if n_cand == n_scan:  # every row scanned is a candidate: nothing to choose
-        every = np.arange(n_scan, dtype=np.int64) if rows is None else rows
+        every = np.arange(n_scan, dtype=np.int64) if rows is None else rows.array
         cand = np.ascontiguousarray(np.broadcast_to(every, (m, n_scan)))
     else:
         scan_threads = 1 if n_scan * sketch.shape[1] * m < SERIAL_SCAN_BYTES else threads

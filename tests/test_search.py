@@ -1521,6 +1521,53 @@ def test_kernel_idx_check_names_the_first_bad_position(select):
         assert ks.check_rows(good, int(good[-1]) + 1) == length
 
 
+def test_checked_allow_list_is_checked_once_and_only_where_it_holds():
+    # allow_list's one pass makes a read-only Rows the scans take as they are, for as many
+    # rows as it was checked for and no more; a bad list gives its first bad position instead
+    from embq import _kernels_sketch as ksk
+
+    rng = np.random.default_rng(31)
+    n, d = 900, 40
+    codes = rng.integers(0, 256, (n, d), dtype=np.uint8)
+    scales = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    qp, sq, wq = ks.prepare_queries(rng.integers(1, 256, (3, d), dtype=np.uint8),
+                                    np.ones(3, np.float32), False)
+    good = np.flatnonzero(rng.random(n) < 0.4).astype(np.int64)
+    rows = ks.allow_list(good, n)
+    assert isinstance(rows, ks.Rows) and len(rows) == len(good) and rows.n_rows == n
+    assert np.shares_memory(rows.array, good)       # no copy
+    with pytest.raises(ValueError, match="read-only"):
+        rows.array[0] = 5
+    want = ks.topk_x(codes, scales, None, None, n, good, qp, sq, wq, None, 7, 0, 2)
+    got = ks.topk_x(codes, scales, None, None, n, rows, qp, sq, wq, None, 7, 0, 2)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    # checked for n rows, so not taken for fewer (it may name rows beyond them)...
+    with pytest.raises(ValueError, match=rf"checked for rows within \[0, {n}\), more than "
+                                         r"n_rows=500"):
+        ks.topk_x(codes, scales, None, None, 500, rows, qp, sq, wq, None, 7, 0, 1)
+    with pytest.raises(ValueError, match="checked for row numbers below 900, more than "
+                                         "n_rows=500"):
+        ksk.nearest(np.zeros((n, 5), np.uint8), 500, np.zeros((1, 5), np.uint8), 3, 1,
+                    rows=rows)
+    # ... unless cut to them
+    head = rows.below(500)
+    assert head.n_rows == 500
+    np.testing.assert_array_equal(head.array, good[good < 500])
+    got = ks.topk_x(codes, scales, None, None, 500, head, qp, sq, wq, None, 7, 0, 1)
+    want = ks.topk_x(codes, scales, None, None, 500, good[good < 500], qp, sq, wq, None, 7,
+                     0, 1)
+    np.testing.assert_array_equal(got[1], want[1])
+    with pytest.raises(ValueError, match=r"n_rows must be within \[0, 900\], got 901"):
+        rows.below(901)
+    bad = good.copy()
+    bad[5] = bad[4]
+    assert ks.allow_list(bad, n) == 5
+    assert ks.allow_list(good, int(good[-1])) == len(good) - 1
+    with pytest.raises(TypeError):
+        ks.Rows()                                    # only allow_list makes one
+
+
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(0, 700), d=st.integers(1, 60), m=st.integers(1, 8),
        metric=st.sampled_from(["cosine", "dot", "l2"]), quantile=st.floats(0, 1),
