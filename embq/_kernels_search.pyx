@@ -298,8 +298,6 @@ cdef class _Job:
 
 cdef struct _Work:
     # one thread's buffers, carved out of one allocation by _work_at
-    float *lw           # one query: NaN-weights of a long window (_LONG_SPAN), NULL otherwise
-    float *lt           # and their scratch (_LONG_SPAN)
     int32_t *acc        # (queries of a block) x _ROW_BLOCK accumulators
     float *w            # row weights of a block
     float *keys         # l2 and range: keys of a block for one query
@@ -322,18 +320,12 @@ cdef struct _Block:
 
 cdef int64_t _work_bytes(int64_t m, int64_t d):
     cdef int64_t mq = min(m, _QUERY_BLOCK)
-    return (mq + 5) * _ROW_BLOCK * 4 + _ROW_BLOCK * (d + 1) + (2 * _LONG_SPAN * 4 if m == 1 else 0)
+    return (mq + 5) * _ROW_BLOCK * 4 + _ROW_BLOCK * (d + 1)
 
 
 cdef inline _Work _work_at(uint8_t *b, int64_t m) noexcept nogil:
     cdef _Work w
     cdef int64_t mq = m if m < _QUERY_BLOCK else _QUERY_BLOCK
-    w.lw = NULL
-    w.lt = NULL
-    if m == 1:
-        w.lw = <float *>b
-        w.lt = w.lw + _LONG_SPAN
-        b += 2 * _LONG_SPAN * 4
     w.acc = <int32_t *>b
     b += mq * _ROW_BLOCK * 4
     w.w = <float *>b
@@ -539,15 +531,16 @@ cdef inline void _pick(const _Block *b, const int32_t *offs, int64_t nr, int32_t
 
 
 cdef inline int64_t _long_window(_Job job, int64_t p, int64_t p1, int64_t q0, float *hv,
-                                 int64_t *hi, _Work *wk) noexcept nogil:
-    """One query, allow-list, heap already holding k scores above -inf: score the window of up
-    to _LONG_SPAN rows from row ``idx[p]`` in one embq_scan1 stream with NaN weights on the
-    rows not allowed (:func:`_window_nan_weights`); returns the positions done, or 0 when the
-    window is too sparse for that (then :func:`_block_rows` takes over).
+                                 int64_t *hi) noexcept nogil:
+    """One query, allow-list: score the window of up to _LONG_SPAN rows from row ``idx[p]`` in
+    one embq_scan1 stream that offers only the allowed rows to the heap; returns the positions
+    done, or 0 when the window is too sparse for that (then :func:`_block_rows` takes over).
 
-    Windows of _ROW_BLOCK rows would restart the fused scan (and lose its prefetch stream)
-    every few hundred rows; a long window costs about what the unfiltered scan of its rows
-    costs.
+    Windows of _ROW_BLOCK rows would restart the scan (and lose its prefetch stream) every few
+    hundred rows; a long window costs about what the unfiltered scan of its rows costs: the
+    same stream of codes, scales and norms, and the allow-list read only for the few rows
+    whose score would enter the heap. (Weights built for the window first, NaN on the rows
+    not allowed, cost a few percent more: a burst of reads while the codes' stream waits.)
     """
     cdef int64_t nr = p1 - p, r, ext, d = job.d
     cdef _Block b
@@ -577,15 +570,11 @@ cdef inline int64_t _long_window(_Job job, int64_t p, int64_t p1, int64_t q0, fl
         ext = _ROW_BLOCK
     if ext > 0:
         embq_prefetch_row(<const uint8_t *>(job.idx + p + r), ext * sizeof(int64_t))
-    if r == b.span:
-        # consecutive rows: the dense scan with their own weights
-        embq_scan1(job.dot_id, job.sel_id, b.c, d, r, d, b.z, job.qp + q0 * job.ldq, job.ldq,
-                   job.sumq[q0], b.s, b.nm, job.wq[q0], b.base, hv, hi, job.k)
-        return r
-    embq_prefetch_row(b.c, 8 * d)
-    _window_nan_weights(job, &b, job.idx + p, r, wk.lt, wk.lw)
+    # the window as one stream with the rows' own weights; only the allowed rows are offered
+    # (consecutive rows: all of them)
     embq_scan1(job.dot_id, job.sel_id, b.c, d, b.span, d, b.z, job.qp + q0 * job.ldq, job.ldq,
-               job.sumq[q0], wk.lw, NULL, job.wq[q0], b.base, hv, hi, job.k)
+               job.sumq[q0], b.s, b.nm, job.wq[q0], b.base,
+               job.idx + p if r < b.span else NULL, r, hv, hi, job.k)
     return r
 
 
@@ -594,8 +583,9 @@ cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float 
     """Offer positions [p0, p1) to the heaps of queries [q0, q1) (heap of query q at
     (q - q0) * k), labelled by row.
 
-    A window (dot, cosine) is scored whole with NaN weights on the rows not allowed (see
-    :func:`_window_nan_weights`) for every query whose heap already holds k scores above
+    A window (dot, cosine) of one query goes through embq_scan1, which offers only its allowed
+    rows. Several queries share the window's weights, NaN on the rows not allowed (see
+    :func:`_window_nan_weights`), for every query whose heap already holds k scores above
     -inf; a query whose heap does not yet gets the allowed rows picked out of the window
     (:func:`_pick`) and offered under their row numbers.
     """
@@ -613,11 +603,12 @@ cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float 
         embq_scan1(job.dot_id, job.sel_id, job.codes + p0 * d, d, p1 - p0, d,
                    job.zp + p0 if job.zp != NULL else NULL, job.qp + q0 * job.ldq, job.ldq,
                    job.sumq[q0], job.scales + p0,
-                   job.norms + p0 if job.norms != NULL else NULL, job.wq[q0], p0, hv, hi, k)
+                   job.norms + p0 if job.norms != NULL else NULL, job.wq[q0], p0, NULL, 0,
+                   hv, hi, k)
         return
     while p < p1:
-        if single and not l2 and wk.lw != NULL and hv[0] > -INFINITY:
-            nr = _long_window(job, p, p1, q0, hv, hi, wk)
+        if single and not l2:
+            nr = _long_window(job, p, p1, q0, hv, hi)
             if nr > 0:
                 p += nr
                 continue
@@ -625,23 +616,23 @@ cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float 
         lab = job.idx + p if b.kind != _CONTIG else NULL
         if single and not l2 and b.kind == _CONTIG:
             embq_scan1(job.dot_id, job.sel_id, b.c, d, nr, d, b.z, job.qp + q0 * job.ldq,
-                       job.ldq, job.sumq[q0], b.s, b.nm, job.wq[q0], b.base, hv, hi, k)
+                       job.ldq, job.sumq[q0], b.s, b.nm, job.wq[q0], b.base, NULL, 0, hv, hi,
+                       k)
             p += nr
             continue
         s = b.s
         nm = b.nm
         picked = False
+        if b.kind == _WINDOW and single and not l2:
+            # one stream through the dense scan, only the allowed rows offered
+            embq_scan1(job.dot_id, job.sel_id, b.c, d, b.span, d, b.z, job.qp + q0 * job.ldq,
+                       job.ldq, job.sumq[q0], b.s, b.nm, job.wq[q0], b.base, lab, nr, hv, hi, k)
+            p += nr
+            continue
         if b.kind == _WINDOW and not l2:
             # the window's first rows are on their way while its weights are worked out
             embq_prefetch_row(b.c, 8 * d)
             _window_nan_weights(job, &b, lab, nr, wk.keys, wk.w)
-            if single and hv[0] > -INFINITY:
-                # one stream through the dense scan (the fused loop where there is one)
-                embq_scan1(job.dot_id, job.sel_id, b.c, d, b.span, d, b.z,
-                           job.qp + q0 * job.ldq, job.ldq, job.sumq[q0], wk.w, NULL,
-                           job.wq[q0], b.base, hv, hi, k)
-                p += nr
-                continue
         elif b.kind == _WINDOW:
             # l2: scales and squared norms picked per query with the accumulators
             _window_offs(&b, lab, nr, wk.offs)

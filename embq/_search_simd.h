@@ -538,6 +538,28 @@ static inline void embq_select_one(float s, int64_t row, float *hv, int64_t *hi,
 /* Heap label of candidate r: labels[r] (the rows of an allow-list) when a label array is given,
  * else row0 + r. Labels must increase with r (the ties rule of embq_select_one). */
 #define EMBQ_LABEL(row0, labels, r) ((labels) ? (labels)[r] : (row0) + (r))
+
+/* Whether row is one of allow[0..n) (increasing): by bisection, for the few rows that would
+ * enter a heap. */
+static inline int embq_allowed(const int64_t *allow, int64_t n, int64_t row) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (allow[mid] < row) lo = mid + 1; else hi = mid;
+    }
+    return lo < n && allow[lo] == row;
+}
+
+/* embq_select_one for a row that is a candidate (its score beats the heap's root, or the heap
+ * is not full yet) and, when an allow-list is given, one of its rows: the select kernels over
+ * a window of rows with an allow-list (allow NULL: every row) offer the heap exactly the
+ * sequence a scan of the allowed rows alone would, so they keep its bits and its ties. */
+static inline void embq_offer(float s, int64_t row, const int64_t *allow, int64_t n_allow,
+                              float *hv, int64_t *hi, int64_t k, float *th) {
+    if (allow && !(s > *th) && *th != -INFINITY) return;
+    if (allow && !embq_allowed(allow, n_allow, row)) return;
+    embq_select_one(s, row, hv, hi, k, th);
+}
 #if defined(__GNUC__) || defined(__clang__)
 #define EMBQ_ALWAYS_INLINE __attribute__((always_inline))
 #else
@@ -550,25 +572,25 @@ static inline void embq_select_one(float s, int64_t row, float *hv, int64_t *hi,
  * points, rows row0, row0 + 1, ...) and labels given (embq_select_labeled). */
 static inline EMBQ_ALWAYS_INLINE void embq_select_portable_impl(
         const int32_t *acc, int64_t nr, const float *scales, const float *norms, float wq,
-        int64_t row0, const int64_t *labels, float *hv, int64_t *hi, int64_t k) {
+        int64_t row0, const int64_t *labels, const int64_t *allow, int64_t n_allow, float *hv, int64_t *hi, int64_t k) {
     float th = hv[0];
     int64_t r;
     for (r = 0; r < nr; r++) {
         float s = (float)acc[r] * (embq_row_weight(scales, norms, r) * wq);
-        embq_select_one(s, EMBQ_LABEL(row0, labels, r), hv, hi, k, &th);
+        embq_offer(s, EMBQ_LABEL(row0, labels, r), allow, n_allow, hv, hi, k, &th);
     }
 }
 
 static void embq_select_portable(const int32_t *acc, int64_t nr, const float *scales,
                                const float *norms, float wq, int64_t row0, float *hv, int64_t *hi,
                                int64_t k) {
-    embq_select_portable_impl(acc, nr, scales, norms, wq, row0, NULL, hv, hi, k);
+    embq_select_portable_impl(acc, nr, scales, norms, wq, row0, NULL, NULL, 0, hv, hi, k);
 }
 
 #if EMBQ_HAVE_X86_DISPATCH
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2"), always_inline))
 static inline void embq_select_avx512_impl(const int32_t *acc, int64_t nr, const float *scales,
-        const float *norms, float wq, int64_t row0, const int64_t *labels, float *hv,
+        const float *norms, float wq, int64_t row0, const int64_t *labels, const int64_t *allow, int64_t n_allow, float *hv,
         int64_t *hi, int64_t k) {
     float th = hv[0];
     float buf[16];
@@ -586,7 +608,8 @@ static inline void embq_select_avx512_impl(const int32_t *acc, int64_t nr, const
             int t;
             _mm512_storeu_ps(buf, s);
             for (t = 0; t < 16; t++)
-                embq_select_one(buf[t], EMBQ_LABEL(row0, labels, r + t), hv, hi, k, &th);
+                embq_offer(buf[t], EMBQ_LABEL(row0, labels, r + t), allow, n_allow, hv, hi, k,
+                           &th);
         } else {
             __mmask16 m = _mm512_cmp_ps_mask(s, _mm512_set1_ps(th), _CMP_GT_OQ);
             if (m) {
@@ -594,32 +617,40 @@ static inline void embq_select_avx512_impl(const int32_t *acc, int64_t nr, const
                 while (m) {
                     int t = __builtin_ctz((unsigned)m);
                     m &= (__mmask16)(m - 1);
-                    embq_select_one(buf[t], EMBQ_LABEL(row0, labels, r + t), hv, hi, k, &th);
+                    embq_offer(buf[t], EMBQ_LABEL(row0, labels, r + t), allow, n_allow, hv, hi, k,
+                           &th);
                 }
             }
         }
     }
     for (; r < nr; r++) {
         float s = (float)acc[r] * (embq_row_weight(scales, norms, r) * wq);
-        embq_select_one(s, EMBQ_LABEL(row0, labels, r), hv, hi, k, &th);
+        embq_offer(s, EMBQ_LABEL(row0, labels, r), allow, n_allow, hv, hi, k, &th);
     }
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
 static void embq_select_avx512(const int32_t *acc, int64_t nr, const float *scales,
         const float *norms, float wq, int64_t row0, float *hv, int64_t *hi, int64_t k) {
-    embq_select_avx512_impl(acc, nr, scales, norms, wq, row0, NULL, hv, hi, k);
+    embq_select_avx512_impl(acc, nr, scales, norms, wq, row0, NULL, NULL, 0, hv, hi, k);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
 static void embq_select_avx512_labeled(const int32_t *acc, int64_t nr, const float *scales,
         const float *norms, float wq, const int64_t *labels, float *hv, int64_t *hi, int64_t k) {
-    embq_select_avx512_impl(acc, nr, scales, norms, wq, 0, labels, hv, hi, k);
+    embq_select_avx512_impl(acc, nr, scales, norms, wq, 0, labels, NULL, 0, hv, hi, k);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
+static void embq_select_avx512_allowed(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, int64_t row0, const int64_t *allow, int64_t n_allow,
+        float *hv, int64_t *hi, int64_t k) {
+    embq_select_avx512_impl(acc, nr, scales, norms, wq, row0, NULL, allow, n_allow, hv, hi, k);
 }
 
 __attribute__((target("avx2"), always_inline))
 static inline void embq_select_avx2_impl(const int32_t *acc, int64_t nr, const float *scales,
-        const float *norms, float wq, int64_t row0, const int64_t *labels, float *hv,
+        const float *norms, float wq, int64_t row0, const int64_t *labels, const int64_t *allow, int64_t n_allow, float *hv,
         int64_t *hi, int64_t k) {
     float th = hv[0];
     float buf[8];
@@ -640,7 +671,8 @@ static inline void embq_select_avx2_impl(const int32_t *acc, int64_t nr, const f
             int t;
             _mm256_storeu_ps(buf, s);
             for (t = 0; t < 8; t++)
-                embq_select_one(buf[t], EMBQ_LABEL(row0, labels, r + t), hv, hi, k, &th);
+                embq_offer(buf[t], EMBQ_LABEL(row0, labels, r + t), allow, n_allow, hv, hi, k,
+                           &th);
             continue;
         }
         m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(s, _mm256_set1_ps(th), _CMP_GT_OQ));
@@ -649,26 +681,34 @@ static inline void embq_select_avx2_impl(const int32_t *acc, int64_t nr, const f
             while (m) {
                 int t = __builtin_ctz(m);
                 m &= m - 1;
-                embq_select_one(buf[t], EMBQ_LABEL(row0, labels, r + t), hv, hi, k, &th);
+                embq_offer(buf[t], EMBQ_LABEL(row0, labels, r + t), allow, n_allow, hv, hi, k,
+                           &th);
             }
         }
     }
     for (; r < nr; r++) {
         float s = (float)acc[r] * (embq_row_weight(scales, norms, r) * wq);
-        embq_select_one(s, EMBQ_LABEL(row0, labels, r), hv, hi, k, &th);
+        embq_offer(s, EMBQ_LABEL(row0, labels, r), allow, n_allow, hv, hi, k, &th);
     }
 }
 
 __attribute__((target("avx2")))
 static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *scales,
         const float *norms, float wq, int64_t row0, float *hv, int64_t *hi, int64_t k) {
-    embq_select_avx2_impl(acc, nr, scales, norms, wq, row0, NULL, hv, hi, k);
+    embq_select_avx2_impl(acc, nr, scales, norms, wq, row0, NULL, NULL, 0, hv, hi, k);
 }
 
 __attribute__((target("avx2")))
 static void embq_select_avx2_labeled(const int32_t *acc, int64_t nr, const float *scales,
         const float *norms, float wq, const int64_t *labels, float *hv, int64_t *hi, int64_t k) {
-    embq_select_avx2_impl(acc, nr, scales, norms, wq, 0, labels, hv, hi, k);
+    embq_select_avx2_impl(acc, nr, scales, norms, wq, 0, labels, NULL, 0, hv, hi, k);
+}
+
+__attribute__((target("avx2")))
+static void embq_select_avx2_allowed(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, int64_t row0, const int64_t *allow, int64_t n_allow,
+        float *hv, int64_t *hi, int64_t k) {
+    embq_select_avx2_impl(acc, nr, scales, norms, wq, row0, NULL, allow, n_allow, hv, hi, k);
 }
 
 /* One query against rows [0, nr), fused: AVX-512 VNNI dot products of four rows per step, the
@@ -775,7 +815,27 @@ static void embq_select_labeled(int sel_id, const int32_t *acc, int64_t nr, cons
     }
 #endif
     (void)sel_id;
-    embq_select_portable_impl(acc, nr, scales, norms, wq, 0, labels, hv, hi, k);
+    embq_select_portable_impl(acc, nr, scales, norms, wq, 0, labels, NULL, 0, hv, hi, k);
+}
+
+/* Select variant sel_id over rows row0 + r, offering only those in allow[0..n_allow)
+ * (increasing): a window of rows read whole, of which an allow-list names some. */
+static void embq_select_allowed(int sel_id, const int32_t *acc, int64_t nr, const float *scales,
+                                const float *norms, float wq, int64_t row0,
+                                const int64_t *allow, int64_t n_allow, float *hv, int64_t *hi,
+                                int64_t k) {
+#if EMBQ_HAVE_X86_DISPATCH
+    if (sel_id == EMBQ_V_AVX512) {
+        embq_select_avx512_allowed(acc, nr, scales, norms, wq, row0, allow, n_allow, hv, hi, k);
+        return;
+    }
+    if (sel_id == EMBQ_V_AVX2) {
+        embq_select_avx2_allowed(acc, nr, scales, norms, wq, row0, allow, n_allow, hv, hi, k);
+        return;
+    }
+#endif
+    (void)sel_id;
+    embq_select_portable_impl(acc, nr, scales, norms, wq, row0, NULL, allow, n_allow, hv, hi, k);
 }
 
 /* out[r] = embq_row_weight(scales, norms, r) for r < nr, with the SIMD width of the selected
@@ -821,17 +881,20 @@ static void embq_row_weights(int sel_id, const float *scales, const float *norms
 
 /* One query (packed at q, sum sumq) against rows [0, nr) of codes, offered to one heap: the
  * fused AVX-512 loop when both selected variants are the AVX-512 ones, otherwise the selected
- * dot and select variants block by block. row0 is the index of the first row (heap labels). */
+ * dot and select variants block by block. row0 is the index of the first row (heap labels).
+ * With allow (increasing rows, n_allow of them) only those rows are offered: a window of an
+ * allow-list read as one stream, the rows between the allowed ones scored and passed over. */
 static void embq_scan1(int dot_id, int sel_id, const uint8_t *codes, int64_t ldc, int64_t nr,
                        int64_t d, const uint8_t *zp, const int8_t *q, int64_t ldq, int32_t sumq,
                        const float *scales, const float *norms, float wq, int64_t row0,
-                       float *hv, int64_t *hi, int64_t k) {
+                       const int64_t *allow, int64_t n_allow, float *hv, int64_t *hi,
+                       int64_t k) {
     embq_dot_fn dot;
     embq_select_fn sel;
     int32_t acc[EMBQ_SCAN1_BLOCK];
     int64_t rb;
 #if EMBQ_HAVE_X86_DISPATCH
-    if (dot_id == EMBQ_V_AVX512VNNI && sel_id == EMBQ_V_AVX512) {
+    if (!allow && dot_id == EMBQ_V_AVX512VNNI && sel_id == EMBQ_V_AVX512) {
         embq_scan1_avx512vnni(codes, ldc, nr, d, zp, q, ldq, sumq, scales, norms, wq, row0, hv,
                               hi, k);
         return;
@@ -843,7 +906,11 @@ static void embq_scan1(int dot_id, int sel_id, const uint8_t *codes, int64_t ldc
         const int64_t nb = nr - rb < EMBQ_SCAN1_BLOCK ? nr - rb : EMBQ_SCAN1_BLOCK;
         dot(codes + rb * ldc, ldc, nb, d, zp ? zp + rb : NULL, q, ldq, &sumq, 1, acc,
             EMBQ_SCAN1_BLOCK);
-        sel(acc, nb, scales + rb, norms ? norms + rb : NULL, wq, row0 + rb, hv, hi, k);
+        if (allow)
+            embq_select_allowed(sel_id, acc, nb, scales + rb, norms ? norms + rb : NULL, wq,
+                                row0 + rb, allow, n_allow, hv, hi, k);
+        else
+            sel(acc, nb, scales + rb, norms ? norms + rb : NULL, wq, row0 + rb, hv, hi, k);
     }
 }
 

@@ -1257,10 +1257,10 @@ WINDOW_DENSITIES = [1.0, 0.99, 0.9, 0.875, 0.6, 0.5, 0.34, 0.33, 0.2, 0.05, 0.00
 @pytest.mark.parametrize("window", [(3, 1), (1000, 1), (1, 2)],
                          ids=["default", "every-window-in-place", "never-in-place"])
 def test_allow_windows_at_every_density_match_the_oracle(select, window):
-    # One query scores a window in place through the dense scan with NaN weights on the rows
-    # not allowed (once its heap holds k real scores; before that the allowed rows are picked
-    # out); several queries pick the allowed rows out of nearly full windows; sparse blocks are
-    # gathered. Every path labels its heap entries by row: ties must go to the lower row
+    # One query scores a window in place through the dense scan, which offers its heap only
+    # the allowed rows; several queries share NaN weights on the rows not allowed once their
+    # heaps hold k real scores (before that the allowed rows are picked out); sparse blocks
+    # are gathered. Every path labels its heap entries by row: ties must go to the lower row
     # within a window, across window edges and across the chunks of two threads.
     _config.set_kernels({"search_select": select})
     n, d = 256 * 30 + 77, 40
@@ -1290,7 +1290,8 @@ def test_allow_long_windows_of_one_query_match_the_oracle(select):
     # One query streams windows of up to 4096 rows (_LONG_SPAN) through the dense scan: spans
     # far past one block of 256, at the cap, runs of consecutive rows longer than the cap, and
     # allow-lists whose first and last rows sit on the edges of the two threads' chunks, with
-    # zero rows (weight 0, not NaN) outside the list and ties across every edge.
+    # zero rows (weight 0) outside the list and ties across every edge; the heap is offered
+    # only the allowed rows from the first window on, before it holds k scores too.
     _config.set_kernels({"search_select": select})
     n, d = 4096 * 3 + 300, 20
     codes, scales, zp, norms = tied_store(n, d, 31)
