@@ -33,7 +33,9 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY, NAN, sqrt
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 
-from embq._kernels_common cimport EMBQ_V_COUNT, embq_openmp_enabled, embq_variant_runs
+from embq._kernels_common cimport (
+    EMBQ_V_COUNT, embq_omp_max_threads, embq_openmp_enabled, embq_variant_runs,
+)
 from embq._kernels_search cimport (
     EMBQ_QSTRIDE, embq_dot_fn, embq_dot_get,
     embq_fill_query_tail, embq_heap_init, embq_heap_offer, embq_heap_sort, embq_row_weights,
@@ -44,9 +46,12 @@ from embq._config import _init_kernels
 from embq._kernels_common import VARIANTS
 
 DEF _ROW_BLOCK = 256
-# One query, allow-list: the longest window (rows of codes) scored in one stream by embq_scan1
-DEF _LONG_SPAN = 4096
+# One query, allow-list: the most positions (allowed rows) of a window scored in one stream by
+# embq_scan1, and the most rows searched for a window where they are sparser
+DEF _LONG_SPAN = 16384
 DEF _QUERY_BLOCK = 64
+# an allow-list check of at least this many rows runs on every thread (first_bad_row)
+DEF _PARALLEL_CHECK_ROWS = 1 << 18
 # rows mode merges the per-chunk heaps on one thread below this many entries
 DEF _SERIAL_MERGE = 1 << 16
 
@@ -532,9 +537,10 @@ cdef inline void _pick(const _Block *b, const int32_t *offs, int64_t nr, int32_t
 
 cdef inline int64_t _long_window(_Job job, int64_t p, int64_t p1, int64_t q0, float *hv,
                                  int64_t *hi) noexcept nogil:
-    """One query, allow-list: score the window of up to _LONG_SPAN rows from row ``idx[p]`` in
-    one embq_scan1 stream that offers only the allowed rows to the heap; returns the positions
-    done, or 0 when the window is too sparse for that (then :func:`_block_rows` takes over).
+    """One query, allow-list: score the window of the next _LONG_SPAN positions (or, where
+    they are too sparse, the positions within _LONG_SPAN rows of ``idx[p]``) in one embq_scan1
+    stream that offers only the allowed rows to the heap; returns the positions done, or 0
+    when the window is too sparse for that (then :func:`_block_rows` takes over).
 
     Windows of _ROW_BLOCK rows would restart the scan (and lose its prefetch stream) every few
     hundred rows; a long window costs about what the unfiltered scan of its rows costs: the
@@ -548,14 +554,18 @@ cdef inline int64_t _long_window(_Job job, int64_t p, int64_t p1, int64_t q0, fl
         nr = _LONG_SPAN
     if nr <= _ROW_BLOCK:
         return 0
-    if _WIN_NUM * (_ROW_BLOCK + 1) < _WIN_DEN * (job.idx[p + _ROW_BLOCK] - job.idx[p] + 1):
-        return 0    # sparse from the start (a small allow-list): no bisection over far rows
-    r = _window_end(job.idx, p, nr, _LONG_SPAN)
-    if r <= _ROW_BLOCK:
-        return 0
-    ext = job.idx[p + r - 1] - job.idx[p] + 1
-    if _WIN_NUM * r < _WIN_DEN * ext:
-        return 0
+    ext = job.idx[p + nr - 1] - job.idx[p] + 1
+    if _WIN_NUM * nr >= _WIN_DEN * ext:
+        r = nr      # the next _LONG_SPAN positions are dense enough: one read of the list
+    else:
+        if _WIN_NUM * (_ROW_BLOCK + 1) < _WIN_DEN * (job.idx[p + _ROW_BLOCK] - job.idx[p] + 1):
+            return 0    # sparse from the start (a small allow-list): no bisection over far rows
+        r = _window_end(job.idx, p, nr, _LONG_SPAN)
+        if r <= _ROW_BLOCK:
+            return 0
+        ext = job.idx[p + r - 1] - job.idx[p] + 1
+        if _WIN_NUM * r < _WIN_DEN * ext:
+            return 0
     b.base = job.idx[p]
     b.span = ext
     b.c = job.codes + b.base * d
@@ -830,19 +840,46 @@ cdef int64_t _check_job(const uint8_t[:, ::1] codes, const float[::1] scales, ze
     return check_rows(idx, n_rows)
 
 
-def first_bad_row(const int64_t[::1] idx, int64_t n_rows):
+def first_bad_row(const int64_t[::1] idx, int64_t n_rows, int n_threads=0):
     """The first position of ``idx`` (int64) whose row is out of [0, n_rows) or not above the
     one before, or -1 when ``idx`` is increasing rows within range.
 
     At SIMD width and without temporaries, so a front end can tell a valid allow-list (the
     usual case) from one it must sort or refuse in one pass well under a millisecond per
-    million rows.
+    million rows. ``n_threads`` (0: every thread for a long list) splits that pass: a list of
+    millions of rows comes from memory, where one thread reads it at half the speed of two.
     """
-    cdef int64_t npos = idx.shape[0], bad = -1
-    if npos > 0:
+    cdef int64_t npos = idx.shape[0], bad = -1, c, p0, p1, nparts
+    cdef int nt = n_threads
+    if npos == 0:
+        return -1
+    if nt <= 0:
+        nt = embq_omp_max_threads() if npos >= _PARALLEL_CHECK_ROWS else 1
+    if not embq_openmp_enabled() or npos < 2 * nt:
+        nt = 1
+    if nt == 1:
         with nogil:
             bad = embq_rows_first_bad(_sel_id, &idx[0], npos, n_rows)
-    return bad
+        return bad
+    # part c checks positions [p0, p1) from p0 - 1 on (its first row against the one before);
+    # the first bad position overall is the first part's that has one
+    nparts = nt
+    found = np.full(nparts, -1, dtype=np.int64)
+    cdef int64_t[::1] fv = found
+    with nogil, parallel(num_threads=nt):
+        for c in prange(nparts, schedule="static"):
+            p0 = c * npos // nparts
+            p1 = (c + 1) * npos // nparts
+            if p0 == 0:
+                fv[c] = embq_rows_first_bad(_sel_id, &idx[0], p1, n_rows)
+            else:
+                fv[c] = embq_rows_first_bad(_sel_id, &idx[p0 - 1], p1 - p0 + 1, n_rows)
+                if fv[c] >= 0:
+                    fv[c] += p0 - 1
+    for c in range(nparts):
+        if fv[c] >= 0:
+            return fv[c]
+    return -1
 
 
 @cython.final

@@ -1287,20 +1287,20 @@ def test_allow_windows_at_every_density_match_the_oracle(select, window):
 
 @pytest.mark.parametrize("select", SELECT_KERNELS)
 def test_allow_long_windows_of_one_query_match_the_oracle(select):
-    # One query streams windows of up to 4096 rows (_LONG_SPAN) through the dense scan: spans
+    # One query streams windows of up to 16384 positions (_LONG_SPAN) through the dense scan:
     # far past one block of 256, at the cap, runs of consecutive rows longer than the cap, and
     # allow-lists whose first and last rows sit on the edges of the two threads' chunks, with
     # zero rows (weight 0) outside the list and ties across every edge; the heap is offered
     # only the allowed rows from the first window on, before it holds k scores too.
     _config.set_kernels({"search_select": select})
-    n, d = 4096 * 3 + 300, 20
+    n, d = 16384 * 2 + 300, 20
     codes, scales, zp, norms = tied_store(n, d, 31)
     rng = np.random.default_rng(32)
     x5 = dequantize(codes[5:6], scales[5:6], zp[5:6])[0]
     queries = np.vstack([x5, rng.standard_normal((2, d)).astype(np.float32)])
     dense = np.flatnonzero(rng.random(n) < 0.5)
-    runs = np.concatenate([np.arange(0, 5000), np.arange(5001, n, 2)[:1500],
-                           np.arange(9000, n)])
+    runs = np.concatenate([np.arange(0, 17000), np.arange(17001, n, 2)[:1500],
+                           np.arange(21000, n)])
     lists = {
         "half": dense,
         "most": np.flatnonzero(rng.random(n) < 0.97),
@@ -1515,11 +1515,32 @@ def test_kernel_idx_check_names_the_first_bad_position(select):
                     continue
                 with pytest.raises(ValueError, match=rf"got {idx[first]} at position {first}$"):
                     ks.check_rows(idx, n_rows)
-                assert ks.first_bad_row(idx, n_rows) == first
+                # split among threads too: the first part with a bad position names it
+                for threads in (0, 1, 2, 3, 7):
+                    assert ks.first_bad_row(idx, n_rows, threads) == first, threads
         assert ks.check_rows(good, n_rows) == length       # a valid list passes
-        assert ks.first_bad_row(good, n_rows) == -1
+        for threads in (0, 1, 2, 3, 7):
+            assert ks.first_bad_row(good, n_rows, threads) == -1
         assert ks.first_bad_row(good[:0], n_rows) == -1
         assert ks.check_rows(good, int(good[-1]) + 1) == length
+
+
+def test_long_allow_list_check_on_every_thread_names_the_first_bad_position():
+    # past 2**18 rows the check is split among the threads by default
+    good = np.arange(0, 2 * 400_000, 2, dtype=np.int64)
+    n_rows = int(good[-1]) + 1
+    assert ks.first_bad_row(good, n_rows) == -1
+    for at in (1, 199_999, 200_000, 200_001, 399_999):
+        for defect in ("repeat", "too-big"):
+            idx = good.copy()
+            if defect == "repeat":
+                idx[at] = idx[at - 1]
+            else:
+                idx[at:] += n_rows
+            assert ks.first_bad_row(idx, n_rows) == at, (at, defect)
+            later = idx.copy()
+            later[at + 1:] = later[at + 1:] - 1   # more defects after the first
+            assert ks.first_bad_row(later, n_rows) == at, (at, defect)
 
 
 def test_checked_allow_list_is_checked_once_and_only_where_it_holds():
