@@ -405,7 +405,7 @@ def allow_table(codes, scales, zp, norms, qall, threads, repeats, fractions, cou
             filtered()
             t_allow, _ = timed(filtered, reps)
             print(f"{m:>7} {f:>8.0%} {t_allow * 1e3:>10.2f} {t_full * 1e3:>10.2f} "
-                  f"{t_full / t_allow:>8.1f}x")
+                  f"{t_full / t_allow:>8.2f}x")
 
 
 def main() -> None:
