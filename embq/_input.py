@@ -219,8 +219,10 @@ class Input(io.RawIOBase):
                 if k == 0:
                     break
                 got += k
-        del buf[got:]
-        return bytes(buf)
+        # a copy of the bytes read, not a resize of buf: a slice of the view handed to a
+        # reader may still be alive here (a Dask worker raised BufferError on `del buf[got:]`),
+        # and a bytearray with a live export cannot be resized
+        return bytes(buf) if got == n else bytes(buf[:got])
 
     # ------------------------------------------------------------------ decompression
 
