@@ -251,9 +251,10 @@ cdef _raw_acc(const uint8_t[:, ::1] codes, zero_points, const int8_t[:, ::1] qin
 from libc.string cimport memcpy
 
 cdef extern from "_search_simd.h" nogil:
-    void embq_select_labeled(int sel_id, const int32_t *acc, int64_t nr, const float *scales,
-                             const float *norms, float wq, const int64_t *labels, float *hv,
-                             int64_t *hi, int64_t k)
+    void embq_select_ext(int sel_id, const int32_t *acc, int64_t nr, const float *scales,
+                         const float *norms, float wq, int64_t row0, const int64_t *labels,
+                         const int64_t *allow, int64_t n_allow, float *hv, int64_t *hi,
+                         int64_t k)
     int64_t embq_rows_first_bad(int sel_id, const int64_t *rows, int64_t n,
                                 int64_t n_rows)
 
@@ -554,12 +555,11 @@ cdef inline int64_t _long_window(_Job job, int64_t p, int64_t p1, int64_t q0, fl
         nr = _LONG_SPAN
     if nr <= _ROW_BLOCK:
         return 0
+    if _WIN_NUM * (_ROW_BLOCK + 1) < _WIN_DEN * (job.idx[p + _ROW_BLOCK] - job.idx[p] + 1):
+        return 0    # sparse from the start (a small allow-list): no reads of far rows
+    r = nr          # the next _LONG_SPAN positions, when dense enough: one read of the list
     ext = job.idx[p + nr - 1] - job.idx[p] + 1
-    if _WIN_NUM * nr >= _WIN_DEN * ext:
-        r = nr      # the next _LONG_SPAN positions are dense enough: one read of the list
-    else:
-        if _WIN_NUM * (_ROW_BLOCK + 1) < _WIN_DEN * (job.idx[p + _ROW_BLOCK] - job.idx[p] + 1):
-            return 0    # sparse from the start (a small allow-list): no bisection over far rows
+    if _WIN_NUM * nr < _WIN_DEN * ext:
         r = _window_end(job.idx, p, nr, _LONG_SPAN)
         if r <= _ROW_BLOCK:
             return 0
@@ -677,11 +677,11 @@ cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float 
                         _window_weights(job, &b, wk.offs, nr, wk.gs)
                         picked = True
                     _pick(&b, wk.offs, nr, a, NULL, NULL)
-                    embq_select_labeled(job.sel_id, a, nr, wk.gs, NULL, job.wq[qb + qi], lab,
-                                        hv + h, hi + h, k)
+                    embq_select_ext(job.sel_id, a, nr, wk.gs, NULL, job.wq[qb + qi], 0, lab,
+                                    NULL, 0, hv + h, hi + h, k)
                 elif lab != NULL:
-                    embq_select_labeled(job.sel_id, a, nr, w, NULL, job.wq[qb + qi], lab,
-                                        hv + h, hi + h, k)
+                    embq_select_ext(job.sel_id, a, nr, w, NULL, job.wq[qb + qi], 0, lab, NULL,
+                                    0, hv + h, hi + h, k)
                 else:
                     job.sel(a, nr, w, NULL, job.wq[qb + qi], b.base, hv + h, hi + h, k)
             qb += nq

@@ -28,7 +28,7 @@ from embq._kernels_search cimport (
 
 from embq._config import _init_kernels
 from embq._kernels_common import VARIANTS
-from embq._kernels_search import Rows, allow_list
+from embq._kernels_search import Rows, first_bad_row
 
 
 cdef extern from "_sketch_simd.h" nogil:
@@ -189,7 +189,7 @@ cdef _hamming(const uint8_t[:, ::1] sk, const uint8_t[:, ::1] qs, idx):
 cdef _checked_rows(rows, int64_t n_rows):
     """``rows`` as an int64 array of strictly increasing row numbers below ``n_rows``: a
     :class:`embq._kernels_search.Rows` checked for at most ``n_rows`` rows as it is, anything
-    else through the same SIMD pass (:func:`embq._kernels_search.allow_list`)."""
+    else through the same SIMD pass (:func:`embq._kernels_search.first_bad_row`)."""
     if isinstance(rows, Rows):
         if rows.n_rows > n_rows:
             raise ValueError(f"rows were checked for row numbers below {rows.n_rows}, more than "
@@ -200,8 +200,8 @@ cdef _checked_rows(rows, int64_t n_rows):
         raise ValueError(f"rows must be a 1-D array of row numbers, got {arr.dtype} "
                          f"{arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=np.int64)
-    bad = allow_list(arr, n_rows)
-    if isinstance(bad, int):
+    bad = first_bad_row(arr, n_rows)
+    if bad >= 0:
         raise ValueError(f"rows must be strictly increasing row numbers within [0, {n_rows}), "
                          f"got rows[{bad}] = {arr[bad]}"
                          + (f" after {arr[bad - 1]}" if bad > 0 else ""))

@@ -24,6 +24,7 @@ import numpy as np
 from embq._utils import effective_n_threads
 
 if TYPE_CHECKING:
+    from embq._kernels_search import Rows
     from embq._typing import AnyStore, ArrayLike
 
 __all__ = [
@@ -301,7 +302,7 @@ def search_range(
                    threshold=threshold, max_results=max_results, csr=True)
 
 
-def _allow_rows(allow: Any, n: int, n_eff: int) -> Any:
+def _allow_rows(allow: Any, n: int, n_eff: int) -> Rows:
     """An allow-list as increasing unique row numbers within [0, n_eff): a checked
     :class:`embq._kernels_search.Rows` (its ``array`` int64), which the scans take without
     checking it again.

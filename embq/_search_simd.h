@@ -567,12 +567,15 @@ static inline void embq_offer(float s, int64_t row, const int64_t *allow, int64_
 #endif
 
 /* The select kernels: score nr candidates, (float)acc[r] * (embq_row_weight(r) * wq), and offer
- * them to the heap labelled EMBQ_LABEL(row0, labels, r). Each variant is written once with the
- * label array and instantiated twice (always inlined): labels NULL (the embq_select_fn entry
- * points, rows row0, row0 + 1, ...) and labels given (embq_select_labeled). */
+ * them to the heap labelled EMBQ_LABEL(row0, labels, r), only those in allow[0..n_allow) when an
+ * allow-list is given. Each variant is written once and instantiated twice (always inlined):
+ * labels and allow NULL (the embq_select_fn entry points, rows row0, row0 + 1, ...), and both
+ * as given (embq_select_ext; they matter only for the few candidates, so one instantiation
+ * serves the gathered rows, the rows picked out of a window and a window's allow-list). */
 static inline EMBQ_ALWAYS_INLINE void embq_select_portable_impl(
         const int32_t *acc, int64_t nr, const float *scales, const float *norms, float wq,
-        int64_t row0, const int64_t *labels, const int64_t *allow, int64_t n_allow, float *hv, int64_t *hi, int64_t k) {
+        int64_t row0, const int64_t *labels, const int64_t *allow, int64_t n_allow, float *hv,
+        int64_t *hi, int64_t k) {
     float th = hv[0];
     int64_t r;
     for (r = 0; r < nr; r++) {
@@ -590,8 +593,8 @@ static void embq_select_portable(const int32_t *acc, int64_t nr, const float *sc
 #if EMBQ_HAVE_X86_DISPATCH
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2"), always_inline))
 static inline void embq_select_avx512_impl(const int32_t *acc, int64_t nr, const float *scales,
-        const float *norms, float wq, int64_t row0, const int64_t *labels, const int64_t *allow, int64_t n_allow, float *hv,
-        int64_t *hi, int64_t k) {
+        const float *norms, float wq, int64_t row0, const int64_t *labels, const int64_t *allow,
+        int64_t n_allow, float *hv, int64_t *hi, int64_t k) {
     float th = hv[0];
     float buf[16];
     const __m512 vq = _mm512_set1_ps(wq);
@@ -617,8 +620,8 @@ static inline void embq_select_avx512_impl(const int32_t *acc, int64_t nr, const
                 while (m) {
                     int t = __builtin_ctz((unsigned)m);
                     m &= (__mmask16)(m - 1);
-                    embq_offer(buf[t], EMBQ_LABEL(row0, labels, r + t), allow, n_allow, hv, hi, k,
-                           &th);
+                    embq_offer(buf[t], EMBQ_LABEL(row0, labels, r + t), allow, n_allow, hv, hi,
+                               k, &th);
                 }
             }
         }
@@ -636,22 +639,16 @@ static void embq_select_avx512(const int32_t *acc, int64_t nr, const float *scal
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
-static void embq_select_avx512_labeled(const int32_t *acc, int64_t nr, const float *scales,
-        const float *norms, float wq, const int64_t *labels, float *hv, int64_t *hi, int64_t k) {
-    embq_select_avx512_impl(acc, nr, scales, norms, wq, 0, labels, NULL, 0, hv, hi, k);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
-static void embq_select_avx512_allowed(const int32_t *acc, int64_t nr, const float *scales,
-        const float *norms, float wq, int64_t row0, const int64_t *allow, int64_t n_allow,
-        float *hv, int64_t *hi, int64_t k) {
-    embq_select_avx512_impl(acc, nr, scales, norms, wq, row0, NULL, allow, n_allow, hv, hi, k);
+static void embq_select_avx512_ext(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, int64_t row0, const int64_t *labels, const int64_t *allow,
+        int64_t n_allow, float *hv, int64_t *hi, int64_t k) {
+    embq_select_avx512_impl(acc, nr, scales, norms, wq, row0, labels, allow, n_allow, hv, hi, k);
 }
 
 __attribute__((target("avx2"), always_inline))
 static inline void embq_select_avx2_impl(const int32_t *acc, int64_t nr, const float *scales,
-        const float *norms, float wq, int64_t row0, const int64_t *labels, const int64_t *allow, int64_t n_allow, float *hv,
-        int64_t *hi, int64_t k) {
+        const float *norms, float wq, int64_t row0, const int64_t *labels, const int64_t *allow,
+        int64_t n_allow, float *hv, int64_t *hi, int64_t k) {
     float th = hv[0];
     float buf[8];
     const __m256 vq = _mm256_set1_ps(wq);
@@ -699,16 +696,10 @@ static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *scales
 }
 
 __attribute__((target("avx2")))
-static void embq_select_avx2_labeled(const int32_t *acc, int64_t nr, const float *scales,
-        const float *norms, float wq, const int64_t *labels, float *hv, int64_t *hi, int64_t k) {
-    embq_select_avx2_impl(acc, nr, scales, norms, wq, 0, labels, NULL, 0, hv, hi, k);
-}
-
-__attribute__((target("avx2")))
-static void embq_select_avx2_allowed(const int32_t *acc, int64_t nr, const float *scales,
-        const float *norms, float wq, int64_t row0, const int64_t *allow, int64_t n_allow,
-        float *hv, int64_t *hi, int64_t k) {
-    embq_select_avx2_impl(acc, nr, scales, norms, wq, row0, NULL, allow, n_allow, hv, hi, k);
+static void embq_select_avx2_ext(const int32_t *acc, int64_t nr, const float *scales,
+        const float *norms, float wq, int64_t row0, const int64_t *labels, const int64_t *allow,
+        int64_t n_allow, float *hv, int64_t *hi, int64_t k) {
+    embq_select_avx2_impl(acc, nr, scales, norms, wq, row0, labels, allow, n_allow, hv, hi, k);
 }
 
 /* One query against rows [0, nr), fused: AVX-512 VNNI dot products of four rows per step, the
@@ -799,43 +790,27 @@ static inline embq_select_fn embq_select_get(int v) {
     }
 }
 
-/* Select variant sel_id with heap labels labels[0..nr) (increasing): the allow-list scan offers
- * the rows it gathered or picked out of a window under their own row numbers. */
-static void embq_select_labeled(int sel_id, const int32_t *acc, int64_t nr, const float *scales,
-                                const float *norms, float wq, const int64_t *labels, float *hv,
-                                int64_t *hi, int64_t k) {
+/* Select variant sel_id with heap labels labels[0..nr) (increasing; NULL: rows row0 + r) and,
+ * when allow is given, only the rows in allow[0..n_allow) (increasing) offered. The allow-list
+ * scan uses labels for the rows it gathered or picked out of a window, and allow for a window
+ * read whole, of which the list names some rows. */
+static void embq_select_ext(int sel_id, const int32_t *acc, int64_t nr, const float *scales,
+                            const float *norms, float wq, int64_t row0, const int64_t *labels,
+                            const int64_t *allow, int64_t n_allow, float *hv, int64_t *hi,
+                            int64_t k) {
 #if EMBQ_HAVE_X86_DISPATCH
     if (sel_id == EMBQ_V_AVX512) {
-        embq_select_avx512_labeled(acc, nr, scales, norms, wq, labels, hv, hi, k);
+        embq_select_avx512_ext(acc, nr, scales, norms, wq, row0, labels, allow, n_allow, hv, hi,
+                               k);
         return;
     }
     if (sel_id == EMBQ_V_AVX2) {
-        embq_select_avx2_labeled(acc, nr, scales, norms, wq, labels, hv, hi, k);
+        embq_select_avx2_ext(acc, nr, scales, norms, wq, row0, labels, allow, n_allow, hv, hi, k);
         return;
     }
 #endif
     (void)sel_id;
-    embq_select_portable_impl(acc, nr, scales, norms, wq, 0, labels, NULL, 0, hv, hi, k);
-}
-
-/* Select variant sel_id over rows row0 + r, offering only those in allow[0..n_allow)
- * (increasing): a window of rows read whole, of which an allow-list names some. */
-static void embq_select_allowed(int sel_id, const int32_t *acc, int64_t nr, const float *scales,
-                                const float *norms, float wq, int64_t row0,
-                                const int64_t *allow, int64_t n_allow, float *hv, int64_t *hi,
-                                int64_t k) {
-#if EMBQ_HAVE_X86_DISPATCH
-    if (sel_id == EMBQ_V_AVX512) {
-        embq_select_avx512_allowed(acc, nr, scales, norms, wq, row0, allow, n_allow, hv, hi, k);
-        return;
-    }
-    if (sel_id == EMBQ_V_AVX2) {
-        embq_select_avx2_allowed(acc, nr, scales, norms, wq, row0, allow, n_allow, hv, hi, k);
-        return;
-    }
-#endif
-    (void)sel_id;
-    embq_select_portable_impl(acc, nr, scales, norms, wq, row0, NULL, allow, n_allow, hv, hi, k);
+    embq_select_portable_impl(acc, nr, scales, norms, wq, row0, labels, allow, n_allow, hv, hi, k);
 }
 
 /* out[r] = embq_row_weight(scales, norms, r) for r < nr, with the SIMD width of the selected
@@ -907,8 +882,8 @@ static void embq_scan1(int dot_id, int sel_id, const uint8_t *codes, int64_t ldc
         dot(codes + rb * ldc, ldc, nb, d, zp ? zp + rb : NULL, q, ldq, &sumq, 1, acc,
             EMBQ_SCAN1_BLOCK);
         if (allow)
-            embq_select_allowed(sel_id, acc, nb, scales + rb, norms ? norms + rb : NULL, wq,
-                                row0 + rb, allow, n_allow, hv, hi, k);
+            embq_select_ext(sel_id, acc, nb, scales + rb, norms ? norms + rb : NULL, wq,
+                            row0 + rb, NULL, allow, n_allow, hv, hi, k);
         else
             sel(acc, nb, scales + rb, norms ? norms + rb : NULL, wq, row0 + rb, hv, hi, k);
     }
