@@ -14,10 +14,14 @@ cdef extern from "_search_simd.h" nogil:
     void embq_fill_query_tail(int8_t *qrow, int64_t d)
     embq_dot_fn embq_dot_get(int v)
     embq_select_fn embq_select_get(int v)
+    ctypedef struct embq_allow:
+        const int64_t *rows
+        int64_t n
+        const uint8_t *mask
     void embq_scan1(int dot_id, int sel_id, const uint8_t *codes, int64_t ldc, int64_t nr,
                     int64_t d, const uint8_t *zp, const int8_t *q, int64_t ldq, int32_t sumq,
                     const float *scales, const float *norms, float wq, int64_t row0,
-                    const int64_t *allow, int64_t n_allow, float *hv, int64_t *hi, int64_t k)
+                    const embq_allow *allow, float *hv, int64_t *hi, int64_t k)
     void embq_row_weights(int sel_id, const float *scales, const float *norms, int64_t nr,
                           float *out)
     void embq_heap_init(float *hv, int64_t *hi, int64_t k)

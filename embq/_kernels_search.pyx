@@ -37,7 +37,7 @@ from embq._kernels_common cimport (
     EMBQ_V_COUNT, embq_omp_max_threads, embq_openmp_enabled, embq_variant_runs,
 )
 from embq._kernels_search cimport (
-    EMBQ_QSTRIDE, embq_dot_fn, embq_dot_get,
+    EMBQ_QSTRIDE, embq_allow, embq_dot_fn, embq_dot_get,
     embq_fill_query_tail, embq_heap_init, embq_heap_offer, embq_heap_sort, embq_row_weights,
     embq_prefetch_row, embq_scan1, embq_select_fn, embq_select_get, embq_select_one,
 )
@@ -253,8 +253,7 @@ from libc.string cimport memcpy
 cdef extern from "_search_simd.h" nogil:
     void embq_select_ext(int sel_id, const int32_t *acc, int64_t nr, const float *scales,
                          const float *norms, float wq, int64_t row0, const int64_t *labels,
-                         const int64_t *allow, int64_t n_allow, float *hv, int64_t *hi,
-                         int64_t k)
+                         const embq_allow *allow, float *hv, int64_t *hi, int64_t k)
     int64_t embq_rows_first_bad(int sel_id, const int64_t *rows, int64_t n,
                                 int64_t n_rows)
 
@@ -287,7 +286,8 @@ cdef class _Job:
     cdef const float *scales
     cdef const uint8_t *zp
     cdef const float *norms     # cosine: norms; l2: squared norms; dot: NULL
-    cdef const int64_t *idx     # allowed rows, increasing; NULL = every row
+    cdef const int64_t *idx     # allowed rows, increasing; NULL = every row (or the mask's)
+    cdef const uint8_t *mask    # one query, a mask dense everywhere: mask[row] != 0 allowed
     cdef int64_t d
     cdef const int8_t *qp
     cdef int64_t ldq
@@ -551,6 +551,7 @@ cdef inline int64_t _long_window(_Job job, int64_t p, int64_t p1, int64_t q0, fl
     """
     cdef int64_t nr = p1 - p, r, ext, d = job.d
     cdef _Block b
+    cdef embq_allow al
     if nr > _LONG_SPAN:
         nr = _LONG_SPAN
     if nr <= _ROW_BLOCK:
@@ -582,9 +583,12 @@ cdef inline int64_t _long_window(_Job job, int64_t p, int64_t p1, int64_t q0, fl
         embq_prefetch_row(<const uint8_t *>(job.idx + p + r), ext * sizeof(int64_t))
     # the window as one stream with the rows' own weights; only the allowed rows are offered
     # (consecutive rows: all of them)
+    al.rows = job.idx + p
+    al.n = r
+    al.mask = NULL
     embq_scan1(job.dot_id, job.sel_id, b.c, d, b.span, d, b.z, job.qp + q0 * job.ldq, job.ldq,
-               job.sumq[q0], b.s, b.nm, job.wq[q0], b.base,
-               job.idx + p if r < b.span else NULL, r, hv, hi, job.k)
+               job.sumq[q0], b.s, b.nm, job.wq[q0], b.base, &al if r < b.span else NULL, hv, hi,
+               job.k)
     return r
 
 
@@ -608,13 +612,17 @@ cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float 
     cdef const float *nm
     cdef const int64_t *lab
     cdef _Block b
+    cdef embq_allow al
     if single and not l2 and job.idx == NULL:
-        # every row, one query: one fused stream over the whole range
+        # every row (or a mask's rows), one query: one fused stream over the whole range
+        al.rows = NULL
+        al.n = 0
+        al.mask = job.mask
         embq_scan1(job.dot_id, job.sel_id, job.codes + p0 * d, d, p1 - p0, d,
                    job.zp + p0 if job.zp != NULL else NULL, job.qp + q0 * job.ldq, job.ldq,
                    job.sumq[q0], job.scales + p0,
-                   job.norms + p0 if job.norms != NULL else NULL, job.wq[q0], p0, NULL, 0,
-                   hv, hi, k)
+                   job.norms + p0 if job.norms != NULL else NULL, job.wq[q0], p0,
+                   &al if job.mask != NULL else NULL, hv, hi, k)
         return
     while p < p1:
         if single and not l2:
@@ -626,8 +634,7 @@ cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float 
         lab = job.idx + p if b.kind != _CONTIG else NULL
         if single and not l2 and b.kind == _CONTIG:
             embq_scan1(job.dot_id, job.sel_id, b.c, d, nr, d, b.z, job.qp + q0 * job.ldq,
-                       job.ldq, job.sumq[q0], b.s, b.nm, job.wq[q0], b.base, NULL, 0, hv, hi,
-                       k)
+                       job.ldq, job.sumq[q0], b.s, b.nm, job.wq[q0], b.base, NULL, hv, hi, k)
             p += nr
             continue
         s = b.s
@@ -635,8 +642,11 @@ cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float 
         picked = False
         if b.kind == _WINDOW and single and not l2:
             # one stream through the dense scan, only the allowed rows offered
+            al.rows = lab
+            al.n = nr
+            al.mask = NULL
             embq_scan1(job.dot_id, job.sel_id, b.c, d, b.span, d, b.z, job.qp + q0 * job.ldq,
-                       job.ldq, job.sumq[q0], b.s, b.nm, job.wq[q0], b.base, lab, nr, hv, hi, k)
+                       job.ldq, job.sumq[q0], b.s, b.nm, job.wq[q0], b.base, &al, hv, hi, k)
             p += nr
             continue
         if b.kind == _WINDOW and not l2:
@@ -678,10 +688,10 @@ cdef void _scan(_Job job, int64_t p0, int64_t p1, int64_t q0, int64_t q1, float 
                         picked = True
                     _pick(&b, wk.offs, nr, a, NULL, NULL)
                     embq_select_ext(job.sel_id, a, nr, wk.gs, NULL, job.wq[qb + qi], 0, lab,
-                                    NULL, 0, hv + h, hi + h, k)
+                                    NULL, hv + h, hi + h, k)
                 elif lab != NULL:
                     embq_select_ext(job.sel_id, a, nr, w, NULL, job.wq[qb + qi], 0, lab, NULL,
-                                    0, hv + h, hi + h, k)
+                                    hv + h, hi + h, k)
                 else:
                     job.sel(a, nr, w, NULL, job.wq[qb + qi], b.base, hv + h, hi + h, k)
             qb += nq
@@ -882,38 +892,88 @@ def first_bad_row(const int64_t[::1] idx, int64_t n_rows, int n_threads=0):
     return -1
 
 
+# A mask is scanned whole for one query when each of _MASK_GROUPS equal parts of its rows is
+# dense enough for a window to be read in place (see _WIN_NUM): a random half then costs the
+# unfiltered scan and one byte per candidate; a mask whose allowed rows cluster goes the way of
+# a row list (gathered blocks, windows), which reads only the parts with allowed rows.
+DEF _MASK_GROUPS = 16
+
+
 @cython.final
 cdef class Rows:
-    """An allow-list that passed the check: increasing int64 row numbers within [0, n_rows),
-    contiguous, in a read-only array.
+    """An allow-list that passed the check: increasing int64 rows within [0, n_rows) in a
+    read-only array (``array``), or a boolean mask of n_rows entries (``mask``, read-only; its
+    ``array`` is made when first asked for).
 
-    Made by :func:`allow_list` (and :meth:`below`) only. The scans of this module and of
-    ``embq._kernels_sketch`` take it without a second pass over it: a one-query filtered
-    search costs about one pass over the codes, and each pass over a large allow-list adds
-    a few percent to it.
+    Made by :func:`allow_list`, :func:`allow_mask` (and :meth:`below`) only. The scans of this
+    module and of ``embq._kernels_sketch`` take it without a second pass over it: a one-query
+    filtered search costs about one pass over the codes, and each pass over a large allow-list
+    adds a few percent to it. One query over a mask that is dense everywhere reads the mask
+    itself, a byte for each row whose score would enter the heap, and no list at all.
     """
-    cdef readonly object array
+    cdef object _array
+    cdef readonly object mask
     cdef readonly int64_t n_rows
+    cdef int64_t _count
+    cdef readonly bint dense
 
     def __init__(self, *args, **kwargs):
-        raise TypeError("Rows are made by allow_list(rows, n_rows), which checks them")
+        raise TypeError("Rows are made by allow_list(rows, n_rows) or allow_mask(mask, "
+                        "n_rows), which check them")
 
     def __len__(self):
-        return self.array.shape[0]
+        return self._count
+
+    @property
+    def array(self):
+        """The allowed rows, increasing, int64, read-only."""
+        if self._array is None:
+            self._array = _readonly(np.flatnonzero(self.mask).astype(np.int64, copy=False))
+        return self._array
 
     def below(self, int64_t n_rows):
         """The rows below ``n_rows`` (at most this list's bound), as a Rows."""
         if not 0 <= n_rows <= self.n_rows:
             raise ValueError(f"n_rows must be within [0, {self.n_rows}], got {n_rows}")
-        return _rows(self.array[:np.searchsorted(self.array, n_rows)], n_rows)
+        if self.mask is not None:
+            return _mask_rows(self.mask[:n_rows])
+        return _rows(self._array[:np.searchsorted(self._array, n_rows)], n_rows)
+
+
+cdef object _readonly(arr):
+    view = arr.view()
+    view.flags.writeable = False
+    return view
 
 
 cdef Rows _rows(arr, int64_t n_rows):
     cdef Rows r = Rows.__new__(Rows)
-    view = arr.view()
-    view.flags.writeable = False
-    r.array = view
+    r._array = _readonly(arr)
+    r.mask = None
     r.n_rows = n_rows
+    r._count = arr.shape[0]
+    r.dense = False
+    return r
+
+
+cdef Rows _mask_rows(mask):
+    """A Rows of a contiguous bool mask (its length is n_rows): counted by groups, to tell
+    whether it is dense everywhere."""
+    cdef Rows r = Rows.__new__(Rows)
+    cdef int64_t n = mask.shape[0], g, a, b, c, total = 0
+    cdef bint dense = True
+    for g in range(_MASK_GROUPS):
+        a = g * n // _MASK_GROUPS
+        b = (g + 1) * n // _MASK_GROUPS
+        c = np.count_nonzero(mask[a:b])
+        total += c
+        if _WIN_NUM * c < _WIN_DEN * (b - a):
+            dense = False
+    r._array = None
+    r.mask = _readonly(mask)
+    r.n_rows = n
+    r._count = total
+    r.dense = dense
     return r
 
 
@@ -926,6 +986,19 @@ def allow_list(idx, int64_t n_rows):
     if bad >= 0:
         return bad
     return _rows(arr, n_rows)
+
+
+def allow_mask(mask, int64_t n_rows):
+    """The rows ``r < n_rows`` where ``mask[r]`` is true, as a :class:`Rows` that keeps the
+    mask (its first ``n_rows`` entries, not copied when contiguous) instead of a row list.
+
+    ``mask`` is a 1-D bool array of at least ``n_rows`` entries (a ValueError otherwise).
+    """
+    arr = np.asarray(mask)
+    if arr.dtype != np.bool_ or arr.ndim != 1 or not 0 <= n_rows <= arr.shape[0]:
+        raise ValueError(f"mask must be a 1-D bool array of at least n_rows={n_rows} "
+                         f"entries, got dtype {arr.dtype} and shape {arr.shape}")
+    return _mask_rows(np.ascontiguousarray(arr[:n_rows]))
 
 
 def check_rows(idx, int64_t n_rows):
@@ -969,6 +1042,7 @@ cdef _Job _make_job(const uint8_t[:, ::1] codes, const float[::1] scales, zero_p
         nv = norms
         job.norms = &nv[0]
     job.idx = NULL
+    job.mask = NULL
     if idx is not None and len(idx) > 0:
         iv = idx.array if isinstance(idx, Rows) else idx
         job.idx = &iv[0]
@@ -1069,7 +1143,8 @@ def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, no
     """
     cdef int64_t npos = _check_job(codes, scales, zero_points, norms, n_rows, idx, qp, sq, wq,
                                    qn2, mode, n_threads)
-    cdef int64_t m = qp.shape[0], nchunks, c, q, b, nqb, qbs, p0, p1, q0, q1, tid
+    cdef int64_t m = qp.shape[0], nchunks, c, q, b, nqb, qbs, p0, p1, q0, q1, tid, nscan = npos
+    cdef const uint8_t[::1] mv
     if not 1 <= k <= npos:
         raise ValueError(f"k must be within [1, {npos}] (the rows searched), got {k}")
     if schedule not in ("auto", "rows", "queries"):
@@ -1080,17 +1155,26 @@ def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, no
     cdef int64_t[:, ::1] oi = out_i
     if m == 0:
         return out_v, out_i
-    cdef _Job job = _make_job(codes, scales, zero_points, norms, idx, qp, sq, wq, qn2, k, mode)
+    # one query over a mask dense everywhere: the rows up to the mask's end, every one read,
+    # only the allowed ones offered (the mask read for those whose score would enter the heap)
+    cdef bint masked = (m == 1 and mode != _MODE_L2 and isinstance(idx, Rows)
+                        and (<Rows>idx).dense)
+    cdef _Job job = _make_job(codes, scales, zero_points, norms, None if masked else idx, qp, sq,
+                              wq, qn2, k, mode)
+    if masked:
+        mv = (<Rows>idx).mask.view(np.uint8)
+        nscan = (<Rows>idx).n_rows
+        job.mask = &mv[0]
     if not embq_openmp_enabled():
         n_threads = 1
     cdef int nt = n_threads
-    cdef uint8_t[:, ::1] wb = _work_buffers(nt, m, 0 if idx is None else codes.shape[1])
+    cdef uint8_t[:, ::1] wb = _work_buffers(nt, m, 0 if idx is None or masked else codes.shape[1])
     cdef _Work wk
     cdef float[:, :, ::1] hv
     cdef int64_t[:, :, ::1] hi
     # Rows mode while the per-chunk heaps stay small and there are too few queries to keep every
     # thread busy with whole query blocks; queries mode otherwise.
-    nchunks = min(4 * nt if nt > 1 else 1, (npos + _ROW_BLOCK - 1) // _ROW_BLOCK)
+    nchunks = min(4 * nt if nt > 1 else 1, (nscan + _ROW_BLOCK - 1) // _ROW_BLOCK)
     if schedule == "auto":
         schedule = "rows" if m < 16 * nt and nchunks * m * k <= (1 << 22) else "queries"
     if schedule == "rows":
@@ -1104,8 +1188,8 @@ def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, no
             for c in prange(nchunks, schedule="dynamic"):
                 tid = threadid()
                 wk = _work_at(&wb[tid, 0], m)
-                p0 = c * npos // nchunks
-                p1 = (c + 1) * npos // nchunks
+                p0 = c * nscan // nchunks
+                p1 = (c + 1) * nscan // nchunks
                 embq_heap_init(&hv[c, 0, 0], &hi[c, 0, 0], m * k)
                 _scan(job, p0, p1, 0, m, &hv[c, 0, 0], &hi[c, 0, 0], &wk)
         # merging a few small heaps is quicker than waking the threads again
@@ -1134,7 +1218,7 @@ def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, no
                     q1 = m
                 for q in range(q0, q1):
                     embq_heap_init(&ov[q, 0], &oi[q, 0], k)
-                _scan(job, 0, npos, q0, q1, &ov[q0, 0], &oi[q0, 0], &wk)
+                _scan(job, 0, nscan, q0, q1, &ov[q0, 0], &oi[q0, 0], &wk)
                 for q in range(q0, q1):
                     embq_heap_sort(&ov[q, 0], &oi[q, 0], k)
     return out_v, out_i

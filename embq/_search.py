@@ -125,13 +125,13 @@ def _check_row_values(values: np.ndarray, name: str) -> None:
     )
 
 
-def _check_read_values(values: np.ndarray, n_eff: int, idx: np.ndarray | None,
-                       name: str) -> None:
+def _check_read_values(values: np.ndarray, n_eff: int, idx: Rows | None, name: str) -> None:
     """:func:`_check_row_values` over the rows a search reads: the first ``n_eff``, or only
     the allowed rows ``idx`` when they are few (a 1% allow-list then costs 1% of the check)."""
-    if idx is None or 4 * idx.size >= n_eff:
+    if idx is None or 4 * len(idx) >= n_eff:
         _check_row_values(values[:n_eff], name)
         return
+    idx = idx.array
     sub = values[idx]
     if sub.size and not (sub.min() >= 0 and sub.max() < np.inf):
         _check_row_values(values[:int(idx[-1]) + 1], name)   # names the first bad row
@@ -305,7 +305,7 @@ def search_range(
 def _allow_rows(allow: Any, n: int, n_eff: int) -> Rows:
     """An allow-list as increasing unique row numbers within [0, n_eff): a checked
     :class:`embq._kernels_search.Rows` (its ``array`` int64), which the scans take without
-    checking it again.
+    checking it again. A boolean mask stays a mask (one query scans it without a row list).
 
     A boolean mask must cover all ``n`` rows; row numbers must be within [0, n) (negative
     numbers are refused rather than counted from the end).
@@ -322,7 +322,7 @@ def _allow_rows(allow: Any, n: int, n_eff: int) -> Rows:
         if arr.shape[0] != n:
             raise ValueError(f"a boolean allow mask must have one entry per row ({n}), got "
                              f"{arr.shape[0]}")
-        rows = _kernels().allow_list(np.flatnonzero(arr[:n_eff]), n_eff)
+        rows = _kernels().allow_mask(arr, n_eff)
     elif arr.dtype.kind in "iu" or arr.size == 0:
         flat = np.ascontiguousarray(arr, dtype=np.int64)
         # increasing rows (the usual list) need no copy and no second pass: the kernel's
@@ -412,9 +412,8 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
         )
     # the allowed rows first: only their scales and norms are read, so only they are checked
     idx = None if allow is None else _allow_rows(allow, n, n_eff)
-    allowed = None if idx is None else idx.array
     if not trusted:
-        _check_read_values(scales, n_eff, allowed, "scales")
+        _check_read_values(scales, n_eff, idx, "scales")
     if metric in ("cosine", "l2"):
         if norms is None:
             from embq._quantize import row_norms
@@ -425,7 +424,7 @@ def _search(codes, scales, queries, k, zero_points, norms, metric, rescore, rest
         else:
             norms = _check_vector(norms, n, "norms", np.float32)
             if not trusted:
-                _check_read_values(norms, n_eff, allowed, "norms")
+                _check_read_values(norms, n_eff, idx, "norms")
     else:
         norms = None
     if threshold is not None:

@@ -539,25 +539,36 @@ static inline void embq_select_one(float s, int64_t row, float *hv, int64_t *hi,
  * else row0 + r. Labels must increase with r (the ties rule of embq_select_one). */
 #define EMBQ_LABEL(row0, labels, r) ((labels) ? (labels)[r] : (row0) + (r))
 
-/* Whether row is one of allow[0..n) (increasing): by bisection, for the few rows that would
- * enter a heap. */
-static inline int embq_allowed(const int64_t *allow, int64_t n, int64_t row) {
-    int64_t lo = 0, hi = n;
+/* The rows a select kernel may offer to its heap (a NULL embq_allow: every row): with rows,
+ * those in rows[0..n) (increasing); otherwise those whose byte mask[row] is not 0 (mask indexed
+ * by row number, as long as the rows scanned). Either is looked at only for the few rows whose
+ * score would enter the heap. */
+typedef struct embq_allow {
+    const int64_t *rows;
+    int64_t n;
+    const uint8_t *mask;
+} embq_allow;
+
+/* Whether row is allowed: one byte of a mask, or a bisection of the rows. */
+static inline int embq_allowed(const embq_allow *allow, int64_t row) {
+    const int64_t *rows = allow->rows;
+    int64_t lo = 0, hi = allow->n;
+    if (!rows) return allow->mask[row] != 0;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
-        if (allow[mid] < row) lo = mid + 1; else hi = mid;
+        if (rows[mid] < row) lo = mid + 1; else hi = mid;
     }
-    return lo < n && allow[lo] == row;
+    return lo < allow->n && rows[lo] == row;
 }
 
 /* embq_select_one for a row that is a candidate (its score beats the heap's root, or the heap
- * is not full yet) and, when an allow-list is given, one of its rows: the select kernels over
- * a window of rows with an allow-list (allow NULL: every row) offer the heap exactly the
- * sequence a scan of the allowed rows alone would, so they keep its bits and its ties. */
-static inline void embq_offer(float s, int64_t row, const int64_t *allow, int64_t n_allow,
-                              float *hv, int64_t *hi, int64_t k, float *th) {
+ * is not full yet) and, when allow is given, allowed: the select kernels over a window of rows
+ * with an allow-list offer the heap exactly the sequence a scan of the allowed rows alone
+ * would, so they keep its bits and its ties. */
+static inline void embq_offer(float s, int64_t row, const embq_allow *allow, float *hv,
+                              int64_t *hi, int64_t k, float *th) {
     if (allow && !(s > *th) && *th != -INFINITY) return;
-    if (allow && !embq_allowed(allow, n_allow, row)) return;
+    if (allow && !embq_allowed(allow, row)) return;
     embq_select_one(s, row, hv, hi, k, th);
 }
 #if defined(__GNUC__) || defined(__clang__)
@@ -567,34 +578,34 @@ static inline void embq_offer(float s, int64_t row, const int64_t *allow, int64_
 #endif
 
 /* The select kernels: score nr candidates, (float)acc[r] * (embq_row_weight(r) * wq), and offer
- * them to the heap labelled EMBQ_LABEL(row0, labels, r), only those in allow[0..n_allow) when an
- * allow-list is given. Each variant is written once and instantiated twice (always inlined):
+ * them to the heap labelled EMBQ_LABEL(row0, labels, r), only the allowed ones when allow is
+ * given. Each variant is written once and instantiated twice (always inlined):
  * labels and allow NULL (the embq_select_fn entry points, rows row0, row0 + 1, ...), and both
  * as given (embq_select_ext; they matter only for the few candidates, so one instantiation
  * serves the gathered rows, the rows picked out of a window and a window's allow-list). */
 static inline EMBQ_ALWAYS_INLINE void embq_select_portable_impl(
         const int32_t *acc, int64_t nr, const float *scales, const float *norms, float wq,
-        int64_t row0, const int64_t *labels, const int64_t *allow, int64_t n_allow, float *hv,
+        int64_t row0, const int64_t *labels, const embq_allow *allow, float *hv,
         int64_t *hi, int64_t k) {
     float th = hv[0];
     int64_t r;
     for (r = 0; r < nr; r++) {
         float s = (float)acc[r] * (embq_row_weight(scales, norms, r) * wq);
-        embq_offer(s, EMBQ_LABEL(row0, labels, r), allow, n_allow, hv, hi, k, &th);
+        embq_offer(s, EMBQ_LABEL(row0, labels, r), allow, hv, hi, k, &th);
     }
 }
 
 static void embq_select_portable(const int32_t *acc, int64_t nr, const float *scales,
-                               const float *norms, float wq, int64_t row0, float *hv, int64_t *hi,
-                               int64_t k) {
-    embq_select_portable_impl(acc, nr, scales, norms, wq, row0, NULL, NULL, 0, hv, hi, k);
+                                 const float *norms, float wq, int64_t row0, float *hv,
+                                 int64_t *hi, int64_t k) {
+    embq_select_portable_impl(acc, nr, scales, norms, wq, row0, NULL, NULL, hv, hi, k);
 }
 
 #if EMBQ_HAVE_X86_DISPATCH
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2"), always_inline))
 static inline void embq_select_avx512_impl(const int32_t *acc, int64_t nr, const float *scales,
-        const float *norms, float wq, int64_t row0, const int64_t *labels, const int64_t *allow,
-        int64_t n_allow, float *hv, int64_t *hi, int64_t k) {
+        const float *norms, float wq, int64_t row0, const int64_t *labels, const embq_allow *allow,
+        float *hv, int64_t *hi, int64_t k) {
     float th = hv[0];
     float buf[16];
     const __m512 vq = _mm512_set1_ps(wq);
@@ -611,7 +622,7 @@ static inline void embq_select_avx512_impl(const int32_t *acc, int64_t nr, const
             int t;
             _mm512_storeu_ps(buf, s);
             for (t = 0; t < 16; t++)
-                embq_offer(buf[t], EMBQ_LABEL(row0, labels, r + t), allow, n_allow, hv, hi, k,
+                embq_offer(buf[t], EMBQ_LABEL(row0, labels, r + t), allow, hv, hi, k,
                            &th);
         } else {
             __mmask16 m = _mm512_cmp_ps_mask(s, _mm512_set1_ps(th), _CMP_GT_OQ);
@@ -620,7 +631,7 @@ static inline void embq_select_avx512_impl(const int32_t *acc, int64_t nr, const
                 while (m) {
                     int t = __builtin_ctz((unsigned)m);
                     m &= (__mmask16)(m - 1);
-                    embq_offer(buf[t], EMBQ_LABEL(row0, labels, r + t), allow, n_allow, hv, hi,
+                    embq_offer(buf[t], EMBQ_LABEL(row0, labels, r + t), allow, hv, hi,
                                k, &th);
                 }
             }
@@ -628,27 +639,27 @@ static inline void embq_select_avx512_impl(const int32_t *acc, int64_t nr, const
     }
     for (; r < nr; r++) {
         float s = (float)acc[r] * (embq_row_weight(scales, norms, r) * wq);
-        embq_offer(s, EMBQ_LABEL(row0, labels, r), allow, n_allow, hv, hi, k, &th);
+        embq_offer(s, EMBQ_LABEL(row0, labels, r), allow, hv, hi, k, &th);
     }
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
 static void embq_select_avx512(const int32_t *acc, int64_t nr, const float *scales,
         const float *norms, float wq, int64_t row0, float *hv, int64_t *hi, int64_t k) {
-    embq_select_avx512_impl(acc, nr, scales, norms, wq, row0, NULL, NULL, 0, hv, hi, k);
+    embq_select_avx512_impl(acc, nr, scales, norms, wq, row0, NULL, NULL, hv, hi, k);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
 static void embq_select_avx512_ext(const int32_t *acc, int64_t nr, const float *scales,
-        const float *norms, float wq, int64_t row0, const int64_t *labels, const int64_t *allow,
-        int64_t n_allow, float *hv, int64_t *hi, int64_t k) {
-    embq_select_avx512_impl(acc, nr, scales, norms, wq, row0, labels, allow, n_allow, hv, hi, k);
+        const float *norms, float wq, int64_t row0, const int64_t *labels, const embq_allow *allow,
+        float *hv, int64_t *hi, int64_t k) {
+    embq_select_avx512_impl(acc, nr, scales, norms, wq, row0, labels, allow, hv, hi, k);
 }
 
 __attribute__((target("avx2"), always_inline))
 static inline void embq_select_avx2_impl(const int32_t *acc, int64_t nr, const float *scales,
-        const float *norms, float wq, int64_t row0, const int64_t *labels, const int64_t *allow,
-        int64_t n_allow, float *hv, int64_t *hi, int64_t k) {
+        const float *norms, float wq, int64_t row0, const int64_t *labels, const embq_allow *allow,
+        float *hv, int64_t *hi, int64_t k) {
     float th = hv[0];
     float buf[8];
     const __m256 vq = _mm256_set1_ps(wq);
@@ -668,7 +679,7 @@ static inline void embq_select_avx2_impl(const int32_t *acc, int64_t nr, const f
             int t;
             _mm256_storeu_ps(buf, s);
             for (t = 0; t < 8; t++)
-                embq_offer(buf[t], EMBQ_LABEL(row0, labels, r + t), allow, n_allow, hv, hi, k,
+                embq_offer(buf[t], EMBQ_LABEL(row0, labels, r + t), allow, hv, hi, k,
                            &th);
             continue;
         }
@@ -678,33 +689,34 @@ static inline void embq_select_avx2_impl(const int32_t *acc, int64_t nr, const f
             while (m) {
                 int t = __builtin_ctz(m);
                 m &= m - 1;
-                embq_offer(buf[t], EMBQ_LABEL(row0, labels, r + t), allow, n_allow, hv, hi, k,
+                embq_offer(buf[t], EMBQ_LABEL(row0, labels, r + t), allow, hv, hi, k,
                            &th);
             }
         }
     }
     for (; r < nr; r++) {
         float s = (float)acc[r] * (embq_row_weight(scales, norms, r) * wq);
-        embq_offer(s, EMBQ_LABEL(row0, labels, r), allow, n_allow, hv, hi, k, &th);
+        embq_offer(s, EMBQ_LABEL(row0, labels, r), allow, hv, hi, k, &th);
     }
 }
 
 __attribute__((target("avx2")))
 static void embq_select_avx2(const int32_t *acc, int64_t nr, const float *scales,
         const float *norms, float wq, int64_t row0, float *hv, int64_t *hi, int64_t k) {
-    embq_select_avx2_impl(acc, nr, scales, norms, wq, row0, NULL, NULL, 0, hv, hi, k);
+    embq_select_avx2_impl(acc, nr, scales, norms, wq, row0, NULL, NULL, hv, hi, k);
 }
 
 __attribute__((target("avx2")))
 static void embq_select_avx2_ext(const int32_t *acc, int64_t nr, const float *scales,
-        const float *norms, float wq, int64_t row0, const int64_t *labels, const int64_t *allow,
-        int64_t n_allow, float *hv, int64_t *hi, int64_t k) {
-    embq_select_avx2_impl(acc, nr, scales, norms, wq, row0, labels, allow, n_allow, hv, hi, k);
+        const float *norms, float wq, int64_t row0, const int64_t *labels, const embq_allow *allow,
+        float *hv, int64_t *hi, int64_t k) {
+    embq_select_avx2_impl(acc, nr, scales, norms, wq, row0, labels, allow, hv, hi, k);
 }
 
 /* One query against rows [0, nr), fused: AVX-512 VNNI dot products of four rows per step, the
  * next four rows prefetched (across block boundaries too, so the stream never stalls), and every
- * EMBQ_SCAN1_BLOCK rows scored and offered to the heap (hv, hi, k) by embq_select_avx512. Same
+ * EMBQ_SCAN1_BLOCK rows scored and offered to the heap (hv, hi, k) by embq_select_avx512 (its
+ * _ext entry with allow, which offers only the allowed rows). Same
  * arithmetic as embq_dot_avx512vnni followed by embq_select_avx512, so the same bits. This is the
  * single-query path, bound by memory bandwidth; keeping it one tight loop per thread brings it to
  * the speed of a plain read of the codes. */
@@ -712,7 +724,7 @@ __attribute__((target(EMBQ_T512)))
 static void embq_scan1_avx512vnni(const uint8_t *codes, int64_t ldc, int64_t nr, int64_t d,
                                   const uint8_t *zp, const int8_t *q, int64_t ldq, int32_t sumq,
                                   const float *scales, const float *norms, float wq, int64_t row0,
-                                  float *hv, int64_t *hi, int64_t k) {
+                                  const embq_allow *allow, float *hv, int64_t *hi, int64_t k) {
     const int64_t dfull = (d / 64) * 64, rem = d - dfull;
     const __mmask64 tm = rem ? (((__mmask64)1) << rem) - 1 : 0;
     const __m128i sq4 = _mm_set1_epi32(sumq);
@@ -749,8 +761,12 @@ static void embq_scan1_avx512vnni(const uint8_t *codes, int64_t ldc, int64_t nr,
         if (r < nb)
             embq_dot_avx512vnni(codes + (rb + r) * ldc, ldc, nb - r, d, zp ? zp + rb + r : NULL,
                                 q, ldq, &sumq, 1, acc + r, EMBQ_SCAN1_BLOCK);
-        embq_select_avx512(acc, nb, scales + rb, norms ? norms + rb : NULL, wq, row0 + rb, hv, hi,
-                           k);
+        if (allow)
+            embq_select_avx512_ext(acc, nb, scales + rb, norms ? norms + rb : NULL, wq,
+                                   row0 + rb, NULL, allow, hv, hi, k);
+        else
+            embq_select_avx512(acc, nb, scales + rb, norms ? norms + rb : NULL, wq, row0 + rb,
+                               hv, hi, k);
     }
 }
 
@@ -791,26 +807,24 @@ static inline embq_select_fn embq_select_get(int v) {
 }
 
 /* Select variant sel_id with heap labels labels[0..nr) (increasing; NULL: rows row0 + r) and,
- * when allow is given, only the rows in allow[0..n_allow) (increasing) offered. The allow-list
- * scan uses labels for the rows it gathered or picked out of a window, and allow for a window
- * read whole, of which the list names some rows. */
+ * when allow is given, only the allowed rows offered. The allow-list scan uses labels for the
+ * rows it gathered or picked out of a window, and allow for a window (or a range) read whole,
+ * of which the list (or the mask) names some rows. */
 static void embq_select_ext(int sel_id, const int32_t *acc, int64_t nr, const float *scales,
                             const float *norms, float wq, int64_t row0, const int64_t *labels,
-                            const int64_t *allow, int64_t n_allow, float *hv, int64_t *hi,
-                            int64_t k) {
+                            const embq_allow *allow, float *hv, int64_t *hi, int64_t k) {
 #if EMBQ_HAVE_X86_DISPATCH
     if (sel_id == EMBQ_V_AVX512) {
-        embq_select_avx512_ext(acc, nr, scales, norms, wq, row0, labels, allow, n_allow, hv, hi,
-                               k);
+        embq_select_avx512_ext(acc, nr, scales, norms, wq, row0, labels, allow, hv, hi, k);
         return;
     }
     if (sel_id == EMBQ_V_AVX2) {
-        embq_select_avx2_ext(acc, nr, scales, norms, wq, row0, labels, allow, n_allow, hv, hi, k);
+        embq_select_avx2_ext(acc, nr, scales, norms, wq, row0, labels, allow, hv, hi, k);
         return;
     }
 #endif
     (void)sel_id;
-    embq_select_portable_impl(acc, nr, scales, norms, wq, row0, labels, allow, n_allow, hv, hi, k);
+    embq_select_portable_impl(acc, nr, scales, norms, wq, row0, labels, allow, hv, hi, k);
 }
 
 /* out[r] = embq_row_weight(scales, norms, r) for r < nr, with the SIMD width of the selected
@@ -857,21 +871,20 @@ static void embq_row_weights(int sel_id, const float *scales, const float *norms
 /* One query (packed at q, sum sumq) against rows [0, nr) of codes, offered to one heap: the
  * fused AVX-512 loop when both selected variants are the AVX-512 ones, otherwise the selected
  * dot and select variants block by block. row0 is the index of the first row (heap labels).
- * With allow (increasing rows, n_allow of them) only those rows are offered: a window of an
- * allow-list read as one stream, the rows between the allowed ones scored and passed over. */
+ * With allow only the allowed rows are offered: a window of an allow-list, or a whole range
+ * with a mask, read as one stream, the rows between the allowed ones scored and passed over. */
 static void embq_scan1(int dot_id, int sel_id, const uint8_t *codes, int64_t ldc, int64_t nr,
                        int64_t d, const uint8_t *zp, const int8_t *q, int64_t ldq, int32_t sumq,
                        const float *scales, const float *norms, float wq, int64_t row0,
-                       const int64_t *allow, int64_t n_allow, float *hv, int64_t *hi,
-                       int64_t k) {
+                       const embq_allow *allow, float *hv, int64_t *hi, int64_t k) {
     embq_dot_fn dot;
     embq_select_fn sel;
     int32_t acc[EMBQ_SCAN1_BLOCK];
     int64_t rb;
 #if EMBQ_HAVE_X86_DISPATCH
-    if (!allow && dot_id == EMBQ_V_AVX512VNNI && sel_id == EMBQ_V_AVX512) {
-        embq_scan1_avx512vnni(codes, ldc, nr, d, zp, q, ldq, sumq, scales, norms, wq, row0, hv,
-                              hi, k);
+    if (dot_id == EMBQ_V_AVX512VNNI && sel_id == EMBQ_V_AVX512) {
+        embq_scan1_avx512vnni(codes, ldc, nr, d, zp, q, ldq, sumq, scales, norms, wq, row0,
+                              allow, hv, hi, k);
         return;
     }
 #endif
@@ -883,7 +896,7 @@ static void embq_scan1(int dot_id, int sel_id, const uint8_t *codes, int64_t ldc
             EMBQ_SCAN1_BLOCK);
         if (allow)
             embq_select_ext(sel_id, acc, nb, scales + rb, norms ? norms + rb : NULL, wq,
-                            row0 + rb, NULL, allow, n_allow, hv, hi, k);
+                            row0 + rb, NULL, allow, hv, hi, k);
         else
             sel(acc, nb, scales + rb, norms ? norms + rb : NULL, wq, row0 + rb, hv, hi, k);
     }

@@ -1326,6 +1326,92 @@ def test_allow_long_windows_of_one_query_match_the_oracle(select):
                             np.testing.assert_array_equal(got_s, exp_s[0], err_msg=msg)
 
 
+@pytest.mark.parametrize("dot", DOT_KERNELS)
+@pytest.mark.parametrize("select", SELECT_KERNELS)
+def test_allow_mask_of_one_query_is_scanned_whole_and_matches_the_oracle(dot, select):
+    # One query over a boolean mask that allows a third or more of every part of the rows
+    # reads the mask itself (no row list): the unfiltered scan, only the allowed rows offered.
+    # Masks denser or sparser in places, ties across the chunks of two threads, a mask that
+    # ends before the last row (restrict), and the masks that go the row list's way instead.
+    _config.set_kernels({"search_dot": dot, "search_select": select})
+    n, d = 256 * 40 + 13, 24
+    codes, scales, zp, norms = tied_store(n, d, 41)
+    rng = np.random.default_rng(42)
+    x5 = dequantize(codes[5:6], scales[5:6], zp[5:6])[0]
+    queries = [x5, rng.standard_normal(d).astype(np.float32)]
+    clustered = np.zeros(n, bool)
+    clustered[: n // 2] = True
+    masks = {
+        "half": (rng.random(n) < 0.5, True),
+        "third": (rng.random(n) < 0.4, True),
+        "all": (np.ones(n, bool), True),
+        "uneven": (rng.random(n) < np.linspace(0.35, 1.0, n), True),
+        "clustered": (clustered, False),              # half the rows, all in one half
+        "sparse": (rng.random(n) < 0.05, False),
+    }
+    for name, (mask, dense) in masks.items():
+        for restrict in (None, n - 300):
+            n_eff = n if restrict is None else restrict
+            token = ks.allow_mask(mask, n_eff)
+            assert token.dense == dense, name
+            rows = np.flatnonzero(mask[:n_eff])
+            for metric in ("cosine", "dot"):
+                for k in (1, 10, 200):
+                    for q in queries:
+                        exp_s, exp_i = sub_oracle(codes[:n_eff], scales[:n_eff], zp[:n_eff],
+                                                  norms[:n_eff], q[None], k, metric, rows)
+                        for threads in (1, 2):
+                            got_s, got_i = search(codes, scales, q, k, zero_points=zp,
+                                                  norms=norms, metric=metric, allow=mask,
+                                                  restrict=restrict, n_threads=threads)
+                            msg = f"{name} {restrict} {metric} {k} {threads}"
+                            np.testing.assert_array_equal(got_i, exp_i[0], err_msg=msg)
+                            np.testing.assert_array_equal(got_s, exp_s[0], err_msg=msg)
+
+
+def test_allow_mask_token_keeps_the_mask_and_lists_its_rows_on_demand():
+    rng = np.random.default_rng(43)
+    n = 5000
+    mask = rng.random(n) < 0.5
+    token = ks.allow_mask(mask, n)
+    assert isinstance(token, ks.Rows) and token.n_rows == n and token.dense
+    assert len(token) == int(mask.sum())
+    assert np.shares_memory(token.mask, mask)        # the mask as given, not copied
+    with pytest.raises(ValueError, match="read-only"):
+        token.mask[0] = True
+    np.testing.assert_array_equal(token.array, np.flatnonzero(mask))
+    assert token.array.dtype == np.int64 and token.array is token.array
+    with pytest.raises(ValueError, match="read-only"):
+        token.array[0] = 3
+    head = token.below(1000)
+    assert head.n_rows == 1000 and len(head) == int(mask[:1000].sum())
+    np.testing.assert_array_equal(head.array, np.flatnonzero(mask[:1000]))
+    assert ks.allow_mask(mask, 10).n_rows == 10      # the first n_rows entries count
+    sparse = mask.copy()
+    sparse[: n // 16 + 1] = False                     # one part of sixteen allows nothing
+    assert not ks.allow_mask(sparse, n).dense
+    assert len(ks.allow_mask(mask[::2], n // 2)) == int(mask[::2].sum())  # strided: copied
+    for bad in (mask.astype(np.uint8), mask[:10], mask.reshape(50, 100)):
+        with pytest.raises(ValueError, match="mask must be a 1-D bool array of at least "
+                                             "n_rows=5000 entries"):
+            ks.allow_mask(bad, n)
+    # a mask checked for more rows than a scan covers is refused, as a row list is; one
+    # checked for fewer is scanned up to its end only (it allows nothing past it)
+    qp, sq, wq = ks.prepare_queries(rng.integers(1, 256, (1, 8), dtype=np.uint8),
+                                    np.ones(1, np.float32), False)
+    codes = rng.integers(0, 256, (n, 8), dtype=np.uint8)
+    scales = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    with pytest.raises(ValueError, match=r"checked for rows within \[0, 5000\), more than "
+                                         r"n_rows=1000"):
+        ks.topk_x(codes, scales, None, None, 1000, token, qp, sq, wq, None, 3, 0, 1)
+    assert head.dense
+    want = ks.topk_x(codes, scales, None, None, n, head.array.copy(), qp, sq, wq, None, 9, 0, 2)
+    got = ks.topk_x(codes, scales, None, None, n, head, qp, sq, wq, None, 9, 0, 2)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1].max() < 1000
+
+
 @pytest.mark.parametrize("window", [(3, 1), (1000, 1), (1, 2)],
                          ids=["default", "every-window-in-place", "never-in-place"])
 def test_range_search_windows_at_every_density_match_the_oracle(window):
@@ -1360,8 +1446,8 @@ def test_range_search_windows_at_every_density_match_the_oracle(window):
 def test_allow_windows_with_infinite_scores_keep_only_allowed_rows(select):
     # Scores of -inf (and NaN, ranked as -inf) from allowed rows: a heap whose worst entry is
     # -inf must not take the NaN-weighted rows a window does not allow, so that path waits
-    # until the heap holds k scores above -inf. Kernel level: weights this large are refused
-    # by the front end.
+    # until the heap holds k scores above -inf; nor may a scan over a mask. Kernel level:
+    # weights this large are refused by the front end.
     _config.set_kernels({"search_select": select})
     n, d = 256 * 8, 16
     rng = np.random.default_rng(27)
@@ -1377,13 +1463,18 @@ def test_allow_windows_with_infinite_scores_keep_only_allowed_rows(select):
         sc = numpy_acc(codes, None, qint)[0].astype(np.float32) * (scales * wq[0])
     sc[np.isnan(sc)] = -np.inf
     assert np.isneginf(sc[rows]).sum() > 10
+    mask = np.zeros(n, bool)
+    mask[rows] = True
     ks._set_window_density(1000, 1)
     try:
-        for k in (5, rows.size - 3, rows.size):
-            order = np.lexsort((rows, -sc[rows]))[:k]
-            s, i = ks.topk_x(codes, scales, None, None, n, rows, qp, sq, wq, None, k, 0, 1)
-            np.testing.assert_array_equal(i[0], rows[order])
-            np.testing.assert_array_equal(s[0], sc[rows][order])
+        # a row list in windows, and a mask scanned whole (dense everywhere at this density)
+        for allow in (rows, ks.allow_mask(mask, n)):
+            for k in (5, rows.size - 3, rows.size):
+                order = np.lexsort((rows, -sc[rows]))[:k]
+                s, i = ks.topk_x(codes, scales, None, None, n, allow, qp, sq, wq, None, k, 0,
+                                 1)
+                np.testing.assert_array_equal(i[0], rows[order])
+                np.testing.assert_array_equal(s[0], sc[rows][order])
     finally:
         ks._set_window_density(3, 1)
 
