@@ -58,6 +58,13 @@ def _plan_threads(threads: int, n_rows: int, d: int, m: int) -> int:
     return threads
 
 
+def _rows_read(n_eff: int, idx: Rows | None) -> int:
+    """About how many rows a scan reads: every row, or with an allow-list its rows only,
+    unless a third or more are allowed (the kernels then read every row, passing over the
+    others)."""
+    return n_eff if idx is None or 3 * len(idx) >= n_eff else len(idx)
+
+
 def _kernels():
     from embq import _kernels_search
 
@@ -233,7 +240,10 @@ def search(
         repeats ignored). The result is that of a search over a store holding only the
         allowed rows (same scores, same ties), with rows numbered as in ``codes``; ``k``
         results come back whenever ``k`` rows are allowed. Combined with ``restrict``, only
-        allowed rows below ``restrict`` are searched.
+        allowed rows below ``restrict`` are searched. A mask is the quicker form when many
+        rows are allowed: one query over a mask that allows a third or more of the rows
+        throughout reads every row, as the unfiltered scan does, and looks at the mask only
+        for the rows whose score would enter the top ``k`` (no list of row numbers to check).
     threshold : float, optional
         Range search: instead of the top ``k``, every row scoring at least ``threshold``
         (cosine, dot) or at a squared distance of at most ``threshold`` (l2); ``k`` is then
@@ -577,7 +587,7 @@ def _search_x(codes, scales, zp, norms, n_eff, idx, qf, k, metric, rescore, thre
     if kk == 0 or m == 0:
         return np.empty((m, kk), np.float32), np.empty((m, kk), np.int64)
     kc = min(k * rescore, npos) if rescore else kk
-    threads = _plan_threads(threads, npos, codes.shape[1], m)
+    threads = _plan_threads(threads, _rows_read(n_eff, idx), codes.shape[1], m)
     qp, sumq, wq, qn2, nrm, exponents = _prepared(qf, metric, norms, threads, rescue=True)
     keys, rows = _kernels().topk_x(codes, scales, zp, nrm, n_eff, idx, qp, sumq, wq, qn2, kc,
                                    _MODES[metric], threads)
@@ -595,7 +605,7 @@ def _range_checked(codes, scales, zp, norms, n_eff, idx, qf, threshold, metric, 
     """Range search: (indptr, scores, rows), each query's matches best first."""
     m = qf.shape[0]
     npos = n_eff if idx is None else len(idx)
-    threads = _plan_threads(threads, npos, codes.shape[1], m)
+    threads = _plan_threads(threads, _rows_read(n_eff, idx), codes.shape[1], m)
     # cosine is invariant under the power-of-two rescue; dot and l2 are searched unscaled so
     # that the threshold means the same thing for every query
     qp, sumq, wq, qn2, nrm, _ = _prepared(qf, metric, norms, threads,
