@@ -202,17 +202,18 @@ def exact_top_k(queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
                            for i in range(0, len(queries), 1024)])
 
 
-def interleaved(fns, repeats: int):
-    """Best time of each of ``fns``, run in turn ``repeats`` times (so a load that comes and
-    goes on a shared machine hits them alike), and each one's last result."""
-    best = [float("inf")] * len(fns)
+def interleaved(fns, repeats: int, stat=min):
+    """``stat`` (best by default) of the times of each of ``fns``, run in turn ``repeats``
+    times (so a load that comes and goes on a shared machine hits them alike), and each one's
+    last result."""
+    times = [[] for _ in fns]
     outs = [None] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
             t = time.perf_counter()
             outs[i] = fn()
-            best[i] = min(best[i], time.perf_counter() - t)
-    return best, outs
+            times[i].append(time.perf_counter() - t)
+    return [stat(t) for t in times], outs
 
 
 OVERSAMPLES = (10, 20, 50, 100, 200, 300)
@@ -377,35 +378,41 @@ def oversample_rows(codes, scales, zp, x, truth, sk, center) -> list:
 def allow_table(codes, scales, zp, norms, qall, threads, repeats, fractions, counts) -> None:
     """Filtered search (``allow=``, a random set of rows) next to the unfiltered scan, same run.
 
-    The allowed rows are drawn at random (the worst case: no long runs of consecutive rows),
-    passed as row numbers; the times include turning them into the kernel's sorted list.
+    The allowed rows are drawn at random (the worst case: no long runs of consecutive rows)
+    and passed both ways users hold them: row numbers (the times include checking them) and a
+    boolean mask. The three searches run in turn, median of the repeats (one query, the
+    noisiest on a shared machine, three times as many).
     """
     rng = np.random.default_rng(7)
     n = len(codes)
     print(f"\nallow-lists: {n:,} rows, random allowed rows, k={K}, {threads} thread(s)")
-    header = f"{'queries':>7} {'allowed':>8} {'ms allow':>10} {'ms full':>10} {'speed-up':>9}"
+    header = (f"{'queries':>7} {'allowed':>8} {'given as':>9} {'ms allow':>10} {'ms full':>10} "
+              f"{'speed-up':>9}")
     print(header)
     print("-" * len(header))
     for m in counts:
         q = qall[:m]
-        reps = min(repeats, 3) if m >= 1000 else repeats
+        reps = min(repeats, 3) if m >= 1000 else 3 * repeats if m == 1 else repeats
 
         def full(q=q):
             return search(codes, scales, q, K, zero_points=zp, norms=norms, n_threads=threads)
 
-        full()
-        t_full, _ = timed(full, reps)
         for f in fractions:
-            rows = np.flatnonzero(rng.random(n) < f)
+            mask = rng.random(n) < f
+            forms = {"rows": np.flatnonzero(mask), "mask": mask}
 
-            def filtered(q=q, rows=rows):
-                return search(codes, scales, q, K, zero_points=zp, norms=norms,
-                              n_threads=threads, allow=rows)
+            def filtered(allow, q=q):
+                return lambda: search(codes, scales, q, K, zero_points=zp, norms=norms,
+                                      n_threads=threads, allow=allow)
 
-            filtered()
-            t_allow, _ = timed(filtered, reps)
-            print(f"{m:>7} {f:>8.0%} {t_allow * 1e3:>10.2f} {t_full * 1e3:>10.2f} "
-                  f"{t_full / t_allow:>8.2f}x")
+            fns = [full] + [filtered(a) for a in forms.values()]
+            for fn in fns:
+                fn()
+            (t_full, *t_allow), outs = interleaved(fns, reps, stat=statistics.median)
+            assert all(np.array_equal(outs[1][1], o[1]) for o in outs[2:])
+            for form, t in zip(forms, t_allow):
+                print(f"{m:>7} {f:>8.0%} {form:>9} {t * 1e3:>10.2f} {t_full * 1e3:>10.2f} "
+                      f"{t_full / t:>8.2f}x")
 
 
 def main() -> None:
