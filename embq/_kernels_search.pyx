@@ -256,6 +256,7 @@ cdef extern from "_search_simd.h" nogil:
                          const embq_allow *allow, float *hv, int64_t *hi, int64_t k)
     int64_t embq_rows_first_bad(int sel_id, const int64_t *rows, int64_t n,
                                 int64_t n_rows)
+    int64_t embq_count_nonzero(int sel_id, const uint8_t *m, int64_t n)
 
 DEF _PREFETCH_AHEAD = 8   # rows the gather asks for ahead of the one it copies
 # One query: a window of _ROW_BLOCK rows is scored in place when allowed / rows >= DEN / NUM.
@@ -958,16 +959,26 @@ cdef Rows _rows(arr, int64_t n_rows):
 
 cdef Rows _mask_rows(mask):
     """A Rows of a contiguous bool mask (its length is n_rows): counted by groups, to tell
-    whether it is dense everywhere."""
+    whether it is dense everywhere (one pass at SIMD width, on every thread for a long mask:
+    it comes from memory)."""
     cdef Rows r = Rows.__new__(Rows)
-    cdef int64_t n = mask.shape[0], g, a, b, c, total = 0
+    cdef const uint8_t[::1] mv = mask.view(np.uint8)
+    cdef int64_t n = mv.shape[0], g, a, b, c, total = 0
+    cdef int64_t counts[_MASK_GROUPS]
     cdef bint dense = True
+    cdef int nt = 1
+    if n >= _PARALLEL_CHECK_ROWS and embq_openmp_enabled():
+        nt = embq_omp_max_threads()
+    if n > 0:
+        with nogil, parallel(num_threads=nt):
+            for g in prange(_MASK_GROUPS, schedule="static"):
+                a = g * n // _MASK_GROUPS
+                b = (g + 1) * n // _MASK_GROUPS
+                counts[g] = embq_count_nonzero(_sel_id, &mv[a], b - a)
     for g in range(_MASK_GROUPS):
-        a = g * n // _MASK_GROUPS
-        b = (g + 1) * n // _MASK_GROUPS
-        c = np.count_nonzero(mask[a:b])
+        c = counts[g] if n > 0 else 0
         total += c
-        if _WIN_NUM * c < _WIN_DEN * (b - a):
+        if _WIN_NUM * c < _WIN_DEN * ((g + 1) * n // _MASK_GROUPS - g * n // _MASK_GROUPS):
             dense = False
     r._array = None
     r.mask = _readonly(mask)

@@ -902,6 +902,34 @@ static void embq_scan1(int dot_id, int sel_id, const uint8_t *codes, int64_t ldc
     }
 }
 
+/* How many of the bytes m[0..n) are not 0 (the rows a mask allows), at the SIMD width of select
+ * variant sel_id: a mask is counted once per search, from memory, so at the speed of a read. */
+#if EMBQ_HAVE_X86_DISPATCH
+__attribute__((target("avx2")))
+static int64_t embq_count_nonzero_avx2(const uint8_t *m, int64_t n) {
+    const __m256i one = _mm256_set1_epi8(1), zero = _mm256_setzero_si256();
+    __m256i acc = zero;
+    int64_t j = 0, total;
+    for (; j + 32 <= n; j += 32)   /* each byte to 0 or 1, summed 8 bytes per 64-bit lane */
+        acc = _mm256_add_epi64(acc, _mm256_sad_epu8(
+            _mm256_min_epu8(_mm256_loadu_si256((const __m256i *)(m + j)), one), zero));
+    total = _mm256_extract_epi64(acc, 0) + _mm256_extract_epi64(acc, 1) +
+            _mm256_extract_epi64(acc, 2) + _mm256_extract_epi64(acc, 3);
+    for (; j < n; j++) total += m[j] != 0;
+    return total;
+}
+#endif
+
+static int64_t embq_count_nonzero(int sel_id, const uint8_t *m, int64_t n) {
+    int64_t j, total = 0;
+#if EMBQ_HAVE_X86_DISPATCH
+    if (sel_id == EMBQ_V_AVX2 || sel_id == EMBQ_V_AVX512) return embq_count_nonzero_avx2(m, n);
+#endif
+    (void)sel_id;
+    for (j = 0; j < n; j++) total += m[j] != 0;
+    return total;
+}
+
 /* First position of rows[0..n) that breaks "increasing, within [0, n_rows)", or -1 (at the SIMD
  * width of select variant sel_id): the check
  * every allow-list gets before a scan reads the rows it names. Branch-free over blocks (a

@@ -1347,6 +1347,9 @@ def test_allow_mask_of_one_query_is_scanned_whole_and_matches_the_oracle(dot, se
         "all": (np.ones(n, bool), True),
         "uneven": (rng.random(n) < np.linspace(0.35, 1.0, n), True),
         "clustered": (clustered, False),              # half the rows, all in one half
+        # a bool view of bytes other than 0 and 1: every byte not 0 is true, as for numpy
+        "bytes": (((rng.random(n) < 0.5) * rng.integers(1, 256, n)).astype(np.uint8)
+                  .view(np.bool_), True),
         "sparse": (rng.random(n) < 0.05, False),
     }
     for name, (mask, dense) in masks.items():
@@ -1391,6 +1394,15 @@ def test_allow_mask_token_keeps_the_mask_and_lists_its_rows_on_demand():
     sparse[: n // 16 + 1] = False                     # one part of sixteen allows nothing
     assert not ks.allow_mask(sparse, n).dense
     assert len(ks.allow_mask(mask[::2], n // 2)) == int(mask[::2].sum())  # strided: copied
+    # counted in one SIMD pass (on every thread past 2**18 rows), every byte other than 0 a
+    # true entry, as numpy counts them
+    for size in (0, 1, 31, 33, 1000, (1 << 18) + 77):
+        raw = rng.integers(0, 4, size).astype(np.uint8)
+        raw[rng.random(size) < 0.4] = 0
+        as_bool = raw.view(np.bool_)
+        counted = ks.allow_mask(as_bool, size)
+        assert len(counted) == np.count_nonzero(as_bool), size
+        np.testing.assert_array_equal(counted.array, np.flatnonzero(raw))
     for bad in (mask.astype(np.uint8), mask[:10], mask.reshape(50, 100)):
         with pytest.raises(ValueError, match="mask must be a 1-D bool array of at least "
                                              "n_rows=5000 entries"):
