@@ -204,14 +204,16 @@ def exact_top_k(queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def interleaved(fns, repeats: int, stat=min):
     """``stat`` (best by default) of the times of each of ``fns``, run in turn ``repeats``
-    times (so a load that comes and goes on a shared machine hits them alike), and each one's
-    last result."""
+    times, each round starting one further along (so a load that comes and goes on a shared
+    machine, or what one call leaves in the caches for the next, hits them alike), and each
+    one's last result."""
     times = [[] for _ in fns]
     outs = [None] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
+    for rep in range(repeats):
+        for j in range(len(fns)):
+            i = (rep + j) % len(fns)
             t = time.perf_counter()
-            outs[i] = fn()
+            outs[i] = fns[i]()
             times[i].append(time.perf_counter() - t)
     return [stat(t) for t in times], outs
 
@@ -380,39 +382,40 @@ def allow_table(codes, scales, zp, norms, qall, threads, repeats, fractions, cou
 
     The allowed rows are drawn at random (the worst case: no long runs of consecutive rows)
     and passed both ways users hold them: row numbers (the times include checking them) and a
-    boolean mask. The three searches run in turn, median of the repeats (one query, the
-    noisiest on a shared machine, three times as many).
+    boolean mask. The unfiltered scan runs twice, the second time as a control (its ratio to
+    the first is the noise of the run), all four in turn, median of the repeats (one query,
+    the noisiest on a shared machine, five times as many).
     """
     rng = np.random.default_rng(7)
     n = len(codes)
     print(f"\nallow-lists: {n:,} rows, random allowed rows, k={K}, {threads} thread(s)")
-    header = (f"{'queries':>7} {'allowed':>8} {'given as':>9} {'ms allow':>10} {'ms full':>10} "
-              f"{'speed-up':>9}")
+    header = (f"{'queries':>7} {'allowed':>8} {'ms full':>8} {'control':>8} {'ms rows':>8} "
+              f"{'rows':>7} {'ms mask':>8} {'mask':>7}")
     print(header)
     print("-" * len(header))
     for m in counts:
         q = qall[:m]
-        reps = min(repeats, 3) if m >= 1000 else 3 * repeats if m == 1 else repeats
+        reps = min(repeats, 3) if m >= 1000 else 5 * repeats if m == 1 else repeats
 
         def full(q=q):
             return search(codes, scales, q, K, zero_points=zp, norms=norms, n_threads=threads)
 
         for f in fractions:
             mask = rng.random(n) < f
-            forms = {"rows": np.flatnonzero(mask), "mask": mask}
 
             def filtered(allow, q=q):
                 return lambda: search(codes, scales, q, K, zero_points=zp, norms=norms,
                                       n_threads=threads, allow=allow)
 
-            fns = [full] + [filtered(a) for a in forms.values()]
+            fns = [full, full, filtered(np.flatnonzero(mask)), filtered(mask)]
             for fn in fns:
                 fn()
-            (t_full, *t_allow), outs = interleaved(fns, reps, stat=statistics.median)
-            assert all(np.array_equal(outs[1][1], o[1]) for o in outs[2:])
-            for form, t in zip(forms, t_allow):
-                print(f"{m:>7} {f:>8.0%} {form:>9} {t * 1e3:>10.2f} {t_full * 1e3:>10.2f} "
-                      f"{t_full / t:>8.2f}x")
+            (t_full, t_again, t_rows, t_mask), outs = interleaved(fns, reps,
+                                                                  stat=statistics.median)
+            assert np.array_equal(outs[2][1], outs[3][1])
+            print(f"{m:>7} {f:>8.0%} {t_full * 1e3:>8.2f} {t_full / t_again:>7.2f}x "
+                  f"{t_rows * 1e3:>8.2f} {t_full / t_rows:>6.2f}x {t_mask * 1e3:>8.2f} "
+                  f"{t_full / t_mask:>6.2f}x")
 
 
 def main() -> None:
