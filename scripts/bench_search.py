@@ -377,8 +377,10 @@ def oversample_rows(codes, scales, zp, x, truth, sk, center) -> list:
     return rows
 
 
-def allow_table(codes, scales, zp, norms, qall, threads, repeats, fractions, counts) -> None:
-    """Filtered search (``allow=``, a random set of rows) next to the unfiltered scan, same run.
+def allow_table(codes, scales, zp, norms, qall, threads, repeats, fractions, counts,
+                store=None) -> None:
+    """Filtered search (``allow=``, a random set of rows) next to the unfiltered scan, same run,
+    on the arrays (``search``), or through ``store`` (an opened store of the same codes).
 
     The allowed rows are drawn at random (the worst case: no long runs of consecutive rows)
     and passed both ways users hold them: row numbers (the times include checking them) and a
@@ -388,7 +390,8 @@ def allow_table(codes, scales, zp, norms, qall, threads, repeats, fractions, cou
     """
     rng = np.random.default_rng(7)
     n = len(codes)
-    print(f"\nallow-lists: {n:,} rows, random allowed rows, k={K}, {threads} thread(s)")
+    print(f"\nallow-lists: {n:,} rows, random allowed rows, k={K}, {threads} thread(s), "
+          f"{'through a store file' if store is not None else 'on the arrays'}")
     header = (f"{'queries':>7} {'allowed':>8} {'ms full':>8} {'control':>8} {'ms rows':>8} "
               f"{'rows':>7} {'ms mask':>8} {'mask':>7}")
     print(header)
@@ -397,15 +400,17 @@ def allow_table(codes, scales, zp, norms, qall, threads, repeats, fractions, cou
         q = qall[:m]
         reps = min(repeats, 3) if m >= 1000 else 5 * repeats if m == 1 else repeats
 
-        def full(q=q):
-            return search(codes, scales, q, K, zero_points=zp, norms=norms, n_threads=threads)
+        def full(q=q, **allow):
+            if store is not None:
+                return store.search(q, K, n_threads=threads, **allow)
+            return search(codes, scales, q, K, zero_points=zp, norms=norms, n_threads=threads,
+                          **allow)
 
         for f in fractions:
             mask = rng.random(n) < f
 
             def filtered(allow, q=q):
-                return lambda: search(codes, scales, q, K, zero_points=zp, norms=norms,
-                                      n_threads=threads, allow=allow)
+                return lambda: full(q, allow=allow)
 
             fns = [full, full, filtered(np.flatnonzero(mask)), filtered(mask)]
             for fn in fns:
@@ -435,6 +440,9 @@ def main() -> None:
                     help="fractions of allowed rows for the allow-list table ('' to skip)")
     ap.add_argument("--only-allow", action="store_true",
                     help="run only the allow-list table")
+    ap.add_argument("--allow-through-store", action="store_true",
+                    help="allow-list table through a store file of the data (cached under "
+                         "bench-data/), as Store.search runs")
     ap.add_argument("--only-real", action="store_true",
                     help="run only the real-data recall tables")
     args = ap.parse_args()
@@ -462,7 +470,8 @@ def main() -> None:
     qall = make_queries(x, max(counts))
     fractions = [float(f) for f in args.allow_fractions.split(",") if f]
     if fractions:
-        allow_table(codes, scales, zp, norms, qall, threads, args.repeats, fractions, counts)
+        allow_table(codes, scales, zp, norms, qall, threads, args.repeats, fractions, counts,
+                    sketch_store(x, threads) if args.allow_through_store else None)
     if args.only_allow:
         return
     n, d = x.shape
