@@ -257,6 +257,7 @@ cdef extern from "_search_simd.h" nogil:
     int64_t embq_rows_first_bad(int sel_id, const int64_t *rows, int64_t n,
                                 int64_t n_rows)
     int64_t embq_count_nonzero(int sel_id, const uint8_t *m, int64_t n)
+    void embq_mask_rows(int sel_id, const uint8_t *m, int64_t n, int64_t base, int64_t *out)
 
 DEF _PREFETCH_AHEAD = 8   # rows the gather asks for ahead of the one it copies
 # One query: a window of _ROW_BLOCK rows is scored in place when allowed / rows >= DEN / NUM.
@@ -917,6 +918,7 @@ cdef class Rows:
     cdef readonly int64_t n_rows
     cdef int64_t _count
     cdef readonly bint dense
+    cdef int64_t _groups[_MASK_GROUPS]   # a mask's allowed rows in each of its parts
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Rows are made by allow_list(rows, n_rows) or allow_mask(mask, "
@@ -929,8 +931,32 @@ cdef class Rows:
     def array(self):
         """The allowed rows, increasing, int64, read-only."""
         if self._array is None:
-            self._array = _readonly(np.flatnonzero(self.mask).astype(np.int64, copy=False))
+            self._array = _readonly(self._mask_rows())
         return self._array
+
+    cdef object _mask_rows(self):
+        # each part of the mask fills its own slice (its count is known), on every thread for
+        # a long mask: it comes from memory
+        cdef const uint8_t[::1] mv = self.mask.view(np.uint8)
+        cdef int64_t n = self.n_rows, g, a, b
+        cdef int64_t starts[_MASK_GROUPS + 1]
+        cdef int nt = 1
+        out = np.empty(self._count, dtype=np.int64)
+        cdef int64_t[::1] o = out
+        if self._count == 0:
+            return out
+        starts[0] = 0
+        for g in range(_MASK_GROUPS):
+            starts[g + 1] = starts[g] + self._groups[g]
+        if n >= _PARALLEL_CHECK_ROWS and embq_openmp_enabled():
+            nt = embq_omp_max_threads()
+        with nogil, parallel(num_threads=nt):
+            for g in prange(_MASK_GROUPS, schedule="static"):
+                a = g * n // _MASK_GROUPS
+                b = (g + 1) * n // _MASK_GROUPS
+                if self._groups[g] > 0:
+                    embq_mask_rows(_sel_id, &mv[a], b - a, a, &o[starts[g]])
+        return out
 
     def below(self, int64_t n_rows):
         """The rows below ``n_rows`` (at most this list's bound), as a Rows."""
@@ -977,6 +1003,7 @@ cdef Rows _mask_rows(mask):
                 counts[g] = embq_count_nonzero(_sel_id, &mv[a], b - a)
     for g in range(_MASK_GROUPS):
         c = counts[g] if n > 0 else 0
+        r._groups[g] = c
         total += c
         if _WIN_NUM * c < _WIN_DEN * ((g + 1) * n // _MASK_GROUPS - g * n // _MASK_GROUPS):
             dense = False

@@ -930,6 +930,50 @@ static int64_t embq_count_nonzero(int sel_id, const uint8_t *m, int64_t n) {
     return total;
 }
 
+/* out[0..cap) = base + j for the j < n with m[j] != 0, in order, where cap is how many there
+ * are (counted before, so nothing is written past out + cap), at the SIMD width of select
+ * variant sel_id. Eight bytes of 0 at a time are passed over (a sparse mask costs about a
+ * read of it); the rest by byte, or with AVX2 by the bits of 32 bytes at a time. */
+#if EMBQ_HAVE_X86_DISPATCH
+__attribute__((target("avx2")))
+static int64_t embq_mask_rows_avx2(const uint8_t *m, int64_t n, int64_t base, int64_t *out) {
+    const __m256i zero = _mm256_setzero_si256();
+    int64_t j = 0, c = 0;
+    for (; j + 32 <= n; j += 32) {
+        uint32_t bits = ~(uint32_t)_mm256_movemask_epi8(
+            _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(m + j)), zero));
+        while (bits) {
+            out[c++] = base + j + __builtin_ctz(bits);
+            bits &= bits - 1;
+        }
+    }
+    for (; j < n; j++)
+        if (m[j]) out[c++] = base + j;
+    return c;
+}
+#endif
+
+static void embq_mask_rows(int sel_id, const uint8_t *m, int64_t n, int64_t base,
+                           int64_t *out) {
+    int64_t j = 0, c = 0, t;
+#if EMBQ_HAVE_X86_DISPATCH
+    if (sel_id == EMBQ_V_AVX2 || sel_id == EMBQ_V_AVX512) {
+        embq_mask_rows_avx2(m, n, base, out);
+        return;
+    }
+#endif
+    (void)sel_id;
+    for (; j + 8 <= n; j += 8) {
+        uint64_t w;
+        memcpy(&w, m + j, 8);
+        if (!w) continue;
+        for (t = 0; t < 8; t++)
+            if (m[j + t]) out[c++] = base + j + t;
+    }
+    for (; j < n; j++)
+        if (m[j]) out[c++] = base + j;
+}
+
 /* First position of rows[0..n) that breaks "increasing, within [0, n_rows)", or -1 (at the SIMD
  * width of select variant sel_id): the check
  * every allow-list gets before a scan reads the rows it names. Branch-free over blocks (a

@@ -1372,7 +1372,9 @@ def test_allow_mask_of_one_query_is_scanned_whole_and_matches_the_oracle(dot, se
                             np.testing.assert_array_equal(got_s, exp_s[0], err_msg=msg)
 
 
-def test_allow_mask_token_keeps_the_mask_and_lists_its_rows_on_demand():
+@pytest.mark.parametrize("select", SELECT_KERNELS)
+def test_allow_mask_token_keeps_the_mask_and_lists_its_rows_on_demand(select):
+    _config.set_kernels({"search_select": select})   # the width of the count and the listing
     rng = np.random.default_rng(43)
     n = 5000
     mask = rng.random(n) < 0.5
@@ -1396,13 +1398,19 @@ def test_allow_mask_token_keeps_the_mask_and_lists_its_rows_on_demand():
     assert len(ks.allow_mask(mask[::2], n // 2)) == int(mask[::2].sum())  # strided: copied
     # counted in one SIMD pass (on every thread past 2**18 rows), every byte other than 0 a
     # true entry, as numpy counts them
+    # and listed part by part, each part filling its own slice of the rows (branch-free: a
+    # byte that is 0 must not leave its position behind, nor write past its part's slice)
     for size in (0, 1, 31, 33, 1000, (1 << 18) + 77):
-        raw = rng.integers(0, 4, size).astype(np.uint8)
-        raw[rng.random(size) < 0.4] = 0
-        as_bool = raw.view(np.bool_)
-        counted = ks.allow_mask(as_bool, size)
-        assert len(counted) == np.count_nonzero(as_bool), size
-        np.testing.assert_array_equal(counted.array, np.flatnonzero(raw))
+        for density in (0.0, 0.003, 0.6, 1.0):
+            raw = rng.integers(1, 4, size).astype(np.uint8)
+            raw[rng.random(size) >= density] = 0
+            if size > 100:
+                raw[-1] = 0                      # the last part ends on bytes that are 0
+                raw[size // 16 * 3: size // 16 * 5] = 0   # parts with none
+            as_bool = raw.view(np.bool_)
+            counted = ks.allow_mask(as_bool, size)
+            assert len(counted) == np.count_nonzero(as_bool), (size, density)
+            np.testing.assert_array_equal(counted.array, np.flatnonzero(raw))
     for bad in (mask.astype(np.uint8), mask[:10], mask.reshape(50, 100)):
         with pytest.raises(ValueError, match="mask must be a 1-D bool array of at least "
                                              "n_rows=5000 entries"):
