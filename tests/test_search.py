@@ -1518,6 +1518,35 @@ def test_kernels_label_heap_entries_by_row():
         ks.topk_x(codes, scales, zp, norms, 3000, rows, qp, sq, wq, None, 40, 1, 2, "both")
 
 
+def test_allow_row_numbers_out_of_order_sorted_or_marked_in_a_mask():
+    # A few row numbers out of order are sorted (np.unique); many (one per 256 rows or more)
+    # are marked in a mask instead, which is linear. Either way, with repeats and with
+    # restrict, the answer is the search over the allowed rows alone.
+    from embq._search import _MASK_FROM_ROWS, _allow_rows
+
+    n, d = 6000, 24
+    codes, scales, zp, norms = make(n, d, 51, dup=True)
+    rng = np.random.default_rng(52)
+    q = rng.standard_normal((2, d)).astype(np.float32)
+    few = rng.choice(n, 10, replace=False)
+    many = rng.choice(n, 3000, replace=False)
+    assert few.size * _MASK_FROM_ROWS < n <= many.size * _MASK_FROM_ROWS
+    for chosen, masked in ((few, False), (many, True)):
+        shuffled = rng.permutation(np.concatenate([chosen, chosen[:4]]))
+        token = _allow_rows(shuffled, n, n)
+        assert (token.mask is not None) == masked
+        np.testing.assert_array_equal(token.array, np.unique(chosen))
+        for restrict in (None, 4000):
+            rows = np.unique(chosen[chosen < (restrict or n)])
+            for m in (1, 2):
+                for metric in ("cosine", "dot", "l2"):
+                    exp_s, exp_i = sub_oracle(codes, scales, zp, norms, q[:m], 7, metric, rows)
+                    got_s, got_i = search(codes, scales, q[:m], 7, zero_points=zp, norms=norms,
+                                          metric=metric, allow=shuffled, restrict=restrict)
+                    np.testing.assert_array_equal(got_i, exp_i)
+                    np.testing.assert_array_equal(got_s, exp_s)
+
+
 def test_allow_returns_k_whenever_k_rows_are_allowed_and_restrict_intersects():
     codes, scales, zp, norms = make(2000, 16, 5)
     q = np.random.default_rng(6).standard_normal(16)
