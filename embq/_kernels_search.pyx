@@ -931,10 +931,10 @@ cdef class Rows:
     def array(self):
         """The allowed rows, increasing, int64, read-only."""
         if self._array is None:
-            self._array = _readonly(self._mask_rows())
+            self._array = _readonly(self._list_mask())
         return self._array
 
-    cdef object _mask_rows(self):
+    cdef object _list_mask(self):
         # each part of the mask fills its own slice (its count is known), on every thread for
         # a long mask: it comes from memory
         cdef const uint8_t[::1] mv = self.mask.view(np.uint8)
@@ -963,7 +963,7 @@ cdef class Rows:
         if not 0 <= n_rows <= self.n_rows:
             raise ValueError(f"n_rows must be within [0, {self.n_rows}], got {n_rows}")
         if self.mask is not None:
-            return _mask_rows(self.mask[:n_rows])
+            return _rows_of_mask(self.mask[:n_rows])
         return _rows(self._array[:np.searchsorted(self._array, n_rows)], n_rows)
 
 
@@ -983,7 +983,7 @@ cdef Rows _rows(arr, int64_t n_rows):
     return r
 
 
-cdef Rows _mask_rows(mask):
+cdef Rows _rows_of_mask(mask):
     """A Rows of a contiguous bool mask (its length is n_rows): counted by groups, to tell
     whether it is dense everywhere (one pass at SIMD width, on every thread for a long mask:
     it comes from memory)."""
@@ -1036,7 +1036,7 @@ def allow_mask(mask, int64_t n_rows):
     if arr.dtype != np.bool_ or arr.ndim != 1 or not 0 <= n_rows <= arr.shape[0]:
         raise ValueError(f"mask must be a 1-D bool array of at least n_rows={n_rows} "
                          f"entries, got dtype {arr.dtype} and shape {arr.shape}")
-    return _mask_rows(np.ascontiguousarray(arr[:n_rows]))
+    return _rows_of_mask(np.ascontiguousarray(arr[:n_rows]))
 
 
 def check_rows(idx, int64_t n_rows):
@@ -1172,7 +1172,9 @@ def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, no
 
     ``mode`` 0 dot, 1 cosine (``norms``: row norms), 2 l2 (``norms``: squared row norms,
     ``qn2``: squared query norms, keys are minus the squared distances). Checks as for
-    :func:`topk`, plus ``idx`` (int64, increasing, within [0, n_rows)) and 1 <= k <= len(idx).
+    :func:`topk`, plus ``idx`` (int64, increasing, within [0, n_rows), or a :class:`Rows`:
+    a checked list, or a mask, which one query reads directly when it is dense everywhere) and
+    1 <= k <= len(idx).
 
     ``schedule``: "rows" (few queries) cuts the rows into a few chunks per thread, each with
     its own heap per query, merged at the end; "queries" hands blocks of queries to the
