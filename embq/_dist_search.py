@@ -148,7 +148,8 @@ class ShardSearch:
     prefilter: bool = False
 
 
-# Jobs of one search: (shard index, its restrict, its allowed local rows or None).
+# Jobs of one search: (shard index, its restrict, its allowed local rows, a mask of its rows,
+# or None).
 Job = tuple[int, "int | None", "np.ndarray | None"]
 
 
@@ -166,12 +167,21 @@ def shard_restricts(manifest: Manifest, restrict: int | None) -> list[int | None
     return out
 
 
-def shard_jobs(manifest: Manifest, restrict: int | None, allow: np.ndarray | None) -> list[Job]:
-    """The shards a search reads: each with its ``restrict`` and, for an allow-list
-    (increasing unique global rows, all below ``restrict``), its allowed *local* rows.
+def shard_jobs(manifest: Manifest, restrict: int | None, allow: Any = None) -> list[Job]:
+    """The shards a search reads: each with its ``restrict`` and, for an allow-list, its
+    allowed *local* rows.
 
-    Shards with nothing to search are left out, so a task never receives a global mask.
+    ``allow`` is increasing unique global rows, all below ``restrict``, or a checked
+    :class:`embq._kernels_search.Rows` of them. When that holds a mask, a shard searched whole
+    gets its slice of the mask (a byte per row to send, where row numbers take eight per
+    allowed row, and one query scans it as one store scans a mask); a shard cut by
+    ``restrict`` gets its row numbers. Shards with nothing to search are left out, so a task
+    never receives a global list or mask.
     """
+    from embq._kernels_search import Rows
+
+    mask = allow.mask if isinstance(allow, Rows) else None
+    rows = allow.array if isinstance(allow, Rows) and mask is None else allow
     jobs: list[Job] = []
     offsets = manifest.offsets
     for i, r in enumerate(shard_restricts(manifest, restrict)):
@@ -179,10 +189,16 @@ def shard_jobs(manifest: Manifest, restrict: int | None, allow: np.ndarray | Non
             continue
         if allow is None:
             jobs.append((i, r, None))
-            continue
-        a, b = np.searchsorted(allow, offsets[i:i + 2])
-        if b > a:
-            jobs.append((i, r, allow[a:b] - offsets[i]))
+        elif mask is not None:
+            lo, size = int(offsets[i]), manifest.shards[i].rows
+            local = mask[lo:lo + (size if r is None else r)]
+            if local.any():
+                whole = r is None or r == size
+                jobs.append((i, r, local if whole else np.flatnonzero(local)))
+        else:
+            a, b = np.searchsorted(rows, offsets[i:i + 2])
+            if b > a:
+                jobs.append((i, r, rows[a:b] - offsets[i]))
     return jobs
 
 
@@ -345,8 +361,8 @@ def search_shard(manifest: Manifest, i: int, queries: np.ndarray, spec: ShardSea
 
     Opens the shard by path on the worker (cached between tasks) and returns what
     :func:`_search_one` does, with *global* rows.  ``allow`` holds the shard's allowed local
-    rows (never a mask over the whole store).  ``n_threads`` is explicit: Dask workers run
-    with ``OMP_NUM_THREADS=1``.
+    rows or a mask of its rows (never a list or mask over the whole store).  ``n_threads`` is
+    explicit: Dask workers run with ``OMP_NUM_THREADS=1``.
     """
     store = cached_shard(manifest, i)
     return _search_one(store, manifest.shards[i].offset, queries, spec, restrict, allow,

@@ -412,9 +412,9 @@ class ShardedStore:
         sr._check_sketch_search(oversample is not None, threshold, metric)
         qf, single = sr._check_queries(queries, self.dim)
         idx = None if allow is None else sr._allow_rows(sr._store_allow(self, allow), self._n,
-                                                        n_eff).array
+                                                        n_eff)
         m = qf.shape[0]
-        npos = n_eff if idx is None else idx.shape[0]
+        npos = n_eff if idx is None else len(idx)
         # Here: n_threads for the scan and the rescoring.  On a cluster: per task (None lets
         # each worker share its threads), and the rescoring here runs on one thread.
         task_threads = None if n_threads is None else effective_n_threads(n_threads)

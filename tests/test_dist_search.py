@@ -124,6 +124,34 @@ def test_tasks_receive_local_allowed_rows_only(data):
     assert got == want   # shards without allowed rows get no task at all
 
 
+def test_tasks_receive_their_slice_of_a_mask(data):
+    # A mask stays a mask: a shard searched whole gets its slice (a byte per row), a shard
+    # cut by restrict its local row numbers, a shard with nothing allowed no task
+    from embq import _dist_search as ds
+    from embq import _kernels_search as ks
+
+    path = data["paths"][7]
+    m = mf.read_manifest(path)
+    off = [int(o) for o in m.offsets]
+    mask = np.zeros(N, bool)
+    mask[off[0] + 1] = mask[off[3]:off[4]:2] = mask[N - 2] = True
+    restrict = off[-2] + 3                      # cuts the last shard
+    assert m.shards[-1].rows > 3
+    mask[off[-2] + 1] = True
+    for r, cut in ((None, None), (restrict, len(m.shards) - 1)):
+        n_eff = N if r is None else r
+        jobs = ds.shard_jobs(m, r, ks.allow_mask(mask, n_eff))
+        want = sorted({int(s) for s in m.locate(np.flatnonzero(mask[:n_eff]))[0]})
+        assert [i for i, _r, _a in jobs] == want
+        for i, _r, local in jobs:
+            part = mask[off[i]:off[i + 1]][:n_eff - off[i]]
+            if i == cut:
+                np.testing.assert_array_equal(local, np.flatnonzero(part))
+            else:
+                assert local.dtype == np.bool_ and local.shape == (m.shards[i].rows,)
+                np.testing.assert_array_equal(local, part)
+
+
 def test_most_similar_and_lookups_on_a_cluster(client, data):
     one = data["one"]
     with embq.open(data["paths"][7], client=client) as st:
