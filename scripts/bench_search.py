@@ -383,17 +383,18 @@ def allow_table(codes, scales, zp, norms, qall, threads, repeats, fractions, cou
     on the arrays (``search``), or through ``store`` (an opened store of the same codes).
 
     The allowed rows are drawn at random (the worst case: no long runs of consecutive rows)
-    and passed both ways users hold them: row numbers (the times include checking them) and a
-    boolean mask. The unfiltered scan runs twice, the second time as a control (its ratio to
-    the first is the noise of the run), all four in turn, median of the repeats (one query,
-    the noisiest on a shared machine, five times as many).
+    and passed the ways users hold them: row numbers in order (the times include checking
+    them), the same row numbers shuffled (as keys give them), and a boolean mask. The
+    unfiltered scan runs twice, the second time as a control (its ratio to the first is the
+    noise of the run), all in turn, median of the repeats (one query, the noisiest on a shared
+    machine, five times as many).
     """
     rng = np.random.default_rng(7)
     n = len(codes)
     print(f"\nallow-lists: {n:,} rows, random allowed rows, k={K}, {threads} thread(s), "
           f"{'through a store file' if store is not None else 'on the arrays'}")
     header = (f"{'queries':>7} {'allowed':>8} {'ms full':>8} {'control':>8} {'ms rows':>8} "
-              f"{'rows':>7} {'ms mask':>8} {'mask':>7}")
+              f"{'rows':>7} {'shuffled':>9} {'ms mask':>8} {'mask':>7}")
     print(header)
     print("-" * len(header))
     for m in counts:
@@ -412,15 +413,16 @@ def allow_table(codes, scales, zp, norms, qall, threads, repeats, fractions, cou
             def filtered(allow, q=q):
                 return lambda: full(q, allow=allow)
 
-            fns = [full, full, filtered(np.flatnonzero(mask)), filtered(mask)]
+            rows = np.flatnonzero(mask)
+            fns = [full, full, filtered(rows), filtered(rng.permutation(rows)), filtered(mask)]
             for fn in fns:
                 fn()
-            (t_full, t_again, t_rows, t_mask), outs = interleaved(fns, reps,
-                                                                  stat=statistics.median)
-            assert np.array_equal(outs[2][1], outs[3][1])
+            (t_full, t_again, t_rows, t_shuf, t_mask), outs = interleaved(
+                fns, reps, stat=statistics.median)
+            assert all(np.array_equal(outs[2][1], o[1]) for o in outs[3:])
             print(f"{m:>7} {f:>8.0%} {t_full * 1e3:>8.2f} {t_full / t_again:>7.2f}x "
-                  f"{t_rows * 1e3:>8.2f} {t_full / t_rows:>6.2f}x {t_mask * 1e3:>8.2f} "
-                  f"{t_full / t_mask:>6.2f}x")
+                  f"{t_rows * 1e3:>8.2f} {t_full / t_rows:>6.2f}x {t_full / t_shuf:>8.2f}x "
+                  f"{t_mask * 1e3:>8.2f} {t_full / t_mask:>6.2f}x")
 
 
 def main() -> None:
