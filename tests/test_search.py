@@ -1519,8 +1519,8 @@ def test_kernels_label_heap_entries_by_row():
 
 
 def test_allow_row_numbers_out_of_order_sorted_or_marked_in_a_mask():
-    # A few row numbers out of order are sorted (np.unique); many (one per 256 rows or more)
-    # are marked in a mask instead, which is linear. Either way, with repeats and with
+    # A few row numbers out of order are sorted and their repeats dropped; many (one per 64
+    # rows or more) are marked in a mask instead, which is linear. Either way, with repeats and with
     # restrict, the answer is the search over the allowed rows alone.
     from embq._search import _MASK_FROM_ROWS, _allow_rows
 
