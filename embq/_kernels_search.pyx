@@ -50,8 +50,9 @@ DEF _ROW_BLOCK = 256
 # embq_scan1, and the most rows searched for a window where they are sparser
 DEF _LONG_SPAN = 16384
 DEF _QUERY_BLOCK = 64
-# an allow-list check of at least this many rows runs on every thread (first_bad_row)
-DEF _PARALLEL_CHECK_ROWS = 1 << 18
+# one pass over an allow-list or a mask of at least this many rows runs on every thread
+# (_pass_threads)
+DEF _PARALLEL_PASS_ROWS = 1 << 18
 # rows mode merges the per-chunk heaps on one thread below this many entries
 DEF _SERIAL_MERGE = 1 << 16
 
@@ -852,6 +853,14 @@ cdef int64_t _check_job(const uint8_t[:, ::1] codes, const float[::1] scales, ze
     return check_rows(idx, n_rows)
 
 
+cdef int _pass_threads(int64_t n):
+    """Threads for one pass over ``n`` entries of an allow-list or a mask: every thread for a
+    long one, which comes from memory, where one thread reads it at half the speed of two."""
+    if n >= _PARALLEL_PASS_ROWS and embq_openmp_enabled():
+        return embq_omp_max_threads()
+    return 1
+
+
 def first_bad_row(const int64_t[::1] idx, int64_t n_rows, int n_threads=0):
     """The first position of ``idx`` (int64) whose row is out of [0, n_rows) or not above the
     one before, or -1 when ``idx`` is increasing rows within range.
@@ -866,7 +875,7 @@ def first_bad_row(const int64_t[::1] idx, int64_t n_rows, int n_threads=0):
     if npos == 0:
         return -1
     if nt <= 0:
-        nt = embq_omp_max_threads() if npos >= _PARALLEL_CHECK_ROWS else 1
+        nt = _pass_threads(npos)
     if not embq_openmp_enabled() or npos < 2 * nt:
         nt = 1
     if nt == 1:
@@ -899,6 +908,11 @@ def first_bad_row(const int64_t[::1] idx, int64_t n_rows, int n_threads=0):
 # unfiltered scan and one byte per candidate; a mask whose allowed rows cluster goes the way of
 # a row list (gathered blocks, windows), which reads only the parts with allowed rows.
 DEF _MASK_GROUPS = 16
+
+
+cdef inline int64_t _part_start(int64_t g, int64_t n) noexcept nogil:
+    """The first row of part ``g`` of the _MASK_GROUPS equal parts of ``n`` rows."""
+    return g * n // _MASK_GROUPS
 
 
 @cython.final
@@ -938,9 +952,9 @@ cdef class Rows:
         # each part of the mask fills its own slice (its count is known), on every thread for
         # a long mask: it comes from memory
         cdef const uint8_t[::1] mv = self.mask.view(np.uint8)
-        cdef int64_t n = self.n_rows, g, a, b
+        cdef int64_t n = self.n_rows, g, a
         cdef int64_t starts[_MASK_GROUPS + 1]
-        cdef int nt = 1
+        cdef int nt = _pass_threads(n)
         out = np.empty(self._count, dtype=np.int64)
         cdef int64_t[::1] o = out
         if self._count == 0:
@@ -948,14 +962,12 @@ cdef class Rows:
         starts[0] = 0
         for g in range(_MASK_GROUPS):
             starts[g + 1] = starts[g] + self._groups[g]
-        if n >= _PARALLEL_CHECK_ROWS and embq_openmp_enabled():
-            nt = embq_omp_max_threads()
         with nogil, parallel(num_threads=nt):
             for g in prange(_MASK_GROUPS, schedule="static"):
-                a = g * n // _MASK_GROUPS
-                b = (g + 1) * n // _MASK_GROUPS
+                a = _part_start(g, n)
                 if self._groups[g] > 0:
-                    embq_mask_rows(_sel_id, &mv[a], b - a, a, &o[starts[g]])
+                    embq_mask_rows(_sel_id, &mv[a], _part_start(g + 1, n) - a, a,
+                                   &o[starts[g]])
         return out
 
     def below(self, int64_t n_rows):
@@ -987,25 +999,19 @@ cdef Rows _rows_of_mask(mask):
     """A Rows of a contiguous bool mask (its length is n_rows): counted by groups, to tell
     whether it is dense everywhere (one pass at SIMD width, on every thread for a long mask:
     it comes from memory)."""
-    cdef Rows r = Rows.__new__(Rows)
+    cdef Rows r = Rows.__new__(Rows)   # _groups start at 0
     cdef const uint8_t[::1] mv = mask.view(np.uint8)
-    cdef int64_t n = mv.shape[0], g, a, b, c, total = 0
-    cdef int64_t counts[_MASK_GROUPS]
+    cdef int64_t n = mv.shape[0], g, a, total = 0
     cdef bint dense = True
-    cdef int nt = 1
-    if n >= _PARALLEL_CHECK_ROWS and embq_openmp_enabled():
-        nt = embq_omp_max_threads()
+    cdef int nt = _pass_threads(n)
     if n > 0:
         with nogil, parallel(num_threads=nt):
             for g in prange(_MASK_GROUPS, schedule="static"):
-                a = g * n // _MASK_GROUPS
-                b = (g + 1) * n // _MASK_GROUPS
-                counts[g] = embq_count_nonzero(_sel_id, &mv[a], b - a)
+                a = _part_start(g, n)
+                r._groups[g] = embq_count_nonzero(_sel_id, &mv[a], _part_start(g + 1, n) - a)
     for g in range(_MASK_GROUPS):
-        c = counts[g] if n > 0 else 0
-        r._groups[g] = c
-        total += c
-        if _WIN_NUM * c < _WIN_DEN * ((g + 1) * n // _MASK_GROUPS - g * n // _MASK_GROUPS):
+        total += r._groups[g]
+        if _WIN_NUM * r._groups[g] < _WIN_DEN * (_part_start(g + 1, n) - _part_start(g, n)):
             dense = False
     r._array = None
     r.mask = _readonly(mask)

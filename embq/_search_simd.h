@@ -930,13 +930,13 @@ static int64_t embq_count_nonzero(int sel_id, const uint8_t *m, int64_t n) {
     return total;
 }
 
-/* out[0..cap) = base + j for the j < n with m[j] != 0, in order, where cap is how many there
- * are (counted before, so nothing is written past out + cap), at the SIMD width of select
- * variant sel_id. Eight bytes of 0 at a time are passed over (a sparse mask costs about a
- * read of it); the rest by byte, or with AVX2 by the bits of 32 bytes at a time. */
+/* out[c] = base + j for the c-th j < n with m[j] != 0, in order (out holds as many as
+ * embq_count_nonzero counts), at the SIMD width of select variant sel_id. Eight bytes of 0 at a
+ * time are passed over (a sparse mask costs about a read of it); the rest by byte, or with AVX2
+ * by the bits of 32 bytes at a time. */
 #if EMBQ_HAVE_X86_DISPATCH
 __attribute__((target("avx2")))
-static int64_t embq_mask_rows_avx2(const uint8_t *m, int64_t n, int64_t base, int64_t *out) {
+static void embq_mask_rows_avx2(const uint8_t *m, int64_t n, int64_t base, int64_t *out) {
     const __m256i zero = _mm256_setzero_si256();
     int64_t j = 0, c = 0;
     for (; j + 32 <= n; j += 32) {
@@ -949,7 +949,6 @@ static int64_t embq_mask_rows_avx2(const uint8_t *m, int64_t n, int64_t base, in
     }
     for (; j < n; j++)
         if (m[j]) out[c++] = base + j;
-    return c;
 }
 #endif
 
