@@ -21,5 +21,7 @@ cdef extern from "_quant.h" nogil:
     void embq_gather_rows(const char *base, embq_ssize_t s0, embq_ssize_t s1, int is_f64,
                           embq_ssize_t r0, embq_ssize_t nr, embq_ssize_t d, float *dst)
 
-# The dequantize row kernel of the selected quantize variant, for the store's row reads.
+# The row kernels of the selected quantize variant: dequantize for the store's row reads,
+# quantize for the search's queries.
 cdef dequant_row_fn selected_dequant_row() noexcept nogil
+cdef quant_row_fn selected_quant_row() noexcept nogil

@@ -63,6 +63,10 @@ cdef dequant_row_fn selected_dequant_row() noexcept nogil:
     return _dequant_row
 
 
+cdef quant_row_fn selected_quant_row() noexcept nogil:
+    return _quant_row
+
+
 _init_kernels(kernel_variants(), _use_kernel)
 
 

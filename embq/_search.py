@@ -164,20 +164,27 @@ def _check_queries(queries: Any, d: int) -> tuple[np.ndarray, bool]:
             f"queries have dimension {q2.shape[1]}, the rows have dimension {d} "
             f"(queries shape {q.shape})"
         )
-    # A finite float64 value beyond float32's range becomes Inf in the cast; the check below
-    # tells that apart from a real NaN or Inf, so the warning numpy would print is not needed.
-    with np.errstate(over="ignore", invalid="ignore"):
-        q32 = np.ascontiguousarray(q2, dtype=np.float32)
+    if q2.dtype == np.float32 and q2.flags.c_contiguous:
+        q32 = q2   # the usual query: no cast, and no error state to set up for one
+    else:
+        # A finite float64 value beyond float32's range becomes Inf in the cast; the check
+        # below tells that apart from a real NaN or Inf, so numpy's warning is not needed.
+        with np.errstate(over="ignore", invalid="ignore"):
+            q32 = np.ascontiguousarray(q2, dtype=np.float32)
     if q32.size and not np.isfinite(q32).all():
-        bad = int(np.argmin(np.isfinite(q32).all(axis=1)))
-        if np.isfinite(q2[bad]).all():
-            big = float(np.abs(q2[bad]).max())
-            raise ValueError(
-                f"query {bad} overflows float32: a value of magnitude {big:.6g}, expected at "
-                f"most {float(np.finfo(np.float32).max):.6g}"
-            )
-        raise ValueError(f"query {bad} contains NaN or Inf, expected finite values")
+        raise _bad_query_error(q2, int(np.argmin(np.isfinite(q32).all(axis=1))))
     return q32, single
+
+
+def _bad_query_error(q2: np.ndarray, bad: int) -> ValueError:
+    """The error for query ``bad`` of ``q2`` (as given), whose float32 values are not finite."""
+    if np.isfinite(q2[bad]).all():
+        big = float(np.abs(q2[bad]).max())
+        return ValueError(
+            f"query {bad} overflows float32: a value of magnitude {big:.6g}, expected at "
+            f"most {float(np.finfo(np.float32).max):.6g}"
+        )
+    return ValueError(f"query {bad} contains NaN or Inf, expected finite values")
 
 
 def max_exact_dim(zero_points: np.ndarray | None = None) -> int:
@@ -522,12 +529,9 @@ def _quantize_queries(qf: np.ndarray, metric: str,
     changes no cosine score and divides its dot scores by ``2**e``; ``exponents`` holds those
     ``e`` (None when no query was scaled) for the caller to scale dot scores back.
     """
-    from embq._quantize import quantize
-
     if qf.size < _SERIAL_QUERY_VALUES:
         threads = 1
-    qc, qs, _ = quantize(qf, n_threads=threads)   # symmetric: every zero point is 128
-    qs = np.asarray(qs, dtype=np.float32)
+    packed, sumq, wq, qs = _quantized(qf, metric == "cosine", threads)
     exponents = None
     lo, hi = _SAFE_SCALES
     # one query (the latency-critical case) is checked with Python floats, no numpy call
@@ -537,11 +541,18 @@ def _quantize_queries(qf: np.ndarray, metric: str,
         exponents = _query_exponents(qf)  # zero queries only: None
         if exponents is not None:
             # Exact: a power of two only moves the exponent of each value.
-            qc, qs, _ = quantize(np.ldexp(qf, -exponents[:, None]).astype(np.float32),
-                                 n_threads=threads)
-            qs = np.asarray(qs, dtype=np.float32)
-    packed, sumq, wq = _kernels().prepare_queries(qc, qs, metric == "cosine")
+            packed, sumq, wq, _ = _quantized(
+                np.ldexp(qf, -exponents[:, None]).astype(np.float32), metric == "cosine",
+                threads)
     return packed, sumq, wq, exponents
+
+
+def _quantized(qf: np.ndarray, cosine: bool, threads: int):
+    """(packed, sums, weights, scales) of float32 queries (C order) already found finite."""
+    out = _kernels().quantize_queries(qf, cosine, threads)
+    if isinstance(out, int):   # not reached from search(): _check_queries refused it first
+        raise _bad_query_error(qf, out)
+    return out
 
 
 def _search_checked(codes, scales, zp, norms, n_eff, qf, k, metric, rescore, threads,
@@ -574,12 +585,9 @@ def _l2_queries(qf: np.ndarray, threads: int):
     """Quantized queries for l2: (packed, sums, scales, squared norms of the dequantized
     queries). No power-of-two rescue (a distance is not invariant under scaling): a query
     so large that its squared norm overflows float32 gets infinite distances."""
-    from embq._quantize import quantize
-
-    qc, qs, _ = quantize(qf, n_threads=threads if qf.size >= _SERIAL_QUERY_VALUES else 1)
-    qs = np.asarray(qs, dtype=np.float32)
-    packed, sumq, wq = _kernels().prepare_queries(qc, qs, False)
-    v = qc.astype(np.int64) - 128
+    packed, sumq, wq, qs = _quantized(qf, False,
+                                      threads if qf.size >= _SERIAL_QUERY_VALUES else 1)
+    v = packed[:, :qf.shape[1]].astype(np.int64)
     ss = np.einsum("ij,ij->i", v, v).astype(np.float64)
     qn = (qs.astype(np.float64) * np.sqrt(ss)).astype(np.float32)
     with np.errstate(over="ignore"):
@@ -597,11 +605,8 @@ def _prepared(qf, metric, norms, threads, *, rescue: bool):
     if rescue:
         qp, sumq, wq, exponents = _quantize_queries(qf, metric, threads)
     else:
-        from embq._quantize import quantize
-
-        qc, qs, _ = quantize(qf, n_threads=threads if qf.size >= _SERIAL_QUERY_VALUES else 1)
-        qp, sumq, wq = _kernels().prepare_queries(qc, np.asarray(qs, np.float32),
-                                                  metric == "cosine")
+        qp, sumq, wq, _ = _quantized(qf, metric == "cosine",
+                                     threads if qf.size >= _SERIAL_QUERY_VALUES else 1)
         exponents = None
     return qp, sumq, wq, None, norms if metric == "cosine" else None, exponents
 

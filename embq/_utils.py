@@ -44,7 +44,10 @@ def effective_n_threads(n_threads: int | None) -> int:
             requested = max(1, max_threads() + 1 + requested)
     if not openmp_enabled():
         return 1
-    return min(requested, max(max_threads(), _usable_cpus()))
+    most = max_threads()
+    # the CPUs this process may use are asked of the system (a system call, tens of
+    # microseconds from cold caches) only for a count above OpenMP's own
+    return requested if requested <= most else min(requested, max(most, _usable_cpus()))
 
 
 def _usable_cpus() -> int:

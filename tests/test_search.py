@@ -195,6 +195,40 @@ def test_prepare_queries_matches_quantize_and_row_norms(m, d, seed, zero_query):
     np.testing.assert_array_equal(wq_dot, qs)
 
 
+QUANT_KERNELS = _config.available_kernels()["quantize"]
+
+
+@pytest.mark.parametrize("kernel", QUANT_KERNELS)
+@pytest.mark.parametrize("threads", [1, 2])
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(0, 9), d=st.integers(1, 200), seed=st.integers(0, 2**16),
+       zero_query=st.booleans(), cosine=st.booleans())
+def test_quantize_queries_is_quantize_then_prepare_queries(kernel, threads, m, d, seed,
+                                                            zero_query, cosine):
+    _config.set_kernels({"quantize": kernel})
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((m, d)) * rng.uniform(1e-3, 1e3)).astype(np.float32)
+    if zero_query and m:
+        x[0] = 0
+    qc, qs, _ = quantize(x)
+    want = ks.prepare_queries(qc, qs, cosine) + (qs,)
+    got = ks.quantize_queries(x, cosine, threads)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_quantize_queries_names_the_first_query_that_is_not_finite(threads):
+    x = np.ones((40, 7), np.float32)
+    assert not isinstance(ks.quantize_queries(x, True, threads), int)
+    x[31, 2] = np.inf
+    x[17, 6] = np.nan
+    assert ks.quantize_queries(x, True, threads) == 17
+    x[3, 0] = -np.inf
+    assert ks.quantize_queries(x, False, threads) == 3
+
+
 def test_topk_refuses_queries_not_packed_for_this_dimension():
     codes, scales, zp, norms = make(10, 40)
     qc, qs, _ = quantize(np.ones((2, 40), np.float32))
