@@ -1034,6 +1034,24 @@ static int64_t embq_rows_first_bad(int sel_id, const int64_t *rows, int64_t n,
     return hi;
 }
 
+/* Mark mask[rows[j]] = 1 for the positions j in [0, n); returns the first position whose row
+ * is outside [0, n_rows), or -1 (the rows before that position are marked). Several threads
+ * may mark the same row: the stores are relaxed atomics, which on x86 and ARM are the plain
+ * byte store, where a plain store would be a data race in C. */
+static int64_t embq_mark_rows(const int64_t *rows, int64_t n, uint8_t *mask, int64_t n_rows) {
+    int64_t j;
+    for (j = 0; j < n; j++) {
+        uint64_t r = (uint64_t)rows[j];   /* a negative row wraps above n_rows */
+        if (r >= (uint64_t)n_rows) return j;
+#if defined(__GNUC__) || defined(__clang__)
+        __atomic_store_n(mask + r, (uint8_t)1, __ATOMIC_RELAXED);
+#else
+        mask[r] = 1;
+#endif
+    }
+    return -1;
+}
+
 /* Ask for the cache lines of a row of d bytes at c (the allow-list gather prefetches a few
  * rows ahead: the rows are increasing but with gaps, which the hardware prefetcher misses). */
 static inline void embq_prefetch_row(const uint8_t *c, int64_t d) {

@@ -1699,6 +1699,40 @@ def test_kernel_idx_check_names_the_first_bad_position(select):
         assert ks.check_rows(good, int(good[-1]) + 1) == length
 
 
+@pytest.mark.parametrize("length", [0, 1, 7, 5000, 600_000])  # 600,000: on every thread
+def test_mark_rows_is_numpy_fancy_assignment_and_names_the_first_bad_position(length):
+    rng = np.random.default_rng(length)
+    n_rows = max(2 * length, 3)
+    idx = rng.integers(0, n_rows, length).astype(np.int64)   # out of order, with repeats
+    mask = np.zeros(n_rows, np.uint8)
+    assert ks.mark_rows(idx, mask) == -1
+    want = np.zeros(n_rows, bool)
+    want[idx] = True
+    np.testing.assert_array_equal(mask.view(bool), want)
+    for at in sorted({0, length // 2, length - 1} - {-1}):
+        if at >= length:
+            continue
+        for bad in (-1, n_rows, -2**63, 2**63 - 1):
+            wrong = idx.copy()
+            wrong[at] = bad
+            wrong[at + 1:at + 50] = n_rows + 1    # later bad rows are not the first
+            out = np.zeros(n_rows, np.uint8)
+            assert ks.mark_rows(wrong, out) == at
+            assert out.view(bool)[wrong[:at]].all() if at else True
+
+
+def test_shuffled_allow_list_with_a_bad_row_names_its_position():
+    codes, scales, _zp, _norms = make(300, 8, 7)
+    allow = np.random.default_rng(0).permutation(300)
+    allow[211] = 300
+    with pytest.raises(ValueError, match=r"allow\[211\] = 300 is not a row number.*< 300"):
+        search(codes, scales, np.ones(8), allow=allow)
+    allow[211] = 5
+    allow[250] = -7
+    with pytest.raises(ValueError, match=r"allow\[250\] = -7 is not a row number"):
+        search(codes, scales, np.ones(8), allow=allow)
+
+
 def test_long_allow_list_check_on_every_thread_names_the_first_bad_position():
     # past 2**18 rows the check is split among the threads by default
     good = np.arange(0, 2 * 400_000, 2, dtype=np.int64)
