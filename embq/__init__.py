@@ -30,8 +30,9 @@ shares its name with a module, so imports never depend on their order.
   ``_write_formats`` writes Parquet and safetensors and builds ``Store.to_arrow``).
 * ``_dist_compress`` -- the sharded :func:`compress` (several inputs, ``shard_rows``, a Dask
   ``client``); ``_reshard`` -- :func:`shard` (a store to a sharded store), :func:`merge` (back).
-* ``_search``     -- :func:`search` and the gensim-style ``most_similar`` family, over the int8
-  kernels of ``_kernels_search.pyx``.
+* ``_search``     -- :func:`search`, :func:`allow_list` (an :class:`AllowList` checked once
+  for many searches) and the gensim-style ``most_similar`` family, over the int8 kernels of
+  ``_kernels_search.pyx``.
 * ``_sketch``     -- :func:`compute_sketch`, :func:`add_sketch`: the sign-bit sketch a store may
   hold and ``search(prefilter="sketch")`` scans first (kernels: ``_kernels_sketch.pyx`` over
   ``_sketch_simd.h``).
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # what the lazy table below binds, for type checkers and IDEs
     from embq._export import export as export
     from embq._interop import from_keyed_vectors as from_keyed_vectors
     from embq._interop import to_keyed_vectors as to_keyed_vectors
+    from embq._kernels_search import AllowList as AllowList
     from embq._quantize import QuantizedRows as QuantizedRows
     from embq._quantize import dequantize as dequantize
     from embq._quantize import quantize as quantize
@@ -71,6 +73,7 @@ if TYPE_CHECKING:  # what the lazy table below binds, for type checkers and IDEs
     from embq._readers import open_embeddings as open_embeddings
     from embq._reshard import merge as merge
     from embq._reshard import shard as shard
+    from embq._search import allow_list as allow_list
     from embq._search import search as search
     from embq._sharded import ShardedStore as ShardedStore
     from embq._sharded import open as open
@@ -88,6 +91,8 @@ _LAZY = {
     "quantize": "embq._quantize",
     "dequantize": "embq._quantize",
     "search": "embq._search",
+    "allow_list": "embq._search",
+    "AllowList": "embq._kernels_search",
     "compute_sketch": "embq._sketch",
     "add_sketch": "embq._sketch",
     "compress": "embq._compress",

@@ -172,16 +172,16 @@ def shard_jobs(manifest: Manifest, restrict: int | None, allow: Any = None) -> l
     allowed *local* rows.
 
     ``allow`` is increasing unique global rows, all below ``restrict``, or a checked
-    :class:`embq._kernels_search.Rows` of them. When that holds a mask, a shard searched whole
+    :class:`embq._kernels_search.AllowList` of them. When that holds a mask, a shard searched whole
     gets its slice of the mask (a byte per row to send, where row numbers take eight per
     allowed row, and one query scans it as one store scans a mask); a shard cut by
     ``restrict`` gets its row numbers. Shards with nothing to search are left out, so a task
     never receives a global list or mask.
     """
-    from embq._kernels_search import Rows
+    from embq._kernels_search import AllowList
 
-    mask = allow.mask if isinstance(allow, Rows) else None
-    rows = allow.array if isinstance(allow, Rows) and mask is None else allow
+    mask = allow.mask if isinstance(allow, AllowList) else None
+    rows = allow.array if isinstance(allow, AllowList) and mask is None else allow
     jobs: list[Job] = []
     offsets = manifest.offsets
     for i, r in enumerate(shard_restricts(manifest, restrict)):

@@ -994,16 +994,19 @@ cdef inline int64_t _part_start(int64_t g, int64_t n) noexcept nogil:
 
 
 @cython.final
-cdef class Rows:
+cdef class AllowList:
     """An allow-list that passed the check: increasing int64 rows within [0, n_rows) in a
     read-only array (``array``), or a boolean mask of n_rows entries (``mask``, read-only; its
     ``array`` is made when first asked for).
 
-    Made by :func:`allow_list`, :func:`allow_mask` (and :meth:`below`) only. The scans of this
-    module and of ``embq._kernels_sketch`` take it without a second pass over it: a one-query
-    filtered search costs about one pass over the codes, and each pass over a large allow-list
-    adds a few percent to it. One query over a mask that is dense everywhere reads the mask
-    itself, a byte for each row whose score would enter the heap, and no list at all.
+    The public one (``embq.AllowList``) comes from ``embq.allow_list`` or
+    ``Store.allow_list``, which own a copy of what they were given, so that it is checked once
+    for any number of searches. A search makes its own from its ``allow=`` with
+    :func:`allow_list` or :func:`allow_mask` (no copy; it lives for that search only). The scans
+    of this module and of ``embq._kernels_sketch`` take it without a second pass over it: a
+    one-query filtered search costs about one pass over the codes, and each pass over a large
+    allow-list adds a few percent to it. One query over a mask that is dense everywhere reads
+    the mask itself, a byte for each row whose score would enter the heap, and no list at all.
     """
     cdef object _array
     cdef readonly object mask
@@ -1013,11 +1016,15 @@ cdef class Rows:
     cdef int64_t _groups[_MASK_GROUPS]   # a mask's allowed rows in each of its parts
 
     def __init__(self, *args, **kwargs):
-        raise TypeError("Rows are made by allow_list(rows, n_rows) or allow_mask(mask, "
-                        "n_rows), which check them")
+        raise TypeError("an AllowList is made by embq.allow_list(allow, n_rows) or "
+                        "store.allow_list(allow), which check it")
 
     def __len__(self):
         return self._count
+
+    def __repr__(self):
+        form = "mask" if self.mask is not None else "row numbers"
+        return f"<AllowList: {self._count:,} of {self.n_rows:,} rows allowed ({form})>"
 
     @property
     def array(self):
@@ -1049,7 +1056,7 @@ cdef class Rows:
         return out
 
     def below(self, int64_t n_rows):
-        """The rows below ``n_rows`` (at most this list's bound), as a Rows."""
+        """The rows below ``n_rows`` (at most this list's bound), as an AllowList."""
         if not 0 <= n_rows <= self.n_rows:
             raise ValueError(f"n_rows must be within [0, {self.n_rows}], got {n_rows}")
         if self.mask is not None:
@@ -1063,8 +1070,8 @@ cdef object _readonly(arr):
     return view
 
 
-cdef Rows _rows(arr, int64_t n_rows):
-    cdef Rows r = Rows.__new__(Rows)
+cdef AllowList _rows(arr, int64_t n_rows):
+    cdef AllowList r = AllowList.__new__(AllowList)
     r._array = _readonly(arr)
     r.mask = None
     r.n_rows = n_rows
@@ -1073,11 +1080,11 @@ cdef Rows _rows(arr, int64_t n_rows):
     return r
 
 
-cdef Rows _rows_of_mask(mask):
-    """A Rows of a contiguous bool mask (its length is n_rows): counted by groups, to tell
+cdef AllowList _rows_of_mask(mask):
+    """A AllowList of a contiguous bool mask (its length is n_rows): counted by groups, to tell
     whether it is dense everywhere (one pass at SIMD width, on every thread for a long mask:
     it comes from memory)."""
-    cdef Rows r = Rows.__new__(Rows)   # _groups start at 0
+    cdef AllowList r = AllowList.__new__(AllowList)   # _groups start at 0
     cdef const uint8_t[::1] mv = mask.view(np.uint8)
     cdef int64_t n = mv.shape[0], g, a, total = 0
     cdef bint dense = True
@@ -1100,7 +1107,7 @@ cdef Rows _rows_of_mask(mask):
 
 
 def allow_list(idx, int64_t n_rows):
-    """``idx`` (a contiguous int64 array) as a :class:`Rows` if it holds increasing rows
+    """``idx`` (a contiguous int64 array) as a :class:`AllowList` if it holds increasing rows
     within [0, n_rows), else the first position that does not (an int; see
     :func:`first_bad_row`). One pass."""
     arr = np.asarray(idx)
@@ -1111,7 +1118,7 @@ def allow_list(idx, int64_t n_rows):
 
 
 def allow_mask(mask, int64_t n_rows):
-    """The rows ``r < n_rows`` where ``mask[r]`` is true, as a :class:`Rows` that keeps the
+    """The rows ``r < n_rows`` where ``mask[r]`` is true, as a :class:`AllowList` that keeps the
     mask (its first ``n_rows`` entries, not copied when contiguous) instead of a row list.
 
     ``mask`` is a 1-D bool array of at least ``n_rows`` entries (a ValueError otherwise).
@@ -1124,16 +1131,16 @@ def allow_mask(mask, int64_t n_rows):
 
 
 def check_rows(idx, int64_t n_rows):
-    """Check that ``idx`` (int64, or a :class:`Rows` made for at most ``n_rows`` rows) holds
+    """Check that ``idx`` (int64, or a :class:`AllowList` made for at most ``n_rows`` rows) holds
     increasing rows within [0, n_rows); returns its length.
 
     The one value check of the allow-list entry points (a bad row would read out of bounds),
     O(len(idx)) at SIMD width for an array; a ValueError names the first bad position
     otherwise.
     """
-    if isinstance(idx, Rows):
-        if (<Rows>idx).n_rows > n_rows:
-            raise ValueError(f"idx was checked for rows within [0, {(<Rows>idx).n_rows}), "
+    if isinstance(idx, AllowList):
+        if (<AllowList>idx).n_rows > n_rows:
+            raise ValueError(f"idx was checked for rows within [0, {(<AllowList>idx).n_rows}), "
                              f"more than n_rows={n_rows}")
         return len(idx)
     cdef const int64_t[::1] v = idx
@@ -1166,7 +1173,7 @@ cdef _Job _make_job(const uint8_t[:, ::1] codes, const float[::1] scales, zero_p
     job.idx = NULL
     job.mask = NULL
     if idx is not None and len(idx) > 0:
-        iv = idx.array if isinstance(idx, Rows) else idx
+        iv = idx.array if isinstance(idx, AllowList) else idx
         job.idx = &iv[0]
     job.qn2 = NULL
     if mode == _MODE_L2:
@@ -1256,7 +1263,7 @@ def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, no
 
     ``mode`` 0 dot, 1 cosine (``norms``: row norms), 2 l2 (``norms``: squared row norms,
     ``qn2``: squared query norms, keys are minus the squared distances). Checks as for
-    :func:`topk`, plus ``idx`` (int64, increasing, within [0, n_rows), or a :class:`Rows`:
+    :func:`topk`, plus ``idx`` (int64, increasing, within [0, n_rows), or a :class:`AllowList`:
     a checked list, or a mask, which one query reads directly when it is dense everywhere) and
     1 <= k <= len(idx).
 
@@ -1281,13 +1288,13 @@ def topk_x(const uint8_t[:, ::1] codes, const float[::1] scales, zero_points, no
         return out_v, out_i
     # one query over a mask dense everywhere: the rows up to the mask's end, every one read,
     # only the allowed ones offered (the mask read for those whose score would enter the heap)
-    cdef bint masked = (m == 1 and mode != _MODE_L2 and isinstance(idx, Rows)
-                        and (<Rows>idx).dense)
+    cdef bint masked = (m == 1 and mode != _MODE_L2 and isinstance(idx, AllowList)
+                        and (<AllowList>idx).dense)
     cdef _Job job = _make_job(codes, scales, zero_points, norms, None if masked else idx, qp, sq,
                               wq, qn2, k, mode)
     if masked:
-        mv = (<Rows>idx).mask.view(np.uint8)
-        nscan = (<Rows>idx).n_rows
+        mv = (<AllowList>idx).mask.view(np.uint8)
+        nscan = (<AllowList>idx).n_rows
         job.mask = &mv[0]
     if not embq_openmp_enabled():
         n_threads = 1

@@ -28,7 +28,7 @@ from embq._kernels_search cimport (
 
 from embq._config import _init_kernels
 from embq._kernels_common import VARIANTS
-from embq._kernels_search import Rows, first_bad_row
+from embq._kernels_search import AllowList, first_bad_row
 
 
 cdef extern from "_sketch_simd.h" nogil:
@@ -188,9 +188,9 @@ cdef _hamming(const uint8_t[:, ::1] sk, const uint8_t[:, ::1] qs, idx):
 
 cdef _checked_rows(rows, int64_t n_rows):
     """``rows`` as an int64 array of strictly increasing row numbers below ``n_rows``: a
-    :class:`embq._kernels_search.Rows` checked for at most ``n_rows`` rows as it is, anything
+    :class:`embq._kernels_search.AllowList` checked for at most ``n_rows`` rows as it is, anything
     else through the same SIMD pass (:func:`embq._kernels_search.first_bad_row`)."""
-    if isinstance(rows, Rows):
+    if isinstance(rows, AllowList):
         if rows.n_rows > n_rows:
             raise ValueError(f"rows were checked for row numbers below {rows.n_rows}, more than "
                              f"n_rows={n_rows}")

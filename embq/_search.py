@@ -24,10 +24,11 @@ import numpy as np
 from embq._utils import effective_n_threads
 
 if TYPE_CHECKING:
-    from embq._kernels_search import Rows
+    from embq._kernels_search import AllowList
     from embq._typing import AnyStore, ArrayLike
 
 __all__ = [
+    "allow_list",
     "most_similar",
     "most_similar_batch",
     "search",
@@ -65,7 +66,7 @@ def _plan_threads(threads: int, n_rows: int, d: int, m: int) -> int:
 _GATHERED_ROW_COST = 5
 
 
-def _rows_read(n_eff: int, idx: Rows | None) -> int:
+def _rows_read(n_eff: int, idx: AllowList | None) -> int:
     """About how many rows' worth of reading a scan does: every row, or with an allow-list
     its rows, each weighted as a gathered row, up to every row (where a third or more are
     allowed the kernels read every row, passing over the others)."""
@@ -139,7 +140,7 @@ def _check_row_values(values: np.ndarray, name: str) -> None:
     )
 
 
-def _check_read_values(values: np.ndarray, n_eff: int, idx: Rows | None, name: str) -> None:
+def _check_read_values(values: np.ndarray, n_eff: int, idx: AllowList | None, name: str) -> None:
     """:func:`_check_row_values` over the rows a search reads: the first ``n_eff``, or only
     the allowed rows ``idx`` when they are few (a 1% allow-list then costs 1% of the check)."""
     if idx is None or 4 * len(idx) >= n_eff:
@@ -258,6 +259,7 @@ def search(
         rows are allowed: one query over a mask that allows a third or more of the rows
         throughout reads every row, as the unfiltered scan does, and looks at the mask only
         for the rows whose score would enter the top ``k`` (no list of row numbers to check).
+        Or an :class:`AllowList` from :func:`allow_list`, checked once for many searches.
     threshold : float, optional
         Range search: instead of the top ``k``, every row scoring at least ``threshold``
         (cosine, dot) or at a squared distance of at most ``threshold`` (l2); ``k`` is then
@@ -333,9 +335,61 @@ def search_range(
 _MASK_FROM_ROWS = 64
 
 
-def _allow_rows(allow: Any, n: int, n_eff: int) -> Rows:
+def allow_list(allow: ArrayLike, n_rows: int) -> AllowList:
+    """Check an allow-list once, for any number of searches over ``n_rows`` rows.
+
+    Each search checks the ``allow=`` it is given: one pass over the row numbers (4 MB for
+    half of a million rows, about 2% of one query's scan) or one count of a mask, and a sort
+    or a marking pass for row numbers out of order. The :class:`AllowList` this returns has
+    been through that already, and ``search``, ``Store.search``, ``most_similar``,
+    ``most_similar_batch`` and ``similar_by_vector`` take it as ``allow=`` as it is. It holds
+    its own copy, so a change to the array it came from changes nothing.
+
+    Parameters
+    ----------
+    allow : array_like of bool, shape (n_rows,), or array_like of int
+        A boolean mask over all ``n_rows`` rows, or row numbers within [0, n_rows) in any
+        order (repeats ignored). ``Store.allow_list`` also takes keys.
+    n_rows : int
+        The rows of the codes it will be used with; a search over another number of rows
+        refuses it.
+
+    Returns
+    -------
+    AllowList
+        ``len()`` is the number of allowed rows; ``array`` lists them (int64, increasing,
+        read-only); ``mask`` is the boolean mask where it is held as one (a mask was given,
+        or many row numbers out of order), None otherwise.
+
+    Raises
+    ------
+    TypeError
+        Neither booleans nor integers.
+    ValueError
+        A mask of another length than ``n_rows``, or a row number outside [0, n_rows).
+
+    Examples
+    --------
+    >>> import numpy as np, embq
+    >>> q = embq.quantize(np.eye(4, dtype=np.float32))
+    >>> allowed = embq.allow_list([1, 3], 4)
+    >>> allowed
+    <AllowList: 2 of 4 rows allowed (row numbers)>
+    >>> embq.search(q.codes, q.scales, np.ones(4), 1, allow=allowed)[1]
+    array([1])
+    """
+    n = _positive_int(n_rows, "n_rows", allow_zero=True)
+    if isinstance(allow, _kernels().AllowList):
+        if allow.n_rows != n:
+            raise ValueError(f"allow is an AllowList of {allow.n_rows} rows, not {n}")
+        return allow
+    # a copy of what the caller holds: the list is checked once, so it must not change
+    return _allow_rows(np.array(allow, copy=True), n, n)
+
+
+def _allow_rows(allow: Any, n: int, n_eff: int) -> AllowList:
     """An allow-list as increasing unique row numbers within [0, n_eff): a checked
-    :class:`embq._kernels_search.Rows` (its ``array`` int64), which the scans take without
+    :class:`embq._kernels_search.AllowList` (its ``array`` int64), which the scans take without
     checking it again. A boolean mask stays a mask (one query scans it without a row list),
     and so do many row numbers out of order (marked in a mask instead of sorted; a few are
     sorted).
@@ -343,6 +397,11 @@ def _allow_rows(allow: Any, n: int, n_eff: int) -> Rows:
     A boolean mask must cover all ``n`` rows; row numbers must be within [0, n) (negative
     numbers are refused rather than counted from the end).
     """
+    if isinstance(allow, _kernels().AllowList):
+        if allow.n_rows != n:
+            raise ValueError(f"allow is an AllowList of {allow.n_rows} rows, but the search "
+                             f"is over {n}; make it with allow_list(allow, {n})")
+        return allow.below(n_eff) if n_eff < n else allow
     if isinstance(allow, (str, bytes)) or (isinstance(allow, (list, tuple)) and any(
             isinstance(a, str) for a in allow)):
         raise TypeError("allow must be a boolean mask or row numbers; keys (str) are taken "
@@ -730,25 +789,33 @@ def search_store(store: AnyStore, queries: Any, k: int = 10, *, metric: str = "c
 
 
 def _store_allow(store: AnyStore, allow: Any) -> Any:
-    """A Store's allow-list: keys (str) become row numbers; masks and row numbers pass."""
-    if allow is None or isinstance(allow, np.ndarray):
+    """A Store's allow-list: keys (str) become row numbers; masks, row numbers and an
+    :class:`AllowList` pass."""
+    if allow is None or isinstance(allow, (np.ndarray, _kernels().AllowList)):
         return allow
     if isinstance(allow, str):
         raise TypeError(f"allow must be a list of keys, a boolean mask or row numbers, got "
                         f"{_describe(allow)}; pass [{allow!r}] for one key")
     items = list(allow)
     if any(isinstance(a, str) for a in items):
-        rows = np.empty(len(items), np.int64)
-        for j, key in enumerate(items):
-            if not isinstance(key, str):
-                raise TypeError(f"allow mixes keys and other values: allow[{j}] is "
-                                f"{_describe(key)}")
-            try:
-                rows[j] = store.get_index(key)
-            except KeyError:
-                raise KeyError(f"allow[{j}]: key {key!r} not present") from None
-        return rows
+        return _key_rows(store, items, "allow")
     return np.asarray(items) if items else np.empty(0, np.int64)
+
+
+def _key_rows(store: AnyStore, keys: list, name: str) -> np.ndarray:
+    """Rows of ``keys`` (all str), looked up as one batch: a KeyError names the first one
+    absent as ``name[j]``, a TypeError the first item that is not a str."""
+    try:
+        rows = store._rows_of_keys(keys)
+    except TypeError:
+        j = next(j for j, key in enumerate(keys) if not isinstance(key, str))
+        raise TypeError(f"{name} mixes keys and other values: {name}[{j}] is "
+                        f"{_describe(keys[j])}") from None
+    missing = rows < 0
+    if missing.any():
+        j = int(np.argmax(missing))
+        raise KeyError(f"{name}[{j}]: key {keys[j]!r} not present")
+    return rows
 
 
 # -- gensim-style helpers --------------------------------------------------------------------

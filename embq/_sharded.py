@@ -274,6 +274,7 @@ class ShardedStore:
     _check_open = Store._check_open
     _checked_index = Store._checked_index
     _find = Store._find
+    _rows_of_keys = Store._rows_of_keys
     _range_text = Store._range_text
     __contains__ = Store.__contains__
     has_index_for = Store.has_index_for
@@ -286,6 +287,7 @@ class ShardedStore:
     _getitem_list = Store._getitem_list
     _resolve = Store._resolve
     vectors_for_all = Store.vectors_for_all
+    allow_list = Store.allow_list
 
     def _verify_miss(self, key: str) -> None:
         """A key every shard reported absent: each shard checks its own probe sequence

@@ -1272,6 +1272,16 @@ class Store:
                 path=self.path,
             )
 
+    def _rows_of_keys(self, keys: list) -> np.ndarray:
+        """Rows of a list of str keys, looked up as one batch; -1 for an absent key, the
+        first such miss checked against the table (see _verify_miss). A TypeError names the
+        first item that is not a str."""
+        rows = self._checked_index().find_many(keys)
+        missing = np.flatnonzero(rows < 0)
+        if missing.size and self.has_keys:
+            self._verify_miss(keys[int(missing[0])])
+        return rows
+
     def _find(self, key: Any) -> int:
         """Row of a str key or -1, with a miss checked against the table (see _verify_miss)."""
         i = self._checked_index().find(key)
@@ -1567,7 +1577,7 @@ class Store:
         first = items[0]
         if isinstance(first, str):
             try:
-                rows = index.find_many(items)
+                rows = self._rows_of_keys(items)
             except TypeError:
                 # Keys mixed with row numbers (gensim allows it): resolve one by one; a bad item
                 # raises TypeError naming its position.
@@ -1575,10 +1585,7 @@ class Store:
                 return index.gather(self._threads, rows)
             missing = rows < 0
             if missing.any():
-                key = items[int(np.argmax(missing))]
-                if self.has_keys:
-                    self._verify_miss(key)
-                raise _missing_key_error(self, key)
+                raise _missing_key_error(self, items[int(np.argmax(missing))])
             return index.gather(self._threads, rows)
         try:
             rows = np.array([operator.index(v) for v in items], dtype=np.int64)
@@ -1619,6 +1626,16 @@ class Store:
         from embq._search import search_store
 
         return search_store(self, queries, k, **options)
+
+    def allow_list(self, allow):
+        """Check an allow-list once for any number of searches of this store: keys (str), a
+        boolean mask over its rows, or row numbers, as an :class:`embq.AllowList` that
+        ``search``, ``most_similar``, ``most_similar_batch`` and ``similar_by_vector`` take as
+        ``allow=`` without checking it again (see :func:`embq.allow_list`). Keys are looked
+        up once here, as one batch."""
+        from embq._search import _store_allow, allow_list
+
+        return allow_list(_store_allow(self, allow), len(self))
 
     # The gensim-style wrappers take embq._search's keyword-only options (``rescore``, default
     # 4, and ``n_threads``) as **options and forward only those given, so the defaults are

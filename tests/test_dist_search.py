@@ -107,6 +107,14 @@ def test_options_on_a_cluster_equal_one_store(client, data, parts, tmp_path):
         assert remote.closer_than("k3", "k40") == one.closer_than("k3", "k40")
         assert remote.most_similar("k3", topn=5, allow=keys) == one.most_similar(
             "k3", topn=5, allow=keys)
+        # an AllowList checked once on the client: the tasks get their slices of it
+        for allow in (keys, mask):
+            token = remote.allow_list(allow)
+            for kw in ({}, {"metric": "l2"}, {"restrict": 260}):
+                _same(remote.search(q, 10, allow=token, **kw), one.search(q, 10, allow=allow,
+                                                                           **kw))
+                _same(remote.search(q[0], 10, allow=token, **kw),
+                      one.search(q[0], 10, allow=allow, **kw))
 
 
 def test_tasks_receive_local_allowed_rows_only(data):

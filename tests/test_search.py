@@ -1413,7 +1413,7 @@ def test_allow_mask_token_keeps_the_mask_and_lists_its_rows_on_demand(select):
     n = 5000
     mask = rng.random(n) < 0.5
     token = ks.allow_mask(mask, n)
-    assert isinstance(token, ks.Rows) and token.n_rows == n and token.dense
+    assert isinstance(token, ks.AllowList) and token.n_rows == n and token.dense
     assert len(token) == int(mask.sum())
     assert np.shares_memory(token.mask, mask)        # the mask as given, not copied
     with pytest.raises(ValueError, match="read-only"):
@@ -1752,7 +1752,7 @@ def test_long_allow_list_check_on_every_thread_names_the_first_bad_position():
 
 
 def test_checked_allow_list_is_checked_once_and_only_where_it_holds():
-    # allow_list's one pass makes a read-only Rows the scans take as they are, for as many
+    # allow_list's one pass makes a read-only AllowList the scans take as they are, for as many
     # rows as it was checked for and no more; a bad list gives its first bad position instead
     from embq import _kernels_sketch as ksk
 
@@ -1764,7 +1764,7 @@ def test_checked_allow_list_is_checked_once_and_only_where_it_holds():
                                     np.ones(3, np.float32), False)
     good = np.flatnonzero(rng.random(n) < 0.4).astype(np.int64)
     rows = ks.allow_list(good, n)
-    assert isinstance(rows, ks.Rows) and len(rows) == len(good) and rows.n_rows == n
+    assert isinstance(rows, ks.AllowList) and len(rows) == len(good) and rows.n_rows == n
     assert np.shares_memory(rows.array, good)       # no copy
     with pytest.raises(ValueError, match="read-only"):
         rows.array[0] = 5
@@ -1795,7 +1795,7 @@ def test_checked_allow_list_is_checked_once_and_only_where_it_holds():
     assert ks.allow_list(bad, n) == 5
     assert ks.allow_list(good, int(good[-1])) == len(good) - 1
     with pytest.raises(TypeError):
-        ks.Rows()                                    # only allow_list makes one
+        ks.AllowList()                                    # only allow_list makes one
 
 
 @settings(max_examples=40, deadline=None)
@@ -1875,6 +1875,91 @@ def test_store_methods_take_allow_as_keys(sample_store):
         sample_store.search(sample_store[keys[3]], 6, allow=[keys[0], "no-such-key"])
     with pytest.raises(ValueError, match="topn=None"):
         sample_store.most_similar(keys[3], topn=None, allow=allowed)
+
+
+def test_store_allow_list_looks_up_keys_once_and_answers_as_allow(sample_store):
+    keys = list(sample_store.index_to_key)
+    allowed = keys[::7][::-1]                  # keys come in any order
+    token = sample_store.allow_list(allowed)
+    assert isinstance(token, embq.AllowList) and len(token) == len(set(allowed))
+    np.testing.assert_array_equal(token.array,
+                                  np.sort([sample_store.get_index(k) for k in allowed]))
+    assert sample_store.most_similar(keys[3], topn=5, allow=token) == \
+        sample_store.most_similar(keys[3], topn=5, allow=allowed)
+    assert sample_store.similar_by_vector(sample_store[keys[3]], topn=4, allow=token) == \
+        sample_store.similar_by_vector(sample_store[keys[3]], topn=4, allow=allowed)
+    assert sample_store.most_similar_batch(keys[:3], topn=4, allow=token) == \
+        sample_store.most_similar_batch(keys[:3], topn=4, allow=allowed)
+    q = sample_store[keys[3]]
+    for kw in ({}, {"metric": "l2"}, {"metric": "dot", "rescore": 2}, {"restrict": 900},
+               {"threshold": 0.2}):
+        got, want = sample_store.search(q, 6, allow=token, **kw), sample_store.search(
+            q, 6, allow=allowed, **kw)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+    with pytest.raises(KeyError, match=r"allow\[1\]: key 'no-such-key' not present"):
+        sample_store.allow_list([keys[0], "no-such-key"])
+    with pytest.raises(TypeError, match=r"allow mixes keys and other values: allow\[1\] is"):
+        sample_store.allow_list([keys[0], 5])
+    n = len(sample_store)
+    other = embq.allow_list([1, 2], n + 1)
+    with pytest.raises(ValueError, match=f"an AllowList of {n + 1} rows, but the search is "
+                       f"over {n}"):
+        sample_store.search(q, 3, allow=other)
+
+
+@pytest.mark.parametrize("form", ["rows", "shuffled", "few-shuffled", "mask", "all", "none"])
+def test_allow_list_is_checked_once_and_answers_as_the_allow_it_came_from(form):
+    n, d = 3000, 24
+    codes, scales, zp, norms = make(n, d, seed=3, dup=True)
+    rng = np.random.default_rng(4)
+    mask = rng.random(n) < (0.001 if form == "few-shuffled" else 0.4)
+    rows = np.flatnonzero(mask)
+    raw = {"rows": rows, "shuffled": rng.permutation(np.concatenate([rows, rows[:9]])),
+           "few-shuffled": rng.permutation(rows), "mask": mask.copy(),
+           "all": np.ones(n, bool), "none": np.empty(0, np.int64)}[form]
+    token = embq.allow_list(raw, n)
+    assert embq.allow_list(token, n) is token
+    assert len(token) == (n if form == "all" else 0 if form == "none" else rows.size)
+    assert not token.array.flags.writeable
+    q = rng.standard_normal((5, d)).astype(np.float32)
+    cases = [(m, kw) for m in (q[0], q) for kw in (
+        {}, {"metric": "dot"}, {"metric": "l2"}, {"restrict": 1700}, {"rescore": 2},
+        {"threshold": 0.1})]
+    want = []
+    for qq, kw in cases:
+        kw = {"k": 7, **kw}
+        want.append(search(codes, scales, qq, zero_points=zp, norms=norms, allow=raw, **kw))
+    # the token holds its own copy: the array it came from may change
+    if raw.size:
+        raw[:] = raw[::-1] if raw.dtype != bool else ~raw
+    for (qq, kw), w in zip(cases, want):
+        kw = {"k": 7, **kw}
+        got = search(codes, scales, qq, zero_points=zp, norms=norms, allow=token, **kw)
+        for g, ww in zip(got, w):
+            for ga, wa in zip(g if isinstance(g, list) else [g], ww if isinstance(ww, list)
+                              else [ww]):
+                np.testing.assert_array_equal(ga, wa)
+
+
+def test_allow_list_refuses_what_a_search_refuses():
+    with pytest.raises(ValueError, match=r"allow\[1\] = 10 is not a row number.*< 10"):
+        embq.allow_list([3, 10], 10)
+    with pytest.raises(ValueError, match=r"one entry per row \(10\), got 9"):
+        embq.allow_list(np.ones(9, bool), 10)
+    with pytest.raises(TypeError, match="boolean mask or integer row numbers"):
+        embq.allow_list(np.ones(3, np.float32), 10)
+    with pytest.raises(ValueError, match="n_rows must be >= 0"):
+        embq.allow_list([1], -1)
+    token = embq.allow_list(np.arange(5), 10)
+    assert repr(token) == "<AllowList: 5 of 10 rows allowed (row numbers)>"
+    with pytest.raises(ValueError, match="an AllowList of 10 rows, not 11"):
+        embq.allow_list(token, 11)
+    codes, scales, _zp, _norms = make(11, 4)
+    with pytest.raises(ValueError, match=r"allow_list\(allow, 11\)"):
+        search(codes, scales, np.ones(4), allow=token)
+    with pytest.raises(TypeError, match=r"embq.allow_list\(allow, n_rows\)"):
+        embq.AllowList()
 
 
 def test_allow_checks_the_scales_and_norms_it_reads():

@@ -80,6 +80,13 @@ def test_allow_equals_one_store(data, parts):
                           "restrict": restrict}
                     _same(sh.search(q, k, **kw), one.search(q, k, **kw))
         _same(sh.search(q[0], 4, allow=allow), one.search(q[0], 4, allow=allow))
+        # checked once (an AllowList): the same answers, and refused by a store of other size
+        token = sh.allow_list(allow)
+        for kw in ({}, {"metric": "l2", "restrict": boundary}, {"metric": "dot", "rescore": 3}):
+            _same(sh.search(q, 10, allow=token, **kw), one.search(q, 10, allow=allow, **kw))
+            _same(sh.search(q[0], 10, allow=token, **kw), one.search(q[0], 10, allow=allow, **kw))
+        assert sh.most_similar("w3", topn=5, allow=token) == one.most_similar(
+            "w3", topn=5, allow=allow)
 
 
 @pytest.mark.parametrize("parts", PARTS)
