@@ -618,8 +618,14 @@ cdef inline int64_t _long_window(_Job job, int64_t p, int64_t p1, int64_t q0, fl
         ext = job.idx[p + r - 1] - job.idx[p] + 1
         if _WIN_NUM * r < _WIN_DEN * ext:
             return 0
-    b.base = job.idx[p]
-    b.span = ext
+    # The window starts on the grid of the unfiltered scan's blocks (a multiple of _ROW_BLOCK
+    # rows, the rows of embq_scan1's blocks): its rows before idx[p] are read but are not in
+    # its list, so never offered. Started at its first allowed row, every block of the window
+    # sat elsewhere across the pages than the unfiltered scan's, and one query over half of
+    # 1,000,000 x 384 rows took 4-5% longer than over a mask of the same rows on one thread,
+    # 2-3% on two (the same rows read, the same candidates; only the phase differed).
+    b.base = job.idx[p] - job.idx[p] % _ROW_BLOCK
+    b.span = job.idx[p + r - 1] - b.base + 1
     b.c = job.codes + b.base * d
     b.s = job.scales + b.base
     b.nm = job.norms + b.base if job.norms != NULL else NULL

@@ -399,7 +399,8 @@ def allow_table(codes, scales, zp, norms, qall, threads, repeats, fractions, cou
 
     The allowed rows are drawn at random (the worst case: no long runs of consecutive rows)
     and passed the ways users hold them: row numbers in order (the times include checking
-    them), the same row numbers shuffled (as keys give them), and a boolean mask. The
+    them), the same row numbers shuffled (as keys give them), a boolean mask, and the row
+    numbers checked once beforehand (an ``embq.AllowList``, for many searches). The
     unfiltered scan runs twice, the second time as a control (its ratio to the first is the
     noise of the run), all in turn with the caches emptied before each call, median of the
     repeats (one query, the noisiest on a shared machine, five times as many).
@@ -409,7 +410,7 @@ def allow_table(codes, scales, zp, norms, qall, threads, repeats, fractions, cou
     print(f"\nallow-lists: {n:,} rows, random allowed rows, k={K}, {threads} thread(s), "
           f"{'through a store file' if store is not None else 'on the arrays'}")
     header = (f"{'queries':>7} {'allowed':>8} {'ms full':>8} {'control':>8} {'ms rows':>8} "
-              f"{'rows':>7} {'shuffled':>9} {'ms mask':>8} {'mask':>7}")
+              f"{'rows':>7} {'shuffled':>9} {'ms mask':>8} {'mask':>7} {'AllowList':>10}")
     print(header)
     print("-" * len(header))
     for m in counts:
@@ -429,15 +430,16 @@ def allow_table(codes, scales, zp, norms, qall, threads, repeats, fractions, cou
                 return lambda: full(q, allow=allow)
 
             rows = np.flatnonzero(mask)
-            fns = [full, full, filtered(rows), filtered(rng.permutation(rows)), filtered(mask)]
+            fns = [full, full, filtered(rows), filtered(rng.permutation(rows)), filtered(mask),
+                   filtered(embq.allow_list(rows, n))]
             for fn in fns:
                 fn()
-            (t_full, t_again, t_rows, t_shuf, t_mask), outs = interleaved(
+            (t_full, t_again, t_rows, t_shuf, t_mask, t_tok), outs = interleaved(
                 fns, reps, stat=statistics.median, before=evict)
             assert all(np.array_equal(outs[2][1], o[1]) for o in outs[3:])
             print(f"{m:>7} {f:>8.0%} {t_full * 1e3:>8.2f} {t_full / t_again:>7.2f}x "
                   f"{t_rows * 1e3:>8.2f} {t_full / t_rows:>6.2f}x {t_full / t_shuf:>8.2f}x "
-                  f"{t_mask * 1e3:>8.2f} {t_full / t_mask:>6.2f}x")
+                  f"{t_mask * 1e3:>8.2f} {t_full / t_mask:>6.2f}x {t_full / t_tok:>9.2f}x")
 
 
 def main() -> None:
