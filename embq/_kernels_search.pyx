@@ -951,9 +951,15 @@ def first_bad_row(const int64_t[::1] idx, int64_t n_rows, int n_threads=0):
                 fv[c] = embq_rows_first_bad(_sel_id, &idx[p0 - 1], p1 - p0 + 1, n_rows)
                 if fv[c] >= 0:
                     fv[c] += p0 - 1
-    for c in range(nparts):
-        if fv[c] >= 0:
-            return fv[c]
+    return _first_found(fv)
+
+
+cdef int64_t _first_found(const int64_t[::1] found):
+    """The first entry >= 0 of the parts' results (the parts in position order), or -1."""
+    cdef Py_ssize_t c
+    for c in range(found.shape[0]):
+        if found[c] >= 0:
+            return found[c]
     return -1
 
 
@@ -970,8 +976,6 @@ def mark_rows(const int64_t[::1] idx, uint8_t[::1] mask):
     cdef int nt = _pass_threads(npos)
     if npos == 0:
         return -1
-    if not embq_openmp_enabled() or npos < 2 * nt:
-        nt = 1
     found = np.full(nt, -1, dtype=np.int64)
     cdef int64_t[::1] fv = found
     with nogil, parallel(num_threads=nt):
@@ -981,10 +985,7 @@ def mark_rows(const int64_t[::1] idx, uint8_t[::1] mask):
             fv[c] = embq_mark_rows(&idx[p0], p1 - p0, &mask[0], n_rows)
             if fv[c] >= 0:
                 fv[c] += p0
-    for c in range(nt):
-        if fv[c] >= 0:
-            return fv[c]
-    return -1
+    return _first_found(fv)
 
 
 # A mask is scanned whole for one query when each of _MASK_GROUPS equal parts of its rows is
