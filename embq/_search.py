@@ -400,7 +400,8 @@ def _allow_rows(allow: Any, n: int, n_eff: int) -> AllowList:
     if isinstance(allow, _kernels().AllowList):
         if allow.n_rows != n:
             raise ValueError(f"allow is an AllowList of {allow.n_rows} rows, but the search "
-                             f"is over {n}; make it with allow_list(allow, {n})")
+                             f"is over {n}; make it with store.allow_list(allow) for the "
+                             f"store searched, or embq.allow_list(allow, {n})")
         return allow.below(n_eff) if n_eff < n else allow
     if isinstance(allow, (str, bytes)) or (isinstance(allow, (list, tuple)) and any(
             isinstance(a, str) for a in allow)):
@@ -1077,9 +1078,10 @@ def most_similar(store: AnyStore, positive: Any = None, negative: Any = None, to
         (so scores match float cosine on the dequantized vectors); None keeps int8 scores.
         With ``topn=None`` it chooses between those two kinds of scores for every row.
     n_threads : int, optional
-    allow : list of keys, boolean mask (n,) or row numbers, optional
+    allow : list of keys, boolean mask (n,), row numbers or AllowList, optional
         Return only these rows (see :func:`search`; applied inside the scan, so ``topn``
         results come back whenever that many allowed rows remain). Not with ``topn=None``.
+        For a filter used many times, ``store.allow_list(keys)`` looks its keys up once.
     prefilter : {None, "sketch"}, default None
         ``"sketch"`` scores exactly only the rows nearest the query by sign-bit sketch (the
         store needs a sketch; see :func:`search_store`). Not with ``topn=None``.
