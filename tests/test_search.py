@@ -1956,7 +1956,8 @@ def test_allow_list_refuses_what_a_search_refuses():
     with pytest.raises(ValueError, match="an AllowList of 10 rows, not 11"):
         embq.allow_list(token, 11)
     codes, scales, _zp, _norms = make(11, 4)
-    with pytest.raises(ValueError, match=r"store.allow_list\(allow\) for the store searched, or embq.allow_list\(allow, 11\)"):
+    with pytest.raises(ValueError, match=r"store.allow_list\(allow\) for the store searched, "
+                       r"or embq.allow_list\(allow, 11\)"):
         search(codes, scales, np.ones(4), allow=token)
     with pytest.raises(TypeError, match=r"embq.allow_list\(allow, n_rows\)"):
         embq.AllowList()
