@@ -1342,6 +1342,11 @@ def test_allow_long_windows_of_one_query_match_the_oracle(select):
         "runs": runs,
         "all": np.arange(n),
         "mixed": windowed_allow(n, [0.6, 0.5, 0.4, 0.02, 1.0, 0.45], rng),
+        # far from even inside one window: a row's place guessed from the window's ends is
+        # hundreds of entries off (the lookup steps out from the guess, then bisects)
+        "dense-then-sparse": np.concatenate([np.arange(0, 12000), np.arange(12000, n, 5)]),
+        "sparse-then-dense": np.concatenate([np.arange(0, n - 12000, 5),
+                                             np.arange(n - 11999, n)]),
     }
     for name, rows in lists.items():
         # chunk edges (positions c * len // nchunks) moved onto the first and last rows
