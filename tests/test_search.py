@@ -1928,9 +1928,13 @@ def test_allow_list_is_checked_once_and_answers_as_the_allow_it_came_from(form):
     assert len(token) == (n if form == "all" else 0 if form == "none" else rows.size)
     assert not token.array.flags.writeable
     q = rng.standard_normal((5, d)).astype(np.float32)
+    from embq._sketch import compute_sketch
+
+    sk, center = compute_sketch(codes, scales, zp)
     cases = [(m, kw) for m in (q[0], q) for kw in (
         {}, {"metric": "dot"}, {"metric": "l2"}, {"restrict": 1700}, {"rescore": 2},
-        {"threshold": 0.1})]
+        {"threshold": 0.1},
+        {"prefilter": "sketch", "oversample": 4, "sketch": sk, "sketch_center": center})]
     want = []
     for qq, kw in cases:
         kw = {"k": 7, **kw}
