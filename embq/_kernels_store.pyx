@@ -46,7 +46,12 @@ cdef inline const char* _key_utf8(object key, Py_ssize_t* n) except? NULL:
 cdef enum:
     _MISSING = -1
     _CORRUPT = -2
-    _BLOCK = 64   # keys per stage of a batched lookup
+    # keys per stage of a batched lookup: a stage's reads were asked for a whole block ago,
+    # and a block of 64 cheap steps was shorter than one read from memory
+    _BLOCK = 256
+    # str objects prefetched ahead of the one read: random keys of a large vocabulary sit
+    # anywhere in the heap, and reading each one's header waited on memory in turn
+    _OBJ_AHEAD = 16
     _AHEAD = 4    # rows prefetched ahead by a gather
 
 cdef extern from *:
@@ -58,6 +63,10 @@ cdef extern from *:
     #endif
     """
     void _prefetch "EMBQ_STORE_PREFETCH"(const void* p) noexcept nogil
+
+cdef extern from "Python.h":
+    # the list's item as a plain pointer (no reference taken), to prefetch the object
+    const void* _list_item "PyList_GET_ITEM"(object lst, Py_ssize_t i)
 
 HASH_FUNCTION = "fnv1a64+fmix64"
 PROBING = "linear"
@@ -454,6 +463,8 @@ cdef class StoreIndex:
             hh = hashes
             given = <const uint64_t*>cnp.PyArray_DATA(hh)
         for i in range(m):
+            if i + _OBJ_AHEAD < m:
+                _prefetch(_list_item(ks, i + _OBJ_AHEAD))
             if not PyUnicode_Check(ks[i]):
                 k = ks[i]
                 raise TypeError(f"keys must be str; item {i} is {type(k).__name__} {k!r}")
@@ -466,6 +477,8 @@ cdef class StoreIndex:
         for i in range(0, m, _BLOCK):
             nb = min(_BLOCK, m - i)
             for j in range(nb):
+                if i + j + _OBJ_AHEAD < m:
+                    _prefetch(_list_item(ks, i + j + _OBJ_AHEAD))
                 ptrs[j] = _key_utf8(ks[i + j], &lens[j])
                 unencodable[j] = ptrs[j] == NULL
                 if unencodable[j]:
