@@ -915,6 +915,12 @@ cdef int _pass_threads(int64_t n):
     return 1
 
 
+cdef inline int64_t _part_start(int64_t g, int64_t n, int64_t parts) noexcept nogil:
+    """The first position of part ``g`` of ``parts`` equal parts of ``n`` positions (the
+    passes over an allow-list or a mask split their work so)."""
+    return g * n // parts
+
+
 def first_bad_row(const int64_t[::1] idx, int64_t n_rows, int n_threads=0):
     """The first position of ``idx`` (int64) whose row is out of [0, n_rows) or not above the
     one before, or -1 when ``idx`` is increasing rows within range.
@@ -943,8 +949,8 @@ def first_bad_row(const int64_t[::1] idx, int64_t n_rows, int n_threads=0):
     cdef int64_t[::1] fv = found
     with nogil, parallel(num_threads=nt):
         for c in prange(nparts, schedule="static"):
-            p0 = c * npos // nparts
-            p1 = (c + 1) * npos // nparts
+            p0 = _part_start(c, npos, nparts)
+            p1 = _part_start(c + 1, npos, nparts)
             if p0 == 0:
                 fv[c] = embq_rows_first_bad(_sel_id, &idx[0], p1, n_rows)
             else:
@@ -980,8 +986,8 @@ def mark_rows(const int64_t[::1] idx, uint8_t[::1] mask):
     cdef int64_t[::1] fv = found
     with nogil, parallel(num_threads=nt):
         for c in prange(nt, schedule="static"):
-            p0 = c * npos // nt
-            p1 = (c + 1) * npos // nt
+            p0 = _part_start(c, npos, nt)
+            p1 = _part_start(c + 1, npos, nt)
             fv[c] = embq_mark_rows(&idx[p0], p1 - p0, &mask[0], n_rows)
             if fv[c] >= 0:
                 fv[c] += p0
@@ -993,11 +999,6 @@ def mark_rows(const int64_t[::1] idx, uint8_t[::1] mask):
 # unfiltered scan and one byte per candidate; a mask whose allowed rows cluster goes the way of
 # a row list (gathered blocks, windows), which reads only the parts with allowed rows.
 DEF _MASK_GROUPS = 16
-
-
-cdef inline int64_t _part_start(int64_t g, int64_t n) noexcept nogil:
-    """The first row of part ``g`` of the _MASK_GROUPS equal parts of ``n`` rows."""
-    return g * n // _MASK_GROUPS
 
 
 @cython.final
@@ -1044,7 +1045,7 @@ cdef class AllowList:
         # each part of the mask fills its own slice (its count is known), on every thread for
         # a long mask: it comes from memory
         cdef const uint8_t[::1] mv = self.mask.view(np.uint8)
-        cdef int64_t n = self.n_rows, g, a
+        cdef int64_t n = self.n_rows, g, a, e
         cdef int64_t starts[_MASK_GROUPS + 1]
         cdef int nt = _pass_threads(n)
         out = np.empty(self._count, dtype=np.int64)
@@ -1056,10 +1057,10 @@ cdef class AllowList:
             starts[g + 1] = starts[g] + self._groups[g]
         with nogil, parallel(num_threads=nt):
             for g in prange(_MASK_GROUPS, schedule="static"):
-                a = _part_start(g, n)
+                a = _part_start(g, n, _MASK_GROUPS)
+                e = _part_start(g + 1, n, _MASK_GROUPS)
                 if self._groups[g] > 0:
-                    embq_mask_rows(_sel_id, &mv[a], _part_start(g + 1, n) - a, a,
-                                   &o[starts[g]])
+                    embq_mask_rows(_sel_id, &mv[a], e - a, a, &o[starts[g]])
         return out
 
     def below(self, int64_t n_rows):
@@ -1088,22 +1089,25 @@ cdef AllowList _rows(arr, int64_t n_rows):
 
 
 cdef AllowList _rows_of_mask(mask):
-    """A AllowList of a contiguous bool mask (its length is n_rows): counted by groups, to tell
+    """An AllowList of a contiguous bool mask (its length is n_rows): counted by groups, to tell
     whether it is dense everywhere (one pass at SIMD width, on every thread for a long mask:
     it comes from memory)."""
     cdef AllowList r = AllowList.__new__(AllowList)   # _groups start at 0
     cdef const uint8_t[::1] mv = mask.view(np.uint8)
-    cdef int64_t n = mv.shape[0], g, a, total = 0
+    cdef int64_t n = mv.shape[0], g, a, e, total = 0
     cdef bint dense = True
     cdef int nt = _pass_threads(n)
     if n > 0:
         with nogil, parallel(num_threads=nt):
             for g in prange(_MASK_GROUPS, schedule="static"):
-                a = _part_start(g, n)
-                r._groups[g] = embq_count_nonzero(_sel_id, &mv[a], _part_start(g + 1, n) - a)
+                a = _part_start(g, n, _MASK_GROUPS)
+                e = _part_start(g + 1, n, _MASK_GROUPS)
+                r._groups[g] = embq_count_nonzero(_sel_id, &mv[a], e - a)
     for g in range(_MASK_GROUPS):
         total += r._groups[g]
-        if _WIN_NUM * r._groups[g] < _WIN_DEN * (_part_start(g + 1, n) - _part_start(g, n)):
+        a = _part_start(g, n, _MASK_GROUPS)
+        e = _part_start(g + 1, n, _MASK_GROUPS)
+        if _WIN_NUM * r._groups[g] < _WIN_DEN * (e - a):
             dense = False
     r._array = None
     r.mask = _readonly(mask)
